@@ -1,0 +1,163 @@
+"""ELF core files: parse the headers and notes of a vmcore, and build new ones.
+
+Only what a vmcore uses: the file header, program headers (PT_NOTE, PT_LOAD),
+PN_XNUM via section header 0, and 4-byte aligned notes.  Little-endian only
+(every architecture fastdump supports today).
+"""
+
+import struct
+from dataclasses import dataclass
+
+from .errors import SourceError
+
+ELFCLASS32, ELFCLASS64 = 1, 2
+ET_CORE = 4
+EM_386, EM_X86_64 = 3, 62
+PT_LOAD, PT_NOTE = 1, 4
+PN_XNUM = 0xFFFF
+NT_PRSTATUS = 1
+ELF_INCOMPLETE_FLAG = 1  # e_flags bit makedumpfile sets on a truncated -E dump
+
+_EHDR = {ELFCLASS64: struct.Struct("<16sHHIQQQIHHHHHH"), ELFCLASS32: struct.Struct("<16sHHIIIIIHHHHHH")}
+_SHDR = {ELFCLASS64: struct.Struct("<IIQQQQIIQQ"), ELFCLASS32: struct.Struct("<IIIIIIIIII")}
+_PHDR64 = struct.Struct("<IIQQQQQQ")   # type flags offset vaddr paddr filesz memsz align
+_PHDR32 = struct.Struct("<IIIIIIII")   # type offset vaddr paddr filesz memsz flags align
+_NHDR = struct.Struct("<III")
+
+
+@dataclass
+class Phdr:
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+@dataclass
+class Note:
+    name: bytes
+    type: int
+    desc: bytes
+    offset: int = 0       # offset of the note header inside the note segment
+    desc_offset: int = 0  # offset of desc inside the note segment
+    end: int = 0          # offset just past this note (padding included)
+
+
+@dataclass
+class ElfHeader:
+    elfclass: int
+    machine: int
+    flags: int
+    phoff: int
+    phdrs: list
+
+    @property
+    def is64(self):
+        return self.elfclass == ELFCLASS64
+
+
+def _align4(n):
+    return (n + 3) & ~3
+
+
+def parse_header(read_at, file_size=None):
+    """Parse the ELF header and program headers.  ``read_at(offset, size)`` returns bytes."""
+    ident = read_at(0, 64)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+        raise SourceError("not an ELF file (bad magic)")
+    elfclass, data = ident[4], ident[5]
+    if elfclass not in _EHDR:
+        raise SourceError(f"unsupported ELF class {elfclass}")
+    if data != 1:
+        raise SourceError("big-endian ELF vmcores are not supported")
+    ehdr_s = _EHDR[elfclass]
+    if len(ident) < ehdr_s.size:
+        raise SourceError("truncated ELF header")
+    (_, e_type, machine, _version, _entry, phoff, shoff, flags, _ehsize,
+     phentsize, phnum, _shentsize, shnum, _shstrndx) = ehdr_s.unpack_from(ident)
+    if e_type != ET_CORE:
+        raise SourceError(f"ELF type {e_type} is not a core file (ET_CORE)")
+    phdr_s = _PHDR64 if elfclass == ELFCLASS64 else _PHDR32
+    if phentsize != phdr_s.size:
+        raise SourceError(f"ELF program header size {phentsize} is wrong for this class")
+    if phnum == PN_XNUM:
+        shdr = read_at(shoff, _SHDR[elfclass].size)
+        if shoff == 0 or len(shdr) < _SHDR[elfclass].size:
+            raise SourceError("ELF uses PN_XNUM but has no section header 0")
+        phnum = _SHDR[elfclass].unpack_from(shdr)[7]  # sh_info
+    if phnum == 0:
+        raise SourceError("ELF core file has no program headers")
+    table_size = phnum * phdr_s.size
+    if file_size is not None and phoff + table_size > file_size:
+        raise SourceError("truncated ELF file: program headers run past its end")
+    raw = read_at(phoff, table_size)
+    if len(raw) < table_size:
+        raise SourceError("truncated ELF file: program headers run past its end")
+    phdrs = []
+    for i in range(phnum):
+        fields = phdr_s.unpack_from(raw, i * phdr_s.size)
+        if elfclass == ELFCLASS64:
+            phdrs.append(Phdr(*fields))
+        else:
+            p_type, off, vaddr, paddr, filesz, memsz, pflags, align = fields
+            phdrs.append(Phdr(p_type, pflags, off, vaddr, paddr, filesz, memsz, align))
+    return ElfHeader(elfclass, machine, flags, phoff, phdrs)
+
+
+def parse_notes(data):
+    """Split a note segment into Notes; stops at a zero-sized terminator or the end."""
+    notes, pos, size = [], 0, len(data)
+    while pos + _NHDR.size <= size:
+        namesz, descsz, ntype = _NHDR.unpack_from(data, pos)
+        if namesz == 0 and descsz == 0:
+            break
+        name_at = pos + _NHDR.size
+        desc_at = name_at + _align4(namesz)
+        end = desc_at + _align4(descsz)
+        if desc_at + descsz > size:
+            raise SourceError(f"ELF note at offset {pos} runs past the note segment")
+        name = bytes(data[name_at:name_at + namesz]).rstrip(b"\0")
+        notes.append(Note(name, ntype, bytes(data[desc_at:desc_at + descsz]), pos, desc_at, min(end, size)))
+        pos = end
+    return notes
+
+
+def build_note(name, ntype, desc):
+    name_b = name + b"\0"
+    return (_NHDR.pack(len(name_b), len(desc), ntype) + name_b.ljust(_align4(len(name_b)), b"\0")
+            + desc.ljust(_align4(len(desc)), b"\0"))
+
+
+def build_header(elfclass, machine, phdrs, *, flags=0, phoff=None):
+    """Ehdr + phdr table (+ section 0 for PN_XNUM), placed at offset 0.
+
+    ``phoff`` other than right after the Ehdr pads with zeros (QEMU puts it at 192)."""
+    ehdr_s = _EHDR[elfclass]
+    phdr_s = _PHDR64 if elfclass == ELFCLASS64 else _PHDR32
+    ident = b"\x7fELF" + bytes([elfclass, 1, 1, 0]) + bytes(8)
+    phoff = ehdr_s.size if phoff is None else phoff
+    xnum = len(phdrs) >= PN_XNUM
+    shdr_s = _SHDR[elfclass]
+    shoff = phoff + phdr_s.size * len(phdrs) if xnum else 0
+    out = bytearray(ehdr_s.pack(ident, ET_CORE, machine, 1, 0, phoff, shoff, flags, ehdr_s.size,
+                                phdr_s.size, PN_XNUM if xnum else len(phdrs),
+                                shdr_s.size if xnum else 0, 1 if xnum else 0, 0))
+    out += bytes(phoff - len(out))
+    for p in phdrs:
+        if elfclass == ELFCLASS64:
+            out += _PHDR64.pack(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
+        else:
+            out += _PHDR32.pack(p.type, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.flags, p.align)
+    if xnum:
+        out += shdr_s.pack(0, 0, 0, 0, 0, 0, 0, len(phdrs), 0, 0)
+    return bytes(out)
+
+
+def header_size(elfclass, nphdrs):
+    phdr = _PHDR64.size if elfclass == ELFCLASS64 else _PHDR32.size
+    extra = _SHDR[elfclass].size if nphdrs >= PN_XNUM else 0
+    return _EHDR[elfclass].size + phdr * nphdrs + extra

@@ -1,0 +1,33 @@
+"""Errors that end a run with one clear line instead of a traceback."""
+
+# Exit statuses of the command line.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3  # dump complete but some source pages were unreadable
+
+
+class FastdumpError(Exception):
+    """A failure the user can act on; its str() is the one line we print."""
+
+    exit_status = EXIT_ERROR
+
+
+class UsageError(FastdumpError):
+    exit_status = EXIT_USAGE
+
+
+class SourceError(FastdumpError):
+    """The input is not a readable vmcore (corrupt, truncated, unsupported)."""
+
+
+class VmcoreinfoError(FastdumpError):
+    """The VMCOREINFO note is missing a key we need or holds a bogus value."""
+
+
+class FormatError(FastdumpError):
+    """A dump file we were asked to read is not in a format we understand."""
+
+
+class TargetError(FastdumpError):
+    """The output cannot be created or written (exists, no room, no permission)."""

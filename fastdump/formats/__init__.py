@@ -1,0 +1,1 @@
+"""One module per dump format, each with its writer and its reader."""

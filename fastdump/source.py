@@ -1,0 +1,198 @@
+"""ELF vmcores (``/proc/vmcore``, a saved copy, a filtered ELF dump) as a page source.
+
+The source's job is to say which physical bytes exist and where they are in the
+file.  ``extents`` is that answer: sorted, non-overlapping
+``(phys_start, phys_end, file_offset)`` triples.  Overlapping PT_LOADs (the
+kernel-text segment repeats part of RAM) are folded by physical address.
+The Cython core reads pages through this table, never through Python.
+"""
+
+import os
+import stat
+from array import array
+
+from . import elf
+from .errors import SourceError
+from .vmcoreinfo import VmcoreInfo
+
+DEFAULT_PAGE_SIZE = 4096
+KERNEL_TEXT_START = 0xFFFFFFFF80000000
+
+
+class NotPresentError(SourceError):
+    """A physical address that the dump does not contain."""
+
+
+def fold_extents(pieces):
+    """Sort ``(start, end, file_offset)`` pieces and drop bytes already covered.
+
+    Longer pieces win ties, so the RAM segment is kept over the kernel-text copy.
+    """
+    out = []
+    covered_to = -1
+    for start, end, off in sorted(pieces, key=lambda p: (p[0], -(p[1] - p[0]))):
+        if end <= start or end <= covered_to:
+            continue
+        if start < covered_to:
+            off += covered_to - start
+            start = covered_to
+        if out and out[-1][1] == start and out[-1][2] + (out[-1][1] - out[-1][0]) == off:
+            out[-1] = (out[-1][0], end, out[-1][2])  # contiguous in memory and in file
+        else:
+            out.append((start, end, off))
+        covered_to = end
+    return out
+
+
+def pfn_runs(ranges, page_size):
+    """Merged ``(first_pfn, end_pfn)`` runs of the pages that ``ranges`` touch."""
+    runs = []
+    for start, end, *_ in ranges:
+        first, last = start // page_size, (end + page_size - 1) // page_size
+        if runs and first <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
+        else:
+            runs.append((first, last))
+    return runs
+
+
+class ElfSource:
+    """An ELF vmcore opened for reading.  Also serves as the reader for ELF dumps."""
+
+    format = "elf"
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise SourceError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self._load()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _read_at(self, offset, size):
+        try:
+            return os.pread(self.fd, size, offset)
+        except OSError as e:
+            raise SourceError(f"{self.path}: read error at offset {offset}: {e.strerror}") from None
+
+    def _load(self):
+        st = os.fstat(self.fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise SourceError(f"{self.path} is a directory")
+        self.file_size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        self.header = elf.parse_header(self._read_at, self.file_size)
+        self.elfclass = self.header.elfclass
+        self.machine = self.header.machine
+        self.incomplete = bool(self.header.flags & elf.ELF_INCOMPLETE_FLAG)
+        # Notes: every PT_NOTE's contents up to its terminator, concatenated.
+        note_bytes = bytearray()
+        self.notes = []
+        for p in self.header.phdrs:
+            if p.type != elf.PT_NOTE:
+                continue
+            self._check_in_file(p, p.filesz, "PT_NOTE")
+            data = self._read_at(p.offset, p.filesz)
+            base = len(note_bytes)
+            notes = elf.parse_notes(data)
+            used = notes[-1].end if notes else 0
+            for n in notes:
+                n.offset += base
+                n.desc_offset += base
+                n.end += base
+            self.notes.extend(notes)
+            note_bytes += data[:used]
+        self.note_bytes = bytes(note_bytes)
+        self.nr_cpus = sum(1 for n in self.notes if n.name == b"CORE" and n.type == elf.NT_PRSTATUS)
+        vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
+        self.vmcoreinfo_note = vmci[0] if vmci else None
+        self.vmcoreinfo = VmcoreInfo(vmci[0].desc) if vmci else None
+        self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo and self.vmcoreinfo.page_size
+                          else DEFAULT_PAGE_SIZE)
+        # Memory: bytes stored in the file, and the (possibly larger) described range.
+        self.loads = [p for p in self.header.phdrs if p.type == elf.PT_LOAD]
+        if not self.loads:
+            raise SourceError(f"{self.path}: no PT_LOAD segments, nothing to dump")
+        stored, described = [], []
+        for i, p in enumerate(self.loads):
+            if p.filesz > p.memsz:
+                raise SourceError(f"{self.path}: PT_LOAD {i} has p_filesz > p_memsz")
+            self._check_in_file(p, p.filesz, f"PT_LOAD {i}")
+            stored.append((p.paddr, p.paddr + p.filesz, p.offset))
+            described.append((p.paddr, p.paddr + p.memsz, 0))
+        self.extents = fold_extents(stored)
+        self.ram_ranges = [(s, e) for s, e, _ in fold_extents(described)]
+        self.max_pfn = -(-max(e for _, e in self.ram_ranges) // self.page_size)
+
+    def _check_in_file(self, p, size, what):
+        if self.file_size is not None and size and p.offset + size > self.file_size:
+            raise SourceError(f"{self.path} is truncated: {what} ends at byte {p.offset + size}, "
+                              f"the file has {self.file_size}")
+
+    # -- the page map ------------------------------------------------------
+    def extent_array(self):
+        """The extents as a flat ``array('Q')`` for the Cython core."""
+        return array("Q", [v for ext in self.extents for v in ext])
+
+    def present_runs(self):
+        """``(first_pfn, end_pfn)`` runs of pages that the dump describes (1st bitmap)."""
+        return pfn_runs(self.ram_ranges, self.page_size)
+
+    def stored_runs(self):
+        """Runs of pages with at least one byte stored in the file."""
+        return pfn_runs(self.extents, self.page_size)
+
+    def pfns(self):
+        for first, end in self.stored_runs():
+            yield from range(first, end)
+
+    def is_dumped(self, pfn):
+        a, b = pfn * self.page_size, (pfn + 1) * self.page_size
+        return any(s < b and e > a for s, e, _ in self.extents)
+
+    # -- reading -----------------------------------------------------------
+    def read_phys(self, addr, size, *, zero_fill=False):
+        """Bytes at physical ``addr``; raises NotPresentError for bytes not stored
+        (unless ``zero_fill``, which fills them with zeros as crash does)."""
+        out = bytearray(size)
+        end = addr + size
+        covered = 0
+        for s, e, off in self.extents:
+            if e <= addr or s >= end:
+                continue
+            lo, hi = max(s, addr), min(e, end)
+            data = self._read_at(off + lo - s, hi - lo)
+            if len(data) != hi - lo:
+                raise SourceError(f"{self.path}: short read at physical {lo:#x}")
+            out[lo - addr:hi - addr] = data
+            covered += hi - lo
+        if covered != size and not zero_fill:
+            raise NotPresentError(f"physical range {addr:#x}+{size:#x} is not in the dump")
+        return bytes(out)
+
+    def read_pfn(self, pfn):
+        return self.read_phys(pfn * self.page_size, self.page_size, zero_fill=True) \
+            if self.is_dumped(pfn) else self.read_phys(pfn * self.page_size, self.page_size)
+
+    def is_proc_vmcore(self):
+        return os.path.realpath(self.path) == "/proc/vmcore"
+
+    def describe(self):
+        return {"format": "elf", "class": 64 if self.elfclass == elf.ELFCLASS64 else 32,
+                "segments": len(self.loads), "nr_cpus": self.nr_cpus,
+                "max_pfn": self.max_pfn, "incomplete": self.incomplete}
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
