@@ -1,0 +1,746 @@
+"""Build a kdump capture environment (an initramfs) that runs fastdump.
+
+    python -m fastdump.initrd -o capture.img [options]      (later: fastdump initrd)
+
+The image is a cpio "newc" archive (gzip-compressed unless ``--compress none``)
+holding:
+
+* busybox (static) with one symlink per applet in /bin,
+* the Python interpreter that runs this builder (``sys.executable``), its
+  libpython and a *pruned* standard library: only the modules that importing
+  and starting ``fastdump.cli`` loads (found by running the interpreter and
+  reading ``sys.modules``), plus the encodings package and ``--python-module``
+  extras; all files keep their absolute host paths so the interpreter finds its
+  prefix without PYTHONHOME,
+* the installed fastdump package with its compiled extension(s) and every shared
+  library they need (found with ldd),
+* optionally makedumpfile and kexec with their libraries, kernel modules from an
+  unpacked kernel package (dependencies resolved from each module's modinfo),
+  and arbitrary extra files (``--add SRC:DEST``),
+* a generic ``/init``.
+
+What /init does (busybox ash):
+
+1. mounts /proc, /sys, /dev (devtmpfs); loads the packed modules in order,
+2. if ``/proc/vmcore`` exists (we are the capture kernel): runs
+   ``/etc/fastdump/capture.sh`` if packed, else the built-in capture step:
+   mount ``fastdump.out=DEV`` (a device, or LABEL=x / UUID=x; file system type
+   from ``fastdump.fstype=``, default auto) on /out; if ``/out/fastdump-job.sh``
+   exists, source it (a job written by whoever prepared the disk); otherwise run
+   ``fastdump ARGS /proc/vmcore /out/vmcore.kdump`` with ARGS from
+   ``fastdump.args=`` (commas stand for spaces; default ``-d,31,-z``),
+3. otherwise (a normal boot): runs ``/etc/fastdump/first.sh`` if packed, else a
+   shell,
+4. finishes with ``fastdump.final=poweroff|reboot|shell`` (default poweroff).
+
+Only the standard library is used here, so the builder works before the rest
+of the package is importable.
+"""
+
+import argparse
+import gzip
+import io
+import json
+import lzma
+import os
+import py_compile
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+INIT_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
+             "run", "out", "etc/fastdump", "root", "mnt", "var")
+
+# Modules the interpreter may import lazily while dumping even if the import
+# probe did not see them.  Missing ones are ignored.
+DEFAULT_EXTRA_MODULES = (
+    "encodings", "argparse", "json", "threading", "concurrent.futures",
+    "concurrent.futures.thread", "queue", "mmap", "zlib", "struct", "errno",
+    "signal", "time", "resource", "traceback", "linecache", "tokenize",
+)
+
+
+class BuildError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- cpio
+
+
+class CpioWriter:
+    """A minimal writer of the cpio "newc" format that the kernel unpacks."""
+
+    def __init__(self, fileobj):
+        self.f = fileobj
+        self.ino = 1
+        self.nbytes = 0
+
+    def _write(self, data):
+        self.f.write(data)
+        self.nbytes += len(data)
+
+    def _pad(self):
+        if self.nbytes % 4:
+            self._write(b"\0" * (4 - self.nbytes % 4))
+
+    def entry(self, name, mode, data=b"", mtime=0, rdev=(0, 0), nlink=1):
+        name = name.lstrip("/") or "."
+        bname = name.encode() + b"\0"
+        fields = (self.ino, mode, 0, 0, nlink, int(mtime), len(data), 0, 0,
+                  rdev[0], rdev[1], len(bname), 0)
+        self.ino += 1
+        self._write(b"070701" + b"".join(b"%08X" % v for v in fields))
+        self._write(bname)
+        self._pad()
+        if data:
+            self._write(data)
+            self._pad()
+
+    def trailer(self):
+        self.entry("TRAILER!!!", 0, nlink=1)
+        # The kernel does not need it, but pad to 512 like cpio(1) does.
+        if self.nbytes % 512:
+            self._write(b"\0" * (512 - self.nbytes % 512))
+
+
+class Tree:
+    """The file set of the image: destination path -> entry."""
+
+    def __init__(self):
+        self.entries = {}  # path -> ("dir"|"file"|"link"|"chr", payload, mode, mtime)
+
+    def add_dir(self, path, mode=0o755):
+        path = "/" + path.strip("/")
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            p = "/" + "/".join(parts[:i])
+            kind = self.entries.get(p, ("",))[0]
+            if kind == "link":  # a symlinked directory: keep it, its target gets the files
+                continue
+            if not kind:
+                self.entries[p] = ("dir", None, mode, 0)
+
+    def add_bytes(self, path, data, mode=0o644, mtime=0):
+        path = "/" + path.strip("/")
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("file", data, mode, mtime)
+
+    def add_file(self, path, src, mode=None, strip=False):
+        """Add host file ``src`` as ``path`` (default: the same path)."""
+        path = "/" + (path or src).strip("/")
+        st = os.stat(src)
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("file", ("host", src, strip), mode or stat.S_IMODE(st.st_mode),
+                              int(st.st_mtime))
+
+    def add_symlink(self, path, target):
+        path = "/" + path.strip("/")
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("link", target, 0o777, 0)
+
+    def add_chr(self, path, major, minor, mode=0o600):
+        path = "/" + path.strip("/")
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("chr", (major, minor), mode, 0)
+
+    def __contains__(self, path):
+        return ("/" + path.strip("/")) in self.entries
+
+    def write(self, fileobj, strip_tool=None):
+        w = CpioWriter(fileobj)
+        # Directories before their contents: sorting by path does that.
+        for path in sorted(self.entries):
+            kind, payload, mode, mtime = self.entries[path]
+            if kind == "dir":
+                w.entry(path, stat.S_IFDIR | mode, mtime=mtime, nlink=2)
+            elif kind == "link":
+                w.entry(path, stat.S_IFLNK | mode, payload.encode())
+            elif kind == "chr":
+                w.entry(path, stat.S_IFCHR | mode, rdev=payload)
+            else:
+                w.entry(path, stat.S_IFREG | mode, _payload_bytes(payload, strip_tool), mtime)
+        w.trailer()
+        return w.nbytes
+
+
+def _payload_bytes(payload, strip_tool):
+    if isinstance(payload, bytes):
+        return payload
+    _, src, strip = payload
+    if strip and strip_tool:
+        with tempfile.TemporaryDirectory() as td:
+            out = os.path.join(td, "s")
+            r = subprocess.run([strip_tool, "--strip-unneeded", "-o", out, src],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode == 0:
+                with open(out, "rb") as f:
+                    return f.read()
+    with open(src, "rb") as f:
+        return f.read()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def which(name, extra=("/usr/sbin", "/sbin", "/usr/bin", "/bin")):
+    p = shutil.which(name)
+    if p:
+        return p
+    for d in extra:
+        c = os.path.join(d, name)
+        if os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def ldd_deps(path):
+    """Absolute paths of the shared libraries ``path`` loads (incl. the loader)."""
+    r = subprocess.run(["ldd", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    out = r.stdout
+    if "not a dynamic executable" in out or "statically linked" in out:
+        return []
+    deps = []
+    for line in out.splitlines():
+        line = line.strip()
+        if "=>" in line:
+            name, _, rest = line.partition("=>")
+            rest = rest.strip()
+            if rest.startswith("not found"):
+                raise BuildError("%s: shared library %s not found" % (path, name.strip()))
+            lib = rest.split(" (")[0].strip()
+            if lib.startswith("/"):
+                deps.append(lib)
+        elif line.startswith("/"):
+            deps.append(line.split(" (")[0].strip())
+    return deps
+
+
+def is_elf(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def add_binary(tree, src, dest=None, strip=False):
+    """Add an executable or shared object and (recursively) its libraries."""
+    tree.add_file(dest or src, src, strip=strip)
+    if is_elf(src):
+        for lib in ldd_deps(src):
+            if lib not in tree:
+                tree.add_file(lib, os.path.realpath(lib), strip=strip)
+
+
+# --------------------------------------------------------------------------- python
+
+
+PROBE = r"""
+import sys, os, importlib, json, runpy
+mods = [m for m in sys.argv[1].split(",") if m]
+errors = {}
+for m in mods:
+    try:
+        importlib.import_module(m)
+    except Exception as e:
+        errors[m] = repr(e)
+run = sys.argv[2]
+if run:
+    sys.argv = ["fastdump", "--help"]
+    import contextlib, io
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            runpy.run_module(run, run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+    except Exception as e:
+        errors["<run " + run + ">"] = repr(e)
+files = set()
+for name, mod in list(sys.modules.items()):
+    f = getattr(mod, "__file__", None)
+    if f:
+        files.add(os.path.abspath(f))
+print(json.dumps({"files": sorted(files), "errors": errors,
+                  "prefix": sys.prefix, "base_prefix": sys.base_prefix,
+                  "executable": sys.executable,
+                  "stdlib": __import__("sysconfig").get_paths()["stdlib"],
+                  "platstdlib": __import__("sysconfig").get_paths()["platstdlib"]}))
+"""
+
+
+def probe_python(python, modules, run_module, env=None):
+    r = subprocess.run([python, "-c", PROBE, ",".join(modules), run_module or ""],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if r.returncode != 0:
+        raise BuildError("probing %s failed: %s" % (python, r.stderr.strip()[-2000:]))
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def add_python(tree, python, modules, run_module, fastdump_dir, strip, env=None):
+    """Add the interpreter, libpython, and the stdlib files the probe loaded."""
+    info = probe_python(python, modules, run_module, env=env)
+    exe = os.path.realpath(python)
+    add_binary(tree, exe, strip=strip)
+    if os.path.realpath(python) != os.path.abspath(python):
+        tree.add_symlink(python, exe)
+    stdlib = os.path.realpath(info["stdlib"])
+    plat = os.path.realpath(info["platstdlib"])
+    # Landmarks the interpreter looks for to find its prefix.
+    for landmark in ("os.py",):
+        tree.add_file(os.path.join(stdlib, landmark), os.path.join(stdlib, landmark))
+    tree.add_dir(os.path.join(plat, "lib-dynload"))
+    pkgroots = []
+    if fastdump_dir:
+        pkgroots.append(os.path.realpath(fastdump_dir))
+    n = 0
+    for f in info["files"]:
+        real = os.path.realpath(f)
+        if any(real.startswith(p + os.sep) for p in pkgroots):
+            continue  # the fastdump package is copied whole
+        if not os.path.exists(real):
+            continue
+        if real.endswith(".so"):
+            add_binary(tree, real, f, strip=strip)
+        else:
+            tree.add_file(f, real)
+            _add_pyc(tree, real)
+        n += 1
+        # packages: keep the __init__ of every parent package
+        d = os.path.dirname(real)
+        while d.startswith(stdlib + os.sep) and d != stdlib:
+            init = os.path.join(d, "__init__.py")
+            if os.path.exists(init) and init not in tree:
+                tree.add_file(init, init)
+                _add_pyc(tree, init)
+            d = os.path.dirname(d)
+    # All of encodings (codec lookups by name happen at run time).
+    enc = os.path.join(stdlib, "encodings")
+    for name in os.listdir(enc):
+        if name.endswith(".py"):
+            tree.add_file(os.path.join(enc, name), os.path.join(enc, name))
+            _add_pyc(tree, os.path.join(enc, name))
+    return info, n
+
+
+def _add_pyc(tree, src):
+    """Add the host's cached bytecode next to a source file when it is current."""
+    if not src.endswith(".py"):
+        return
+    d, base = os.path.split(src)
+    tag = sys.implementation.cache_tag
+    pyc = os.path.join(d, "__pycache__", "%s.%s.pyc" % (base[:-3], tag))
+    if os.path.exists(pyc) and os.stat(pyc).st_mtime >= os.stat(src).st_mtime:
+        tree.add_file(pyc, pyc)
+
+
+def find_fastdump_package():
+    import importlib.util
+    spec = importlib.util.find_spec("fastdump")
+    if spec is None or not spec.submodule_search_locations:
+        raise BuildError("the fastdump package is not importable")
+    return os.path.realpath(list(spec.submodule_search_locations)[0])
+
+
+def add_fastdump_package(tree, pkgdir, strip):
+    """Copy the package (sources, bytecode, compiled extensions) to /opt/fastdump."""
+    dest_root = "/opt/fastdump/fastdump"
+    sos = []
+    for root, dirs, files in os.walk(pkgdir):
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", "tests")]
+        rel = os.path.relpath(root, pkgdir)
+        for name in files:
+            src = os.path.join(root, name)
+            dest = os.path.normpath(os.path.join(dest_root, rel, name))
+            if name.endswith(".py"):
+                tree.add_file(dest, src)
+                # Fresh bytecode, so the emulated capture kernel does not compile.
+                with tempfile.TemporaryDirectory() as td:
+                    cfile = os.path.join(td, "x.pyc")
+                    try:
+                        py_compile.compile(src, cfile=cfile, doraise=True,
+                                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+                        with open(cfile, "rb") as f:
+                            pyc = f.read()
+                        tree.add_bytes(os.path.join(os.path.dirname(dest), "__pycache__",
+                                                    "%s.%s.pyc" % (name[:-3], sys.implementation.cache_tag)),
+                                       pyc)
+                    except py_compile.PyCompileError:
+                        pass
+            elif name.endswith(".so"):
+                add_binary(tree, src, dest, strip=strip)
+                sos.append(dest)
+            elif name.endswith((".json", ".txt")):
+                tree.add_file(dest, src)
+    return sos
+
+
+# --------------------------------------------------------------------------- kernel modules
+
+
+def _read_module(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.endswith(".zst"):
+        r = subprocess.run(["zstd", "-dc", path], stdout=subprocess.PIPE, check=True)
+        return r.stdout
+    if path.endswith(".gz"):
+        return gzip.decompress(data)
+    return data
+
+
+def _modinfo(data):
+    """key -> [values] from a module's .modinfo section (scanned, not parsed)."""
+    info = {}
+    # .modinfo is a run of NUL-terminated "key=value" strings; locate it via ELF.
+    import struct
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise BuildError("not an ELF64 module")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    secs = []
+    for i in range(shnum):
+        name, typ, flags, addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        secs.append((name, off, size))
+    stroff = secs[shstrndx][1]
+    for name, off, size in secs:
+        end = data.index(b"\0", stroff + name)
+        if data[stroff + name:end] == b".modinfo":
+            for item in data[off:off + size].split(b"\0"):
+                if b"=" in item:
+                    k, _, v = item.partition(b"=")
+                    info.setdefault(k.decode(), []).append(v.decode(errors="replace"))
+    return info
+
+
+def module_index(modroot, kver):
+    """(name -> path, builtin names) for an unpacked kernel package."""
+    base = None
+    for cand in ("lib/modules", "usr/lib/modules"):
+        d = os.path.join(modroot, cand, kver)
+        if os.path.isdir(d):
+            base = d
+            break
+    if base is None:
+        raise BuildError("no modules for %s under %s" % (kver, modroot))
+    index = {}
+    for root, _, files in os.walk(base):
+        for name in files:
+            for ext in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):
+                if name.endswith(ext):
+                    index[name[:-len(ext)].replace("-", "_")] = os.path.join(root, name)
+    builtin = set()
+    for cand in ("lib/modules", "usr/lib/modules"):
+        p = os.path.join(modroot, cand, kver, "modules.builtin")
+        if os.path.exists(p):
+            with open(p) as f:
+                for line in f:
+                    n = os.path.basename(line.strip())
+                    for ext in (".ko",):
+                        if n.endswith(ext):
+                            builtin.add(n[:-len(ext)].replace("-", "_"))
+    return index, builtin
+
+
+def resolve_modules(modroot, kver, wanted, optional=()):
+    """Load order [(name, bytes)] for ``wanted`` and whatever they depend on."""
+    index, builtin = module_index(modroot, kver)
+    order, seen, data = [], set(), {}
+
+    def visit(name, required, chain):
+        name = name.replace("-", "_")
+        if name in seen:
+            return
+        if name not in index:
+            if name in builtin:
+                seen.add(name)
+                return
+            if required:
+                raise BuildError("kernel module %s (%s) is neither a module nor built in for %s"
+                                 % (name, " <- ".join(chain), kver))
+            return
+        seen.add(name)
+        blob = _read_module(index[name])
+        info = _modinfo(blob)
+        for dep in ",".join(info.get("depends", [""])).split(","):
+            if dep:
+                visit(dep, True, chain + [dep])
+        for sd in info.get("softdep", []):
+            # "pre: a b post: c": load the pre ones (crc32c for ext4 and friends)
+            words = sd.split()
+            pre = False
+            for w in words:
+                if w.endswith(":"):
+                    pre = (w == "pre:")
+                elif pre:
+                    visit(w, False, chain + [w])
+        order.append(name)
+        data[name] = blob
+
+    for m in wanted:
+        visit(m, True, [m])
+    for m in optional:
+        visit(m, False, [m])
+    return [(n, data[n]) for n in order]
+
+
+# --------------------------------------------------------------------------- init
+
+INIT = r"""#!/bin/sh
+# fastdump capture environment /init (generated by fastdump.initrd)
+export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /tmp /run /out
+mount -t tmpfs tmpfs /run
+log() { echo "fastdump-init: $*"; }
+param() {  # param NAME DEFAULT: value of NAME= on the kernel command line
+    v="$2"
+    for w in $(cat /proc/cmdline); do
+        case "$w" in "$1="*) v="${w#*=}" ;; esac
+    done
+    echo "$v"
+}
+finish() {
+    sync
+    case "$(param fastdump.final poweroff)" in
+        reboot) reboot -f ;;
+        shell) exec sh ;;
+        *) poweroff -f ;;
+    esac
+    sleep 5; echo o > /proc/sysrq-trigger
+}
+KVER=$(uname -r)
+if [ -f /etc/fastdump/modules ]; then
+    while read -r m; do
+        [ -n "$m" ] || continue
+        insmod "/lib/modules/$KVER/fastdump/$m.ko" 2>/tmp/insmod.err || {
+            grep -q 'File exists' /tmp/insmod.err || log "insmod $m: $(cat /tmp/insmod.err)"; }
+    done < /etc/fastdump/modules
+fi
+wait_dev() {  # wait_dev SPEC SECONDS -> prints the device node
+    spec="$1"; n=0
+    while [ "$n" -lt "$2" ]; do
+        case "$spec" in
+            LABEL=*|UUID=*) d=$(findfs "$spec" 2>/dev/null) ;;
+            *) d="$spec" ;;
+        esac
+        if [ -n "$d" ] && [ -b "$d" ]; then echo "$d"; return 0; fi
+        sleep 1; n=$((n + 1))
+    done
+    return 1
+}
+if [ -e /proc/vmcore ]; then
+    log "capture kernel $KVER, /proc/vmcore $(stat -c %s /proc/vmcore) bytes"
+    if [ -f /etc/fastdump/capture.sh ]; then
+        . /etc/fastdump/capture.sh
+    else
+        spec=$(param fastdump.out "")
+        if [ -z "$spec" ]; then log "no fastdump.out= on the command line"; exec sh; fi
+        dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
+        fstype=$(param fastdump.fstype auto)
+        mount -t "$fstype" "$dev" /out || { log "cannot mount $dev"; finish; }
+        if [ -f /out/fastdump-job.sh ]; then
+            . /out/fastdump-job.sh
+        else
+            args=$(param fastdump.args -d,31,-z | tr , ' ')
+            fastdump $args /proc/vmcore /out/vmcore.kdump
+            log "fastdump exit status $?"
+        fi
+        sync
+        umount /out
+    fi
+    finish
+else
+    if [ -f /etc/fastdump/first.sh ]; then
+        . /etc/fastdump/first.sh
+    else
+        log "no /proc/vmcore: not a capture kernel; starting a shell"
+        exec sh
+    fi
+    finish
+fi
+"""
+
+LAUNCHER = """#!/bin/sh
+# fastdump launcher (generated by fastdump.initrd)
+export PYTHONPATH=/opt/fastdump${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONDONTWRITEBYTECODE=1
+exec %(python)s -S -c 'import sys; sys.argv[0] = "fastdump"; from fastdump.cli import main; sys.exit(main())' "$@"
+"""
+
+PYLAUNCHER = """#!/bin/sh
+# the packed interpreter with the fastdump package on its path
+export PYTHONPATH=/opt/fastdump${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONDONTWRITEBYTECODE=1
+exec %(python)s -S "$@"
+"""
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(args):
+    t0 = time.monotonic()
+    tree = Tree()
+    for d in INIT_DIRS:
+        tree.add_dir(d)
+    tree.add_dir("tmp", 0o1777)
+    tree.add_chr("dev/console", 5, 1)
+    tree.add_chr("dev/null", 1, 3, 0o666)
+    strip_tool = which("strip") if args.strip else None
+    notes = {}
+
+    bb = args.busybox or which("busybox")
+    if not bb or not os.path.exists(bb):
+        raise BuildError("busybox not found (Debian: apt-get install busybox-static)")
+    if ldd_deps(bb):
+        raise BuildError("%s is not statically linked (use busybox-static)" % bb)
+    tree.add_file("/bin/busybox", bb)
+    r = subprocess.run([bb, "--list-full"], stdout=subprocess.PIPE, text=True, check=True)
+    for applet in r.stdout.split():
+        if applet.endswith("busybox"):
+            continue
+        if ("/" + applet) not in tree.entries:
+            tree.add_symlink(applet, "/bin/busybox")
+    tree.add_bytes("/init", INIT.encode(), 0o755)
+
+    python = os.path.abspath(args.python or sys.executable)
+    fastdump_dir = None
+    if not args.no_fastdump:
+        fastdump_dir = args.fastdump_package or find_fastdump_package()
+    want_python = (not args.no_fastdump) or args.python_module or args.with_python
+    if want_python:
+        modules = list(DEFAULT_EXTRA_MODULES) + [m for ms in args.python_module for m in ms.split(",")]
+        env = dict(os.environ)
+        run_module = None
+        if fastdump_dir:
+            parent = os.path.dirname(fastdump_dir)
+            env["PYTHONPATH"] = parent + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            modules.append("fastdump.cli")
+            if os.path.exists(os.path.join(fastdump_dir, "__main__.py")):
+                run_module = "fastdump"
+        info, n = add_python(tree, python, modules, run_module, fastdump_dir, args.strip, env)
+        if info["errors"]:
+            msg = "; ".join("%s: %s" % kv for kv in info["errors"].items())
+            if fastdump_dir and not args.allow_import_errors:
+                raise BuildError("importing for the probe failed: " + msg)
+            notes["import_errors"] = info["errors"]
+        notes["python"] = {"executable": python, "stdlib_files": n}
+        tree.add_bytes("/usr/bin/fdpython", (PYLAUNCHER % {"python": python}).encode(), 0o755)
+        if fastdump_dir:
+            sos = add_fastdump_package(tree, fastdump_dir, args.strip)
+            notes["fastdump"] = {"package": fastdump_dir, "extensions": sos}
+            tree.add_bytes("/usr/bin/fastdump", (LAUNCHER % {"python": python}).encode(), 0o755)
+
+    for name, path in (("makedumpfile", args.makedumpfile), ("kexec", args.kexec)):
+        if path in (None, "none"):
+            continue
+        if path == "auto":
+            path = which(name)
+            if not path:
+                raise BuildError("%s not found" % name)
+        add_binary(tree, os.path.realpath(path), "/usr/sbin/" + name, strip=False)
+        notes[name] = os.path.realpath(path)
+
+    if args.kmod_root:
+        if not args.kver:
+            raise BuildError("--kmod-root needs --kver")
+        mods = resolve_modules(args.kmod_root, args.kver,
+                               [m for ms in args.module for m in ms.split(",") if m],
+                               [m for ms in args.module_optional for m in ms.split(",") if m])
+        for name, blob in mods:
+            tree.add_bytes("/lib/modules/%s/fastdump/%s.ko" % (args.kver, name), blob)
+        tree.add_bytes("/etc/fastdump/modules", "".join(n + "\n" for n, _ in mods).encode())
+        notes["modules"] = [n for n, _ in mods]
+
+    for spec in args.add:
+        src, sep, dest = spec.partition(":")
+        if not sep:
+            dest = src
+        if not os.path.exists(src):
+            raise BuildError("--add: %s does not exist" % src)
+        if os.path.isdir(src):
+            for root, _, files in os.walk(src):
+                for fn in files:
+                    s = os.path.join(root, fn)
+                    tree.add_file(os.path.join(dest, os.path.relpath(s, src)), s)
+        elif is_elf(src):
+            add_binary(tree, src, dest)
+        else:
+            tree.add_file(dest, src)
+
+    buf = io.BytesIO()
+    raw_size = tree.write(buf, strip_tool)
+    data = buf.getvalue()
+    if args.compress == "gzip":
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    tmp = args.output + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, args.output)
+    notes.update({"output": args.output, "size": len(data), "uncompressed_size": raw_size,
+                  "files": sum(1 for e in tree.entries.values() if e[0] == "file"),
+                  "compress": args.compress, "seconds": round(time.monotonic() - t0, 1)})
+    return notes
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="fastdump initrd",
+                                description="Build a kdump capture initramfs that runs fastdump.")
+    p.add_argument("-o", "--output", required=True, help="image file to write")
+    p.add_argument("--compress", choices=("gzip", "none"), default="gzip")
+    p.add_argument("--busybox", help="static busybox (default: busybox on PATH)")
+    p.add_argument("--python", help="interpreter to pack (default: the one running this)")
+    p.add_argument("--python-module", action="append", default=[], metavar="MOD[,MOD]",
+                   help="extra stdlib modules to pack (repeatable)")
+    p.add_argument("--with-python", action="store_true",
+                   help="pack the interpreter even with --no-fastdump")
+    p.add_argument("--no-fastdump", action="store_true",
+                   help="leave the fastdump package out (raw copies / makedumpfile only)")
+    p.add_argument("--fastdump-package", help="package directory (default: the importable one)")
+    p.add_argument("--allow-import-errors", action="store_true",
+                   help="build even if importing fastdump.cli fails on the host")
+    p.add_argument("--makedumpfile", default="none",
+                   help="makedumpfile binary to pack: a path, 'auto' or 'none' (default)")
+    p.add_argument("--kexec", default="none", help="kexec binary: a path, 'auto' or 'none'")
+    p.add_argument("--kmod-root", help="unpacked kernel package root (holds lib/modules/KVER)")
+    p.add_argument("--kver", help="kernel release of the modules")
+    p.add_argument("--module", action="append", default=[], metavar="NAME[,NAME]",
+                   help="kernel module to pack with its dependencies (built-in ones are skipped)")
+    p.add_argument("--module-optional", action="append", default=[], metavar="NAME[,NAME]",
+                   help="like --module, but missing is fine")
+    p.add_argument("--add", action="append", default=[], metavar="SRC[:DEST]",
+                   help="extra file or directory (ELF files bring their libraries)")
+    p.add_argument("--no-strip", dest="strip", action="store_false",
+                   help="do not strip libpython and extensions")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        notes = build(args)
+    except BuildError as e:
+        print("fastdump initrd: error: %s" % e, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(notes, indent=2))
+    else:
+        print("wrote %s: %.1f MiB (%.1f MiB unpacked, %d files) in %.1f s"
+              % (notes["output"], notes["size"] / 2**20, notes["uncompressed_size"] / 2**20,
+                 notes["files"], notes["seconds"]))
+        if notes.get("import_errors"):
+            print("warning: import errors on the host: %s" % notes["import_errors"], file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""First-kernel workload: fill memory with class-marked pages, arm kdump, crash.
+
+Runs inside the guest under the packed interpreter (stdlib only).  Every marker
+page is the tag ``FDMARK:<class>:<index>:`` (see tests/e2e/markers.py) repeated
+over the whole page, so the host can count marker pages per class in any dump.
+
+Classes:
+  user   anonymous memory held by this process until the crash   (-d 16 drops)
+  tmpfs  a kept tmpfs file                                        (-d 2 drops, -d 8 keeps)
+  cache  a clean ext4 page-cache file: written, dropped, read back (-d 4 drops)
+  free   a tmpfs file deleted after `kexec -p`, so its pages are free (-d 16 drops)
+  zero   anonymous pages that hold zeros (not markable; shows up as zero pages)
+
+Order matters (Debian kernels zero pages on allocation and reuse freed pages
+first): write everything, load the capture kernel, then free the "free" class,
+then crash without allocating much.
+"""
+
+import json
+import mmap
+import os
+import subprocess
+import sys
+import time
+
+PAGE = 4096
+
+
+def page_of(cls, idx):
+    tag = b"FDMARK:%s:%08d:" % (cls.encode(), idx)
+    return (tag * (PAGE // len(tag) + 1))[:PAGE]
+
+
+def log(msg):
+    print("e2e-workload: %s" % msg, flush=True)
+
+
+def fill_file(path, cls, npages, chunk=256):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for start in range(0, npages, chunk):
+            n = min(chunk, npages - start)
+            os.write(fd, b"".join(page_of(cls, start + i) for i in range(n)))
+    finally:
+        os.close(fd)
+
+
+def read_all(path):
+    with open(path, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+
+
+def snapshot(outdir, tag):
+    for name in ("meminfo", "zoneinfo", "buddyinfo", "vmstat", "pagetypeinfo"):
+        try:
+            with open("/proc/" + name) as f:
+                data = f.read()
+        except OSError:
+            continue
+        with open(os.path.join(outdir, "%s.%s" % (name, tag)), "w") as f:
+            f.write(data)
+
+
+def main():
+    cfg_path = sys.argv[1]
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    mib = cfg["classes_mib"]
+    outdir = cfg["record_dir"]
+    os.makedirs(outdir, exist_ok=True)
+    t0 = time.monotonic()
+    counts = {}
+
+    snapshot(outdir, "boot")
+
+    # user: anonymous memory, held by this process
+    n = mib.get("user", 0) * 256
+    user = mmap.mmap(-1, max(n, 1) * PAGE)
+    for i in range(n):
+        user[i * PAGE:(i + 1) * PAGE] = page_of("user", i)
+    counts["user"] = n
+
+    # zero: anonymous pages that are touched and hold zeros
+    nz = mib.get("zero", 0) * 256
+    zero = mmap.mmap(-1, max(nz, 1) * PAGE)
+    for i in range(nz):
+        zero[i * PAGE] = 1
+        zero[i * PAGE] = 0
+    counts["zero"] = nz
+
+    tmpdir = cfg["tmpfs_dir"]
+    os.makedirs(tmpdir, exist_ok=True)
+    n = mib.get("tmpfs", 0) * 256
+    fill_file(os.path.join(tmpdir, "kept.bin"), "tmpfs", n)
+    counts["tmpfs"] = n
+
+    n = mib.get("free", 0) * 256
+    free_files = []
+    per = 4096  # 16 MiB files
+    for start in range(0, n, per):
+        p = os.path.join(tmpdir, "free-%06d.bin" % start)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for s in range(start, min(n, start + per), 256):
+            os.write(fd, b"".join(page_of("free", i) for i in range(s, min(n, start + per, s + 256))))
+        os.close(fd)
+        free_files.append(p)
+    counts["free"] = n
+
+    # cache: write through write(), push to disk, drop, read back -> clean cache pages
+    n = mib.get("cache", 0) * 256
+    cpath = cfg["cache_file"]
+    fill_file(cpath, "cache", n)
+    fd = os.open(cpath, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    read_all(cpath)
+    counts["cache"] = n
+    log("markers written in %.1f s: %s" % (time.monotonic() - t0, counts))
+
+    snapshot(outdir, "filled")
+    with open(os.path.join(outdir, "workload.json"), "w") as f:
+        json.dump({"counts": counts, "classes_mib": mib, "seconds": time.monotonic() - t0}, f)
+    os.sync()
+
+    # arm kdump (the shell helper also unmounts the record disk)
+    t1 = time.monotonic()
+    r = subprocess.run(["/bin/sh", cfg["arm_script"]])
+    if r.returncode != 0:
+        log("ARM FAILED (exit %d)" % r.returncode)
+        return 1
+    log("capture kernel loaded in %.1f s" % (time.monotonic() - t1))
+
+    # free the "free" class last, then crash
+    for p in free_files:
+        os.remove(p)
+    with open("/proc/buddyinfo") as f:
+        sys.stdout.write("e2e-buddyinfo-after-free:\n" + f.read())
+    log("CRASHING")
+    sys.stdout.flush()
+    with open("/proc/sys/kernel/sysrq", "w") as f:
+        f.write("1")
+    with open("/proc/sysrq-trigger", "w") as f:
+        f.write("c")
+    time.sleep(30)
+    log("still alive after sysrq-c")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

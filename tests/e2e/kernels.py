@@ -1,0 +1,209 @@
+"""Fetch and unpack Debian kernel packages with a private apt configuration.
+
+The sources reuse the Debian mirror URI configured on this machine (read at run
+time from /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list, or the
+FASTDUMP_E2E_MIRROR environment variable); nothing here names a host.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from .paths import CACHE, run
+
+# key -> (suite, description).  The exact ABI is whatever the suite's
+# linux-image-amd64 meta package depends on today.
+KERNELS = {
+    "5.10": "bullseye",
+    "6.1": "bookworm",
+    "6.12": "trixie",
+    "sid": "sid",
+}
+DEFAULT_KERNELS = ("6.1", "6.12")
+
+KEYRINGS = ("/usr/share/keyrings/debian-archive-keyring.gpg",
+            "/usr/share/keyrings/debian-archive-keyring.pgp")
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def debian_mirror():
+    """The URI of the main Debian archive configured on this host."""
+    env = os.environ.get("FASTDUMP_E2E_MIRROR")
+    if env:
+        return env.rstrip("/")
+    candidates = []
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        with open(path) as f:
+            text = f.read()
+        for stanza in re.split(r"\n\s*\n", text):
+            fields = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[0].isspace():
+                    continue
+                k, _, v = line.partition(":")
+                fields[k.strip().lower()] = v.strip()
+            if "deb" not in fields.get("types", "").split():
+                continue
+            suites = fields.get("suites", "").split()
+            for uri in fields.get("uris", "").split():
+                candidates.append((uri, suites))
+    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                line = re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).split()
+                if len(line) >= 3 and line[0] == "deb":
+                    candidates.append((line[1], [line[2]]))
+    for uri, suites in candidates:
+        if "security" in uri or any("security" in s for s in suites):
+            continue
+        if uri.startswith(("http://", "https://", "file:")):
+            return uri.rstrip("/")
+    raise FetchError("no Debian mirror found in /etc/apt (set FASTDUMP_E2E_MIRROR)")
+
+
+class Apt:
+    """apt-get / apt-cache with private sources, lists and archive cache for one suite."""
+
+    def __init__(self, suite):
+        self.suite = suite
+        self.dir = os.path.join(CACHE, "apt", suite)
+        self.lists = os.path.join(self.dir, "lists")
+        self.archives = os.path.join(self.dir, "archives")
+        for d in (os.path.join(self.lists, "partial"), os.path.join(self.archives, "partial")):
+            os.makedirs(d, exist_ok=True)
+        self.sources = os.path.join(self.dir, "sources.list")
+        keyring = next((k for k in KEYRINGS if os.path.exists(k)), None)
+        opt = "[signed-by=%s] " % keyring if keyring else ""
+        with open(self.sources, "w") as f:
+            f.write("deb %s%s %s main\n" % (opt, debian_mirror(), suite))
+        self.opts = [
+            "-o", "Dir::Etc::SourceList=" + self.sources,
+            "-o", "Dir::Etc::SourceParts=-",
+            "-o", "Dir::State::Lists=" + self.lists,
+            "-o", "Dir::Cache=" + self.dir,
+            "-o", "Dir::Cache::archives=" + self.archives,
+            "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
+            "-o", "APT::Architecture=amd64",
+            "-o", "APT::Get::List-Cleanup=0",
+        ]
+
+    def update(self, max_age=6 * 3600):
+        stamp = os.path.join(self.dir, "updated")
+        import time
+        if os.path.exists(stamp) and time.time() - os.stat(stamp).st_mtime < max_age:
+            return
+        run(["apt-get", "-q"] + self.opts + ["update"], timeout=600,
+            what="apt-get update for %s" % self.suite)
+        open(stamp, "w").close()
+
+    def show(self, pkg):
+        r = subprocess.run(["apt-cache"] + self.opts + ["show", pkg], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+        if r.returncode != 0 or not r.stdout.strip():
+            return None
+        first = r.stdout.split("\n\n")[0]
+        fields = {}
+        key = None
+        for line in first.splitlines():
+            if line[:1].isspace() and key:
+                fields[key] += "\n" + line
+            elif ":" in line:
+                key, _, v = line.partition(":")
+                fields[key] = v.strip()
+        return fields
+
+    def download(self, pkg, version, dest):
+        os.makedirs(dest, exist_ok=True)
+        have = glob.glob(os.path.join(dest, "%s_%s_*.deb" % (pkg, re.sub(":", "%3a", version))))
+        if have:
+            return have[0]
+        run(["apt-get", "-q"] + self.opts + ["download", "%s=%s" % (pkg, version)],
+            cwd=dest, timeout=1800, what="apt-get download %s=%s" % (pkg, version))
+        have = glob.glob(os.path.join(dest, "%s_*.deb" % pkg))
+        if not have:
+            raise FetchError("apt-get download %s left no .deb" % pkg)
+        return have[0]
+
+
+def _depends(fields):
+    out = []
+    for alt in fields.get("Depends", "").split(","):
+        name = alt.split("|")[0].strip().split(" ")[0]
+        if name:
+            out.append(name)
+    return out
+
+
+def kernel_packages(apt):
+    """Packages that hold the vmlinuz and modules of the suite's default amd64 kernel."""
+    meta = apt.show("linux-image-amd64")
+    if not meta:
+        raise FetchError("linux-image-amd64 not found in %s" % apt.suite)
+    want, todo, seen = [], list(_depends(meta)), set()
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if not re.match(r"linux-(image|binary|modules|base)-\d", name):
+            continue
+        f = apt.show(name)
+        if f is None:
+            raise FetchError("%s (a dependency of linux-image-amd64) not in %s" % (name, apt.suite))
+        if name.startswith("linux-image-") and not name.endswith("-unsigned"):
+            unsigned = apt.show(name + "-unsigned")
+            if unsigned is not None:  # same kernel, no signing template indirection
+                f, name = unsigned, name + "-unsigned"
+        want.append((name, f["Version"]))
+        todo.extend(_depends(f))
+    return want
+
+
+def fetch(key, log=print):
+    """Download and unpack the kernel for ``key``; returns its info dict (cached)."""
+    if key not in KERNELS:
+        raise FetchError("unknown kernel %r (known: %s)" % (key, ", ".join(KERNELS)))
+    suite = KERNELS[key]
+    kdir = os.path.join(CACHE, "kernels", key)
+    info_path = os.path.join(kdir, "kernel.json")
+    apt = Apt(suite)
+    apt.update()
+    pkgs = kernel_packages(apt)
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+        if info.get("packages") == [list(p) for p in pkgs] and os.path.exists(info["vmlinuz"]):
+            return info
+    root = os.path.join(kdir, "root")
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    debs = os.path.join(kdir, "debs")
+    for name, version in pkgs:
+        log("e2e: fetching %s %s (%s)" % (name, version, suite))
+        deb = apt.download(name, version, debs)
+        run(["dpkg-deb", "-x", deb, root], timeout=600, what="dpkg-deb -x " + deb)
+    vmlinuz = sorted(glob.glob(os.path.join(root, "boot", "vmlinuz-*")) +
+                     glob.glob(os.path.join(root, "usr/lib/modules/*/vmlinuz")) +
+                     glob.glob(os.path.join(root, "lib/modules/*/vmlinuz")))
+    if not vmlinuz:
+        raise FetchError("no vmlinuz in %s" % ", ".join(n for n, _ in pkgs))
+    vmlinuz = vmlinuz[0]
+    if os.path.basename(vmlinuz).startswith("vmlinuz-"):
+        release = os.path.basename(vmlinuz)[len("vmlinuz-"):]
+    else:
+        release = os.path.basename(os.path.dirname(vmlinuz))
+    # keep the modules of this kernel only; drop the big firmware-less rest? keep all.
+    info = {"key": key, "suite": suite, "release": release, "vmlinuz": vmlinuz,
+            "root": root, "packages": [list(p) for p in pkgs]}
+    with open(info_path, "w") as f:
+        json.dump(info, f, indent=2)
+    return info
