@@ -31,3 +31,9 @@ class FormatError(FastdumpError):
 
 class TargetError(FastdumpError):
     """The output cannot be created or written (exists, no room, no permission)."""
+
+
+class Interrupted(FastdumpError):
+    """SIGINT/SIGTERM while writing: the dump stays, marked incomplete."""
+
+    exit_status = 130

@@ -115,10 +115,72 @@ class SyntheticVmcore:
         self.ram_ranges = self.spec.ram_ranges or default_ram_ranges(self.spec.ram_size)
         self.layout = layout if layout is not None else _DefaultClasses(self.spec, self.ram_ranges)
 
+    # -- the kernel image: utsname where VMCOREINFO says ---------------------
+    KERNEL_VIRT = 0xFFFFFFFF81000000   # _stext, mapped at phys kernel_text[0]
+    UTS_OFFSET = 0x1A12340             # init_uts_ns - _stext
+
+    PGD_OFFSET = 0x1800000             # init_top_pgt - _stext; then 3 more table pages
+    DIRECT_MAP = 0xFFFF888000000000
+
+    @property
+    def phys_base(self):
+        return self.spec.kernel_text[0] - (self.KERNEL_VIRT - 0xFFFFFFFF80000000)
+
+    def kernel_image_lines(self):
+        """Keys every x86_64 kernel exports about its image (tools need them to start)."""
+        pgd = self.KERNEL_VIRT + self.PGD_OFFSET
+        return [f"SYMBOL(init_uts_ns)={self.KERNEL_VIRT + self.UTS_OFFSET:x}",
+                "OFFSET(uts_namespace.name)=4", f"SYMBOL(_stext)={self.KERNEL_VIRT:x}",
+                f"SYMBOL(init_top_pgt)={pgd:x}", f"SYMBOL(swapper_pg_dir)={pgd:x}",
+                f"NUMBER(phys_base)={self.phys_base}", "NUMBER(pgtable_l5_enabled)=0", "KERNELOFFSET=0",
+                f"NUMBER(KERNEL_IMAGE_SIZE)={1 << 30}"]
+
+    MEM_MAP_VAR = 0x1A20000            # &mem_map - _stext (FLATMEM stand-in)
+
+    def flatmem_lines(self):
+        """A FLATMEM description for layouts that bring no struct pages of their own:
+        enough for tools to start at dump levels 0 and 1, which read no struct page."""
+        return [f"SYMBOL(mem_map)={self.KERNEL_VIRT + self.MEM_MAP_VAR:x}", "SIZE(page)=64",
+                "OFFSET(page.flags)=0", "OFFSET(page._refcount)=52", "OFFSET(page.mapping)=24"]
+
+    def flatmem_writes(self):
+        # the struct page array "lives" right after the kernel image (never read at -d 0/1)
+        return [(self.spec.kernel_text[0] + self.MEM_MAP_VAR,
+                 struct.pack("<Q", self.DIRECT_MAP + self.spec.kernel_text[1]))]
+
+    def kernel_image_writes(self):
+        """utsname, and 4-level page tables: the kernel image with 2 MiB pages, the
+        direct map with 1 GiB pages (what a walker meets on a real x86_64 kernel)."""
+        uts = [b"Linux", b"fastdump-synthetic", self.spec.osrelease.encode(), b"#1 SMP PREEMPT_DYNAMIC",
+               b"x86_64", b"(none)"]
+        name = b"".join(f.ljust(65, b"\0") for f in uts)
+        kt_lo, kt_hi = self.spec.kernel_text
+        pgd_pa = kt_lo + self.PGD_OFFSET
+        pud_k, pmd_k, pud_d = pgd_pa + PAGE, pgd_pa + 2 * PAGE, pgd_pa + 3 * PAGE
+        table = 0x63  # present, rw, accessed, dirty
+        pgd, pudk, pmdk, pudd = (bytearray(PAGE) for _ in range(4))
+        struct.pack_into("<Q", pgd, 8 * 511, pud_k | table)
+        struct.pack_into("<Q", pudk, 8 * 510, pmd_k | table)
+        for pa in range(kt_lo & ~0x1FFFFF, kt_hi, 2 * MiB):
+            va = 0xFFFFFFFF80000000 + pa - self.phys_base
+            struct.pack_into("<Q", pmdk, 8 * ((va >> 21) & 511), pa | table | 0x80)
+        struct.pack_into("<Q", pgd, 8 * ((self.DIRECT_MAP >> 39) & 511), pud_d | table)
+        top = max(e for _, e in self.ram_ranges)
+        for gib in range(min(512, -(-top // GiB))):
+            struct.pack_into("<Q", pudd, 8 * gib, (gib * GiB) | table | 0x80)
+        return [(kt_lo + self.UTS_OFFSET + 4, name), (pgd_pa, bytes(pgd)), (pud_k, bytes(pudk)),
+                (pmd_k, bytes(pmdk)), (pud_d, bytes(pudd))]
+
     # -- VMCOREINFO and notes ----------------------------------------------
     def vmcoreinfo_text(self):
         lines = [f"OSRELEASE={self.spec.osrelease}", f"PAGESIZE={PAGE}"]
-        lines += self.layout.vmcoreinfo_lines()
+        layout_lines = self.layout.vmcoreinfo_lines()
+        keys = {line.split("=", 1)[0] for line in layout_lines}
+        base = self.kernel_image_lines()
+        if not any(k.startswith(("SYMBOL(mem_section)", "SYMBOL(mem_map)")) for k in keys):
+            base += self.flatmem_lines()
+        lines += [line for line in base if line.split("=", 1)[0] not in keys]
+        lines += layout_lines
         lines.append(f"CRASHTIME={self.spec.crashtime}")
         return "\n".join(lines) + "\n"
 
@@ -167,7 +229,7 @@ class SyntheticVmcore:
             os.pwrite(fd, notes, phdrs[0].offset)
             file_of = self._phys_to_file(phdrs)
             counts = self._write_pages(fd, file_of)
-            for addr, data in self.layout.metadata_writes():
+            for addr, data in self._base_writes() + list(self.layout.metadata_writes()):
                 _pwrite_phys(fd, file_of, addr, data)
         finally:
             os.close(fd)
@@ -176,6 +238,12 @@ class SyntheticVmcore:
         with open(path + ".truth.json", "w") as f:
             json.dump(truth, f)
         return truth
+
+    def _base_writes(self):
+        writes = list(self.kernel_image_writes())
+        if "SYMBOL(mem_map)" in self.vmcoreinfo_text():
+            writes += self.flatmem_writes()
+        return writes
 
     def _phys_to_file(self, phdrs):
         # Every PT_LOAD that covers an address gets its bytes: the kernel-text

@@ -1,0 +1,17 @@
+"""fastdump: copy a Linux crash dump (/proc/vmcore) fast, filtered and compressed.
+
+Python API for capture scripts::
+
+    import fastdump
+    stats = fastdump.dump("/proc/vmcore", "/var/crash/vmcore", level=31, compress="zstd")
+    with fastdump.open("/var/crash/vmcore") as d:
+        page = d.read_pfn(0x1000)
+"""
+
+__version__ = "0.1.0"
+
+from .errors import FastdumpError  # noqa: E402
+from .pipeline import Stats, dump  # noqa: E402
+from .reader import open_dump as open  # noqa: E402,A001
+
+__all__ = ["dump", "open", "Stats", "FastdumpError", "__version__"]

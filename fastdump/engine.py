@@ -1,0 +1,92 @@
+"""The copy engine: windows of pages run on N threads, committed in order.
+
+Python only hands out windows and commits finished ones (one call per window of
+hundreds of pages); the work inside a window is the Cython core's, with the GIL
+released, so N threads really run in parallel.  A fixed set of jobs (buffers and
+codec states) is reused: memory is ``jobs x window`` whatever the dump size.
+"""
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from . import _core
+from .errors import SourceError
+
+CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC_LZ4,
+          "zstd": _core.CODEC_ZSTD}
+DEFAULT_WINDOW_BYTES = 2 << 20
+BUFFER_BUDGET = 40 << 20  # all jobs' buffers together (in + out), whatever the thread count
+
+
+def default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class CopyEngine:
+    """Runs windows through a pool of reusable jobs and commits them in order."""
+
+    def __init__(self, source, *, codec="none", threads=None, window_bytes=None, use_mmap=None):
+        self.threads = max(1, threads or default_threads())
+        njobs = self.threads + 2
+        page = source.page_size
+        window = window_bytes or DEFAULT_WINDOW_BYTES
+        window = min(window, max(BUFFER_BUDGET // (2 * njobs), 64 * page))
+        self.window_pages = max(16, window // page)
+        if use_mmap is None:
+            use_mmap = source.is_proc_vmcore()
+        self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
+        self.codec = CODECS[codec]
+        self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]
+        self.source = source
+
+    def run(self, windows, commit, *, zero_check=False, dense=False, scan_only=False):
+        """``windows`` yields ``(bitmap, base_pfn, start, end)``; ``commit(job)`` is
+        called in window order on this thread.  Returns when all are committed."""
+        free = deque(self.jobs)
+        pending = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="fastdump") as pool:
+            try:
+                for bitmap, base, start, end in windows:
+                    if not free:
+                        self._finish(pending.popleft(), commit, free)
+                    job = free.popleft()
+                    job.setup(bitmap, base, start, end)
+                    job.zero_check, job.dense, job.scan_only = zero_check, dense, scan_only
+                    pending.append((job, pool.submit(job.run)))
+                while pending:
+                    self._finish(pending.popleft(), commit, free)
+            except BaseException:
+                for _, fut in pending:
+                    fut.cancel()
+                for _, fut in pending:
+                    try:
+                        fut.result()
+                    except BaseException:
+                        pass
+                raise
+
+    def _finish(self, item, commit, free):
+        job, fut = item
+        rc = fut.result()
+        if rc:
+            raise SourceError(f"{self.source.path}: cannot read page at pfn {job.err_pfn:#x}: "
+                              f"{os.strerror(rc)}")
+        commit(job)
+        free.append(job)
+
+    def windows(self, bitmap, base_pfn, nbits, *, start=0, dense=False):
+        """Split one cycle's bitmap (bits ``start``..``nbits``) into windows of at most
+        ``window_pages`` pages."""
+        while start < nbits:
+            if dense:
+                end = min(nbits, start + self.window_pages)
+            else:
+                end = _core.plan_window(bitmap, start, nbits, self.window_pages)
+            if end == start:
+                break
+            yield bitmap, base_pfn, start, end
+            start = end

@@ -1,0 +1,138 @@
+"""Filtered ELF dumps (``-E``): PT_LOADs rewritten so dropped pages take no room.
+
+Layout as makedumpfile writes it: Ehdr, one PT_NOTE then the PT_LOADs, the notes,
+then the data of each PT_LOAD back to back (no alignment).  Each input PT_LOAD
+becomes one or more output PT_LOADs ("pieces"):
+
+- a run of zero pages shorter than 256 pages inside kept data is written as
+  zeros (fewer program headers; the bytes are exactly the source's);
+- a longer zero run, or any page dropped for its class (free, cache, user), ends
+  the piece; its ``p_memsz`` reaches over the dropped run with ``p_filesz`` only
+  covering what is stored, so readers see the run as missing (or zeros);
+- pages dropped for their class are never read, not even to fill a short gap.
+
+Reading an ELF dump is ``fastdump.source.ElfSource``.
+"""
+
+from .. import _core, elf
+from ..errors import UsageError
+
+ZERO_RUN_SPLIT = 256  # makedumpfile's PFN_EXCLUDED
+
+
+class Segment:
+    """One input PT_LOAD and the pieces of it that will be written."""
+
+    def __init__(self, phdr, page_size):
+        self.phdr = phdr
+        self.ps = page_size
+        self.first_pfn = phdr.paddr // page_size
+        self.end_pfn = -(-(phdr.paddr + phdr.filesz) // page_size) if phdr.filesz else self.first_pfn
+        self.pieces = []          # [start_pfn, end_pfn) of written pages
+        self.gap_clean = True     # pages since the last piece are all zero-kept (bridgeable)
+
+    def feed(self, c0, c1, read_set, keep):
+        """Extend the pieces with the part of one cycle that lies in this segment."""
+        lo, hi = max(self.first_pfn, c0), min(self.end_pfn, c1)
+        if lo >= hi:
+            return
+        pos = lo
+        for a, b in _core.bitmap_runs(read_set, hi - c0):
+            a, b = a + c0, b + c0
+            if b <= lo:
+                continue
+            a = max(a, lo)
+            self._note_gap(pos, a, c0, keep)
+            if self.pieces and self.gap_clean and a - self.pieces[-1][1] < ZERO_RUN_SPLIT:
+                self.pieces[-1][1] = b          # extend (bridging a short zero run)
+            else:
+                self.pieces.append([a, b])
+            self.gap_clean = True
+            pos = b
+        self._note_gap(pos, hi, c0, keep)
+
+    def _note_gap(self, a, b, c0, keep):
+        if a < b and self.gap_clean:
+            self.gap_clean = _core.bitmap_count_range(keep, a - c0, b - c0) == b - a
+
+    def phdrs(self):
+        """Output program headers (p_offset filled in later by ``place``)."""
+        p, ps = self.phdr, self.ps
+        lo, file_hi, mem_hi = p.paddr, p.paddr + p.filesz, p.paddr + p.memsz
+        spans = []
+        for i, (a, b) in enumerate(self.pieces):
+            start = max(lo, a * ps)
+            stop = min(file_hi, b * ps)
+            nxt = max(lo, self.pieces[i + 1][0] * ps) if i + 1 < len(self.pieces) else mem_hi
+            spans.append((start, stop, nxt))
+        if not spans or spans[0][0] > lo:
+            spans.insert(0, (lo, lo, spans[0][0] if spans else mem_hi))
+        return [elf.Phdr(elf.PT_LOAD, p.flags, 0, (p.vaddr + (s - lo)) & ((1 << 64) - 1), s, f - s, m - s,
+                         p.align) for s, f, m in spans]
+
+
+class ElfDumpWriter:
+    """Builds the header once every piece is known, then writes page data in order."""
+
+    def __init__(self, sink, source, segments, *, elfclass=None):
+        self.sink = sink
+        self.source = source
+        self.elfclass = elfclass or source.elfclass
+        self.notes = source.note_bytes
+        self.segments = segments
+        self.loads = [ph for seg in segments for ph in seg.phdrs()]
+        nph = 1 + len(self.loads)
+        offset = elf.header_size(self.elfclass, nph) + len(self.notes)
+        self.note_offset = offset - len(self.notes)
+        self.data_start = offset
+        for ph in self.loads:
+            ph.offset = offset if ph.filesz else 0
+            offset += ph.filesz
+        self.total_size = offset
+        if self.elfclass == elf.ELFCLASS32:
+            self._check_fits_elf32()
+        self.pages_written = 0
+
+    def _check_fits_elf32(self):
+        limit = 1 << 32
+        for ph in self.loads:
+            if ph.paddr + ph.memsz > limit or ph.offset + ph.filesz > limit:
+                raise UsageError(f"ELF32 output cannot hold this dump: memory at {ph.paddr:#x} or file "
+                                 f"offsets reach past 4 GiB; use ELF64")
+            if ph.vaddr >= limit:
+                ph.vaddr = ph.paddr  # no 32-bit virtual address for it: identity, as for highmem
+
+    def header_bytes(self, *, incomplete):
+        note = elf.Phdr(elf.PT_NOTE, 0, self.note_offset, 0, 0, len(self.notes), len(self.notes), 0)
+        return elf.build_header(self.elfclass, self.source.machine, [note] + self.loads,
+                                flags=elf.ELF_INCOMPLETE_FLAG if incomplete else 0)
+
+    def write_prologue(self):
+        self.sink.pwrite(self.header_bytes(incomplete=True), 0)
+        self.sink.pwrite(self.notes, self.note_offset)
+
+    def piece_jobs(self):
+        """(phdr, first_pfn, end_pfn) of every piece that stores bytes, in file order."""
+        ps = self.source.page_size
+        for ph in self.loads:
+            if ph.filesz:
+                yield ph, ph.paddr // ps, -(-(ph.paddr + ph.filesz) // ps)
+
+    def commit_window(self, ph, job):
+        """Write the part of a dense window's pages that falls in ``ph``'s stored bytes."""
+        ps = self.source.page_size
+        if not job.n_pages:
+            return
+        first, end = job.window
+        a, b = first * ps, end * ps
+        lo, hi = max(a, ph.paddr), min(b, ph.paddr + ph.filesz)
+        if lo >= hi:
+            return
+        view = job.pages_view()[lo - a:hi - a]
+        self.sink.pwrite(view, ph.offset + (lo - ph.paddr))
+        self.pages_written += job.n_pages
+
+    def finish(self, *, incomplete=False):
+        self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
+        if self.total_size:
+            self.sink.size = max(self.sink.size, self.total_size)

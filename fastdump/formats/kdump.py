@@ -1,0 +1,322 @@
+"""kdump-compressed dumps ("diskdump", signature ``KDUMP   ``): writer and reader.
+
+File map (block = page size): block 0 the disk_dump_header, block 1.. the
+kdump_sub_header followed by the ELF notes, then the 1st bitmap (pages that
+exist), the 2nd bitmap (pages dumped), the page descriptors (24 bytes each, one
+per set bit of the 2nd bitmap, in pfn order), then the page data.  Byte-level
+rules (tv_usec 0, shared zero page, LSB-first bitmaps, ...) follow
+shared/docs/dump-formats.md §2 and what crash and libkdumpfile check.
+"""
+
+import os
+import struct
+import zlib
+
+from .. import _core, elf
+from ..errors import FormatError
+from ..vmcoreinfo import VmcoreInfo
+
+SIGNATURE = b"KDUMP   "
+HEADER_VERSION = 6
+HEADER = struct.Struct("<8si65s65s65s65s65s65s6xqqIiiIIIIIIi")   # 464 bytes, x86_64 layout
+SUB_HEADER = struct.Struct("<QiiQQQQQQQQQQQ")                  # 104 bytes
+DESC = struct.Struct("<qIIQ")
+
+# Header status bits and page descriptor flags.
+FLAG_ZLIB = 0x1
+FLAG_LZO = 0x2
+FLAG_SNAPPY = 0x4
+STATUS_INCOMPLETE = 0x8
+STATUS_EXCLUDED_VMEMMAP = 0x10
+FLAG_ZSTD = 0x20
+#: fastdump's own flag for LZ4 block-compressed pages.  No other tool reads it;
+#: ``fastdump convert`` rewrites such a dump with a standard compressor.
+FLAG_LZ4_FASTDUMP = 0x40
+
+CODEC_FLAGS = {"none": 0, "zlib": FLAG_ZLIB, "lz4": FLAG_LZ4_FASTDUMP, "zstd": FLAG_ZSTD}
+FLAG_NAMES = {0: "none", FLAG_ZLIB: "zlib", FLAG_LZO: "lzo", FLAG_SNAPPY: "snappy", FLAG_ZSTD: "zstd",
+              FLAG_LZ4_FASTDUMP: "lz4"}
+
+
+def _blocks(n, block):
+    return -(-n // block)
+
+
+class KdumpLayout:
+    """Offsets of every region, known before a byte of page data is written."""
+
+    def __init__(self, *, block_size, max_mapnr, note_size):
+        self.block_size = block_size
+        self.max_mapnr = max_mapnr
+        self.sub_hdr_size = _blocks(SUB_HEADER.size + note_size, block_size)
+        self.bitmap_len = _blocks(_blocks(max_mapnr, 8), block_size) * block_size  # one bitmap, bytes
+        self.bitmap_blocks = 2 * self.bitmap_len // block_size
+        self.offset_note = block_size + SUB_HEADER.size
+        self.bitmap1 = (1 + self.sub_hdr_size) * block_size
+        self.bitmap2 = self.bitmap1 + self.bitmap_len
+        self.desc_table = self.bitmap2 + self.bitmap_len
+
+
+class KdumpWriter:
+    """Writes one kdump-compressed file through a sink with ``pwrite(data, offset)``."""
+
+    def __init__(self, sink, *, page_size, max_mapnr, dump_level, codec, notes, vmcoreinfo_desc_offset,
+                 vmcoreinfo_size, nr_cpus, utsname, crashtime, phys_base, split=None):
+        self.sink = sink
+        self.page_size = page_size
+        self.layout = KdumpLayout(block_size=page_size, max_mapnr=max_mapnr, note_size=len(notes))
+        self.dump_level = dump_level
+        self.codec_flag = CODEC_FLAGS[codec]
+        self.notes = notes
+        self.vmci = (vmcoreinfo_desc_offset, vmcoreinfo_size)
+        self.nr_cpus = nr_cpus
+        self.utsname = utsname
+        self.crashtime = crashtime or 0
+        self.phys_base = phys_base or 0
+        self.split = split  # (start_pfn, end_pfn) for a --split part
+        self.desc_off = self.data_off = self.zero_off = None
+        self.pages_written = 0
+
+    # -- headers --------------------------------------------------------------
+    def header_bytes(self, *, incomplete):
+        status = self.codec_flag | (STATUS_INCOMPLETE if incomplete else 0)
+        uts = [f.encode()[:64] for f in self.utsname]
+        lay = self.layout
+        return HEADER.pack(SIGNATURE, HEADER_VERSION, *uts, self.crashtime, 0, status,
+                           self.page_size, lay.sub_hdr_size, lay.bitmap_blocks,
+                           min(lay.max_mapnr, 0xFFFFFFFF), 0, 0, 0, 0, self.nr_cpus)
+
+    def sub_header_bytes(self):
+        lay = self.layout
+        vm_off, vm_size = self.vmci
+        start, end = self.split or (0, 0)
+        return SUB_HEADER.pack(self.phys_base & ((1 << 64) - 1), self.dump_level, 1 if self.split else 0,
+                               min(start, 0xFFFFFFFF), min(end, 0xFFFFFFFF),
+                               lay.offset_note + vm_off if vm_size else 0, vm_size,
+                               lay.offset_note if self.notes else 0, len(self.notes),
+                               0, 0, start, end, lay.max_mapnr)
+
+    def write_prologue(self):
+        """Header (marked incomplete until ``finish``), sub header and notes."""
+        self.sink.pwrite(self.header_bytes(incomplete=True).ljust(self.page_size, b"\0"), 0)
+        self.sink.pwrite(self.sub_header_bytes() + self.notes, self.page_size)
+
+    def write_bitmaps(self, base_pfn, present, dumpable):
+        """One cycle's slice of both bitmaps; ``base_pfn`` is a multiple of 8."""
+        at = base_pfn // 8
+        self.sink.pwrite(present, self.layout.bitmap1 + at)
+        self.sink.pwrite(dumpable, self.layout.bitmap2 + at)
+
+    def pad_bitmaps(self):
+        """Write the zero tail of both bitmaps past max_mapnr, so the bitmap region
+        exists in full (crash refuses a shorter file, a stream needs the bytes)."""
+        used = _blocks(self.layout.max_mapnr, 8)
+        tail = bytes(self.layout.bitmap_len - used)
+        if tail:
+            self.sink.pwrite(tail, self.layout.bitmap1 + used)
+            self.sink.pwrite(tail, self.layout.bitmap2 + used)
+
+    # -- pages ----------------------------------------------------------------
+    def start_pages(self, num_dumpable, *, desc_base=0):
+        self.desc_off = self.layout.desc_table + DESC.size * desc_base
+        self.data_off = self.layout.desc_table + DESC.size * num_dumpable
+        if self.dump_level & 1:
+            self.zero_off = self.data_off
+            self.sink.pwrite(bytes(self.page_size), self.zero_off)
+            self.data_off += self.page_size
+        else:
+            self.zero_off = 0
+
+    def commit(self, job):
+        """Write a finished window: its descriptors, then its data."""
+        if job.n_pages == 0:
+            return
+        descs, nbytes = job.kdump_descriptors(self.data_off, self.zero_off, self.codec_flag)
+        self.sink.pwrite(job.data, self.data_off)
+        self.sink.pwrite(descs, self.desc_off)
+        self.data_off += nbytes
+        self.desc_off += len(descs)
+        self.pages_written += job.n_pages
+
+    def finish(self, *, incomplete=False):
+        self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
+
+
+# ---------------------------------------------------------------- reading --
+
+def _decompressor(flag):
+    if flag == FLAG_ZLIB:
+        return zlib.decompress
+    if flag == FLAG_ZSTD:
+        import zstandard
+        dctx = zstandard.ZstdDecompressor()
+        return lambda data: dctx.decompress(data, max_output_size=1 << 20)
+    if flag == FLAG_LZ4_FASTDUMP:
+        import lz4.block
+        return lambda data: lz4.block.decompress(data, uncompressed_size=1 << 16)
+    if flag == FLAG_LZO:
+        try:
+            import lzo
+        except ImportError:
+            raise FormatError("page compressed with LZO: install python-lzo to read it") from None
+        return lambda data: lzo.decompress(data, False, 1 << 16)
+    if flag == FLAG_SNAPPY:
+        try:
+            import snappy
+        except ImportError:
+            raise FormatError("page compressed with snappy: install python-snappy to read it") from None
+        return snappy.uncompress
+    raise FormatError(f"unknown page compression flag {flag:#x}")
+
+
+class KdumpReader:
+    """A kdump-compressed file (fastdump's or makedumpfile's) opened for reading."""
+
+    format = "kdump"
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise FormatError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self._load()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _read(self, off, size):
+        data = os.pread(self.fd, size, off)
+        if len(data) != size:
+            raise FormatError(f"{self.path}: truncated (wanted {size} bytes at offset {off})")
+        return data
+
+    def _load(self):
+        self.file_size = os.fstat(self.fd).st_size
+        raw = self._read(0, HEADER.size)
+        (sig, version, *rest) = HEADER.unpack(raw)
+        if sig != SIGNATURE:
+            raise FormatError(f"{self.path}: not a kdump-compressed file")
+        uts = [u.split(b"\0", 1)[0].decode("ascii", "replace") for u in rest[:6]]
+        (self.tv_sec, self.tv_usec, self.status, self.block_size, self.sub_hdr_size, self.bitmap_blocks,
+         max_mapnr32, _, _, _, _, self.nr_cpus) = rest[6:]
+        self.header_version = version
+        self.utsname = uts
+        if self.block_size < 4096 or self.block_size & (self.block_size - 1) or self.block_size > 1 << 18:
+            raise FormatError(f"{self.path}: bogus block size {self.block_size}")
+        self.page_size = self.block_size
+        sub = SUB_HEADER.unpack(self._read(self.block_size, SUB_HEADER.size))
+        (self.phys_base, self.dump_level, self.split, _, _, vm_off, vm_size, note_off, note_size,
+         self.offset_eraseinfo, self.size_eraseinfo, self.start_pfn, self.end_pfn, max_mapnr64) = sub
+        self.max_mapnr = max_mapnr64 if version >= 6 else max_mapnr32
+        if not self.split:
+            self.start_pfn, self.end_pfn = 0, self.max_mapnr
+        self.bitmap_len = self.bitmap_blocks * self.block_size // 2
+        if self.bitmap_len * 8 < self.max_mapnr:
+            raise FormatError(f"{self.path}: bitmaps too small for max_mapnr {self.max_mapnr}")
+        self.bitmap1_off = (1 + self.sub_hdr_size) * self.block_size
+        self.bitmap2_off = self.bitmap1_off + self.bitmap_len
+        self.desc_off = self.bitmap2_off + self.bitmap_len
+        if self.file_size < self.desc_off:
+            raise FormatError(f"{self.path}: truncated inside the bitmaps")
+        self.note_bytes = self._read(note_off, note_size) if version >= 4 and note_off and note_size else b""
+        self.notes = elf.parse_notes(self.note_bytes)
+        vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
+        if vmci:
+            self.vmcoreinfo = VmcoreInfo(vmci[0].desc)
+        elif version >= 3 and vm_off and vm_size:
+            self.vmcoreinfo = VmcoreInfo(self._read(vm_off, vm_size))
+        else:
+            self.vmcoreinfo = None
+        self.incomplete = bool(self.status & STATUS_INCOMPLETE)
+        self._bitmap2 = bytearray(self._read(self.bitmap2_off, _blocks(self.max_mapnr, 8)))
+        # descriptor index of the first pfn of each 4096-bit block (popcount prefix)
+        self._prefix = [0]
+        chunk = 512  # bytes = 4096 bits
+        view = memoryview(self._bitmap2)
+        for i in range(0, len(self._bitmap2), chunk):
+            self._prefix.append(self._prefix[-1] + _core.bitmap_count(view[i:i + chunk], len(view[i:i + chunk]) * 8))
+        self._base_index = self._prefix_index(self.start_pfn) if self.split else 0
+        self._decoders = {}
+
+    def _prefix_index(self, pfn):
+        block, bit = divmod(pfn, 4096)
+        base = self._prefix[block]
+        rem = self._bitmap2[block * 512:block * 512 + bit // 8]
+        n = _core.bitmap_count(bytes(rem), len(rem) * 8) if rem else 0
+        last = self._bitmap2[block * 512 + bit // 8] if bit % 8 else 0
+        return base + n + bin(last & ((1 << (bit % 8)) - 1)).count("1")
+
+    def bitmap1(self):
+        return self._read(self.bitmap1_off, _blocks(self.max_mapnr, 8))
+
+    def bitmap2(self):
+        return bytes(self._bitmap2)
+
+    def is_dumped(self, pfn):
+        return 0 <= pfn < self.max_mapnr and (self._bitmap2[pfn >> 3] >> (pfn & 7)) & 1
+
+    def pfns(self):
+        for first, end in _core.bitmap_runs(self._bitmap2, self.max_mapnr):
+            first, end = max(first, self.start_pfn), min(end, self.end_pfn)
+            yield from range(first, end)
+
+    def descriptor(self, pfn):
+        """(offset, size, flags, page_flags) of a dumped pfn."""
+        if not self.is_dumped(pfn) or not self.start_pfn <= pfn < self.end_pfn:
+            raise FormatError(f"pfn {pfn:#x} is not in this dump")
+        index = self._prefix_index(pfn) - self._base_index
+        return DESC.unpack(self._read(self.desc_off + DESC.size * index, DESC.size))
+
+    def read_pfn(self, pfn):
+        off, size, flags, _ = self.descriptor(pfn)
+        if off == 0:
+            raise FormatError(f"pfn {pfn:#x} was not written (incomplete dump)")
+        if size > self.block_size:
+            raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
+        data = self._read(off, size)
+        if flags:
+            dec = self._decoders.get(flags) or self._decoders.setdefault(flags, _decompressor(flags))
+            try:
+                data = dec(data)
+            except FormatError:
+                raise
+            except Exception as e:
+                raise FormatError(f"pfn {pfn:#x}: cannot decompress ({FLAG_NAMES.get(flags, hex(flags))}): {e}") from None
+        if len(data) != self.page_size:
+            raise FormatError(f"pfn {pfn:#x}: page decodes to {len(data)} bytes, not {self.page_size}")
+        return data
+
+    def read_phys(self, addr, size, *, zero_fill=False):
+        out = bytearray()
+        while size > 0:
+            pfn, off = divmod(addr, self.page_size)
+            n = min(size, self.page_size - off)
+            if self.is_dumped(pfn):
+                out += self.read_pfn(pfn)[off:off + n]
+            elif zero_fill:
+                out += bytes(n)
+            else:
+                raise FormatError(f"physical address {addr:#x} is not in this dump")
+            addr += n
+            size -= n
+        return bytes(out)
+
+    def describe(self):
+        methods = self.status & (FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD | FLAG_LZ4_FASTDUMP)
+        return {"format": "kdump-compressed", "header_version": self.header_version,
+                "compression": FLAG_NAMES.get(methods, hex(methods)), "dump_level": self.dump_level,
+                "max_mapnr": self.max_mapnr, "nr_cpus": self.nr_cpus, "incomplete": self.incomplete,
+                "split": bool(self.split), "utsname": self.utsname}
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

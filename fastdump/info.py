@@ -1,0 +1,65 @@
+"""``fastdump info FILE``: what a dump holds (format, kernel, pages per state, compression)."""
+
+import argparse
+import json
+import struct
+from collections import Counter
+
+from .errors import UsageError
+from .formats import kdump
+from .reader import open_dump
+
+
+def page_census(d):
+    """Pages per state: for kdump files from the descriptors, for ELF from the segments."""
+    if d.format == "kdump":
+        counts = Counter()
+        zero_off = None
+        n = sum(1 for _ in d.pfns()) if d.split else None
+        total = n if n is not None else d._prefix[-1]
+        chunk = 1 << 14
+        for i in range(0, total, chunk):
+            raw = d._read(d.desc_off + kdump.DESC.size * i, kdump.DESC.size * min(chunk, total - i))
+            for off, size, flags, _ in struct.iter_unpack("<qIIQ", raw):
+                if off == 0:
+                    counts["lost"] += 1
+                    continue
+                if zero_off is None and d.dump_level & 1:
+                    zero_off = d.desc_off + kdump.DESC.size * total
+                if off == zero_off:
+                    counts["zero"] += 1
+                else:
+                    counts[kdump.FLAG_NAMES.get(flags, hex(flags))] += 1
+        return {"dumped": total, **counts}
+    stored = sum(e - s for s, e, _ in d.extents) // d.page_size
+    described = sum(e - s for s, e in d.ram_ranges) // d.page_size
+    return {"dumped": stored, "not_stored": described - stored}
+
+
+def summary(path):
+    with open_dump(path) as d:
+        info = d.describe()
+        vmci = d.vmcoreinfo
+        info["kernel"] = vmci.osrelease if vmci else None
+        info["crashtime"] = vmci.crashtime if vmci else None
+        info["pages"] = page_census(d)
+        return info
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="fastdump info", description=__doc__)
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
+    args = p.parse_args(argv)
+    info = summary(args.file)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{args.file}: {info['format']}" + (" (INCOMPLETE)" if info.get("incomplete") else ""))
+    print(f"  kernel:      {info['kernel'] or 'unknown (no VMCOREINFO)'}")
+    for key in ("compression", "dump_level", "header_version", "nr_cpus", "max_mapnr", "max_pfn", "segments"):
+        if key in info:
+            print(f"  {key + ':':<12} {info[key]}")
+    print("  pages:       " + ", ".join(f"{k} {v}" for k, v in info["pages"].items()))
+    return 0

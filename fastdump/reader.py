@@ -1,0 +1,49 @@
+"""``fastdump.open``: any dump we can read, behind one small interface.
+
+Every reader has ``format``, ``page_size``, ``vmcoreinfo``, ``notes``,
+``note_bytes``, ``max_mapnr``/``max_pfn``, ``pfns()``, ``is_dumped(pfn)``,
+``read_pfn(pfn)``, ``read_phys(addr, size)``, ``describe()`` and ``close()``.
+"""
+
+import os
+
+from .errors import FormatError
+from .formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
+from .source import ElfSource
+
+FLAT_SIGNATURE = b"makedumpfile\0"
+
+
+def sniff(path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise FormatError(f"cannot open {path}: {e.strerror}") from None
+    if head.startswith(KDUMP_SIGNATURE):
+        return "kdump"
+    if head.startswith(b"\x7fELF"):
+        return "elf"
+    if head.startswith(FLAT_SIGNATURE):
+        return "flattened"
+    if head.startswith(b"DISKDUMP"):
+        return "diskdump"
+    return None
+
+
+def open_dump(path):
+    """Open a vmcore or dump file for reading; raises FormatError for anything else."""
+    kind = sniff(path)
+    if kind == "kdump":
+        return KdumpReader(path)
+    if kind == "elf":
+        src = ElfSource(path)
+        src.max_mapnr = src.max_pfn
+        return src
+    if kind == "flattened":
+        raise FormatError(f"{path} is a flattened stream: rebuild it first (makedumpfile -R)")
+    if kind == "diskdump":
+        raise FormatError(f"{path} is an old DISKDUMP file, which fastdump does not read")
+    if os.path.isdir(path):
+        raise FormatError(f"{path} is a directory")
+    raise FormatError(f"{path}: not a vmcore or dump file fastdump knows")

@@ -1,0 +1,576 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""fastdump's copy engine: every per-page step, in C, with the GIL released.
+
+A *Job* is one window of pfns.  A worker thread calls ``Job.run()``; inside, with
+the GIL released, the job reads its pages (pread, or mmap windows of the source),
+tests each for all-zero, compresses it with the job's own codec state and packs
+the results into one output buffer.  The ordered writer then turns a finished
+job into format bytes (kdump page descriptors) with one more C loop.
+Buffers and codec states belong to the job and are reused for every window.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, free, calloc
+from libc.string cimport memcpy, memset, memcmp
+from libc.errno cimport errno
+from posix.unistd cimport pread
+from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
+from cpython.buffer cimport PyBUF_WRITABLE
+
+cdef extern from "zstd.h" nogil:
+    ctypedef struct ZSTD_CCtx:
+        pass
+    ZSTD_CCtx* ZSTD_createCCtx()
+    size_t ZSTD_freeCCtx(ZSTD_CCtx*)
+    size_t ZSTD_compressCCtx(ZSTD_CCtx*, void*, size_t, const void*, size_t, int)
+    size_t ZSTD_compressBound(size_t)
+    unsigned ZSTD_isError(size_t)
+    unsigned ZSTD_versionNumber()
+
+cdef extern from "lz4.h" nogil:
+    int LZ4_sizeofState()
+    int LZ4_compress_fast_extState(void*, const char*, char*, int, int, int)
+    int LZ4_compressBound(int)
+    int LZ4_versionNumber()
+
+cdef extern from "zlib.h" nogil:
+    ctypedef struct z_stream:
+        const unsigned char* next_in
+        unsigned int avail_in
+        unsigned char* next_out
+        unsigned int avail_out
+        void* zalloc
+        void* zfree
+        void* opaque
+    int deflateInit(z_stream*, int)
+    int deflateReset(z_stream*)
+    int deflate(z_stream*, int)
+    int deflateEnd(z_stream*)
+    unsigned long compressBound(unsigned long)
+    const char* zlibVersion()
+    int Z_OK
+    int Z_STREAM_END
+    int Z_FINISH
+
+# Codec identifiers (fastdump's own; the kdump page flag for each is in formats/kdump.py).
+cpdef enum:
+    CODEC_NONE = 0
+    CODEC_ZLIB = 1
+    CODEC_LZ4 = 2
+    CODEC_ZSTD = 3
+
+# Per-page result flags kept in the job's flag array.
+cpdef enum:
+    PAGE_ZERO = 1 << 30        # all-zero page (not stored when zero filtering is on)
+    PAGE_FILLED = 1 << 29      # not read: written as zeros (dense/ELF windows)
+    CODEC_MASK = 0xFFFF        # low bits: which codec compressed it (0 = stored raw)
+
+cdef enum:
+    MAP_WINDOW = 4 << 20
+
+
+def library_versions():
+    v = ZSTD_versionNumber()
+    l = LZ4_versionNumber()
+    return {"zstd": f"{v // 10000}.{v // 100 % 100}.{v % 100}",
+            "lz4": f"{l // 10000}.{l // 100 % 100}.{l % 100}",
+            "zlib": zlibVersion().decode()}
+
+
+cdef extern from *:
+    int __builtin_popcount(unsigned int) nogil
+
+# ---------------------------------------------------------------- bitmaps --
+# LSB-first bitmaps, bit i of byte i>>3 is (i & 7): the kdump on-disk order.
+
+cdef inline bint _bit(const uint8_t* bm, uint64_t i) noexcept nogil:
+    return (bm[i >> 3] >> (i & 7)) & 1
+
+
+def bitmap_set_range(unsigned char[::1] bm not None, uint64_t first, uint64_t count):
+    """Set ``count`` bits from bit ``first``."""
+    cdef uint64_t i = first, end = first + count
+    if end > <uint64_t>bm.shape[0] * 8:
+        raise ValueError("bit range past the end of the bitmap")
+    with nogil:
+        while i < end and (i & 7):
+            bm[i >> 3] |= 1 << (i & 7)
+            i += 1
+        if end - i >= 8:
+            memset(&bm[i >> 3], 0xFF, (end - i) >> 3)
+            i += ((end - i) >> 3) << 3
+        while i < end:
+            bm[i >> 3] |= 1 << (i & 7)
+            i += 1
+
+
+def bitmap_count(const unsigned char[::1] bm not None, uint64_t nbits):
+    """Number of set bits among the first ``nbits``."""
+    cdef uint64_t i, full = nbits >> 3, total = 0
+    cdef uint8_t last
+    with nogil:
+        for i in range(full):
+            total += __builtin_popcount(bm[i])
+        if nbits & 7:
+            last = bm[full] & ((1 << (nbits & 7)) - 1)
+            total += __builtin_popcount(last)
+    return total
+
+
+def bitmap_count_range(const unsigned char[::1] bm not None, uint64_t first, uint64_t end):
+    """Number of set bits in [first, end)."""
+    cdef uint64_t i = first, total = 0
+    if end > <uint64_t>bm.shape[0] * 8:
+        raise ValueError("bit range past the end of the bitmap")
+    with nogil:
+        while i < end and (i & 7):
+            total += _bit(&bm[0], i)
+            i += 1
+        while i + 8 <= end:
+            total += __builtin_popcount(bm[i >> 3])
+            i += 8
+        while i < end:
+            total += _bit(&bm[0], i)
+            i += 1
+    return total
+
+
+def bitmap_clear_bits(unsigned char[::1] bm not None, const unsigned char[::1] mask not None):
+    """bm &= ~mask (same length)."""
+    cdef Py_ssize_t i, n = min(bm.shape[0], mask.shape[0])
+    with nogil:
+        for i in range(n):
+            bm[i] &= ~mask[i]
+
+
+cdef inline uint64_t _next_bit(const uint8_t* bm, uint64_t i, uint64_t nbits, bint value) noexcept nogil:
+    """First bit index >= i equal to ``value`` (nbits if none); skips whole bytes."""
+    cdef uint8_t skip = 0 if value else 0xFF
+    while i < nbits:
+        if (i & 7) == 0 and bm[i >> 3] == skip:
+            i += 8
+            continue
+        if _bit(bm, i) == value:
+            return i
+        i += 1
+    return nbits
+
+
+def bitmap_runs(const unsigned char[::1] bm not None, uint64_t nbits):
+    """``(first, end)`` runs of set bits among the first ``nbits``."""
+    cdef uint64_t i = 0, start
+    runs = []
+    if nbits > <uint64_t>bm.shape[0] * 8:
+        raise ValueError("nbits past the end of the bitmap")
+    while True:
+        with nogil:
+            start = _next_bit(&bm[0], i, nbits, True)
+            i = _next_bit(&bm[0], start, nbits, False)
+        if start >= nbits:
+            return runs
+        runs.append((start, i))
+
+
+def plan_window(const unsigned char[::1] bm not None, uint64_t start, uint64_t end, uint64_t max_pages):
+    """End bit of a window from ``start`` holding at most ``max_pages`` set bits."""
+    cdef uint64_t i = start, n = 0, c
+    with nogil:
+        while i < end:
+            if (i & 7) == 0 and i + 8 <= end:
+                c = __builtin_popcount(bm[i >> 3])
+                if n + c <= max_pages:
+                    n += c
+                    i += 8
+                    continue
+            if _bit(&bm[0], i):
+                if n == max_pages:
+                    break
+                n += 1
+            i += 1
+    return i
+
+
+
+
+# ------------------------------------------------------------------ pages --
+
+cdef inline bint _is_zero(const uint8_t* p, size_t n) noexcept nogil:
+    if (<const uint64_t*>p)[0] != 0:
+        return False
+    return memcmp(p, p + 8, n - 8) == 0
+
+
+cdef class Source:
+    """What a job needs of the input: fd, extent table, read mode."""
+    cdef int fd
+    cdef bint use_mmap
+    cdef uint64_t* ext      # triples: phys_start, phys_end, file_offset
+    cdef size_t n_ext
+    cdef readonly int page_size
+
+    def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False):
+        cdef const uint64_t[::1] e = extents
+        self.fd = fd
+        self.page_size = page_size
+        self.use_mmap = use_mmap
+        self.n_ext = e.shape[0] // 3
+        self.ext = <uint64_t*>malloc(max(1, e.shape[0]) * sizeof(uint64_t))
+        if self.ext == NULL:
+            raise MemoryError()
+        if e.shape[0]:
+            memcpy(self.ext, &e[0], e.shape[0] * sizeof(uint64_t))
+
+    def __dealloc__(self):
+        free(self.ext)
+
+
+cdef class Job:
+    """One window: its buffers, codec state, inputs and results (reused)."""
+    cdef Source src
+    cdef readonly int codec
+    cdef readonly int capacity          # pages per window
+    cdef size_t slot_bound              # max bytes one compressed page may take
+    cdef uint8_t* inbuf
+    cdef uint8_t* outbuf
+    cdef size_t outbuf_size
+    cdef uint64_t* pfn_arr
+    cdef uint32_t* size_arr
+    cdef uint32_t* flag_arr
+    cdef uint8_t* descbuf
+    # codec states
+    cdef ZSTD_CCtx* zctx
+    cdef void* lz4state
+    cdef z_stream zs
+    cdef bint zs_ready
+    # mmap window cache
+    cdef uint8_t* map_base
+    cdef uint64_t map_off, map_len
+    # inputs of the current window
+    cdef object bitmap_obj
+    cdef const uint8_t* bitmap
+    cdef uint64_t base_pfn, start, end
+    cdef public bint zero_check, dense, scan_only
+    # results
+    cdef readonly int n_pages
+    cdef readonly size_t out_len
+    cdef readonly uint64_t zero_pages, bytes_read, raw_pages
+    cdef readonly int err_no
+    cdef readonly uint64_t err_pfn
+
+    def __cinit__(self, Source src, int codec, int capacity):
+        self.src = src
+        self.codec = codec
+        self.capacity = capacity
+        cdef size_t ps = src.page_size
+        self.slot_bound = max(ZSTD_compressBound(ps), <size_t>LZ4_compressBound(ps), compressBound(ps), ps + 64)
+        self.inbuf = <uint8_t*>malloc(capacity * ps)
+        self.outbuf_size = capacity * ps + self.slot_bound
+        self.outbuf = <uint8_t*>malloc(self.outbuf_size)
+        self.pfn_arr = <uint64_t*>malloc(capacity * sizeof(uint64_t))
+        self.size_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
+        self.flag_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
+        self.descbuf = <uint8_t*>malloc(capacity * 24)
+        if not (self.inbuf and self.outbuf and self.pfn_arr and self.size_arr and self.flag_arr and self.descbuf):
+            raise MemoryError()
+        if codec == CODEC_ZSTD:
+            self.zctx = ZSTD_createCCtx()
+            if self.zctx == NULL:
+                raise MemoryError()
+        elif codec == CODEC_LZ4:
+            self.lz4state = malloc(LZ4_sizeofState())
+            if self.lz4state == NULL:
+                raise MemoryError()
+        elif codec == CODEC_ZLIB:
+            memset(&self.zs, 0, sizeof(z_stream))
+            if deflateInit(&self.zs, 1) != Z_OK:
+                raise MemoryError("zlib deflateInit failed")
+            self.zs_ready = True
+        elif codec != CODEC_NONE:
+            raise ValueError(f"unknown codec {codec}")
+
+    def __dealloc__(self):
+        if self.map_base != NULL:
+            munmap(self.map_base, self.map_len)
+        free(self.inbuf); free(self.outbuf); free(self.pfn_arr)
+        free(self.size_arr); free(self.flag_arr); free(self.descbuf)
+        if self.zctx != NULL:
+            ZSTD_freeCCtx(self.zctx)
+        free(self.lz4state)
+        if self.zs_ready:
+            deflateEnd(&self.zs)
+
+    def setup(self, bitmap, uint64_t base_pfn, uint64_t start, uint64_t end):
+        """Window = pfns base_pfn+start .. base_pfn+end whose bit is set in ``bitmap``
+        (``dense``: every pfn in the range is output, unset ones as zeros)."""
+        cdef const unsigned char[::1] bm = bitmap
+        self.bitmap_obj = bitmap
+        self.bitmap = &bm[0]
+        self.base_pfn, self.start, self.end = base_pfn, start, end
+
+    # -- reading ----------------------------------------------------------
+    cdef int _read(self, uint8_t* dst, uint64_t off, size_t n) noexcept nogil:
+        """Read n bytes at file offset off; 0 or an errno."""
+        cdef ssize_t got
+        cdef uint64_t moff
+        if self.src.use_mmap:
+            if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
+                if self.map_base != NULL:
+                    munmap(self.map_base, self.map_len)
+                    self.map_base = NULL
+                moff = off & ~(<uint64_t>MAP_WINDOW - 1)
+                self.map_len = ((off + n - moff) + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
+                self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
+                if <void*>self.map_base == MAP_FAILED:
+                    self.map_base = NULL
+                    return errno if errno else 5
+                self.map_off = moff
+            memcpy(dst, self.map_base + (off - self.map_off), n)
+            return 0
+        while n:
+            got = pread(self.src.fd, dst, n, off)
+            if got < 0:
+                return errno
+            if got == 0:
+                return 5  # EIO: the file ended inside a PT_LOAD
+            dst += got
+            off += got
+            n -= got
+        return 0
+
+    cdef int _read_page(self, uint8_t* dst, uint64_t pfn, size_t* ext_i) noexcept nogil:
+        """Fill one page slot from the extents (uncovered bytes are zero)."""
+        cdef size_t ps = self.src.page_size, i = ext_i[0]
+        cdef uint64_t a = pfn * ps, b = a + ps, lo, hi
+        cdef uint64_t* ext = self.src.ext
+        cdef int rc
+        while i < self.src.n_ext and ext[3 * i + 1] <= a:
+            i += 1
+        ext_i[0] = i
+        if i < self.src.n_ext and ext[3 * i] <= a and ext[3 * i + 1] >= b:
+            self.bytes_read += ps
+            return self._read(dst, ext[3 * i + 2] + (a - ext[3 * i]), ps)
+        memset(dst, 0, ps)
+        while i < self.src.n_ext and ext[3 * i] < b:
+            lo = ext[3 * i] if ext[3 * i] > a else a
+            hi = ext[3 * i + 1] if ext[3 * i + 1] < b else b
+            if hi > lo:
+                rc = self._read(dst + (lo - a), ext[3 * i + 2] + (lo - ext[3 * i]), hi - lo)
+                if rc:
+                    return rc
+                self.bytes_read += hi - lo
+            if ext[3 * i + 1] > b:
+                break
+            i += 1
+        return 0
+
+    cdef int _collect(self) noexcept nogil:
+        """Read the window's pages into inbuf (coalescing contiguous reads)."""
+        cdef uint64_t i, pfn
+        cdef size_t ps = self.src.page_size, ext_i = 0, k = 0
+        cdef uint64_t* ext = self.src.ext
+        cdef uint64_t run_off = 0, run_len = 0, run_dst = 0, a
+        cdef int rc
+        cdef bint want
+        for i in range(self.start, self.end):
+            want = _bit(self.bitmap, i)
+            if not want and not self.dense:
+                continue
+            if k >= <size_t>self.capacity:
+                self.err_no = 75  # EOVERFLOW: planner gave too many pages
+                return 75
+            pfn = self.base_pfn + i
+            self.pfn_arr[k] = pfn
+            self.flag_arr[k] = 0
+            if not want:
+                memset(self.inbuf + k * ps, 0, ps)
+                self.flag_arr[k] = PAGE_FILLED
+                k += 1
+                continue
+            # fast path: whole page inside one extent, contiguous with the current run
+            a = pfn * ps
+            while ext_i < self.src.n_ext and ext[3 * ext_i + 1] <= a:
+                ext_i += 1
+            if ext_i < self.src.n_ext and ext[3 * ext_i] <= a and ext[3 * ext_i + 1] >= a + ps:
+                if run_len and run_off + run_len == ext[3 * ext_i + 2] + (a - ext[3 * ext_i]) \
+                        and run_dst + run_len == k * ps:
+                    run_len += ps
+                else:
+                    if run_len:
+                        rc = self._read(self.inbuf + run_dst, run_off, run_len)
+                        if rc:
+                            self.err_pfn = self.pfn_arr[run_dst // ps]
+                            return rc
+                        self.bytes_read += run_len
+                    run_off = ext[3 * ext_i + 2] + (a - ext[3 * ext_i])
+                    run_dst = k * ps
+                    run_len = ps
+            else:
+                rc = self._read_page(self.inbuf + k * ps, pfn, &ext_i)
+                if rc:
+                    self.err_pfn = pfn
+                    return rc
+            k += 1
+        if run_len:
+            rc = self._read(self.inbuf + run_dst, run_off, run_len)
+            if rc:
+                self.err_pfn = self.pfn_arr[run_dst // ps]
+                return rc
+            self.bytes_read += run_len
+        self.n_pages = k
+        return 0
+
+    # -- compressing --------------------------------------------------------
+    cdef size_t _compress(self, const uint8_t* src, uint8_t* dst, size_t cap) noexcept nogil:
+        """Compressed size, or 0 when the codec fails or does not shrink the page."""
+        cdef size_t ps = self.src.page_size, r
+        cdef int n
+        if self.codec == CODEC_ZSTD:
+            r = ZSTD_compressCCtx(self.zctx, dst, cap, src, ps, 1)
+            if ZSTD_isError(r):
+                return 0
+        elif self.codec == CODEC_LZ4:
+            n = LZ4_compress_fast_extState(self.lz4state, <const char*>src, <char*>dst, ps, cap, 1)
+            r = n if n > 0 else 0
+        elif self.codec == CODEC_ZLIB:
+            deflateReset(&self.zs)
+            self.zs.next_in = src
+            self.zs.avail_in = ps
+            self.zs.next_out = dst
+            self.zs.avail_out = cap
+            if deflate(&self.zs, Z_FINISH) != Z_STREAM_END:
+                return 0
+            r = cap - self.zs.avail_out
+        else:
+            return 0
+        return r if r < ps else 0
+
+    cdef void _pack(self) noexcept nogil:
+        cdef size_t ps = self.src.page_size, cur = 0, r
+        cdef int k
+        cdef uint8_t* page
+        for k in range(self.n_pages):
+            page = self.inbuf + k * ps
+            if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and _is_zero(page, ps):
+                self.flag_arr[k] |= PAGE_ZERO
+                self.size_arr[k] = 0
+                self.zero_pages += 1
+                continue
+            if self.scan_only:
+                self.size_arr[k] = 0
+                continue
+            r = self._compress(page, self.outbuf + cur, self.outbuf_size - cur) if self.codec else 0
+            if r:
+                self.flag_arr[k] |= self.codec
+            else:
+                memcpy(self.outbuf + cur, page, ps)
+                r = ps
+                self.raw_pages += 1
+            self.size_arr[k] = r
+            cur += r
+        self.out_len = cur
+
+    def run(self):
+        """Read, test and compress the window.  Called from a worker thread."""
+        cdef int rc
+        self.n_pages = 0
+        self.out_len = 0
+        self.zero_pages = self.bytes_read = self.raw_pages = 0
+        self.err_no = 0
+        self.err_pfn = 0
+        with nogil:
+            rc = self._collect()
+            if rc == 0:
+                self._pack()
+        self.err_no = rc
+        return rc
+
+    # -- results for the writer --------------------------------------------
+    @property
+    def data(self):
+        """The packed page bytes of this window (a view; valid until the next run)."""
+        return _View.make(self.outbuf, self.out_len)
+
+    def pages_view(self):
+        """The raw pages read (dense windows, uncompressed formats)."""
+        return _View.make(self.inbuf, <size_t>self.n_pages * self.src.page_size)
+
+    @property
+    def window(self):
+        """(first pfn, end pfn) of the window; a dense window outputs all of them."""
+        return self.base_pfn + self.start, self.base_pfn + self.end
+
+    def pfns(self):
+        """The pfns output, in order (for tests and tools, not the hot path)."""
+        return [self.pfn_arr[k] for k in range(self.n_pages)]
+
+    def page_result(self, int k):
+        return self.pfn_arr[k], self.size_arr[k], self.flag_arr[k]
+
+    def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag):
+        """24-byte page descriptors for this window, data starting at ``data_offset``.
+
+        Zero pages point at the shared zero block.  Returns (view, data bytes)."""
+        cdef uint32_t cflag = codec_flag
+        cdef int k
+        cdef int64_t off = data_offset
+        cdef uint8_t* d
+        cdef size_t ps = self.src.page_size
+        with nogil:
+            for k in range(self.n_pages):
+                d = self.descbuf + 24 * k
+                memset(d, 0, 24)
+                if self.flag_arr[k] & PAGE_ZERO:
+                    (<int64_t*>d)[0] = zero_offset
+                    (<uint32_t*>(d + 8))[0] = ps
+                else:
+                    (<int64_t*>d)[0] = off
+                    (<uint32_t*>(d + 8))[0] = self.size_arr[k]
+                    if self.flag_arr[k] & CODEC_MASK:
+                        (<uint32_t*>(d + 12))[0] = cflag
+                    off += self.size_arr[k]
+        return _View.make(self.descbuf, 24 * <size_t>self.n_pages), off - data_offset
+
+    def zero_bits_into(self, unsigned char[::1] bm not None, uint64_t base_pfn):
+        """Set, in ``bm`` (bit i = base_pfn+i), the bits of this window's zero pages."""
+        cdef int k
+        cdef uint64_t i
+        with nogil:
+            for k in range(self.n_pages):
+                if self.flag_arr[k] & PAGE_ZERO:
+                    i = self.pfn_arr[k] - base_pfn
+                    bm[i >> 3] |= 1 << (i & 7)
+
+
+cdef class _View:
+    """A read-only buffer over memory a Job owns (no copy on the write path)."""
+    cdef uint8_t* ptr
+    cdef Py_ssize_t length
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    @staticmethod
+    cdef object make(uint8_t* ptr, size_t length):
+        cdef _View v = _View.__new__(_View)
+        v.ptr = ptr
+        v.length = length
+        return memoryview(v)
+
+    def __getbuffer__(self, Py_buffer* buf, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("read-only view")
+        self.shape[0] = self.length
+        self.strides[0] = 1
+        buf.buf = self.ptr
+        buf.obj = self
+        buf.len = self.length
+        buf.readonly = 1
+        buf.itemsize = 1
+        buf.format = NULL
+        buf.ndim = 1
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* buf):
+        pass
