@@ -28,7 +28,10 @@ GiB = 1 << 30
 #: Page contents by class.  Classes that a dump level may drop carry a marker
 #: so a test can find them in any output.
 CONTENT_CLASSES = ("zero", "random", "text", "pointers", "free", "cache", "cache_private",
-                   "user", "slab", "kernel", "hwpoison", "offline")
+                   "user", "slab", "kernel", "hwpoison", "offline", "metadata")
+#: "metadata": pages that hold what a kernel layout writes (struct pages, page
+#: tables, mem_section); the generator writes nothing there, the layout's
+#: metadata_writes() provide every non-zero byte (so they carry no marker).
 
 
 @dataclass
@@ -89,7 +92,7 @@ def run_content(cls, first, n, seed):
 
     Every non-zero page starts with a marker ``FDMARK:<class>:<pfn>:`` so tests
     can tell from any output which pages were kept."""
-    if cls == "zero":
+    if cls in ("zero", "metadata"):
         return None
     if cls == "text":
         line = b"kernel panic - not syncing: fastdump synthetic text, page cache and logs. "
@@ -114,6 +117,8 @@ class SyntheticVmcore:
         self.spec = spec or VmcoreSpec()
         self.ram_ranges = self.spec.ram_ranges or default_ram_ranges(self.spec.ram_size)
         self.layout = layout if layout is not None else _DefaultClasses(self.spec, self.ram_ranges)
+        if hasattr(self.layout, "bind"):  # a kernel layout learns the RAM map, sparseness, kernel text
+            self.layout.bind(self.spec, self.ram_ranges, self)
 
     # -- the kernel image: utsname where VMCOREINFO says ---------------------
     KERNEL_VIRT = 0xFFFFFFFF81000000   # _stext, mapped at phys kernel_text[0]
@@ -179,7 +184,8 @@ class SyntheticVmcore:
         base = self.kernel_image_lines()
         if not any(k.startswith(("SYMBOL(mem_section)", "SYMBOL(mem_map)")) for k in keys):
             base += self.flatmem_lines()
-        lines += [line for line in base if line.split("=", 1)[0] not in keys]
+        suppress = set(getattr(self.layout, "suppress_keys", ()))  # keys a layout's kernel lacks
+        lines += [line for line in base if line.split("=", 1)[0] not in keys | suppress]
         lines += layout_lines
         lines.append(f"CRASHTIME={self.spec.crashtime}")
         return "\n".join(lines) + "\n"

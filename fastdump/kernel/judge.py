@@ -1,0 +1,323 @@
+"""The page judge: which pages a dump level drops, decided from struct pages.
+
+The pipeline asks, for one cycle of pfns at a time, ``classify(start, end,
+keep)``; the judge reads the struct pages of those pfns (kernel metadata only,
+never page contents) in bounded batches, lets the C scanner decide, and clears
+the bits of dropped pages.
+
+    judge = make_judge(source, dump_level)
+    if judge.needs_struct_pages:
+        counts = judge.classify(start_pfn, end_pfn, keep)
+"""
+
+import sys
+from array import array
+
+from ..errors import FastdumpError
+from . import pagetypes
+from .memmap import MemMap
+from .pagetypes import CLASSES, DL_CACHE, DL_CACHE_PRI, DL_FREE, DL_USER
+from .vtop import KERNEL_MAP_START, TranslationError, X86_64Vtop
+
+try:
+    from .. import _pagescan
+except ImportError:  # pragma: no cover - the extension is built with the package
+    _pagescan = None
+
+EM_X86_64 = 62
+BATCH = 8192          # struct pages per read: 512 KiB with SIZE(page)=64
+NCOUNTS = 10
+C_FREE_SEEN, C_PROTECTED, C_SLAB = 7, 8, 9
+
+
+def print_to_stderr(msg):
+    print(f"fastdump: warning: {msg}", file=sys.stderr)
+
+
+def _popcount(buf, lo, hi):
+    """Set bits lo..hi-1 of an LSB-first bitmap."""
+    if hi <= lo:
+        return 0
+    b0, b1 = lo >> 3, (hi + 7) >> 3
+    v = int.from_bytes(bytes(buf[b0:b1]), "little") >> (lo & 7)
+    return (v & ((1 << (hi - lo)) - 1)).bit_count()
+
+
+class PageJudge:
+    """Judge for one source and dump level (see :func:`make_judge`)."""
+
+    needs_struct_pages = False
+
+    def __init__(self, source, dump_level, *, warn=print_to_stderr):
+        self.source = source
+        self.dump_level = dump_level
+        self.warn = warn
+        self.totals = [0] * NCOUNTS
+        self.encoding = None
+        self.effective_level = 0
+        self._carry, self._carry_end = None, None
+        self.bytes_read = 0
+
+    # -- set-up ------------------------------------------------------------
+    def _setup(self, effective_level):
+        src, vi = self.source, self.source.vmcoreinfo
+        if _pagescan is None:
+            raise FastdumpError("page classification needs the compiled extension fastdump._pagescan")
+        self.vtop = X86_64Vtop(src, vi)
+        self.memmap = MemMap(src, self.vtop, vi, warn=self.warn)
+        enc = pagetypes.detect(vi, src.page_size)
+        if enc.struct_size != self.memmap.struct_size or enc.off_flags < 0:
+            raise FastdumpError("struct page layout unusable: " + "; ".join(enc.problems))
+        self.encoding = enc
+        level = effective_level
+        for bit, what in ((DL_FREE, "free pages"), (DL_CACHE, "page cache"),
+                          (DL_CACHE_PRI, "page cache"), (DL_USER, "user pages")):
+            if level & bit and not enc.can(bit):
+                self.warn(f"dump level bit {bit} ({what}) cannot be applied to this kernel's "
+                          f"struct pages; those pages are kept")
+        for p in enc.problems:
+            self.warn(f"page classification: {p}")
+        # never drop the kernel image
+        ps = src.page_size
+        prot = [(p.paddr // ps, -(-(p.paddr + p.memsz) // ps)) for p in getattr(src, "loads", [])
+                if p.vaddr >= KERNEL_MAP_START and p.memsz]
+        if prot:
+            self.protect = (min(a for a, _ in prot), max(b for _, b in prot))
+        else:
+            self.protect = (0, 0)
+        self.params = _pagescan.ScanParams(enc, level=level, section_shift=min(self.memmap.section_shift, 62),
+                                           prot_start=self.protect[0], prot_end=self.protect[1])
+        self.effective_level = level
+        self.needs_struct_pages = True
+        self.max_block = 1 << (enc.nr_orders - 1)
+
+    # -- reading struct pages ----------------------------------------------------
+    def _read(self, va, count):
+        size = count * self.memmap.struct_size
+        out = bytearray()
+        for _, pa, n in self.vtop.runs(va, size):
+            out += self.source.read_phys(pa, n)
+        self.bytes_read += size
+        return out
+
+    def _batches(self, start, end):
+        """Yield ``(a, b, records or None, va)`` covering [start, end)."""
+        mm = self.memmap
+        for a0, b0, va0 in mm.chunks(start, end):
+            a = a0
+            while a < b0:
+                b = min(b0, a - a % BATCH + BATCH)
+                a_next = b
+                if va0 is None:
+                    yield a, b, None, None
+                    a = a_next
+                    continue
+                va = va0 + (a - a0) * mm.struct_size
+                recs = None
+                for extra in (1, 0):
+                    try:
+                        recs = self._read(va, b - a + extra)
+                        break
+                    except (FastdumpError, TranslationError):
+                        continue
+                if recs is None and b - a > 64:
+                    # some struct pages unreadable: go page of struct pages by page
+                    step = 64
+                    for x in range(a, b, step):
+                        y = min(b, x + step)
+                        try:
+                            r = self._read(va + (x - a) * mm.struct_size, y - x)
+                        except (FastdumpError, TranslationError):
+                            r = None
+                        yield x, y, r, va + (x - a) * mm.struct_size
+                else:
+                    yield a, b, recs, va
+                a = a_next
+
+    def _scan(self, start, end, keep, counts, carry):
+        """Scan [start, end) with ``keep`` (bit 0 = start); returns the final carry."""
+        for a, b, recs, va in self._batches(start, end):
+            off = a - start
+            if recs is None:
+                counts[6] += _popcount(keep, off, off + (b - a))
+                carry = None
+                continue
+            view = memoryview(keep)[off >> 3:] if off & 7 == 0 else None
+            if view is None:  # not byte aligned (only for odd starts): copy through a small buffer
+                sub = bytearray(((b - a) + 7) >> 3)
+                for i in range(b - a):
+                    if keep[(off + i) >> 3] >> ((off + i) & 7) & 1:
+                        sub[i >> 3] |= 1 << (i & 7)
+                carry = _pagescan.scan(recs, a, b - a, sub, self.params, carry, counts, va0=va)
+                for i in range(b - a):
+                    if not sub[i >> 3] >> (i & 7) & 1:
+                        keep[(off + i) >> 3] &= ~(1 << ((off + i) & 7)) & 0xFF
+                continue
+            carry = _pagescan.scan(recs, a, b - a, view, self.params, carry, counts, va0=va)
+        return carry
+
+    def _resolve_tail(self, pfn):
+        """Carry for a block whose head lies before ``pfn`` (pfn is one of its tails)."""
+        mm, enc = self.memmap, self.encoding
+        if enc.off_chead < 0:
+            return None
+        va = mm.struct_va(pfn)
+        if va is None:
+            return None
+        try:
+            rec = self._read(va, 1)
+        except (FastdumpError, TranslationError):
+            return None
+        ci = int.from_bytes(rec[enc.off_chead:enc.off_chead + 8], "little")
+        if not ci & 1:
+            return None
+        m = ci - 1
+        inv = ~m & ((1 << 64) - 1)
+        if m >> 63 and inv & (inv + 1) == 0:
+            head_va = va & m
+        else:
+            head_va = m
+        head = mm.pfn_of_struct_va(head_va, pfn)
+        if head is None or head >= pfn:
+            return None
+        try:
+            recs = self._read(head_va, 2)
+        except (FastdumpError, TranslationError):
+            return None
+        scratch = array("Q", [0] * NCOUNTS)
+        carry = _pagescan.scan(recs, head, 1, bytearray(b"\x01"), self.params, None, scratch, va0=head_va)
+        if carry is not None and carry[0] > pfn:
+            return carry
+        return None
+
+    # -- the interface -------------------------------------------------------
+    def classify(self, start_pfn, end_pfn, keep):
+        counts = array("Q", [0] * NCOUNTS)
+        if not self.needs_struct_pages or end_pfn <= start_pfn:
+            return self._as_dict(counts)
+        carry = self._carry if self._carry_end == start_pfn else None
+        if carry is None:
+            # a block may start before start_pfn: rescan from the largest buddy
+            # alignment (nothing present there, scratch counters), then resolve
+            # a still-open compound page from its tail
+            pre = start_pfn - start_pfn % self.max_block
+            pre = max(pre, (start_pfn >> self.memmap.section_shift) << self.memmap.section_shift)
+            if pre < start_pfn:
+                scratch = array("Q", [0] * NCOUNTS)
+                carry = self._scan(pre, start_pfn, bytearray((start_pfn - pre + 7) >> 3), scratch, None)
+            if carry is None:
+                carry = self._resolve_tail(start_pfn)
+        carry = self._scan(start_pfn, end_pfn, keep, counts, carry)
+        self._carry, self._carry_end = carry, end_pfn
+        for i in range(NCOUNTS):
+            self.totals[i] += counts[i]
+        return self._as_dict(counts)
+
+    @staticmethod
+    def _as_dict(counts):
+        return {name: int(counts[i]) for i, name in enumerate(CLASSES)}
+
+    def stats(self):
+        d = self._as_dict(self.totals)
+        d.update(free_seen=self.totals[C_FREE_SEEN], protected=self.totals[C_PROTECTED],
+                 slab=self.totals[C_SLAB], struct_page_bytes_read=self.bytes_read)
+        return d
+
+    def _scan_all(self):
+        """Classify every present pfn into scratch bitmaps (for self_check before classify)."""
+        saved = (self._carry, self._carry_end, list(self.totals))
+        for first, end in self.source.present_runs():
+            a = first - first % 64
+            for s in range(a, end, 1 << 18):
+                e = min(end, s + (1 << 18))
+                keep = bytearray((e - s + 7) >> 3)
+                for i in range(max(first, s) - s, e - s):
+                    keep[i >> 3] |= 1 << (i & 7)
+                self.classify(s, e, keep)
+        found = self.totals[C_FREE_SEEN] - saved[2][C_FREE_SEEN]
+        self._carry, self._carry_end, self.totals = saved
+        return found
+
+    def nr_free_pages(self):
+        """The kernel's own count: sum over zones of vm_stat[NR_FREE_PAGES]; with per-zone detail."""
+        vi = self.source.vmcoreinfo
+        need = ("zone.vm_stat", "pglist_data.node_zones", "pglist_data.nr_zones")
+        if vi is None or any(k not in vi.offsets for k in need) or "zone" not in vi.sizes:
+            return None, []
+        idx = vi.numbers.get("NR_FREE_PAGES", 0)
+        vt = self.vtop if self.needs_struct_pages else X86_64Vtop(self.source, vi)
+        pgdats = []
+        try:
+            if "node_data" in vi.symbols:
+                n = max(1, min(vi.lengths.get("node_data", 1), 4096))
+                raw = vt.read(vi.symbols["node_data"], 8 * n)
+                pgdats = [int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(n)]
+                online = None
+                if "node_online_map" in vi.symbols:
+                    nbytes = max(8, min(vi.sizes.get("nodemask_t", 128), (n + 7) // 8 or 8))
+                    online = int.from_bytes(vt.read(vi.symbols["node_online_map"], nbytes), "little")
+                pgdats = [(i, p) for i, p in enumerate(pgdats)
+                          if p >= 0xFF00000000000000 and (online is None or online >> i & 1)]
+            elif "contig_page_data" in vi.symbols:
+                pgdats = [(0, vi.symbols["contig_page_data"])]
+            zones, total = [], 0
+            for node, pg in pgdats:
+                nrz = int.from_bytes(vt.read(pg + vi.offsets["pglist_data.nr_zones"], 4), "little")
+                for z in range(min(nrz, 8)):
+                    zva = pg + vi.offsets["pglist_data.node_zones"] + z * vi.sizes["zone"]
+                    v = int.from_bytes(vt.read(zva + vi.offsets["zone.vm_stat"] + 8 * idx, 8),
+                                       "little", signed=True)
+                    spanned = (int.from_bytes(vt.read(zva + vi.offsets["zone.spanned_pages"], 8), "little")
+                               if "zone.spanned_pages" in vi.offsets else None)
+                    zones.append({"node": node, "zone": z, "nr_free_pages": v, "spanned_pages": spanned})
+                    total += max(v, 0)
+            return total, zones
+        except (FastdumpError, TranslationError) as e:
+            self.warn(f"self-check: cannot read the zone counters: {e}")
+            return None, []
+
+    def self_check(self):
+        if not self.needs_struct_pages:
+            return {"free_pages_found": None, "nr_free_pages": None, "zones": [],
+                    "note": "no struct page classification for this dump level"}
+        if self._carry_end is None and not any(self.totals):
+            found = self._scan_all()
+        else:
+            found = self.totals[C_FREE_SEEN]
+        kernel, zones = self.nr_free_pages()
+        out = {"free_pages_found": found, "nr_free_pages": kernel, "zones": zones}
+        if kernel:
+            out["ratio"] = found / kernel
+        return out
+
+
+def make_judge(source, dump_level, *, warn=print_to_stderr):
+    """A :class:`PageJudge` for ``source`` at ``dump_level`` (0..31).
+
+    Raises FastdumpError (one line) when the level needs classification (bits
+    2|4|8|16) and VMCOREINFO is missing or unusable."""
+    level = int(dump_level)
+    if not 0 <= level <= 31:
+        raise FastdumpError(f"dump level {level} is out of range 0..31")
+    judge = PageJudge(source, level, warn=warn)
+    wants = level & (DL_CACHE | DL_CACHE_PRI | DL_USER | DL_FREE)
+    vi = getattr(source, "vmcoreinfo", None)
+    if vi is None:
+        if wants:
+            raise FastdumpError(f"dump level {level} needs page classification, but the dump has no "
+                                f"VMCOREINFO note")
+        return judge
+    hwpoison = "PG_hwpoison" in vi.numbers
+    if not wants and not hwpoison:
+        return judge
+    try:
+        if getattr(source, "machine", EM_X86_64) != EM_X86_64:
+            raise FastdumpError("page classification supports x86_64 dumps only")
+        judge._setup(level)
+    except (FastdumpError, TranslationError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if wants:
+            raise FastdumpError(f"dump level {level} needs page classification: {msg}") from None
+        warn(f"hwpoisoned/offline pages cannot be excluded: {msg}")
+        judge.needs_struct_pages = False
+    return judge
