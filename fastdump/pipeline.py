@@ -159,23 +159,29 @@ class Dump:
             self.stats.threads = engine.threads
             sink = FileSink(self.target, force=self.force)
             store = BitmapStore(os.path.dirname(os.path.abspath(self.target)))
-            writer = None
+            self.writer = None   # set by _kdump/_elf as soon as the first byte is written
             try:
                 if self.format == "kdump":
-                    writer = self._kdump(src, judge, engine, sink, store)
+                    self._kdump(src, judge, engine, sink, store)
                 else:
-                    writer = self._elf(src, judge, engine, sink, store)
-                writer.finish()
+                    self._elf(src, judge, engine, sink, store)
+                self.writer.finish()
                 self.stats.bytes_written = sink.bytes_written
                 sink.commit()
             except BaseException as e:
                 self.stats.incomplete = True
+                writer = self.writer
                 if writer is not None:
                     try:
                         writer.finish(incomplete=True)
                     except FastdumpError:
                         pass
                 path = sink.abandon()
+                if writer is None:  # nothing of the dump written yet: leave no file behind
+                    os.unlink(path)
+                    if isinstance(e, KeyboardInterrupt):
+                        raise Interrupted("interrupted before the dump was started") from None
+                    raise
                 if isinstance(e, KeyboardInterrupt):
                     raise Interrupted(f"interrupted; dump left incomplete in {path}") from None
                 if isinstance(e, FastdumpError):
@@ -221,6 +227,7 @@ class Dump:
             nr_cpus=src.nr_cpus, utsname=read_utsname(src),
             crashtime=src.vmcoreinfo.crashtime if src.vmcoreinfo else None,
             phys_base=src.vmcoreinfo.phys_base if src.vmcoreinfo else 0)
+        self.writer = writer
         writer.write_prologue()
         num_dumpable = 0
 
@@ -255,6 +262,8 @@ class Dump:
     def _elf(self, src, judge, engine, sink, store):
         from . import elf as elfmod
         elfclass = {None: src.elfclass, 32: elfmod.ELFCLASS32, 64: elfmod.ELFCLASS64}[self.elf_class]
+        if elfclass == elfmod.ELFCLASS32:
+            elfdump.check_fits_elf32(src.loads)   # before reading any page
         segments = [elfdump.Segment(p, src.page_size) for p in src.loads]
         self.progress.phase("scanning", src.max_pfn)
         zero_check = bool(self.level & 1)
@@ -276,7 +285,7 @@ class Dump:
             self.progress.update(c1 - c0)
 
         self._judge_cycles(src, judge, on_cycle)
-        writer = elfdump.ElfDumpWriter(sink, src, segments, elfclass=elfclass)
+        writer = self.writer = elfdump.ElfDumpWriter(sink, src, segments, elfclass=elfclass)
         writer.write_prologue()
         total = sum(e - s for _, s, e in writer.piece_jobs())
         self.progress.phase("copying", total)

@@ -71,6 +71,14 @@ class Segment:
                          p.align) for s, f, m in spans]
 
 
+def check_fits_elf32(loads, *, with_offsets=False):
+    limit = 1 << 32
+    for ph in loads:
+        if ph.paddr + ph.memsz > limit or (with_offsets and ph.offset + ph.filesz > limit):
+            raise UsageError(f"ELF32 output cannot hold this dump: memory at {ph.paddr:#x} or file "
+                             f"offsets reach past 4 GiB; use ELF64")
+
+
 class ElfDumpWriter:
     """Builds the header once every piece is known, then writes page data in order."""
 
@@ -94,12 +102,9 @@ class ElfDumpWriter:
         self.pages_written = 0
 
     def _check_fits_elf32(self):
-        limit = 1 << 32
+        check_fits_elf32(self.loads, with_offsets=True)
         for ph in self.loads:
-            if ph.paddr + ph.memsz > limit or ph.offset + ph.filesz > limit:
-                raise UsageError(f"ELF32 output cannot hold this dump: memory at {ph.paddr:#x} or file "
-                                 f"offsets reach past 4 GiB; use ELF64")
-            if ph.vaddr >= limit:
+            if ph.vaddr >= 1 << 32:
                 ph.vaddr = ph.paddr  # no 32-bit virtual address for it: identity, as for highmem
 
     def header_bytes(self, *, incomplete):

@@ -43,6 +43,25 @@ def _popcount(buf, lo, hi):
     return (v & ((1 << (hi - lo)) - 1)).bit_count()
 
 
+def bitmap_with_range(nbits, lo, hi):
+    """LSB-first bitmap of ``nbits`` bits with bits lo..hi-1 set."""
+    buf = bytearray((nbits + 7) >> 3)
+    hi = min(hi, nbits)
+    if hi <= lo:
+        return buf
+    b0, b1 = (lo + 7) >> 3, hi >> 3
+    if b0 <= b1:
+        buf[b0:b1] = b"\xff" * (b1 - b0)
+        for i in range(lo, min(hi, b0 << 3)):
+            buf[i >> 3] |= 1 << (i & 7)
+        for i in range(max(lo, b1 << 3), hi):
+            buf[i >> 3] |= 1 << (i & 7)
+    else:
+        for i in range(lo, hi):
+            buf[i >> 3] |= 1 << (i & 7)
+    return buf
+
+
 class PageJudge:
     """Judge for one source and dump level (see :func:`make_judge`)."""
 
@@ -230,10 +249,7 @@ class PageJudge:
             a = first - first % 64
             for s in range(a, end, 1 << 18):
                 e = min(end, s + (1 << 18))
-                keep = bytearray((e - s + 7) >> 3)
-                for i in range(max(first, s) - s, e - s):
-                    keep[i >> 3] |= 1 << (i & 7)
-                self.classify(s, e, keep)
+                self.classify(s, e, bitmap_with_range(e - s, max(first, s) - s, e - s))
         found = self.totals[C_FREE_SEEN] - saved[2][C_FREE_SEEN]
         self._carry, self._carry_end, self.totals = saved
         return found

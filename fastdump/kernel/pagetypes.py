@@ -73,9 +73,9 @@ class PageEncoding:
         if bit == DL_FREE:
             return self.buddy_value >= 0 and self.off_mapcount >= 0 and self.off_private >= 0
         if bit in (DL_CACHE, DL_CACHE_PRI):
-            return bool(self.lru_mask) and self.off_mapping >= 0
+            return bool(self.lru_mask) and self.off_mapping >= 0 and self.off_chead >= 0
         if bit == DL_USER:
-            return self.off_mapping >= 0
+            return self.off_mapping >= 0 and self.off_chead >= 0
         return True
 
 
@@ -107,7 +107,7 @@ def detect(vi, page_size=4096):
         e.off_chead, e.chead_name = off["page.compound_head"], "compound_head"
     else:
         P.append("no OFFSET(page.compound_head)/OFFSET(page.compound_info): tail pages "
-                 "cannot be recognised, compound pages are kept")
+                 "cannot be recognised, so page cache and user pages are kept")
     for name, o in (("flags", e.off_flags), ("mapping", e.off_mapping), ("_mapcount", e.off_mapcount),
                     ("private", e.off_private), (e.chead_name or "compound_head", e.off_chead)):
         if o >= 0 and e.struct_size and o + (4 if name == "_mapcount" else 8) > e.struct_size:

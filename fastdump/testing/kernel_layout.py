@@ -306,7 +306,7 @@ class KernelLayout:
             t = self._table()
             self._entry(table, idx, t | self.sme_bit | 0x63)
             return t
-        return ent & 0x000FFFFFFFFFF000
+        return ent & 0x000FFFFFFFFFF000 & ~self.sme_bit
 
     def _map(self, va, pa, level_size):
         """Map one page of ``level_size`` (1 GiB, 2 MiB, 4 KiB) at va -> pa."""

@@ -1,0 +1,101 @@
+"""Independent readers and real tools for checking fastdump's output.
+
+Nothing here uses fastdump's own parsing: the source is read with pyelftools,
+dumps with libkdumpfile (Debian's python3-libkdumpfile under /usr/bin/python3),
+makedumpfile and gdb.  A missing tool fails the test with the reason.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+from elftools.elf.elffile import ELFFile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SYSTEM_PYTHON = "/usr/bin/python3"
+PAGE = 4096
+
+
+def need_tool(path_or_name):
+    found = shutil.which(path_or_name) or (os.path.exists(path_or_name) and path_or_name)
+    assert found, f"{path_or_name} is not installed: run `bash .ci/setup-host` (it installs every test tool)"
+    return found
+
+
+def elf_pages(path, *, zero_fill_partial=True):
+    """{pfn: bytes} of every page any PT_LOAD stores (p_filesz), read with pyelftools."""
+    pages = {}
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        for seg in e.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or not seg["p_filesz"]:
+                continue
+            data = seg.data()
+            start = seg["p_paddr"]
+            pfn = start // PAGE
+            while pfn * PAGE < start + len(data):
+                lo, hi = max(start, pfn * PAGE), min(start + len(data), (pfn + 1) * PAGE)
+                page = bytearray(pages.get(pfn, bytes(PAGE)))
+                page[lo - pfn * PAGE:hi - pfn * PAGE] = data[lo - start:hi - start]
+                pages[pfn] = bytes(page)
+                pfn += 1
+    return pages
+
+
+def elf_segments(path):
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        return e.header, [dict(s.header) for s in e.iter_segments()]
+
+
+def digests(pages):
+    return {pfn: hashlib.sha1(p).hexdigest() for pfn, p in pages.items()}
+
+
+def kdumpfile_digests(path, max_pfn, *, zero_excluded=False):
+    """(format name, {pfn: sha1}) of every page libkdumpfile reads from ``path``."""
+    need_tool(SYSTEM_PYTHON)
+    cmd = [SYSTEM_PYTHON, os.path.join(HERE, "tools", "kdumpfile_pages.py"), path, str(max_pfn)]
+    if zero_excluded:
+        cmd.append("zero")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"libkdumpfile could not read {path}: {r.stderr.strip()[-2000:]}"
+    lines = r.stdout.splitlines()
+    fmt = lines[0].split()[1]
+    return fmt, {int(a): b for a, b in (line.split() for line in lines[1:] if line)}
+
+
+def makedumpfile(*args, timeout=600):
+    exe = need_tool("makedumpfile")
+    r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"makedumpfile {' '.join(args)} failed: {(r.stdout + r.stderr).strip()[-2000:]}"
+    return r
+
+
+def makedumpfile_has_zstd():
+    exe = need_tool("makedumpfile")
+    r = subprocess.run([exe, "-v"], capture_output=True, text=True)
+    return any(line.split()[:2] == ["zstd", "enabled"] for line in (r.stdout + r.stderr).splitlines())
+
+
+def fastdump_cli(*args, check=True, env=None, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if check:
+        assert r.returncode == 0, f"fastdump {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}"
+    return r
+
+
+def gdb_read(core, vaddr, size):
+    """Bytes at ``vaddr`` of an ELF core, as gdb reads them."""
+    exe = need_tool("gdb")
+    r = subprocess.run([exe, "-nx", "-batch", "-ex", f"core-file {core}",
+                        "-ex", f"x/{size}xb {vaddr:#x}"], capture_output=True, text=True, timeout=120)
+    out = bytearray()
+    for line in r.stdout.splitlines():
+        if ":" in line and line.strip().startswith("0x"):
+            out += bytes(int(x, 16) for x in line.split(":", 1)[1].split())
+    assert len(out) == size, f"gdb could not read {vaddr:#x} from {core}: {r.stdout[-500:]} {r.stderr[-500:]}"
+    return bytes(out)

@@ -1,0 +1,127 @@
+"""The command line as a capture script and a user meet it."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fastdump
+from fastdump.formats import kdump
+from fastdump.testing.generator import MiB, make_vmcore
+from support import fastdump_cli, kdumpfile_digests
+
+
+def one_line_error(r):
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0
+    assert lines and lines[-1].startswith("fastdump: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[-1]
+
+
+def test_console_script_and_module_entry():
+    assert shutil.which("fastdump"), "pip install . provides the fastdump command"
+    r = subprocess.run(["fastdump", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "fastdump" in r.stdout
+    assert fastdump_cli("--help").stdout.count("--dump-level") == 1
+
+
+def test_dump_makedumpfile_spelling(vmcore, tmp_path):
+    out = str(tmp_path / "vmcore")
+    stats_file = str(tmp_path / "stats.json")
+    r = fastdump_cli("-c", "-d", "1", "--num-threads", "2", "--message-level", "7", "--progress", "lines",
+                     "--stats-json", stats_file, vmcore, out)
+    assert "wrote" in r.stderr and "copying 100.0%" in r.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    stats = json.load(open(stats_file))
+    assert stats["dump_level"] == 1 and stats["compress"] == "zlib" and stats["threads"] == 2
+    assert stats["pages_kept"] > 0 and stats["excluded"]["zero"] == stats["pages_zero"] > 0
+    assert 0 <= os.path.getsize(out) - stats["bytes_written"] < 3 * 4096   # only header padding is not written
+    with fastdump.open(out) as d:
+        assert d.describe()["compression"] == "zlib"
+
+
+def test_quiet_prints_nothing(vmcore, tmp_path):
+    r = fastdump_cli("-q", "-z", "-d", "1", vmcore, str(tmp_path / "o"))
+    assert r.stderr == "" and r.stdout == ""
+
+
+def test_existing_target_needs_force(vmcore, tmp_path):
+    out = tmp_path / "vmcore"
+    out.write_bytes(b"precious")
+    err = one_line_error(fastdump_cli("-d", "1", vmcore, str(out), check=False))
+    assert "exists" in err and out.read_bytes() == b"precious"
+    fastdump_cli("-f", "-d", "1", vmcore, str(out))
+    assert out.read_bytes()[:8] == kdump.SIGNATURE
+
+
+def test_symlink_in_target_place_is_not_followed(vmcore, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "vmcore.incomplete").symlink_to(victim)
+    one_line_error(fastdump_cli("-d", "1", vmcore, str(tmp_path / "vmcore"), check=False))
+    assert victim.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda p: p.write_bytes(b"this is not a vmcore" * 10), "not an ELF"),
+    (lambda p: None, "cannot open"),
+    (lambda p: p.write_bytes(b""), "not an ELF"),
+])
+def test_bad_source_is_one_line(tmp_path, make, expect):
+    src = tmp_path / "src"
+    make(src)
+    err = one_line_error(fastdump_cli("-d", "1", str(src), str(tmp_path / "o"), check=False))
+    assert expect in err
+    assert not list(tmp_path.glob("o*"))
+
+
+@pytest.mark.parametrize("args,code", [(["-d", "32"], 2), (["--compress", "lzma"], 2), (["-E", "-z"], 2)])
+def test_bad_options(vmcore, tmp_path, args, code):
+    r = fastdump_cli(*args, vmcore, str(tmp_path / "o"), check=False)
+    one_line_error(r)
+    assert r.returncode == code
+
+
+def test_info(vmcore, tmp_path):
+    out = str(tmp_path / "d")
+    fastdump_cli("-z", "-d", "1", vmcore, out)
+    r = fastdump_cli("info", out)
+    assert "kdump-compressed" in r.stdout and "6.1.0-fastdump-synthetic" in r.stdout and "zero" in r.stdout
+    info = json.loads(fastdump_cli("info", "--json", vmcore).stdout)
+    assert info["format"] == "elf" and info["nr_cpus"] == 2
+    one_line_error(fastdump_cli("info", str(tmp_path / "nothing"), check=False))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_dump_is_marked_incomplete_and_readable(tmp_path, sig):
+    src = str(tmp_path / "big")
+    make_vmcore(src, ram_size=1024 * MiB, mix={"random": 1}, seed=5)
+    out = str(tmp_path / "vmcore")
+    p = subprocess.Popen([sys.executable, "-m", "fastdump", "-c", "-d", "1", "--threads", "1", "-q", src, out],
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.exists(out + ".incomplete")
+                                          and os.path.getsize(out + ".incomplete") > 24 << 20):
+        time.sleep(0.05)
+    p.send_signal(sig)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 130, err
+    assert "incomplete" in err and "Traceback" not in err
+    assert not os.path.exists(out)
+    partial = out + ".incomplete"
+    assert stat.S_IMODE(os.stat(partial).st_mode) == 0o600
+    with fastdump.open(partial) as d:
+        assert d.incomplete
+        written = [pfn for pfn in list(d.pfns())[:20000] if d.descriptor(pfn)[0] != 0]
+        assert written
+        for pfn in written[:50]:
+            assert len(d.read_pfn(pfn)) == 4096
+    fmt, got = kdumpfile_digests(partial, 300)
+    assert fmt == "diskdump" and got

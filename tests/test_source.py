@@ -1,0 +1,110 @@
+"""ELF vmcore input: the shapes /proc/vmcore and other producers give."""
+
+import os
+import struct
+
+import pytest
+
+from fastdump import elf
+from fastdump.errors import SourceError
+from fastdump.source import ElfSource, NotPresentError
+from fastdump.testing.generator import MiB, VmcoreSpec, SyntheticVmcore, make_vmcore
+from support import elf_pages
+
+
+def test_synthetic_vmcore_shape(vmcore):
+    with ElfSource(vmcore) as s:
+        assert s.nr_cpus == 2
+        assert s.vmcoreinfo.osrelease.startswith("6.1")
+        # kernel-text PT_LOAD folded into RAM: extents do not overlap and cover RAM only
+        assert len(s.loads) == 3 and len(s.extents) == 2
+        assert s.extents[0][:2] == (0x1000, 0x9FC00)
+        assert s.present_runs() == [(1, 160), (256, 96 * MiB // 4096)]
+
+
+def test_pages_match_pyelftools(vmcore, source_pages):
+    with ElfSource(vmcore) as s:
+        for pfn in (1, 159, 256, 4096, 5000, 96 * MiB // 4096 - 1):
+            assert s.read_pfn(pfn) == source_pages[pfn], pfn
+        assert s.read_pfn(159)[0xC00:] == bytes(0x400)   # partial last page: zero beyond the segment
+        with pytest.raises(NotPresentError):
+            s.read_phys(0xA0000, 16)                      # the legacy VGA hole
+
+
+@pytest.mark.parametrize("kw", [dict(elfclass=elf.ELFCLASS32), dict(phoff=192), dict(nr_cpus=5)])
+def test_variants(tmp_path, kw):
+    path = str(tmp_path / "v")
+    make_vmcore(path, ram_size=32 * MiB, **kw)
+    ref = elf_pages(path)
+    with ElfSource(path) as s:
+        assert s.nr_cpus == kw.get("nr_cpus", 2)
+        assert s.header.phoff == kw.get("phoff", 64 if kw.get("elfclass", 2) == 2 else 52)
+        for pfn in (1, 300, 8000):
+            assert s.read_pfn(pfn) == ref[pfn]
+
+
+def test_several_pt_notes_are_merged(tmp_path):
+    """Before /proc/vmcore merges them, each CPU has its own PT_NOTE (QEMU dumps too)."""
+    path = str(tmp_path / "n")
+    make_vmcore(path, ram_size=16 * MiB)
+    with ElfSource(path) as s:
+        notes, loads = s.note_bytes, s.loads
+        cpu_notes = [n for n in s.notes if n.name == b"CORE"]
+    vm = [n for n in elf.parse_notes(notes) if n.name == b"VMCOREINFO"][0]
+    blob = open(path, "rb").read()
+    # rebuild: one PT_NOTE per note, with a zero terminator and slack after each
+    parts = [elf.build_note(b"CORE", 1, n.desc) + bytes(64) for n in cpu_notes]
+    parts.append(elf.build_note(b"VMCOREINFO", 0, vm.desc) + bytes(12))
+    base = 0x1000
+    phdrs, off = [], base
+    for p in parts:
+        phdrs.append(elf.Phdr(elf.PT_NOTE, 0, off, 0, 0, len(p), len(p), 0))
+        off += len(p)
+    phdrs += loads
+    hdr = elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs)
+    data = bytearray(blob)
+    data[:len(hdr)] = hdr
+    data[base:base + sum(map(len, parts))] = b"".join(parts)
+    path2 = str(tmp_path / "n2")
+    open(path2, "wb").write(data)
+    with ElfSource(path2) as s:
+        assert s.nr_cpus == 2
+        assert s.vmcoreinfo.osrelease.startswith("6.1")
+
+
+def _corrupt(tmp_path, vmcore, offset, data):
+    path = str(tmp_path / "bad")
+    blob = bytearray(open(vmcore, "rb").read(1 << 16))
+    blob[offset:offset + len(data)] = data
+    with open(path, "wb") as f:
+        f.write(blob)
+    return path
+
+
+@pytest.mark.parametrize("offset,data,match", [
+    (0, b"\x7fELG", "bad magic"),
+    (4, b"\x07", "class"),
+    (5, b"\x02", "big-endian"),
+    (16, b"\x02\x00", "not a core"),
+    (54, b"\x20\x00", "program header size"),
+    (56, b"\xff\x00", "truncated"),
+])
+def test_corrupt_headers_are_one_line_errors(tmp_path, vmcore, offset, data, match):
+    with pytest.raises(SourceError, match=match):
+        ElfSource(_corrupt(tmp_path, vmcore, offset, data))
+
+
+def test_truncated_file_is_reported(tmp_path, vmcore):
+    path = str(tmp_path / "short")
+    with open(vmcore, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read(os.path.getsize(vmcore) // 2))
+    with pytest.raises(SourceError, match="truncated"):
+        ElfSource(path)
+
+
+def test_note_running_past_segment(tmp_path, vmcore):
+    with ElfSource(vmcore) as s:
+        note_off = s.header.phdrs[0].offset
+    path = _corrupt(tmp_path, vmcore, note_off + 4, struct.pack("<I", 0x7FFFFFF0))
+    with pytest.raises(SourceError, match="note"):
+        ElfSource(path)
