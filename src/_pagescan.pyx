@@ -304,7 +304,9 @@ cdef class ScanParams:
         p.level = level
         if p.off_flags < 0 or p.rec <= 0:
             raise ValueError("struct page layout unusable")
-        if p.off_mapping < 0:
+        if p.off_mapping < 0 or p.off_chead < 0:
+            # no mapping, or tail pages cannot be told from pages of their own
+            # (7.x compound_info unknown): page cache and user pages are kept
             p.level &= ~(2 | 4 | 8)
 
 
