@@ -97,7 +97,7 @@ def runs_for(levels, with_fastdump, fd_compress, md_compress, extra_runs=()):
 
 
 def run_kernel(key, with_fastdump="auto", levels=(31,), mem_mib=2048, crashkernel="256M",
-               fd_compress="-z", md_compress="-l", log=print, timeout=3600):
+               fd_compress="-z", md_compress="-l", log=print, timeout=3600, extra_runs=()):
     """The whole flow for one kernel; returns the manifest dict."""
     t_start = time.monotonic()
     timings = {}
@@ -137,8 +137,9 @@ def run_kernel(key, with_fastdump="auto", levels=(31,), mem_mib=2048, crashkerne
     ostage = os.path.join(work, "out-stage")
     os.makedirs(os.path.join(ostage, "e2e"))
     shutil.copy(os.path.join(GUEST, "job.sh"), os.path.join(ostage, "fastdump-job.sh"))
-    shutil.copy(os.path.join(GUEST, "measure.py"), os.path.join(ostage, "e2e", "measure.py"))
-    runs = runs_for(levels, with_fastdump, fd_compress, md_compress)
+    for n in ("measure.py", "mmapprobe.py"):
+        shutil.copy(os.path.join(GUEST, n), os.path.join(ostage, "e2e", n))
+    runs = runs_for(levels, with_fastdump, fd_compress, md_compress, extra_runs)
     with open(os.path.join(ostage, "e2e", "runs.txt"), "w") as f:
         f.write("\n".join(runs) + "\n")
     out_img = os.path.join(work, "out.img")
@@ -235,6 +236,9 @@ def main(argv=None):
     p.add_argument("--fastdump-compress", default="-z", help="fastdump compression flag")
     p.add_argument("--makedumpfile-compress", default="-l",
                    help="makedumpfile compression flag (Debian 12's has -c/-l, no -z)")
+    p.add_argument("--extra-run", action="append", default=[], metavar="NAME|COMMAND",
+                   help="one more capture-kernel step (@VMCORE, @OUT are substituted); e.g. "
+                        "'mmapprobe.txt|fdpython /out/e2e/mmapprobe.py @VMCORE'")
     a = p.parse_args(argv)
     keys = list(kernels.KERNELS) if a.kernels == "all" else [k for k in a.kernels.split(",") if k]
     failed = []
@@ -243,7 +247,8 @@ def main(argv=None):
         t = time.monotonic()
         try:
             m = run_kernel(key, a.fastdump, [int(x) for x in a.levels.split(",")], a.mem,
-                           a.crashkernel, a.fastdump_compress, a.makedumpfile_compress)
+                           a.crashkernel, a.fastdump_compress, a.makedumpfile_compress,
+                           extra_runs=a.extra_run)
             summary[key] = {"seconds": round(time.monotonic() - t, 1), "timings": m["timings"],
                             "runs": {n: {k: r.get(k) for k in ("rc", "seconds", "maxrss_kib", "size")}
                                      for n, r in m["runs"].items()}}

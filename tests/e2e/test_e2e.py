@@ -221,7 +221,8 @@ def test_fastdump_page_for_page(e2e, level):
         json.dump(report, f, indent=1)
     assert not bad, "%d bad pages, first: %s" % (len(bad), bad[:10])
     if level & 1:
-        assert report["dropped_zero"] >= m["workload"]["counts"]["zero"]
+        # zero pages go (or stay only as the shared zero descriptor): the file is small
+        assert os.path.getsize(os.path.join(outdir, name)) < os.path.getsize(raw_path(outdir)) / 4
     cls = report["classes"]
 
     def frac(c):
