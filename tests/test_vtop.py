@@ -1,0 +1,70 @@
+"""x86_64 virtual -> physical translation and struct page location (kernel/vtop.py, kernel/memmap.py)."""
+
+import random
+
+import pytest
+
+from fastdump.kernel.memmap import MemMap
+from fastdump.kernel.vtop import TranslationError, X86_64Vtop
+from fastdump.source import ElfSource
+from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
+from fastdump.testing.kernel_layout import PAGE_OFFSET, KernelLayout
+
+VARIANTS = {
+    "4level": {}, "5level": {"five_level": True}, "vmemmap_4k": {"vmemmap_4k": True},
+    "sme": {"sme": True}, "sparse": {"memory_model": "sparse"}, "flatmem": {"memory_model": "flatmem"},
+    "deref": {"mem_section_deref": True, "encoding": "4.x"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def made(request, tmp_path_factory):
+    kw = dict(VARIANTS[request.param])
+    kw.setdefault("encoding", "6.12")
+    layout = KernelLayout(default_ram_ranges(160 * MiB), seed=2, **kw)
+    path = str(tmp_path_factory.mktemp("vtop") / "v.vmcore")
+    SyntheticVmcore(VmcoreSpec(ram_size=160 * MiB), layout=layout).write(path)
+    src = ElfSource(path)
+    yield request.param, src, layout
+    src.close()
+
+
+def test_struct_pages_translate(made):
+    name, src, layout = made
+    vt = X86_64Vtop(src)
+    mm = MemMap(src, vt)
+    rng = random.Random(1)
+    pfns = [p for a, b in src.present_runs() for p in (a, b - 1)] + \
+           [rng.randrange(a, b) for a, b in src.present_runs() for _ in range(200)]
+    for p in pfns:
+        assert mm.struct_va(p) == layout.struct_va(p)
+        assert vt.translate(mm.struct_va(p)) == layout.struct_phys(p)
+    # phys_runs covers every present pfn with the right physical address
+    for a, b in src.present_runs():
+        for p0, p1, pa in mm.phys_runs(a, b):
+            assert pa == layout.struct_phys(p0) and layout.struct_phys(p1 - 1) == pa + (p1 - 1 - p0) * 64
+
+
+def test_direct_map_and_image(made):
+    name, src, layout = made
+    vt = X86_64Vtop(src)
+    for pa in (0x1000, 5 * MiB + 123, 100 * MiB):
+        assert vt.translate(PAGE_OFFSET + pa) == pa
+    kt0 = layout.kernel_text[0]
+    assert vt.translate(0xFFFFFFFF81000000 + 0x2345) == kt0 + 0x2345
+    assert vt.walk(0xFFFFFFFF81000000 + 0x2345) == kt0 + 0x2345
+    assert vt.levels == (5 if name == "5level" else 4)
+    with pytest.raises(TranslationError):
+        vt.walk(0xFFFFC90000000000)          # vmalloc: not mapped in the synthetic kernel
+
+
+def test_runs_follow_large_pages(made):
+    name, src, layout = made
+    if layout.memory_model != "vmemmap":
+        pytest.skip("vmemmap only")
+    vt = X86_64Vtop(src)
+    va = layout.struct_va(0)
+    runs = vt.runs(va, 2 * MiB)
+    assert sum(n for _, _, n in runs) == 2 * MiB
+    if name != "vmemmap_4k":
+        assert len(runs) == 1
