@@ -1,0 +1,39 @@
+"""``fastdump estimate VMCORE``: pages per class and the size each dump level would keep."""
+
+import argparse
+import json
+import sys
+
+from ..errors import UsageError
+from ..source import ElfSource
+from .estimate import estimate
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fastdump estimate",
+                                description="Classify struct pages (no page contents are read) and print "
+                                            "how many pages each dump level 0..31 would keep.")
+    p.add_argument("source", help="ELF vmcore (e.g. /proc/vmcore)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise UsageError("fastdump estimate: bad arguments (see --help)") from None
+        return 0
+    with ElfSource(args.source) as src:
+        est = estimate(src)
+        page = src.page_size
+    if args.json:
+        json.dump(est, sys.stdout, indent=1)
+        print()
+        return 0
+    out = sys.stdout
+    print(f"present pages: {est['present']}  ({est['present'] * page / 2**20:.1f} MiB)", file=out)
+    for cls, n in est["pages"].items():
+        print(f"  {cls:<14} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
+    print("dump level -> kept pages (zero pages not subtracted):", file=out)
+    for level in (0, 1, 2, 4, 8, 16, 17, 23, 31):
+        n = est["kept"][level]
+        print(f"  -d {level:<2} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
+    return 0
