@@ -1,0 +1,418 @@
+"""Fuzz targets: one function per parser, each taking the raw bytes of one input.
+
+A target returns ``"ok"`` (the input was accepted and everything in it was read)
+or ``"error"`` (a one-line FastdumpError).  Anything else it raises is a bug:
+another exception type, an error message of more than one line, or a CLI run
+that printed a traceback or an "internal error".  Hangs, crashes and runaway
+memory are caught by the runner (``tests/fuzz/run.py``) around these functions.
+
+Seeds are small real inputs built on the fly: synthetic vmcores (ELF64, ELF32,
+PN_XNUM), their notes and VMCOREINFO, kdump-compressed dumps in every codec
+(complete and incomplete), and a synthetic kernel's struct pages and page tables.
+"""
+
+import contextlib
+import io
+import os
+import struct
+import tempfile
+import threading
+
+from fastdump import elf
+from fastdump.errors import FastdumpError
+from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, make_vmcore
+
+PAGE = 4096
+#: pages read back per input at most (keeps each input in the millisecond range)
+MAX_PAGES = 512
+
+
+class Bug(AssertionError):
+    """A target misbehaved on an input (not a FastdumpError, or a bad CLI answer)."""
+
+
+def _one_line(e):
+    text = str(e)
+    if not text or "\n" in text:
+        raise Bug(f"{type(e).__name__} message is not one line: {text!r}")
+    return "error"
+
+
+def _scratch_dir():
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="fastdump-fuzz-", dir=base)
+
+
+_local = threading.local()
+
+
+def _tmpfile(data, name="input"):
+    d = getattr(_local, "dir", None)
+    if d is None:
+        d = _local.dir = _scratch_dir()
+    path = os.path.join(d, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _clean(path):
+    for p in (path, path + ".incomplete"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+# ------------------------------------------------------------------ seeds --
+
+class Seeds:
+    """Builds every seed once (about a second) in a private temp dir."""
+
+    def __init__(self):
+        self.dir = _scratch_dir()
+        self._cache = {}
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def vmcore(self, elfclass=elf.ELFCLASS64):
+        key = ("vmcore", elfclass)
+        if key not in self._cache:
+            p = self.path(f"vmcore{elfclass}")
+            make_vmcore(p, ram_ranges=[(0x1000, 0x9000), (0x100000, 0x100000 + 24 * PAGE + 100)],
+                        kernel_text=(0x100000, 0x104000), seed=3, elfclass=elfclass, run_pages=3,
+                        mix={"zero": 40, "text": 30, "pointers": 25, "random": 5})
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p + ".truth.json")
+            self._cache[key] = open(p, "rb").read()
+        return self._cache[key]
+
+    def xnum_header(self):
+        """An ELF64 header that uses PN_XNUM (count in section header 0's sh_info)."""
+        data = bytearray(self.vmcore())
+        ehdr = elf._EHDR[elf.ELFCLASS64]
+        fields = list(ehdr.unpack_from(data))
+        nph = fields[10]
+        phoff = fields[5]
+        shoff = phoff + nph * 56
+        table = bytes(data[phoff:shoff])
+        fields[6], fields[10], fields[11], fields[12] = shoff, elf.PN_XNUM, 64, 1
+        head = ehdr.pack(*fields) + bytes(phoff - ehdr.size) + table
+        return head + elf._SHDR[elf.ELFCLASS64].pack(0, 0, 0, 0, 0, 0, 0, nph, 0, 0)
+
+    def elf_headers(self):
+        out = []
+        for cls in (elf.ELFCLASS64, elf.ELFCLASS32):
+            data = self.vmcore(cls)
+            h = elf.parse_header(lambda o, n: data[o:o + n], len(data))
+            end = h.phoff + len(h.phdrs) * (56 if cls == elf.ELFCLASS64 else 32)
+            out.append(data[:end])
+        out.append(self.xnum_header())
+        return out
+
+    def note_segments(self):
+        out = []
+        for cls in (elf.ELFCLASS64, elf.ELFCLASS32):
+            data = self.vmcore(cls)
+            h = elf.parse_header(lambda o, n: data[o:o + n], len(data))
+            p = [p for p in h.phdrs if p.type == elf.PT_NOTE][0]
+            out.append(data[p.offset:p.offset + p.filesz])
+        return out
+
+    def vmcoreinfo_texts(self):
+        from fastdump.source import ElfSource
+        with ElfSource(self._vmcore_path()) as s:
+            text = s.vmcoreinfo_note.desc
+        jl = self.judge_parts()[0]
+        return [text, jl, b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(x)=ffffffff81000000\nNUMBER(y)=-5\n"
+                b"OFFSET(page.flags)=0\nSIZE(page)=64\nLENGTH(zone.free_area)=11\nCRASHTIME=1700000000\n"
+                b"KERNELOFFSET=1c000000\nNUMBER(phys_base)=-1000000\n"]
+
+    def _vmcore_path(self):
+        p = self.path("vmcore2")
+        if not os.path.exists(p):
+            self.vmcore()
+        return p
+
+    def kdumps(self):
+        if "kdumps" not in self._cache:
+            import fastdump
+            from fastdump.formats import kdump
+            src = self._vmcore_path()
+            out = []
+            for codec, level in (("zstd", 1), ("zlib", 1), ("lz4", 0), ("none", 1)):
+                p = self.path(f"dump.{codec}")
+                _clean(p)
+                fastdump.dump(src, p, level=level, compress=codec)
+                out.append(open(p, "rb").read())
+            # an incomplete dump: header flag set, the last descriptors never written
+            inc = bytearray(out[0])
+            status_at = kdump.HEADER.size - 4 * 10
+            struct.pack_into("<I", inc, status_at, struct.unpack_from("<I", inc, status_at)[0] | 8)
+            out.append(bytes(inc[:len(inc) - 3 * PAGE]))
+            self._cache["kdumps"] = out
+        return self._cache["kdumps"]
+
+    def judge_layout(self):
+        if "judge" not in self._cache:
+            from fastdump.testing.kernel_layout import KernelLayout
+            ram = [(0x1000, 0x9FC00), (MiB, 16 * MiB)]
+            kt = (2 * MiB, 4 * MiB)
+            layout = KernelLayout(ram, encoding="6.12", seed=5, kernel_text=kt)
+            p = self.path("judge.vmcore")
+            SyntheticVmcore(VmcoreSpec(ram_size=16 * MiB, ram_ranges=ram, sparse=True, kernel_text=kt),
+                            layout=layout).write(p)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p + ".truth.json")
+            writes = sorted((a, bytes(d)) for a, d in layout.metadata_writes())
+            from fastdump.source import ElfSource
+            with ElfSource(p) as s:
+                text = s.vmcoreinfo_note.desc
+            self._cache["judge"] = (p, writes, text)
+        return self._cache["judge"]
+
+    def judge_parts(self):
+        _, writes, text = self.judge_layout()
+        return text, writes
+
+    def judge_inputs(self):
+        text, writes = self.judge_parts()
+        blob = b"".join(d for _, d in writes)
+        return [struct.pack("<I", len(text)) + text + blob]
+
+    def for_target(self, name):
+        return {
+            "elf_header": self.elf_headers,
+            "elf_notes": self.note_segments,
+            "elf_source": lambda: [self.vmcore(), self.vmcore(elf.ELFCLASS32), self.xnum_header()
+                                   + self.vmcore()[len(self.xnum_header()):]],
+            "vmcoreinfo": self.vmcoreinfo_texts,
+            "kdump": self.kdumps,
+            "cli_dump": lambda: [self.vmcore(), self.vmcore(elf.ELFCLASS32)],
+            "cli_info": self.kdumps,
+            "judge": self.judge_inputs,
+            "verify": lambda: self.kdumps() + [self.vmcore()],
+        }[name]()
+
+
+_seeds = None
+
+
+def seeds():
+    global _seeds
+    if _seeds is None:
+        _seeds = Seeds()
+    return _seeds
+
+
+# ----------------------------------------------------------------- targets --
+
+def t_elf_header(data):
+    try:
+        for size in (len(data), None):
+            h = elf.parse_header(lambda o, n: data[o:o + n], size)
+            assert h.phdrs
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+
+
+def t_elf_notes(data):
+    try:
+        notes = elf.parse_notes(data)
+    except FastdumpError as e:
+        return _one_line(e)
+    for n in notes:
+        if not n.offset <= n.desc_offset <= n.end <= len(data):
+            raise Bug(f"note offsets out of order: {n.offset} {n.desc_offset} {n.end} size {len(data)}")
+    return "ok"
+
+
+def _read_all(d, max_pages=MAX_PAGES):
+    d.describe()
+    n = 0
+    for pfn in d.pfns():
+        page = d.read_pfn(pfn)
+        if len(page) != d.page_size:
+            raise Bug(f"read_pfn({pfn:#x}) returned {len(page)} bytes, page size {d.page_size}")
+        n += 1
+        if n >= max_pages:
+            break
+    return n
+
+
+def t_elf_source(data):
+    from fastdump.reader import open_dump
+    from fastdump.source import ElfSource
+    from fastdump.utsname import read_utsname
+    path = _tmpfile(data)
+    try:
+        with ElfSource(path) as s:
+            _read_all(s)
+            for a, b in s.present_runs()[:4]:
+                s.read_phys(a * s.page_size, min(b - a, 4) * s.page_size, zero_fill=True)
+            read_utsname(s)
+        with open_dump(path) as d:
+            _read_all(d, 8)
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+
+
+def t_vmcoreinfo(data):
+    from fastdump.vmcoreinfo import VmcoreInfo
+    try:
+        v = VmcoreInfo(data)
+        v.summary()
+        for prop in ("osrelease", "build_id", "page_size", "crashtime", "kerneloffset", "phys_base"):
+            getattr(v, prop)
+        for name in list(v.symbols)[:5]:
+            v.symbol(name)
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+
+
+def t_kdump(data):
+    from fastdump.formats.kdump import KdumpReader
+    from fastdump.info import summary
+    path = _tmpfile(data)
+    try:
+        with KdumpReader(path) as d:
+            _read_all(d)
+            d.bitmap1()
+        summary(path)
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+
+
+def _cli(argv):
+    from fastdump import cli
+    err = io.StringIO()
+    out = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = cli.main(argv)
+    text = err.getvalue()
+    lines = [x for x in text.splitlines() if x.strip()]
+    if rc == 0:
+        return "ok", out.getvalue()
+    if "Traceback" in text or "internal error" in text or len(lines) != 1 \
+            or not lines[0].startswith("fastdump: error: "):
+        raise Bug(f"exit {rc} with stderr {text.strip()[-400:]!r}")
+    return "error", out.getvalue()
+
+
+CLI_VARIANTS = (["-z", "-d", "1"], ["-c", "-d", "0"], ["-E", "-d", "1"], ["--compress", "lz4", "-d", "31"],
+                ["--compress", "none", "-d", "17"])
+
+
+def t_cli_dump(data):
+    src = _tmpfile(data, "src")
+    out = _tmpfile(b"", "out")
+    _clean(out)
+    variant = CLI_VARIANTS[sum(data[:64:7]) % len(CLI_VARIANTS)]
+    try:
+        res, _ = _cli(["--message-level", "4", "--threads", "2", *variant, src, out])
+        if res == "ok":
+            from fastdump.reader import open_dump
+            with open_dump(out) as d:
+                _read_all(d, 64)
+        elif os.path.exists(out):
+            raise Bug("a failed dump left a file under the final name")
+        return res
+    finally:
+        _clean(out)
+
+
+def t_cli_info(data):
+    path = _tmpfile(data)
+    res, _ = _cli(["info", path])
+    return res
+
+
+def t_verify(data):
+    path = _tmpfile(data)
+    src = seeds()._vmcore_path() if data[:4] == b"KDUM" and sum(data[:32]) % 2 else None
+    res, out = _cli(["verify", path] + ([src] if src else []))
+    verdict = out.strip().splitlines()
+    if res == "ok" and (len(verdict) != 1 or not verdict[0].startswith("OK")):
+        raise Bug(f"verify exit 0 but printed {out[-300:]!r}")
+    return res
+
+
+class PatchedSource:
+    """An ElfSource whose physical memory has byte patches laid over it."""
+
+    def __new__(cls, path, patches, vmcoreinfo):
+        from fastdump.source import ElfSource
+
+        class _Patched(ElfSource):
+            def read_phys(self, addr, size, *, zero_fill=False):
+                data = super().read_phys(addr, size, zero_fill=zero_fill)
+                end = addr + size
+                hit = [(a, d) for a, d in patches if a < end and a + len(d) > addr]
+                if not hit:
+                    return data
+                buf = bytearray(data)
+                for a, d in hit:
+                    lo, hi = max(a, addr), min(a + len(d), end)
+                    buf[lo - addr:hi - addr] = d[lo - a:hi - a]
+                return bytes(buf)
+
+        s = _Patched(path)
+        s.vmcoreinfo = vmcoreinfo
+        return s
+
+
+def t_judge(data):
+    """Classify every pfn of a synthetic kernel whose VMCOREINFO and metadata are mutated."""
+    from fastdump.kernel.judge import bitmap_with_range, make_judge
+    from fastdump.vmcoreinfo import VmcoreInfo
+    path, writes, _ = seeds().judge_layout()
+    if len(data) < 4:
+        return "error"
+    n = min(struct.unpack_from("<I", data)[0], len(data) - 4)
+    text, blob = data[4:4 + n], data[4 + n:]
+    patches, pos = [], 0
+    for addr, orig in writes:
+        piece = blob[pos:pos + len(orig)]
+        patches.append((addr, piece + orig[len(piece):]))
+        pos += len(orig)
+    try:
+        vi = VmcoreInfo(text)
+    except FastdumpError as e:
+        return _one_line(e)
+    level = (31, 16, 8, 2, 1)[sum(blob[:32]) % 5]
+    src = PatchedSource(path, patches, vi)
+    try:
+        judge = make_judge(src, level, warn=lambda m: None)
+        for first, end in src.present_runs():
+            a = first - first % 64
+            for s in range(a, end, 1 << 13):
+                e = min(end, s + (1 << 13))
+                keep = bitmap_with_range(e - s, max(first, s) - s, e - s)
+                before = bytes(keep)
+                counts = judge.classify(s, e, keep)
+                if any(k & ~b for k, b in zip(keep, before)):
+                    raise Bug("classify set a keep bit that was clear")
+                dropped = sum(bin(b & ~k).count("1") for k, b in zip(keep, before))
+                if dropped != sum(v for k, v in counts.items() if k != "unclassified"):
+                    raise Bug(f"classify cleared {dropped} bits but counted {counts}")
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+    finally:
+        src.close()
+
+
+TARGETS = {
+    "elf_header": t_elf_header,
+    "elf_notes": t_elf_notes,
+    "elf_source": t_elf_source,
+    "vmcoreinfo": t_vmcoreinfo,
+    "kdump": t_kdump,
+    "cli_dump": t_cli_dump,
+    "cli_info": t_cli_info,
+    "verify": t_verify,
+    "judge": t_judge,
+}
