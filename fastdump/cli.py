@@ -12,7 +12,7 @@ import signal
 import sys
 
 from . import __version__
-from .errors import EXIT_ERROR, EXIT_USAGE, FastdumpError, UsageError
+from .errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
 
 SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
                "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify"}
@@ -105,6 +105,10 @@ def _run_dump(argv):
     say(f"wrote {args.target}: {stats.pages_kept} pages kept, {dropped} excluded "
         f"({', '.join(f'{k} {v}' for k, v in sorted(stats.excluded.items())) or 'none'}), "
         f"{stats.bytes_written / 1e6:.1f} MB in {stats.seconds:.2f} s ({rate:.0f} MB/s read)")
+    if stats.pages_unreadable:
+        print(f"fastdump: error: dump complete but partial: {stats.pages_unreadable} pages were unreadable",
+              file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 

@@ -26,6 +26,7 @@ from .utsname import read_utsname
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
 BITMAP_CACHE_BYTES = 8 << 20  # beyond this, cycle bitmaps go to a temp file
 CLASS_BITS = 2 | 4 | 8 | 16
+UNREADABLE_LISTED = 1000
 FORMATS = ("kdump", "elf")
 
 
@@ -42,6 +43,8 @@ class Stats:
     pages_scanned: int = 0      # pages the source describes
     pages_kept: int = 0         # pages whose data was stored (zero pages not counted)
     pages_zero: int = 0         # all-zero pages found
+    pages_unreadable: int = 0   # the source gave an error: missing from the dump, listed below
+    unreadable_pfns: list = field(default_factory=list)   # the first UNREADABLE_LISTED of them
     excluded: dict = field(default_factory=dict)  # pages dropped per class
     bytes_read: int = 0
     bytes_written: int = 0
@@ -195,6 +198,10 @@ class Dump:
                     self.stats.self_check = judge.self_check()
                 except FastdumpError as e:
                     self.warn(f"self-check not possible: {e}")
+        if self.stats.pages_unreadable:
+            first = ", ".join(f"{p:#x}" for p in self.stats.unreadable_pfns[:5])
+            self.warn(f"{self.stats.pages_unreadable} source pages could not be read and are missing "
+                      f"from the dump (first: {first})")
         self.stats.seconds = round(time.monotonic() - t0, 3)
         self.stats.warnings = list(self.warnings)
         return self.stats
@@ -213,9 +220,15 @@ class Dump:
             on_cycle(c0, c1, present, keep)
         self.stats.excluded = {k: v for k, v in excluded.items() if v}
 
-    def _tally(self, job):
+    def _tally(self, job, *, zeros=True):
         self.stats.bytes_read += job.bytes_read
-        self.stats.pages_zero += job.zero_pages
+        if zeros:
+            self.stats.pages_zero += job.zero_pages
+        if job.unreadable_pages:
+            self.stats.pages_unreadable += job.unreadable_pages
+            room = UNREADABLE_LISTED - len(self.stats.unreadable_pfns)
+            if room > 0:
+                self.stats.unreadable_pfns += job.unreadable_pfns()[:room]
 
     # -- kdump-compressed -------------------------------------------------------
     def _kdump(self, src, judge, engine, sink, store):
@@ -253,7 +266,7 @@ class Dump:
             self.progress.update(job.n_pages)
 
         engine.run(windows(), commit, zero_check=bool(self.level & 1))
-        self.stats.pages_kept = writer.pages_written - self.stats.pages_zero
+        self.stats.pages_kept = writer.pages_written - self.stats.pages_zero - self.stats.pages_unreadable
         if self.level & 1:
             self.stats.excluded["zero"] = self.stats.pages_zero
         return writer
@@ -303,7 +316,7 @@ class Dump:
 
         def commit(job):
             writer.commit_window(pieces.popleft(), job)
-            self.stats.bytes_read += job.bytes_read
+            self._tally(job, zeros=False)
             self.progress.update(job.n_pages)
 
         engine.run(windows(), commit, dense=True)

@@ -63,6 +63,7 @@ cpdef enum:
 cpdef enum:
     PAGE_ZERO = 1 << 30        # all-zero page (not stored when zero filtering is on)
     PAGE_FILLED = 1 << 29      # not read: written as zeros (dense/ELF windows)
+    PAGE_UNREADABLE = 1 << 28  # the source gave an error for it: recorded, not stored
     CODEC_MASK = 0xFFFF        # low bits: which codec compressed it (0 = stored raw)
 
 cdef enum:
@@ -253,7 +254,7 @@ cdef class Job:
     # results
     cdef readonly int n_pages
     cdef readonly size_t out_len
-    cdef readonly uint64_t zero_pages, bytes_read, raw_pages
+    cdef readonly uint64_t zero_pages, bytes_read, raw_pages, unreadable_pages
     cdef readonly int err_no
     cdef readonly uint64_t err_pfn
 
@@ -363,6 +364,21 @@ cdef class Job:
             i += 1
         return 0
 
+    cdef void _salvage(self, uint64_t run_dst, uint64_t run_off, uint64_t run_len) noexcept nogil:
+        """A run read failed: read it page by page; pages that still fail are
+        zero-filled and flagged unreadable instead of ending the dump."""
+        cdef size_t ps = self.src.page_size
+        cdef uint64_t done = 0, k
+        while done < run_len:
+            k = (run_dst + done) // ps
+            if self._read(self.inbuf + run_dst + done, run_off + done, ps) == 0:
+                self.bytes_read += ps
+            else:
+                memset(self.inbuf + run_dst + done, 0, ps)
+                self.flag_arr[k] |= PAGE_UNREADABLE
+                self.unreadable_pages += 1
+            done += ps
+
     cdef int _collect(self) noexcept nogil:
         """Read the window's pages into inbuf (coalescing contiguous reads)."""
         cdef uint64_t i, pfn
@@ -396,26 +412,24 @@ cdef class Job:
                     run_len += ps
                 else:
                     if run_len:
-                        rc = self._read(self.inbuf + run_dst, run_off, run_len)
-                        if rc:
-                            self.err_pfn = self.pfn_arr[run_dst // ps]
-                            return rc
-                        self.bytes_read += run_len
+                        if self._read(self.inbuf + run_dst, run_off, run_len):
+                            self._salvage(run_dst, run_off, run_len)
+                        else:
+                            self.bytes_read += run_len
                     run_off = ext[3 * ext_i + 2] + (a - ext[3 * ext_i])
                     run_dst = k * ps
                     run_len = ps
             else:
-                rc = self._read_page(self.inbuf + k * ps, pfn, &ext_i)
-                if rc:
-                    self.err_pfn = pfn
-                    return rc
+                if self._read_page(self.inbuf + k * ps, pfn, &ext_i):
+                    memset(self.inbuf + k * ps, 0, ps)
+                    self.flag_arr[k] |= PAGE_UNREADABLE
+                    self.unreadable_pages += 1
             k += 1
         if run_len:
-            rc = self._read(self.inbuf + run_dst, run_off, run_len)
-            if rc:
-                self.err_pfn = self.pfn_arr[run_dst // ps]
-                return rc
-            self.bytes_read += run_len
+            if self._read(self.inbuf + run_dst, run_off, run_len):
+                self._salvage(run_dst, run_off, run_len)
+            else:
+                self.bytes_read += run_len
         self.n_pages = k
         return 0
 
@@ -450,12 +464,15 @@ cdef class Job:
         cdef uint8_t* page
         for k in range(self.n_pages):
             page = self.inbuf + k * ps
+            if self.flag_arr[k] & PAGE_UNREADABLE:
+                self.size_arr[k] = 0
+                continue
             if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and _is_zero(page, ps):
                 self.flag_arr[k] |= PAGE_ZERO
                 self.size_arr[k] = 0
                 self.zero_pages += 1
                 continue
-            if self.scan_only:
+            if self.scan_only or self.dense:  # dense windows are written from pages_view()
                 self.size_arr[k] = 0
                 continue
             r = self._compress(page, self.outbuf + cur, self.outbuf_size - cur) if self.codec else 0
@@ -474,7 +491,7 @@ cdef class Job:
         cdef int rc
         self.n_pages = 0
         self.out_len = 0
-        self.zero_pages = self.bytes_read = self.raw_pages = 0
+        self.zero_pages = self.bytes_read = self.raw_pages = self.unreadable_pages = 0
         self.err_no = 0
         self.err_pfn = 0
         with nogil:
@@ -495,9 +512,23 @@ cdef class Job:
         return _View.make(self.inbuf, <size_t>self.n_pages * self.src.page_size)
 
     @property
+    def bitmap(self):
+        """The bitmap object this window was planned from."""
+        return self.bitmap_obj
+
+    @property
+    def window_start(self):
+        """Bit index of the window's first pfn within ``bitmap``."""
+        return self.start
+
+    @property
     def window(self):
         """(first pfn, end pfn) of the window; a dense window outputs all of them."""
         return self.base_pfn + self.start, self.base_pfn + self.end
+
+    def unreadable_pfns(self):
+        """Pfns the source could not deliver (only asked when unreadable_pages > 0)."""
+        return [self.pfn_arr[k] for k in range(self.n_pages) if self.flag_arr[k] & PAGE_UNREADABLE]
 
     def pfns(self):
         """The pfns output, in order (for tests and tools, not the hot path)."""
@@ -509,15 +540,20 @@ cdef class Job:
     def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag):
         """24-byte page descriptors for this window, data starting at ``data_offset``.
 
-        Zero pages point at the shared zero block.  Returns (view, data bytes)."""
+        Zero pages point at the shared zero block; unreadable pages get none.
+        Returns (view, data bytes)."""
         cdef uint32_t cflag = codec_flag
         cdef int k
         cdef int64_t off = data_offset
         cdef uint8_t* d
         cdef size_t ps = self.src.page_size
+        cdef int n = 0
         with nogil:
             for k in range(self.n_pages):
-                d = self.descbuf + 24 * k
+                if self.flag_arr[k] & PAGE_UNREADABLE:
+                    continue  # no descriptor: the caller clears its 2nd-bitmap bit
+                d = self.descbuf + 24 * n
+                n += 1
                 memset(d, 0, 24)
                 if self.flag_arr[k] & PAGE_ZERO:
                     (<int64_t*>d)[0] = zero_offset
@@ -528,7 +564,7 @@ cdef class Job:
                     if self.flag_arr[k] & CODEC_MASK:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
-        return _View.make(self.descbuf, 24 * <size_t>self.n_pages), off - data_offset
+        return _View.make(self.descbuf, 24 * <size_t>n), off - data_offset
 
     def zero_bits_into(self, unsigned char[::1] bm not None, uint64_t base_pfn):
         """Set, in ``bm`` (bit i = base_pfn+i), the bits of this window's zero pages."""

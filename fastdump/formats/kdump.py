@@ -9,6 +9,7 @@ shared/docs/dump-formats.md §2 and what crash and libkdumpfile check.
 """
 
 import os
+import stat
 import struct
 import zlib
 
@@ -36,6 +37,10 @@ FLAG_LZ4_FASTDUMP = 0x40
 CODEC_FLAGS = {"none": 0, "zlib": FLAG_ZLIB, "lz4": FLAG_LZ4_FASTDUMP, "zstd": FLAG_ZSTD}
 FLAG_NAMES = {0: "none", FLAG_ZLIB: "zlib", FLAG_LZO: "lzo", FLAG_SNAPPY: "snappy", FLAG_ZSTD: "zstd",
               FLAG_LZ4_FASTDUMP: "lz4"}
+
+
+#: The notes of a dump are a few KiB per CPU; more is a corrupt size field.
+MAX_NOTE_BYTES = 64 << 20
 
 
 def _blocks(n, block):
@@ -137,6 +142,17 @@ class KdumpWriter:
         self.data_off += nbytes
         self.desc_off += len(descs)
         self.pages_written += job.n_pages
+        if job.unreadable_pages:
+            self._drop_from_bitmap2(job)
+
+    def _drop_from_bitmap2(self, job):
+        """Unreadable pages got no descriptor: clear their 2nd-bitmap bits, so readers
+        see them as not dumped (they stay in the 1st bitmap: memory that existed)."""
+        bitmap, base = job.bitmap, job.window[0] - job.window_start
+        for pfn in job.unreadable_pfns():
+            i = pfn - base
+            bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+            self.sink.pwrite(bytes([bitmap[i >> 3]]), self.layout.bitmap2 + (pfn >> 3))
 
     def finish(self, *, incomplete=False):
         self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
@@ -146,7 +162,13 @@ class KdumpWriter:
 
 def _decompressor(flag):
     if flag == FLAG_ZLIB:
-        return zlib.decompress
+        def inflate(data, limit=1 << 20):
+            d = zlib.decompressobj()
+            out = d.decompress(data, limit)   # bounded: a page, never a zip bomb
+            if not d.eof:
+                raise FormatError("zlib stream is truncated or larger than a page")
+            return out
+        return inflate
     if flag == FLAG_ZSTD:
         import zstandard
         dctx = zstandard.ZstdDecompressor()
@@ -187,13 +209,21 @@ class KdumpReader:
             raise
 
     def _read(self, off, size):
-        data = os.pread(self.fd, size, off)
+        if off < 0 or size < 0 or off + size > self.file_size:
+            raise FormatError(f"{self.path}: truncated or corrupt (wanted {size} bytes at offset {off}, "
+                              f"the file has {self.file_size})")
+        try:
+            data = os.pread(self.fd, size, off)
+        except OSError as e:
+            raise FormatError(f"{self.path}: read error at offset {off}: {e.strerror}") from None
         if len(data) != size:
             raise FormatError(f"{self.path}: truncated (wanted {size} bytes at offset {off})")
         return data
 
     def _load(self):
         self.file_size = os.fstat(self.fd).st_size
+        if self.file_size > 1 << 62 or not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            raise FormatError(f"{self.path}: not a regular file")
         raw = self._read(0, HEADER.size)
         (sig, version, *rest) = HEADER.unpack(raw)
         if sig != SIGNATURE:
@@ -212,6 +242,9 @@ class KdumpReader:
         self.max_mapnr = max_mapnr64 if version >= 6 else max_mapnr32
         if not self.split:
             self.start_pfn, self.end_pfn = 0, self.max_mapnr
+        elif not 0 <= self.start_pfn <= self.end_pfn <= self.max_mapnr:
+            raise FormatError(f"{self.path}: split part {self.start_pfn:#x}..{self.end_pfn:#x} is outside "
+                              f"max_mapnr {self.max_mapnr:#x}")
         self.bitmap_len = self.bitmap_blocks * self.block_size // 2
         if self.bitmap_len * 8 < self.max_mapnr:
             raise FormatError(f"{self.path}: bitmaps too small for max_mapnr {self.max_mapnr}")
@@ -220,12 +253,17 @@ class KdumpReader:
         self.desc_off = self.bitmap2_off + self.bitmap_len
         if self.file_size < self.desc_off:
             raise FormatError(f"{self.path}: truncated inside the bitmaps")
-        self.note_bytes = self._read(note_off, note_size) if version >= 4 and note_off and note_size else b""
+        if version >= 4 and note_off and note_size:
+            if note_size > MAX_NOTE_BYTES:
+                raise FormatError(f"{self.path}: ELF notes of {note_size} bytes are implausibly large")
+            self.note_bytes = self._read(note_off, note_size)
+        else:
+            self.note_bytes = b""
         self.notes = elf.parse_notes(self.note_bytes)
         vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
         if vmci:
             self.vmcoreinfo = VmcoreInfo(vmci[0].desc)
-        elif version >= 3 and vm_off and vm_size:
+        elif version >= 3 and vm_off and vm_size and vm_size <= MAX_NOTE_BYTES:
             self.vmcoreinfo = VmcoreInfo(self._read(vm_off, vm_size))
         else:
             self.vmcoreinfo = None
@@ -273,6 +311,8 @@ class KdumpReader:
         off, size, flags, _ = self.descriptor(pfn)
         if off == 0:
             raise FormatError(f"pfn {pfn:#x} was not written (incomplete dump)")
+        if off < self.desc_off or off + size > self.file_size:
+            raise FormatError(f"pfn {pfn:#x}: page data at {off:#x}+{size} is outside the page data area")
         if size > self.block_size:
             raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
         data = self._read(off, size)

@@ -1,0 +1,59 @@
+"""A source page the hardware cannot deliver (EIO) costs that page, not the dump."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastdump
+from fastdump.errors import EXIT_PARTIAL
+from fastdump.source import ElfSource
+from support import digests, elf_pages, kdumpfile_digests, need_tool
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    cc = need_tool("gcc")
+    so = str(tmp_path_factory.mktemp("shim") / "eio_shim.so")
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", so, os.path.join(HERE, "faults", "eio_shim.c"), "-ldl"],
+                   check=True)
+    return so
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shim, tmp_path, fmt):
+    with ElfSource(vmcore) as s:
+        start, end, off = s.extents[1]
+    bad_pfns = {0x4000 + i for i in range(3)}             # three pages inside the big RAM segment
+    bad_off = off + (0x4000 * 4096 - start)
+    out = str(tmp_path / "vmcore")
+    env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), EIO_START=str(bad_off),
+               EIO_LEN=str(3 * 4096))
+    args = ["-d", "1", "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
+    if fmt == "elf":
+        args.insert(0, "-E")
+    else:
+        args.insert(0, "-z")
+    r = subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, env=env)
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    assert "partial" in r.stderr and "Traceback" not in r.stderr
+    import json
+    stats = json.load(open(tmp_path / "s.json"))
+    assert stats["pages_unreadable"] == 3 and set(stats["unreadable_pfns"]) == bad_pfns
+    assert os.path.exists(out)                               # complete apart from those pages
+    if fmt == "kdump":
+        fmt_name, got = kdumpfile_digests(out, max(source_pages) + 1)
+        want = digests(source_pages)
+        assert set(want) - set(got) == bad_pfns             # only the bad pages are missing
+        assert all(got[p] == want[p] for p in got)
+        with fastdump.open(out) as d:     # in memory (1st bitmap), not dumped (2nd bitmap)
+            first = d.bitmap1()
+            assert all(first[p >> 3] >> (p & 7) & 1 and not d.is_dumped(p) for p in bad_pfns)
+    else:
+        got = elf_pages(out)
+        for p in bad_pfns:
+            assert got[p] == bytes(4096)                     # zero-filled in ELF, listed in stats
+        assert all(got[p] == source_pages[p] for p in got if p not in bad_pfns)
