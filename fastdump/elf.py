@@ -15,6 +15,7 @@ ET_CORE = 4
 EM_386, EM_X86_64 = 3, 62
 PT_LOAD, PT_NOTE = 1, 4
 PN_XNUM = 0xFFFF
+MAX_PHNUM = 1 << 20   # through PN_XNUM; far more segments than any machine's memory map has
 NT_PRSTATUS = 1
 ELF_INCOMPLETE_FLAG = 1  # e_flags bit makedumpfile sets on a truncated -E dump
 
@@ -91,6 +92,8 @@ def parse_header(read_at, file_size=None):
         phnum = _SHDR[elfclass].unpack_from(shdr)[7]  # sh_info
     if phnum == 0:
         raise SourceError("ELF core file has no program headers")
+    if phnum > MAX_PHNUM:
+        raise SourceError(f"ELF core file claims {phnum} program headers (more than {MAX_PHNUM})")
     table_size = phnum * phdr_s.size
     if file_size is not None and phoff + table_size > file_size:
         raise SourceError("truncated ELF file: program headers run past its end")

@@ -17,6 +17,10 @@ from .vmcoreinfo import VmcoreInfo
 
 DEFAULT_PAGE_SIZE = 4096
 KERNEL_TEXT_START = 0xFFFFFFFF80000000
+#: Highest physical address any supported architecture can have (MAX_PHYSMEM_BITS 52).
+MAX_PHYS_ADDR = 1 << 52
+#: A note segment is a few KiB per CPU; more than this is a corrupt p_filesz.
+MAX_NOTE_BYTES = 64 << 20
 
 
 class NotPresentError(SourceError):
@@ -95,6 +99,8 @@ class ElfSource:
             if p.type != elf.PT_NOTE:
                 continue
             self._check_in_file(p, p.filesz, "PT_NOTE")
+            if p.filesz > MAX_NOTE_BYTES:
+                raise SourceError(f"{self.path}: PT_NOTE of {p.filesz} bytes is implausibly large")
             data = self._read_at(p.offset, p.filesz)
             base = len(note_bytes)
             notes = elf.parse_notes(data)
@@ -121,10 +127,15 @@ class ElfSource:
             if p.filesz > p.memsz:
                 raise SourceError(f"{self.path}: PT_LOAD {i} has p_filesz > p_memsz")
             self._check_in_file(p, p.filesz, f"PT_LOAD {i}")
+            if p.paddr + p.memsz > MAX_PHYS_ADDR:
+                raise SourceError(f"{self.path}: PT_LOAD {i} ends at physical {p.paddr + p.memsz:#x}, "
+                                  f"beyond any machine's physical address space")
             stored.append((p.paddr, p.paddr + p.filesz, p.offset))
             described.append((p.paddr, p.paddr + p.memsz, 0))
         self.extents = fold_extents(stored)
         self.ram_ranges = [(s, e) for s, e, _ in fold_extents(described)]
+        if not self.ram_ranges:
+            raise SourceError(f"{self.path}: every PT_LOAD is empty (p_memsz 0), nothing to dump")
         self.max_pfn = -(-max(e for _, e in self.ram_ranges) // self.page_size)
 
     def _check_in_file(self, p, size, what):

@@ -12,21 +12,31 @@ from .errors import VmcoreinfoError
 
 _FORM = re.compile(r"^(SYMBOL|NUMBER|OFFSET|SIZE|LENGTH)\((.+)\)$")
 U64 = (1 << 64) - 1
+#: Every value the kernel prints is one 64-bit word, signed (%ld) or not (%lu, %lx).
+MIN_VALUE, MAX_VALUE = -(1 << 63), U64
+#: Base page sizes Linux uses for kdump (4 KiB x86 .. 256 KiB hexagon).
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 1 << 12, 1 << 18
 
 
 def _parse_int(text, key, *, hex_default):
     text = text.strip()
     try:
+        if len(text) > 40:   # 64-bit words only; also keeps int() fast on hostile input
+            raise ValueError
         if text.lower().startswith(("0x", "-0x")):
-            return int(text, 16)
-        if hex_default:
-            return int(text, 16)
-        try:
-            return int(text, 10)
-        except ValueError:
-            return int(text, 16)  # makedumpfile's fallback for NUMBER/OFFSET
+            value = int(text, 16)
+        elif hex_default:
+            value = int(text, 16)
+        else:
+            try:
+                value = int(text, 10)
+            except ValueError:
+                value = int(text, 16)  # makedumpfile's fallback for NUMBER/OFFSET
     except ValueError:
         raise VmcoreinfoError(f"VMCOREINFO: {key} has a bogus value {text[:40]!r}") from None
+    if not MIN_VALUE <= value <= MAX_VALUE:
+        raise VmcoreinfoError(f"VMCOREINFO: {key}={text[:40]} does not fit in 64 bits")
+    return value
 
 
 class VmcoreInfo:
@@ -62,6 +72,9 @@ class VmcoreInfo:
             size = self._plain_int("PAGESIZE")
             if size <= 0 or size & (size - 1):
                 raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is not a power of two")
+            if not MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE:
+                raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is outside "
+                                      f"{MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}")
 
     # -- plain keys -------------------------------------------------------
     def _plain_int(self, key, *, hex_default=False):
@@ -85,7 +98,14 @@ class VmcoreInfo:
 
     @property
     def crashtime(self):
-        return self._plain_int("CRASHTIME") if "CRASHTIME" in self.raw else None
+        """Seconds since the epoch; None when absent or not a plausible time_t."""
+        if "CRASHTIME" not in self.raw:
+            return None
+        try:
+            value = self._plain_int("CRASHTIME")
+        except VmcoreinfoError:   # only the dump header's time stamp: not worth failing a dump
+            return None
+        return value if 0 <= value < 1 << 63 else None
 
     @property
     def kerneloffset(self):
