@@ -233,7 +233,8 @@ def main(argv=None):
     p.add_argument("--levels", default="31", help="dump levels, comma list (default 31)")
     p.add_argument("--mem", type=int, default=2048, help="guest MiB (default 2048)")
     p.add_argument("--crashkernel", default="256M")
-    p.add_argument("--fastdump-compress", default="-z", help="fastdump compression flag")
+    p.add_argument("--fastdump-args", "--fastdump-compress", dest="fastdump_compress", default="-z",
+                   help="fastdump options besides -d (default -z), e.g. '-z --non-mmap'")
     p.add_argument("--makedumpfile-compress", default="-l",
                    help="makedumpfile compression flag (Debian 12's has -c/-l, no -z)")
     p.add_argument("--extra-run", action="append", default=[], metavar="NAME|COMMAND",

@@ -9,6 +9,7 @@ Environment:
   FASTDUMP_E2E_KERNELS   comma list or "all" (default "6.1,6.12")
   FASTDUMP_E2E_REUSE=1   reuse .cache/e2e/<kernel>/ from an earlier run instead of booting
   FASTDUMP_E2E_LEVELS    dump levels to run in the capture kernel (default "1,31")
+  FASTDUMP_E2E_FASTDUMP_ARGS  fastdump options besides -d (default "-z")
   FASTDUMP_E2E=0         skip the whole module (for quick local runs)
 """
 
@@ -29,6 +30,7 @@ if os.environ.get("FASTDUMP_E2E", "1") == "0":
 _env = os.environ.get("FASTDUMP_E2E_KERNELS", ",".join(kernels.DEFAULT_KERNELS))
 KEYS = list(kernels.KERNELS) if _env == "all" else [k for k in _env.split(",") if k]
 LEVELS = [int(x) for x in os.environ.get("FASTDUMP_E2E_LEVELS", "1,31").split(",")]
+FASTDUMP_ARGS = os.environ.get("FASTDUMP_E2E_FASTDUMP_ARGS", "-z")
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 _results = {}
@@ -51,7 +53,7 @@ def e2e(request):
         if m is None:
             from .run import run_kernel
             try:
-                m = run_kernel(key, "auto", LEVELS)
+                m = run_kernel(key, "auto", LEVELS, fd_compress=FASTDUMP_ARGS)
             except (StepError, kernels.FetchError) as e:
                 _results[key] = e
                 raise

@@ -55,3 +55,32 @@ for a, b in chunks:
                 print("  clipped FAIL %#x len %#x %s" % (off, n, r))
         off += n
 print("clipped windows: %d failures" % cfails)
+
+
+# Variants closer to a multi-window reader.
+for W2 in (8 << 20, 16 << 20, 64 << 20):
+    fails = []
+    off = 0
+    while off < size:
+        r = try_map(off, min(W2, size - off))
+        if r:
+            fails.append((hex(off), r))
+        off += W2
+    print("aligned %d MiB windows: %d failures %s" % (W2 >> 20, len(fails), fails[:5]))
+
+# two live mappings (as two worker threads), 4 MiB windows, the second one 2 MiB behind
+live, fails = [], []
+off = 0
+while off < size:
+    for o in (off, max(0, off - (2 << 20))):
+        ln = min(W, size - o)
+        try:
+            m = mmap.mmap(fd, ln, mmap.MAP_SHARED, mmap.PROT_READ, offset=o)
+            m[0]; m[ln - 1]
+            live.append(m)
+        except OSError as e:
+            fails.append((hex(o), errno.errorcode.get(e.errno)))
+    while len(live) > 2:
+        live.pop(0).close()
+    off += W
+print("overlapping live windows: %d failures %s" % (len(fails), fails[:5]))
