@@ -1,0 +1,500 @@
+"""The crashed kernel's log (dmesg) from a vmcore or dump, using VMCOREINFO only.
+
+``extract_dmesg(dump)`` accepts an opened source (ELF vmcore, or a dump opened
+with :func:`fastdump.open`) or a path.  The printk generation is chosen by the
+VMCOREINFO keys that exist, never by OSRELEASE:
+
+* ``SYMBOL(prb)``: the lockless ring buffer of 5.10+ (descriptor ring, info
+  array, text data ring);
+* ``SYMBOL(log_first_idx)``/``SYMBOL(log_next_idx)`` with ``SIZE(printk_log)``
+  (``SIZE(log)`` before 3.11): the structured log of 3.5-5.9;
+* ``SYMBOL(log_end)``: the plain character ring of 3.4 and older, returned as
+  it is stored (it already holds ``<level>[time]`` prefixes), like makedumpfile.
+
+Output is what ``makedumpfile --dump-dmesg`` writes: one ``[%5lu.%06lu] text``
+line per record, the lines of a multi-line record indented under the first,
+bytes that are neither printable ASCII nor white space shown as ``\\xNN``.
+``caller=True`` adds the caller column ``[    T123] `` as makedumpfile 1.7.5+
+does.  ``partial=True`` starts where the log was last cleared
+(``--partial-dmesg``).
+
+A corrupt buffer gives what can be trusted: bad records are skipped (5.10+) or
+the walk stops at the first bad one (3.5-5.9); every size read from the dump is
+checked before anything is allocated, and every walk is bounded, so a garbage
+buffer can never hang or exhaust memory.  When nothing usable is left a
+:class:`~fastdump.errors.FastdumpError` says why, in one line.
+"""
+
+import argparse
+import os
+import struct
+import sys
+
+from .errors import FastdumpError, UsageError
+from .kernel.vtop import TranslationError, X86_64Vtop
+
+U64 = (1 << 64) - 1
+PAGE = 4096
+
+# Lockless ring buffer (kernel/printk/printk_ringbuffer.h).
+DESC_FLAGS_SHIFT = 62
+DESC_ID_MASK = (1 << DESC_FLAGS_SHIFT) - 1
+DESC_COMMITTED, DESC_FINALIZED = 1, 2
+CALLER_CPU = 0x80000000
+
+#: Upper bounds for sizes read from the dump (the kernel's own limits are far
+#: lower: log_buf_len= is capped at 2 GiB, CONFIG_LOG_BUF_SHIFT at 25).
+MAX_DATA_BITS = 30          # 1 GiB of text
+MAX_DESC_BITS = 25          # 32 Mi descriptors
+MAX_STRUCT = 4096           # any header/struct we read whole
+
+
+class DmesgError(FastdumpError):
+    """No kernel log can be extracted from this dump."""
+
+
+# -- output formatting -----------------------------------------------------------
+def _char_table(indent):
+    """str.translate table: latin-1 decoded bytes -> makedumpfile's rendering."""
+    table = {}
+    for b in range(256):
+        if b == 0x0A:
+            table[b] = "\n" + " " * indent
+        elif 0x20 <= b < 0x7F or b in (0x09, 0x0B, 0x0C, 0x0D):
+            continue
+        else:
+            table[b] = "\\x%02x" % b
+    return table
+
+
+_TABLES = {}
+
+
+def _render(text, indent):
+    table = _TABLES.get(indent)
+    if table is None:
+        table = _TABLES[indent] = _char_table(indent)
+    return text.decode("latin-1").translate(table)
+
+
+def format_record(ts_nsec, text, caller_id=None):
+    """One record as makedumpfile prints it (with its trailing newline)."""
+    secs, nsec = divmod(ts_nsec, 1_000_000_000)
+    prefix = "[%5d.%06d] " % (secs, nsec // 1000)
+    if caller_id is not None:
+        cid = "%s%d" % ("C" if caller_id & CALLER_CPU else "T", caller_id & ~CALLER_CPU & 0xFFFFFFFF)
+        prefix += "[%8s] " % cid
+    return prefix + _render(text, len(prefix)) + "\n"
+
+
+# -- reading kernel memory -----------------------------------------------------
+class KernelMemory:
+    """Reads kernel virtual memory of a dump; pages that are missing or do not
+    translate read as zeros and are counted, so one lost page loses only the
+    records on it."""
+
+    def __init__(self, dump):
+        self.dump = dump
+        self.vtop = X86_64Vtop(dump)
+        self.missing = 0            # bytes that read as zeros
+
+    def read(self, va, size, *, strict=True):
+        """``size`` bytes at ``va``.  ``strict``: raise DmesgError if any byte is
+        missing; otherwise zero-fill and count."""
+        out = bytearray()
+        end = va + size
+        while va < end:
+            n = min(end, (va | (PAGE - 1)) + 1) - va
+            try:
+                pa = self.vtop.translate(va & U64)
+                out += self.dump.read_phys(pa, n)
+            except FastdumpError as e:
+                if strict:
+                    raise DmesgError(f"kernel address {va:#x} is not readable in this dump "
+                                     f"({_first_line(e)})") from None
+                out += bytes(n)
+                self.missing += n
+            va += n
+        return bytes(out)
+
+    def u64(self, va):
+        return struct.unpack("<Q", self.read(va, 8))[0]
+
+    def u32(self, va):
+        return struct.unpack("<I", self.read(va, 4))[0]
+
+
+def _first_line(e):
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+class _Keys:
+    """VMCOREINFO look-ups that fail with one line naming the missing key."""
+
+    def __init__(self, vi, what):
+        self.vi, self.what = vi, what
+
+    def _get(self, table, form, name):
+        value = table.get(name)
+        if value is None:
+            raise DmesgError(f"{self.what}: VMCOREINFO has no {form}({name})")
+        return value
+
+    def sym(self, name):
+        return self._get(self.vi.symbols, "SYMBOL", name)
+
+    def off(self, name):
+        value = self._get(self.vi.offsets, "OFFSET", name)
+        if not 0 <= value < MAX_STRUCT:
+            raise DmesgError(f"{self.what}: OFFSET({name})={value} is out of range")
+        return value
+
+    def size(self, name):
+        value = self._get(self.vi.sizes, "SIZE", name)
+        if not 0 < value <= MAX_STRUCT:
+            raise DmesgError(f"{self.what}: SIZE({name})={value} is out of range")
+        return value
+
+
+def _u16(buf, off):
+    return struct.unpack_from("<H", buf, off)[0]
+
+
+def _u32(buf, off):
+    return struct.unpack_from("<I", buf, off)[0]
+
+
+def _u64(buf, off):
+    return struct.unpack_from("<Q", buf, off)[0]
+
+
+# -- 5.10+: lockless ring buffer ------------------------------------------------------
+def _lockless(mem, vi, *, caller, partial, problems):
+    k = _Keys(vi, "printk ring buffer")
+    o_dr, o_tr = k.off("printk_ringbuffer.desc_ring"), k.off("printk_ringbuffer.text_data_ring")
+    o_bits, o_descs = k.off("prb_desc_ring.count_bits"), k.off("prb_desc_ring.descs")
+    o_infos, o_head, o_tail = (k.off("prb_desc_ring.infos"), k.off("prb_desc_ring.head_id"),
+                               k.off("prb_desc_ring.tail_id"))
+    sz_desc, o_sv, o_lpos = k.size("prb_desc"), k.off("prb_desc.state_var"), k.off("prb_desc.text_blk_lpos")
+    o_begin, o_next = k.off("prb_data_blk_lpos.begin"), k.off("prb_data_blk_lpos.next")
+    sz_info, o_tlen = k.size("printk_info"), k.off("printk_info.text_len")
+    if "printk_info.ts_nsec" in vi.offsets:
+        o_ts = k.off("printk_info.ts_nsec")
+    else:  # proposed rename: printk_info.ts is a struct whose .mono is the old ts_nsec
+        o_ts = k.off("printk_info.ts") + vi.offsets.get("ktime_timestamps.mono", 0)
+    o_seq = vi.offsets.get("printk_info.seq")
+    o_cid = vi.offsets.get("printk_info.caller_id") if caller else None
+    o_sbits, o_data = k.off("prb_data_ring.size_bits"), k.off("prb_data_ring.data")
+    o_ctr = vi.offsets.get("atomic_long_t.counter", 0)
+    sz_rb = vi.sizes.get("printk_ringbuffer", max(o_dr, o_tr) + 64)
+    if not 0 < sz_rb <= MAX_STRUCT:
+        raise DmesgError(f"printk ring buffer: SIZE(printk_ringbuffer)={sz_rb} is out of range")
+    if o_lpos + max(o_begin, o_next) + 8 > sz_desc or o_sv + o_ctr + 8 > sz_desc:
+        raise DmesgError("printk ring buffer: prb_desc offsets do not fit SIZE(prb_desc)")
+    if max(o_ts + 8, o_tlen + 2, (o_cid or 0) + 4, (o_seq or 0) + 8) > sz_info:
+        raise DmesgError("printk ring buffer: printk_info offsets do not fit SIZE(printk_info)")
+
+    # The ring: *prb, falling back to the static one if the pointer is unusable.
+    candidates = []
+    try:
+        candidates.append(mem.u64(k.sym("prb")))
+    except DmesgError as e:
+        if "printk_rb_static" not in vi.symbols:
+            raise
+        problems.append(f"prb pointer unreadable ({e})")
+    static = vi.symbols.get("printk_rb_static")
+    if static is not None and static not in candidates:
+        candidates.append(static)
+    candidates = [a for a in candidates if a]
+    if not candidates:
+        raise DmesgError("printk ring buffer: SYMBOL(prb) points nowhere (null pointer)")
+    for i, rb_addr in enumerate(candidates):
+        try:
+            rb = mem.read(rb_addr, max(sz_rb, o_dr + o_tail + o_ctr + 8, o_tr + o_data + 8))
+            count_bits = _u32(rb, o_dr + o_bits)
+            size_bits = _u32(rb, o_tr + o_sbits)
+            if not 0 < count_bits <= MAX_DESC_BITS:
+                raise DmesgError(f"printk ring buffer at {rb_addr:#x}: descriptor count_bits "
+                                 f"{count_bits} is out of range")
+            if not 3 < size_bits <= MAX_DATA_BITS:
+                raise DmesgError(f"printk ring buffer at {rb_addr:#x}: text size_bits "
+                                 f"{size_bits} is out of range")
+            break
+        except DmesgError as e:
+            if i == len(candidates) - 1:
+                raise
+            problems.append(f"{e}; trying printk_rb_static")
+
+    count, data_size = 1 << count_bits, 1 << size_bits
+    descs_va, infos_va = _u64(rb, o_dr + o_descs), _u64(rb, o_dr + o_infos)
+    data_va = _u64(rb, o_tr + o_data)
+    head_id = _u64(rb, o_dr + o_head + o_ctr) & DESC_ID_MASK
+    tail_id = _u64(rb, o_dr + o_tail + o_ctr) & DESC_ID_MASK
+
+    arrays = {}
+    lost = 0
+    for name, va, size in (("descriptor array", descs_va, count * sz_desc),
+                           ("info array", infos_va, count * sz_info), ("text data ring", data_va, data_size)):
+        before = mem.missing
+        arrays[name] = mem.read(va, size, strict=False)
+        if mem.missing - before >= size:
+            raise DmesgError(f"printk ring buffer: the {name} at {va:#x} is not in this dump")
+        lost += mem.missing - before
+    descs, infos, data = arrays["descriptor array"], arrays["info array"], arrays["text data ring"]
+    if lost:
+        problems.append(f"{lost} bytes of the printk ring buffer are not in the dump")
+
+    clear_seq = None
+    if partial:
+        clear_seq = _clear_seq(mem, vi, problems)
+
+    n = ((head_id - tail_id) & DESC_ID_MASK) + 1
+    if n > count:
+        problems.append(f"printk ring buffer: tail id {tail_id:#x} is {n - 1} records behind head "
+                        f"{head_id:#x} (ring holds {count}); reading the last {count}")
+        tail_id, n = (head_id - count + 1) & DESC_ID_MASK, count
+
+    out = []
+    bad = cleared = 0
+    id_mask, mask = count - 1, data_size - 1
+    for i in range(n):
+        rid = (tail_id + i) & DESC_ID_MASK
+        d = (rid & id_mask) * sz_desc
+        sv = _u64(descs, d + o_sv + o_ctr)
+        if sv & DESC_ID_MASK != rid:
+            continue                     # not (or no longer) this record's descriptor
+        if sv >> DESC_FLAGS_SHIFT not in (DESC_COMMITTED, DESC_FINALIZED):
+            continue                     # reserved (being written) or reusable
+        begin = _u64(descs, d + o_lpos + o_begin)
+        nxt = _u64(descs, d + o_lpos + o_next)
+        inf = (rid & id_mask) * sz_info
+        if clear_seq is not None and o_seq is not None and _u64(infos, inf + o_seq) < clear_seq:
+            cleared += 1
+            continue
+        if begin & 1 or nxt & 1:
+            continue                     # data-less record (empty text or failed allocation)
+        length = (nxt - begin) & U64
+        if length == 0:
+            continue
+        if begin & 7 or nxt & 7 or length > data_size:
+            bad += 1
+            continue
+        bi = begin & mask
+        if bi + length <= data_size:     # regular block
+            blk, blen = bi, length
+        else:                            # wrapped: the whole block lives at offset 0
+            blk, blen = 0, nxt & mask
+            if blen >= length:
+                bad += 1
+                continue
+        if blen < 8 or _u64(data, blk) & DESC_ID_MASK != rid:
+            bad += 1
+            continue
+        text_len = min(_u16(infos, inf + o_tlen), blen - 8)
+        text = data[blk + 8:blk + 8 + text_len]
+        ts = _u64(infos, inf + o_ts)
+        out.append(format_record(ts, text, _u32(infos, inf + o_cid) if o_cid is not None else None))
+    if bad:
+        problems.append(f"printk ring buffer: skipped {bad} corrupt record(s)")
+    if not out:
+        if cleared and not bad:
+            return ""                    # everything was cleared
+        raise DmesgError("printk ring buffer holds no readable record"
+                         + (f" ({problems[-1]})" if problems else ""))
+    return "".join(out)
+
+
+def _clear_seq(mem, vi, problems):
+    addr = vi.symbols.get("clear_seq")
+    if addr is None:
+        problems.append("VMCOREINFO has no SYMBOL(clear_seq): printing the whole log")
+        return None
+    try:
+        if "latched_seq" in vi.sizes:            # 5.13+: struct latched_seq
+            latch = mem.u64(addr)
+            return mem.u64(addr + vi.offsets.get("latched_seq.val", 8) + (latch & 1) * 8)
+        return mem.u64(addr)
+    except DmesgError as e:
+        problems.append(f"clear_seq unreadable ({e}): printing the whole log")
+        return None
+
+
+# -- 3.5 .. 5.9: structured log -------------------------------------------------------
+def _structured(mem, vi, *, caller, partial, problems):
+    name = "printk_log" if "printk_log" in vi.sizes else "log"
+    k = _Keys(vi, "printk log_buf")
+    hdr = k.size(name)
+    o_ts, o_len, o_tlen = k.off(f"{name}.ts_nsec"), k.off(f"{name}.len"), k.off(f"{name}.text_len")
+    o_cid = vi.offsets.get(f"{name}.caller_id") if caller else None
+    if max(o_ts + 8, o_len + 2, o_tlen + 2, (o_cid or 0) + 4) > hdr:
+        raise DmesgError(f"printk log_buf: {name} offsets do not fit SIZE({name})={hdr}")
+    log_buf = mem.u64(k.sym("log_buf"))
+    buf_len = mem.u32(k.sym("log_buf_len"))
+    first_sym = "log_first_idx"
+    if partial:
+        if "clear_idx" in vi.symbols:
+            first_sym = "clear_idx"
+        else:
+            problems.append("VMCOREINFO has no SYMBOL(clear_idx): printing the whole log")
+    first = mem.u32(k.sym(first_sym))
+    nxt = mem.u32(k.sym("log_next_idx"))
+    if not hdr < buf_len <= 1 << MAX_DATA_BITS:
+        raise DmesgError(f"printk log_buf: log_buf_len {buf_len} is out of range")
+    if first >= buf_len or nxt >= buf_len:
+        raise DmesgError(f"printk log_buf: indexes {first_sym}={first}, log_next_idx={nxt} are "
+                         f"outside log_buf_len {buf_len}")
+    missing0 = mem.missing
+    buf = mem.read(log_buf, buf_len, strict=False)
+    if mem.missing - missing0 >= buf_len:
+        raise DmesgError(f"printk log_buf at {log_buf:#x} is not in this dump")
+    if mem.missing > missing0:
+        problems.append(f"{mem.missing - missing0} bytes of log_buf are not in the dump")
+
+    out = []
+    pos, seen, wrapped = first, set(), False
+    # each record is at least one header long: the walk has a hard bound
+    for _ in range(buf_len // hdr + 2):
+        if pos == nxt:
+            break
+        if pos in seen:
+            problems.append(f"printk log_buf: cycle at index {pos}; the buffer is corrupt")
+            break
+        seen.add(pos)
+        if pos + hdr > buf_len:
+            if pos == buf_len and not wrapped:
+                pos, wrapped = 0, True
+                continue
+            problems.append(f"printk log_buf: record at index {pos} runs past the end; the buffer is corrupt")
+            break
+        rlen = _u16(buf, pos + o_len)
+        if rlen == 0:                        # end-of-buffer marker: wrap to 0
+            if pos == 0 or wrapped:
+                problems.append(f"printk log_buf: empty record at index {pos}; the buffer is corrupt")
+                break
+            pos, wrapped = 0, True
+            continue
+        if rlen < hdr or pos + rlen > buf_len:
+            problems.append(f"printk log_buf: record at index {pos} has bad length {rlen}; "
+                            "the buffer is corrupt")
+            break
+        text_len = min(_u16(buf, pos + o_tlen), rlen - hdr)
+        text = buf[pos + hdr:pos + hdr + text_len]
+        out.append(format_record(_u64(buf, pos + o_ts), text,
+                                 _u32(buf, pos + o_cid) if o_cid is not None else None))
+        pos += rlen
+    else:
+        problems.append("printk log_buf: walk did not reach log_next_idx; the buffer is corrupt")
+    if not out:
+        if pos == nxt and not problems:
+            return ""
+        raise DmesgError("printk log_buf holds no readable record"
+                         + (f" ({problems[-1]})" if problems else ""))
+    return "".join(out)
+
+
+# -- 3.4 and older: plain character ring ------------------------------------------------
+def _plain(mem, vi, *, problems):
+    k = _Keys(vi, "printk log_buf")
+    log_buf = mem.u64(k.sym("log_buf"))
+    buf_len = mem.u32(k.sym("log_buf_len"))
+    if not 0 < buf_len <= 1 << MAX_DATA_BITS:
+        raise DmesgError(f"printk log_buf: log_buf_len {buf_len} is out of range")
+    release = (vi.osrelease or "").split("-")[0].split(".")
+    try:
+        old = tuple(int(x) for x in release[:3]) < (2, 6, 25)
+    except ValueError:
+        old = False
+    log_end = mem.u64(k.sym("log_end")) if old else mem.u32(k.sym("log_end"))
+    if log_end < buf_len:
+        text = mem.read(log_buf, log_end, strict=False)
+    else:
+        idx = log_end & (buf_len - 1) if buf_len & (buf_len - 1) == 0 else log_end % buf_len
+        text = (mem.read(log_buf + idx, buf_len - idx, strict=False)
+                + mem.read(log_buf, idx, strict=False))
+    if mem.missing:
+        problems.append(f"{mem.missing} bytes of log_buf are not in the dump")
+    # makedumpfile writes this ring as it is: the text already holds "<level>[time] "
+    # prefixes.  Bytes map 1:1 to characters (latin-1), so writing it back is exact.
+    return text.decode("latin-1")
+
+
+# -- entry points ---------------------------------------------------------------------
+def generation(vi):
+    """Which printk layout the VMCOREINFO describes: "lockless", "structured", "plain" or None."""
+    if vi is None:
+        return None
+    if "prb" in vi.symbols:
+        return "lockless"
+    if "log_buf" in vi.symbols and "log_end" not in vi.symbols and "log_first_idx" in vi.symbols:
+        return "structured"
+    if "log_buf" in vi.symbols and "log_end" in vi.symbols:
+        return "plain"
+    return None
+
+
+def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
+    """The kernel log of ``dump`` (an opened source/dump, or a path) as text.
+
+    ``problems``, if a list, receives one line per thing that was skipped or
+    repaired (corrupt records, missing pages).  Raises FastdumpError when no
+    log can be extracted."""
+    if isinstance(dump, (str, bytes, os.PathLike)):
+        from .reader import open_dump
+        with open_dump(dump) as d:
+            return extract_dmesg(d, caller=caller, partial=partial, problems=problems)
+    problems = problems if problems is not None else []
+    vi = getattr(dump, "vmcoreinfo", None)
+    if vi is None:
+        raise DmesgError("this dump has no VMCOREINFO: the kernel log cannot be located")
+    kind = generation(vi)
+    if kind is None:
+        raise DmesgError("VMCOREINFO has neither SYMBOL(prb) nor SYMBOL(log_buf): "
+                         "the kernel log cannot be located")
+    machine = getattr(dump, "machine", None)
+    if machine is not None and machine != 62:     # EM_X86_64
+        raise DmesgError(f"kernel log extraction supports x86_64 dumps only (ELF machine {machine})")
+    mem = KernelMemory(dump)
+    try:
+        if kind == "lockless":
+            return _lockless(mem, vi, caller=caller, partial=partial, problems=problems)
+        if kind == "structured":
+            return _structured(mem, vi, caller=caller, partial=partial, problems=problems)
+        return _plain(mem, vi, problems=problems)
+    except TranslationError as e:
+        raise DmesgError(f"kernel log: {_first_line(e)}") from None
+    except struct.error as e:   # a buffer shorter than a field: corrupt beyond use
+        raise DmesgError(f"kernel log: truncated structure ({e})") from None
+
+
+def main(argv):
+    """``fastdump dmesg VMCORE [OUTFILE]``: write the crashed kernel's log."""
+    p = argparse.ArgumentParser(prog="fastdump dmesg",
+                                description="Write the kernel log (dmesg) stored in a vmcore or dump, "
+                                            "as makedumpfile --dump-dmesg does.")
+    p.add_argument("vmcore", help="ELF vmcore or dump file (kdump-compressed or ELF)")
+    p.add_argument("outfile", nargs="?", help="file to write (default: standard output)")
+    p.add_argument("--caller", action="store_true",
+                   help="add the caller column [T<pid>]/[C<cpu>] (as makedumpfile 1.7.5+)")
+    p.add_argument("--partial", "--partial-dmesg", dest="partial", action="store_true",
+                   help="only the messages since the log was last cleared")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUTFILE")
+    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
+    args = p.parse_args(argv)
+    problems = []
+    text = extract_dmesg(args.vmcore, caller=args.caller, partial=args.partial, problems=problems)
+    if args.outfile in (None, "-"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("latin-1"))
+        sys.stdout.buffer.flush()
+    else:
+        if os.path.exists(args.outfile) and not args.force:
+            raise UsageError(f"{args.outfile} exists (use -f to overwrite)")
+        tmp = args.outfile + ".incomplete"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="latin-1", newline="") as f:
+            f.write(text)
+        os.replace(tmp, args.outfile)
+    for line in problems[:1]:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"fastdump dmesg: warning: {line}{more}", file=sys.stderr)
+    return 0
