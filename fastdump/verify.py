@@ -1,0 +1,463 @@
+"""``fastdump verify DUMP [SOURCE]``: check a written dump end to end.
+
+kdump-compressed: the headers are sane (the reader's checks), the bitmaps agree
+(2nd within 1st, nothing past max_mapnr), there is one descriptor per set bit of
+the 2nd bitmap and every one lies in the page data area of the file, stores at
+most a page, names a known codec, and decompresses to exactly one page.  An
+incomplete dump is reported as such.  ELF: every segment lies within the file.
+With SOURCE (an ELF vmcore) every page the dump keeps must equal the source's.
+
+Descriptors are checked in chunks on a thread pool; zlib, zstd and lz4 release
+the GIL while they decompress.  Prints one verdict line (``OK: ...`` or
+``FAILED: ...``), exit status 0 or 1.  API: ``verify(path, source=None,
+threads=None) -> dict``.
+"""
+
+import argparse
+import bisect
+import json
+import os
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+from . import _core
+from .errors import FastdumpError, UsageError
+from .formats import kdump
+from .reader import open_dump, sniff
+from .source import ElfSource
+
+CHUNK = 8192          # descriptors per task
+MAX_PROBLEMS = 20     # messages kept (all are counted)
+SPAN_GAP = 256 << 10  # page data closer than this is read with one pread
+DESC = kdump.DESC
+
+
+class _Problems:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count = 0
+        self.messages = []
+
+    def add(self, msg, n=1):
+        with self.lock:
+            self.count += n
+            if len(self.messages) < MAX_PROBLEMS:
+                self.messages.append(msg)
+
+
+def _decoder(flag, page_size):
+    """A thread's decoder for one descriptor flag: bytes -> page, or raises."""
+    if flag == 0:
+        return lambda data: data
+    if flag == kdump.FLAG_ZLIB:
+        def inflate(data):
+            d = zlib.decompressobj()
+            out = d.decompress(data, page_size + 1)
+            if not d.eof:
+                raise ValueError("zlib stream truncated or longer than a page")
+            return out
+        return inflate
+    if flag == kdump.FLAG_ZSTD:
+        import zstandard
+        dctx = zstandard.ZstdDecompressor()
+        return lambda data: dctx.decompress(data, max_output_size=page_size + 1)
+    if flag == kdump.FLAG_LZ4_FASTDUMP:
+        import lz4.block
+        return lambda data: lz4.block.decompress(data, uncompressed_size=page_size)
+    if flag == kdump.FLAG_LZO:
+        import lzo
+        return lambda data: lzo.decompress(data, False, page_size)
+    if flag == kdump.FLAG_SNAPPY:
+        import snappy
+        return snappy.uncompress
+    raise KeyError(flag)
+
+
+def _available(flag, page_size):
+    try:
+        _decoder(flag, page_size)
+        return True
+    except ImportError:
+        return False
+    except KeyError:
+        return False
+
+
+class _SourcePages:
+    """The source vmcore's stored pages, for comparison (thread-safe: pread only)."""
+
+    def __init__(self, path):
+        self.src = ElfSource(path)
+        self.page_size = self.src.page_size
+        self.runs = self.src.stored_runs()
+        self.starts = [a for a, _ in self.runs]
+
+    def missing(self, first, end):
+        """How many of pfns first..end-1 the source does not store."""
+        have, pfn = 0, first
+        i = max(0, bisect.bisect_right(self.starts, first) - 1)
+        while pfn < end and i < len(self.runs):
+            a, b = self.runs[i]
+            lo, hi = max(a, pfn), min(b, end)
+            if lo < hi:
+                have += hi - lo
+                pfn = hi
+            if b <= pfn:
+                i += 1
+            elif a >= end:
+                break
+        return (end - first) - have
+
+    def read(self, first, end):
+        return self.src.read_phys(first * self.page_size, (end - first) * self.page_size, zero_fill=True)
+
+    def close(self):
+        self.src.close()
+
+
+def _run_tasks(task, tasks, threads):
+    if threads == 1:
+        for t in tasks:
+            task(t)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(task, tasks):
+            pass
+
+
+# ------------------------------------------------------------------ kdump ---
+
+def _runs_in(bitmap, nbits, lo, hi):
+    for a, b in _core.bitmap_runs(bitmap, nbits):
+        a, b = max(a, lo), min(b, hi)
+        if a < b:
+            yield a, b
+
+
+def _chunks(runs, size):
+    """Split pfn runs into tasks of at most ``size`` pfns: (first descriptor index, runs)."""
+    task, n, index = [], 0, 0
+    for a, b in runs:
+        while a < b:
+            take = min(b - a, size - n)
+            task.append((a, a + take))
+            n += take
+            a += take
+            if n == size:
+                yield index, task
+                index += n
+                task, n = [], 0
+    if task:
+        yield index, task
+
+
+def _check_kdump(r, source, threads, result, problems):
+    ps = r.block_size
+    if ps != r.page_size:
+        problems.add(f"block size {ps} differs from the page size")
+    if r.header_version < 1 or r.header_version > 6:
+        problems.add(f"unknown header version {r.header_version}")
+    known = kdump.FLAG_ZLIB | kdump.FLAG_LZO | kdump.FLAG_SNAPPY | kdump.FLAG_ZSTD | kdump.FLAG_LZ4_FASTDUMP \
+        | kdump.STATUS_INCOMPLETE | kdump.STATUS_EXCLUDED_VMEMMAP
+    if r.status & ~known:
+        problems.add(f"unknown header status bits {r.status & ~known:#x}")
+    header_codec = r.status & (kdump.FLAG_ZLIB | kdump.FLAG_LZO | kdump.FLAG_SNAPPY | kdump.FLAG_ZSTD
+                               | kdump.FLAG_LZ4_FASTDUMP)
+    if header_codec & (header_codec - 1):
+        problems.add(f"header names more than one compression ({header_codec:#x})")
+    # bitmaps: read in full (the region, padding included)
+    b1 = r._read(r.bitmap1_off, r.bitmap_len)
+    b2 = r._read(r.bitmap2_off, r.bitmap_len)
+    nbits = r.max_mapnr
+    step = 1 << 20
+    stray = 0
+    for i in range(0, r.bitmap_len, step):
+        x1 = int.from_bytes(b1[i:i + step], "little")
+        x2 = int.from_bytes(b2[i:i + step], "little")
+        extra = x2 & ~x1
+        if extra:
+            stray += extra.bit_count()
+    if stray:
+        problems.add(f"{stray} pages are dumped (2nd bitmap) but not present (1st bitmap)", stray)
+    tail = nbits // 8
+    for name, bm in (("1st", b1), ("2nd", b2)):
+        beyond = (bm[tail] >> (nbits % 8)) if nbits % 8 and tail < len(bm) else 0
+        full_from = tail + (1 if nbits % 8 else 0)
+        if beyond or any(bm[full_from:]):
+            problems.add(f"{name} bitmap has bits set past max_mapnr {nbits}")
+    lo, hi = (r.start_pfn, r.end_pfn) if r.split else (0, nbits)
+    ndesc = _core.bitmap_count_range(b2, lo, hi) if hi > lo else 0
+    result["pages"] = ndesc
+    result["pages_present"] = _core.bitmap_count(b1, nbits)
+    data_start = r.desc_off + DESC.size * ndesc
+    if data_start > r.file_size:
+        problems.add(f"descriptor table ({ndesc} descriptors) runs past the end of the file "
+                     f"({data_start} > {r.file_size})")
+    codecs = {}
+    counts = {"unwritten": 0, "compared": 0, "checked": 0}
+    counts_lock = threading.Lock()
+    decodable = {f: _available(f, ps) for f in kdump.FLAG_NAMES}
+    local = threading.local()
+
+    def decode(flag, data):
+        decs = getattr(local, "decs", None)
+        if decs is None:
+            decs = local.decs = {}
+        dec = decs.get(flag)
+        if dec is None:
+            dec = decs[flag] = _decoder(flag, ps)
+        return dec(data)
+
+    def task(arg):
+        first_index, runs = arg
+        n = sum(b - a for a, b in runs)
+        desc_at = r.desc_off + DESC.size * first_index
+        raw = os.pread(r.fd, DESC.size * n, desc_at)
+        if len(raw) < DESC.size * n:
+            have = len(raw) // DESC.size
+            problems.add(f"descriptors {first_index + have}..{first_index + n - 1} are past the end of the file",
+                         n - have)
+            raw = raw[:have * DESC.size]
+        words = memoryview(raw).cast("Q")          # off, size | flags << 32, page_flags
+        offs = [o - (1 << 64) if o >> 63 else o for o in words[0::3]]
+        sfs = words[1::3].tolist()
+        pfns = [p for a, b in runs for p in range(a, b)][:len(offs)]
+        want, unwritten, my_codecs = {}, 0, {}
+        for pfn, off, sf in zip(pfns, offs, sfs):
+            size, flags = sf & 0xFFFFFFFF, sf >> 32
+            if off == 0 and size == 0:
+                unwritten += 1
+                continue
+            key = (off, size, flags)
+            if key in want:
+                my_codecs[kdump.FLAG_NAMES[flags]] += 1
+                continue
+            name = kdump.FLAG_NAMES.get(flags)
+            if name is None:
+                problems.add(f"pfn {pfn:#x}: unknown descriptor flags {flags:#x}")
+                continue
+            my_codecs[name] = my_codecs.get(name, 0) + 1
+            if flags and header_codec and flags != header_codec:
+                problems.add(f"pfn {pfn:#x}: page compressed with {name}, the header says "
+                             f"{kdump.FLAG_NAMES.get(header_codec, hex(header_codec))}")
+            if off < data_start or off + size > r.file_size:
+                problems.add(f"pfn {pfn:#x}: page data {off:#x}+{size} is outside the page data area "
+                             f"({data_start:#x}..{r.file_size:#x})")
+                continue
+            if size == 0 or size > ps or (flags == 0 and size != ps):
+                problems.add(f"pfn {pfn:#x}: stored size {size} is wrong for a {name} page of {ps} bytes")
+                continue
+            if not decodable[flags]:
+                continue
+            want[key] = None
+        # read page data in coalesced spans, decode each distinct descriptor once
+        keys = sorted(want)
+        i = 0
+        while i < len(keys):
+            j, span_end = i, keys[i][0] + keys[i][1]
+            while j + 1 < len(keys) and keys[j + 1][0] - span_end <= SPAN_GAP:
+                j += 1
+                span_end = max(span_end, keys[j][0] + keys[j][1])
+            base = keys[i][0]
+            buf = os.pread(r.fd, span_end - base, base)
+            for k in keys[i:j + 1]:
+                off, size, flags = k
+                data = buf[off - base:off - base + size]
+                try:
+                    page = decode(flags, data)
+                except Exception as e:   # the codec's own error type: a corrupt page
+                    want[k] = f"does not decompress ({kdump.FLAG_NAMES[flags]}: {str(e)[:80]})"
+                    continue
+                if len(page) != ps:
+                    want[k] = f"decompresses to {len(page)} bytes, not {ps}"
+                else:
+                    want[k] = page
+            i = j + 1
+        compared = 0
+        src_pages = {}
+        if source is not None:
+            for a, b in runs:
+                missing = source.missing(a, b)
+                if missing:
+                    problems.add(f"pfns {a:#x}..{b - 1:#x}: {missing} dumped pages are not in the source", missing)
+                src_pages[(a, b)] = (source.read(a, b), a)
+        if source is not None:
+            run_iter = iter(runs)
+            cur = next(run_iter, None)
+            for pfn, off, sf in zip(pfns, offs, sfs):
+                while cur is not None and pfn >= cur[1]:
+                    cur = next(run_iter, None)
+                page = want.get((off, sf & 0xFFFFFFFF, sf >> 32))
+                if page is None or isinstance(page, str) or cur is None:
+                    continue
+                buf, a = src_pages[cur]
+                at = (pfn - a) * ps
+                if buf[at:at + ps] != page:
+                    problems.add(f"pfn {pfn:#x}: differs from the source page")
+                compared += 1
+        for k, page in want.items():
+            if isinstance(page, str):
+                n_bad = sum(1 for off, sf in zip(offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
+                pfn = next(p for p, off, sf in zip(pfns, offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
+                problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
+        written = [o for o in offs if o]
+        with counts_lock:
+            if written:
+                counts["min_offset"] = min(counts.get("min_offset", r.file_size), min(written))
+            counts["unwritten"] += unwritten
+            counts["compared"] += compared
+            counts["checked"] += len(offs) - unwritten
+            for k, v in my_codecs.items():
+                codecs[k] = codecs.get(k, 0) + v
+
+    _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
+    first = counts.get("min_offset")
+    if first is not None and data_start <= r.file_size and first not in (data_start, data_start + ps):
+        # writers put the page data right after the table (a shared zero page may come
+        # first): any other gap means the 2nd bitmap and the descriptor table disagree
+        # about how many descriptors there are
+        problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
+                     f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
+    result["codecs"] = codecs
+    result["pages_checked"] = counts["checked"]
+    result["pages_compared"] = counts["compared"]
+    result["pages_unwritten"] = counts["unwritten"]
+    if counts["unwritten"] and not r.incomplete:
+        problems.add(f"{counts['unwritten']} descriptors were never written, but the dump is not flagged "
+                     f"incomplete")
+    missing_codecs = [kdump.FLAG_NAMES[f] for f, ok in decodable.items() if not ok and kdump.FLAG_NAMES[f] in codecs]
+    if missing_codecs:
+        result["not_decompressed"] = missing_codecs
+
+
+# -------------------------------------------------------------------- ELF ---
+
+def _check_elf(d, source, threads, result, problems):
+    # ElfSource already refused segments running past the end of the file.
+    hdr_end = d.header.phoff + len(d.header.phdrs) * (56 if d.header.is64 else 32)
+    pieces = []
+    for i, p in enumerate(d.loads):
+        if p.filesz and p.offset < hdr_end:
+            problems.add(f"PT_LOAD {i} overlaps the program header table")
+        if p.filesz:
+            pieces.append((p.paddr, p.filesz, p.offset))
+    ps = d.page_size
+    result["pages"] = sum(-(-size // ps) for _, size, _ in pieces)
+    counts = {"compared": 0}
+    lock = threading.Lock()
+    block = 4 << 20
+
+    def task(arg):
+        phys, size, off = arg
+        data = os.pread(d.fd, size, off)
+        if len(data) != size:
+            problems.add(f"segment at {off:#x} is truncated")
+            return
+        if source is None:
+            return
+        first, end = phys // ps, -(-(phys + size) // ps)
+        if source.missing(first, end):
+            problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
+            return
+        want = source.src.read_phys(phys, size, zero_fill=True)
+        if want != data:
+            bad = next(k for k in range(0, size) if want[k] != data[k])
+            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) differs from the source")
+        with lock:
+            counts["compared"] += -(-size // ps)
+
+    work = []
+    for phys, size, off in pieces:
+        for k in range(0, size, block):
+            work.append((phys + k, min(block, size - k), off + k))
+    _run_tasks(task, work, threads)
+    result["pages_checked"] = result["pages"]
+    result["pages_compared"] = counts["compared"]
+
+
+# -------------------------------------------------------------------- API ---
+
+def verify(path, source=None, threads=None):
+    """Check the dump at ``path`` (against the ELF vmcore ``source`` if given).
+
+    Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
+    ``pages_compared``, ``codecs``, ``problems`` (up to 20 messages), ``problem_count``,
+    ``seconds``, ``pages_per_second``, ``verdict`` (the one line).  Raises
+    FastdumpError only when ``path`` or ``source`` cannot be opened at all."""
+    t0 = time.monotonic()
+    threads = max(1, threads or os.cpu_count() or 1)
+    try:
+        os.stat(path)
+    except OSError as e:
+        raise FastdumpError(f"cannot open {path}: {e.strerror}") from None
+    src = _SourcePages(source) if source is not None else None
+    problems = _Problems()
+    result = {"path": str(path), "source": str(source) if source else None, "format": sniff(path),
+              "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "codecs": {}}
+    try:
+        try:
+            d = open_dump(path)
+        except FastdumpError as e:
+            problems.add(str(e))
+            d = None
+        if d is not None:
+            with d:
+                result["incomplete"] = bool(d.incomplete)
+                if src is not None and d.page_size != src.page_size:
+                    problems.add(f"page size {d.page_size} differs from the source's {src.page_size}")
+                elif d.format == "kdump":
+                    _check_kdump(d, src, threads, result, problems)
+                else:
+                    _check_elf(d, src, threads, result, problems)
+    except FastdumpError as e:
+        problems.add(str(e))
+    finally:
+        if src is not None:
+            src.close()
+    seconds = time.monotonic() - t0
+    result["problems"] = problems.messages
+    result["problem_count"] = problems.count
+    result["seconds"] = round(seconds, 3)
+    result["pages_per_second"] = round(result["pages_checked"] / seconds) if seconds > 0 else None
+    result["threads"] = threads
+    result["ok"] = not problems.messages and not result["incomplete"]
+    result["verdict"] = _verdict(result)
+    return result
+
+
+def _verdict(r):
+    what = f"{r['format'] or 'unknown format'}"
+    codecs = ", ".join(f"{k} {v}" for k, v in sorted(r["codecs"].items()))
+    if r["ok"]:
+        cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
+        codecs = f" ({codecs})" if codecs else ""
+        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}, "
+                f"{r['seconds']:.2f} s")
+    if r["problems"]:
+        more = r["problem_count"] - 1
+        extra = f" (and {more} more problem{'s' if more != 1 else ''})" if more > 0 else ""
+        inc = " [flagged incomplete]" if r["incomplete"] else ""
+        return f"FAILED: {r['path']}: {r['problems'][0]}{extra}{inc}"
+    return (f"FAILED: {r['path']}: dump is flagged incomplete; {r['pages_checked']} pages written check out, "
+            f"{r.get('pages_unwritten', 0)} were never written")
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="fastdump verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dump", help="dump file to check (kdump-compressed or ELF)")
+    p.add_argument("source", nargs="?", help="the ELF vmcore it was made from: compare every kept page")
+    p.add_argument("--threads", type=int, metavar="N", help="decompression threads (default: CPUs)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of one line")
+    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    r = verify(args.dump, args.source, threads=args.threads)
+    print(json.dumps(r, indent=1) if args.json else r["verdict"], flush=True)
+    return 0 if r["ok"] else 1
+
+
+__all__ = ["verify", "main"]
