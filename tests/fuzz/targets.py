@@ -286,7 +286,7 @@ def t_kdump(data):
         return _one_line(e)
 
 
-def _cli(argv):
+def _cli(argv, verdict=False):
     from fastdump import cli
     err = io.StringIO()
     out = io.StringIO()
@@ -296,6 +296,11 @@ def _cli(argv):
     lines = [x for x in text.splitlines() if x.strip()]
     if rc == 0:
         return "ok", out.getvalue()
+    if verdict and rc == 1 and not text:   # verify: a FAILED verdict on stdout, nothing on stderr
+        said = out.getvalue().splitlines()
+        if len(said) != 1 or not said[0].startswith("FAILED: "):
+            raise Bug(f"verify exit 1 with stdout {out.getvalue()[-300:]!r}")
+        return "error", out.getvalue()
     if "Traceback" in text or "internal error" in text or len(lines) != 1 \
             or not lines[0].startswith("fastdump: error: "):
         raise Bug(f"exit {rc} with stderr {text.strip()[-400:]!r}")
@@ -333,10 +338,24 @@ def t_cli_info(data):
 def t_verify(data):
     path = _tmpfile(data)
     src = seeds()._vmcore_path() if data[:4] == b"KDUM" and sum(data[:32]) % 2 else None
-    res, out = _cli(["verify", path] + ([src] if src else []))
+    res, out = _cli(["verify", "--threads", "2", path] + ([src] if src else []), verdict=True)
     verdict = out.strip().splitlines()
     if res == "ok" and (len(verdict) != 1 or not verdict[0].startswith("OK")):
         raise Bug(f"verify exit 0 but printed {out[-300:]!r}")
+    if res == "ok":   # a dump verify passes must read back in full (and match the source it was given)
+        from fastdump.reader import open_dump
+        from fastdump.source import ElfSource
+        with open_dump(path) as d, contextlib.ExitStack() as stack:
+            s = stack.enter_context(ElfSource(src)) if src else None
+            try:
+                for k, pfn in enumerate(d.pfns()):
+                    page = d.read_pfn(pfn)
+                    if s is not None and page != s.read_pfn(pfn):
+                        raise Bug(f"verify passed but pfn {pfn:#x} differs from the source")
+                    if k >= MAX_PAGES:
+                        break
+            except FastdumpError as e:
+                raise Bug(f"verify passed a dump that does not read back: {e}") from None
     return res
 
 

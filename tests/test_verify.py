@@ -1,0 +1,163 @@
+"""``fastdump verify``: good dumps pass; each kind of corruption is found."""
+
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import fastdump
+from fastdump.formats import kdump
+from fastdump.testing.generator import MiB, make_vmcore
+from fastdump.verify import verify
+from support import makedumpfile
+
+CODECS = ["zstd", "zlib", "lz4", "none"]
+
+
+@pytest.fixture(scope="module")
+def small_vmcore(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("vsrc") / "vmcore")
+    make_vmcore(path, ram_size=64 * MiB, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dumps(small_vmcore, tmp_path_factory):
+    d = tmp_path_factory.mktemp("vdumps")
+    out = {}
+    for codec in CODECS:
+        p = str(d / f"dump.{codec}")
+        fastdump.dump(small_vmcore, p, level=1 if codec != "lz4" else 0, compress=codec)
+        out[codec] = p
+    p = str(d / "dump.elf")
+    fastdump.dump(small_vmcore, p, level=1, format="elf")
+    out["elf"] = p
+    return out
+
+
+def corrupt(src, tmp_path, edit, name="bad"):
+    data = bytearray(open(src, "rb").read())
+    edit(data)
+    p = str(tmp_path / name)
+    with open(p, "wb") as f:
+        f.write(data)
+    return p
+
+
+def layout(path):
+    """The reader (closed: only its attributes and bitmaps), dumped pfns, descriptors."""
+    with fastdump.open(path) as d:
+        pfns = list(d.pfns())
+        descs = [d.descriptor(p) for p in pfns]
+        d.first_bitmap = d.bitmap1()
+        return d, pfns, descs
+
+
+@pytest.mark.parametrize("kind", CODECS + ["elf"])
+def test_good_dumps_pass(dumps, small_vmcore, kind):
+    r = verify(dumps[kind])
+    assert r["ok"] and r["verdict"].startswith("OK: "), r
+    assert r["pages_checked"] > 1000 and r["problem_count"] == 0
+    r = verify(dumps[kind], small_vmcore, threads=3)
+    assert r["ok"] and r["pages_compared"] == r["pages_checked"], r
+
+
+def test_makedumpfile_dump_passes(small_vmcore, tmp_path):
+    """An independent writer's dump: no false alarm from our layout expectations."""
+    out = str(tmp_path / "mkd")
+    makedumpfile("-c", "-d", "1", small_vmcore, out)
+    r = verify(out, small_vmcore)
+    assert r["ok"], r["verdict"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_flipped_byte_in_page_data(dumps, small_vmcore, tmp_path, codec):
+    d, pfns, descs = layout(dumps[codec])
+    k = next(i for i, (off, size, flags, _) in enumerate(descs) if flags or codec == "none")
+    off, size = descs[k][0], descs[k][1]
+    bad = corrupt(dumps[codec], tmp_path, lambda b: b.__setitem__(off + size // 2, b[off + size // 2] ^ 0x5A))
+    r = verify(bad, small_vmcore)          # against the source: always found
+    assert not r["ok"] and f"pfn {pfns[k]:#x}" in r["verdict"], r["verdict"]
+    if codec == "zlib":                     # zlib's own checksum finds it without the source
+        r = verify(bad)
+        assert not r["ok"] and "decompress" in r["verdict"], r["verdict"]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_descriptor_offset_out_of_file(dumps, tmp_path, codec):
+    d, pfns, descs = layout(dumps[codec])
+    at = d.desc_off + kdump.DESC.size * 7
+    bad = corrupt(dumps[codec], tmp_path, lambda b: struct.pack_into("<q", b, at, os.path.getsize(dumps[codec]) + 4096))
+    r = verify(bad)
+    assert not r["ok"] and "outside the page data area" in r["verdict"], r["verdict"]
+
+
+@pytest.mark.parametrize("which", ["clear-2nd", "set-2nd", "2nd-not-in-1st"])
+def test_bitmap_bit_flipped(dumps, tmp_path, which):
+    path = dumps["zstd"]
+    d, pfns, descs = layout(path)
+    b1 = d.first_bitmap
+    if which == "clear-2nd":
+        pfn = pfns[len(pfns) // 2]
+    elif which == "set-2nd":     # one more dumped page (made present too, so only the count is off)
+        pfn = next(p for p in range(d.max_mapnr) if not d.is_dumped(p))
+        at1 = d.bitmap1_off + pfn // 8
+        path = corrupt(path, tmp_path, lambda b: b.__setitem__(at1, b[at1] | (1 << (pfn % 8))), "b1")
+    else:                        # neither present nor dumped
+        pfn = next(p for p in range(d.max_mapnr) if not b1[p >> 3] >> (p & 7) & 1)
+    at = d.bitmap2_off + pfn // 8
+    bad = corrupt(path, tmp_path, lambda b: b.__setitem__(at, b[at] ^ (1 << (pfn % 8))))
+    r = verify(bad)
+    assert not r["ok"], r["verdict"]
+    if which == "2nd-not-in-1st":
+        assert "not present (1st bitmap)" in " ".join(r["problems"])
+
+
+@pytest.mark.parametrize("kind", ["zstd", "none", "elf"])
+@pytest.mark.parametrize("keep", [0.5, 0.99, 3000])
+def test_truncated_file(dumps, tmp_path, kind, keep):
+    size = os.path.getsize(dumps[kind])
+    cut = int(size * keep) if keep < 1 else keep
+    bad = corrupt(dumps[kind], tmp_path, lambda b: b.__delitem__(slice(cut, None)))
+    r = verify(bad)
+    assert not r["ok"] and r["verdict"].startswith("FAILED: "), r["verdict"]
+
+
+def test_incomplete_flag_reported(dumps, tmp_path):
+    status_at = kdump.HEADER.size - 40
+    bad = corrupt(dumps["zstd"], tmp_path, lambda b: struct.pack_into(
+        "<I", b, status_at, struct.unpack_from("<I", b, status_at)[0] | kdump.STATUS_INCOMPLETE))
+    r = verify(bad)
+    assert not r["ok"] and r["incomplete"] and r["problem_count"] == 0
+    assert "incomplete" in r["verdict"]
+
+
+def test_unwritten_descriptors_without_incomplete_flag(dumps, tmp_path):
+    d, pfns, descs = layout(dumps["zstd"])
+    at = d.desc_off + kdump.DESC.size * (len(pfns) - 1)
+    bad = corrupt(dumps["zstd"], tmp_path, lambda b: b.__setitem__(slice(at, at + 24), bytes(24)))
+    r = verify(bad)
+    assert not r["ok"] and "never written" in r["verdict"]
+
+
+def test_wrong_source_is_found(dumps, tmp_path):
+    other = str(tmp_path / "other")
+    make_vmcore(other, ram_size=64 * MiB, seed=6)
+    r = verify(dumps["zstd"], other)
+    assert not r["ok"] and "differs from the source" in r["verdict"]
+
+
+def test_cli_verdict_and_status(dumps, small_vmcore, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "fastdump", "verify", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run(dumps["lz4"], small_vmcore)
+    assert r.returncode == 0 and r.stdout.startswith("OK: ") and r.stdout.count("\n") == 1, r
+    bad = corrupt(dumps["none"], tmp_path, lambda b: b.__delitem__(slice(len(b) // 2, None)))
+    r = run(bad)
+    assert r.returncode == 1 and r.stdout.startswith("FAILED: ") and r.stdout.count("\n") == 1 and not r.stderr
+    r = run(str(tmp_path / "missing"))
+    assert r.returncode == 1 and r.stderr.startswith("fastdump: error: ") and "Traceback" not in r.stderr
+    r = run("--json", dumps["zstd"])
+    assert r.returncode == 0 and '"ok": true' in r.stdout
