@@ -15,7 +15,8 @@ from . import __version__
 from .errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
 
 SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
-               "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify"}
+               "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify",
+               "dmesg": "fastdump.dmesg", "convert": "fastdump.convert"}
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
@@ -50,22 +51,34 @@ def _levels(text):
 
 def build_parser():
     p = _Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
-                "kdump-compressed or ELF. Subcommands: info, demo, initrd, estimate, verify "
-                "(`fastdump SUBCOMMAND --help`).")
-    p.add_argument("source", help="ELF vmcore to read (e.g. /proc/vmcore)")
-    p.add_argument("target", help="dump file to write")
-    p.add_argument("-d", "--dump-level", type=_levels, default=[0], metavar="LEVEL",
-                   help="makedumpfile dump level 0..31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free")
+                "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
+                "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
+                "info, demo, initrd, estimate, verify, dmesg, convert (`fastdump SUBCOMMAND --help`).")
+    p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
+    p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir; "
+                   "with --split, one file per part")
+    p.add_argument("--target", dest="extra_targets", action="append", default=[], metavar="TARGET",
+                   help="another target, tried in order when the previous one fails or has no room")
+    p.add_argument("--config", metavar="FILE", help="TOML file with targets and options (see README)")
+    p.add_argument("-d", "--dump-level", type=_levels, metavar="LEVEL[,LEVEL...]",
+                   help="makedumpfile dump level 0..31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
+                        "a list falls back to the next level when the target fills up")
     comp = p.add_mutually_exclusive_group()
     comp.add_argument("--compress", choices=["zstd", "lz4", "zlib", "none"], help="page compression")
     comp.add_argument("-c", dest="compress", action="store_const", const="zlib", help="zlib (as makedumpfile -c)")
     comp.add_argument("-z", dest="compress", action="store_const", const="zstd", help="zstd (as makedumpfile -z)")
-    comp.add_argument("-l", dest="compress", action="store_const", const="zstd",
-                      help="makedumpfile's LZO; fastdump writes zstd instead (readable by crash and libkdumpfile)")
-    comp.add_argument("-p", dest="compress", action="store_const", const="zstd",
-                      help="makedumpfile's snappy; fastdump writes zstd instead")
+    comp.add_argument("-l", dest="compress", action="store_const", const="zstd-for-lzo",
+                      help="makedumpfile's LZO: fastdump writes zstd instead (as fast, smaller, read by crash "
+                           "and libkdumpfile)")
+    comp.add_argument("-p", dest="compress", action="store_const", const="zstd-for-snappy",
+                      help="makedumpfile's snappy: fastdump writes zstd instead")
     p.add_argument("-E", dest="format", action="store_const", const="elf", help="write a filtered ELF dump")
     p.add_argument("--format", choices=["kdump", "elf"], help="output format (default kdump)")
+    p.add_argument("-F", "--flatten", dest="flat", action="store_true",
+                   help="write the flattened format (to stdout when no target is given)")
+    p.add_argument("--split", action="store_true", help="write one kdump file per target, each a pfn range")
+    p.add_argument("--splitblock-size", type=int, metavar="KB", default=1 << 20,
+                   help="--split ranges are made of blocks of this size (default 1 GiB, as makedumpfile)")
     p.add_argument("--elf-class", type=int, choices=[32, 64], help="ELF output class (default: the source's)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing dump")
     p.add_argument("--threads", "--num-threads", dest="threads", type=int, metavar="N",
@@ -73,36 +86,100 @@ def build_parser():
     p.add_argument("--window", type=_size, metavar="SIZE", help="read window per job (default 2M)")
     p.add_argument("--mmap", dest="use_mmap", action="store_true", default=None, help="read the source with mmap")
     p.add_argument("--non-mmap", "--no-mmap", dest="use_mmap", action="store_false", help="read with pread")
+    p.add_argument("--ssh-key", metavar="FILE", help="private key for ssh:// targets (mode 0600)")
+    p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
+    p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory targets")
     p.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON")
-    p.add_argument("--message-level", type=int, default=7, metavar="N",
+    p.add_argument("--message-level", type=int, default=None, metavar="N",
                    help="makedumpfile bitmask: 1 progress, 2 messages, 4 errors (default 7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
+    p.add_argument("-x", dest="vmlinux", metavar="VMLINUX", help="accepted for makedumpfile compatibility; "
+                   "fastdump needs only the VMCOREINFO note")
+    p.add_argument("-i", dest="vmcoreinfo_file", metavar="FILE", help="(makedumpfile -i) not needed for "
+                   "/proc/vmcore, which carries VMCOREINFO; refused otherwise")
     p.add_argument("-v", "--version", action="version", version=f"fastdump {__version__}")
     return p
+
+
+CONFIG_KEYS = {"source": str, "targets": list, "dump_level": (int, list), "compress": str, "format": str,
+               "threads": int, "ssh_key": str, "known_hosts": str, "message_level": int, "force": bool,
+               "flat": bool, "window": (int, str)}
+
+
+def load_config(path):
+    """A small TOML file of defaults; options on the command line win."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except OSError as e:
+        raise UsageError(f"config {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config {path}: {e}") from None
+    for key, value in cfg.items():
+        if key not in CONFIG_KEYS:
+            raise UsageError(f"config {path}: unknown key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
+        if not isinstance(value, CONFIG_KEYS[key]):
+            raise UsageError(f"config {path}: {key} has the wrong type")
+    if isinstance(cfg.get("dump_level"), int):
+        cfg["dump_level"] = [cfg["dump_level"]]
+    if isinstance(cfg.get("window"), str):
+        cfg["window"] = _size(cfg["window"])
+    return cfg
 
 
 def _run_dump(argv):
     from .pipeline import dump
     from .progress import Progress
+    from .targets import parse_target
 
     args = build_parser().parse_args(argv)
-    msg = 0 if args.quiet else args.message_level
+    cfg = load_config(args.config) if args.config else {}
+    level = args.dump_level or cfg.get("dump_level") or [0]
+    msg = 0 if args.quiet else (args.message_level if args.message_level is not None
+                                 else cfg.get("message_level", 7))
     progress = Progress(args.progress if msg & MSG_PROGRESS else "quiet")
 
     def say(text):
         if msg & MSG_COMMON:
             print(f"fastdump: {text}", file=sys.stderr, flush=True)
 
-    if args.dump_level[1:]:
-        say(f"dump level list {args.dump_level}: using {args.dump_level[0]}")
-    stats = dump(args.source, args.target, level=args.dump_level[0], compress=args.compress or "none",
-                 threads=args.threads, format=args.format or "kdump", progress=progress, force=args.force,
-                 window_bytes=args.window, use_mmap=args.use_mmap, elf_class=args.elf_class,
-                 stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"))
+    compress = args.compress or cfg.get("compress") or "none"
+    if compress.startswith("zstd-for-"):
+        say(f"note: {compress[9:].upper()} is not built in; writing zstd")
+        compress = "zstd"
+    source = args.source or cfg.get("source") or ("/proc/vmcore" if args.config else None)
+    if source is None:
+        raise UsageError("no source given (e.g. /proc/vmcore)")
+    if args.vmcoreinfo_file:
+        raise UsageError("-i: fastdump takes VMCOREINFO from the vmcore's own note; raw memory images "
+                         "(/dev/oldmem) are not supported yet")
+    flat = args.flat or cfg.get("flat", False)
+    targets = list(args.target) + list(args.extra_targets)
+    if not targets:
+        targets = list(cfg.get("targets", [])) or (["-"] if flat else [])
+    if not targets:
+        raise UsageError("no target given")
+    ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"))
+    split = None
+    if args.split:
+        split, targets = targets, []
+        if len(split) < 2:
+            raise UsageError("--split needs at least two part files")
+    elif len(args.target) > 1:
+        raise UsageError("more than one target: use --target for fallbacks or --split for parts")
+    parsed = [parse_target(t, **ssh) for t in targets]
+    stats = dump(source, None, targets=parsed, level=level, compress=compress,
+                 threads=args.threads or cfg.get("threads"), format=args.format or cfg.get("format", "kdump"),
+                 progress=progress, force=args.force or cfg.get("force", False),
+                 window_bytes=args.window or cfg.get("window"), use_mmap=args.use_mmap, elf_class=args.elf_class,
+                 stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"), flat=flat, split=split,
+                 dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
     dropped = sum(stats.excluded.values())
-    say(f"wrote {args.target}: {stats.pages_kept} pages kept, {dropped} excluded "
+    where = stats.dump_path or stats.target
+    say(f"wrote {where}: {stats.pages_kept} pages kept, {dropped} excluded "
         f"({', '.join(f'{k} {v}' for k, v in sorted(stats.excluded.items())) or 'none'}), "
         f"{stats.bytes_written / 1e6:.1f} MB in {stats.seconds:.2f} s ({rate:.0f} MB/s read)")
     if stats.pages_unreadable:
@@ -110,6 +187,63 @@ def _run_dump(argv):
               file=sys.stderr)
         return EXIT_PARTIAL
     return 0
+
+
+def _run_rearrange(argv):
+    """``fastdump -R DUMPFILE < stream`` / ``fastdump -R --from-device DEV DUMPFILE``."""
+    from .formats.flat import rearrange
+
+    p = _Parser(prog="fastdump -R", description="Rebuild a dump from a flattened stream (stdin or a device).")
+    p.add_argument("-R", action="store_true", required=True)
+    p.add_argument("--from-device", metavar="DEV", help="read the stream from a raw device or file")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("target")
+    args = p.parse_args(argv)
+    if args.from_device:
+        try:
+            stream = open(args.from_device, "rb", buffering=1 << 20)
+        except OSError as e:
+            raise UsageError(f"cannot open {args.from_device}: {e.strerror}") from None
+    else:
+        stream = sys.stdin.buffer
+    with stream:
+        n = rearrange(stream, args.target, force=args.force)
+    if args.message_level & MSG_COMMON:
+        print(f"fastdump: rebuilt {args.target} from {n} records", file=sys.stderr)
+    return 0
+
+
+def _run_reassemble(argv):
+    from .formats.split import reassemble
+
+    p = _Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
+    p.add_argument("--reassemble", action="store_true", required=True)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("files", nargs="+", help="PART... OUTPUT")
+    args = p.parse_args(argv)
+    if len(args.files) < 3:
+        raise UsageError("--reassemble needs at least two parts and an output file")
+    *parts, out = args.files
+    reassemble(parts, out, force=args.force)
+    if args.message_level & MSG_COMMON:
+        print(f"fastdump: reassembled {len(parts)} parts into {out}", file=sys.stderr)
+    return 0
+
+
+def _run_dump_dmesg(argv):
+    p = _Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
+    p.add_argument("--dump-dmesg", action="store_true", required=True)
+    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("source")
+    p.add_argument("target", nargs="?")
+    args = p.parse_args(argv)
+    from .dmesg import main as dmesg_main
+    return dmesg_main([args.source] + ([args.target] if args.target else []))
+
+
+MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": _run_dump_dmesg}
 
 
 def main(argv=None):
@@ -120,6 +254,9 @@ def main(argv=None):
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
             return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]) or 0
+        for flag, run in MODES.items():
+            if flag in argv:
+                return run(argv)
         return _run_dump(argv)
     except FastdumpError as e:
         if not quiet_errors:

@@ -33,6 +33,10 @@ class TargetError(FastdumpError):
     """The output cannot be created or written (exists, no room, no permission)."""
 
 
+class NoSpaceError(TargetError):
+    """The target filled up: the next dump level or target may still fit."""
+
+
 class Interrupted(FastdumpError):
     """SIGINT/SIGTERM while writing: the dump stays, marked incomplete."""
 

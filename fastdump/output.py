@@ -8,7 +8,7 @@ its final name only when complete.  An unfinished dump keeps the temporary name.
 import errno
 import os
 
-from .errors import TargetError
+from .errors import NoSpaceError, TargetError
 
 INCOMPLETE_SUFFIX = ".incomplete"
 
@@ -20,7 +20,7 @@ def _pwrite_all(fd, data, offset, what):
             n = os.pwrite(fd, view, offset)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise TargetError(f"{what}: no space left on device") from None
+                raise NoSpaceError(f"{what}: no space left on device") from None
             raise TargetError(f"{what}: write failed: {e.strerror}") from None
         view = view[n:]
         offset += n
@@ -29,9 +29,9 @@ def _pwrite_all(fd, data, offset, what):
 class FileSink:
     """A regular file written at offsets; renamed into place by ``commit``."""
 
-    def __init__(self, path, *, force=False):
+    def __init__(self, path, *, force=False, temp_path=None):
         self.path = path
-        self.temp_path = path + INCOMPLETE_SUFFIX
+        self.temp_path = temp_path or path + INCOMPLETE_SUFFIX
         self.bytes_written = 0
         self.size = 0
         for p in (path, self.temp_path):

@@ -88,18 +88,25 @@ class ElfDumpWriter:
         self.elfclass = elfclass or source.elfclass
         self.notes = source.note_bytes
         self.segments = segments
-        self.loads = [ph for seg in segments for ph in seg.phdrs()]
-        nph = 1 + len(self.loads)
-        offset = elf.header_size(self.elfclass, nph) + len(self.notes)
-        self.note_offset = offset - len(self.notes)
-        self.data_start = offset
-        for ph in self.loads:
-            ph.offset = offset if ph.filesz else 0
-            offset += ph.filesz
-        self.total_size = offset
+        self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass)
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
+
+    @staticmethod
+    def layout(source, segments, elfclass):
+        """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
+        loads = [ph for seg in segments for ph in seg.phdrs()]
+        offset = elf.header_size(elfclass, 1 + len(loads)) + len(source.note_bytes)
+        note_offset = offset - len(source.note_bytes)
+        for ph in loads:
+            ph.offset = offset if ph.filesz else 0
+            offset += ph.filesz
+        return loads, note_offset, offset
+
+    @classmethod
+    def size_of(cls, source, segments, elfclass):
+        return cls.layout(source, segments, elfclass)[2]
 
     def _check_fits_elf32(self):
         check_fits_elf32(self.loads, with_offsets=True)

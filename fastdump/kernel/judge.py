@@ -100,6 +100,10 @@ class PageJudge:
         ps = src.page_size
         prot = [(p.paddr // ps, -(-(p.paddr + p.memsz) // ps)) for p in getattr(src, "loads", [])
                 if p.vaddr >= KERNEL_MAP_START and p.memsz]
+        if not prot:  # no kernel-text PT_LOAD (a converted kdump file): ask the page tables
+            image = self.vtop.kernel_image_range()
+            if image is not None:
+                prot = [(image[0] // ps, -(-image[1] // ps))]
         if prot:
             self.protect = (min(a for a, _ in prot), max(b for _, b in prot))
         else:

@@ -141,6 +141,28 @@ class X86_64Vtop:
         except FastdumpError as e:  # NotPresentError and friends: a table is not in the dump
             raise TranslationError(f"page table for {va:#x} unreadable: {e}") from None
 
+    def kernel_image_range(self):
+        """Physical (start, end) of the kernel image, as its own page tables map it at
+        __START_KERNEL_map: from _stext in 2 MiB steps while mapped (the kernel keeps
+        [_text, _end) mapped and clears the rest).  None when it cannot be told."""
+        vi = self.vmci
+        if self.pgd is None or self.phys_base is None or vi is None:
+            return None
+        start = vi.symbols.get("_stext")
+        if start is None or not self.in_kernel_image(start):
+            return None
+        va = start & ~0x1FFFFF
+        end = va
+        try:
+            while end < KERNEL_MAP_START + self.image_size and \
+                    self.walk(end) == self.kernel_image_pa(end):
+                end += 1 << 21
+        except TranslationError:
+            pass
+        if end == va:
+            return None
+        return self.kernel_image_pa(va), self.kernel_image_pa(end)
+
     @staticmethod
     def _remember(cache, key, value):
         if len(cache) > 65536:

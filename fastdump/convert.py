@@ -1,0 +1,126 @@
+"""``fastdump convert IN OUT``: rewrite any readable dump at another level, format or compressor.
+
+ELF input goes straight through the pipeline.  A kdump-compressed (or
+flattened) input is first unpacked into a sparse temporary ELF vmcore beside the
+output: one PT_LOAD per run of dumped pages, ``p_memsz`` reaching over the pages
+the input had excluded, so memory that existed stays described.  Then the usual
+pipeline judges and writes it, so a higher dump level, another compressor (for
+instance fastdump's lz4 to zstd) or ELF output all work the same way.  Offline
+work, so pages are decoded in Python.
+"""
+
+import os
+import tempfile
+
+from . import elf
+from .cli import _levels, _Parser
+from .errors import FormatError, UsageError
+from .formats.flat import rearrange
+from .reader import open_dump, sniff
+
+DIRECT_MAP = 0xFFFF888000000000
+
+
+def kdump_to_elf(reader, path):
+    """Unpack an opened kdump-compressed dump into a sparse ELF vmcore at ``path``."""
+    from . import _core
+    ps = reader.page_size
+    present = reader.bitmap1()
+    dumped = reader.bitmap2()
+    nbits = reader.max_mapnr
+    pieces = []   # (start_pfn, stored_end_pfn, described_end_pfn)
+    for a, b in _core.bitmap_runs(present, nbits):
+        inner = [(max(a, x), min(b, y)) for x, y in _core.bitmap_runs(dumped, nbits) if x < b and y > a]
+        if not inner:
+            pieces.append((a, a, b))
+            continue
+        if inner[0][0] > a:
+            pieces.append((a, a, inner[0][0]))
+        for i, (x, y) in enumerate(inner):
+            pieces.append((x, y, inner[i + 1][0] if i + 1 < len(inner) else b))
+    notes = reader.note_bytes
+    hdr = elf.header_size(elf.ELFCLASS64, 1 + len(pieces))
+    offset = -(-(hdr + len(notes)) // ps) * ps
+    phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]
+    for start, stored, described in pieces:
+        phdrs.append(elf.Phdr(elf.PT_LOAD, 7, offset if stored > start else 0, DIRECT_MAP + start * ps,
+                              start * ps, (stored - start) * ps, (described - start) * ps, 0))
+        offset += (stored - start) * ps
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, offset)
+        os.pwrite(fd, elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs), 0)
+        os.pwrite(fd, notes, hdr)
+        zero = bytes(ps)
+        for ph in phdrs[1:]:
+            first = ph.paddr // ps
+            for i in range(ph.filesz // ps):
+                try:
+                    page = reader.read_pfn(first + i)
+                except FormatError:
+                    continue          # lost in an incomplete input: stays a hole (zeros)
+                if page != zero:
+                    os.pwrite(fd, page, ph.offset + i * ps)
+    finally:
+        os.close(fd)
+
+
+def convert(src, target, *, level=0, compress="zstd", format="kdump", force=False, threads=None,
+            progress="quiet", warn=None, stats_json=None):
+    """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats."""
+    from .pipeline import dump
+
+    kind = sniff(src)
+    if kind not in ("elf", "kdump", "flattened"):
+        raise UsageError(f"{src}: not a dump fastdump can convert")
+    workdir = os.path.dirname(os.path.abspath(target)) or "."
+    temps = []
+    try:
+        if kind == "flattened":
+            flat_out = tempfile.mktemp(prefix=".fastdump-rearranged-", dir=workdir)
+            with open(src, "rb") as stream:
+                rearrange(stream, flat_out)
+            temps.append(flat_out)
+            src, kind = flat_out, sniff(flat_out)
+        if kind == "kdump":
+            unpacked = tempfile.mktemp(prefix=".fastdump-unpacked-", dir=workdir)
+            temps.append(unpacked)
+            with open_dump(src) as reader:
+                if reader.split:
+                    raise UsageError(f"{src} is one part of a split dump: --reassemble it first")
+                if reader.incomplete and warn:
+                    warn(f"{src} is marked incomplete; pages it lost stay missing")
+                kdump_to_elf(reader, unpacked)
+            src = unpacked
+        return dump(src, target, level=level, compress=compress, format=format, force=force,
+                    threads=threads, progress=progress, warn=warn, stats_json=stats_json)
+    finally:
+        for t in temps:
+            for p in (t, t + ".incomplete"):
+                if os.path.exists(p):
+                    os.unlink(p)
+
+
+def main(argv):
+    p = _Parser(prog="fastdump convert", description=__doc__.splitlines()[0])
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("-d", "--dump-level", type=_levels, default=[0])
+    p.add_argument("--compress", choices=["zstd", "lz4", "zlib", "none"], default="zstd")
+    p.add_argument("-c", dest="compress", action="store_const", const="zlib")
+    p.add_argument("-z", dest="compress", action="store_const", const="zstd")
+    p.add_argument("-E", dest="format", action="store_const", const="elf")
+    p.add_argument("--format", choices=["kdump", "elf"])
+    p.set_defaults(format="kdump")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--stats-json")
+    args = p.parse_args(argv)
+    compress = "none" if args.format == "elf" else args.compress
+    stats = convert(args.input, args.output, level=args.dump_level[0], compress=compress, format=args.format,
+                    force=args.force, threads=args.threads, stats_json=args.stats_json,
+                    warn=lambda t: print(f"fastdump: warning: {t}"))
+    print(f"fastdump: converted {args.input} -> {args.output}: {stats.pages_kept} pages kept, "
+          f"{stats.bytes_written / 1e6:.1f} MB")
+    return 0
+

@@ -1,0 +1,229 @@
+"""Where dumps go and how they travel: flattened streams, raw devices, split files,
+directory targets, fallback lists, config files, conversion (issue 6)."""
+
+import filecmp
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import fastdump
+from fastdump.formats import kdump
+from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
+from fastdump.testing.kernel_layout import KernelLayout
+from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile,
+                     makedumpfile_has_zstd)
+
+FASTDUMP = [sys.executable, "-m", "fastdump"]
+
+
+@pytest.fixture(scope="module")
+def kvmcore(tmp_path_factory):
+    """A 6.12-layout vmcore with free, cache and user pages and a printk buffer."""
+    from fastdump.testing.printk_layout import PrintkLayout
+    path = str(tmp_path_factory.mktemp("k") / "vmcore")
+    ram = 160 * MiB
+    layout = PrintkLayout(KernelLayout(default_ram_ranges(ram), encoding="6.12", seed=5))
+    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=layout).write(path)
+    return path, layout
+
+
+def _pipe(cmd_a, cmd_b, **kw):
+    a = subprocess.Popen(cmd_a, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    b = subprocess.run(cmd_b, stdin=a.stdout, capture_output=True, **kw)
+    a.stdout.close()
+    a.wait()
+    return a, b
+
+
+def test_flattened_stdout_rebuilt_by_fastdump_and_makedumpfile(vmcore, source_pages, tmp_path):
+    direct = str(tmp_path / "direct")
+    fastdump.dump(vmcore, direct, level=1, compress="zlib", threads=2)
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    a, b = _pipe(FASTDUMP + ["-F", "-c", "-d", "1", "--threads", "2", vmcore], FASTDUMP + ["-R", ours])
+    assert a.returncode == 0 and b.returncode == 0, b.stderr
+    assert filecmp.cmp(direct, ours, shallow=False)          # same bytes as writing the file directly
+    flat = str(tmp_path / "flat")
+    with open(flat, "wb") as f:
+        subprocess.run(FASTDUMP + ["-F", "-c", "-d", "1", vmcore], stdout=f, check=True)
+    with open(flat, "rb") as f:
+        r = subprocess.run(["makedumpfile", "-R", theirs], stdin=f, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert filecmp.cmp(direct, theirs, shallow=False)
+    _, got = kdumpfile_digests(theirs, max(source_pages) + 1)
+    assert got == digests(source_pages)
+
+
+def test_makedumpfile_stream_rebuilt_by_fastdump(vmcore, source_pages, tmp_path):
+    flat, out = str(tmp_path / "mdf.flat"), str(tmp_path / "rebuilt")
+    with open(flat, "wb") as f:
+        r = subprocess.run(["makedumpfile", "-F", "-c", "-d", "1", vmcore], stdout=f, stderr=subprocess.PIPE)
+    assert r.returncode == 0
+    with open(flat, "rb") as f:
+        r = subprocess.run(FASTDUMP + ["-R", out], stdin=f, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    want = digests(source_pages)
+    assert {p: want[p] for p in got} == got and len(got) >= len(want) - 1   # makedumpfile drops pfn 0x9f
+
+
+def test_elf_through_a_stream(vmcore, source_pages, tmp_path):
+    out = str(tmp_path / "elf")
+    a, b = _pipe(FASTDUMP + ["-F", "-E", "-d", "1", vmcore], FASTDUMP + ["-R", out])
+    assert b.returncode == 0
+    got = elf_pages(out)
+    assert got and all(got[p] == source_pages[p] for p in got)
+
+
+def test_cut_stream_rebuilds_into_an_incomplete_dump(vmcore, tmp_path):
+    flat = tmp_path / "flat"
+    with open(flat, "wb") as f:
+        subprocess.run(FASTDUMP + ["-F", "-z", "-d", "1", vmcore], stdout=f, check=True)
+    data = flat.read_bytes()
+    cut = tmp_path / "cut"
+    cut.write_bytes(data[:len(data) * 2 // 3])
+    out = str(tmp_path / "rebuilt")
+    with open(cut, "rb") as f:
+        r = subprocess.run(FASTDUMP + ["-R", out], stdin=f, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "ended" in r.stderr
+    assert not os.path.exists(out)
+    with fastdump.open(out + ".incomplete") as d:
+        assert d.incomplete                                    # the final header never arrived
+        pfn = next(iter(d.pfns()))
+        assert len(d.read_pfn(pfn)) == 4096
+
+
+def test_raw_device_target(vmcore, source_pages, tmp_path):
+    dev = tmp_path / "disk"
+    dev.write_bytes(bytes(64 * MiB))                           # a file standing in for the device
+    fastdump_cli("-z", "-d", "1", vmcore, f"raw:{dev}")
+    out = str(tmp_path / "back")
+    fastdump_cli("-R", "--from-device", str(dev), out)
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    assert got == digests(source_pages)
+
+
+def test_raw_device_too_small_is_skipped_for_the_next_target(vmcore, tmp_path):
+    small = tmp_path / "small"
+    small.write_bytes(bytes(1 * MiB))
+    out = str(tmp_path / "fallback")
+    r = fastdump_cli("-z", "-d", "1", vmcore, "--target", f"raw:{small}", "--target", out)
+    assert "trying" in r.stderr and os.path.exists(out)
+
+
+@pytest.mark.parametrize("nparts", [2, 3])
+def test_split_and_reassemble_both_ways(kvmcore, tmp_path, nparts):
+    src, _ = kvmcore
+    parts = [str(tmp_path / f"part{i}") for i in range(nparts)]
+    fastdump_cli("--split", "--splitblock-size", "16384", "-c", "-d", "31", src, *parts)
+    heads = {open(p, "rb").read(kdump.HEADER.size) for p in parts}
+    assert len(heads) == 1                                      # byte-identical headers (crash checks)
+    ranges = []
+    for p in parts:
+        with fastdump.open(p) as d:
+            assert d.split and d.start_pfn % 64 == 0
+            ranges.append((d.start_pfn, d.end_pfn))
+    assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    whole = str(tmp_path / "whole")
+    fastdump.dump(src, whole, level=31, compress="zlib")
+    _, want = kdumpfile_digests(whole, 160 * MiB // 4096)
+    ours = str(tmp_path / "ours")
+    fastdump_cli("--reassemble", *parts, ours)
+    assert kdumpfile_digests(ours, 160 * MiB // 4096)[1] == want
+    theirs = str(tmp_path / "theirs")
+    makedumpfile("--reassemble", *parts, theirs)
+    assert kdumpfile_digests(theirs, 160 * MiB // 4096)[1] == want
+
+
+def test_reassemble_makedumpfile_split(vmcore, source_pages, tmp_path):
+    parts = [str(tmp_path / f"m{i}") for i in range(2)]
+    makedumpfile("--split", "--splitblock-size", "16384", "-c", "-d", "1", vmcore, *parts)
+    out = str(tmp_path / "joined")
+    fastdump_cli("--reassemble", *parts, out)
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    want = digests(source_pages)
+    assert all(want[p] == got[p] for p in got) and len(got) >= len(want) - 1
+
+
+def test_reassemble_refuses_mixed_parts(vmcore, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    fastdump_cli("--split", "--splitblock-size", "16384", "-c", "-d", "1", vmcore, a, b)
+    c, d = str(tmp_path / "c"), str(tmp_path / "d")
+    fastdump_cli("--split", "--splitblock-size", "16384", "-z", "-d", "1", vmcore, c, d)
+    r = fastdump_cli("--reassemble", a, d, str(tmp_path / "x"), check=False)
+    assert r.returncode == 1 and "headers differ" in r.stderr
+
+
+def test_directory_target_like_kdump_utils(kvmcore, tmp_path):
+    src, layout = kvmcore
+    crash_dir = tmp_path / "crash"
+    crash_dir.mkdir()
+    r = fastdump_cli("-l", "--message-level", "7", "-d", "31", src, str(crash_dir) + "/")
+    (sub,) = list(crash_dir.iterdir())
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", sub.name)
+    assert stat.S_IMODE(sub.stat().st_mode) == 0o700
+    assert sorted(p.name for p in sub.iterdir()) == ["vmcore", "vmcore-dmesg.txt"]
+    assert stat.S_IMODE((sub / "vmcore").stat().st_mode) == 0o600
+    assert stat.S_IMODE((sub / "vmcore-dmesg.txt").stat().st_mode) == 0o600
+    assert layout.expected_dmesg().strip() == (sub / "vmcore-dmesg.txt").read_text().strip()
+    with fastdump.open(str(sub / "vmcore")) as d:
+        assert d.dump_level == 31 and d.describe()["compression"] == "zstd"
+    assert "LZO is not built in" in r.stderr
+
+
+def test_level_list_falls_back_when_the_target_is_too_small(kvmcore, tmp_path):
+    src, _ = kvmcore
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], check=True)
+    try:
+        stats_file = str(tmp_path / "s.json")
+        r = fastdump_cli("--compress", "none", "-d", "1,31", "--stats-json", stats_file, src, str(mnt / "vmcore"))
+        assert "retrying with dump level 31" in r.stderr
+        assert json.load(open(stats_file))["dump_level"] == 31
+        with fastdump.open(str(mnt / "vmcore")) as d:
+            assert d.dump_level == 31
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_config_file(vmcore, tmp_path):
+    (tmp_path / "out").mkdir()
+    cfg = tmp_path / "fastdump.toml"
+    cfg.write_text(f'source = "{vmcore}"\ntargets = ["{tmp_path}/nowhere/", "{tmp_path}/out/"]\n'
+                   'dump_level = 1\ncompress = "zstd"\n')
+    r = fastdump_cli("--config", str(cfg), check=False)
+    assert r.returncode == 0, r.stderr
+    assert "trying" in r.stderr
+    (sub,) = list((tmp_path / "out").iterdir())
+    with fastdump.open(str(sub / "vmcore")) as d:
+        assert d.describe()["compression"] == "zstd"
+    cfg.write_text('targets = "not a list"\n')
+    r = fastdump_cli("--config", str(cfg), check=False)
+    assert r.returncode == 2 and "wrong type" in r.stderr
+
+
+def test_convert_lz4_to_standard_and_refilter(kvmcore, tmp_path):
+    src, layout = kvmcore
+    fast = str(tmp_path / "fast.lz4")
+    fastdump.dump(src, fast, level=1, compress="lz4")
+    std = str(tmp_path / "std")
+    fastdump_cli("convert", "-d", "31", "--compress", "zstd", fast, std)
+    direct = str(tmp_path / "direct")
+    fastdump.dump(src, direct, level=31, compress="zstd")
+    with fastdump.open(std) as a, fastdump.open(direct) as b:
+        assert list(a.pfns()) == list(b.pfns())                # same pages dropped as a direct -d 31
+        assert a.bitmap1() == b.bitmap1()
+        for pfn in list(a.pfns())[::53]:
+            assert a.read_pfn(pfn) == b.read_pfn(pfn)
+    fmt, got = kdumpfile_digests(std, 160 * MiB // 4096)
+    assert fmt == "diskdump" and got
+    elf_out = str(tmp_path / "e")
+    fastdump_cli("convert", "-E", "-d", "1", std, elf_out)
+    pages = elf_pages(elf_out)
+    with fastdump.open(direct) as b:
+        assert all(pages[p] == b.read_pfn(p) for p in list(pages)[::41])
