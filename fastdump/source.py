@@ -78,6 +78,10 @@ class ElfSource:
             raise
 
     def _read_at(self, offset, size):
+        if size <= 0:
+            return b""
+        if offset < 0 or offset + size > 1 << 62:   # no file is that large: a corrupt offset
+            raise SourceError(f"{self.path}: offset {offset:#x}+{size:#x} is beyond any file")
         try:
             return os.pread(self.fd, size, offset)
         except OSError as e:
@@ -123,14 +127,22 @@ class ElfSource:
         if not self.loads:
             raise SourceError(f"{self.path}: no PT_LOAD segments, nothing to dump")
         stored, described = [], []
+        self.truncated = False
         for i, p in enumerate(self.loads):
             if p.filesz > p.memsz:
                 raise SourceError(f"{self.path}: PT_LOAD {i} has p_filesz > p_memsz")
-            self._check_in_file(p, p.filesz, f"PT_LOAD {i}")
+            filesz = p.filesz
+            if self.incomplete and self.file_size is not None and p.offset + filesz > self.file_size:
+                # an interrupted dump: what was written reads, up to the last whole page
+                end = p.paddr + max(0, min(filesz, self.file_size - p.offset))
+                filesz = max(0, end - end % self.page_size - p.paddr)
+                self.truncated = True
+            else:
+                self._check_in_file(p, p.filesz, f"PT_LOAD {i}")
             if p.paddr + p.memsz > MAX_PHYS_ADDR:
                 raise SourceError(f"{self.path}: PT_LOAD {i} ends at physical {p.paddr + p.memsz:#x}, "
                                   f"beyond any machine's physical address space")
-            stored.append((p.paddr, p.paddr + p.filesz, p.offset))
+            stored.append((p.paddr, p.paddr + filesz, p.offset))
             described.append((p.paddr, p.paddr + p.memsz, 0))
         self.extents = fold_extents(stored)
         self.ram_ranges = [(s, e) for s, e, _ in fold_extents(described)]
@@ -194,7 +206,7 @@ class ElfSource:
     def describe(self):
         return {"format": "elf", "class": 64 if self.elfclass == elf.ELFCLASS64 else 32,
                 "segments": len(self.loads), "nr_cpus": self.nr_cpus,
-                "max_pfn": self.max_pfn, "incomplete": self.incomplete}
+                "max_pfn": self.max_pfn, "incomplete": self.incomplete, "truncated": self.truncated}
 
     def close(self):
         if self.fd >= 0:

@@ -314,7 +314,8 @@ def _check_kdump(r, source, threads, result, problems):
 
     _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
     first = counts.get("min_offset")
-    if first is not None and data_start <= r.file_size and first not in (data_start, data_start + ps):
+    if first is not None and data_start <= r.file_size and first not in (data_start, data_start + ps) \
+            and not r.incomplete:
         # writers put the page data right after the table (a shared zero page may come
         # first): any other gap means the 2nd bitmap and the descriptor table disagree
         # about how many descriptors there are
@@ -336,13 +337,14 @@ def _check_kdump(r, source, threads, result, problems):
 
 def _check_elf(d, source, threads, result, problems):
     # ElfSource already refused segments running past the end of the file.
+    # An incomplete dump's segments are cut at the end of the file (to whole pages).
     hdr_end = d.header.phoff + len(d.header.phdrs) * (56 if d.header.is64 else 32)
-    pieces = []
     for i, p in enumerate(d.loads):
         if p.filesz and p.offset < hdr_end:
             problems.add(f"PT_LOAD {i} overlaps the program header table")
-        if p.filesz:
-            pieces.append((p.paddr, p.filesz, p.offset))
+    pieces = [(start, end - start, off) for start, end, off in d.extents]
+    if d.truncated and not d.incomplete:
+        problems.add("segments run past the end of the file")
     ps = d.page_size
     result["pages"] = sum(-(-size // ps) for _, size, _ in pieces)
     counts = {"compared": 0}

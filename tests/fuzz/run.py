@@ -25,6 +25,7 @@ import resource
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -205,10 +206,10 @@ def run_atheris(target, n, args):
 
 # ------------------------------------------------------------------ report --
 
-def fault_results():
+def fault_results(out_dir):
     """Run the fault and fuzz-replay tests and collect each test's outcome (junit XML)."""
     import xml.etree.ElementTree as ET
-    xml = os.path.join(ROOT, "fuzz-out", "faults.xml")
+    xml = os.path.join(out_dir, "faults.xml")
     os.makedirs(os.path.dirname(xml), exist_ok=True)
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
                     "tests/test_faults.py", "tests/test_verify.py", "tests/fuzz"], cwd=ROOT,
@@ -303,7 +304,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=20.0, help="seconds without an answer = hang")
     p.add_argument("--mem-mb", type=int, default=2048, help="RLIMIT_AS per worker")
-    p.add_argument("--out", default=os.path.join(ROOT, "fuzz-out"))
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "fastdump-fuzz-out"),
+                   help="summary, findings, atheris corpora (default: $TMPDIR/fastdump-fuzz-out)")
     p.add_argument("--report", metavar="MD", help="write the reliability report here")
     p.add_argument("--from", dest="from_summary", metavar="JSON", help="report from an earlier summary, no run")
     p.add_argument("--engine", choices=["mutate", "atheris", "both"], default="mutate")
@@ -348,7 +350,7 @@ def main(argv=None):
                     json.dump(summary, f, indent=1)
         print(f"fuzz: summary in {summary_path}", file=sys.stderr)
     if args.report:
-        write_report(args.report, summary, fault_results())
+        write_report(args.report, summary, fault_results(args.out))
         print(f"fuzz: report written to {args.report}", file=sys.stderr)
     bad = sum(r["bug"] + r["hang"] + r["crash"] for r in summary["targets"].values())
     return 1 if bad else 0

@@ -201,3 +201,42 @@ def test_kdump_on_a_directory_or_fifo(tmp_path):
             kdump.KdumpReader(str(fifo))
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("field", ["note_offset", "shoff"])
+def test_offsets_beyond_2_63_are_source_errors(seeds, tmp_path, field):
+    """Was OverflowError from os.pread (an empty PT_NOTE at offset 2**64-1, a PN_XNUM shoff)."""
+    if field == "note_offset":
+        data = bytearray(seeds.vmcore())
+        _set_phdr(data, 0, offset=(1 << 64) - 1, filesz=0)
+        path = write(tmp_path, "v", data)
+        try:
+            ElfSource(path).close()
+        except SourceError as e:
+            assert "\n" not in str(e)
+    else:
+        data = bytearray(seeds.xnum_header() + seeds.vmcore()[len(seeds.xnum_header()):])
+        struct.pack_into("<Q", data, 40, (1 << 64) - 64)
+        with pytest.raises(SourceError):
+            ElfSource(write(tmp_path, "v", data))
+
+
+def test_incomplete_elf_dump_reads_up_to_the_end_of_the_file(seeds, tmp_path):
+    """A truncated ELF dump flagged incomplete (e_flags bit 0) opens; pages past the end are absent."""
+    import fastdump
+    src = write(tmp_path, "src", seeds.vmcore())
+    out = str(tmp_path / "elf")
+    fastdump.dump(src, out, level=0, format="elf")
+    data = bytearray(open(out, "rb").read())
+    struct.pack_into("<I", data, 48, struct.unpack_from("<I", data, 48)[0] | elf.ELF_INCOMPLETE_FLAG)
+    cut = len(data) - 5 * PAGE - 100
+    bad = write(tmp_path, "cut", data[:cut])
+    with pytest.raises(SourceError, match="truncated"):      # without the flag: refused
+        ElfSource(write(tmp_path, "cut-noflag", open(out, "rb").read()[:cut]))
+    with ElfSource(src) as s, fastdump.open(bad) as d:
+        assert d.incomplete and d.truncated
+        pfns = list(d.pfns())
+        assert 0 < len(pfns) < len(list(s.pfns()))
+        for pfn in pfns:
+            assert d.read_pfn(pfn) == s.read_pfn(pfn)
+        assert all(off + (e - st) <= cut for st, e, off in d.extents)
