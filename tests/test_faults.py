@@ -1,0 +1,285 @@
+"""Faults and hostile surroundings: a full disk, planted symlinks, an old dump in
+the way, a permissive umask, shell metacharacters in names, unreadable source
+sectors.  Every failure must be one line and a non-zero exit status; a dump cut
+short stays as ``NAME.incomplete``, flagged incomplete, readable up to the last
+page written.  These tests mount tmpfs and set up loop devices: they run as root.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fastdump
+from fastdump import elf
+from fastdump.errors import EXIT_PARTIAL, FormatError
+from fastdump.formats import kdump
+from fastdump.source import ElfSource
+from fastdump.testing.generator import MiB, make_vmcore
+from fastdump.verify import verify
+from support import digests, kdumpfile_digests
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and loop devices: needs root")
+
+
+@pytest.fixture(scope="module")
+def random_vmcore(tmp_path_factory):
+    """64 MiB of mostly incompressible RAM: the dump is as big as the memory."""
+    path = str(tmp_path_factory.mktemp("fsrc") / "vmcore")
+    make_vmcore(path, ram_size=64 * MiB, seed=9, mix={"random": 60, "text": 20, "zero": 20})
+    return path
+
+
+def run(*args, umask=None, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def one_line_error(r):
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode not in (0, None), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert lines and lines[-1].startswith("fastdump: error: "), r.stderr
+    assert sum(1 for x in lines if x.startswith("fastdump: error")) == 1, r.stderr
+    return lines[-1]
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount tmpfs: {r.stderr}"
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill_when_started(proc, watch, filler, min_bytes=1 << 20):
+    """Once ``watch`` holds ``min_bytes``, take every free byte of its filesystem."""
+    while proc.poll() is None:
+        try:
+            if os.stat(watch).st_blocks * 512 >= min_bytes:
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 4096, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, bytes(chunk))
+    finally:
+        os.close(fd)
+
+
+def header_flag_incomplete(path, fmt):
+    with open(path, "rb") as f:
+        head = f.read(kdump.HEADER.size)
+    if fmt == "kdump":
+        return bool(struct.unpack_from("<I", head, kdump.HEADER.size - 40)[0] & kdump.STATUS_INCOMPLETE)
+    return bool(struct.unpack_from("<I", head, 48)[0] & elf.ELF_INCOMPLETE_FLAG)
+
+
+# -- ENOSPC -------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_enospc_small_tmpfs(random_vmcore, tmp_path, fmt):
+    """A 4 MiB filesystem for a 64 MiB dump: refused up front or cut short, never a traceback."""
+    with tmpfs(tmp_path / "small", "4m") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        r = run("-E" if fmt == "elf" else "-c", "-d", "1", random_vmcore, out)
+        err = one_line_error(r)
+        assert "space" in err or "free" in err
+        assert not os.path.exists(out)
+        if os.path.exists(out + ".incomplete"):
+            assert header_flag_incomplete(out + ".incomplete", fmt)
+            assert stat.S_IMODE(os.stat(out + ".incomplete").st_mode) == 0o600
+
+
+@pytest.fixture(scope="module", params=["kdump", "elf"])
+def cut_short(request, random_vmcore, tmp_path_factory):
+    """A dump that ran out of space half way (the filesystem filled up under it),
+    copied out of the tmpfs: (format, path, stderr)."""
+    fmt = request.param
+    base = tmp_path_factory.mktemp(f"enospc-{fmt}")
+    with tmpfs(base / "mnt", "160m") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        args = [sys.executable, "-m", "fastdump", "--threads", "1", "-d", "1",
+                "-E" if fmt == "elf" else "-c", random_vmcore, out]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.umask(0))
+        fill_when_started(proc, out + ".incomplete", os.path.join(mnt, "filler"))
+        _, err = proc.communicate(timeout=300)
+        r = subprocess.CompletedProcess(args, proc.returncode, "", err)
+        assert not os.path.exists(out), "a failed dump must not have the final name"
+        assert os.path.exists(out + ".incomplete"), err
+        mode = stat.S_IMODE(os.stat(out + ".incomplete").st_mode)
+        kept = str(base / "vmcore.incomplete")
+        shutil.copyfile(out + ".incomplete", kept)
+    return fmt, kept, r, mode
+
+
+def test_enospc_one_line_and_incomplete_name(cut_short):
+    fmt, path, r, mode = cut_short
+    err = one_line_error(r)
+    assert "no space left on device" in err and "incomplete" in err
+    assert mode == 0o600                                   # umask 000 did not widen it
+    assert header_flag_incomplete(path, fmt)
+
+
+def test_enospc_dump_reads_up_to_the_last_page_written(cut_short, random_vmcore):
+    fmt, path, _, _ = cut_short
+    with ElfSource(random_vmcore) as src, fastdump.open(path) as d:
+        assert d.incomplete
+        read, lost = [], []
+        for pfn in d.pfns():
+            try:
+                page = d.read_pfn(pfn)
+            except FormatError as e:
+                assert "not written" in str(e)
+                lost.append(pfn)
+                continue
+            assert page == src.read_pfn(pfn), f"pfn {pfn:#x}"
+            read.append(pfn)
+        assert len(read) > 100
+        if lost:   # pages are written in pfn order: what is there is a prefix
+            assert max(read) < min(lost)
+    r = verify(path, random_vmcore)
+    assert r["incomplete"] and r["problem_count"] == 0 and r["verdict"].startswith("FAILED: ")
+    assert "incomplete" in r["verdict"]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="kdump writer: descriptors of pages never written are left all-zero and the 2nd "
+                          "bitmap still claims them; libkdumpfile dies with SIGBUS reading them "
+                          "(clear their 2nd-bitmap bits when a dump fails, as makedumpfile does on ENOSPC)")
+def test_enospc_kdump_readable_by_libkdumpfile(cut_short, random_vmcore):
+    fmt, path, _, _ = cut_short
+    if fmt != "kdump":
+        pytest.xfail("libkdumpfile check is for kdump-compressed dumps")
+    with ElfSource(random_vmcore) as src:
+        want = {pfn: src.read_pfn(pfn) for pfn in src.pfns()}
+        max_pfn = src.max_pfn
+    _, got = kdumpfile_digests(path, max_pfn)
+    want = digests(want)
+    assert len(got) > 100 and all(got[p] == want[p] for p in got)
+
+
+# -- targets: permissions, existing files, symlinks, names ---------------------
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_mode_0600_whatever_the_umask(random_vmcore, tmp_path, fmt):
+    out = str(tmp_path / "vmcore")
+    stats = str(tmp_path / "stats.json")
+    r = run("-E" if fmt == "elf" else "-z", "-d", "1", "--stats-json", stats, random_vmcore, out, umask=0)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert not os.path.exists(out + ".incomplete")
+    assert json.load(open(stats))["format"] == fmt
+
+
+@pytest.mark.parametrize("which", ["final", "temp"])
+def test_existing_file_not_overwritten_without_force(random_vmcore, tmp_path, which):
+    out = tmp_path / "vmcore"
+    victim = tmp_path / ("vmcore" if which == "final" else "vmcore.incomplete")
+    victim.write_bytes(b"an earlier dump")
+    err = one_line_error(run("-z", "-d", "1", random_vmcore, str(out)))
+    assert "exists" in err and "--force" in err
+    assert victim.read_bytes() == b"an earlier dump"
+    r = run("-f", "-z", "-d", "1", random_vmcore, str(out))
+    assert r.returncode == 0, r.stderr
+    assert verify(str(out))["ok"] and not (tmp_path / "vmcore.incomplete").exists()
+
+
+@pytest.mark.parametrize("which", ["final", "temp"])
+@pytest.mark.parametrize("dangling", [False, True])
+def test_planted_symlink_not_followed(random_vmcore, tmp_path, which, dangling):
+    out = tmp_path / "vmcore"
+    link = tmp_path / ("vmcore" if which == "final" else "vmcore.incomplete")
+    victim = tmp_path / "etc-shadow"
+    if not dangling:
+        victim.write_bytes(b"root:secret")
+    link.symlink_to(victim)
+    err = one_line_error(run("-z", "-d", "1", random_vmcore, str(out)))
+    assert "exists" in err
+    r = run("-f", "-z", "-d", "1", random_vmcore, str(out))
+    assert r.returncode == 0, r.stderr
+    if dangling:
+        assert not victim.exists(), "the symlink's target was created"
+    else:
+        assert victim.read_bytes() == b"root:secret"
+    assert not out.is_symlink() and out.is_file()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["$(touch PWNED)", "`touch PWNED`", "a; touch PWNED", "a && touch PWNED #",
+                                  "a|touch PWNED", "line\nbreak", "quote'd \"name\"", "star*?[x]", " space "])
+def test_names_never_reach_a_shell(random_vmcore, tmp_path, name):
+    work = tmp_path / "w"
+    work.mkdir()
+    src = work / (name + ".src")
+    shutil.copyfile(random_vmcore, src)
+    r = run("-z", "-d", "1", "--stats-json", name + ".json", src.name, name, cwd=str(work))
+    assert r.returncode == 0, r.stderr
+    assert (work / name).is_file() and (work / (name + ".json")).is_file()
+    assert not any(p.name == "PWNED" for p in tmp_path.rglob("*"))
+    assert verify(str(work / name), str(src))["ok"]
+    r = run("info", name, cwd=str(work))
+    assert r.returncode == 0 and not any(p.name == "PWNED" for p in tmp_path.rglob("*"))
+
+
+# -- unreadable source sectors (EIO) -------------------------------------------
+
+def _device_mapper():
+    if not shutil.which("dmsetup") or not shutil.which("losetup"):
+        return "dmsetup/losetup are not installed (Debian packages dmsetup, mount)"
+    r = subprocess.run(["dmsetup", "targets"], capture_output=True, text=True)
+    if r.returncode or "error" not in r.stdout:
+        return ("device-mapper is not available in this kernel (no /dev/mapper/control); "
+                "tests/test_unreadable.py injects EIO with an LD_PRELOAD shim instead")
+    return None
+
+
+@pytest.mark.skipif(_device_mapper() is not None, reason=str(_device_mapper()))
+def test_eio_sectors_from_device_mapper(random_vmcore, tmp_path):
+    """A real block device whose sectors 4 pages into the RAM segment fail with EIO
+    (device-mapper ``error`` target over a loop device): the dump completes without
+    them, exit status 3, the pages recorded as unreadable."""
+    with ElfSource(random_vmcore) as s:
+        start, end, off = s.extents[-1]
+    size = os.path.getsize(random_vmcore)
+    bad_off = off + 0x100 * 4096                  # 3 pages somewhere in the last RAM segment
+    bad_pfns = {(start + 0x100 * 4096) // 4096 + i for i in range(3)}
+    loop = subprocess.run(["losetup", "--find", "--show", "--read-only", random_vmcore],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    name = f"fastdump-eio-{os.getpid()}"
+    try:
+        sectors, a, n = -(-size // 512), bad_off // 512, 3 * 4096 // 512
+        table = (f"0 {a} linear {loop} 0\n{a} {n} error\n"
+                 f"{a + n} {sectors - a - n} linear {loop} {a + n}\n")
+        subprocess.run(["dmsetup", "create", name, "--readonly"], input=table, text=True, check=True)
+        try:
+            out = str(tmp_path / "vmcore")
+            stats = str(tmp_path / "stats.json")
+            r = run("-z", "-d", "1", "--non-mmap", "--stats-json", stats, f"/dev/mapper/{name}", out)
+            assert r.returncode == EXIT_PARTIAL, r.stderr
+            assert "Traceback" not in r.stderr
+            got = json.load(open(stats))
+            assert got["pages_unreadable"] == 3 and set(got["unreadable_pfns"]) == bad_pfns
+            with fastdump.open(out) as d:
+                assert not any(d.is_dumped(p) for p in bad_pfns)
+        finally:
+            subprocess.run(["dmsetup", "remove", name], capture_output=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
