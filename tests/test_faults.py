@@ -65,22 +65,31 @@ def tmpfs(path, size):
 
 
 def fill_when_started(proc, watch, filler, min_bytes=1 << 20):
-    """Once ``watch`` holds ``min_bytes``, take every free byte of its filesystem."""
+    """Once ``watch`` holds ``min_bytes``, stop the writer, take every free byte of
+    its filesystem, and let it go on.  Returns False if it finished first."""
+    import signal
     while proc.poll() is None:
         try:
             if os.stat(watch).st_blocks * 512 >= min_bytes:
                 break
         except FileNotFoundError:
             pass
-        time.sleep(0.001)
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        time.sleep(0.0005)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGSTOP)
     try:
-        for chunk in (1 << 20, 4096, 512):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, bytes(chunk))
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for chunk in (1 << 20, 4096, 512):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, bytes(chunk))
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        proc.send_signal(signal.SIGCONT)
+    return True
 
 
 def header_flag_incomplete(path, fmt):
@@ -113,21 +122,24 @@ def cut_short(request, random_vmcore, tmp_path_factory):
     copied out of the tmpfs: (format, path, stderr)."""
     fmt = request.param
     base = tmp_path_factory.mktemp(f"enospc-{fmt}")
-    with tmpfs(base / "mnt", "160m") as mnt:
-        out = os.path.join(mnt, "vmcore")
-        args = [sys.executable, "-m", "fastdump", "--threads", "1", "-d", "1",
-                "-E" if fmt == "elf" else "-c", random_vmcore, out]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: os.umask(0))
-        fill_when_started(proc, out + ".incomplete", os.path.join(mnt, "filler"))
-        _, err = proc.communicate(timeout=300)
-        r = subprocess.CompletedProcess(args, proc.returncode, "", err)
-        assert not os.path.exists(out), "a failed dump must not have the final name"
-        assert os.path.exists(out + ".incomplete"), err
-        mode = stat.S_IMODE(os.stat(out + ".incomplete").st_mode)
-        kept = str(base / "vmcore.incomplete")
-        shutil.copyfile(out + ".incomplete", kept)
-    return fmt, kept, r, mode
+    for attempt in range(3):    # the dump may (rarely) finish before the disk is filled: again
+        with tmpfs(base / f"mnt{attempt}", "160m") as mnt:
+            out = os.path.join(mnt, "vmcore")
+            args = [sys.executable, "-m", "fastdump", "--threads", "1", "-d", "1",
+                    "-E" if fmt == "elf" else "-c", random_vmcore, out]
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=lambda: os.umask(0))
+            filled = fill_when_started(proc, out + ".incomplete", os.path.join(mnt, "filler"))
+            _, err = proc.communicate(timeout=300)
+            if not filled and attempt < 2:
+                continue
+            r = subprocess.CompletedProcess(args, proc.returncode, "", err)
+            assert not os.path.exists(out), "a failed dump must not have the final name"
+            assert os.path.exists(out + ".incomplete"), err
+            mode = stat.S_IMODE(os.stat(out + ".incomplete").st_mode)
+            kept = str(base / "vmcore.incomplete")
+            shutil.copyfile(out + ".incomplete", kept)
+            return fmt, kept, r, mode
 
 
 def test_enospc_one_line_and_incomplete_name(cut_short):
