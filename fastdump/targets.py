@@ -137,7 +137,15 @@ class SshSink(FlatSink):
     def _write(self, data):
         if self.proc.poll() is not None:
             raise TargetError(f"{self.name}: ssh ended early: {self._ssh_error()}")
-        super()._write(data)
+        try:
+            super()._write(data)
+        except TargetError:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            raise TargetError(f"{self.name}: ssh ended early: {self._ssh_error()}") from None
 
     def _ssh_error(self):
         err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc.stderr else []

@@ -1,0 +1,194 @@
+"""ssh:// targets against a real sshd on loopback (started here, stopped after)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fastdump
+from support import digests, fastdump_cli, kdumpfile_digests, need_tool
+
+FASTDUMP = [sys.executable, "-m", "fastdump"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    def __init__(self, base, *, remote_path, user="root"):
+        self.base, self.user = base, user
+        need_tool("/usr/sbin/sshd")
+        need_tool("ssh-keygen")
+        base.mkdir(exist_ok=True)
+        self.port = _free_port()
+        hostkey, self.userkey = base / "hostkey", base / "userkey"
+        for key in (hostkey, self.userkey):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        import tempfile
+        self.keys_dir = tempfile.mkdtemp(prefix="fdtest-keys-")   # readable by the target account
+        os.chmod(self.keys_dir, 0o755)
+        authorized = os.path.join(self.keys_dir, "authorized")
+        with open(authorized, "w") as f:
+            f.write((base / "userkey.pub").read_text())
+        os.chmod(authorized, 0o644)
+        self.known = base / "known_hosts"
+        self.known.write_text(f"[127.0.0.1]:{self.port} {(base / 'hostkey.pub').read_text()}")
+        self.config = base / f"sshd_config_{self.port}"
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {hostkey}\nAuthorizedKeysFile {authorized}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            f"StrictModes no\nUsePAM no\nPidFile {base / f'pid{self.port}'}\nSetEnv PATH={remote_path}\n")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)],
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"sshd did not start: {self.proc.stderr.read()}")
+                time.sleep(0.1)
+        raise AssertionError("sshd did not start listening in 20 s")
+
+    def target(self, path):
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def options(self):
+        return ["--ssh-key", str(self.userkey), "--known-hosts", str(self.known)]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        subprocess.run(["pkill", "-f", str(self.config)], check=False)
+        shutil.rmtree(self.keys_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def sshd_with_fastdump(tmp_path):
+    bindir = os.path.dirname(shutil.which("fastdump"))
+    d = Sshd(tmp_path / "ssh", remote_path=f"{bindir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def sshd_plain(tmp_path):
+    """The far side is a plain account without fastdump on its PATH."""
+    need_tool("useradd")
+    user = "fdtest"
+    subprocess.run(["userdel", "-r", user], capture_output=True)
+    import tempfile
+    home = tempfile.mkdtemp(prefix="fdtest-home-")       # outside pytest's root-only tree
+    os.chmod(home, 0o755)
+    subprocess.run(["useradd", "-M", "-d", home, "-s", "/bin/sh", "-p", "*", user], check=True)  # not locked
+    shutil.chown(home, user)
+    d = Sshd(tmp_path / "ssh", remote_path="/usr/bin:/bin", user=user)
+    d.home = home
+    try:
+        yield d
+    finally:
+        d.stop()
+        subprocess.run(["userdel", user], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _descendants(pid):
+    out = []
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+        out += [int(child)] + _descendants(int(child))
+    return out
+
+
+def _only_dir(path):
+    (sub,) = list(path.iterdir())
+    return sub
+
+
+def test_ssh_rebuilds_on_the_far_side(vmcore, source_pages, tmp_path, sshd_with_fastdump):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    fastdump_cli("-z", "-d", "1", *sshd_with_fastdump.options(), vmcore, sshd_with_fastdump.target(str(remote)))
+    sub = _only_dir(remote)
+    assert os.listdir(sub) == ["vmcore"]
+    _, got = kdumpfile_digests(str(sub / "vmcore"), max(source_pages) + 1)
+    assert got == digests(source_pages)
+
+
+def test_ssh_without_fastdump_leaves_a_flat_file(vmcore, source_pages, tmp_path, sshd_plain):
+    import pathlib
+    remote = pathlib.Path(sshd_plain.home) / "crash"
+    remote.mkdir()
+    shutil.chown(remote, sshd_plain.user)
+    fastdump_cli("-z", "-d", "1", *sshd_plain.options(), vmcore, sshd_plain.target(str(remote)))
+    sub = _only_dir(remote)
+    assert sorted(os.listdir(sub)) == ["README", "vmcore.flat"]
+    assert "fastdump -R" in (sub / "README").read_text()
+    out = str(tmp_path / "rebuilt")
+    with open(sub / "vmcore.flat", "rb") as f:
+        subprocess.run(FASTDUMP + ["-R", out], stdin=f, check=True)
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    assert got == digests(source_pages)
+
+
+def test_unknown_host_key_is_refused_and_the_next_target_used(vmcore, tmp_path, sshd_plain):
+    sshd_plain.known.write_text("")
+    local = str(tmp_path / "local")
+    r = fastdump_cli("-z", "-d", "1", *sshd_plain.options(), vmcore, "--target",
+                     sshd_plain.target(str(tmp_path)), "--target", local)
+    assert "Host key verification failed" in r.stderr or "ssh failed" in r.stderr or "ssh ended" in r.stderr
+    assert os.path.exists(local)
+
+
+def test_key_readable_by_others_is_refused(vmcore, tmp_path, sshd_plain):
+    os.chmod(sshd_plain.userkey, 0o644)
+    r = fastdump_cli("-z", *sshd_plain.options(), vmcore, sshd_plain.target("/tmp"), check=False)
+    assert r.returncode == 2 and "readable by others" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_target_strings_never_reach_a_shell(vmcore, tmp_path, sshd_with_fastdump):
+    evil = tmp_path / "remote; touch PWNED"
+    evil.mkdir()
+    fastdump_cli("-z", "-d", "1", *sshd_with_fastdump.options(), vmcore, sshd_with_fastdump.target(str(evil)))
+    assert not (tmp_path / "PWNED").exists() and not os.path.exists("PWNED")
+    assert (_only_dir(evil) / "vmcore").exists()
+
+
+def test_dropped_connection_marks_incomplete_and_moves_on(tmp_path, sshd_with_fastdump):
+    from fastdump.testing.generator import MiB, make_vmcore
+    src = str(tmp_path / "big")
+    make_vmcore(src, ram_size=768 * MiB, mix={"random": 1}, seed=9)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    local = str(tmp_path / "local")
+    p = subprocess.Popen(FASTDUMP + ["-c", "-d", "1", "--threads", "1", *sshd_with_fastdump.options(), src,
+                                     "--target", sshd_with_fastdump.target(str(remote)), "--target", local],
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        subs = list(remote.iterdir())
+        if subs and any(f.stat().st_size > 8 << 20 for f in subs[0].iterdir()):
+            break
+        time.sleep(0.1)
+    for pid in _descendants(sshd_with_fastdump.proc.pid):   # the sessions: the connection drops
+        os.kill(pid, signal.SIGKILL)
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 0, err
+    assert "trying" in err and "Traceback" not in err
+    with fastdump.open(local) as d:
+        assert not d.incomplete
+    partial = list(_only_dir(remote).iterdir())
+    assert partial and all(f.name.endswith(("incomplete", ".flat")) for f in partial)
