@@ -50,7 +50,7 @@ class _Problems:
 def _decoder(flag, page_size):
     """A thread's decoder for one descriptor flag: bytes -> page, or raises."""
     if flag == 0:
-        return lambda data: data
+        return bytes
     if flag == kdump.FLAG_ZLIB:
         def inflate(data):
             d = zlib.decompressobj()
@@ -251,6 +251,8 @@ def _check_kdump(r, source, threads, result, problems):
                 continue
             if not decodable[flags]:
                 continue
+            if flags == 0 and source is None:
+                continue            # a raw page of the right size: nothing more to check without the source
             want[key] = None
         # read page data in coalesced spans, decode each distinct descriptor once
         keys = sorted(want)
@@ -261,10 +263,13 @@ def _check_kdump(r, source, threads, result, problems):
                 j += 1
                 span_end = max(span_end, keys[j][0] + keys[j][1])
             base = keys[i][0]
-            buf = os.pread(r.fd, span_end - base, base)
+            buf = memoryview(os.pread(r.fd, span_end - base, base))
             for k in keys[i:j + 1]:
                 off, size, flags = k
                 data = buf[off - base:off - base + size]
+                if len(data) != size:
+                    want[k] = "is cut off by the end of the file"
+                    continue
                 try:
                     page = decode(flags, data)
                 except Exception as e:   # the codec's own error type: a corrupt page
