@@ -96,8 +96,11 @@ def build_parser():
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
     p.add_argument("-x", dest="vmlinux", metavar="VMLINUX", help="accepted for makedumpfile compatibility; "
                    "fastdump needs only the VMCOREINFO note")
-    p.add_argument("-i", dest="vmcoreinfo_file", metavar="FILE", help="(makedumpfile -i) not needed for "
-                   "/proc/vmcore, which carries VMCOREINFO; refused otherwise")
+    p.add_argument("-i", dest="vmcoreinfo_file", metavar="FILE", help="VMCOREINFO text (makedumpfile -i / -g "
+                   "output) for raw memory or a vmcore without the note")
+    p.add_argument("--mem-map", metavar="RANGES", help="raw memory source (/dev/oldmem copy): physical RAM "
+                   "ranges START-END[,...] in hex, END inclusive")
+    p.add_argument("--iomem", metavar="FILE", help="raw memory source: the crashed system's /proc/iomem")
     p.add_argument("-v", "--version", action="version", version=f"fastdump {__version__}")
     return p
 
@@ -152,9 +155,6 @@ def _run_dump(argv):
     source = args.source or cfg.get("source") or ("/proc/vmcore" if args.config else None)
     if source is None:
         raise UsageError("no source given (e.g. /proc/vmcore)")
-    if args.vmcoreinfo_file:
-        raise UsageError("-i: fastdump takes VMCOREINFO from the vmcore's own note; raw memory images "
-                         "(/dev/oldmem) are not supported yet")
     flat = args.flat or cfg.get("flat", False)
     targets = list(args.target) + list(args.extra_targets)
     if not targets:
@@ -175,7 +175,8 @@ def _run_dump(argv):
                  progress=progress, force=args.force or cfg.get("force", False),
                  window_bytes=args.window or cfg.get("window"), use_mmap=args.use_mmap, elf_class=args.elf_class,
                  stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"), flat=flat, split=split,
-                 dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4)
+                 dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4, mem_map=args.mem_map,
+                 iomem=args.iomem, vmcoreinfo_file=args.vmcoreinfo_file)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
     dropped = sum(stats.excluded.values())
     where = stats.dump_path or stats.target

@@ -157,8 +157,10 @@ class Dump:
 
     def __init__(self, source, targets, *, levels=(0,), compress="none", threads=None, format="kdump",
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
-                 warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS):
+                 warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
+                 mem_map=None, iomem=None, vmcoreinfo_file=None):
         levels = list(levels)
+        self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
         if split_block_pfns <= 0 or split_block_pfns % 64:
             raise UsageError("the split block must be a positive multiple of 64 pages (256 KiB)")
         self.split_block = split_block_pfns
@@ -199,7 +201,7 @@ class Dump:
         t0 = time.monotonic()
         plans = {}
         try:
-            with ElfSource(self.source_path) as src:
+            with self._open_source() as src:
                 if src.vmcoreinfo is None:
                     self.warn("no VMCOREINFO note: only zero pages can be filtered")
                 engine = CopyEngine(src, codec=self.compress, threads=self.threads,
@@ -222,6 +224,25 @@ class Dump:
         stats.warnings = list(self.warnings)
         self.stats = stats
         return stats
+
+    def _open_source(self):
+        """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
+        if self.mem_map or self.iomem or os.path.realpath(self.source_path) == "/dev/oldmem":
+            from .rawsource import open_raw
+            return open_raw(self.source_path, mem_map=self.mem_map, iomem=self.iomem,
+                            vmcoreinfo_file=self.vmcoreinfo_file)
+        src = ElfSource(self.source_path)
+        if self.vmcoreinfo_file:   # makedumpfile -i: VMCOREINFO from a file for a vmcore without one
+            from .rawsource import load_vmcoreinfo_file
+            from .vmcoreinfo import VmcoreInfo
+            text = load_vmcoreinfo_file(self.vmcoreinfo_file)
+            if src.vmcoreinfo is None:
+                note = elfmod.build_note(b"VMCOREINFO", 0, text)
+                src.note_bytes += note
+                src.notes = elfmod.parse_notes(src.note_bytes)
+                src.vmcoreinfo_note = src.notes[-1]
+            src.vmcoreinfo = VmcoreInfo(text)
+        return src
 
     def _new_stats(self, target, level, engine):
         return Stats(source=str(self.source_path), target=target.spec if target else "", format=self.format,
@@ -547,12 +568,15 @@ class Dump:
 
 def dump(source, target=None, *, level=0, compress="none", threads=None, format="kdump", progress="quiet",
          force=False, window_bytes=None, use_mmap=None, elf_class=None, stats_json=None, warn=None,
-         targets=None, flat=False, split=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS):
+         targets=None, flat=False, split=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
+         mem_map=None, iomem=None, vmcoreinfo_file=None):
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
     back to when a target fills up; ``compress`` one of zstd, lz4, zlib, none;
-    ``format`` kdump or elf.  ``target`` is a file, an existing directory (a
+    ``format`` kdump or elf.  A raw memory image (/dev/oldmem) needs ``mem_map``
+    ("START-END,...") or ``iomem`` (a /proc/iomem copy); ``vmcoreinfo_file`` is
+    makedumpfile's ``-i``.  ``target`` is a file, an existing directory (a
     kdump-utils style ``<host>-<date>/vmcore`` is made in it), ``-`` (stdout,
     flattened), ``raw:DEV`` or ``ssh://user@host/dir``; ``targets`` a list of
     them tried in order.  ``split`` is a list of part files.  Raises
@@ -563,7 +587,7 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
     d = Dump(source, all_targets, levels=levels, compress=compress, threads=threads, format=format,
              progress=progress, force=force, window_bytes=window_bytes, use_mmap=use_mmap,
              elf_class=elf_class, warn=warn, flat=flat, split_parts=split, dmesg=dmesg,
-             split_block_pfns=split_block_pfns)
+             split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file)
     stats = d.run()
     if stats_json:
         with open(stats_json, "w") as f:
