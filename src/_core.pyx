@@ -246,6 +246,8 @@ cdef class Job:
     # mmap window cache
     cdef uint8_t* map_base
     cdef uint64_t map_off, map_len
+    cdef bint mmap_broken
+    cdef readonly bint used_pread_fallback
     # inputs of the current window
     cdef object bitmap_obj
     cdef const uint8_t* bitmap
@@ -309,24 +311,37 @@ cdef class Job:
         self.base_pfn, self.start, self.end = base_pfn, start, end
 
     # -- reading ----------------------------------------------------------
-    cdef int _read(self, uint8_t* dst, uint64_t off, size_t n) noexcept nogil:
-        """Read n bytes at file offset off; 0 or an errno."""
+    cdef int _read(self, uint8_t* dst, uint64_t off, size_t n, uint64_t lo, uint64_t hi) noexcept nogil:
+        """Read n bytes at file offset off, inside the extent whose bytes are at file
+        offsets [lo, hi); 0 or an errno.  An mmap window never crosses the extent's
+        page-aligned chunk: /proc/vmcore refuses mappings that span two PT_LOADs.
+        When mmap fails, this job reads with pread from then on."""
         cdef ssize_t got
-        cdef uint64_t moff
-        if self.src.use_mmap:
+        cdef uint64_t moff, mend, clo, chi
+        if self.src.use_mmap and not self.mmap_broken:
             if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
                 if self.map_base != NULL:
                     munmap(self.map_base, self.map_len)
                     self.map_base = NULL
+                clo = lo & ~(<uint64_t>4095)
+                chi = (hi + 4095) & ~(<uint64_t>4095)
                 moff = off & ~(<uint64_t>MAP_WINDOW - 1)
-                self.map_len = ((off + n - moff) + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
+                if moff < clo:
+                    moff = clo
+                mend = (off + n + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
+                if mend > chi:
+                    mend = chi
+                self.map_len = mend - moff
                 self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
                 if <void*>self.map_base == MAP_FAILED:
                     self.map_base = NULL
-                    return errno if errno else 5
-                self.map_off = moff
-            memcpy(dst, self.map_base + (off - self.map_off), n)
-            return 0
+                    self.mmap_broken = True
+                    self.used_pread_fallback = True
+                else:
+                    self.map_off = moff
+            if self.map_base != NULL:
+                memcpy(dst, self.map_base + (off - self.map_off), n)
+                return 0
         while n:
             got = pread(self.src.fd, dst, n, off)
             if got < 0:
@@ -348,14 +363,18 @@ cdef class Job:
             i += 1
         ext_i[0] = i
         if i < self.src.n_ext and ext[3 * i] <= a and ext[3 * i + 1] >= b:
-            self.bytes_read += ps
-            return self._read(dst, ext[3 * i + 2] + (a - ext[3 * i]), ps)
+            rc = self._read(dst, ext[3 * i + 2] + (a - ext[3 * i]), ps, ext[3 * i + 2],
+                            ext[3 * i + 2] + ext[3 * i + 1] - ext[3 * i])
+            if rc == 0:
+                self.bytes_read += ps
+            return rc
         memset(dst, 0, ps)
         while i < self.src.n_ext and ext[3 * i] < b:
             lo = ext[3 * i] if ext[3 * i] > a else a
             hi = ext[3 * i + 1] if ext[3 * i + 1] < b else b
             if hi > lo:
-                rc = self._read(dst + (lo - a), ext[3 * i + 2] + (lo - ext[3 * i]), hi - lo)
+                rc = self._read(dst + (lo - a), ext[3 * i + 2] + (lo - ext[3 * i]), hi - lo, ext[3 * i + 2],
+                                ext[3 * i + 2] + ext[3 * i + 1] - ext[3 * i])
                 if rc:
                     return rc
                 self.bytes_read += hi - lo
@@ -364,14 +383,15 @@ cdef class Job:
             i += 1
         return 0
 
-    cdef void _salvage(self, uint64_t run_dst, uint64_t run_off, uint64_t run_len) noexcept nogil:
+    cdef void _salvage(self, uint64_t run_dst, uint64_t run_off, uint64_t run_len,
+                       uint64_t lo, uint64_t hi) noexcept nogil:
         """A run read failed: read it page by page; pages that still fail are
         zero-filled and flagged unreadable instead of ending the dump."""
         cdef size_t ps = self.src.page_size
         cdef uint64_t done = 0, k
         while done < run_len:
             k = (run_dst + done) // ps
-            if self._read(self.inbuf + run_dst + done, run_off + done, ps) == 0:
+            if self._read(self.inbuf + run_dst + done, run_off + done, ps, lo, hi) == 0:
                 self.bytes_read += ps
             else:
                 memset(self.inbuf + run_dst + done, 0, ps)
@@ -384,7 +404,7 @@ cdef class Job:
         cdef uint64_t i, pfn
         cdef size_t ps = self.src.page_size, ext_i = 0, k = 0
         cdef uint64_t* ext = self.src.ext
-        cdef uint64_t run_off = 0, run_len = 0, run_dst = 0, a
+        cdef uint64_t run_off = 0, run_len = 0, run_dst = 0, a, run_lo = 0, run_hi = 0
         cdef int rc
         cdef bint want
         for i in range(self.start, self.end):
@@ -408,17 +428,19 @@ cdef class Job:
                 ext_i += 1
             if ext_i < self.src.n_ext and ext[3 * ext_i] <= a and ext[3 * ext_i + 1] >= a + ps:
                 if run_len and run_off + run_len == ext[3 * ext_i + 2] + (a - ext[3 * ext_i]) \
-                        and run_dst + run_len == k * ps:
-                    run_len += ps
+                        and run_dst + run_len == k * ps and run_lo == ext[3 * ext_i + 2]:
+                    run_len += ps       # same extent, contiguous in file and in the buffer
                 else:
                     if run_len:
-                        if self._read(self.inbuf + run_dst, run_off, run_len):
-                            self._salvage(run_dst, run_off, run_len)
+                        if self._read(self.inbuf + run_dst, run_off, run_len, run_lo, run_hi):
+                            self._salvage(run_dst, run_off, run_len, run_lo, run_hi)
                         else:
                             self.bytes_read += run_len
                     run_off = ext[3 * ext_i + 2] + (a - ext[3 * ext_i])
                     run_dst = k * ps
                     run_len = ps
+                    run_lo = ext[3 * ext_i + 2]
+                    run_hi = run_lo + ext[3 * ext_i + 1] - ext[3 * ext_i]
             else:
                 if self._read_page(self.inbuf + k * ps, pfn, &ext_i):
                     memset(self.inbuf + k * ps, 0, ps)
@@ -426,8 +448,8 @@ cdef class Job:
                     self.unreadable_pages += 1
             k += 1
         if run_len:
-            if self._read(self.inbuf + run_dst, run_off, run_len):
-                self._salvage(run_dst, run_off, run_len)
+            if self._read(self.inbuf + run_dst, run_off, run_len, run_lo, run_hi):
+                self._salvage(run_dst, run_off, run_len, run_lo, run_hi)
             else:
                 self.bytes_read += run_len
         self.n_pages = k
@@ -565,6 +587,16 @@ cdef class Job:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
         return _View.make(self.descbuf, 24 * <size_t>n), off - data_offset
+
+    def compress_pages(self, const unsigned char[::1] pages not None):
+        """Compress every page of ``pages`` on this thread (GIL released) and return the
+        bytes out: the per-core codec ceiling that bench/ reports."""
+        cdef size_t ps = self.src.page_size, n = pages.shape[0] // ps, i, r, total = 0
+        with nogil:
+            for i in range(n):
+                r = self._compress(&pages[i * ps], self.outbuf, self.outbuf_size)
+                total += r if r else ps
+        return total
 
     def zero_bits_into(self, unsigned char[::1] bm not None, uint64_t base_pfn):
         """Set, in ``bm`` (bit i = base_pfn+i), the bits of this window's zero pages."""

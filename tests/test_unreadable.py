@@ -57,3 +57,33 @@ def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shi
         for p in bad_pfns:
             assert got[p] == bytes(4096)                     # zero-filled in ELF, listed in stats
         assert all(got[p] == source_pages[p] for p in got if p not in bad_pfns)
+
+
+def _segment_boundaries(vmcore):
+    """File offsets where one PT_LOAD's page-aligned chunk ends and the next begins."""
+    with ElfSource(vmcore) as s:
+        return [((off + end - start) + 4095) & ~4095 for start, end, off in s.extents]
+
+
+def test_mmap_windows_never_cross_a_segment(vmcore, source_pages, shim, tmp_path):
+    """/proc/vmcore refuses mappings across two PT_LOADs (seen on real kernels)."""
+    log = tmp_path / "mmap.log"
+    out = str(tmp_path / "vmcore")
+    env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), MMAP_LOG=str(log),
+               MMAP_BOUNDARIES=",".join(str(b) for b in _segment_boundaries(vmcore)))
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-z", "-d", "1", "--mmap", "--threads", "2", vmcore, out],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not log.exists() or log.read_text() == ""
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    assert got == digests(source_pages)
+
+
+def test_mmap_failure_falls_back_to_pread(vmcore, source_pages, shim, tmp_path):
+    out = str(tmp_path / "vmcore")
+    env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), MMAP_FAIL_ALL="1")
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-z", "-d", "1", "--mmap", vmcore, out],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    assert got == digests(source_pages)

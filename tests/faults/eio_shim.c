@@ -1,7 +1,9 @@
-/* Test-only fault injection: pread()/pread64() on the file named in EIO_FILE
- * fail with EIO when the range touches [EIO_START, EIO_START+EIO_LEN).
- * Loaded with LD_PRELOAD by tests/test_unreadable.py; it stands in for a disk
- * or /proc/vmcore page that the hardware cannot deliver. */
+/* Test-only fault injection, loaded with LD_PRELOAD by tests/test_unreadable.py.
+ * pread()/pread64() on the file named in EIO_FILE fail with EIO when the range
+ * touches [EIO_START, EIO_START+EIO_LEN): a page the hardware cannot deliver.
+ * mmap() of that file behaves like /proc/vmcore: a mapping that crosses one of
+ * the file offsets in MMAP_BOUNDARIES (comma separated) fails with EAGAIN and is
+ * logged to MMAP_LOG; MMAP_FAIL_ALL=1 makes every mapping fail. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -40,3 +43,36 @@ static ssize_t faulty(int fd, void *buf, size_t count, off_t off) {
 
 ssize_t pread(int fd, void *buf, size_t count, off_t off) { return faulty(fd, buf, count, off); }
 ssize_t pread64(int fd, void *buf, size_t count, off_t off) { return faulty(fd, buf, count, off); }
+
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
+
+static void *faulty_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+    if (!real_mmap) real_mmap = dlsym(RTLD_NEXT, "mmap");
+    if (fd >= 0 && is_target(fd)) {
+        int fail = getenv("MMAP_FAIL_ALL") != NULL;
+        const char *b = getenv("MMAP_BOUNDARIES");
+        while (!fail && b && *b) {
+            long long at = atoll(b);
+            if ((long long)off < at && (long long)(off + len) > at) fail = 1;
+            b = strchr(b, ',');
+            if (b) b++;
+        }
+        if (fail) {
+            const char *logp = getenv("MMAP_LOG");
+            if (logp) {
+                FILE *f = fopen(logp, "a");
+                if (f) { fprintf(f, "%lld %zu\n", (long long)off, len); fclose(f); }
+            }
+            errno = EAGAIN;
+            return MAP_FAILED;
+        }
+    }
+    return real_mmap(addr, len, prot, flags, fd, off);
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+    return faulty_mmap(addr, len, prot, flags, fd, off);
+}
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+    return faulty_mmap(addr, len, prot, flags, fd, off);
+}
