@@ -7,6 +7,7 @@ kernel-text segment repeats part of RAM) are folded by physical address.
 The Cython core reads pages through this table, never through Python.
 """
 
+import mmap
 import os
 import stat
 from array import array
@@ -187,7 +188,7 @@ class ElfSource:
             if e <= addr or s >= end:
                 continue
             lo, hi = max(s, addr), min(e, end)
-            data = self._read_at(off + lo - s, hi - lo)
+            data = self._read_in_extent(off + lo - s, hi - lo, off, off + (e - s))
             if len(data) != hi - lo:
                 raise SourceError(f"{self.path}: short read at physical {lo:#x}")
             out[lo - addr:hi - addr] = data
@@ -195,6 +196,39 @@ class ElfSource:
         if covered != size and not zero_fill:
             raise NotPresentError(f"physical range {addr:#x}+{size:#x} is not in the dump")
         return bytes(out)
+
+    MAP_WINDOW = 4 << 20
+
+    def _read_in_extent(self, offset, size, chunk_lo, chunk_hi):
+        """pread, or for /proc/vmcore a cached mmap window inside the extent's chunk:
+        read() of /proc/vmcore copies page by page in the kernel and is slow, and a
+        mapping may not cross two PT_LOADs."""
+        if not self.mmap_reads:
+            return self._read_at(offset, size)
+        win = getattr(self, "_window", None)
+        if win is None or not (win[0] <= offset and offset + size <= win[0] + len(win[1])):
+            if win is not None:
+                win[1].close()
+                self._window = None
+            start = max(offset & ~(self.MAP_WINDOW - 1), chunk_lo & ~4095)
+            end = min((offset + size + self.MAP_WINDOW - 1) & ~(self.MAP_WINDOW - 1), (chunk_hi + 4095) & ~4095)
+            try:
+                m = mmap.mmap(self.fd, end - start, mmap.MAP_SHARED, mmap.PROT_READ, offset=start)
+            except (OSError, ValueError, OverflowError):
+                self.mmap_reads = False
+                return self._read_at(offset, size)
+            win = self._window = (start, m)
+        return win[1][offset - win[0]:offset - win[0] + size]
+
+    @property
+    def mmap_reads(self):
+        if not hasattr(self, "_mmap_reads"):
+            self._mmap_reads = self.is_proc_vmcore()
+        return self._mmap_reads
+
+    @mmap_reads.setter
+    def mmap_reads(self, value):
+        self._mmap_reads = value
 
     def read_pfn(self, pfn):
         return self.read_phys(pfn * self.page_size, self.page_size, zero_fill=True) \
@@ -209,6 +243,10 @@ class ElfSource:
                 "max_pfn": self.max_pfn, "incomplete": self.incomplete, "truncated": self.truncated}
 
     def close(self):
+        win = getattr(self, "_window", None)
+        if win is not None:
+            win[1].close()
+            self._window = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -108,3 +108,16 @@ def test_note_running_past_segment(tmp_path, vmcore):
     path = _corrupt(tmp_path, vmcore, note_off + 4, struct.pack("<I", 0x7FFFFFF0))
     with pytest.raises(SourceError, match="note"):
         ElfSource(path)
+
+
+def test_mmap_reads_equal_pread(vmcore):
+    """/proc/vmcore is read through mmap windows; the bytes must be the same."""
+    import random
+    with ElfSource(vmcore) as a, ElfSource(vmcore) as b:
+        b.mmap_reads = True
+        rng = random.Random(3)
+        for _ in range(500):
+            addr = rng.randrange(0, a.max_pfn * 4096 - 9000)
+            n = rng.randrange(1, 9000)
+            assert a.read_phys(addr, n, zero_fill=True) == b.read_phys(addr, n, zero_fill=True)
+        assert b.mmap_reads
