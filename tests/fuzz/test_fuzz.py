@@ -71,9 +71,16 @@ def test_corpus_is_small():
 
 
 @pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="kernel/memmap.py:90 divides by SIZE(mem_section) without checking it is > 0")
+                   reason="kernel/memmap.py:89 divides by SIZE(mem_section) without checking it is > 0")
 def test_known_bug_judge_size_mem_section_zero():
     run("judge", load(os.path.join(CORPUS, "known-bugs", "judge", "size-mem-section-zero.bin.gz")))
+
+
+@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
+                   reason="kernel/memmap.py:90: SIZE(mem_section) larger than a page makes per_root 0, "
+                          "then divides by it")
+def test_known_bug_judge_size_mem_section_over_page():
+    run("judge", load(os.path.join(CORPUS, "known-bugs", "judge", "size-mem-section-over-page.bin.gz")))
 
 
 @pytest.mark.parametrize("target,path", [p for p in corpus() if p.values[0] in ("cli_dump", "cli_info")])
