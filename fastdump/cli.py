@@ -86,6 +86,8 @@ def build_parser():
     p.add_argument("--window", type=_size, metavar="SIZE", help="read window per job (default 2M)")
     p.add_argument("--mmap", dest="use_mmap", action="store_true", default=None, help="read the source with mmap")
     p.add_argument("--non-mmap", "--no-mmap", dest="use_mmap", action="store_false", help="read with pread")
+    p.add_argument("--direct-io", action="store_true", help="write the page data with O_DIRECT, so the dump "
+                   "does not fill the page cache (capture kernels have little memory)")
     p.add_argument("--ssh-key", metavar="FILE", help="private key for ssh:// targets (mode 0600)")
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
     p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory targets")
@@ -176,7 +178,7 @@ def _run_dump(argv):
                  window_bytes=args.window or cfg.get("window"), use_mmap=args.use_mmap, elf_class=args.elf_class,
                  stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"), flat=flat, split=split,
                  dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4, mem_map=args.mem_map,
-                 iomem=args.iomem, vmcoreinfo_file=args.vmcoreinfo_file)
+                 iomem=args.iomem, vmcoreinfo_file=args.vmcoreinfo_file, direct_io=args.direct_io)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
     dropped = sum(stats.excluded.values())
     where = stats.dump_path or stats.target

@@ -158,8 +158,9 @@ class Dump:
     def __init__(self, source, targets, *, levels=(0,), compress="none", threads=None, format="kdump",
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
                  warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
-                 mem_map=None, iomem=None, vmcoreinfo_file=None):
+                 mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
         levels = list(levels)
+        self.direct_io = direct_io
         self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
         if split_block_pfns <= 0 or split_block_pfns % 64:
             raise UsageError("the split block must be a positive multiple of 64 pages (256 KiB)")
@@ -386,7 +387,8 @@ class Dump:
 
     # -- pass 2: write ------------------------------------------------------------
     def _write(self, src, plan, engine, target, stats, *, retry=False):
-        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force or retry)
+        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force or retry,
+                           direct=self.direct_io)
         stats.dump_path = target.dump_path
         self.writer = None
         try:
@@ -532,7 +534,8 @@ class Dump:
             target = parse_target(path)
             if target.kind != "file":
                 raise UsageError(f"--split parts must be files: {path}")
-            sink = target.open(host=self.host, when=self.when, flat=False, force=self.force)
+            sink = target.open(host=self.host, when=self.when, flat=False, force=self.force,
+                               direct=self.direct_io)
             self.writer = None
             try:
                 self.writer = self._kdump_writer(src, sink, level, split=(lo, hi))
@@ -569,7 +572,7 @@ class Dump:
 def dump(source, target=None, *, level=0, compress="none", threads=None, format="kdump", progress="quiet",
          force=False, window_bytes=None, use_mmap=None, elf_class=None, stats_json=None, warn=None,
          targets=None, flat=False, split=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
-         mem_map=None, iomem=None, vmcoreinfo_file=None):
+         mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
@@ -587,7 +590,8 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
     d = Dump(source, all_targets, levels=levels, compress=compress, threads=threads, format=format,
              progress=progress, force=force, window_bytes=window_bytes, use_mmap=use_mmap,
              elf_class=elf_class, warn=warn, flat=flat, split_parts=split, dmesg=dmesg,
-             split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file)
+             split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
+             direct_io=direct_io)
     stats = d.run()
     if stats_json:
         with open(stats_json, "w") as f:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .errors import TargetError, UsageError
 from .formats.flat import FlatSink
-from .output import FileSink
+from .output import DirectFileSink, FileSink
 
 _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>\d+))?(?P<path>/[^\0\n]*)$")
@@ -67,7 +67,7 @@ class Target:
         return None
 
     # -- opening -------------------------------------------------------------
-    def open(self, *, host, when, flat, force):
+    def open(self, *, host, when, flat, force, direct=False):
         """A sink for the dump.  ``flat`` asks for the flattened format."""
         if self.kind == "stdout":
             import sys
@@ -89,11 +89,12 @@ class Target:
                 raise TargetError(f"cannot create {sub}: {e.strerror}") from None
             os.chmod(sub, 0o700)
             self.dump_path = os.path.join(sub, "vmcore")
-            return FileSink(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
+            sink_cls = DirectFileSink if direct else FileSink
+            return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
         if flat:
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         self.dump_path = self.path
-        return FileSink(self.path, force=force)
+        return (DirectFileSink if direct else FileSink)(self.path, force=force)
 
     def _open_raw(self):
         try:

@@ -1,0 +1,338 @@
+"""fastdump against makedumpfile and cp, in one run, on the same inputs.
+
+    python3 -m bench.run                 # full suite (about 15 minutes on 2 cores)
+    python3 -m bench.run --quick         # small inputs, one repetition (the smoke test)
+
+Inputs (built once into .cache/bench/): a 1 GiB dense synthetic vmcore with the
+generator's mix of zero, text, pointer and random pages; 8 GiB and 64 GiB
+sparse vmcores of a 6.1-layout kernel that is mostly free memory; the real
+vmcores of tests/e2e when they exist.  Contenders run alternately (the order is
+shuffled every repetition), each several times; medians are reported with the
+ceilings measured in the same run: per-core codec speed on these pages times the
+cores, and reading the source into nothing.  Outputs go to a tmpfs, so the disk
+is not measured.  Results: bench/out/results.json, results.md, throughput.png.
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+CACHE = os.path.join(TOP, ".cache", "bench")
+GiB, MiB = 1 << 30, 1 << 20
+
+
+# -- inputs ---------------------------------------------------------------------
+def build_inputs(quick):
+    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges, make_vmcore
+    from fastdump.testing.kernel_layout import KernelLayout
+
+    os.makedirs(CACHE, exist_ok=True)
+    specs = [("dense-128M" if quick else "dense-1G", "dense", (128 * MiB) if quick else GiB)]
+    specs += [("sparse-1G", "sparse", GiB)] if quick else [("sparse-8G", "sparse", 8 * GiB),
+                                                         ("sparse-64G", "sparse", 64 * GiB)]
+    inputs = []
+    for name, kind, size in specs:
+        path = os.path.join(CACHE, name + ".vmcore")
+        if not os.path.exists(path):
+            print(f"bench: generating {name}", file=sys.stderr)
+            if kind == "dense":
+                make_vmcore(path + ".tmp", ram_size=size, seed=2)
+            else:
+                layout = KernelLayout(default_ram_ranges(size), encoding="6.1", seed=4, sparse=True)
+                SyntheticVmcore(VmcoreSpec(ram_size=size, sparse=True), layout=layout).write(path + ".tmp")
+            os.replace(path + ".tmp", path)
+            if os.path.exists(path + ".tmp.truth.json"):
+                os.replace(path + ".tmp.truth.json", path + ".truth.json")
+        inputs.append({"name": name, "kind": kind, "path": path, "ram": size})
+    for raw in sorted(glob.glob(os.path.join(TOP, ".cache", "e2e", "*", "vmcore.raw"))):
+        kernel = os.path.basename(os.path.dirname(raw))
+        inputs.append({"name": f"real-{kernel}", "kind": "real", "path": raw, "ram": os.path.getsize(raw)})
+    return inputs
+
+
+# -- makedumpfile builds -------------------------------------------------------------
+def makedumpfile_builds(log):
+    """The installed makedumpfile, and Debian 13's 1.7.6 (which has zstd) unpacked from its .deb."""
+    builds = []
+    sysmdf = shutil.which("makedumpfile")
+    if sysmdf:
+        builds.append({"name": "makedumpfile", "exe": sysmdf, "env": {}})
+    dest = os.path.join(TOP, ".cache", "tools", "makedumpfile-trixie")
+    exe = os.path.join(dest, "usr", "sbin", "makedumpfile")
+    if not os.path.exists(exe):
+        try:
+            sys.path.insert(0, TOP)
+            from tests.e2e.kernels import Apt
+            apt = Apt("trixie")
+            apt.update()
+            fields = apt.show("makedumpfile")
+            deb = apt.download("makedumpfile", fields["Version"], os.path.join(dest, "debs"))
+            subprocess.run(["dpkg-deb", "-x", deb, dest], check=True)
+        except Exception as e:  # noqa: BLE001 - reported in the results, not fatal
+            log(f"Debian 13 makedumpfile not available: {e}")
+    if os.path.exists(exe):
+        r = subprocess.run([exe, "-v"], capture_output=True, text=True)
+        if r.returncode == 0 or "version" in r.stdout + r.stderr:
+            builds.append({"name": "makedumpfile-deb13", "exe": exe, "env": {}})
+        else:
+            log(f"Debian 13 makedumpfile does not run here: {(r.stdout + r.stderr).strip()[:200]}")
+    for b in builds:
+        out = subprocess.run([b["exe"], "-v"], capture_output=True, text=True)
+        text = out.stdout + out.stderr
+        b["version"] = text.split("version", 1)[1].split()[0] if "version" in text else "?"
+        b["zstd"] = any(line.split()[:2] == ["zstd", "enabled"] for line in text.splitlines())
+        b["lzo"] = any(line.split()[:2] == ["lzo", "enabled"] for line in text.splitlines())
+    return builds
+
+
+# -- one timed run ----------------------------------------------------------------------
+def timed(argv, out_path, *, env=None):
+    """Run one contender under GNU time: a process forked from this (large) one would
+    report this process's memory as its own peak RSS."""
+    stats = out_path + ".time"
+    t0 = time.monotonic()
+    proc = subprocess.run(["/usr/bin/time", "-o", stats, "-f", "%e %U %S %M"] + argv, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=dict(os.environ, **(env or {})))
+    wall = time.monotonic() - t0
+    try:
+        with open(stats) as f:
+            last = f.read().strip().splitlines()[-1].split()
+        elapsed, user, system, rss = float(last[0]), float(last[1]), float(last[2]), int(last[3])
+    except (OSError, IndexError, ValueError):
+        elapsed, user, system, rss = wall, 0.0, 0.0, 0
+    err = proc.stderr.decode(errors="replace")
+    size = os.path.getsize(out_path) if os.path.exists(out_path) else 0
+    return {"ok": proc.returncode == 0, "code": proc.returncode, "wall": elapsed, "cpu": user + system,
+            "rss_kb": rss, "bytes_out": size, "error": "" if proc.returncode == 0 else err.strip()[-300:]}
+
+
+def contenders(inp, builds, threads, quick, cores):
+    """(name, group, argv-builder) for one input."""
+    fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
+    out = []
+    levels = [1, 31] if inp["kind"] != "dense" else [1]
+    codecs = ["zstd", "lz4"] if quick else ["zstd", "lz4", "zlib", "none"]
+    for level in levels:
+        for codec in codecs:
+            for t in (threads if codec == "zstd" and level == 1 else [cores]):
+                out.append((f"fastdump {codec} -d{level} t{t}", "fastdump",
+                            lambda o, c=codec, lv=level, t=t: fd + ["--compress", c, "-d", str(lv), "--threads", str(t),
+                                                                    inp["path"], o], {"codec": codec, "level": level,
+                                                                                      "threads": t}))
+        for b in builds:
+            flags = (["-l"] if b["lzo"] else []) + ([] if quick else ["-c"]) + (["-z"] if b["zstd"] else [])
+            for flag in flags:
+                codec = {"-l": "lzo", "-c": "zlib", "-z": "zstd"}[flag]
+                out.append((f"{b['name']} {flag} -d{level}", b["name"],
+                            lambda o, e=b["exe"], fl=flag, lv=level: [e, fl, "-d", str(lv), inp["path"], o],
+                            {"codec": codec, "level": level, "threads": 1}))
+    if inp["kind"] != "sparse":
+        out.append(("cp", "cp", lambda o: ["cp", "--sparse=never", inp["path"], o], {"codec": "none", "level": 0,
+                                                                                      "threads": 1}))
+    return out
+
+
+# -- ceilings -------------------------------------------------------------------------------
+def ceilings(inp, cores):
+    import array
+
+    from fastdump import _core
+    from fastdump.source import ElfSource
+    with ElfSource(inp["path"]) as src:
+        sample = bytearray()
+        for start, end, off in src.extents:
+            take = min(end - start, 256 * MiB - len(sample))
+            take -= take % 4096
+            sample += os.pread(src.fd, take, off)
+            if len(sample) >= 256 * MiB:
+                break
+        kept = bytes(sample)
+    pages = [kept[i:i + 4096] for i in range(0, len(kept), 4096)]
+    nonzero = b"".join(p for p in pages if p.count(0) != 4096)
+    core_src = _core.Source(-1, array.array("Q"), 4096)
+    speeds = {}
+    for name, codec in (("zstd", _core.CODEC_ZSTD), ("lz4", _core.CODEC_LZ4), ("zlib", _core.CODEC_ZLIB)):
+        job = _core.Job(core_src, codec, 1)
+        t0 = time.monotonic()
+        job.compress_pages(nonzero)
+        dt = max(1e-9, time.monotonic() - t0)
+        speeds[name] = {"per_core_MBps": len(nonzero) / dt / 1e6, "ceiling_MBps": cores * len(nonzero) / dt / 1e6}
+    t0 = time.monotonic()
+    n = 0
+    with open(inp["path"], "rb", buffering=0) as f:
+        while True:
+            b = f.read(8 * MiB)
+            if not b:
+                break
+            n += len(b)
+    read = n / max(1e-9, time.monotonic() - t0) / 1e6
+    return {"codec": speeds, "read_MBps": read, "sample_nonzero_fraction": len(nonzero) / max(1, len(kept))}
+
+
+# -- the run -----------------------------------------------------------------------------------
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small inputs, one repetition")
+    p.add_argument("--reps", type=int)
+    p.add_argument("--threads", default=None, help="thread counts for fastdump zstd -d 1 (default 1,2,..,8)")
+    p.add_argument("--out", default=os.path.join(HERE, "out"))
+    p.add_argument("--scratch", default="/dev/shm/fastdump-bench", help="where dumps are written (tmpfs)")
+    p.add_argument("--inputs", help="comma-separated input names to keep")
+    args = p.parse_args(argv)
+    cores = len(os.sched_getaffinity(0))
+    reps = args.reps or (1 if args.quick else 3)
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, 2, cores, 4, 8})
+    if args.quick and not args.threads:
+        threads = sorted({1, cores})
+    notes = []
+    log = lambda m: (notes.append(m), print(f"bench: {m}", file=sys.stderr))  # noqa: E731
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.scratch, exist_ok=True)
+    inputs = build_inputs(args.quick)
+    if args.inputs:
+        inputs = [i for i in inputs if i["name"] in args.inputs.split(",")]
+    builds = makedumpfile_builds(log)
+    if not any(b["zstd"] for b in builds):
+        log("no makedumpfile here has zstd: fastdump zstd is compared with makedumpfile -l (lzo)")
+    results = {"machine": {"cores": cores, "python": sys.version.split()[0]}, "notes": notes,
+               "makedumpfile": builds, "inputs": []}
+    rng = random.Random(1)
+    for inp in inputs:
+        print(f"bench: {inp['name']}", file=sys.stderr)
+        entry = dict(inp, ceilings=ceilings(inp, cores), runs={})
+        cands = contenders(inp, builds, threads, args.quick, cores)
+        samples = {name: [] for name, *_ in cands}
+        for rep in range(reps):
+            order = list(cands)
+            rng.shuffle(order)
+            for name, group, make, meta in order:
+                out = os.path.join(args.scratch, "out")
+                for f in glob.glob(out + "*"):
+                    os.unlink(f)
+                r = timed(make(out), out)
+                r.update(meta, group=group)
+                samples[name].append(r)
+                if not r["ok"]:
+                    log(f"{inp['name']}: {name} failed: {r['error']}")
+        for name, runs in samples.items():
+            ok = [r for r in runs if r["ok"]]
+            if not ok:
+                entry["runs"][name] = {"ok": False, "error": runs[0]["error"], **{k: runs[0][k] for k in
+                                                                                  ("codec", "level", "threads", "group")}}
+                continue
+            med = {k: statistics.median(r[k] for r in ok) for k in ("wall", "cpu", "rss_kb", "bytes_out")}
+            med.update({k: ok[0][k] for k in ("codec", "level", "threads", "group")}, ok=True, reps=len(ok))
+            med["source_MBps"] = inp_bytes(inp) / med["wall"] / 1e6
+            entry["runs"][name] = med
+        derive(entry, cores)
+        results["inputs"].append(entry)
+    for f in glob.glob(os.path.join(args.scratch, "out*")):
+        os.unlink(f)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    md = markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md)
+    plot(results, os.path.join(args.out, "throughput.png"), log)
+    print(md)
+    return 0
+
+
+def inp_bytes(inp):
+    from fastdump.source import ElfSource
+    with ElfSource(inp["path"]) as s:
+        return sum(e - a for a, e, _ in s.extents)
+
+
+def derive(entry, cores):
+    """Ratios against the baselines and thread scaling efficiency."""
+    runs = entry["runs"]
+    base = {}
+    for name, r in runs.items():
+        if r.get("ok") and (r["group"].startswith("makedumpfile") or name == "cp"):
+            base[name] = r["wall"]
+    for name, r in runs.items():
+        if not r.get("ok") or r["group"] != "fastdump":
+            continue
+        r["speedup"] = {b: round(w / r["wall"], 2) for b, w in base.items()
+                        if b == "cp" or runs[b]["level"] == r["level"]}
+        r["size_vs"] = {b: round(r["bytes_out"] / runs[b]["bytes_out"], 3) for b in base
+                        if b != "cp" and runs[b]["bytes_out"] and runs[b]["level"] == r["level"]
+                        and runs[b]["codec"] == r["codec"]}
+    one = next((r for n, r in runs.items() if r.get("ok") and r["group"] == "fastdump" and r["codec"] == "zstd"
+                and r["level"] == 1 and r["threads"] == 1), None)
+    if one:
+        for r in runs.values():
+            if r.get("ok") and r["group"] == "fastdump" and r["codec"] == "zstd" and r["level"] == 1:
+                ideal = min(r["threads"], cores)
+                r["thread_efficiency"] = round(one["wall"] / r["wall"] / ideal, 3)
+
+
+def markdown(results):
+    lines = [f"# fastdump bench ({results['machine']['cores']} cores)", ""]
+    for note in results["notes"]:
+        lines.append(f"- {note}")
+    for b in results["makedumpfile"]:
+        lines.append(f"- {b['name']} {b['version']}: lzo {'yes' if b['lzo'] else 'no'}, zstd {'yes' if b['zstd'] else 'no'}")
+    for inp in results["inputs"]:
+        c = inp["ceilings"]
+        lines += ["", f"## {inp['name']} ({inp['ram'] / GiB:.0f} GiB RAM)", "",
+                  "ceilings: " + ", ".join(f"{k} {v['ceiling_MBps']:.0f} MB/s ({v['per_core_MBps']:.0f}/core)"
+                                           for k, v in c["codec"].items()) + f", read {c['read_MBps']:.0f} MB/s",
+                  "", "| contender | wall s | cpu s | peak RSS MiB | output MB | source MB/s | vs baselines | thread eff. |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in sorted(inp["runs"].items(), key=lambda kv: kv[1].get("wall", 1e9)):
+            if not r.get("ok"):
+                lines.append(f"| {name} | failed: {r.get('error', '')[:60]} | | | | | | |")
+                continue
+            vs = ", ".join(f"{k} {v}x" for k, v in r.get("speedup", {}).items())
+            lines.append(f"| {name} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_kb'] / 1024:.0f} | "
+                         f"{r['bytes_out'] / 1e6:.1f} | {r['source_MBps']:.0f} | {vs} | "
+                         f"{r.get('thread_efficiency', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path, log):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed: no plot (pip install matplotlib)")
+        return
+    dense = [i for i in results["inputs"] if i["kind"] == "dense"]
+    if not dense:
+        return
+    inp = dense[0]
+    pts = sorted((r["threads"], r["source_MBps"]) for r in inp["runs"].values()
+                 if r.get("ok") and r["group"] == "fastdump" and r["codec"] == "zstd" and r["level"] == 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if pts:
+        ax.plot([t for t, _ in pts], [v for _, v in pts], "o-", label="fastdump zstd -d 1")
+    ceil = inp["ceilings"]["codec"]["zstd"]["per_core_MBps"]
+    cores = results["machine"]["cores"]
+    xs = sorted({t for t, _ in pts} | {1})
+    ax.plot(xs, [ceil * min(t, cores) for t in xs], "--", label="zstd ceiling (per-core x cores)")
+    for name, r in inp["runs"].items():
+        if r.get("ok") and r["group"] != "fastdump":
+            ax.axhline(r["source_MBps"], linestyle=":", color="gray")
+            ax.text(xs[-1], r["source_MBps"], f" {name}", va="center", fontsize=8)
+    ax.set_xlabel("threads")
+    ax.set_ylabel("source MB/s")
+    ax.set_title(f"{inp['name']}: throughput vs threads")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
