@@ -31,7 +31,7 @@ GiB, MiB = 1 << 30, 1 << 20
 
 
 # -- inputs ---------------------------------------------------------------------
-def build_inputs(quick):
+def build_inputs(quick, keep=None):
     from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges, make_vmcore
     from fastdump.testing.kernel_layout import KernelLayout
 
@@ -40,6 +40,8 @@ def build_inputs(quick):
     specs += [("sparse-1G", "sparse", GiB)] if quick else [("sparse-8G", "sparse", 8 * GiB),
                                                          ("sparse-64G", "sparse", 64 * GiB)]
     inputs = []
+    if keep:
+        specs = [sp for sp in specs if sp[0] in keep]
     for name, kind, size in specs:
         path = os.path.join(CACHE, name + ".vmcore")
         if not os.path.exists(path):
@@ -55,12 +57,14 @@ def build_inputs(quick):
         inputs.append({"name": name, "kind": kind, "path": path, "ram": size})
     for raw in sorted(glob.glob(os.path.join(TOP, ".cache", "e2e", "*", "vmcore.raw"))):
         kernel = os.path.basename(os.path.dirname(raw))
+        if keep and f"real-{kernel}" not in keep:
+            continue
         inputs.append({"name": f"real-{kernel}", "kind": "real", "path": raw, "ram": os.path.getsize(raw)})
     return inputs
 
 
 # -- makedumpfile builds -------------------------------------------------------------
-def makedumpfile_builds(log):
+def makedumpfile_builds(log, fetch=True):
     """The installed makedumpfile, and Debian 13's 1.7.6 (which has zstd) unpacked from its .deb."""
     builds = []
     sysmdf = shutil.which("makedumpfile")
@@ -68,7 +72,7 @@ def makedumpfile_builds(log):
         builds.append({"name": "makedumpfile", "exe": sysmdf, "env": {}})
     dest = os.path.join(TOP, ".cache", "tools", "makedumpfile-trixie")
     exe = os.path.join(dest, "usr", "sbin", "makedumpfile")
-    if not os.path.exists(exe):
+    if not os.path.exists(exe) and fetch:
         try:
             sys.path.insert(0, TOP)
             from tests.e2e.kernels import Apt
@@ -187,6 +191,7 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "out"))
     p.add_argument("--scratch", default="/dev/shm/fastdump-bench", help="where dumps are written (tmpfs)")
     p.add_argument("--inputs", help="comma-separated input names to keep")
+    p.add_argument("--no-fetch", action="store_true", help="do not download Debian 13's makedumpfile")
     args = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     reps = args.reps or (1 if args.quick else 3)
@@ -197,10 +202,8 @@ def main(argv=None):
     log = lambda m: (notes.append(m), print(f"bench: {m}", file=sys.stderr))  # noqa: E731
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.scratch, exist_ok=True)
-    inputs = build_inputs(args.quick)
-    if args.inputs:
-        inputs = [i for i in inputs if i["name"] in args.inputs.split(",")]
-    builds = makedumpfile_builds(log)
+    inputs = build_inputs(args.quick, args.inputs.split(",") if args.inputs else None)
+    builds = makedumpfile_builds(log, fetch=not args.no_fetch)
     if not any(b["zstd"] for b in builds):
         log("no makedumpfile here has zstd: fastdump zstd is compared with makedumpfile -l (lzo)")
     results = {"machine": {"cores": cores, "python": sys.version.split()[0]}, "notes": notes,
