@@ -239,14 +239,22 @@ def _run_dump_dmesg(argv):
     p = _Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
     p.add_argument("--dump-dmesg", action="store_true", required=True)
     p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("-f", "--force", action="store_true")
     p.add_argument("source")
     p.add_argument("target", nargs="?")
     args = p.parse_args(argv)
     from .dmesg import main as dmesg_main
-    return dmesg_main([args.source] + ([args.target] if args.target else []))
+    return dmesg_main([args.source] + ([args.target] if args.target else []) + (["-f"] if args.force else []))
 
 
-MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": _run_dump_dmesg}
+def _run_mem_usage(argv):
+    """makedumpfile --mem-usage: pages per class and size per dump level, nothing written."""
+    from .kernel.estimate_cli import main as estimate_main
+    return estimate_main([a for a in argv if a != "--mem-usage" and not a.startswith("--message-level")])
+
+
+MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": _run_dump_dmesg,
+         "--mem-usage": _run_mem_usage}
 
 
 def main(argv=None):

@@ -227,3 +227,12 @@ def test_convert_lz4_to_standard_and_refilter(kvmcore, tmp_path):
     pages = elf_pages(elf_out)
     with fastdump.open(direct) as b:
         assert all(pages[p] == b.read_pfn(p) for p in list(pages)[::41])
+
+
+def test_makedumpfile_modes_dump_dmesg_and_mem_usage(kvmcore, tmp_path):
+    src, layout = kvmcore
+    out = tmp_path / "dmesg.txt"
+    fastdump_cli("--dump-dmesg", src, str(out))
+    assert out.read_text().strip() == layout.expected_dmesg().strip()
+    r = fastdump_cli("--message-level", "7", "--mem-usage", src)
+    assert "free" in r.stdout and "-d 31" in r.stdout
