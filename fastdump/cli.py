@@ -250,7 +250,15 @@ def _run_dump_dmesg(argv):
 def _run_mem_usage(argv):
     """makedumpfile --mem-usage: pages per class and size per dump level, nothing written."""
     from .kernel.estimate_cli import main as estimate_main
-    return estimate_main([a for a in argv if a != "--mem-usage" and not a.startswith("--message-level")])
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--message-level":
+            skip = True
+        elif a != "--mem-usage" and not a.startswith("--message-level="):
+            rest.append(a)
+    return estimate_main(rest)
 
 
 MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": _run_dump_dmesg,
