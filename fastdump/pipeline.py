@@ -50,6 +50,7 @@ class Stats:
     pages_scanned: int = 0      # pages the source describes
     pages_kept: int = 0         # pages whose data was stored (zero pages not counted)
     pages_zero: int = 0         # all-zero pages found
+    pages_unclassified: int = 0  # kept because their struct page made no sense (never dropped)
     pages_unreadable: int = 0   # the source gave an error: missing from the dump, listed below
     unreadable_pfns: list = field(default_factory=list)   # the first UNREADABLE_LISTED of them
     excluded: dict = field(default_factory=dict)  # pages dropped per class
@@ -139,6 +140,7 @@ class Plan:
     num_dumpable: int = 0
     pages_scanned: int = 0
     excluded: dict = field(default_factory=dict)
+    unclassified: int = 0
     self_check: dict = field(default_factory=dict)
     # ELF only
     reads: BitmapStore = None    # per cycle: pages to read (kept and not zero)
@@ -296,6 +298,7 @@ class Dump:
             plan.num_dumpable += _core.bitmap_count(keep, c1 - c0)
             plan.keep.put(c0, keep)
             self.progress.update(c1 - c0)
+        plan.unclassified = plan.excluded.pop("unclassified", 0)
         plan.excluded = {k: v for k, v in plan.excluded.items() if v}
         if judge is not None and hasattr(judge, "self_check"):
             try:
@@ -344,6 +347,7 @@ class Dump:
     def _apply_plan(self, stats, plan):
         stats.pages_scanned = plan.pages_scanned
         stats.excluded = dict(plan.excluded)
+        stats.pages_unclassified = plan.unclassified
         stats.self_check = plan.self_check
         if self.format == "elf":
             stats.pages_zero = plan.pages_zero
