@@ -15,6 +15,7 @@ threads=None) -> dict``.
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import threading
@@ -93,6 +94,7 @@ class _SourcePages:
         self.page_size = self.src.page_size
         self.runs = self.src.stored_runs()
         self.starts = [a for a, _ in self.runs]
+        self.lock = threading.Lock()
 
     def missing(self, first, end):
         """How many of pfns first..end-1 the source does not store."""
@@ -111,7 +113,13 @@ class _SourcePages:
         return (end - first) - have
 
     def read(self, first, end):
-        return self.src.read_phys(first * self.page_size, (end - first) * self.page_size, zero_fill=True)
+        # /proc/vmcore is read through one cached mmap window: not for several threads at once
+        with self.lock if getattr(self.src, "mmap_reads", False) else contextlib.nullcontext():
+            return self.src.read_phys(first * self.page_size, (end - first) * self.page_size, zero_fill=True)
+
+    def read_phys(self, addr, size):
+        with self.lock if getattr(self.src, "mmap_reads", False) else contextlib.nullcontext():
+            return self.src.read_phys(addr, size, zero_fill=True)
 
     def close(self):
         self.src.close()
@@ -368,7 +376,7 @@ def _check_elf(d, source, threads, result, problems):
         if source.missing(first, end):
             problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
             return
-        want = source.src.read_phys(phys, size, zero_fill=True)
+        want = source.read_phys(phys, size)
         if want != data:
             bad = next(k for k in range(0, size) if want[k] != data[k])
             problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) differs from the source")
