@@ -355,19 +355,25 @@ class Dump:
 
     # -- room -------------------------------------------------------------------
     def _check_room(self, src, plan, target, stats):
-        need = self._estimate(src, plan)
-        stats.estimated_bytes = need
+        """Skip a target that cannot hold the dump.  The uncompressed size is an upper
+        bound; only when that does not fit is the compression ratio sampled."""
         free = target.free_bytes()
+        need = self._estimate(src, plan, sample=False)
         if free is not None and need * ROOM_MARGIN > free:
-            raise NoSpaceError(f"needs about {need / 1e6:.0f} MB, only {free / 1e6:.0f} MB free")
+            need = self._estimate(src, plan, sample=True)
+            if need * ROOM_MARGIN > free:
+                stats.estimated_bytes = need
+                raise NoSpaceError(f"needs about {need / 1e6:.0f} MB, only {free / 1e6:.0f} MB free")
+        stats.estimated_bytes = need
 
-    def _estimate(self, src, plan):
-        """Bytes the dump will take: exact for ELF, a sampled compression ratio for kdump."""
+    def _estimate(self, src, plan, *, sample):
+        """Bytes the dump will take: exact for ELF; for kdump at most the raw pages, or
+        with ``sample`` a compression ratio measured on a few kept pages."""
         if self.format == "elf":
             return elfdump.ElfDumpWriter.size_of(src, plan.segments, self._elfclass(src))
         layout = kdump.KdumpLayout(block_size=src.page_size, max_mapnr=src.max_pfn, note_size=len(src.note_bytes))
-        return layout.desc_table + 24 * plan.num_dumpable + int(plan.num_dumpable * src.page_size
-                                                                 * self._sample_ratio(src, plan))
+        ratio = self._sample_ratio(src, plan) if sample else 1.0
+        return layout.desc_table + 24 * plan.num_dumpable + int(plan.num_dumpable * src.page_size * ratio)
 
     def _sample_ratio(self, src, plan, samples=256):
         """Compressed/raw ratio over a few kept pages spread across the dump."""
