@@ -52,6 +52,79 @@ cdef extern from "zlib.h" nogil:
     int Z_STREAM_END
     int Z_FINISH
 
+cdef extern from "zstd.h" nogil:
+    size_t ZSTD_decompress(void*, size_t, const void*, size_t)
+
+cdef extern from "lz4.h" nogil:
+    int LZ4_decompress_safe(const char*, char*, int, int)
+
+cdef extern from "zlib.h" nogil:
+    int uncompress(unsigned char*, unsigned long*, const unsigned char*, unsigned long)
+
+cdef extern from "lzo/lzo1x.h" nogil:
+    ctypedef unsigned long lzo_uint
+    int lzo_init()
+    int lzo1x_decompress_safe(const unsigned char*, lzo_uint, unsigned char*, lzo_uint*, void*)
+    int LZO_E_OK
+
+cdef extern from "snappy-c.h" nogil:
+    ctypedef enum snappy_status:
+        SNAPPY_OK
+    snappy_status snappy_uncompress(const char*, size_t, char*, size_t*)
+
+if lzo_init() != LZO_E_OK:
+    raise ImportError("liblzo2 failed to initialise")
+
+# kdump page flags (the on-disk values; formats/kdump.py names them too)
+cdef enum:
+    KD_ZLIB = 0x1
+    KD_LZO = 0x2
+    KD_SNAPPY = 0x4
+    KD_ZSTD = 0x20
+    KD_LZ4_FASTDUMP = 0x40
+
+
+def decompress_page(unsigned int flag, const unsigned char[::1] data not None, size_t page_size):
+    """Decode one kdump page (any method makedumpfile or fastdump writes), GIL released.
+    Returns the page, or raises ValueError when it does not decode to exactly page_size."""
+    out = bytearray(page_size)
+    cdef unsigned char[::1] o = out
+    cdef size_t n = data.shape[0], got = 0, r
+    cdef unsigned long zl = page_size
+    cdef lzo_uint ll = page_size
+    cdef int rc = -1
+    cdef const unsigned char* src = &data[0] if n else NULL
+    if n == 0:
+        raise ValueError("empty compressed page")
+    with nogil:
+        if flag == KD_ZLIB:
+            rc = uncompress(&o[0], &zl, src, n)
+            got = zl
+            rc = 0 if rc == Z_OK else -1
+        elif flag == KD_ZSTD:
+            r = ZSTD_decompress(&o[0], page_size, src, n)
+            rc = -1 if ZSTD_isError(r) else 0
+            got = r
+        elif flag == KD_LZ4_FASTDUMP:
+            rc = LZ4_decompress_safe(<const char*>src, <char*>&o[0], n, page_size)
+            got = rc
+            rc = 0 if rc >= 0 else -1
+        elif flag == KD_LZO:
+            rc = lzo1x_decompress_safe(src, n, &o[0], &ll, NULL)
+            got = ll
+            rc = 0 if rc == LZO_E_OK else -1
+        elif flag == KD_SNAPPY:
+            got = page_size
+            rc = 0 if snappy_uncompress(<const char*>src, n, <char*>&o[0], &got) == SNAPPY_OK else -1
+    if flag not in (KD_ZLIB, KD_ZSTD, KD_LZ4_FASTDUMP, KD_LZO, KD_SNAPPY):
+        raise ValueError(f"unknown page compression flag {flag:#x}")
+    if rc != 0:
+        raise ValueError("corrupt compressed page")
+    if got != page_size:
+        raise ValueError(f"page decodes to {got} bytes, not {page_size}")
+    return bytes(out)
+
+
 # Codec identifiers (fastdump's own; the kdump page flag for each is in formats/kdump.py).
 cpdef enum:
     CODEC_NONE = 0

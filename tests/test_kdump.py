@@ -118,3 +118,16 @@ def test_lz4_dump_is_marked_fastdump_only(dumps):
     path, _ = dumps["lz4", 1]
     with fastdump.open(path) as d:
         assert d.status & kdump.FLAG_LZ4_FASTDUMP
+
+
+@pytest.mark.parametrize("flag", ["-l", "-c"])
+def test_reads_makedumpfile_dumps(vmcore, source_pages, tmp_path, flag):
+    """makedumpfile's LZO (Fedora/RHEL's default -l) and zlib pages decode in our reader."""
+    out = str(tmp_path / "mdf")
+    makedumpfile(flag, "-d", "1", vmcore, out)
+    with fastdump.open(out) as d:
+        pfns = list(d.pfns())
+        assert len(pfns) >= len(source_pages) - 1
+        for pfn in pfns:
+            assert d.read_pfn(pfn) == source_pages[pfn]
+        assert d.describe()["compression"] == {"-l": "lzo", "-c": "zlib"}[flag]

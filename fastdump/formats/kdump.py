@@ -11,7 +11,6 @@ shared/docs/dump-formats.md §2 and what crash and libkdumpfile check.
 import os
 import stat
 import struct
-import zlib
 
 from .. import _core, elf
 from ..errors import FormatError
@@ -160,35 +159,19 @@ class KdumpWriter:
 
 # ---------------------------------------------------------------- reading --
 
-def _decompressor(flag):
-    if flag == FLAG_ZLIB:
-        def inflate(data, limit=1 << 20):
-            d = zlib.decompressobj()
-            out = d.decompress(data, limit)   # bounded: a page, never a zip bomb
-            if not d.eof:
-                raise FormatError("zlib stream is truncated or larger than a page")
-            return out
-        return inflate
-    if flag == FLAG_ZSTD:
-        import zstandard
-        dctx = zstandard.ZstdDecompressor()
-        return lambda data: dctx.decompress(data, max_output_size=1 << 20)
-    if flag == FLAG_LZ4_FASTDUMP:
-        import lz4.block
-        return lambda data: lz4.block.decompress(data, uncompressed_size=1 << 16)
-    if flag == FLAG_LZO:
+def _decompressor(flag, page_size=4096):
+    """A page decoder for one kdump page flag: the Cython core handles every method
+    makedumpfile or fastdump writes (zlib, LZO, snappy, zstd, fastdump's lz4), each
+    bounded to one page."""
+    if flag not in FLAG_NAMES or flag == 0:
+        raise FormatError(f"unknown page compression flag {flag:#x}")
+
+    def decode(data):
         try:
-            import lzo
-        except ImportError:
-            raise FormatError("page compressed with LZO: install python-lzo to read it") from None
-        return lambda data: lzo.decompress(data, False, 1 << 16)
-    if flag == FLAG_SNAPPY:
-        try:
-            import snappy
-        except ImportError:
-            raise FormatError("page compressed with snappy: install python-snappy to read it") from None
-        return snappy.uncompress
-    raise FormatError(f"unknown page compression flag {flag:#x}")
+            return _core.decompress_page(flag, data, page_size)
+        except ValueError as e:
+            raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
+    return decode
 
 
 class KdumpReader:
@@ -317,7 +300,7 @@ class KdumpReader:
             raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
         data = self._read(off, size)
         if flags:
-            dec = self._decoders.get(flags) or self._decoders.setdefault(flags, _decompressor(flags))
+            dec = self._decoders.get(flags) or self._decoders.setdefault(flags, _decompressor(flags, self.page_size))
             try:
                 data = dec(data)
             except FormatError:
