@@ -16,7 +16,7 @@ from .errors import SourceError
 CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC_LZ4,
           "zstd": _core.CODEC_ZSTD}
 DEFAULT_WINDOW_BYTES = 2 << 20
-BUFFER_BUDGET = 40 << 20  # all jobs' buffers together (in + out), whatever the thread count
+BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
 
 
 def default_threads():
