@@ -56,6 +56,7 @@ cdef struct Params:
     int nr_orders
     int section_shift
     uint64_t prot_start, prot_end
+    uint64_t reserved           # PG_reserved (PG_private - 1), 0: guard the whole image
     uint64_t va0
     int have_va
     int level
@@ -112,12 +113,29 @@ cdef inline int tail_of(const Params* P, const uint8_t* rec, uint64_t my_va, uin
     return 0
 
 
-cdef inline void drop(uint8_t* keep, Py_ssize_t i, int cls, uint64_t pfn,
+cdef inline int image_page_released(const Params* P, const uint8_t* r) noexcept nogil:
+    """Inside the kernel-image PT_LOAD: 1 if this page's own struct page says the
+    kernel gave it back (freed __init memory, the text/rodata/data gaps, unused
+    brk): PG_reserved clear and not slab.  Live image pages stay PG_reserved."""
+    cdef uint64_t flags
+    if P.reserved == 0:
+        return 0
+    flags = rd64(r, P.off_flags)
+    if flags & P.reserved:
+        return 0
+    if P.slab and (flags & P.slab):
+        return 0
+    if type_is(P, rd32(r, P.off_mapcount), P.has_slabtype, P.slabtype):
+        return 0
+    return 1
+
+
+cdef inline void drop(uint8_t* keep, Py_ssize_t i, int cls, uint64_t pfn, const uint8_t* r,
                       const Params* P, uint64_t* counts) noexcept nogil:
     cdef uint8_t bit = <uint8_t>(1 << (i & 7))
     if not (keep[i >> 3] & bit):
         return
-    if P.prot_start <= pfn < P.prot_end:
+    if P.prot_start <= pfn < P.prot_end and not image_page_released(P, r):
         counts[C_PROTECTED] += 1
         return
     keep[i >> 3] &= <uint8_t>~bit
@@ -144,7 +162,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
             if C.verify and not (P.have_va and tail_of(P, r, my_va, C.head_va)):
                 C.until = 0            # the block ends early: classify this page afresh
             else:
-                drop(keep, i, C.cls, pfn, P, counts)
+                drop(keep, i, C.cls, pfn, r, P, counts)
                 continue
         C.until = 0
         flags = rd64(r, P.off_flags)
@@ -171,7 +189,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
             nr = 1ULL << private_
             counts[C_FREE_SEEN] += nr
             if lvl & 16:
-                drop(keep, i, C_FREE, pfn, P, counts)
+                drop(keep, i, C_FREE, pfn, r, P, counts)
                 if nr > 1:
                     C.until = pfn + nr
                     C.cls = C_FREE
@@ -185,7 +203,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
                 continue
             counts[C_FREE_SEEN] += nr
             if lvl & 16:
-                drop(keep, i, C_FREE, pfn, P, counts)
+                drop(keep, i, C_FREE, pfn, r, P, counts)
                 C.until = pfn + nr
                 C.cls = C_FREE
                 C.verify = 0
@@ -252,7 +270,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
                 if present(keep, i):
                     counts[C_UNCLASSIFIED] += 1
                 continue
-        drop(keep, i, cls, pfn, P, counts)
+        drop(keep, i, cls, pfn, r, P, counts)
         if nr > 1:
             C.until = pfn + nr
             C.cls = cls
@@ -263,7 +281,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
 cdef class ScanParams:
     cdef Params p
 
-    def __init__(self, enc, *, level, section_shift, prot_start=0, prot_end=0):
+    def __init__(self, enc, *, level, section_shift, prot_start=0, prot_end=0, reserved_mask=0):
         p = &self.p
         p.rec = enc.struct_size
         p.off_flags = enc.off_flags
@@ -299,6 +317,7 @@ cdef class ScanParams:
         p.section_shift = section_shift
         p.prot_start = prot_start
         p.prot_end = prot_end
+        p.reserved = reserved_mask
         p.va0 = 0
         p.have_va = 0
         p.level = level

@@ -107,11 +107,19 @@ def test_chunking_and_order_do_not_matter(encoded):
 
 
 def test_kernel_image_and_traps_never_dropped(encoded):
+    """Live kernel-image pages (PG_reserved) are never dropped, even when their
+    struct pages look free or anonymous; the freed __init part of the image is
+    judged like any memory (real 6.12: shmem and anonymous pages there)."""
     enc, src, layout = encoded
     judge = make_judge(src, 31, warn=lambda m: None)
     dropped, _ = dropped_set(src, judge)
     kt0, kt1 = layout.kernel_text
-    assert not any(kt0 // 4096 <= p < kt1 // 4096 for p in dropped)
+    i0, i1 = layout.init_range
+    assert i1 - i0 >= 64
+    assert not any(kt0 // 4096 <= p < i0 for p in dropped)
+    init_truth = {p for p in layout.dropped_pfns(31) if i0 <= p < i1}
+    assert init_truth and {p for p in dropped if i0 <= p < i1} == init_truth
+    assert judge.stats()["image_reserved_bit_checked"]
     assert judge.stats()["protected"] >= 2           # text pages that look free/anonymous
     for p in layout.text_traps:
         assert p not in dropped
@@ -164,6 +172,22 @@ def test_layout_variants(tmp_path_factory, variant):
             assert judge.memmap.mem_section != src.vmcoreinfo.symbol("mem_section")
         if variant == "flatmem":
             assert judge.memmap.model == "flatmem"
+
+
+@pytest.mark.parametrize("encoding", ["4.x", "6.12"])
+@pytest.mark.parametrize("how", ["image_not_reserved", "no_pg_private"])
+def test_unverified_reserved_bit_keeps_whole_image(tmp_path_factory, encoding, how):
+    """PG_reserved is inferred (PG_private - 1); when the image's own pages do not
+    carry it, or PG_private is unknown, every kernel-image page is kept."""
+    kw = dict(image_reserved=False) if how == "image_not_reserved" else dict(drop_keys={"NUMBER(PG_private)"})
+    path, layout = write_vmcore(tmp_path_factory, how, encoding=encoding, **kw)
+    with ElfSource(path) as src:
+        judge = make_judge(src, 31, warn=lambda m: None)
+        dropped, _ = dropped_set(src, judge)
+        kt0, kt1 = layout.kernel_text
+        assert not any(kt0 // 4096 <= p < kt1 // 4096 for p in dropped)
+        assert not judge.stats()["image_reserved_bit_checked"]
+        assert dropped == layout.dropped_pfns(31)
 
 
 # -- unknown or broken layouts ----------------------------------------------------------------

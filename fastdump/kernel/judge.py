@@ -108,11 +108,53 @@ class PageJudge:
             self.protect = (min(a for a, _ in prot), max(b for _, b in prot))
         else:
             self.protect = (0, 0)
+        self.image_reserved_mask = self._check_reserved_bit(enc) if self.protect[1] else 0
         self.params = _pagescan.ScanParams(enc, level=level, section_shift=min(self.memmap.section_shift, 62),
-                                           prot_start=self.protect[0], prot_end=self.protect[1])
+                                           prot_start=self.protect[0], prot_end=self.protect[1],
+                                           reserved_mask=self.image_reserved_mask)
         self.effective_level = level
         self.needs_struct_pages = True
         self.max_block = 1 << (enc.nr_orders - 1)
+
+    def _check_reserved_bit(self, enc):
+        """PG_reserved (inferred as PG_private - 1) if the kernel image's own pages carry it.
+
+        The kernel-image PT_LOAD spans _text.._end, which includes memory the kernel
+        released after boot (freed __init sections, the text/rodata and rodata/data
+        gaps, unused brk) and then reused as ordinary free, cache and anonymous
+        pages.  Live image pages are memblock-reserved, so their struct pages keep
+        PG_reserved.  Only when the bit is verified on pages that must be live
+        (the image's first page, _stext, the page-table root) may the scanner judge
+        image pages whose struct page has it clear; otherwise the whole image is kept.
+        """
+        mask = enc.reserved_mask
+        if not mask:
+            return 0
+        vi, ps = self.source.vmcoreinfo, self.source.page_size
+        probes = {self.protect[0]}
+        for name in ("_stext", "init_top_pgt", "swapper_pg_dir"):
+            va = vi.symbols.get(name)
+            if va is None:
+                continue
+            try:
+                pa = self.vtop.translate(va)
+            except (FastdumpError, TranslationError):
+                continue
+            if pa is not None and self.protect[0] <= pa // ps < self.protect[1]:
+                probes.add(pa // ps)
+        for pfn in sorted(probes):
+            va = self.memmap.struct_va(pfn)
+            if va is None:
+                return 0
+            try:
+                rec = self._read(va, 1)
+            except (FastdumpError, TranslationError):
+                return 0
+            flags = int.from_bytes(rec[enc.off_flags:enc.off_flags + 8], "little")
+            if not flags & mask:
+                return 0
+        self.bytes_read = 0
+        return mask
 
     # -- reading struct pages ----------------------------------------------------
     def _read(self, va, count):
@@ -243,7 +285,8 @@ class PageJudge:
     def stats(self):
         d = self._as_dict(self.totals)
         d.update(free_seen=self.totals[C_FREE_SEEN], protected=self.totals[C_PROTECTED],
-                 slab=self.totals[C_SLAB], struct_page_bytes_read=self.bytes_read)
+                 slab=self.totals[C_SLAB], struct_page_bytes_read=self.bytes_read,
+                 image_reserved_bit_checked=bool(getattr(self, "image_reserved_mask", 0)))
         return d
 
     def _scan_all(self):

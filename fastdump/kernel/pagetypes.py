@@ -53,6 +53,7 @@ class PageEncoding:
     hwpoison_mask: int = 0
     head_mask: int = 0
     hugetlb_flag_mask: int = 0     # page[1].flags bit (6.6-6.8)
+    reserved_mask: int = 0         # PG_reserved, inferred: never exported, always PG_private - 1
     type_mode: int = TYPE_NONE
     buddy_value: int = -1          # -1: absent (values are u32 otherwise)
     offline_value: int = -1
@@ -132,6 +133,13 @@ def detect(vi, page_size=4096):
     e.slab_mask = _flag(vi, "PG_slab")
     e.hwpoison_mask = _flag(vi, "PG_hwpoison")
     e.hugetlb_flag_mask = _flag(vi, "PG_hugetlb")
+    # PG_reserved is not in VMCOREINFO, but every kernel since 2.6 declares it right
+    # before PG_private (4.9: 10/11, 5.10 and 6.1: 12/13, 6.12 and 7.x: 13/14).  The
+    # judge uses it only after checking it on pages that must be reserved (the
+    # kernel image start), to tell released kernel-image pages from live ones.
+    pp = vi.numbers.get("PG_private")
+    if pp is not None and 1 <= pp < 64:
+        e.reserved_mask = 1 << (pp - 1)
     hm = vi.numbers.get("PG_head_mask")
     if hm is not None and hm > 0 and hm & (hm - 1) == 0:
         e.head_mask = hm

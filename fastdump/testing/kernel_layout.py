@@ -21,6 +21,15 @@ ones are free (16), cache (2|4), cache_private (4), user (8), hwpoison and
 offline (always).  Trap pages (class ``kernel``) carry struct pages that look
 droppable but are impossible (bad order, misaligned, broken tails), and a few
 kernel-text pages look free or anonymous: a correct judge keeps all of them.
+
+The kernel image (``kernel_text``) is, as on a real x86_64 kernel, the whole
+_text.._end range of the kernel-image PT_LOAD: live image pages carry
+PG_reserved (bit PG_private - 1, not exported, as memblock-reserved pages do);
+its top part (``freed_init``, the freed __init sections) was given back to the
+page allocator and holds ordinary mixed classes (free blocks, cache, anonymous
+pages, THPs) with PG_reserved clear.  With ``image_reserved=False`` the image
+pages lack PG_reserved, the judge cannot verify the bit, and the whole image
+is kept (the truth says so).
 """
 
 import random
@@ -116,7 +125,8 @@ class KernelLayout:
 
     def __init__(self, ram_ranges=None, encoding="6.12", seed=1, *, sparse=None, kernel_text=None,
                  five_level=False, memory_model="vmemmap", mem_section_deref=False, vmemmap_4k=False,
-                 sme=False, drop_keys=(), extra_keys=(), traps=True, free_fraction=0.75):
+                 sme=False, drop_keys=(), extra_keys=(), traps=True, free_fraction=0.75,
+                 freed_init=True, image_reserved=True):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose from {sorted(ENCODINGS)}")
         self.ram_ranges = list(ram_ranges) if ram_ranges else None
@@ -133,6 +143,8 @@ class KernelLayout:
         self.extra_keys = list(extra_keys)
         self.traps = traps
         self.free_fraction = free_fraction
+        self.freed_init = freed_init
+        self.image_reserved = image_reserved
         self._built = False
 
     # -- generator plug-in --------------------------------------------------------
@@ -179,10 +191,25 @@ class KernelLayout:
                 return c
         return None
 
+    def image_guarded(self):
+        """True when a correct judge must keep every page of the kernel image
+        (PG_reserved cannot be verified there)."""
+        return not self.image_reserved or "NUMBER(PG_private)" in self.drop_keys
+
     def dropped_runs(self, level, *, scan=True):
         cls = dropped_classes(level, scan=scan)
         self._build()
-        return [(a, b) for a, b, c in self.runs if c in cls]
+        out = [(a, b) for a, b, c in self.runs if c in cls]
+        if self.image_guarded():
+            k0, k1 = self.kernel_text[0] // PAGE, -(-self.kernel_text[1] // PAGE)
+            clipped = []
+            for a, b in out:
+                if a < k0:
+                    clipped.append((a, min(b, k0)))
+                if b > k1:
+                    clipped.append((max(a, k1), b))
+            out = [(a, b) for a, b in clipped if b > a]
+        return out
 
     def dropped_pfns(self, level, *, scan=True):
         out = set()
@@ -469,7 +496,18 @@ class KernelLayout:
         segs = []
         kt = (self.kernel_text[0] // PAGE, self.kernel_text[1] // PAGE)
         area = (self._area_start // PAGE, self._area_end // PAGE)
-        excluded = sorted([kt, area])
+        # freed __init memory: the top of the image above every page written as metadata
+        self.init_range = (kt[1], kt[1])
+        if self.freed_init and kt[1] - kt[0] >= 2048:
+            meta = set(self._meta_pages)
+            for a, n in getattr(self, "_foreign", ()):
+                meta.update(range(a // PAGE, (a + n - 1) // PAGE + 1))
+            hi = max([p for p in meta if kt[0] <= p < kt[1]] + [kt[0] + 1024])
+            i0 = max(kt[1] - (kt[1] - kt[0]) // 8, hi + 1)
+            i0 = -(-i0 // 512) * 512
+            if i0 + 64 <= kt[1]:
+                self.init_range = (i0, kt[1])
+        excluded = sorted([(kt[0], self.init_range[0]), area])
         pieces = []
         for a, b in self.ram_ranges:
             pa, pb = -(-a // PAGE), b // PAGE   # whole pages only
@@ -487,8 +525,8 @@ class KernelLayout:
                 cur = max(cur, xb)
             if cur < pb:
                 pieces.append((cur, pb))
-        # text and traps inside the kernel image
-        segs.append((kt[0], kt[1] - kt[0], "text", 0, "text"))
+        # text and traps inside the kernel image (the freed __init part is a mixed piece)
+        segs.append((kt[0], self.init_range[0] - kt[0], "text", 0, "text"))
         feats = self._features()
         weights = [w for w, *_ in feats]
         unaccepted_done = "PAGE_UNACCEPTED_MAPCOUNT_VALUE" not in self.types
@@ -540,6 +578,7 @@ class KernelLayout:
         o, pg, T = self.off, self.pg, self.types
         head = self.head_mask
         lru, priv = pg.get("PG_lru", 0), pg.get("PG_private", 0)
+        reserved = (priv >> 1) if self.image_reserved else 0      # PG_reserved = PG_private - 1
         swc, swb = pg.get("PG_swapcache", 0), pg.get("PG_swapbacked", 0)
         slab_flag, hwp = pg.get("PG_slab", 0), pg.get("PG_hwpoison", 0)
         buddy = T["PAGE_BUDDY_MAPCOUNT_VALUE"]
@@ -568,15 +607,20 @@ class KernelLayout:
             if kind in ("plain", "kernel", "zero", "random", "pointers"):
                 put(pfn, self._plain(pfn, n))
             elif kind == "text":
-                put(pfn, self._plain(pfn, n))
+                # live kernel-image pages: memblock-reserved, PG_reserved set (also when sparse)
+                put(pfn, bytes(self._rec(flags=zb | reserved, mapcount=-1, refcount=1)) * n)
                 if self.traps and n > 64:
-                    # kernel-image pages whose struct pages look free / anonymous
+                    # kernel-image pages whose struct pages look free / anonymous (but reserved)
                     t = pfn + 32 - pfn % 4 if pfn % 4 else pfn + 32
-                    self._write(self.struct_phys(t), self._rec(flags=zb, mapcount=buddy, private=2))
-                    if not self.sparse:
-                        put(t + 1, bytes(self._rec(flags=zb, mapcount=-1)) * 3)
-                    self._write(self.struct_phys(t + 8), self._rec(flags=zb | lru, mapping=anon(t), mapcount=0))
-                    self.text_traps += [t, t + 8]
+                    self._write(self.struct_phys(t), self._rec(flags=zb | reserved, mapcount=buddy, private=2))
+                    put(t + 1, bytes(self._rec(flags=zb | reserved, mapcount=-1)) * 3)
+                    self._write(self.struct_phys(t + 8), self._rec(flags=zb | lru | reserved, mapping=anon(t),
+                                                                   mapcount=0))
+                    # a slab page (not reserved) inside the image: kept as any slab
+                    mc = T.get("PAGE_SLAB_MAPCOUNT_VALUE", -1)
+                    self._write(self.struct_phys(t + 12), self._rec(
+                        flags=zb | slab_flag, mapping=anon(t + 12), mapcount=mc, refcount=1))
+                    self.text_traps += [t, t + 1, t + 8, t + 12]
             elif kind in ("free", "free_bulk"):
                 for b0 in range(pfn, pfn + n, 1 << order):
                     self._write(self.struct_phys(b0), self._rec(flags=zb, mapcount=buddy, private=order))

@@ -12,7 +12,7 @@ from collections import Counter
 PAGE = 4096
 MAGIC = b"FDMARK:"
 TAG_RE = re.compile(rb"FDMARK:([a-z]+):(\d{8}):")
-CLASSES = ("user", "tmpfs", "cache", "free")
+CLASSES = ("user", "shmem", "tmpfs", "cache", "free")
 ZERO_PAGE = bytes(PAGE)
 
 

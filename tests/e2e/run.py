@@ -26,7 +26,7 @@ from .qemu import Phase, base_cmd, choose_accel, log_tail, run_guest
 GUEST = os.path.join(HERE, "guest")
 MODULES = "virtio_pci,virtio_blk,ext4"
 OPTIONAL_MODULES = "crc32c_generic,crc32c_intel"
-CLASSES_MIB = {"user": 96, "tmpfs": 64, "cache": 64, "free": 256, "zero": 32}
+CLASSES_MIB = {"user": 96, "shmem": 32, "tmpfs": 64, "cache": 64, "free": 256, "zero": 32}
 
 
 def fastdump_cli_works():

@@ -5,11 +5,17 @@ page is the tag ``FDMARK:<class>:<index>:`` (see tests/e2e/markers.py) repeated
 over the whole page, so the host can count marker pages per class in any dump.
 
 Classes:
-  user   anonymous memory held by this process until the crash   (-d 16 drops)
-  tmpfs  a kept tmpfs file                                        (-d 2 drops, -d 8 keeps)
-  cache  a clean ext4 page-cache file: written, dropped, read back (-d 4 drops)
+  user   private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS) held by this
+         process until the crash                                   (-d 8 drops)
+  shmem  shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS): shmem page cache,
+         mapped                                                    (-d 2 drops, -d 8 keeps)
+  tmpfs  a kept tmpfs file, not mapped                             (-d 2 drops, -d 8 keeps)
+  cache  a clean ext4 page-cache file: written, dropped, read back (-d 2 drops)
   free   a tmpfs file deleted after `kexec -p`, so its pages are free (-d 16 drops)
-  zero   anonymous pages that hold zeros (not markable; shows up as zero pages)
+  zero   private anonymous pages that hold zeros (not markable; zero pages, -d 1)
+
+Python's ``mmap.mmap(-1, n)`` maps MAP_SHARED: that is shmem, not anonymous
+memory, so the user class asks for MAP_PRIVATE explicitly.
 
 Order matters (Debian kernels zero pages on allocation and reuse freed pages
 first): write everything, load the capture kernel, then free the "free" class,
@@ -74,16 +80,23 @@ def main():
 
     snapshot(outdir, "boot")
 
-    # user: anonymous memory, held by this process
+    # user: private anonymous memory, held by this process
     n = mib.get("user", 0) * 256
-    user = mmap.mmap(-1, max(n, 1) * PAGE)
+    user = mmap.mmap(-1, max(n, 1) * PAGE, flags=mmap.MAP_PRIVATE)
     for i in range(n):
         user[i * PAGE:(i + 1) * PAGE] = page_of("user", i)
     counts["user"] = n
 
-    # zero: anonymous pages that are touched and hold zeros
+    # shmem: shared anonymous memory (shmem page cache, mapped by this process)
+    n = mib.get("shmem", 0) * 256
+    shmem = mmap.mmap(-1, max(n, 1) * PAGE, flags=mmap.MAP_SHARED)
+    for i in range(n):
+        shmem[i * PAGE:(i + 1) * PAGE] = page_of("shmem", i)
+    counts["shmem"] = n
+
+    # zero: private anonymous pages that are touched and hold zeros
     nz = mib.get("zero", 0) * 256
-    zero = mmap.mmap(-1, max(nz, 1) * PAGE)
+    zero = mmap.mmap(-1, max(nz, 1) * PAGE, flags=mmap.MAP_PRIVATE)
     for i in range(nz):
         zero[i * PAGE] = 1
         zero[i * PAGE] = 0
