@@ -483,7 +483,8 @@ class KernelLayout:
              (4, "folio_cache", None, "cache"), (10, "anon", 0, "user"), (3, "anon_swap", 0, "user"),
              (2, "thp", 9, "user"), (2, "hugetlb", 9, "user"), (6, "slab", 0, "slab"),
              (3, "slab_big", 2, "slab"), (10, "kernel", 0, "kernel"), (6, "zero", 0, "zero"),
-             (6, "random", 0, "random"), (4, "pointers", 0, "pointers"), (2, "hwpoison", 0, "hwpoison")]
+             (6, "random", 0, "random"), (4, "pointers", 0, "pointers"), (2, "hwpoison", 0, "hwpoison"),
+             (2, "pcp_free", 0, "kernel")]
         if "PAGE_OFFLINE_MAPCOUNT_VALUE" in self.types:
             f.append((2, "offline", 0, "offline"))
         if self.traps:
@@ -555,7 +556,7 @@ class KernelLayout:
                 elif kind == "folio_cache":
                     order = self.rng.choice([2, 3, 4])
                 n = 1 << order
-                if kind in ("kernel", "zero", "random", "pointers", "slab") and self.rng.random() < 0.5:
+                if kind in ("kernel", "zero", "random", "pointers", "slab", "pcp_free") and self.rng.random() < 0.5:
                     n = self.rng.randint(1, 24)  # a run of order-0 pages
                 start = -(-pfn // (1 << order)) * (1 << order)
                 if start + n > b:
@@ -664,6 +665,18 @@ class KernelLayout:
                 else:
                     hr = self._rec(flags=zb | slab_flag | head, mapping=mapping, mapcount=mc, refcount=1)
                     put(pfn, self._compound(pfn, order, hr))
+            elif kind == "pcp_free":
+                # free pages on a per-CPU list (real 6.12: ~11 % of freed pages): not buddy,
+                # no type, refcount 0, linked through lru to a list head in per-CPU memory;
+                # nothing in the struct page says "free", so they are kept
+                head_va = 0xFFFF888FFF43C470 + (pfn % 64) * 0x40
+                nodes = [head_va] + [self.struct_va(pfn + i) + o["lru"] for i in range(n)] + [head_va]
+                recs = bytearray()
+                for i in range(n):
+                    r = self._rec(flags=zb, mapcount=-1, refcount=0)
+                    struct.pack_into("<QQ", r, o["lru"], nodes[i + 2], nodes[i])
+                    recs += r
+                put(pfn, bytes(recs))
             elif kind == "hwpoison":
                 put(pfn, bytes(self._rec(flags=zb | hwp, mapcount=-1, refcount=1)) * n)
             elif kind == "offline":
