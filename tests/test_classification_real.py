@@ -38,6 +38,8 @@ import pytest
 
 import fastdump
 from fastdump.formats.kdump import DESC, KdumpReader
+from fastdump.errors import FastdumpError
+from fastdump.kernel.vtop import TranslationError
 from fastdump.source import ElfSource
 from fastdump.verify import verify
 from tests.e2e import fixtures, markers
@@ -196,10 +198,19 @@ class StructPages:
         for pfn in sorted(pfns):
             if pfn in out:
                 continue
+            try:
+                out.update(self._walk(pfn, areas))
+            except (FastdumpError, TranslationError) as e:
+                out[pfn] = "list walk failed: %s" % e
+        return out
+
+    def _walk(self, pfn, areas):
+        out = {}
+        if True:
             r = self.rec(pfn)
             if not self.free_unlisted(r):
                 out[pfn] = "struct page is not a free unlisted page: %r" % r
-                continue
+                return out
             # walk the list through lru.next back to this page
             members, heads, node, prev, ok = [pfn], [], r["next"], r["va"] + self.enc.off_lru, True
             for _ in range(1 << 17):
