@@ -401,6 +401,7 @@ class Dump:
                            direct=self.direct_io)
         stats.dump_path = target.dump_path
         self.writer = None
+        self._plan_in_use = plan
         try:
             if self.format == "kdump":
                 self.writer = self._kdump_writer(src, sink, plan.level)
@@ -418,7 +419,12 @@ class Dump:
         writer = self.writer
         if writer is not None:
             try:
-                writer.finish(incomplete=True)
+                if isinstance(writer, kdump.KdumpWriter):
+                    plan, max_pfn = self._plan_in_use, writer.layout.max_mapnr
+                    writer.finish(incomplete=True, bitmaps=lambda: ((c0, c1, plan.keep.get(c0))
+                                                                     for c0, c1 in _cycles(max_pfn)))
+                else:
+                    writer.finish(incomplete=True)
             except FastdumpError:
                 pass
         path = sink.abandon()
@@ -547,6 +553,7 @@ class Dump:
             sink = target.open(host=self.host, when=self.when, flat=False, force=self.force,
                                direct=self.direct_io)
             self.writer = None
+            self._plan_in_use = plan
             try:
                 self.writer = self._kdump_writer(src, sink, level, split=(lo, hi))
                 self._copy_kdump(src, plan, engine, self.writer, stats, pfn_range=(lo, hi))

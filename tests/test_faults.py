@@ -172,20 +172,22 @@ def test_enospc_dump_reads_up_to_the_last_page_written(cut_short, random_vmcore)
     assert "incomplete" in r["verdict"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="kdump writer: descriptors of pages never written are left all-zero and the 2nd "
-                          "bitmap still claims them; libkdumpfile dies with SIGBUS reading them "
-                          "(clear their 2nd-bitmap bits when a dump fails, as makedumpfile does on ENOSPC)")
 def test_enospc_kdump_readable_by_libkdumpfile(cut_short, random_vmcore):
+    """Pages never written are taken out of the 2nd bitmap, so libkdumpfile reads
+    every page that is there and reports the rest as not dumped."""
     fmt, path, _, _ = cut_short
-    if fmt != "kdump":
-        pytest.xfail("libkdumpfile check is for kdump-compressed dumps")
     with ElfSource(random_vmcore) as src:
         want = {pfn: src.read_pfn(pfn) for pfn in src.pfns()}
         max_pfn = src.max_pfn
     _, got = kdumpfile_digests(path, max_pfn)
     want = digests(want)
-    assert len(got) > 100 and all(got[p] == want[p] for p in got)
+    zero = digests({0: bytes(4096)})[0]
+    starts = set()
+    if fmt == "elf":   # libkdumpfile 0.5.1 returns zeros for the page just below a PT_LOAD start
+        from support import elf_segments
+        starts = {s["p_paddr"] // 4096 for s in elf_segments(path)[1] if s["p_type"] == "PT_LOAD"}
+    assert len(got) > 100
+    assert all(got[p] == want[p] or (got[p] == zero and p + 1 in starts) for p in got)
 
 
 # -- targets: permissions, existing files, symlinks, names ---------------------

@@ -143,8 +143,19 @@ class ElfDumpWriter:
         view = job.pages_view()[lo - a:hi - a]
         self.sink.pwrite(view, ph.offset + (lo - ph.paddr))
         self.pages_written += job.n_pages
+        self.written_to = ph.offset + (hi - ph.paddr)   # data is written in file order
 
     def finish(self, *, incomplete=False):
+        """The final header.  For an incomplete dump, each PT_LOAD's p_filesz is cut
+        back to the bytes really written (p_memsz stays), so readers see the rest
+        as not in the file instead of reading past its end."""
+        if incomplete:
+            done = getattr(self, "written_to", self.loads[0].offset if self.loads else 0)
+            for ph in self.loads:
+                if ph.filesz and ph.offset + ph.filesz > done:
+                    ph.filesz = max(0, done - ph.offset)
+                    if ph.filesz == 0:
+                        ph.offset = 0
         self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
         if self.total_size:
             self.sink.size = max(self.sink.size, self.total_size)

@@ -80,6 +80,7 @@ class KdumpWriter:
         self.split = split  # (start_pfn, end_pfn) for a --split part
         self.desc_off = self.data_off = self.zero_off = None
         self.pages_written = 0
+        self.done_to = None   # every kept pfn below this has its descriptor and data written
 
     # -- headers --------------------------------------------------------------
     def header_bytes(self, *, incomplete):
@@ -141,6 +142,7 @@ class KdumpWriter:
         self.data_off += nbytes
         self.desc_off += len(descs)
         self.pages_written += job.n_pages
+        self.done_to = job.window[1]
         if job.unreadable_pages:
             self._drop_from_bitmap2(job)
 
@@ -153,8 +155,32 @@ class KdumpWriter:
             bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
             self.sink.pwrite(bytes([bitmap[i >> 3]]), self.layout.bitmap2 + (pfn >> 3))
 
-    def finish(self, *, incomplete=False):
+    def finish(self, *, incomplete=False, bitmaps=None):
+        """The final header.  For an incomplete dump, ``bitmaps(c0)`` gives each
+        cycle's 2nd bitmap, so the pages never written are taken out of it: readers
+        then see them as not dumped instead of reading descriptors that were never
+        written (the bitmap blocks exist already, so this works on a full disk)."""
+        if incomplete and bitmaps is not None and self.desc_off is not None:
+            self._unclaim_unwritten(bitmaps)
         self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
+
+    def _unclaim_unwritten(self, bitmaps):
+        lo = self.split[0] if self.split else 0
+        first = max(self.done_to or 0, lo)
+        hi = self.split[1] if self.split else self.layout.max_mapnr
+        for c0, c1, bitmap in bitmaps():
+            a, b = max(first, c0), min(hi, c1)
+            if a >= b:
+                continue
+            chunk = bytearray(bitmap[(a - c0) >> 3:((b - c0) + 7) >> 3])
+            head = (a - c0) & 7
+            chunk[0] &= (1 << head) - 1            # bits below ``a`` in the first byte stay
+            for i in range(1, len(chunk)):
+                chunk[i] = 0
+            if (b - c0) & 7 and len(chunk) > 1:    # bits past ``b`` in the last byte stay
+                keep_hi = 0xFF & ~((1 << ((b - c0) & 7)) - 1)
+                chunk[-1] = bitmap[((b - c0) >> 3)] & keep_hi
+            self.sink.pwrite(bytes(chunk), self.layout.bitmap2 + (c0 >> 3) + ((a - c0) >> 3))
 
 
 # ---------------------------------------------------------------- reading --
