@@ -124,7 +124,7 @@ def contenders(inp, builds, threads, quick, cores):
     fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
     out = []
     levels = [1, 31] if inp["kind"] != "dense" else [1]
-    codecs = ["zstd", "lz4"] if quick else ["zstd", "lz4", "zlib", "none"]
+    codecs = ["zstd", "lz4"] if quick else ["zstd", "lz4", "lzo", "zlib", "none"]
     for level in levels:
         for codec in codecs:
             for t in (threads if codec == "zstd" and level == 1 else [cores]):
@@ -164,7 +164,8 @@ def ceilings(inp, cores):
     nonzero = b"".join(p for p in pages if p.count(0) != 4096)
     core_src = _core.Source(-1, array.array("Q"), 4096)
     speeds = {}
-    for name, codec in (("zstd", _core.CODEC_ZSTD), ("lz4", _core.CODEC_LZ4), ("zlib", _core.CODEC_ZLIB)):
+    for name, codec in (("zstd", _core.CODEC_ZSTD), ("lz4", _core.CODEC_LZ4), ("lzo", _core.CODEC_LZO),
+                        ("zlib", _core.CODEC_ZLIB)):
         job = _core.Job(core_src, codec, 1)
         t0 = time.monotonic()
         job.compress_pages(nonzero)

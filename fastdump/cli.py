@@ -64,14 +64,13 @@ def build_parser():
                    help="makedumpfile dump level 0..31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
                         "a list falls back to the next level when the target fills up")
     comp = p.add_mutually_exclusive_group()
-    comp.add_argument("--compress", choices=["zstd", "lz4", "zlib", "none"], help="page compression")
+    comp.add_argument("--compress", choices=["zstd", "lz4", "lzo", "snappy", "zlib", "none"],
+                      help="page compression (lz4 is fastdump's own: convert before sharing)")
     comp.add_argument("-c", dest="compress", action="store_const", const="zlib", help="zlib (as makedumpfile -c)")
     comp.add_argument("-z", dest="compress", action="store_const", const="zstd", help="zstd (as makedumpfile -z)")
-    comp.add_argument("-l", dest="compress", action="store_const", const="zstd-for-lzo",
-                      help="makedumpfile's LZO: fastdump writes zstd instead (as fast, smaller, read by crash "
-                           "and libkdumpfile)")
-    comp.add_argument("-p", dest="compress", action="store_const", const="zstd-for-snappy",
-                      help="makedumpfile's snappy: fastdump writes zstd instead")
+    comp.add_argument("-l", dest="compress", action="store_const", const="lzo", help="LZO (as makedumpfile -l)")
+    comp.add_argument("-p", dest="compress", action="store_const", const="snappy",
+                      help="snappy (as makedumpfile -p)")
     p.add_argument("-E", dest="format", action="store_const", const="elf", help="write a filtered ELF dump")
     p.add_argument("--format", choices=["kdump", "elf"], help="output format (default kdump)")
     p.add_argument("-F", "--flatten", dest="flat", action="store_true",
@@ -151,9 +150,6 @@ def _run_dump(argv):
             print(f"fastdump: {text}", file=sys.stderr, flush=True)
 
     compress = args.compress or cfg.get("compress") or "none"
-    if compress.startswith("zstd-for-"):
-        say(f"note: {compress[9:].upper()} is not built in; writing zstd")
-        compress = "zstd"
     source = args.source or cfg.get("source") or ("/proc/vmcore" if args.config else None)
     if source is None:
         raise UsageError("no source given (e.g. /proc/vmcore)")

@@ -106,7 +106,7 @@ def main(argv):
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("-d", "--dump-level", type=_levels, default=[0])
-    p.add_argument("--compress", choices=["zstd", "lz4", "zlib", "none"], default="zstd")
+    p.add_argument("--compress", choices=["zstd", "lz4", "lzo", "snappy", "zlib", "none"], default="zstd")
     p.add_argument("-c", dest="compress", action="store_const", const="zlib")
     p.add_argument("-z", dest="compress", action="store_const", const="zstd")
     p.add_argument("-E", dest="format", action="store_const", const="elf")

@@ -14,7 +14,7 @@ from . import _core
 from .errors import SourceError
 
 CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC_LZ4,
-          "zstd": _core.CODEC_ZSTD}
+          "zstd": _core.CODEC_ZSTD, "lzo": _core.CODEC_LZO, "snappy": _core.CODEC_SNAPPY}
 DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
 

@@ -173,7 +173,7 @@ class Dump:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r} (kdump or elf)")
         if compress not in kdump.CODEC_FLAGS:
-            raise UsageError(f"unknown compression {compress!r} (zstd, lz4, zlib or none)")
+            raise UsageError(f"unknown compression {compress!r} (zstd, lz4, lzo, snappy, zlib or none)")
         if format == "elf" and compress != "none":
             raise UsageError("ELF dumps are not compressed; drop -c/-l/-z/--compress or use kdump format")
         if split_parts and (format != "kdump" or flat):
@@ -593,7 +593,7 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
-    back to when a target fills up; ``compress`` one of zstd, lz4, zlib, none;
+    back to when a target fills up; ``compress`` one of zstd, lz4, lzo, snappy, zlib, none;
     ``format`` kdump or elf.  A raw memory image (/dev/oldmem) needs ``mem_map``
     ("START-END,...") or ``iomem`` (a /proc/iomem copy); ``vmcoreinfo_file`` is
     makedumpfile's ``-i``.  ``target`` is a file, an existing directory (a

@@ -65,12 +65,16 @@ cdef extern from "lzo/lzo1x.h" nogil:
     ctypedef unsigned long lzo_uint
     int lzo_init()
     int lzo1x_decompress_safe(const unsigned char*, lzo_uint, unsigned char*, lzo_uint*, void*)
+    int lzo1x_1_compress(const unsigned char*, lzo_uint, unsigned char*, lzo_uint*, void*)
     int LZO_E_OK
+    int LZO1X_1_MEM_COMPRESS
 
 cdef extern from "snappy-c.h" nogil:
     ctypedef enum snappy_status:
         SNAPPY_OK
     snappy_status snappy_uncompress(const char*, size_t, char*, size_t*)
+    snappy_status snappy_compress(const char*, size_t, char*, size_t*)
+    size_t snappy_max_compressed_length(size_t)
 
 if lzo_init() != LZO_E_OK:
     raise ImportError("liblzo2 failed to initialise")
@@ -131,6 +135,8 @@ cpdef enum:
     CODEC_ZLIB = 1
     CODEC_LZ4 = 2
     CODEC_ZSTD = 3
+    CODEC_LZO = 4
+    CODEC_SNAPPY = 5
 
 # Per-page result flags kept in the job's flag array.
 cpdef enum:
@@ -314,6 +320,7 @@ cdef class Job:
     # codec states
     cdef ZSTD_CCtx* zctx
     cdef void* lz4state
+    cdef void* lzowrk
     cdef z_stream zs
     cdef bint zs_ready
     # mmap window cache
@@ -338,7 +345,8 @@ cdef class Job:
         self.codec = codec
         self.capacity = capacity
         cdef size_t ps = src.page_size
-        self.slot_bound = max(ZSTD_compressBound(ps), <size_t>LZ4_compressBound(ps), compressBound(ps), ps + 64)
+        self.slot_bound = max(ZSTD_compressBound(ps), <size_t>LZ4_compressBound(ps), compressBound(ps),
+                              snappy_max_compressed_length(ps), ps + ps // 16 + 64 + 3)
         self.inbuf = <uint8_t*>malloc(capacity * ps)
         self.outbuf_size = capacity * ps + self.slot_bound
         self.outbuf = <uint8_t*>malloc(self.outbuf_size)
@@ -356,12 +364,16 @@ cdef class Job:
             self.lz4state = malloc(LZ4_sizeofState())
             if self.lz4state == NULL:
                 raise MemoryError()
+        elif codec == CODEC_LZO:
+            self.lzowrk = malloc(LZO1X_1_MEM_COMPRESS)
+            if self.lzowrk == NULL:
+                raise MemoryError()
         elif codec == CODEC_ZLIB:
             memset(&self.zs, 0, sizeof(z_stream))
             if deflateInit(&self.zs, 1) != Z_OK:
                 raise MemoryError("zlib deflateInit failed")
             self.zs_ready = True
-        elif codec != CODEC_NONE:
+        elif codec != CODEC_NONE and codec != CODEC_SNAPPY:
             raise ValueError(f"unknown codec {codec}")
 
     def __dealloc__(self):
@@ -372,6 +384,7 @@ cdef class Job:
         if self.zctx != NULL:
             ZSTD_freeCCtx(self.zctx)
         free(self.lz4state)
+        free(self.lzowrk)
         if self.zs_ready:
             deflateEnd(&self.zs)
 
@@ -533,6 +546,7 @@ cdef class Job:
         """Compressed size, or 0 when the codec fails or does not shrink the page."""
         cdef size_t ps = self.src.page_size, r
         cdef int n
+        cdef lzo_uint ll
         if self.codec == CODEC_ZSTD:
             r = ZSTD_compressCCtx(self.zctx, dst, cap, src, ps, 1)
             if ZSTD_isError(r):
@@ -540,6 +554,15 @@ cdef class Job:
         elif self.codec == CODEC_LZ4:
             n = LZ4_compress_fast_extState(self.lz4state, <const char*>src, <char*>dst, ps, cap, 1)
             r = n if n > 0 else 0
+        elif self.codec == CODEC_LZO:
+            ll = cap
+            if lzo1x_1_compress(src, ps, dst, &ll, self.lzowrk) != LZO_E_OK:
+                return 0
+            r = ll
+        elif self.codec == CODEC_SNAPPY:
+            r = cap
+            if snappy_compress(<const char*>src, ps, <char*>dst, &r) != SNAPPY_OK:
+                return 0
         elif self.codec == CODEC_ZLIB:
             deflateReset(&self.zs)
             self.zs.next_in = src

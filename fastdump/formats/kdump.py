@@ -33,7 +33,8 @@ FLAG_ZSTD = 0x20
 #: ``fastdump convert`` rewrites such a dump with a standard compressor.
 FLAG_LZ4_FASTDUMP = 0x40
 
-CODEC_FLAGS = {"none": 0, "zlib": FLAG_ZLIB, "lz4": FLAG_LZ4_FASTDUMP, "zstd": FLAG_ZSTD}
+CODEC_FLAGS = {"none": 0, "zlib": FLAG_ZLIB, "lzo": FLAG_LZO, "snappy": FLAG_SNAPPY, "lz4": FLAG_LZ4_FASTDUMP,
+               "zstd": FLAG_ZSTD}
 FLAG_NAMES = {0: "none", FLAG_ZLIB: "zlib", FLAG_LZO: "lzo", FLAG_SNAPPY: "snappy", FLAG_ZSTD: "zstd",
               FLAG_LZ4_FASTDUMP: "lz4"}
 
