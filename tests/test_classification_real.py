@@ -18,9 +18,12 @@ fastdump runs on the raw /proc/vmcore copy (.cache/e2e/<kernel>/vmcore.raw) at
   compound pages and on 6.12 drops live slab pages at -d 8): truth comes from the
   workload's marker pages: at -d 16 no freed marker page remains except pages
   verified to sit on a per-CPU free list (a linked list of free struct pages
-  whose head is not a struct page nor a zone free area); at -d 8 no anonymous
-  marker page; at -d 2 no clean file-cache, tmpfs or shmem marker page; at -d 1
-  exactly the zero pages go.
+  whose head is not a struct page nor a zone free area) or inside a high-order
+  block whose first page sits there (5.13+; the block's order comes from the
+  list's index in per_cpu_pages.lists[]); at -d 8 no anonymous marker page; at
+  -d 2 no clean file-cache, tmpfs or shmem marker page; at -d 1 exactly the zero
+  pages go.  A second copy of a marker in a live anonymous page (the workload's
+  heap still holds its write buffers) is kept by levels without bit 8.
 * On every kernel: every page fastdump keeps is byte-identical to the source
   (fastdump.verify against the raw vmcore), marker classes a level must keep
   are kept, and the free pages found match the kernel's NR_FREE_PAGES.
@@ -49,6 +52,11 @@ from fastdump.kernel.judge import _pagescan, make_judge
 LEVELS = [1, 2, 4, 8, 16, 31]
 MAKEDUMPFILE_TRUTH = ("5.10", "6.1")
 PAGE = 4096
+# per-CPU free lists (include/linux/mmzone.h): MIGRATE_PCPTYPES lists per order up to
+# PAGE_ALLOC_COSTLY_ORDER (3), since 5.13 plus 1-3 lists for THP blocks (pageblock order)
+PCP_MIGRATE_TYPES = 3
+PCP_LOWORDER_LISTS = PCP_MIGRATE_TYPES * 4
+PCP_THP_ORDER = 9
 
 
 def test_pagescan_built():
@@ -87,6 +95,8 @@ class Real:
         self.by_class = collections.defaultdict(set)
         for p, c in self.marker.items():
             self.by_class[c].add(p)
+        # how many pages hold each marker (class, index): more than one means stale copies
+        self.copies = collections.Counter((c, self.index[p]) for p, c in self.marker.items())
         self._fd, self._md = {}, {}
 
     def fastdump(self, level):
@@ -152,6 +162,7 @@ class StructPages:
         self.judge = make_judge(src, 31, warn=lambda m: None)
         self.enc = self.judge.encoding
         self.mm = self.judge.memmap
+        self._seen, self._orders = {}, {}
 
     def rec(self, pfn):
         va = self.mm.struct_va(pfn)
@@ -191,23 +202,109 @@ class StructPages:
         return [(i, p) for i, p in enumerate(ptrs) if p >= 0xFF00000000000000]
 
     def pcp_lists(self, pfns):
-        """{pfn: list head va} for the pfns verified to be on a per-CPU free list;
-        the others map to a reason string."""
+        """{pfn: list head va} for the pfns verified to be on a per-CPU free list,
+        either linked themselves or inside a high-order block whose first page is
+        (5.13+ keeps orders 1-3 and the THP order on per-CPU lists; only a block's
+        first page is linked).  The others map to a reason string."""
         areas = self.zone_free_areas()
         out = {}
         for pfn in sorted(pfns):
-            if pfn in out:
-                continue
-            try:
-                out.update(self._walk(pfn, areas))
-            except (FastdumpError, TranslationError) as e:
-                out[pfn] = "list walk failed: %s" % e
+            if pfn not in out:
+                out[pfn] = self._where(pfn, areas)
         return out
 
-    def _walk(self, pfn, areas):
+    def _where(self, pfn, areas):
+        if pfn not in self._seen:
+            try:
+                r = self.rec(pfn)
+                if r["next"] == 0 and r["refcount"] == 0:
+                    self._seen[pfn] = self._in_block(pfn, areas)
+                else:
+                    self._seen.update(self._walk(pfn, r, areas))
+            except (FastdumpError, TranslationError) as e:
+                self._seen[pfn] = "list walk failed: %s" % e
+        return self._seen[pfn]
+
+    def _in_block(self, pfn, areas):
+        """A free page that is not linked (lru.next == 0): the list head of the
+        per-CPU block whose first page is linked and whose list order covers pfn."""
+        why = "free page not linked and not inside a per-CPU block"
+        for order in (1, 2, 3, PCP_THP_ORDER):
+            head = pfn & ~((1 << order) - 1)
+            if head == pfn:
+                continue
+            hr = self.rec(head)
+            if hr["next"] == 0 or not self.free_unlisted(hr):
+                continue
+            where = self._where(head, areas)
+            if not isinstance(where, int):
+                why = "block head pfn %d: %s" % (head, where)
+                continue
+            lo = self.list_order(where, head)
+            if lo is None:
+                why = "block head pfn %d: order of per-CPU list %#x unknown" % (head, where)
+                continue
+            if pfn < head + (1 << lo):
+                return where
+            why = "block head pfn %d is on an order-%d per-CPU list" % (head, lo)
+        return why
+
+    def _list_slot(self, va, near):
+        """Does ``va`` hold a list_head: empty, or both links point at struct pages' lru?"""
+        raw = self.judge.vtop.read(va, 16)
+        nxt, prev = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+        if nxt == va and prev == va:
+            return True
+        return all(x and self.pfn_of_lru(x, near) is not None for x in (nxt, prev))
+
+    def list_order(self, head_va, near):
+        """Order of the blocks on the per-CPU list ``head_va``, from its index in
+        per_cpu_pages.lists[] (counted as the run of list_heads around it):
+        3 lists (< 5.13): order 0; 12-15 lists (5.13+): pindex =
+        MIGRATE_PCPTYPES * order + migratetype for orders 0-3
+        (PAGE_ALLOC_COSTLY_ORDER), then the THP list(s) of pageblock order.
+        None when the array does not look like that."""
+        if head_va not in self._orders:
+            try:
+                before = after = 0
+                while before < 16 and self._list_slot(head_va - 16 * (before + 1), near):
+                    before += 1
+                while after < 16 and self._list_slot(head_va + 16 * (after + 1), near):
+                    after += 1
+            except (FastdumpError, TranslationError):
+                self._orders[head_va] = None
+                return None
+            n = before + 1 + after
+            if n == PCP_MIGRATE_TYPES:
+                order = 0
+            elif PCP_LOWORDER_LISTS <= n <= PCP_LOWORDER_LISTS + PCP_MIGRATE_TYPES:
+                order = before // PCP_MIGRATE_TYPES if before < PCP_LOWORDER_LISTS else PCP_THP_ORDER
+            else:
+                order = None
+            self._orders[head_va] = order
+        return self._orders[head_va]
+
+    def anon_page(self, pfn):
+        """True if pfn is a live anonymous page: its own struct page or, for a tail
+        (compound_info/compound_head bit 0: head address, or 7.1+ a mask applied
+        to the tail's own address), its head has an anon mapping and a reference."""
+        r = self.rec(pfn)
+        head = pfn
+        if r["next"] & 1:
+            m = r["next"] - 1
+            inv = ~m & ((1 << 64) - 1)
+            head_va = r["va"] & m if m >> 63 and inv & (inv + 1) == 0 else m
+            head = self.mm.pfn_of_struct_va(head_va, pfn)
+            if head is None or head > pfn:
+                return False
+            r = self.rec(head)
+            if not r["flags"] & self.enc.head_mask:
+                return False
+        return bool(r["mapping"] & 1) and bool(r["refcount"])
+
+    def _walk(self, pfn, r, areas):
         out = {}
         if True:
-            r = self.rec(pfn)
             if not self.free_unlisted(r):
                 out[pfn] = "struct page is not a free unlisted page: %r" % r
                 return out
@@ -272,9 +369,11 @@ def test_dropped_pages(real, level):
         return
     # marker truth (6.12, 7.x).  A marker may exist in more than one page: the
     # workload's write buffers and the first, dropped copy of the cache file leave
-    # stale copies in freed memory.  So a kept marker page of a class the level
-    # drops is right only if it is a free page the level keeps: a buddy page
-    # (fastdump -d 16 drops it) below -d 16, or a page on a per-CPU free list.
+    # stale copies in freed memory and in the workload's live heap.  So a kept
+    # marker page of a class the level drops is right only if it is a page the
+    # level keeps: a buddy page (fastdump -d 16 drops it) below -d 16, a page on
+    # a per-CPU free list (or inside a high-order block listed there), or, below
+    # -d 8, a stale copy in a live anonymous page (the struct page says so).
     if level & 1:
         assert real.zero <= drop_f, "%d zero pages kept" % len(real.zero - drop_f)
     if level == 1:
@@ -289,11 +388,17 @@ def test_dropped_pages(real, level):
         left = real.by_class[cls] - drop_f
         unlisted = left - buddy
         where = sp.pcp_lists(unlisted)
+        anon = set()
         for p in unlisted:
-            if isinstance(where.get(p), str):
+            if not isinstance(where.get(p), str):
+                continue
+            if not level & 8 and real.copies[(cls, real.index[p])] > 1 and sp.anon_page(p):
+                anon.add(p)
+            else:
                 bad[p] = (cls, where[p])
         report[cls] = {"markers": len(real.by_class[cls]), "kept": len(left), "kept_buddy": len(left & buddy),
-                       "kept_pcp": len(unlisted) - sum(1 for p in unlisted if p in bad)}
+                       "kept_pcp": len(unlisted) - len(anon) - sum(1 for p in unlisted if p in bad),
+                       "kept_stale_anon": len(anon)}
     print(f"{real.key} -d {level}: kept marker pages of dropped classes: {report}")
     assert not bad, "marker pages kept at -d %d that are not free pages the level keeps: %s" % (
         level, sorted(bad.items())[:5])
