@@ -245,6 +245,66 @@ def test_unusable_struct_page_raises(tmp_path_factory):
         assert not j.needs_struct_pages and msgs
 
 
+BOGUS_VALUES = [
+    ("SIZE(mem_section)", "0"), ("SIZE(mem_section)", "8192"), ("SIZE(mem_section)", "12"),
+    ("OFFSET(mem_section.section_mem_map)", "16"), ("OFFSET(mem_section.section_mem_map)", "-8"),
+    ("LENGTH(mem_section)", "0"), ("LENGTH(mem_section)", str(1 << 40)),
+    ("SIZE(page)", "0"), ("SIZE(page)", "8"), ("SIZE(page)", "4096"), ("SIZE(page)", "60"),
+    ("OFFSET(page.flags)", "64"), ("OFFSET(page._mapcount)", "62"), ("OFFSET(page.compound_head)", "-8"),
+    ("OFFSET(page.lru)", "56"), ("OFFSET(folio._folio_order)", "10"),
+    ("NUMBER(SECTION_SIZE_BITS)", "12"), ("NUMBER(SECTION_SIZE_BITS)", "0"), ("NUMBER(SECTION_SIZE_BITS)", "80"),
+    ("NUMBER(MAX_PHYSMEM_BITS)", "27"), ("NUMBER(MAX_PHYSMEM_BITS)", "65"), ("NUMBER(MAX_PHYSMEM_BITS)", "-1"),
+    ("LENGTH(zone.free_area)", "0"), ("LENGTH(zone.free_area)", "64"), ("LENGTH(zone.free_area)", "-1"),
+    ("SIZE(zone)", "0"), ("OFFSET(zone.vm_stat)", "-16"), ("NUMBER(NR_FREE_PAGES)", str(1 << 40)),
+    ("LENGTH(node_data)", "0"),
+]
+
+
+@pytest.fixture(scope="module")
+def plain_612(tmp_path_factory):
+    path, _ = write_vmcore(tmp_path_factory, "bogus", ram=64 * MiB, encoding="6.12")
+    with ElfSource(path) as src:
+        yield src
+
+
+@pytest.mark.parametrize("key, value", BOGUS_VALUES, ids=[f"{k}={v}" for k, v in BOGUS_VALUES])
+def test_bogus_vmcoreinfo_value_is_one_error(plain_612, key, value):
+    """An implausible size, length, offset or bit count: one line naming the key from
+    make_judge at levels that classify, a warning and no classification at -d 1
+    (hwpoison only), never another exception (kernel/limits.py checks them up front)."""
+    from fastdump.vmcoreinfo import VmcoreInfo
+    src = plain_612
+    good = src.vmcoreinfo
+    # the first occurrence of a key wins: the bogus line goes first
+    src.vmcoreinfo = VmcoreInfo(f"{key}={value}\n" + good.text)
+    try:
+        for level in (2, 4, 8, 16, 31):
+            with pytest.raises(FastdumpError) as e:
+                make_judge(src, level, warn=lambda m: None)
+            msg = str(e.value)
+            assert key in msg and "\n" not in msg, msg
+        msgs = []
+        j = make_judge(src, 1, warn=msgs.append)
+        assert not j.needs_struct_pages and len(msgs) == 1 and key in msgs[0], msgs
+        assert sum(j.classify(0, 64, bytearray(b"\xff" * 8)).values()) == 0
+    finally:
+        src.vmcoreinfo = good
+
+
+def test_plausible_values_of_real_kernels_pass(plain_612):
+    """Values real kernels export (other architectures, debug struct page, 5-level) pass the check."""
+    from fastdump.kernel import limits
+    from fastdump.vmcoreinfo import VmcoreInfo
+    good = plain_612.vmcoreinfo.text
+    for extra in ("SIZE(page)=80\nOFFSET(page.compound_head)=8", "SIZE(mem_section)=32",
+                  "NUMBER(SECTION_SIZE_BITS)=30\nNUMBER(MAX_PHYSMEM_BITS)=52",
+                  "NUMBER(pgtable_l5_enabled)=1\nLENGTH(mem_section)=2048", "LENGTH(zone.free_area)=14",
+                  "OFFSET(folio._folio_order)=82\nOFFSET(page.compound_order)=17"):
+        limits.check(VmcoreInfo(extra + "\n" + good), 4096)
+    for extra, ps in (("NUMBER(SECTION_SIZE_BITS)=29", 65536), ("NUMBER(SECTION_SIZE_BITS)=24", 4096)):
+        limits.check(VmcoreInfo(extra + "\n" + good), ps)
+
+
 def test_level_without_classification_reads_nothing(tmp_path_factory):
     path, layout = write_vmcore(tmp_path_factory, "nohw", encoding="6.12", drop_keys={"NUMBER(PG_hwpoison)"})
     with ElfSource(path) as src:

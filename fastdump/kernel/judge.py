@@ -14,7 +14,7 @@ import sys
 from array import array
 
 from ..errors import FastdumpError
-from . import pagetypes
+from . import limits, pagetypes
 from .memmap import MemMap
 from .pagetypes import CLASSES, DL_CACHE, DL_CACHE_PRI, DL_FREE, DL_USER
 from .vtop import KERNEL_MAP_START, TranslationError, X86_64Vtop
@@ -82,6 +82,7 @@ class PageJudge:
         src, vi = self.source, self.source.vmcoreinfo
         if _pagescan is None:
             raise FastdumpError("page classification needs the compiled extension fastdump._pagescan")
+        limits.check(vi, src.page_size)
         self.vtop = X86_64Vtop(src, vi)
         self.memmap = MemMap(src, self.vtop, vi, warn=self.warn)
         enc = pagetypes.detect(vi, src.page_size)

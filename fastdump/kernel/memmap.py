@@ -14,6 +14,7 @@ Output: for a pfn range, the physical runs holding its struct pages
 import struct
 
 from ..errors import FastdumpError
+from . import limits
 from .vtop import TranslationError
 
 _Q = struct.Struct("<Q")
@@ -40,9 +41,8 @@ class MemMap:
         self.vmci = vi = vmci if vmci is not None else source.vmcoreinfo
         self.warn = warn or (lambda m: None)
         self.page_size = source.page_size
+        limits.check(vi, self.page_size)   # every size, length and bit count used below is sane
         self.struct_size = vi.size("page")
-        if not 16 <= self.struct_size <= 512:
-            raise MemmapError(f"VMCOREINFO: SIZE(page)={self.struct_size} is implausible")
         self._sections = {}
         self._roots = {}
         self.vmemmap_base = None  # set when every section decodes to the same base
@@ -75,13 +75,10 @@ class MemMap:
     def _init_sparse(self):
         vi = self.vmci
         l5 = bool(vi.numbers.get("pgtable_l5_enabled", 0))
-        self.section_size_bits = vi.numbers.get("SECTION_SIZE_BITS", 27)
-        self.max_physmem_bits = vi.numbers.get("MAX_PHYSMEM_BITS", 52 if l5 else 46)
+        self.section_size_bits = vi.numbers.get("SECTION_SIZE_BITS", limits.DEFAULT_SECTION_SIZE_BITS)
+        self.max_physmem_bits = vi.numbers.get("MAX_PHYSMEM_BITS", limits.default_max_physmem_bits(vi))
         page_shift = self.page_size.bit_length() - 1
         self.section_shift = self.section_size_bits - page_shift
-        if not 0 < self.section_shift < 40 or not self.section_size_bits < self.max_physmem_bits <= 64:
-            raise MemmapError(f"VMCOREINFO: SECTION_SIZE_BITS={self.section_size_bits}/"
-                              f"MAX_PHYSMEM_BITS={self.max_physmem_bits} are implausible")
         self.pages_per_section = 1 << self.section_shift
         self.ms_size = vi.sizes.get("mem_section", 16)
         self.off_map = vi.offsets.get("mem_section.section_mem_map", 0)
