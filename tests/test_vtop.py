@@ -15,6 +15,8 @@ VARIANTS = {
     "sme": {"sme": True}, "sparse": {"memory_model": "sparse"}, "flatmem": {"memory_model": "flatmem"},
     "deref": {"mem_section_deref": True, "encoding": "4.x"},
 }
+# variants whose struct pages live in a virtually mapped memmap (vmemmap)
+VMEMMAP_VARIANTS = sorted(n for n, kw in VARIANTS.items() if kw.get("memory_model", "vmemmap") == "vmemmap")
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -58,10 +60,10 @@ def test_direct_map_and_image(made):
         vt.walk(0xFFFFC90000000000)          # vmalloc: not mapped in the synthetic kernel
 
 
+@pytest.mark.parametrize("made", VMEMMAP_VARIANTS, indirect=True)
 def test_runs_follow_large_pages(made):
     name, src, layout = made
-    if layout.memory_model != "vmemmap":
-        pytest.skip("vmemmap only")
+    assert layout.memory_model == "vmemmap"
     vt = X86_64Vtop(src)
     va = layout.struct_va(0)
     runs = vt.runs(va, 2 * MiB)
