@@ -264,7 +264,9 @@ def write_report(path, summary, faults):
              "--report docs/reliability.md` "
              f"({summary.get('date', '?')}, seed {summary.get('seed')}, {summary.get('jobs')} workers, "
              f"{summary.get('mem_mb')} MiB RLIMIT_AS per worker, {summary.get('timeout')} s hang timeout). "
-             "Do not edit by hand.", "",
+             "Do not edit by hand." + (f" The `judge` rows were run again on {summary['judge_rerun']} after the "
+                                       "kernel/ fix for SIZE(mem_section)." if summary.get("judge_rerun") else ""),
+             "",
              "Wanted outcome for every input: a correct result or one `FastdumpError` line "
              "(CLI: exit status != 0 and exactly one `fastdump: error: ...` line). "
              "Anything else counts as a bug: another exception, a traceback, a hang, a crash, "
@@ -319,6 +321,8 @@ def write_report(path, summary, faults):
         lines.append("")
     lines += ["## Fixed by this work (regression inputs in `tests/fuzz/corpus/`)", ""]
     lines += [f"- {b}" for b in FIXED]
+    lines += ["", "Found here and fixed by their owners:", ""]
+    lines += [f"- {b}" for b in FIXED_ELSEWHERE]
     lines += ["", "## Fault injection and security tests", "",
               "From `tests/test_faults.py`, `tests/test_verify.py` and the replay tests in `tests/fuzz/` "
               "(run by the same command).", "", "| file | test | outcome |", "|---|---|---|"]
@@ -355,6 +359,15 @@ FIXED = [
     "(MemoryError for a 2**63 size, OSError EINVAL for negative offsets); descriptors pointing before the page "
     "data or past the end of the file; split start/end outside max_mapnr (IndexError); zlib pages inflated "
     "without a bound.",
+]
+
+
+FIXED_ELSEWHERE = [
+    "`kernel/memmap.py:89/90`: SIZE(mem_section) 0 or larger than a page raised ZeroDivisionError "
+    "(57 of 100,000 judge inputs); now one FastdumpError line (`kernel/limits.py`).",
+    "kdump writer: after ENOSPC the descriptors of pages never written stayed all-zero while the 2nd bitmap "
+    "still claimed them; libkdumpfile died with SIGBUS reading the `.incomplete` dump.  Now those pages leave "
+    "the 2nd bitmap (`tests/test_faults.py::test_enospc_kdump_readable_by_libkdumpfile`).",
 ]
 
 
