@@ -10,6 +10,7 @@ The Cython core reads pages through this table, never through Python.
 import mmap
 import os
 import stat
+import threading
 from array import array
 
 from . import elf
@@ -205,6 +206,10 @@ class ElfSource:
         mapping may not cross two PT_LOADs."""
         if not self.mmap_reads:
             return self._read_at(offset, size)
+        with self._window_lock:
+            return self._read_mapped(offset, size, chunk_lo, chunk_hi)
+
+    def _read_mapped(self, offset, size, chunk_lo, chunk_hi):
         win = getattr(self, "_window", None)
         if win is None or not (win[0] <= offset and offset + size <= win[0] + len(win[1])):
             if win is not None:
@@ -224,11 +229,14 @@ class ElfSource:
     def mmap_reads(self):
         if not hasattr(self, "_mmap_reads"):
             self._mmap_reads = self.is_proc_vmcore()
+            self._window_lock = threading.Lock()   # one shared window: callers may be threads
         return self._mmap_reads
 
     @mmap_reads.setter
     def mmap_reads(self, value):
         self._mmap_reads = value
+        if not hasattr(self, "_window_lock"):
+            self._window_lock = threading.Lock()
 
     def read_pfn(self, pfn):
         return self.read_phys(pfn * self.page_size, self.page_size, zero_fill=True) \
