@@ -90,16 +90,7 @@ class RawMemorySource(ElfSource):
     """Physical memory in a flat file (offset = physical address), with a given map."""
 
     def __init__(self, path, ram_ranges, *, vmcoreinfo_text=None):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise SourceError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self._load_raw(ram_ranges, vmcoreinfo_text)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self._open(path, self._load_raw, ram_ranges, vmcoreinfo_text)
 
     def _load_raw(self, ram_ranges, vmcoreinfo_text):
         st = os.fstat(self.fd)

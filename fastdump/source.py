@@ -14,6 +14,7 @@ import threading
 from array import array
 
 from . import elf
+from .dumpfile import ReadOnlyFile
 from .errors import SourceError
 from .vmcoreinfo import VmcoreInfo
 
@@ -62,22 +63,14 @@ def pfn_runs(ranges, page_size):
     return runs
 
 
-class ElfSource:
+class ElfSource(ReadOnlyFile):
     """An ELF vmcore opened for reading.  Also serves as the reader for ELF dumps."""
 
     format = "elf"
+    error = SourceError
 
     def __init__(self, path):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise SourceError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self._load()
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self._open(path, self._load)
 
     def _read_at(self, offset, size):
         if size <= 0:
@@ -255,13 +248,5 @@ class ElfSource:
         if win is not None:
             win[1].close()
             self._window = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().close()
 

@@ -8,7 +8,7 @@ import pytest
 from fastdump import elf
 from fastdump.errors import SourceError
 from fastdump.source import ElfSource, NotPresentError
-from fastdump.testing.generator import MiB, VmcoreSpec, SyntheticVmcore, make_vmcore
+from fastdump.testing.generator import MiB, make_vmcore
 from support import elf_pages
 
 

@@ -15,8 +15,7 @@ import fastdump
 from fastdump.formats import kdump
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout
-from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile,
-                     makedumpfile_has_zstd)
+from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile)
 
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 
@@ -162,7 +161,7 @@ def test_directory_target_like_kdump_utils(kvmcore, tmp_path):
     src, layout = kvmcore
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()
-    r = fastdump_cli("-l", "--message-level", "7", "-d", "31", src, str(crash_dir) + "/")
+    fastdump_cli("-l", "--message-level", "7", "-d", "31", src, str(crash_dir) + "/")
     (sub,) = list(crash_dir.iterdir())
     assert re.fullmatch(r"[A-Za-z0-9._-]+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", sub.name)
     assert stat.S_IMODE(sub.stat().st_mode) == 0o700

@@ -13,6 +13,7 @@ import stat
 import struct
 
 from .. import _core, elf
+from ..dumpfile import ReadOnlyFile
 from ..errors import FormatError
 from ..vmcoreinfo import VmcoreInfo
 
@@ -201,22 +202,14 @@ def _decompressor(flag, page_size=4096):
     return decode
 
 
-class KdumpReader:
+class KdumpReader(ReadOnlyFile):
     """A kdump-compressed file (fastdump's or makedumpfile's) opened for reading."""
 
     format = "kdump"
+    error = FormatError
 
     def __init__(self, path):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise FormatError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self._load()
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self._open(path, self._load)
 
     def _read(self, off, size):
         if off < 0 or size < 0 or off + size > self.file_size:
@@ -359,14 +352,3 @@ class KdumpReader:
                 "compression": FLAG_NAMES.get(methods, hex(methods)), "dump_level": self.dump_level,
                 "max_mapnr": self.max_mapnr, "nr_cpus": self.nr_cpus, "incomplete": self.incomplete,
                 "split": bool(self.split), "utsname": self.utsname}
-
-    def close(self):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
