@@ -230,7 +230,7 @@ def main(argv=None):
     g.add_argument("--fastdump", dest="fastdump", action="store_const", const=True, default="auto",
                    help="run fastdump in the capture kernel (default: if its CLI works)")
     g.add_argument("--no-fastdump", dest="fastdump", action="store_const", const=False)
-    p.add_argument("--levels", default="31", help="dump levels, comma list (default 31)")
+    p.add_argument("--levels", default="1,31", help="dump levels, comma list (default 1,31)")
     p.add_argument("--mem", type=int, default=2048, help="guest MiB (default 2048)")
     p.add_argument("--crashkernel", default="256M")
     p.add_argument("--fastdump-args", "--fastdump-compress", dest="fastdump_compress", default="-z",
