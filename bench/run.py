@@ -71,7 +71,10 @@ def makedumpfile_builds(log, fetch=True):
     if sysmdf:
         builds.append({"name": "makedumpfile", "exe": sysmdf, "env": {}})
     dest = os.path.join(TOP, ".cache", "tools", "makedumpfile-trixie")
-    exe = os.path.join(dest, "usr", "sbin", "makedumpfile")
+    def unpacked():
+        return next((p for p in (os.path.join(dest, "usr", d, "makedumpfile") for d in ("sbin", "bin"))
+                     if os.path.exists(p)), os.path.join(dest, "usr", "sbin", "makedumpfile"))
+    exe = unpacked()
     if not os.path.exists(exe) and fetch:
         try:
             sys.path.insert(0, TOP)
@@ -83,6 +86,7 @@ def makedumpfile_builds(log, fetch=True):
             subprocess.run(["dpkg-deb", "-x", deb, dest], check=True)
         except Exception as e:  # noqa: BLE001 - reported in the results, not fatal
             log(f"Debian 13 makedumpfile not available: {e}")
+        exe = unpacked()
     if os.path.exists(exe):
         r = subprocess.run([exe, "-v"], capture_output=True, text=True)
         if r.returncode == 0 or "version" in r.stdout + r.stderr:
@@ -123,11 +127,11 @@ def contenders(inp, builds, threads, quick, cores):
     """(name, group, argv-builder) for one input."""
     fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
     out = []
-    levels = [1, 31] if inp["kind"] != "dense" else [1]
+    levels = {"dense": [1], "sparse": [31], "real": [1, 31]}[inp["kind"]]
     codecs = ["zstd", "lz4"] if quick else ["zstd", "lz4", "lzo", "zlib", "none"]
     for level in levels:
         for codec in codecs:
-            for t in (threads if codec == "zstd" and level == 1 else [cores]):
+            for t in (threads if codec == "zstd" and inp["kind"] == "dense" else [cores]):
                 out.append((f"fastdump {codec} -d{level} t{t}", "fastdump",
                             lambda o, c=codec, lv=level, t=t: fd + ["--compress", c, "-d", str(lv), "--threads", str(t),
                                                                     inp["path"], o], {"codec": codec, "level": level,
