@@ -508,50 +508,38 @@ def test_cli_subcommand_if_wired(tmp_path):
             assert f.read() == layout.expected_dmesg()
 
 
-# -- real vmcores from the e2e cache ----------------------------------------------------------
-E2E = os.environ.get("FASTDUMP_E2E_CACHE") or os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), ".cache", "e2e")
+# -- real vmcores: the e2e fixtures (built on demand, never skipped) --------------------------
+from tests.e2e import fixtures as e2e_fixtures  # noqa: E402
 
 
-def _real_vmcores():
-    found = []
-    for d in sorted(glob.glob(os.path.join(E2E, "*"))):
-        if not os.path.exists(os.path.join(d, "manifest.json")):
-            continue          # still being produced
-        found += sorted(glob.glob(os.path.join(d, "vmcore.raw")) + glob.glob(os.path.join(d, "*.vmcore")))
-    return found
+@pytest.fixture(scope="module", params=e2e_fixtures.KEYS)
+def real_dir(request):
+    try:
+        return e2e_fixtures.fixture_dir(request.param)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
-def _fastdump_dumps():
-    return sorted(f for d in glob.glob(os.path.join(E2E, "*")) if os.path.exists(os.path.join(d, "manifest.json"))
-                  for f in glob.glob(os.path.join(d, "fastdump-*.kdump")))
-
-
-@pytest.mark.parametrize("path", _real_vmcores() or [None],
-                         ids=lambda p: os.path.basename(os.path.dirname(p)) if p else "none")
-def test_real_vmcore(tmp_path, path):
-    if path is None:
-        pytest.skip(f"no real vmcores under {E2E} (tests/e2e produces them)")
+def test_real_vmcore(tmp_path, real_dir):
+    path = os.path.join(real_dir, "vmcore.raw")
     text = extract(path)
     assert "Linux version" in text.splitlines()[0]
     assert "sysrq: Trigger a crash" in text
-    with open(os.path.join(os.path.dirname(path), "manifest.json")) as f:
+    with open(os.path.join(real_dir, "manifest.json")) as f:
         release = json.load(f).get("kernel", {}).get("release")
     if release:
         assert release in text.splitlines()[0]
     theirs, why = makedumpfile_dmesg(path, str(tmp_path / "mk.txt"))
-    if theirs is None:
-        pytest.skip(f"makedumpfile --dump-dmesg does not work on this kernel: {why.splitlines()[-1:]}")
-    assert extract(path, caller=bool(CALLER_COLUMN.search(theirs))) == theirs
+    # makedumpfile 1.7.2 cannot read every kernel's log; where it can, the text must be the same
+    if theirs is not None:
+        assert extract(path, caller=bool(CALLER_COLUMN.search(theirs))) == theirs
 
 
-@pytest.mark.parametrize("path", _fastdump_dumps() or [None],
-                         ids=lambda p: "/".join(p.split(os.sep)[-2:]) if p else "none")
-def test_real_kdump_dump(path):
-    if path is None:
-        pytest.skip(f"no fastdump-written real dumps under {E2E}")
-    raw = os.path.join(os.path.dirname(path), "vmcore.raw")
-    text = extract(path)
-    assert "sysrq: Trigger a crash" in text
-    if os.path.exists(raw):
-        assert text == extract(raw)
+def test_real_kdump_dump(real_dir):
+    dumps = sorted(glob.glob(os.path.join(real_dir, "fastdump-*.kdump")))
+    assert dumps, f"no fastdump-written dumps in {real_dir}"
+    raw = extract(os.path.join(real_dir, "vmcore.raw"))
+    for path in dumps:
+        text = extract(path)
+        assert "sysrq: Trigger a crash" in text
+        assert text == raw
