@@ -5,8 +5,10 @@ dumps with libkdumpfile (Debian's python3-libkdumpfile under /usr/bin/python3),
 makedumpfile and gdb.  A missing tool fails the test with the reason.
 """
 
+import contextlib
 import hashlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -99,3 +101,17 @@ def gdb_read(core, vaddr, size):
             out += bytes(int(x, 16) for x in line.split(":", 1)[1].split())
     assert len(out) == size, f"gdb could not read {vaddr:#x} from {core}: {r.stdout[-500:]} {r.stderr[-500:]}"
     return bytes(out)
+
+
+@contextlib.contextmanager
+def time_limit(seconds, what="the call"):
+    """Fail instead of hanging: a TimeoutError after ``seconds`` (SIGALRM, main thread)."""
+    def alarm(signum, frame):
+        raise TimeoutError(f"{what} did not finish within {seconds} s (hang)")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

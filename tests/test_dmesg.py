@@ -6,13 +6,11 @@ The synthetic buffers are checked three ways: against the layout's own truth,
 against literal lines, and against makedumpfile --dump-dmesg reading the same
 vmcore (an implementation that shares no code with ours)."""
 
-import contextlib
 import glob
 import json
 import os
 import random
 import re
-import signal
 import struct
 import subprocess
 
@@ -28,23 +26,13 @@ from fastdump.testing.printk_layout import (COMMITTED, FINALIZED, ID_MASK, REUSA
                                             default_messages, reference_line)
 from fastdump.vmcoreinfo import VmcoreInfo
 
-from support import need_tool
+from support import need_tool, time_limit
 
 MAKEDUMPFILE = "makedumpfile"
 
 
-@contextlib.contextmanager
 def deadline(seconds=20):
-    """Fail instead of hanging."""
-    def boom(*_):
-        raise AssertionError(f"extract_dmesg did not finish within {seconds} s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return time_limit(seconds, "extract_dmesg")
 
 
 def make(tmp_path, name="vmcore", base=None, ram=64 * MiB, osrelease=None, **kw):

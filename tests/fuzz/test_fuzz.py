@@ -8,11 +8,9 @@ Corpus files are gzip-compressed inputs named after what they once broke;
 (strict xfail: they flip to a failure once fixed, then move them up a level).
 """
 
-import contextlib
 import glob
 import gzip
 import os
-import signal
 import subprocess
 import sys
 
@@ -20,23 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from . import targets
+import support  # noqa: E402  (tests/ is on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 TIMEOUT = 30
 
 
-@contextlib.contextmanager
 def time_limit(seconds=TIMEOUT):
-    def alarm(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s (hang)")
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return support.time_limit(seconds, "the fuzz target")
 
 
 def run(target, data):
