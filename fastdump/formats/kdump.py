@@ -177,8 +177,7 @@ class KdumpWriter:
             chunk = bytearray(bitmap[(a - c0) >> 3:((b - c0) + 7) >> 3])
             head = (a - c0) & 7
             chunk[0] &= (1 << head) - 1            # bits below ``a`` in the first byte stay
-            for i in range(1, len(chunk)):
-                chunk[i] = 0
+            chunk[1:] = bytes(len(chunk) - 1)
             if (b - c0) & 7 and len(chunk) > 1:    # bits past ``b`` in the last byte stay
                 keep_hi = 0xFF & ~((1 << ((b - c0) & 7)) - 1)
                 chunk[-1] = bitmap[((b - c0) >> 3)] & keep_hi
