@@ -189,8 +189,18 @@ def _level(name):
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_fastdump_page_for_page(e2e, level):
-    """Every page fastdump kept equals the raw copy; every dropped page is allowed to go."""
+def test_fastdump_page_for_page(e2e, level, tmp_path):
+    """Every page fastdump kept in the capture kernel equals the raw copy, and it kept
+    exactly the pages fastdump keeps from that raw copy on the host.
+
+    Marker fractions are only reported (census-*.json), not asserted: the crashed
+    kernel leaves stale copies of marker pages in free per-CPU pages and in the
+    workload's heap, and how many varies from boot to boot (one CI boot left 364
+    stale cache markers on per-CPU free lists).  Which kept marker page is
+    legitimate is judged exactly, struct page by struct page, on the same raw vmcore
+    by tests/test_classification_real.py; here the capture-kernel run must agree
+    with that judged host run page for page.
+    """
     import fastdump
     key, m, outdir = e2e
     runs = _fastdump_runs(m, outdir)
@@ -228,20 +238,15 @@ def test_fastdump_page_for_page(e2e, level):
     if level & 1:
         # zero pages go (or stay only as the shared zero descriptor): the file is small
         assert os.path.getsize(os.path.join(outdir, name)) < os.path.getsize(raw_path(outdir)) / 4
-    cls = report["classes"]
-
-    def frac(c):
-        t = cls[c]["kept"] + cls[c]["dropped"]
-        return cls[c]["dropped"] / t if t else 1.0
-    # exact per-class truth (no marker left at all) is checked on the raw vmcore by
-    # tests/test_classification_real.py; here: the capture-kernel run agrees
-    if level & 8:
-        assert frac("user") >= 0.99, cls          # private anonymous memory
-    if level & 2:
-        assert frac("tmpfs") >= 0.99 and frac("cache") >= 0.99 and frac("shmem") >= 0.99, cls
-    if level & 16:
-        # free pages on the per-CPU lists are not marked buddy (up to ~25 %)
-        assert frac("free") >= 0.5, cls
+    host = str(tmp_path / ("host-d%d.kdump" % level))
+    fastdump.dump(raw_path(outdir), host, level=level, compress="zstd", force=True)
+    host_kept = set(fastdump.open(host).pfns())
+    only_capture, only_host = sorted(kept - host_kept), sorted(host_kept - kept)
+    assert not only_capture and not only_host, (
+        "capture-kernel run and host run on the raw copy differ: %d pfns kept only in the "
+        "capture kernel (first %s), %d only on the host (first %s); census %s" % (
+            len(only_capture), [hex(p) for p in only_capture[:8]], len(only_host),
+            [hex(p) for p in only_host[:8]], report["classes"]))
 
 
 @pytest.mark.parametrize("level", LEVELS)
