@@ -104,8 +104,12 @@ def test_interrupted_dump_is_marked_incomplete_and_readable(tmp_path, sig):
     src = str(tmp_path / "big")
     make_vmcore(src, ram_size=1024 * MiB, mix={"random": 1}, seed=5)
     out = str(tmp_path / "vmcore")
+    # A job started in the background by a non-interactive shell (a CI runner, `cmd &`)
+    # inherits SIGINT ignored, and Python then keeps ignoring it, as it should: give the
+    # child the default disposition, as an interactive Ctrl-C would find it.
     p = subprocess.Popen([sys.executable, "-m", "fastdump", "-c", "-d", "1", "--threads", "1", "-q", src, out],
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not (os.path.exists(out + ".incomplete")
                                           and os.path.getsize(out + ".incomplete") > 24 << 20):
