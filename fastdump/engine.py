@@ -7,6 +7,7 @@ codec states) is reused: memory is ``jobs x window`` whatever the dump size.
 """
 
 import os
+import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,16 @@ CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC
           "zstd": _core.CODEC_ZSTD, "lzo": _core.CODEC_LZO, "snappy": _core.CODEC_SNAPPY}
 DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
+
+
+def _mappable(fd):
+    """mmap windows by default for regular files and /proc/vmcore: the codec then reads
+    the pages in place, with no copy (a SIGBUS in a mapping is caught by the core, and
+    the window is read again with pread); pread for devices such as /dev/oldmem."""
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def default_threads():
@@ -37,7 +48,7 @@ class CopyEngine:
         window = min(window, max(BUFFER_BUDGET // (2 * njobs), 64 * page))
         self.window_pages = max(16, window // page)
         if use_mmap is None:
-            use_mmap = source.is_proc_vmcore()
+            use_mmap = _mappable(source.fd)
         self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
         self.codec = CODECS[codec]
         self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]

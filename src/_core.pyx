@@ -13,7 +13,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memcpy, memset, memcmp
 from libc.errno cimport errno
-from posix.unistd cimport pread
+from posix.unistd cimport pread, lseek
+from posix.stat cimport struct_stat, fstat, S_ISREG
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 from cpython.buffer cimport PyBUF_WRITABLE
 
@@ -145,8 +146,16 @@ cpdef enum:
     PAGE_UNREADABLE = 1 << 28  # the source gave an error for it: recorded, not stored
     CODEC_MASK = 0xFFFF        # low bits: which codec compressed it (0 = stored raw)
 
+cdef extern from "<unistd.h>" nogil:
+    int SEEK_DATA
+    int SEEK_HOLE
+
+cdef extern from "<errno.h>" nogil:
+    int ENXIO
+
 cdef enum:
     MAP_WINDOW = 4 << 20
+    PACK_CHUNK = 32            # pages gathered, then tested and compressed while cache-hot
 
 
 def library_versions():
@@ -156,6 +165,48 @@ def library_versions():
             "lz4": f"{l // 10000}.{l // 100 % 100}.{l % 100}",
             "zlib": zlibVersion().decode()}
 
+
+
+# ------------------------------------------------------------ SIGBUS guard --
+# A mapped page that cannot be delivered (a saved vmcore truncated while it is being
+# read, an NFS server error) raises SIGBUS on the access.  A worker arms a
+# thread-local jump point around one window; the handler jumps back there and the
+# window is read again with pread, where the same failure is an errno and the page
+# is recorded as unreadable.  A SIGBUS on any other thread goes to the handler that
+# was there before (Python's faulthandler, or the default: die).
+cdef extern from *:
+    """
+    #include <setjmp.h>
+    #include <signal.h>
+    #include <string.h>
+    static __thread sigjmp_buf fd_bus_jmp;
+    static __thread volatile int fd_bus_armed;
+    static struct sigaction fd_bus_previous;
+    static void fd_bus_handler(int sig, siginfo_t *info, void *ctx) {
+        (void)info; (void)ctx;
+        if (fd_bus_armed) {
+            fd_bus_armed = 0;
+            siglongjmp(fd_bus_jmp, 1);
+        }
+        sigaction(sig, &fd_bus_previous, NULL);   /* the fault repeats under the old action */
+    }
+    static int fd_bus_install(void) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = fd_bus_handler;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;    /* the mask stays as it was: sigsetjmp(.., 0) is enough */
+        sigemptyset(&sa.sa_mask);
+        return sigaction(SIGBUS, &sa, &fd_bus_previous);
+    }
+    /* a macro: sigsetjmp must run in the frame that stays alive while armed */
+    #define fd_bus_arm() (fd_bus_armed = 1, sigsetjmp(fd_bus_jmp, 0))
+    #define fd_bus_disarm() (fd_bus_armed = 0)
+    """
+    int fd_bus_install() nogil
+    int fd_bus_arm() nogil
+    void fd_bus_disarm() nogil
+
+fd_bus_install()
 
 cdef extern from *:
     int __builtin_popcount(unsigned int) nogil
@@ -284,6 +335,7 @@ cdef class Source:
     """What a job needs of the input: fd, extent table, read mode."""
     cdef int fd
     cdef bint use_mmap
+    cdef uint64_t map_limit  # bytes of the file that may be mapped (its size; past it, SIGBUS)
     cdef uint64_t* ext      # triples: phys_start, phys_end, file_offset
     cdef size_t n_ext
     cdef readonly int page_size
@@ -293,6 +345,9 @@ cdef class Source:
         self.fd = fd
         self.page_size = page_size
         self.use_mmap = use_mmap
+        cdef struct_stat st
+        self.map_limit = <uint64_t>st.st_size if fd >= 0 and fstat(fd, &st) == 0 and S_ISREG(st.st_mode) \
+            else <uint64_t>-1
         self.n_ext = e.shape[0] // 3
         self.ext = <uint64_t*>malloc(max(1, e.shape[0]) * sizeof(uint64_t))
         if self.ext == NULL:
@@ -317,6 +372,7 @@ cdef class Job:
     cdef uint32_t* size_arr
     cdef uint32_t* flag_arr
     cdef uint8_t* descbuf
+    cdef const uint8_t** page_ptr       # where each page's bytes are: its inbuf slot or the mmap window
     # codec states
     cdef ZSTD_CCtx* zctx
     cdef void* lz4state
@@ -327,7 +383,17 @@ cdef class Job:
     cdef uint8_t* map_base
     cdef uint64_t map_off, map_len
     cdef bint mmap_broken
+    cdef bint zero_copy                 # this window's pages are compressed straight from the mapping
+    # pending coalesced pread run, and how far the window is gathered and packed
+    cdef uint64_t run_off, run_len, run_dst, run_lo, run_hi
+    cdef size_t n_collected, packed
+    # file holes (a saved vmcore copied sparse): pages there are zeros, not read
+    cdef bint seek_holes
+    cdef uint64_t hole_lo, hole_hi, data_lo, data_hi
+    cdef uint8_t* zeros
+    cdef readonly uint64_t hole_pages
     cdef readonly bint used_pread_fallback
+    cdef readonly int sigbus_windows    # windows redone with pread after a SIGBUS in the mapping
     # inputs of the current window
     cdef object bitmap_obj
     cdef const uint8_t* bitmap
@@ -354,7 +420,11 @@ cdef class Job:
         self.size_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.flag_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.descbuf = <uint8_t*>malloc(capacity * 24)
-        if not (self.inbuf and self.outbuf and self.pfn_arr and self.size_arr and self.flag_arr and self.descbuf):
+        self.page_ptr = <const uint8_t**>malloc(capacity * sizeof(uint8_t*))
+        self.zeros = <uint8_t*>calloc(1, ps)
+        self.seek_holes = src.fd >= 0 and src.map_limit != <uint64_t>-1
+        if not (self.inbuf and self.outbuf and self.pfn_arr and self.size_arr and self.flag_arr and self.descbuf
+                and self.page_ptr and self.zeros):
             raise MemoryError()
         if codec == CODEC_ZSTD:
             self.zctx = ZSTD_createCCtx()
@@ -380,7 +450,7 @@ cdef class Job:
         if self.map_base != NULL:
             munmap(self.map_base, self.map_len)
         free(self.inbuf); free(self.outbuf); free(self.pfn_arr)
-        free(self.size_arr); free(self.flag_arr); free(self.descbuf)
+        free(self.size_arr); free(self.flag_arr); free(self.descbuf); free(<void*>self.page_ptr); free(self.zeros)
         if self.zctx != NULL:
             ZSTD_freeCCtx(self.zctx)
         free(self.lz4state)
@@ -397,37 +467,86 @@ cdef class Job:
         self.base_pfn, self.start, self.end = base_pfn, start, end
 
     # -- reading ----------------------------------------------------------
-    cdef int _read(self, uint8_t* dst, uint64_t off, size_t n, uint64_t lo, uint64_t hi) noexcept nogil:
-        """Read n bytes at file offset off, inside the extent whose bytes are at file
-        offsets [lo, hi); 0 or an errno.  An mmap window never crosses the extent's
-        page-aligned chunk: /proc/vmcore refuses mappings that span two PT_LOADs.
-        When mmap fails, this job reads with pread from then on."""
-        cdef ssize_t got
-        cdef uint64_t moff, mend, clo, chi
-        if self.src.use_mmap and not self.mmap_broken:
-            if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
-                if self.map_base != NULL:
-                    munmap(self.map_base, self.map_len)
-                    self.map_base = NULL
-                clo = lo & ~(<uint64_t>4095)
-                chi = (hi + 4095) & ~(<uint64_t>4095)
-                moff = off & ~(<uint64_t>MAP_WINDOW - 1)
-                if moff < clo:
-                    moff = clo
-                mend = (off + n + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
-                if mend > chi:
-                    mend = chi
-                self.map_len = mend - moff
-                self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
-                if <void*>self.map_base == MAP_FAILED:
-                    self.map_base = NULL
-                    self.mmap_broken = True
-                    self.used_pread_fallback = True
-                else:
-                    self.map_off = moff
+    cdef const uint8_t* _map(self, uint64_t off, size_t n, uint64_t lo, uint64_t hi) noexcept nogil:
+        """A pointer to bytes [off, off+n) through this job's mmap window, inside the
+        extent whose bytes are at file offsets [lo, hi); NULL when they cannot be
+        mapped (mmap failed once: this job reads with pread from then on; or the
+        bytes lie past the end of the file, where a mapping would raise SIGBUS).
+
+        A window never crosses the extent's page-aligned chunk: /proc/vmcore refuses
+        mappings that span two PT_LOADs.  Before the old window goes, the pages that
+        still point into it are packed (zero-copy windows)."""
+        cdef uint64_t moff, mend, clo, chi, limit
+        if not self.src.use_mmap or self.mmap_broken or off + n > self.src.map_limit:
+            return NULL
+        if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
             if self.map_base != NULL:
-                memcpy(dst, self.map_base + (off - self.map_off), n)
-                return 0
+                if self.zero_copy:
+                    self._pack_upto(self.n_collected)
+                munmap(self.map_base, self.map_len)
+                self.map_base = NULL
+            clo = lo & ~(<uint64_t>4095)
+            chi = (hi + 4095) & ~(<uint64_t>4095)
+            limit = (self.src.map_limit + 4095) & ~(<uint64_t>4095)
+            if chi > limit:
+                chi = limit
+            moff = off & ~(<uint64_t>MAP_WINDOW - 1)
+            if moff < clo:
+                moff = clo
+            mend = (off + n + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
+            if mend > chi:
+                mend = chi
+            self.map_len = mend - moff
+            self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
+            if <void*>self.map_base == MAP_FAILED:
+                self.map_base = NULL
+                self.mmap_broken = True
+                self.zero_copy = False
+                self.used_pread_fallback = True
+                return NULL
+            self.map_off = moff
+        return self.map_base + (off - self.map_off)
+
+    cdef bint _in_hole(self, uint64_t off, size_t n) noexcept nogil:
+        """True when file bytes [off, off+n) lie in a hole of a sparse file: they read
+        as zeros, so they are not read.  One SEEK_DATA/SEEK_HOLE pair per data or hole
+        range, remembered; files without hole support report all data (/proc/vmcore),
+        devices refuse (then this job stops asking)."""
+        cdef int64_t d, h
+        cdef struct_stat st
+        if not self.seek_holes or off + n > self.src.map_limit:
+            return False
+        if off >= self.hole_lo and off + n <= self.hole_hi:
+            return True
+        if off >= self.data_lo and off < self.data_hi:
+            return False
+        d = lseek(self.src.fd, off, SEEK_DATA)
+        if d < 0:
+            if errno == ENXIO and fstat(self.src.fd, &st) == 0 and <uint64_t>st.st_size >= off + n:
+                # no data after off, and off is not past the end (a file cut short since
+                # it was opened must give read errors, not zeros): a hole up to the end
+                self.hole_lo, self.hole_hi = off, <uint64_t>st.st_size
+                return True
+            if errno == ENXIO:
+                return False
+            self.seek_holes = False
+            return False
+        if <uint64_t>d > off:
+            self.hole_lo, self.hole_hi = off, <uint64_t>d
+            return off + n <= <uint64_t>d
+        h = lseek(self.src.fd, off, SEEK_HOLE)
+        self.data_lo = off
+        self.data_hi = <uint64_t>h if h > <int64_t>off else self.src.map_limit
+        return False
+
+    cdef int _read(self, uint8_t* dst, uint64_t off, size_t n, uint64_t lo, uint64_t hi) noexcept nogil:
+        """Copy n bytes at file offset off (inside the extent at file offsets [lo, hi))
+        into dst, through the mmap window when there is one, else pread; 0 or an errno."""
+        cdef ssize_t got
+        cdef const uint8_t* p = self._map(off, n, lo, hi)
+        if p != NULL:
+            memcpy(dst, p, n)
+            return 0
         while n:
             got = pread(self.src.fd, dst, n, off)
             if got < 0:
@@ -485,14 +604,32 @@ cdef class Job:
                 self.unreadable_pages += 1
             done += ps
 
+    cdef void _flush_run(self) noexcept nogil:
+        """Read the pending run of contiguous pages into their slots."""
+        if self.run_len:
+            if self._read(self.inbuf + self.run_dst, self.run_off, self.run_len, self.run_lo, self.run_hi):
+                self._salvage(self.run_dst, self.run_off, self.run_len, self.run_lo, self.run_hi)
+            else:
+                self.bytes_read += self.run_len
+            self.run_len = 0
+
     cdef int _collect(self) noexcept nogil:
-        """Read the window's pages into inbuf (coalescing contiguous reads)."""
-        cdef uint64_t i, pfn
+        """Gather the window's pages and pack them in chunks of PACK_CHUNK pages, so
+        each chunk is tested and compressed while it is still in the CPU cache.
+
+        A page is found either in the job's mmap window (zero-copy: the codec reads
+        the mapping directly) or in its slot of inbuf (pread of coalesced runs, partial
+        pages, dense windows)."""
+        cdef uint64_t i, pfn, a, off, lo, hi
         cdef size_t ps = self.src.page_size, ext_i = 0, k = 0
         cdef uint64_t* ext = self.src.ext
-        cdef uint64_t run_off = 0, run_len = 0, run_dst = 0, a, run_lo = 0, run_hi = 0
-        cdef int rc
-        cdef bint want
+        cdef const uint8_t* p
+        cdef bint want, whole
+        self.run_len = 0
+        self.packed = 0
+        self.out_len = 0
+        self.n_collected = 0
+        self.zero_copy = self.src.use_mmap and not self.mmap_broken and not self.dense
         for i in range(self.start, self.end):
             want = _bit(self.bitmap, i)
             if not want and not self.dense:
@@ -503,41 +640,54 @@ cdef class Job:
             pfn = self.base_pfn + i
             self.pfn_arr[k] = pfn
             self.flag_arr[k] = 0
+            self.page_ptr[k] = self.inbuf + k * ps
             if not want:
                 memset(self.inbuf + k * ps, 0, ps)
                 self.flag_arr[k] = PAGE_FILLED
-                k += 1
-                continue
-            # fast path: whole page inside one extent, contiguous with the current run
-            a = pfn * ps
-            while ext_i < self.src.n_ext and ext[3 * ext_i + 1] <= a:
-                ext_i += 1
-            if ext_i < self.src.n_ext and ext[3 * ext_i] <= a and ext[3 * ext_i + 1] >= a + ps:
-                if run_len and run_off + run_len == ext[3 * ext_i + 2] + (a - ext[3 * ext_i]) \
-                        and run_dst + run_len == k * ps and run_lo == ext[3 * ext_i + 2]:
-                    run_len += ps       # same extent, contiguous in file and in the buffer
-                else:
-                    if run_len:
-                        if self._read(self.inbuf + run_dst, run_off, run_len, run_lo, run_hi):
-                            self._salvage(run_dst, run_off, run_len, run_lo, run_hi)
-                        else:
-                            self.bytes_read += run_len
-                    run_off = ext[3 * ext_i + 2] + (a - ext[3 * ext_i])
-                    run_dst = k * ps
-                    run_len = ps
-                    run_lo = ext[3 * ext_i + 2]
-                    run_hi = run_lo + ext[3 * ext_i + 1] - ext[3 * ext_i]
             else:
-                if self._read_page(self.inbuf + k * ps, pfn, &ext_i):
+                a = pfn * ps
+                while ext_i < self.src.n_ext and ext[3 * ext_i + 1] <= a:
+                    ext_i += 1
+                whole = ext_i < self.src.n_ext and ext[3 * ext_i] <= a and ext[3 * ext_i + 1] >= a + ps
+                if whole:
+                    off = ext[3 * ext_i + 2] + (a - ext[3 * ext_i])
+                    lo = ext[3 * ext_i + 2]
+                    hi = lo + ext[3 * ext_i + 1] - ext[3 * ext_i]
+                    if self._in_hole(off, ps):
+                        self.hole_pages += 1
+                        if self.dense:
+                            memset(self.inbuf + k * ps, 0, ps)
+                        else:
+                            self.page_ptr[k] = self.zeros
+                    else:
+                        p = self._map(off, ps, lo, hi) if self.zero_copy else NULL
+                        if p != NULL:
+                            self.page_ptr[k] = p
+                            self.bytes_read += ps
+                        elif self.zero_copy or (self.src.use_mmap and not self.mmap_broken):
+                            # past the end of the file, or a mapped copy for a dense window
+                            if self._read(self.inbuf + k * ps, off, ps, lo, hi):
+                                memset(self.inbuf + k * ps, 0, ps)
+                                self.flag_arr[k] |= PAGE_UNREADABLE
+                                self.unreadable_pages += 1
+                            else:
+                                self.bytes_read += ps
+                        elif self.run_len and self.run_off + self.run_len == off \
+                                and self.run_dst + self.run_len == k * ps and self.run_lo == lo:
+                            self.run_len += ps   # same extent, contiguous in file and in the buffer
+                        else:
+                            self._flush_run()
+                            self.run_off, self.run_dst, self.run_len = off, k * ps, ps
+                            self.run_lo, self.run_hi = lo, hi
+                elif self._read_page(self.inbuf + k * ps, pfn, &ext_i):
                     memset(self.inbuf + k * ps, 0, ps)
                     self.flag_arr[k] |= PAGE_UNREADABLE
                     self.unreadable_pages += 1
             k += 1
-        if run_len:
-            if self._read(self.inbuf + run_dst, run_off, run_len, run_lo, run_hi):
-                self._salvage(run_dst, run_off, run_len, run_lo, run_hi)
-            else:
-                self.bytes_read += run_len
+            self.n_collected = k
+            if k - self.packed >= PACK_CHUNK:
+                self._pack_upto(k)
+        self._pack_upto(k)
         self.n_pages = k
         return 0
 
@@ -565,7 +715,7 @@ cdef class Job:
                 return 0
         elif self.codec == CODEC_ZLIB:
             deflateReset(&self.zs)
-            self.zs.next_in = src
+            self.zs.next_in = <uint8_t*>src
             self.zs.avail_in = ps
             self.zs.next_out = dst
             self.zs.avail_out = cap
@@ -576,16 +726,18 @@ cdef class Job:
             return 0
         return r if r < ps else 0
 
-    cdef void _pack(self) noexcept nogil:
-        cdef size_t ps = self.src.page_size, cur = 0, r
-        cdef int k
-        cdef uint8_t* page
-        for k in range(self.n_pages):
-            page = self.inbuf + k * ps
+    cdef void _pack_upto(self, size_t end) noexcept nogil:
+        """Zero-test and compress pages [packed, end) into outbuf (their bytes are in
+        place: the pending read run is read first)."""
+        cdef size_t ps = self.src.page_size, cur = self.out_len, r, k
+        cdef const uint8_t* page
+        self._flush_run()
+        for k in range(self.packed, end):
+            page = self.page_ptr[k]
             if self.flag_arr[k] & PAGE_UNREADABLE:
                 self.size_arr[k] = 0
                 continue
-            if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and _is_zero(page, ps):
+            if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and (page == self.zeros or _is_zero(page, ps)):
                 self.flag_arr[k] |= PAGE_ZERO
                 self.size_arr[k] = 0
                 self.zero_pages += 1
@@ -602,6 +754,7 @@ cdef class Job:
                 self.raw_pages += 1
             self.size_arr[k] = r
             cur += r
+        self.packed = end
         self.out_len = cur
 
     def run(self):
@@ -613,9 +766,23 @@ cdef class Job:
         self.err_no = 0
         self.err_pfn = 0
         with nogil:
-            rc = self._collect()
-            if rc == 0:
-                self._pack()
+            if fd_bus_arm() == 0:
+                rc = self._collect()
+                fd_bus_disarm()
+            else:
+                rc = -1
+        if rc == -1:
+            # SIGBUS in the mapping: drop it and redo the window with pread
+            if self.map_base != NULL:
+                munmap(self.map_base, self.map_len)
+                self.map_base = NULL
+            self.mmap_broken = True
+            self.used_pread_fallback = True
+            self.sigbus_windows += 1
+            self.n_pages = 0
+            self.zero_pages = self.bytes_read = self.raw_pages = self.unreadable_pages = 0
+            with nogil:
+                rc = self._collect()
         self.err_no = rc
         return rc
 

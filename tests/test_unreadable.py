@@ -1,5 +1,6 @@
 """A source page the hardware cannot deliver (EIO) costs that page, not the dump."""
 
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,52 @@ def test_mmap_failure_falls_back_to_pread(vmcore, source_pages, shim, tmp_path):
     assert r.returncode == 0, r.stderr
     _, got = kdumpfile_digests(out, max(source_pages) + 1)
     assert got == digests(source_pages)
+
+
+SIGBUS_PROBE = r"""
+import json, os, sys
+from fastdump.engine import CopyEngine
+from fastdump.pipeline import _cycles, _runs_bitmap
+from fastdump.source import ElfSource
+
+path = sys.argv[1]
+src = ElfSource(path)
+engine = CopyEngine(src, codec="zstd", threads=2, use_mmap=True)
+os.truncate(path, os.path.getsize(path) // 2)   # the engine's mappings now reach past the end
+seen = {"pages": 0, "unreadable": [], "ok": 0}
+
+def commit(job):
+    seen["pages"] += job.n_pages
+    if job.unreadable_pages:
+        seen["unreadable"] += job.unreadable_pfns()
+
+for c0, c1 in _cycles(src.max_pfn):
+    bm = _runs_bitmap(src.stored_runs(), c0, c1)
+    engine.run(engine.windows(bm, c0, c1 - c0), commit, zero_check=True)
+seen["sigbus_windows"] = sum(j.sigbus_windows for j in engine.jobs)
+print(json.dumps(seen))
+"""
+
+
+def test_sigbus_in_a_mapping_costs_pages_not_the_process(vmcore, tmp_path):
+    """A saved vmcore that shrinks while it is mapped (or an NFS error) raises SIGBUS
+    on the access: the window is redone with pread and the lost pages are recorded."""
+    path = str(tmp_path / "shrinking")
+    with open(vmcore, "rb") as f, open(path, "wb") as g:
+        g.write(f.read())
+    size = os.path.getsize(path)
+    r = subprocess.run([sys.executable, "-c", SIGBUS_PROBE, path], capture_output=True, text=True)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    seen = json.loads(r.stdout)
+    assert seen["sigbus_windows"] > 0, seen           # the mapping really faulted
+    with ElfSource(vmcore) as s:
+        lost = {p for a, b in s.stored_runs() for p in range(a, b)
+                if _file_offset(s, p) + 4096 > size // 2}
+    assert lost and set(seen["unreadable"]) == lost
+
+
+def _file_offset(src, pfn):
+    for start, end, off in src.extents:
+        if start <= pfn * 4096 < end:
+            return off + pfn * 4096 - start
+    raise KeyError(pfn)
