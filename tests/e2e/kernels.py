@@ -207,3 +207,39 @@ def fetch(key, log=print):
     with open(info_path, "w") as f:
         json.dump(info, f, indent=2)
     return info
+
+
+def debug_vmlinux(key, log=print):
+    """The vmlinux with debug info of the kernel ``fetch(key)`` gives, from Debian's
+    ``linux-image-<release>-dbg`` of the same version (0.9-1 GB; only vmlinux is kept:
+    it comes early in the package, so tar stops there).  Cached."""
+    info = fetch(key, log=log)
+    release = info["release"]
+    kdir = os.path.join(CACHE, "kernels", key)
+    path = os.path.join(kdir, "vmlinux-" + release)
+    if os.path.exists(path):
+        return path
+    version = next(v for n, v in info["packages"] if n.startswith("linux-image-"))
+    apt = Apt(info["suite"])
+    apt.update()
+    pkg = "linux-image-%s-dbg" % release
+    if apt.show(pkg) is None:
+        raise FetchError("%s is not in %s" % (pkg, info["suite"]))
+    log("e2e: fetching %s %s (%s)" % (pkg, version, info["suite"]))
+    debs = os.path.join(kdir, "dbg")
+    deb = apt.download(pkg, version, debs)
+    member = "./usr/lib/debug/boot/vmlinux-" + release
+    tmp = os.path.join(kdir, "dbg", "root")
+    os.makedirs(tmp, exist_ok=True)
+    unpack = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    r = subprocess.run(["tar", "-xf", "-", "-C", tmp, "--occurrence=1", member], stdin=unpack.stdout,
+                       stderr=subprocess.PIPE, text=True, timeout=900)
+    unpack.stdout.close()
+    unpack.kill()
+    unpack.wait()
+    got = os.path.join(tmp, member)
+    if r.returncode != 0 or not os.path.exists(got):
+        raise FetchError("no %s in %s: %s" % (member, deb, r.stderr.strip()[-500:]))
+    os.replace(got, path)
+    shutil.rmtree(os.path.join(kdir, "dbg"))   # the rest of the package (modules' debug info) is not needed
+    return path
