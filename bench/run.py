@@ -38,7 +38,8 @@ def build_inputs(quick, keep=None):
     os.makedirs(CACHE, exist_ok=True)
     specs = [("dense-128M" if quick else "dense-1G", "dense", (128 * MiB) if quick else GiB)]
     specs += [("sparse-1G", "sparse", GiB)] if quick else [("sparse-8G", "sparse", 8 * GiB),
-                                                         ("sparse-64G", "sparse", 64 * GiB)]
+                                                         ("sparse-64G", "sparse", 64 * GiB),
+                                                         ("sparse-1T", "huge", 1024 * GiB)]
     inputs = []
     if keep:
         specs = [sp for sp in specs if sp[0] in keep]
@@ -48,7 +49,7 @@ def build_inputs(quick, keep=None):
             print(f"bench: generating {name}", file=sys.stderr)
             if kind == "dense":
                 make_vmcore(path + ".tmp", ram_size=size, seed=2)
-            else:
+            else:  # sparse and huge: a mostly free 6.1-layout kernel, zero pages as file holes
                 layout = KernelLayout(default_ram_ranges(size), encoding="6.1", seed=4, sparse=True)
                 SyntheticVmcore(VmcoreSpec(ram_size=size, sparse=True), layout=layout).write(path + ".tmp")
             os.replace(path + ".tmp", path)
@@ -127,29 +128,36 @@ def contenders(inp, builds, threads, quick, cores):
     """(name, group, argv-builder) for one input."""
     fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
     out = []
-    levels = {"dense": [1], "sparse": [31], "real": [1, 31]}[inp["kind"]]
-    codecs = ["zstd", "lz4"] if quick else ["zstd", "lz4", "lzo", "zlib", "none"]
+    levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31]}[inp["kind"]]
+    codecs = ["zstd", "lz4"] if quick or inp["kind"] == "huge" else ["zstd", "lz4", "lzo", "zlib", "none"]
+    if inp["kind"] == "huge":  # memory across thread counts; one makedumpfile row (about a minute a run)
+        builds = builds[:1]
     for level in levels:
         for codec in codecs:
-            for t in (threads if codec == "zstd" and inp["kind"] == "dense" else [cores]):
+            for t in (threads if codec == "zstd" and inp["kind"] == "dense" else
+                      sorted({cores, 8}) if inp["kind"] == "huge" else [cores]):
                 out.append((f"fastdump {codec} -d{level} t{t}", "fastdump",
                             lambda o, c=codec, lv=level, t=t: fd + ["--compress", c, "-d", str(lv), "--threads", str(t),
                                                                     inp["path"], o], {"codec": codec, "level": level,
                                                                                       "threads": t}))
         for b in builds:
             flags = (["-l"] if b["lzo"] else []) + ([] if quick else ["-c"]) + (["-z"] if b["zstd"] else [])
+            if inp["kind"] == "huge":
+                flags = flags[:1]
             for flag in flags:
                 codec = {"-l": "lzo", "-c": "zlib", "-z": "zstd"}[flag]
                 out.append((f"{b['name']} {flag} -d{level}", b["name"],
                             lambda o, e=b["exe"], fl=flag, lv=level: [e, fl, "-d", str(lv), inp["path"], o],
                             {"codec": codec, "level": level, "threads": 1}))
-    if inp["kind"] != "sparse":
+    if inp["kind"] not in ("sparse", "huge"):
         out.append(("cp", "cp", lambda o: ["cp", "--sparse=never", inp["path"], o], {"codec": "none", "level": 0,
                                                                                       "threads": 1}))
     return out
 
 
 # -- ceilings -------------------------------------------------------------------------------
+READ_CEILING_BYTES = 16 * GiB   # reading the source into nothing: at most this much (1 TiB would take minutes)
+
 def ceilings(inp, cores):
     import array
 
@@ -178,7 +186,7 @@ def ceilings(inp, cores):
     t0 = time.monotonic()
     n = 0
     with open(inp["path"], "rb", buffering=0) as f:
-        while True:
+        while n < READ_CEILING_BYTES:
             b = f.read(8 * MiB)
             if not b:
                 break
@@ -219,7 +227,7 @@ def main(argv=None):
         entry = dict(inp, ceilings=ceilings(inp, cores), runs={})
         cands = contenders(inp, builds, threads, args.quick, cores)
         samples = {name: [] for name, *_ in cands}
-        for rep in range(reps):
+        for rep in range(1 if inp["kind"] == "huge" else reps):
             order = list(cands)
             rng.shuffle(order)
             for name, group, make, meta in order:

@@ -154,7 +154,7 @@ cdef extern from "<errno.h>" nogil:
     int ENXIO
 
 cdef enum:
-    MAP_WINDOW = 4 << 20
+    MAP_WINDOW = 1 << 20         # mapped pages count in RSS: one window per job is resident
     PACK_CHUNK = 32            # pages gathered, then tested and compressed while cache-hot
 
 
