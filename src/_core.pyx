@@ -511,7 +511,8 @@ cdef class Job:
         """True when file bytes [off, off+n) lie in a hole of a sparse file: they read
         as zeros, so they are not read.  One SEEK_DATA/SEEK_HOLE pair per data or hole
         range, remembered; files without hole support report all data (/proc/vmcore),
-        devices refuse (then this job stops asking)."""
+        devices refuse (then this job stops asking).  lseek moves the shared file
+        offset, which nothing uses: every read of the source is a pread or a mapping."""
         cdef int64_t d, h
         cdef struct_stat st
         if not self.seek_holes or off + n > self.src.map_limit:
