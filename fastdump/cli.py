@@ -81,7 +81,7 @@ def build_parser():
     p.add_argument("--elf-class", type=int, choices=[32, 64], help="ELF output class (default: the source's)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing dump")
     p.add_argument("--threads", "--num-threads", dest="threads", type=int, metavar="N",
-                   help="compression threads (default: CPUs available)")
+                   help="compression threads (default and at most: the CPUs this process may run on)")
     p.add_argument("--window", type=_size, metavar="SIZE", help="read window per job (default 2M)")
     p.add_argument("--mmap", dest="use_mmap", action="store_true", default=None, help="read the source with mmap")
     p.add_argument("--non-mmap", "--no-mmap", dest="use_mmap", action="store_false", help="read with pread")

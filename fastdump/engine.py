@@ -41,7 +41,10 @@ class CopyEngine:
     """Runs windows through a pool of reusable jobs and commits them in order."""
 
     def __init__(self, source, *, codec="none", threads=None, window_bytes=None, use_mmap=None):
-        self.threads = max(1, threads or default_threads())
+        # more compressing threads than CPUs only adds switches and cache misses (measured:
+        # 8 threads on 2 cores ran about 8 % slower than 2), so a larger request is capped
+        self.requested_threads = max(1, threads or default_threads())
+        self.threads = min(self.requested_threads, default_threads())
         njobs = self.threads + 2
         page = source.page_size
         window = window_bytes or DEFAULT_WINDOW_BYTES
