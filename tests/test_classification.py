@@ -1,6 +1,6 @@
 """Page classification against synthetic kernels whose truth is known.
 
-Every encoding (4.x, 5.10/6.1, 6.12, 7.1) at dump levels 0, 2, 4, 8, 16, 31:
+Every encoding (4.x, 5.10/6.1, 6.3-6.5, 6.6-6.8, 6.12, 7.1) at dump levels 0, 2, 4, 8, 16, 31:
 the dropped pfns equal the truth; impossible struct pages never drop; unknown
 layouts keep pages and say why; memory stays bounded; no dropped page is read.
 """
@@ -22,7 +22,7 @@ if judge_mod._pagescan is None:
 from fastdump.kernel.estimate import estimate  # noqa: E402
 from fastdump.kernel.judge import bitmap_with_range, make_judge  # noqa: E402
 
-ENCODINGS = ["4.x", "5.10", "6.1", "6.12", "7.1"]
+ENCODINGS = ["4.x", "5.10", "6.1", "6.3", "6.6", "6.12", "7.1"]
 LEVELS = [0, 2, 4, 8, 16, 31]
 RAM = 160 * MiB
 

@@ -10,6 +10,9 @@ Encodings (key values as in real Debian kernels, see docs/real-kernels.md):
 * ``"4.x"``  pre-4.18: _mapcount -128, PG_slab, u16 compound_dtor/order, init_level4_pgt,
   struct page of 4.9 (mapping at 8, _mapcount at 24, compound_head at 32), no PG_swapbacked;
 * ``"5.10"``, ``"6.1"``: page_type -129/-257, PG_slab=9, compound_dtor/order 16/17, HUGETLB_PAGE_DTOR=2;
+* ``"6.3"`` (6.3-6.5): as 6.1, but the order and dtor are OFFSET(folio._folio_order/_folio_dtor);
+* ``"6.6"`` (6.6-6.8): order in page[1].flags & 0xff, hugetlb = NUMBER(PG_hugetlb) there,
+  PG_head at bit 6, PG_slab and the 4.18 page_type values still used;
 * ``"6.12"``: PGTY top byte (0xf0.., printed negative), no PG_slab, order in page[1].flags;
 * ``"7.1"`` (alias ``"7.2"``): OFFSET(page.compound_info), tails encoded as mask|1,
   PAGE_UNACCEPTED_MAPCOUNT_VALUE, SIZE(free_area)=104, LENGTH(free_area.free_list)=6.
@@ -100,6 +103,17 @@ ENCODINGS = {
 }
 ENCODINGS["6.1"] = ENCODINGS["5.10"]
 ENCODINGS["7.2"] = ENCODINGS["7.1"]
+# 6.3-6.5: struct folio overlays the first tail; its order and destructor bytes are exported
+# as OFFSET(folio._folio_order) / OFFSET(folio._folio_dtor), counted from the head page
+ENCODINGS["6.3"] = dict(ENCODINGS["5.10"], off={k: v for k, v in ENCODINGS["5.10"]["off"].items()
+                                                  if not k.startswith("compound_") or k == "compound_head"},
+                        folio_off={"_folio_dtor": 64 + 16, "_folio_order": 64 + 17}, order="folio_u8")
+# 6.6-6.8: the order is the low byte of the first tail's flags, hugetlb a flag there
+# (NUMBER(PG_hugetlb), above that byte); page flags renumbered with PG_head at bit 6,
+# PG_slab and the 4.18 page_type values still in use
+ENCODINGS["6.6"] = dict(ENCODINGS["6.3"], folio_off={}, order="flags", dtor=None, head_bit=6,
+                        pg={"PG_lru": 5, "PG_private": 15, "PG_swapcache": 12, "PG_swapbacked": 19,
+                            "PG_slab": 11, "PG_hwpoison": 23, "PG_hugetlb": 8})
 
 
 def dropped_classes(level, *, scan=True):
@@ -459,9 +473,14 @@ class KernelLayout:
         if e["order"] == "flags":
             flags = struct.unpack_from("<Q", r, o["flags"])[0] | order
             struct.pack_into("<Q", r, o["flags"], flags)
+            if hugetlb and "PG_hugetlb" in e["pg"]:
+                struct.pack_into("<Q", r, o["flags"], flags | 1 << e["pg"]["PG_hugetlb"])
         elif e["order"] == "u8":
             r[o["compound_order"]] = order
             r[o["compound_dtor"]] = 2 if hugetlb else 1
+        elif e["order"] == "folio_u8":
+            r[e["folio_off"]["_folio_order"] - 64] = order
+            r[e["folio_off"]["_folio_dtor"] - 64] = 2 if hugetlb else 1
         else:  # u16 (4.x)
             struct.pack_into("<H", r, o["compound_order"], order)
             struct.pack_into("<H", r, o["compound_dtor"], 2 if hugetlb else 1)
@@ -692,6 +711,8 @@ class KernelLayout:
                     struct.pack_into("<Q", p1, o["flags"], struct.unpack_from("<Q", p1, o["flags"])[0] | 45)
                 elif self.enc["order"] == "u8":
                     p1[o["compound_order"]] = 45
+                elif self.enc["order"] == "folio_u8":
+                    p1[self.enc["folio_off"]["_folio_order"] - 64] = 45
                 else:
                     struct.pack_into("<H", p1, o["compound_order"], 45)
                 put(pfn, bytes(hr) + bytes(p1))
@@ -790,6 +811,8 @@ class KernelLayout:
             L["NUMBER(MAX_PHYSMEM_BITS)"] = "52" if self.five_level else "46"
         for name, v in e["off"].items():
             L[f"OFFSET(page.{name})"] = str(v)
+        for name, v in e.get("folio_off", {}).items():
+            L[f"OFFSET(folio.{name})"] = str(v)
         for name, v in e["pg"].items():
             L[f"NUMBER({name})"] = str(v)
         L["NUMBER(PG_head_mask)"] = str(self.head_mask)
