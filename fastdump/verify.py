@@ -63,7 +63,17 @@ def _decoder(flag, page_size):
     if flag == kdump.FLAG_ZSTD:
         import zstandard
         dctx = zstandard.ZstdDecompressor()
-        return lambda data: dctx.decompress(data, max_output_size=page_size + 1)
+
+        def unzstd(data):
+            out = dctx.decompress(data, max_output_size=page_size + 1)   # bounded: one frame
+            # bytes after that frame: libzstd's ZSTD_decompress (makedumpfile, libkdumpfile,
+            # fastdump's reader) reads them as another frame and fails, so the page is bad
+            rest = dctx.decompressobj()
+            rest.decompress(data)
+            if rest.unused_data:
+                raise ValueError(f"{len(rest.unused_data)} bytes after the zstd frame")
+            return out
+        return unzstd
     if flag == kdump.FLAG_LZ4_FASTDUMP:
         import lz4.block
         return lambda data: lz4.block.decompress(data, uncompressed_size=page_size)
