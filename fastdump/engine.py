@@ -43,8 +43,7 @@ class CopyEngine:
     def __init__(self, source, *, codec="none", threads=None, window_bytes=None, use_mmap=None):
         # more compressing threads than CPUs only adds switches and cache misses (measured:
         # 8 threads on 2 cores ran about 8 % slower than 2), so a larger request is capped
-        self.requested_threads = max(1, threads or default_threads())
-        self.threads = min(self.requested_threads, default_threads())
+        self.threads = min(max(1, threads or default_threads()), default_threads())
         njobs = self.threads + 2
         page = source.page_size
         window = window_bytes or DEFAULT_WINDOW_BYTES

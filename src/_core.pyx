@@ -391,7 +391,6 @@ cdef class Job:
     cdef bint seek_holes
     cdef uint64_t hole_lo, hole_hi, data_lo, data_hi
     cdef uint8_t* zeros
-    cdef readonly uint64_t hole_pages
     cdef readonly bint used_pread_fallback
     cdef readonly int sigbus_windows    # windows redone with pread after a SIGBUS in the mapping
     # inputs of the current window
@@ -600,10 +599,14 @@ cdef class Job:
             if self._read(self.inbuf + run_dst + done, run_off + done, ps, lo, hi) == 0:
                 self.bytes_read += ps
             else:
-                memset(self.inbuf + run_dst + done, 0, ps)
-                self.flag_arr[k] |= PAGE_UNREADABLE
-                self.unreadable_pages += 1
+                self._unreadable(k)
             done += ps
+
+    cdef void _unreadable(self, size_t k) noexcept nogil:
+        """Slot k could not be read: zeros, flagged, counted (it gets no descriptor)."""
+        memset(self.inbuf + k * self.src.page_size, 0, self.src.page_size)
+        self.flag_arr[k] |= PAGE_UNREADABLE
+        self.unreadable_pages += 1
 
     cdef void _flush_run(self) noexcept nogil:
         """Read the pending run of contiguous pages into their slots."""
@@ -655,7 +658,6 @@ cdef class Job:
                     lo = ext[3 * ext_i + 2]
                     hi = lo + ext[3 * ext_i + 1] - ext[3 * ext_i]
                     if self._in_hole(off, ps):
-                        self.hole_pages += 1
                         if self.dense:
                             memset(self.inbuf + k * ps, 0, ps)
                         else:
@@ -668,9 +670,7 @@ cdef class Job:
                         elif self.zero_copy or (self.src.use_mmap and not self.mmap_broken):
                             # past the end of the file, or a mapped copy for a dense window
                             if self._read(self.inbuf + k * ps, off, ps, lo, hi):
-                                memset(self.inbuf + k * ps, 0, ps)
-                                self.flag_arr[k] |= PAGE_UNREADABLE
-                                self.unreadable_pages += 1
+                                self._unreadable(k)
                             else:
                                 self.bytes_read += ps
                         elif self.run_len and self.run_off + self.run_len == off \
@@ -681,9 +681,7 @@ cdef class Job:
                             self.run_off, self.run_dst, self.run_len = off, k * ps, ps
                             self.run_lo, self.run_hi = lo, hi
                 elif self._read_page(self.inbuf + k * ps, pfn, &ext_i):
-                    memset(self.inbuf + k * ps, 0, ps)
-                    self.flag_arr[k] |= PAGE_UNREADABLE
-                    self.unreadable_pages += 1
+                    self._unreadable(k)
             k += 1
             self.n_collected = k
             if k - self.packed >= PACK_CHUNK:

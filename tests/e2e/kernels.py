@@ -219,7 +219,9 @@ def debug_vmlinux(key, log=print):
     path = os.path.join(kdir, "vmlinux-" + release)
     if os.path.exists(path):
         return path
-    version = next(v for n, v in info["packages"] if n.startswith("linux-image-"))
+    version = next((v for n, v in info["packages"] if n.startswith("linux-image-")), None)
+    if version is None:
+        raise FetchError("no linux-image package among %s" % info["packages"])
     apt = Apt(info["suite"])
     apt.update()
     pkg = "linux-image-%s-dbg" % release

@@ -13,10 +13,12 @@ Environment:
   FASTDUMP_E2E=0         skip the whole module (for quick local runs)
 """
 
+import difflib
 import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 
 import pytest
@@ -281,7 +283,6 @@ CRASH_COMMANDS = ("sys", "bt", "log", "kmem -i")
 
 def _crash(vmlinux, dumps, tmp_path):
     """(exit status, output) of Debian's crash running CRASH_COMMANDS on ``dumps``."""
-    import shutil
     exe = shutil.which("crash")
     if exe is None:
         pytest.fail("crash is not installed (bash .ci/setup-host installs Debian's)")
@@ -339,4 +340,4 @@ def test_crash_reads_fastdump_dumps_as_it_reads_the_raw_vmcore(e2e, crash_raw, t
         rc, out = _crash(vmlinux, files, tmp_path)
         got = _without_dump_names(out, files)
         assert rc == 0 and got == want, "%s: crash output differs from the raw vmcore's:\n%s" % (
-            what, "\n".join(__import__("difflib").unified_diff(want, got, "raw", what, lineterm=""))[-4000:])
+            what, "\n".join(difflib.unified_diff(want, got, "raw", what, lineterm=""))[-4000:])
