@@ -1,8 +1,9 @@
 """Fetch and unpack Debian kernel packages with a private apt configuration.
 
-The sources reuse the Debian mirror URI configured on this machine (read at run
-time from /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list, or the
-FASTDUMP_E2E_MIRROR environment variable); nothing here names a host.
+The private sources list a release's own suite, its -updates and its -security suite
+(aptsources.py: the archives this machine's apt uses, read at run time; nothing here names a
+host), and a private, empty dpkg status, so what a release's ``linux-image-amd64`` resolves to
+never depends on what this machine happens to have installed.
 """
 
 import glob
@@ -11,8 +12,10 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
-from .paths import CACHE, run
+from . import aptsources
+from .paths import CACHE, StepError, run
 
 # key -> (suite, description).  The exact ABI is whatever the suite's
 # linux-image-amd64 meta package depends on today.
@@ -32,45 +35,8 @@ class FetchError(RuntimeError):
     pass
 
 
-def debian_mirror():
-    """The URI of the main Debian archive configured on this host."""
-    env = os.environ.get("FASTDUMP_E2E_MIRROR")
-    if env:
-        return env.rstrip("/")
-    candidates = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        with open(path) as f:
-            text = f.read()
-        for stanza in re.split(r"\n\s*\n", text):
-            fields = {}
-            for line in stanza.splitlines():
-                if line.startswith("#") or ":" not in line or line[0].isspace():
-                    continue
-                k, _, v = line.partition(":")
-                fields[k.strip().lower()] = v.strip()
-            if "deb" not in fields.get("types", "").split():
-                continue
-            suites = fields.get("suites", "").split()
-            for uri in fields.get("uris", "").split():
-                candidates.append((uri, suites))
-    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            for line in f:
-                line = re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).split()
-                if len(line) >= 3 and line[0] == "deb":
-                    candidates.append((line[1], [line[2]]))
-    for uri, suites in candidates:
-        if "security" in uri or any("security" in s for s in suites):
-            continue
-        if uri.startswith(("http://", "https://", "file:")):
-            return uri.rstrip("/")
-    raise FetchError("no Debian mirror found in /etc/apt (set FASTDUMP_E2E_MIRROR)")
-
-
 class Apt:
-    """apt-get / apt-cache with private sources, lists and archive cache for one suite."""
+    """apt-get / apt-cache with private sources, lists, status and archive cache for one release."""
 
     def __init__(self, suite):
         self.suite = suite
@@ -80,33 +46,58 @@ class Apt:
         for d in (os.path.join(self.lists, "partial"), os.path.join(self.archives, "partial")):
             os.makedirs(d, exist_ok=True)
         self.sources = os.path.join(self.dir, "sources.list")
+        self.status = os.path.join(self.dir, "status")   # empty: nothing counts as installed
         keyring = next((k for k in KEYRINGS if os.path.exists(k)), None)
-        opt = "[signed-by=%s] " % keyring if keyring else ""
-        with open(self.sources, "w") as f:
-            f.write("deb %s%s %s main\n" % (opt, debian_mirror(), suite))
+        try:
+            text = aptsources.sources_list(suite, signed_by=keyring)
+        except aptsources.NoMirror as e:
+            raise FetchError(str(e))
+        old = open(self.sources).read() if os.path.exists(self.sources) else None
+        if old != text:   # new suites or mirror: the cached lists are stale
+            with open(self.sources, "w") as f:
+                f.write(text)
+            stamp = os.path.join(self.dir, "updated")
+            if os.path.exists(stamp):
+                os.unlink(stamp)
+        open(self.status, "w").close()
         self.opts = [
             "-o", "Dir::Etc::SourceList=" + self.sources,
             "-o", "Dir::Etc::SourceParts=-",
+            "-o", "Dir::Etc::Preferences=/dev/null", "-o", "Dir::Etc::PreferencesParts=-",
             "-o", "Dir::State::Lists=" + self.lists,
+            "-o", "Dir::State::status=" + self.status,
             "-o", "Dir::Cache=" + self.dir,
             "-o", "Dir::Cache::archives=" + self.archives,
             "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
             "-o", "APT::Architecture=amd64",
+            "-o", "APT::Architectures=amd64",
             "-o", "APT::Get::List-Cleanup=0",
         ]
 
     def update(self, max_age=6 * 3600):
         stamp = os.path.join(self.dir, "updated")
-        import time
         if os.path.exists(stamp) and time.time() - os.stat(stamp).st_mtime < max_age:
             return
         run(["apt-get", "-q"] + self.opts + ["update"], timeout=600,
             what="apt-get update for %s" % self.suite)
         open(stamp, "w").close()
 
-    def show(self, pkg):
-        r = subprocess.run(["apt-cache"] + self.opts + ["show", pkg], stdout=subprocess.PIPE,
+    def candidate(self, pkg):
+        """The version apt would install of ``pkg`` (highest over all the suites), or None."""
+        r = subprocess.run(["apt-cache"] + self.opts + ["policy", pkg], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, timeout=120)
+        m = re.search(r"^\s*Candidate:\s*(\S+)", r.stdout, re.M)
+        if r.returncode != 0 or not m or m.group(1) == "(none)":
+            return None
+        return m.group(1)
+
+    def show(self, pkg):
+        """The fields of the candidate version of ``pkg``, or None when no suite has it."""
+        version = self.candidate(pkg)
+        if version is None:
+            return None
+        r = subprocess.run(["apt-cache"] + self.opts + ["show", "%s=%s" % (pkg, version)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
         if r.returncode != 0 or not r.stdout.strip():
             return None
         first = r.stdout.split("\n\n")[0]
@@ -121,15 +112,17 @@ class Apt:
         return fields
 
     def download(self, pkg, version, dest):
+        """``pkg`` at exactly ``version`` into ``dest`` (kept there: a second call is free)."""
         os.makedirs(dest, exist_ok=True)
-        have = glob.glob(os.path.join(dest, "%s_%s_*.deb" % (pkg, re.sub(":", "%3a", version))))
+        pattern = os.path.join(dest, "%s_%s_*.deb" % (pkg, version.replace(":", "%3a")))
+        have = glob.glob(pattern)
         if have:
             return have[0]
         run(["apt-get", "-q"] + self.opts + ["download", "%s=%s" % (pkg, version)],
             cwd=dest, timeout=1800, what="apt-get download %s=%s" % (pkg, version))
-        have = glob.glob(os.path.join(dest, "%s_*.deb" % pkg))
+        have = glob.glob(pattern)
         if not have:
-            raise FetchError("apt-get download %s left no .deb" % pkg)
+            raise FetchError("apt-get download %s=%s left no .deb" % (pkg, version))
         return have[0]
 
 
@@ -167,6 +160,16 @@ def kernel_packages(apt):
     return want
 
 
+def _unpack(apt, pkgs, debs, root, log):
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    for name, version in pkgs:
+        log("e2e: fetching %s %s (%s)" % (name, version, apt.suite))
+        deb = apt.download(name, version, debs)
+        run(["dpkg-deb", "-x", deb, root], timeout=600, what="dpkg-deb -x " + deb)
+
+
 def fetch(key, log=print):
     """Download and unpack the kernel for ``key``; returns its info dict (cached)."""
     if key not in KERNELS:
@@ -183,14 +186,15 @@ def fetch(key, log=print):
         if info.get("packages") == [list(p) for p in pkgs] and os.path.exists(info["vmlinuz"]):
             return info
     root = os.path.join(kdir, "root")
-    if os.path.exists(root):
-        shutil.rmtree(root)
-    os.makedirs(root)
     debs = os.path.join(kdir, "debs")
-    for name, version in pkgs:
-        log("e2e: fetching %s %s (%s)" % (name, version, suite))
-        deb = apt.download(name, version, debs)
-        run(["dpkg-deb", "-x", deb, root], timeout=600, what="dpkg-deb -x " + deb)
+    try:
+        _unpack(apt, pkgs, debs, root, log)
+    except StepError:
+        # The version the cached lists name has moved (a point release, a security upload):
+        # take what the suites offer now.
+        apt.update(max_age=0)
+        pkgs = kernel_packages(apt)
+        _unpack(apt, pkgs, debs, root, log)
     vmlinuz = sorted(glob.glob(os.path.join(root, "boot", "vmlinuz-*")) +
                      glob.glob(os.path.join(root, "usr/lib/modules/*/vmlinuz")) +
                      glob.glob(os.path.join(root, "lib/modules/*/vmlinuz")))
@@ -201,7 +205,6 @@ def fetch(key, log=print):
         release = os.path.basename(vmlinuz)[len("vmlinuz-"):]
     else:
         release = os.path.basename(os.path.dirname(vmlinuz))
-    # keep the modules of this kernel only; drop the big firmware-less rest? keep all.
     info = {"key": key, "suite": suite, "release": release, "vmlinuz": vmlinuz,
             "root": root, "packages": [list(p) for p in pkgs]}
     with open(info_path, "w") as f:
@@ -216,17 +219,18 @@ def debug_vmlinux(key, log=print):
     info = fetch(key, log=log)
     release = info["release"]
     kdir = os.path.join(CACHE, "kernels", key)
-    path = os.path.join(kdir, "vmlinux-" + release)
-    if os.path.exists(path):
-        return path
     version = next((v for n, v in info["packages"] if n.startswith("linux-image-")), None)
     if version is None:
         raise FetchError("no linux-image package among %s" % info["packages"])
+    # The version too: a new upload of the same ABI is another build.
+    path = os.path.join(kdir, "vmlinux-%s_%s" % (release, version.replace(":", "%3a")))
+    if os.path.exists(path):
+        return path
     apt = Apt(info["suite"])
     apt.update()
     pkg = "linux-image-%s-dbg" % release
     if apt.show(pkg) is None:
-        raise FetchError("%s is not in %s" % (pkg, info["suite"]))
+        raise FetchError("%s is not in %s (any of its suites)" % (pkg, info["suite"]))
     log("e2e: fetching %s %s (%s)" % (pkg, version, info["suite"]))
     debs = os.path.join(kdir, "dbg")
     deb = apt.download(pkg, version, debs)
