@@ -23,10 +23,10 @@ class NoMirror(RuntimeError):
     pass
 
 
-def _configured_entries():
+def _configured_entries(etc="/etc/apt"):
     """(uri, [suites]) for every ``deb`` entry of this machine's apt sources."""
     entries = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for path in sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.sources"))):
         with open(path) as f:
             text = f.read()
         for stanza in re.split(r"\n\s*\n", text):
@@ -42,7 +42,7 @@ def _configured_entries():
                 continue
             for uri in fields.get("uris", "").split():
                 entries.append((uri, fields.get("suites", "").split()))
-    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    for path in [os.path.join(etc, "sources.list")] + sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.list"))):
         if not os.path.exists(path):
             continue
         with open(path) as f:
@@ -62,11 +62,11 @@ def _is_debian(uri):
     return re.search(r"/debian(-security)?$", uri) is not None
 
 
-def archives():
+def archives(etc="/etc/apt"):
     """(main archive URI, security archive URI or None) as this machine has them."""
     main = os.environ.get("FASTDUMP_E2E_MIRROR")
     security = os.environ.get("FASTDUMP_E2E_SECURITY_MIRROR")
-    entries = _configured_entries()
+    entries = _configured_entries(etc)
     if not main:
         cands = [u for u, s in entries if not _is_security(u, s)]
         cands.sort(key=lambda u: not _is_debian(u))
@@ -80,10 +80,10 @@ def archives():
     return main.rstrip("/"), (security.rstrip("/") if security else None)
 
 
-def suites(release):
+def suites(release, etc="/etc/apt"):
     """[(uri, suite)] a machine running ``release`` would use: the release, its -updates and
     its -security suite (where the release has them and the machine knows a security archive)."""
-    main, security = archives()
+    main, security = archives(etc)
     out = [(main, release)]
     if release not in ROLLING:
         out.append((main, release + "-updates"))
