@@ -13,7 +13,7 @@ from fastdump.testing.generator import MiB, make_vmcore
 from fastdump.verify import verify
 from support import makedumpfile
 
-CODECS = ["zstd", "zlib", "lz4", "none"]
+CODECS = ["zstd", "zlib", "lz4", "lzo", "snappy", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,15 @@ def test_good_dumps_pass(dumps, small_vmcore, kind):
     assert r["ok"] and r["pages_compared"] == r["pages_checked"], r
 
 
-def test_makedumpfile_dump_passes(small_vmcore, tmp_path):
-    """An independent writer's dump: no false alarm from our layout expectations."""
+@pytest.mark.parametrize("flag", ["-c", "-l"])
+def test_makedumpfile_dump_passes(small_vmcore, tmp_path, flag):
+    """An independent writer's dump: no false alarm from our layout expectations, and
+    every page decoded (LZO too, whatever Python modules are installed) and compared."""
     out = str(tmp_path / "mkd")
-    makedumpfile("-c", "-d", "1", small_vmcore, out)
+    makedumpfile(flag, "-d", "1", small_vmcore, out)
     r = verify(out, small_vmcore)
     assert r["ok"], r["verdict"]
+    assert r["pages_compared"] == r["pages_checked"] > 1000, r
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -186,19 +186,21 @@ class KdumpWriter:
 
 # ---------------------------------------------------------------- reading --
 
-def _decompressor(flag, page_size=4096):
-    """A page decoder for one kdump page flag: the Cython core handles every method
+def decode_page(flag, data, page_size):
+    """One stored page as every fastdump reader decodes it (``read_pfn``, ``verify``,
+    ``convert``): raw, or through the compiled core, which handles every method
     makedumpfile or fastdump writes (zlib, LZO, snappy, zstd, fastdump's lz4), each
-    bounded to one page."""
-    if flag not in FLAG_NAMES or flag == 0:
+    bounded to one page.  Raises FormatError when it is not exactly one page."""
+    if flag == 0:
+        if len(data) != page_size:
+            raise FormatError(f"raw page of {len(data)} bytes, not {page_size}")
+        return bytes(data)
+    if flag not in FLAG_NAMES:
         raise FormatError(f"unknown page compression flag {flag:#x}")
-
-    def decode(data):
-        try:
-            return _core.decompress_page(flag, data, page_size)
-        except ValueError as e:
-            raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
-    return decode
+    try:
+        return _core.decompress_page(flag, data, page_size)
+    except ValueError as e:
+        raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
 
 
 class KdumpReader(ReadOnlyFile):
@@ -278,7 +280,6 @@ class KdumpReader(ReadOnlyFile):
         for i in range(0, len(self._bitmap2), chunk):
             self._prefix.append(self._prefix[-1] + _core.bitmap_count(view[i:i + chunk], len(view[i:i + chunk]) * 8))
         self._base_index = self._prefix_index(self.start_pfn) if self.split else 0
-        self._decoders = {}
 
     def _prefix_index(self, pfn):
         block, bit = divmod(pfn, 4096)
@@ -317,18 +318,10 @@ class KdumpReader(ReadOnlyFile):
             raise FormatError(f"pfn {pfn:#x}: page data at {off:#x}+{size} is outside the page data area")
         if size > self.block_size:
             raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
-        data = self._read(off, size)
-        if flags:
-            dec = self._decoders.get(flags) or self._decoders.setdefault(flags, _decompressor(flags, self.page_size))
-            try:
-                data = dec(data)
-            except FormatError:
-                raise
-            except Exception as e:
-                raise FormatError(f"pfn {pfn:#x}: cannot decompress ({FLAG_NAMES.get(flags, hex(flags))}): {e}") from None
-        if len(data) != self.page_size:
-            raise FormatError(f"pfn {pfn:#x}: page decodes to {len(data)} bytes, not {self.page_size}")
-        return data
+        try:
+            return decode_page(flags, self._read(off, size), self.page_size)
+        except FormatError as e:
+            raise FormatError(f"pfn {pfn:#x}: {e}") from None
 
     def read_phys(self, addr, size, *, zero_fill=False):
         out = bytearray()
