@@ -269,13 +269,13 @@ def _check_kdump(r, source, threads, result, problems):
 
     _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
     first = counts.get("min_offset")
-    if first is not None and data_start <= r.file_size and first not in (data_start, data_start + ps) \
-            and not r.incomplete:
-        # writers put the page data right after the table (a shared zero page may come
-        # first): any other gap means the 2nd bitmap and the descriptor table disagree
-        # about how many descriptors there are
-        problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
-                     f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
+    if first is not None and data_start <= r.file_size and not r.incomplete:
+        gap = r.data_gap(first)
+        if gap is None:
+            problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
+                         f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
+        else:
+            result["pages_unreadable"] = gap[0]
     result["codecs"] = codecs
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
@@ -387,7 +387,9 @@ def _verdict(r):
     if r["ok"]:
         cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
         codecs = f" ({codecs})" if codecs else ""
-        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}, "
+        lost = r.get("pages_unreadable")
+        lost = f", {lost} unreadable source pages left out" if lost else ""
+        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}{lost}, "
                 f"{r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1

@@ -9,7 +9,9 @@ import pytest
 
 import fastdump
 from fastdump.errors import EXIT_PARTIAL
+from fastdump.info import summary
 from fastdump.source import ElfSource
+from fastdump.verify import verify
 from support import digests, elf_pages, kdumpfile_digests, need_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,25 +26,29 @@ def shim(tmp_path_factory):
     return so
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "elf"])
-def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shim, tmp_path, fmt):
+BAD_PFNS = {0x4000 + i for i in range(3)}             # three pages inside the big RAM segment
+
+
+def _partial_dump(vmcore, shim, tmp_path, fmt, level=1):
+    """A dump of ``vmcore`` whose source pages BAD_PFNS give EIO: (path, stats)."""
     with ElfSource(vmcore) as s:
         start, end, off = s.extents[1]
-    bad_pfns = {0x4000 + i for i in range(3)}             # three pages inside the big RAM segment
-    bad_off = off + (0x4000 * 4096 - start)
+    bad_off = off + (min(BAD_PFNS) * 4096 - start)
     out = str(tmp_path / "vmcore")
     env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), EIO_START=str(bad_off),
-               EIO_LEN=str(3 * 4096))
-    args = ["-d", "1", "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
-    if fmt == "elf":
-        args.insert(0, "-E")
-    else:
-        args.insert(0, "-z")
+               EIO_LEN=str(len(BAD_PFNS) * 4096))
+    args = ["-d", str(level), "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
+    args.insert(0, "-E" if fmt == "elf" else "-z")
     r = subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, env=env)
     assert r.returncode == EXIT_PARTIAL, r.stderr
     assert "partial" in r.stderr and "Traceback" not in r.stderr
-    import json
-    stats = json.load(open(tmp_path / "s.json"))
+    return out, json.load(open(tmp_path / "s.json"))
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shim, tmp_path, fmt):
+    out, stats = _partial_dump(vmcore, shim, tmp_path, fmt)
+    bad_pfns = BAD_PFNS
     assert stats["pages_unreadable"] == 3 and set(stats["unreadable_pfns"]) == bad_pfns
     assert os.path.exists(out)                               # complete apart from those pages
     if fmt == "kdump":
@@ -137,3 +143,21 @@ def _file_offset(src, pfn):
         if start <= pfn * 4096 < end:
             return off + pfn * 4096 - start
     raise KeyError(pfn)
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_verify_and_info_count_a_partial_dump(vmcore, source_pages, shim, tmp_path, fmt):
+    """A complete but partial dump (exit 3) verifies, against the source too, and both
+    ``verify`` and ``info`` say how many pages were left out; info counts zero pages."""
+    out, stats = _partial_dump(vmcore, shim, tmp_path, fmt)
+    for src in (None, vmcore):
+        r = verify(out, src)
+        assert r["ok"] and r["pages_unreadable"] == len(BAD_PFNS), r["verdict"]
+        assert f"{len(BAD_PFNS)} unreadable" in r["verdict"]
+        if src:
+            assert r["pages_compared"] == r["pages_checked"]
+    pages = summary(out)["pages"]
+    assert pages["unreadable"] == len(BAD_PFNS), pages
+    if fmt == "kdump":
+        zero = sum(1 for p, data in source_pages.items() if p not in BAD_PFNS and not any(data))
+        assert pages["zero"] == zero > 0 and pages["dumped"] == len(source_pages) - len(BAD_PFNS), pages

@@ -303,6 +303,38 @@ class KdumpReader(ReadOnlyFile):
             first, end = max(first, self.start_pfn), min(end, self.end_pfn)
             yield from range(first, end)
 
+    def n_descriptors(self):
+        """Descriptors in the table: one per 2nd-bitmap bit of this file's pfn range."""
+        return _core.bitmap_count_range(self._bitmap2, self.start_pfn, self.end_pfn) \
+            if self.end_pfn > self.start_pfn else 0
+
+    def data_gap(self, first_data):
+        """What lies between the descriptor table and ``first_data`` (the lowest page
+        data offset): ``(unreadable, zero_page_offset)``, or None when it is anything
+        else, i.e. the 2nd bitmap and the table disagree.
+
+        A writer sizes the table for the pages it planned to store.  A page it then
+        could not read (EIO) gets neither a descriptor nor its 2nd-bitmap bit, so a
+        complete but partial dump's table ends in that many never-written (zero)
+        slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
+        layout too), referenced or not."""
+        table_end = self.desc_off + DESC.size * self.n_descriptors()
+        gap = first_data - table_end
+        if gap < 0 or first_data > self.file_size:
+            return None
+        if gap % DESC.size == 0:      # page sizes are powers of two: never a multiple of 24
+            slots, zero_off = gap // DESC.size, first_data if self.dump_level & 1 else None
+        elif gap >= self.page_size and (gap - self.page_size) % DESC.size == 0:
+            slots, zero_off = (gap - self.page_size) // DESC.size, first_data - self.page_size
+        else:
+            return None
+        for at in range(table_end, table_end + slots * DESC.size, 1 << 20):
+            if any(self._read(at, min(1 << 20, table_end + slots * DESC.size - at))):
+                return None           # a real descriptor the 2nd bitmap does not count
+        if zero_off is not None and zero_off < first_data and any(self._read(zero_off, self.page_size)):
+            return None
+        return slots, zero_off
+
     def descriptor(self, pfn):
         """(offset, size, flags, page_flags) of a dumped pfn."""
         if not self.is_dumped(pfn) or not self.start_pfn <= pfn < self.end_pfn:
