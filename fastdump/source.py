@@ -139,6 +139,7 @@ class ElfSource(ReadOnlyFile):
                                   f"beyond any machine's physical address space")
             stored.append((p.paddr, p.paddr + filesz, p.offset))
             described.append((p.paddr, p.paddr + p.memsz, 0))
+        self.segment_extents = stored   # per PT_LOAD, the kernel-text copy included (verify reads all)
         self.extents = fold_extents(stored)
         self.ram_ranges = [(s, e) for s, e, _ in fold_extents(described)]
         if not self.ram_ranges:

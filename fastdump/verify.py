@@ -4,8 +4,9 @@ kdump-compressed: the headers are sane (the reader's checks), the bitmaps agree
 (2nd within 1st, nothing past max_mapnr), there is one descriptor per set bit of
 the 2nd bitmap and every one lies in the page data area of the file, stores at
 most a page, names a known codec, and decompresses to exactly one page.  An
-incomplete dump is reported as such.  ELF: every segment lies within the file.
-With SOURCE (an ELF vmcore) every page the dump keeps must equal the source's.
+incomplete dump is reported as such.  ELF: every segment lies within the file,
+and a second copy of memory (the kernel-text PT_LOAD) equals the first.  With
+SOURCE (an ELF vmcore) every page the dump stores must equal the source's.
 
 Every page is decoded by the reader's own decoder (the compiled core, every
 codec, GIL released), on a thread pool in chunks of descriptors.  Prints one verdict line (``OK: ...`` or
@@ -287,19 +288,30 @@ def _check_kdump(r, source, threads, result, problems):
 
 # -------------------------------------------------------------------- ELF ---
 
+def _in_folded_view(d, phys, size, off):
+    """Whether these stored bytes are the ones readers use for that memory (the
+    folded extents), not a second copy of it such as the kernel-text PT_LOAD."""
+    i = bisect.bisect_right(d.extents, (phys, float("inf"))) - 1
+    if i < 0:
+        return False
+    s, e, o = d.extents[i]
+    return phys + size <= e and o + (phys - s) == off
+
+
 def _check_elf(d, source, threads, result, problems):
+    """Every byte every PT_LOAD stores is read and compared: with the source, or
+    without it, a second copy (the kernel-text segment) with the copy readers use."""
     # ElfSource already refused segments running past the end of the file.
     # An incomplete dump's segments are cut at the end of the file (to whole pages).
     hdr_end = d.header.phoff + len(d.header.phdrs) * (56 if d.header.is64 else 32)
     for i, p in enumerate(d.loads):
         if p.filesz and p.offset < hdr_end:
             problems.add(f"PT_LOAD {i} overlaps the program header table")
-    pieces = [(start, end - start, off) for start, end, off in d.extents]
     if d.truncated and not d.incomplete:
         problems.add("segments run past the end of the file")
     ps = d.page_size
-    result["pages"] = sum(-(-size // ps) for _, size, _ in pieces)
-    counts = {"compared": 0}
+    result["pages"] = sum(-(-(end - start) // ps) for start, end, _ in d.extents)
+    counts = {"checked": 0, "compared": 0}
     lock = threading.Lock()
     block = 4 << 20
 
@@ -309,25 +321,30 @@ def _check_elf(d, source, threads, result, problems):
         if len(data) != size:
             problems.add(f"segment at {off:#x} is truncated")
             return
-        if source is None:
-            return
-        first, end = phys // ps, -(-(phys + size) // ps)
-        if source.missing(first, end):
-            problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
-            return
-        want = source.read_phys(phys, size)
-        if want != data:
+        pages = -(-size // ps)
+        if source is not None:
+            first, end = phys // ps, -(-(phys + size) // ps)
+            if source.missing(first, end):
+                problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
+                return
+            want, what = source.read_phys(phys, size), "differs from the source"
+        elif not _in_folded_view(d, phys, size, off):
+            want, what = d.read_phys(phys, size, zero_fill=True), "differs between the PT_LOADs that store it"
+        else:
+            want = None
+        if want is not None and want != data:
             bad = next(k for k in range(0, size) if want[k] != data[k])
-            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) differs from the source")
+            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) {what}")
         with lock:
-            counts["compared"] += -(-size // ps)
+            counts["checked"] += pages
+            counts["compared"] += pages if source is not None else 0
 
     work = []
-    for phys, size, off in pieces:
-        for k in range(0, size, block):
-            work.append((phys + k, min(block, size - k), off + k))
+    for phys, end, off in d.segment_extents:
+        for k in range(0, end - phys, block):
+            work.append((phys + k, min(block, end - phys - k), off + k))
     _run_tasks(task, work, threads)
-    result["pages_checked"] = result["pages"]
+    result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
 
 

@@ -164,3 +164,16 @@ def test_cli_verdict_and_status(dumps, small_vmcore, tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("fastdump: error: ") and "Traceback" not in r.stderr
     r = run("--json", dumps["zstd"])
     assert r.returncode == 0 and '"ok": true' in r.stdout
+
+
+def test_elf_kernel_text_copy_is_compared(dumps, small_vmcore, tmp_path):
+    """The kernel-text PT_LOAD repeats RAM that another PT_LOAD stores: a flipped byte
+    in that copy alone is found, against the source and without it."""
+    with fastdump.open(dumps["elf"]) as d:
+        text = next(p for p in d.loads if p.vaddr >= 0xFFFFFFFF80000000 and p.filesz)
+    at = text.offset + text.filesz // 2
+    bad = corrupt(dumps["elf"], tmp_path, lambda b: b.__setitem__(at, b[at] ^ 0x5A))
+    pfn = (text.paddr + text.filesz // 2) // 4096
+    for src in (small_vmcore, None):
+        r = verify(bad, src)
+        assert not r["ok"] and f"pfn {pfn:#x}" in r["verdict"], r["verdict"]
