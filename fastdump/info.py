@@ -37,7 +37,8 @@ def page_census(d):
         return {"dumped": total, **counts}
     stored = sum(e - s for s, e, _ in d.extents) // d.page_size
     described = sum(e - s for s, e in d.ram_ranges) // d.page_size
-    return {"dumped": stored, "not_stored": described - stored}
+    unreadable = sum(b - a for a, b in d.unreadable_runs)
+    return {"dumped": stored, "not_stored": described - stored, **({"unreadable": unreadable} if unreadable else {})}
 
 
 def summary(path):

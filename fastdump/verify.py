@@ -346,6 +346,7 @@ def _check_elf(d, source, threads, result, problems):
     _run_tasks(task, work, threads)
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
+    result["pages_unreadable"] = sum(b - a for a, b in d.unreadable_runs)
 
 
 # -------------------------------------------------------------------- API ---

@@ -12,7 +12,7 @@ from fastdump.errors import EXIT_PARTIAL
 from fastdump.info import summary
 from fastdump.source import ElfSource
 from fastdump.verify import verify
-from support import digests, elf_pages, kdumpfile_digests, need_tool
+from support import digests, elf_pages, elf_segments, gdb_read, kdumpfile_digests, need_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,10 +60,25 @@ def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shi
             first = d.bitmap1()
             assert all(first[p >> 3] >> (p & 7) & 1 and not d.is_dumped(p) for p in bad_pfns)
     else:
-        got = elf_pages(out)
-        for p in bad_pfns:
-            assert got[p] == bytes(4096)                     # zero-filled in ELF, listed in stats
-        assert all(got[p] == source_pages[p] for p in got if p not in bad_pfns)
+        # not stored as zeros: no PT_LOAD, not even its p_memsz (which crash and gdb
+        # read as zeros), covers them, so every reader sees them as missing
+        _, phdrs = elf_segments(out)
+        loads = [(h["p_paddr"], h["p_paddr"] + h["p_memsz"]) for h in phdrs if h["p_type"] == "PT_LOAD"]
+        assert not any(a < (p + 1) * 4096 and b > p * 4096 for a, b in loads for p in bad_pfns)
+        got = elf_pages(out)                                 # pyelftools
+        assert not bad_pfns & set(got)
+        assert all(got[p] == source_pages[p] for p in got)
+        _, seen = kdumpfile_digests(out, max(source_pages) + 1)
+        assert all(seen[p] == h for p, h in digests(got).items())
+        # libkdumpfile reads the page right before any PT_LOAD as zeros (the source too)
+        edge = {a // 4096 - 1 for a, b in loads}
+        assert bad_pfns - edge and not (bad_pfns - edge) & set(seen)
+        with ElfSource(vmcore) as s:        # gdb, at the kernel's virtual address
+            ph = next(ph for ph in s.loads if ph.paddr <= min(bad_pfns) * 4096 < ph.paddr + ph.filesz)
+        vaddr = lambda pfn: ph.vaddr + pfn * 4096 - ph.paddr  # noqa: E731
+        assert gdb_read(out, vaddr(max(bad_pfns) + 1), 16) == source_pages[max(bad_pfns) + 1][:16]
+        with pytest.raises(AssertionError, match="could not read"):
+            gdb_read(out, vaddr(min(bad_pfns)), 16)
 
 
 def _segment_boundaries(vmcore):
