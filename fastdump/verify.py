@@ -277,6 +277,8 @@ def _check_kdump(r, source, threads, result, problems):
                          f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
         else:
             result["pages_unreadable"] = gap[0]
+            if gap[1] is not None and any(r._read(gap[1], ps)):
+                problems.add(f"the shared zero page at {gap[1]:#x} is not all zeros")
     result["codecs"] = codecs
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]

@@ -177,3 +177,15 @@ def test_elf_kernel_text_copy_is_compared(dumps, small_vmcore, tmp_path):
     for src in (small_vmcore, None):
         r = verify(bad, src)
         assert not r["ok"] and f"pfn {pfn:#x}" in r["verdict"], r["verdict"]
+
+
+def test_shared_zero_page_not_zero(dumps, tmp_path):
+    """Every zero page of a level-1 dump reads the one shared zero page: a flipped byte
+    there is found without the source."""
+    _, _, descs = layout(dumps["zstd"])
+    with fastdump.open(dumps["zstd"]) as d:
+        _, zero_off = d.data_gap(min(off for off, *_ in descs))
+    assert zero_off is not None and sum(1 for off, *_ in descs if off == zero_off) > 100
+    bad = corrupt(dumps["zstd"], tmp_path, lambda b: b.__setitem__(zero_off + 100, 1))
+    r = verify(bad)
+    assert not r["ok"] and "zero page" in r["verdict"], r["verdict"]

@@ -331,8 +331,6 @@ class KdumpReader(ReadOnlyFile):
         for at in range(table_end, table_end + slots * DESC.size, 1 << 20):
             if any(self._read(at, min(1 << 20, table_end + slots * DESC.size - at))):
                 return None           # a real descriptor the 2nd bitmap does not count
-        if zero_off is not None and zero_off < first_data and any(self._read(zero_off, self.page_size)):
-            return None
         return slots, zero_off
 
     def descriptor(self, pfn):
