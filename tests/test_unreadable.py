@@ -79,6 +79,8 @@ def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shi
         assert gdb_read(out, vaddr(max(bad_pfns) + 1), 16) == source_pages[max(bad_pfns) + 1][:16]
         with pytest.raises(AssertionError, match="could not read"):
             gdb_read(out, vaddr(min(bad_pfns)), 16)
+        r = subprocess.run([need_tool("crash"), "--osrelease", out], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr     # crash takes the headers
 
 
 def _segment_boundaries(vmcore):
