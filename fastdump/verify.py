@@ -3,15 +3,17 @@
 kdump-compressed: the headers are sane (the reader's checks), the bitmaps agree
 (2nd within 1st, nothing past max_mapnr), there is one descriptor per set bit of
 the 2nd bitmap and every one lies in the page data area of the file, stores at
-most a page, names a known codec, and decompresses to exactly one page.  An
-incomplete dump is reported as such.  ELF: every segment lies within the file,
-and a second copy of memory (the kernel-text PT_LOAD) equals the first.  With
-SOURCE (an ELF vmcore) every page the dump stores must equal the source's.
+most a page, names a known codec, and decompresses to exactly one page; the
+shared zero page is zeros.  An incomplete dump is reported as such; a complete
+but partial one (source pages that could not be read) passes, with those pages
+counted.  ELF: every segment lies within the file, and a second copy of memory
+(the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
+page the dump stores must equal the source's.
 
 Every page is decoded by the reader's own decoder (the compiled core, every
-codec, GIL released), on a thread pool in chunks of descriptors.  Prints one verdict line (``OK: ...`` or
-``FAILED: ...``), exit status 0 or 1.  API: ``verify(path, source=None,
-threads=None) -> dict``.
+codec, GIL released), on a thread pool in chunks of descriptors.  Prints one
+verdict line (``OK: ...`` or ``FAILED: ...``), exit status 0 or 1.  API:
+``verify(path, source=None, threads=None) -> dict``.
 """
 
 import argparse
@@ -357,9 +359,9 @@ def verify(path, source=None, threads=None):
     """Check the dump at ``path`` (against the ELF vmcore ``source`` if given).
 
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
-    ``pages_compared``, ``codecs``, ``problems`` (up to 20 messages), ``problem_count``,
-    ``seconds``, ``pages_per_second``, ``verdict`` (the one line).  Raises
-    FastdumpError only when ``path`` or ``source`` cannot be opened at all."""
+    ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
+    ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
+    ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when ``path`` or ``source`` cannot be opened at all."""
     t0 = time.monotonic()
     threads = max(1, threads or os.cpu_count() or 1)
     try:
@@ -369,7 +371,8 @@ def verify(path, source=None, threads=None):
     src = _SourcePages(source) if source is not None else None
     problems = _Problems()
     result = {"path": str(path), "source": str(source) if source else None, "format": sniff(path),
-              "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "codecs": {}}
+              "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "pages_unreadable": 0,
+              "codecs": {}}
     try:
         try:
             d = open_dump(path)
