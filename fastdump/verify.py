@@ -361,7 +361,8 @@ def verify(path, source=None, threads=None):
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
     ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
     ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
-    ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when ``path`` or ``source`` cannot be opened at all."""
+    ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
+    ``path`` or ``source`` cannot be opened at all."""
     t0 = time.monotonic()
     threads = max(1, threads or os.cpu_count() or 1)
     try:
