@@ -18,6 +18,10 @@ PN_XNUM = 0xFFFF
 MAX_PHNUM = 1 << 20   # through PN_XNUM; far more segments than any machine's memory map has
 NT_PRSTATUS = 1
 ELF_INCOMPLETE_FLAG = 1  # e_flags bit makedumpfile sets on a truncated -E dump
+#: fastdump's program header for memory the source could not read (EIO), left out of
+#: every PT_LOAD: p_paddr/p_vaddr its first byte, p_align its length in bytes, p_filesz
+#: and p_memsz 0 (crash takes every phdr after the note for a PT_LOAD: so it maps nothing).
+PT_FASTDUMP_UNREADABLE = 0x6FD00001
 
 _EHDR = {ELFCLASS64: struct.Struct("<16sHHIQQQIHHHHHH"), ELFCLASS32: struct.Struct("<16sHHIIIIIHHHHHH")}
 _SHDR = {ELFCLASS64: struct.Struct("<IIQQQQIIQQ"), ELFCLASS32: struct.Struct("<IIIIIIIIII")}

@@ -13,10 +13,8 @@ from .reader import open_dump
 def page_census(d):
     """Pages per state: for kdump files from the descriptors, for ELF from the segments."""
     if d.format == "kdump":
-        counts = Counter()
-        zero_off = None
-        n = sum(1 for _ in d.pfns()) if d.split else None
-        total = n if n is not None else d._prefix[-1]
+        counts, at_first, first = Counter(), Counter(), None
+        total = d.n_descriptors()
         chunk = 1 << 14
         for i in range(0, total, chunk):
             raw = d._read(d.desc_off + kdump.DESC.size * i, kdump.DESC.size * min(chunk, total - i))
@@ -24,16 +22,23 @@ def page_census(d):
                 if off == 0:
                     counts["lost"] += 1
                     continue
-                if zero_off is None and d.dump_level & 1:
-                    zero_off = d.desc_off + kdump.DESC.size * total
-                if off == zero_off:
-                    counts["zero"] += 1
-                else:
-                    counts[kdump.FLAG_NAMES.get(flags, hex(flags))] += 1
+                name = kdump.FLAG_NAMES.get(flags, hex(flags))
+                counts[name] += 1
+                if first is None or off < first:
+                    first, at_first = off, Counter()
+                if off == first:
+                    at_first[name] += 1
+        gap = d.data_gap(first) if first is not None else None
+        if gap and gap[1] == first:          # the lowest page data is the shared zero page
+            counts -= at_first
+            counts["zero"] = sum(at_first.values())
+        if gap and gap[0] and not d.incomplete:
+            counts["unreadable"] = gap[0]    # in memory, left out: the source could not read them
         return {"dumped": total, **counts}
     stored = sum(e - s for s, e, _ in d.extents) // d.page_size
     described = sum(e - s for s, e in d.ram_ranges) // d.page_size
-    return {"dumped": stored, "not_stored": described - stored}
+    unreadable = sum(b - a for a, b in d.unreadable_runs)
+    return {"dumped": stored, "not_stored": described - stored, **({"unreadable": unreadable} if unreadable else {})}
 
 
 def summary(path):

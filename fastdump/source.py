@@ -139,6 +139,10 @@ class ElfSource(ReadOnlyFile):
                                   f"beyond any machine's physical address space")
             stored.append((p.paddr, p.paddr + filesz, p.offset))
             described.append((p.paddr, p.paddr + p.memsz, 0))
+        self.segment_extents = stored   # per PT_LOAD, the kernel-text copy included (verify reads all)
+        # memory fastdump could not read from its source (EIO) and left out of every PT_LOAD
+        self.unreadable_runs = pfn_runs(sorted((p.paddr, p.paddr + p.align) for p in self.header.phdrs
+                                               if p.type == elf.PT_FASTDUMP_UNREADABLE), self.page_size)
         self.extents = fold_extents(stored)
         self.ram_ranges = [(s, e) for s, e, _ in fold_extents(described)]
         if not self.ram_ranges:

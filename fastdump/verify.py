@@ -3,14 +3,17 @@
 kdump-compressed: the headers are sane (the reader's checks), the bitmaps agree
 (2nd within 1st, nothing past max_mapnr), there is one descriptor per set bit of
 the 2nd bitmap and every one lies in the page data area of the file, stores at
-most a page, names a known codec, and decompresses to exactly one page.  An
-incomplete dump is reported as such.  ELF: every segment lies within the file.
-With SOURCE (an ELF vmcore) every page the dump keeps must equal the source's.
+most a page, names a known codec, and decompresses to exactly one page; the
+shared zero page is zeros.  An incomplete dump is reported as such; a complete
+but partial one (source pages that could not be read) passes, with those pages
+counted.  ELF: every segment lies within the file, and a second copy of memory
+(the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
+page the dump stores must equal the source's.
 
-Descriptors are checked in chunks on a thread pool; zlib, zstd and lz4 release
-the GIL while they decompress.  Prints one verdict line (``OK: ...`` or
-``FAILED: ...``), exit status 0 or 1.  API: ``verify(path, source=None,
-threads=None) -> dict``.
+Every page is decoded by the reader's own decoder (the compiled core, every
+codec, GIL released), on a thread pool in chunks of descriptors.  Prints one
+verdict line (``OK: ...`` or ``FAILED: ...``), exit status 0 or 1.  API:
+``verify(path, source=None, threads=None) -> dict``.
 """
 
 import argparse
@@ -20,11 +23,10 @@ import json
 import os
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _core
-from .errors import FastdumpError, UsageError
+from .errors import FastdumpError, FormatError, UsageError
 from .formats import kdump
 from .reader import open_dump, sniff
 from .source import ElfSource
@@ -46,54 +48,6 @@ class _Problems:
             self.count += n
             if len(self.messages) < MAX_PROBLEMS:
                 self.messages.append(msg)
-
-
-def _decoder(flag, page_size):
-    """A thread's decoder for one descriptor flag: bytes -> page, or raises."""
-    if flag == 0:
-        return bytes
-    if flag == kdump.FLAG_ZLIB:
-        def inflate(data):
-            d = zlib.decompressobj()
-            out = d.decompress(data, page_size + 1)
-            if not d.eof:
-                raise ValueError("zlib stream truncated or longer than a page")
-            return out
-        return inflate
-    if flag == kdump.FLAG_ZSTD:
-        import zstandard
-        dctx = zstandard.ZstdDecompressor()
-
-        def unzstd(data):
-            out = dctx.decompress(data, max_output_size=page_size + 1)   # bounded: one frame
-            # bytes after that frame: libzstd's ZSTD_decompress (makedumpfile, libkdumpfile,
-            # fastdump's reader) reads them as another frame and fails, so the page is bad
-            rest = dctx.decompressobj()
-            rest.decompress(data)
-            if rest.unused_data:
-                raise ValueError(f"{len(rest.unused_data)} bytes after the zstd frame")
-            return out
-        return unzstd
-    if flag == kdump.FLAG_LZ4_FASTDUMP:
-        import lz4.block
-        return lambda data: lz4.block.decompress(data, uncompressed_size=page_size)
-    if flag == kdump.FLAG_LZO:
-        import lzo
-        return lambda data: lzo.decompress(data, False, page_size)
-    if flag == kdump.FLAG_SNAPPY:
-        import snappy
-        return snappy.uncompress
-    raise KeyError(flag)
-
-
-def _available(flag, page_size):
-    try:
-        _decoder(flag, page_size)
-        return True
-    except ImportError:
-        return False
-    except KeyError:
-        return False
 
 
 class _SourcePages:
@@ -216,18 +170,6 @@ def _check_kdump(r, source, threads, result, problems):
     codecs = {}
     counts = {"unwritten": 0, "compared": 0, "checked": 0}
     counts_lock = threading.Lock()
-    decodable = {f: _available(f, ps) for f in kdump.FLAG_NAMES}
-    local = threading.local()
-
-    def decode(flag, data):
-        decs = getattr(local, "decs", None)
-        if decs is None:
-            decs = local.decs = {}
-        dec = decs.get(flag)
-        if dec is None:
-            dec = decs[flag] = _decoder(flag, ps)
-        return dec(data)
-
     def task(arg):
         first_index, runs = arg
         n = sum(b - a for a, b in runs)
@@ -267,8 +209,6 @@ def _check_kdump(r, source, threads, result, problems):
             if size == 0 or size > ps or (flags == 0 and size != ps):
                 problems.add(f"pfn {pfn:#x}: stored size {size} is wrong for a {name} page of {ps} bytes")
                 continue
-            if not decodable[flags]:
-                continue
             if flags == 0 and source is None:
                 continue            # a raw page of the right size: nothing more to check without the source
             want[key] = None
@@ -289,14 +229,9 @@ def _check_kdump(r, source, threads, result, problems):
                     want[k] = "is cut off by the end of the file"
                     continue
                 try:
-                    page = decode(flags, data)
-                except Exception as e:   # the codec's own error type: a corrupt page
-                    want[k] = f"does not decompress ({kdump.FLAG_NAMES[flags]}: {str(e)[:80]})"
-                    continue
-                if len(page) != ps:
-                    want[k] = f"decompresses to {len(page)} bytes, not {ps}"
-                else:
-                    want[k] = page
+                    want[k] = kdump.decode_page(flags, data, ps)   # the reader's own decoding
+                except FormatError as e:
+                    want[k] = f"does not decompress ({str(e)[:100]})"
             i = j + 1
         compared = 0
         src_pages = {}
@@ -337,13 +272,15 @@ def _check_kdump(r, source, threads, result, problems):
 
     _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
     first = counts.get("min_offset")
-    if first is not None and data_start <= r.file_size and first not in (data_start, data_start + ps) \
-            and not r.incomplete:
-        # writers put the page data right after the table (a shared zero page may come
-        # first): any other gap means the 2nd bitmap and the descriptor table disagree
-        # about how many descriptors there are
-        problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
-                     f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
+    if first is not None and data_start <= r.file_size and not r.incomplete:
+        gap = r.data_gap(first)
+        if gap is None:
+            problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
+                         f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
+        else:
+            result["pages_unreadable"] = gap[0]
+            if gap[1] is not None and any(r._read(gap[1], ps)):
+                problems.add(f"the shared zero page at {gap[1]:#x} is not all zeros")
     result["codecs"] = codecs
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
@@ -351,26 +288,34 @@ def _check_kdump(r, source, threads, result, problems):
     if counts["unwritten"] and not r.incomplete:
         problems.add(f"{counts['unwritten']} descriptors were never written, but the dump is not flagged "
                      f"incomplete")
-    missing_codecs = [kdump.FLAG_NAMES[f] for f, ok in decodable.items() if not ok and kdump.FLAG_NAMES[f] in codecs]
-    if missing_codecs:
-        result["not_decompressed"] = missing_codecs
 
 
 # -------------------------------------------------------------------- ELF ---
 
+def _in_folded_view(d, phys, size, off):
+    """Whether these stored bytes are the ones readers use for that memory (the
+    folded extents), not a second copy of it such as the kernel-text PT_LOAD."""
+    i = bisect.bisect_right(d.extents, (phys, float("inf"))) - 1
+    if i < 0:
+        return False
+    s, e, o = d.extents[i]
+    return phys + size <= e and o + (phys - s) == off
+
+
 def _check_elf(d, source, threads, result, problems):
+    """Every byte every PT_LOAD stores is read and compared: with the source, or
+    without it, a second copy (the kernel-text segment) with the copy readers use."""
     # ElfSource already refused segments running past the end of the file.
     # An incomplete dump's segments are cut at the end of the file (to whole pages).
     hdr_end = d.header.phoff + len(d.header.phdrs) * (56 if d.header.is64 else 32)
     for i, p in enumerate(d.loads):
         if p.filesz and p.offset < hdr_end:
             problems.add(f"PT_LOAD {i} overlaps the program header table")
-    pieces = [(start, end - start, off) for start, end, off in d.extents]
     if d.truncated and not d.incomplete:
         problems.add("segments run past the end of the file")
     ps = d.page_size
-    result["pages"] = sum(-(-size // ps) for _, size, _ in pieces)
-    counts = {"compared": 0}
+    result["pages"] = sum(-(-(end - start) // ps) for start, end, _ in d.extents)
+    counts = {"checked": 0, "compared": 0}
     lock = threading.Lock()
     block = 4 << 20
 
@@ -380,26 +325,32 @@ def _check_elf(d, source, threads, result, problems):
         if len(data) != size:
             problems.add(f"segment at {off:#x} is truncated")
             return
-        if source is None:
-            return
-        first, end = phys // ps, -(-(phys + size) // ps)
-        if source.missing(first, end):
-            problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
-            return
-        want = source.read_phys(phys, size)
-        if want != data:
+        pages = -(-size // ps)
+        if source is not None:
+            first, end = phys // ps, -(-(phys + size) // ps)
+            if source.missing(first, end):
+                problems.add(f"physical {phys:#x}+{size:#x} is not stored in the source")
+                return
+            want, what = source.read_phys(phys, size), "differs from the source"
+        elif not _in_folded_view(d, phys, size, off):
+            want, what = d.read_phys(phys, size, zero_fill=True), "differs between the PT_LOADs that store it"
+        else:
+            want = None
+        if want is not None and want != data:
             bad = next(k for k in range(0, size) if want[k] != data[k])
-            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) differs from the source")
+            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) {what}")
         with lock:
-            counts["compared"] += -(-size // ps)
+            counts["checked"] += pages
+            counts["compared"] += pages if source is not None else 0
 
     work = []
-    for phys, size, off in pieces:
-        for k in range(0, size, block):
-            work.append((phys + k, min(block, size - k), off + k))
+    for phys, end, off in d.segment_extents:
+        for k in range(0, end - phys, block):
+            work.append((phys + k, min(block, end - phys - k), off + k))
     _run_tasks(task, work, threads)
-    result["pages_checked"] = result["pages"]
+    result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
+    result["pages_unreadable"] = sum(b - a for a, b in d.unreadable_runs)
 
 
 # -------------------------------------------------------------------- API ---
@@ -408,9 +359,10 @@ def verify(path, source=None, threads=None):
     """Check the dump at ``path`` (against the ELF vmcore ``source`` if given).
 
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
-    ``pages_compared``, ``codecs``, ``problems`` (up to 20 messages), ``problem_count``,
-    ``seconds``, ``pages_per_second``, ``verdict`` (the one line).  Raises
-    FastdumpError only when ``path`` or ``source`` cannot be opened at all."""
+    ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
+    ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
+    ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
+    ``path`` or ``source`` cannot be opened at all."""
     t0 = time.monotonic()
     threads = max(1, threads or os.cpu_count() or 1)
     try:
@@ -420,7 +372,8 @@ def verify(path, source=None, threads=None):
     src = _SourcePages(source) if source is not None else None
     problems = _Problems()
     result = {"path": str(path), "source": str(source) if source else None, "format": sniff(path),
-              "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "codecs": {}}
+              "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "pages_unreadable": 0,
+              "codecs": {}}
     try:
         try:
             d = open_dump(path)
@@ -458,7 +411,9 @@ def _verdict(r):
     if r["ok"]:
         cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
         codecs = f" ({codecs})" if codecs else ""
-        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}, "
+        lost = r.get("pages_unreadable")
+        lost = f", {lost} unreadable source pages left out" if lost else ""
+        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}{lost}, "
                 f"{r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1

@@ -2,12 +2,14 @@
 
 import os
 import stat
+from types import SimpleNamespace
 
 import pytest
 
 import fastdump
 from fastdump import elf
 from fastdump.errors import UsageError
+from fastdump.formats import elfdump
 from fastdump.testing.generator import MiB, make_vmcore
 from support import digests, elf_pages, elf_segments, gdb_read, kdumpfile_digests
 
@@ -125,3 +127,50 @@ def test_pn_xnum_round_trip():
     hdr = elf.parse_header(lambda off, size: blob[off:off + size])
     assert len(hdr.phdrs) == 70001 and hdr.phdrs[-1].paddr == 69999 * 4096
     assert blob[56:58] == b"\xff\xff"
+
+
+class _Sink:
+    def __init__(self):
+        self.buf, self.size = bytearray(), 0
+
+    def pwrite(self, data, offset):
+        data = bytes(data)
+        self.buf[len(self.buf):] = bytes(max(0, offset + len(data) - len(self.buf)))
+        self.buf[offset:offset + len(data)] = data
+        self.size = max(self.size, offset + len(data))
+
+
+def test_more_unreadable_runs_than_spare_header_slots(tmp_path, monkeypatch):
+    """Scattered EIO pages, more runs than reserved program-header slots: the closest
+    runs are merged, the header still ends before the notes, and no PT_LOAD (not even
+    its p_memsz) covers an unreadable page; every page outside the runs is readable."""
+    monkeypatch.setattr(elfdump, "RESERVED_PHDRS", 8)
+    npages, bad = 64, [3, 5, 9, 20, 21, 30, 31, 32, 50, 61]         # 7 runs: 3 must be merged
+    load = elf.Phdr(elf.PT_LOAD, 7, 0, 0xFFFF888000100000, 0x100000, npages * 4096, npages * 4096, 0)
+    seg = SimpleNamespace(phdrs=lambda: [load])
+    src = SimpleNamespace(note_bytes=elf.build_note(b"CORE", 1, bytes(8)), machine=elf.EM_X86_64,
+                          page_size=4096, elfclass=elf.ELFCLASS64)
+    sink = _Sink()
+    w = elfdump.ElfDumpWriter(sink, src, [seg])
+    w.write_prologue()
+    first = 0x100
+    pages = b"".join(bytes([p + 1]) * 4096 for p in range(npages))
+    for lo in range(0, npages, 16):      # four windows of 16 pages
+        w.commit_window(w.loads[0], SimpleNamespace(
+            n_pages=16, window=(first + lo, first + lo + 16),
+            pages_view=lambda lo=lo: pages[lo * 4096:(lo + 16) * 4096],
+            unreadable_pages=1, unreadable_pfns=lambda lo=lo: [first + p for p in bad if lo <= p < lo + 16]))
+    w.finish()
+    path = tmp_path / "core"
+    path.write_bytes(bytes(sink.buf))
+    _, phdrs = elf_segments(str(path))
+    loads = [(h["p_paddr"], h["p_paddr"] + h["p_memsz"]) for h in phdrs if h["p_type"] == "PT_LOAD"]
+    assert len(phdrs) <= 1 + 1 + 8
+    with fastdump.open(str(path)) as d:
+        assert phdrs[0]["p_offset"] >= 64 + 56 * len(phdrs)      # the note is after the table
+        left_out = {a + k for a, b in d.unreadable_runs for k in range(b - a)}
+    assert {first + p for p in bad} <= left_out
+    assert not any(a < (p + 1) * 4096 and b > p * 4096 for a, b in loads for p in left_out)
+    got = elf_pages(str(path))
+    assert set(got) == {first + p for p in range(npages)} - left_out
+    assert all(got[p] == pages[(p - first) * 4096:(p - first + 1) * 4096] for p in got)

@@ -9,8 +9,10 @@ import pytest
 
 import fastdump
 from fastdump.errors import EXIT_PARTIAL
+from fastdump.info import summary
 from fastdump.source import ElfSource
-from support import digests, elf_pages, kdumpfile_digests, need_tool
+from fastdump.verify import verify
+from support import digests, elf_pages, elf_segments, gdb_read, kdumpfile_digests, need_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,25 +26,29 @@ def shim(tmp_path_factory):
     return so
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "elf"])
-def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shim, tmp_path, fmt):
+BAD_PFNS = {0x4000 + i for i in range(3)}             # three pages inside the big RAM segment
+
+
+def _partial_dump(vmcore, shim, tmp_path, fmt, level=1):
+    """A dump of ``vmcore`` whose source pages BAD_PFNS give EIO: (path, stats)."""
     with ElfSource(vmcore) as s:
         start, end, off = s.extents[1]
-    bad_pfns = {0x4000 + i for i in range(3)}             # three pages inside the big RAM segment
-    bad_off = off + (0x4000 * 4096 - start)
+    bad_off = off + (min(BAD_PFNS) * 4096 - start)
     out = str(tmp_path / "vmcore")
     env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), EIO_START=str(bad_off),
-               EIO_LEN=str(3 * 4096))
-    args = ["-d", "1", "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
-    if fmt == "elf":
-        args.insert(0, "-E")
-    else:
-        args.insert(0, "-z")
+               EIO_LEN=str(len(BAD_PFNS) * 4096))
+    args = ["-d", str(level), "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
+    args.insert(0, "-E" if fmt == "elf" else "-z")
     r = subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, env=env)
     assert r.returncode == EXIT_PARTIAL, r.stderr
     assert "partial" in r.stderr and "Traceback" not in r.stderr
-    import json
-    stats = json.load(open(tmp_path / "s.json"))
+    return out, json.load(open(tmp_path / "s.json"))
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shim, tmp_path, fmt):
+    out, stats = _partial_dump(vmcore, shim, tmp_path, fmt)
+    bad_pfns = BAD_PFNS
     assert stats["pages_unreadable"] == 3 and set(stats["unreadable_pfns"]) == bad_pfns
     assert os.path.exists(out)                               # complete apart from those pages
     if fmt == "kdump":
@@ -54,10 +60,27 @@ def test_eio_pages_are_recorded_and_the_rest_is_dumped(vmcore, source_pages, shi
             first = d.bitmap1()
             assert all(first[p >> 3] >> (p & 7) & 1 and not d.is_dumped(p) for p in bad_pfns)
     else:
-        got = elf_pages(out)
-        for p in bad_pfns:
-            assert got[p] == bytes(4096)                     # zero-filled in ELF, listed in stats
-        assert all(got[p] == source_pages[p] for p in got if p not in bad_pfns)
+        # not stored as zeros: no PT_LOAD, not even its p_memsz (which crash and gdb
+        # read as zeros), covers them, so every reader sees them as missing
+        _, phdrs = elf_segments(out)
+        loads = [(h["p_paddr"], h["p_paddr"] + h["p_memsz"]) for h in phdrs if h["p_type"] == "PT_LOAD"]
+        assert not any(a < (p + 1) * 4096 and b > p * 4096 for a, b in loads for p in bad_pfns)
+        got = elf_pages(out)                                 # pyelftools
+        assert not bad_pfns & set(got)
+        assert all(got[p] == source_pages[p] for p in got)
+        _, seen = kdumpfile_digests(out, max(source_pages) + 1)
+        assert all(seen[p] == h for p, h in digests(got).items())
+        # libkdumpfile reads the page right before any PT_LOAD as zeros (the source too)
+        edge = {a // 4096 - 1 for a, b in loads}
+        assert bad_pfns - edge and not (bad_pfns - edge) & set(seen)
+        with ElfSource(vmcore) as s:        # gdb, at the kernel's virtual address
+            ph = next(ph for ph in s.loads if ph.paddr <= min(bad_pfns) * 4096 < ph.paddr + ph.filesz)
+        vaddr = lambda pfn: ph.vaddr + pfn * 4096 - ph.paddr  # noqa: E731
+        assert gdb_read(out, vaddr(max(bad_pfns) + 1), 16) == source_pages[max(bad_pfns) + 1][:16]
+        with pytest.raises(AssertionError, match="could not read"):
+            gdb_read(out, vaddr(min(bad_pfns)), 16)
+        r = subprocess.run([need_tool("crash"), "--osrelease", out], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr     # crash takes the headers
 
 
 def _segment_boundaries(vmcore):
@@ -137,3 +160,21 @@ def _file_offset(src, pfn):
         if start <= pfn * 4096 < end:
             return off + pfn * 4096 - start
     raise KeyError(pfn)
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_verify_and_info_count_a_partial_dump(vmcore, source_pages, shim, tmp_path, fmt):
+    """A complete but partial dump (exit 3) verifies, against the source too, and both
+    ``verify`` and ``info`` say how many pages were left out; info counts zero pages."""
+    out, stats = _partial_dump(vmcore, shim, tmp_path, fmt)
+    for src in (None, vmcore):
+        r = verify(out, src)
+        assert r["ok"] and r["pages_unreadable"] == len(BAD_PFNS), r["verdict"]
+        assert f"{len(BAD_PFNS)} unreadable" in r["verdict"]
+        if src:
+            assert r["pages_compared"] == r["pages_checked"]
+    pages = summary(out)["pages"]
+    assert pages["unreadable"] == len(BAD_PFNS), pages
+    if fmt == "kdump":
+        zero = sum(1 for p, data in source_pages.items() if p not in BAD_PFNS and not any(data))
+        assert pages["zero"] == zero > 0 and pages["dumped"] == len(source_pages) - len(BAD_PFNS), pages

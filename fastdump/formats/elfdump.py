@@ -9,7 +9,12 @@ becomes one or more output PT_LOADs ("pieces"):
 - a longer zero run, or any page dropped for its class (free, cache, user), ends
   the piece; its ``p_memsz`` reaches over the dropped run with ``p_filesz`` only
   covering what is stored, so readers see the run as missing (or zeros);
-- pages dropped for their class are never read, not even to fill a short gap.
+- pages dropped for their class are never read, not even to fill a short gap;
+- a page the source cannot read (EIO) is found only while copying, when the
+  header is already laid out.  Its bytes in the file are left unreferenced: at
+  ``finish`` its PT_LOAD is cut around it (out of p_memsz too, so every reader
+  sees the memory as missing, not as zeros) and a PT_FASTDUMP_UNREADABLE header
+  records it, in program-header slots reserved for this after the table.
 
 Reading an ELF dump is ``fastdump.source.ElfSource``.
 """
@@ -18,6 +23,9 @@ from .. import _core, elf
 from ..errors import UsageError
 
 ZERO_RUN_SPLIT = 256  # makedumpfile's PFN_EXCLUDED
+#: Spare program-header slots (zeros, not counted in e_phnum) between the table and
+#: the notes: an unreadable run takes two (the cut PT_LOAD's second part, its record).
+RESERVED_PHDRS = 1024
 
 
 class Segment:
@@ -92,12 +100,14 @@ class ElfDumpWriter:
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
+        self.unreadable = {}      # id(PT_LOAD): [first, end) pfn runs the source could not read
+        self.marks = []           # their PT_FASTDUMP_UNREADABLE headers (after finish)
 
     @staticmethod
     def layout(source, segments, elfclass):
         """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
         loads = [ph for seg in segments for ph in seg.phdrs()]
-        offset = elf.header_size(elfclass, 1 + len(loads)) + len(source.note_bytes)
+        offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS) + len(source.note_bytes)
         note_offset = offset - len(source.note_bytes)
         for ph in loads:
             ph.offset = offset if ph.filesz else 0
@@ -116,7 +126,7 @@ class ElfDumpWriter:
 
     def header_bytes(self, *, incomplete):
         note = elf.Phdr(elf.PT_NOTE, 0, self.note_offset, 0, 0, len(self.notes), len(self.notes), 0)
-        return elf.build_header(self.elfclass, self.source.machine, [note] + self.loads,
+        return elf.build_header(self.elfclass, self.source.machine, [note] + self.loads + self.marks,
                                 flags=elf.ELF_INCOMPLETE_FLAG if incomplete else 0)
 
     def write_prologue(self):
@@ -144,11 +154,64 @@ class ElfDumpWriter:
         self.sink.pwrite(view, ph.offset + (lo - ph.paddr))
         self.pages_written += job.n_pages
         self.written_to = ph.offset + (hi - ph.paddr)   # data is written in file order
+        if job.unreadable_pages:
+            runs = self.unreadable.setdefault(id(ph), [])
+            for pfn in job.unreadable_pfns():
+                if runs and runs[-1][1] == pfn:
+                    runs[-1][1] = pfn + 1
+                else:
+                    runs.append([pfn, pfn + 1])
+
+    def _leave_out_unreadable(self):
+        """Cut each PT_LOAD around its unreadable runs and record each run.  With more
+        runs than spare slots, the closest runs of a PT_LOAD are merged (the readable
+        pages between them are then left out too, and recorded with them)."""
+        ps = self.source.page_size
+        excess = sum(map(len, self.unreadable.values())) - RESERVED_PHDRS // 2
+        if excess > 0:
+            gaps = sorted(r[k + 1][0] - r[k][1] for r in self.unreadable.values() for k in range(len(r) - 1))
+            widest = gaps[excess - 1]
+            for key, runs in self.unreadable.items():
+                merged = runs[:1]
+                for a, b in runs[1:]:
+                    if a - merged[-1][1] <= widest:
+                        merged[-1] = [merged[-1][0], b]
+                    else:
+                        merged.append([a, b])
+                self.unreadable[key] = merged
+        loads, marks = [], []
+        for ph in self.loads:
+            runs = self.unreadable.get(id(ph))
+            if not runs:
+                loads.append(ph)
+                continue
+            lo, file_hi, mem_hi = ph.paddr, ph.paddr + ph.filesz, ph.paddr + ph.memsz
+            for a, b in runs:
+                a, b = max(a * ps, lo), min(b * ps, file_hi)
+                if a > lo:
+                    loads.append(self._part(ph, lo, a, a))
+                marks.append(elf.Phdr(elf.PT_FASTDUMP_UNREADABLE, 0, 0, self._vaddr(ph, a), a, 0, 0, b - a))
+                lo = b
+            if lo < mem_hi:
+                loads.append(self._part(ph, lo, max(lo, file_hi), mem_hi))
+        self.loads, self.marks = loads, marks
+
+    @staticmethod
+    def _vaddr(ph, paddr):
+        return (ph.vaddr + (paddr - ph.paddr)) & ((1 << 64) - 1)
+
+    def _part(self, ph, start, file_end, mem_end):
+        """The part of ``ph`` from physical ``start``: its bytes stay where they are."""
+        filesz = file_end - start
+        return elf.Phdr(elf.PT_LOAD, ph.flags, ph.offset + (start - ph.paddr) if filesz else 0,
+                        self._vaddr(ph, start), start, filesz, mem_end - start, ph.align)
 
     def finish(self, *, incomplete=False):
         """The final header.  For an incomplete dump, each PT_LOAD's p_filesz is cut
         back to the bytes really written (p_memsz stays), so readers see the rest
         as not in the file instead of reading past its end."""
+        if self.unreadable:
+            self._leave_out_unreadable()
         if incomplete:
             done = getattr(self, "written_to", self.loads[0].offset if self.loads else 0)
             for ph in self.loads:

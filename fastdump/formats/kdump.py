@@ -186,19 +186,21 @@ class KdumpWriter:
 
 # ---------------------------------------------------------------- reading --
 
-def _decompressor(flag, page_size=4096):
-    """A page decoder for one kdump page flag: the Cython core handles every method
+def decode_page(flag, data, page_size):
+    """One stored page as every fastdump reader decodes it (``read_pfn``, ``verify``,
+    ``convert``): raw, or through the compiled core, which handles every method
     makedumpfile or fastdump writes (zlib, LZO, snappy, zstd, fastdump's lz4), each
-    bounded to one page."""
-    if flag not in FLAG_NAMES or flag == 0:
+    bounded to one page.  Raises FormatError when it is not exactly one page."""
+    if flag == 0:
+        if len(data) != page_size:
+            raise FormatError(f"raw page of {len(data)} bytes, not {page_size}")
+        return bytes(data)
+    if flag not in FLAG_NAMES:
         raise FormatError(f"unknown page compression flag {flag:#x}")
-
-    def decode(data):
-        try:
-            return _core.decompress_page(flag, data, page_size)
-        except ValueError as e:
-            raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
-    return decode
+    try:
+        return _core.decompress_page(flag, data, page_size)
+    except ValueError as e:
+        raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
 
 
 class KdumpReader(ReadOnlyFile):
@@ -278,7 +280,6 @@ class KdumpReader(ReadOnlyFile):
         for i in range(0, len(self._bitmap2), chunk):
             self._prefix.append(self._prefix[-1] + _core.bitmap_count(view[i:i + chunk], len(view[i:i + chunk]) * 8))
         self._base_index = self._prefix_index(self.start_pfn) if self.split else 0
-        self._decoders = {}
 
     def _prefix_index(self, pfn):
         block, bit = divmod(pfn, 4096)
@@ -302,6 +303,36 @@ class KdumpReader(ReadOnlyFile):
             first, end = max(first, self.start_pfn), min(end, self.end_pfn)
             yield from range(first, end)
 
+    def n_descriptors(self):
+        """Descriptors in the table: one per 2nd-bitmap bit of this file's pfn range."""
+        return _core.bitmap_count_range(self._bitmap2, self.start_pfn, self.end_pfn) \
+            if self.end_pfn > self.start_pfn else 0
+
+    def data_gap(self, first_data):
+        """What lies between the descriptor table and ``first_data`` (the lowest page
+        data offset): ``(unreadable, zero_page_offset)``, or None when it is anything
+        else, i.e. the 2nd bitmap and the table disagree.
+
+        A writer sizes the table for the pages it planned to store.  A page it then
+        could not read (EIO) gets neither a descriptor nor its 2nd-bitmap bit, so a
+        complete but partial dump's table ends in that many never-written (zero)
+        slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
+        layout too), referenced or not."""
+        table_end = self.desc_off + DESC.size * self.n_descriptors()
+        gap = first_data - table_end
+        if gap < 0 or first_data > self.file_size:
+            return None
+        if gap % DESC.size == 0:      # page sizes are powers of two: never a multiple of 24
+            slots, zero_off = gap // DESC.size, first_data if self.dump_level & 1 else None
+        elif gap >= self.page_size and (gap - self.page_size) % DESC.size == 0:
+            slots, zero_off = (gap - self.page_size) // DESC.size, first_data - self.page_size
+        else:
+            return None
+        for at in range(table_end, table_end + slots * DESC.size, 1 << 20):
+            if any(self._read(at, min(1 << 20, table_end + slots * DESC.size - at))):
+                return None           # a real descriptor the 2nd bitmap does not count
+        return slots, zero_off
+
     def descriptor(self, pfn):
         """(offset, size, flags, page_flags) of a dumped pfn."""
         if not self.is_dumped(pfn) or not self.start_pfn <= pfn < self.end_pfn:
@@ -317,18 +348,10 @@ class KdumpReader(ReadOnlyFile):
             raise FormatError(f"pfn {pfn:#x}: page data at {off:#x}+{size} is outside the page data area")
         if size > self.block_size:
             raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
-        data = self._read(off, size)
-        if flags:
-            dec = self._decoders.get(flags) or self._decoders.setdefault(flags, _decompressor(flags, self.page_size))
-            try:
-                data = dec(data)
-            except FormatError:
-                raise
-            except Exception as e:
-                raise FormatError(f"pfn {pfn:#x}: cannot decompress ({FLAG_NAMES.get(flags, hex(flags))}): {e}") from None
-        if len(data) != self.page_size:
-            raise FormatError(f"pfn {pfn:#x}: page decodes to {len(data)} bytes, not {self.page_size}")
-        return data
+        try:
+            return decode_page(flags, self._read(off, size), self.page_size)
+        except FormatError as e:
+            raise FormatError(f"pfn {pfn:#x}: {e}") from None
 
     def read_phys(self, addr, size, *, zero_fill=False):
         out = bytearray()
