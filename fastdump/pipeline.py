@@ -17,7 +17,7 @@ import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from . import _core
+from . import _core, safefile
 from . import elf as elfmod
 from .engine import CopyEngine
 from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
@@ -532,9 +532,10 @@ class Dump:
         except FastdumpError as e:
             self.warn(f"no vmcore-dmesg.txt: {e}")
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        try:
+            safefile.write_file(path, text.encode(), force=self.force)
+        except FastdumpError as e:   # the dump itself is complete: a missing log must not fail it
+            self.warn(f"no vmcore-dmesg.txt: {e}")
 
     # -- split dumps ----------------------------------------------------------------
     def _run_split(self, src, engine, plans):
@@ -611,6 +612,9 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
              direct_io=direct_io)
     stats = d.run()
     if stats_json:
-        with open(stats_json, "w") as f:
-            json.dump(stats.to_dict(), f, indent=1)
+        try:
+            safefile.write_file(stats_json, json.dumps(stats.to_dict(), indent=1).encode(), force=force)
+        except FastdumpError as e:   # the dump is saved: statistics must not turn it into a failure
+            d.warn(f"statistics not written: {e}")
+            stats.warnings.append(f"statistics not written: {e}")
     return stats

@@ -21,8 +21,9 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import safefile
 from .errors import TargetError, UsageError
 from .formats.flat import FlatSink
 from .output import DirectFileSink, FileSink
@@ -41,6 +42,7 @@ class Target:
     path: str = ""
     ssh: dict = None
     dump_path: str = ""
+    made: set = field(default_factory=set)   # directories this run created (a retry reuses them)
 
     def describe(self):
         return self.spec
@@ -80,14 +82,7 @@ class Target:
             if not os.path.isdir(self.path):
                 raise TargetError(f"target directory {self.path} does not exist (not mounted?)")
             sub = os.path.join(self.path, f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}")
-            try:
-                os.mkdir(sub, 0o700)
-            except FileExistsError:
-                if not force:
-                    raise TargetError(f"{sub} exists; use -f/--force to write into it") from None
-            except OSError as e:
-                raise TargetError(f"cannot create {sub}: {e.strerror}") from None
-            os.chmod(sub, 0o700)
+            self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
             self.dump_path = os.path.join(sub, "vmcore")
             sink_cls = DirectFileSink if direct else FileSink
             return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
