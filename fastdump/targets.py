@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from . import safefile
+from . import devices, safefile
 from .errors import TargetError, UsageError
 from .formats.flat import FlatSink
 from .output import DirectFileSink, FileSink
@@ -75,7 +75,7 @@ class Target:
             import sys
             return FlatSink(sys.stdout.buffer, name="<stdout>")
         if self.kind == "raw":
-            return self._open_raw()
+            return self._open_raw(force)
         if self.kind == "ssh":
             return self._open_ssh(host, when)
         if self.kind == "dir":
@@ -91,17 +91,8 @@ class Target:
         self.dump_path = self.path
         return (DirectFileSink if direct else FileSink)(self.path, force=force)
 
-    def _open_raw(self):
-        try:
-            st = os.stat(self.path)
-        except OSError as e:
-            raise TargetError(f"{self.path}: {e.strerror}") from None
-        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            raise TargetError(f"{self.path} is neither a block device nor a file standing in for one")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise TargetError(f"cannot open {self.path}: {e.strerror}") from None
+    def _open_raw(self, force):
+        fd = devices.open_raw(self.path, force=force)
         return FlatSink(os.fdopen(fd, "wb", buffering=1 << 20), name=self.path, fsync=True)
 
     def _open_ssh(self, host, when):
@@ -212,7 +203,7 @@ def parse_target(spec, *, ssh_key=None, known_hosts=None):
         return Target(spec, "dir", path=spec)   # a missing one fails when opened (next target then)
     try:
         if stat.S_ISBLK(os.stat(spec).st_mode):
-            return Target(spec, "raw", path=spec)
+            raise UsageError(f"{spec} is a block device: name it raw:{spec} to write a flattened dump over it")
     except OSError:
         pass
     return Target(spec, "file", path=spec)
