@@ -98,6 +98,12 @@ class BitmapStore:
             self.file.close()
 
 
+def _own_file(sink):
+    """(temp path, inode) of the file a sink created, or None for streams."""
+    fd, path = getattr(sink, "fd", -1), getattr(sink, "temp_path", None)
+    return (path, os.fstat(fd).st_ino) if path and fd >= 0 else None
+
+
 def _runs_bitmap(runs, c0, c1):
     bm = bytearray(-(-(c1 - c0) // 8))
     for a, b in runs:
@@ -397,8 +403,11 @@ class Dump:
 
     # -- pass 2: write ------------------------------------------------------------
     def _write(self, src, plan, engine, target, stats, *, retry=False):
-        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force or retry,
+        if retry:
+            self._drop_leftover()
+        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force,
                            direct=self.direct_io)
+        self._leftover = _own_file(sink)
         stats.dump_path = target.dump_path
         self.writer = None
         self._plan_in_use = plan
@@ -413,6 +422,17 @@ class Dump:
             sink.commit()
         except BaseException as e:
             self._abandon(sink, stats, e)
+
+    def _drop_leftover(self):
+        """A retry at another level replaces the incomplete file this run left, and
+        nothing else (never a file that was there before: that needs -f)."""
+        path, ino = getattr(self, "_leftover", None) or (None, None)
+        self._leftover = None
+        try:
+            if path and os.lstat(path).st_ino == ino:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def _abandon(self, sink, stats, e):
         stats.incomplete = True
