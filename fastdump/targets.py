@@ -99,7 +99,8 @@ class Target:
         s = self.ssh
         remote_dir = f"{s['path'].rstrip('/') or '/'}/{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
         d = shlex.quote(remote_dir)
-        script = (f"umask 077 && mkdir -p {d} && "
+        # the far side keeps the same rule: a fresh private directory, nothing replaced (set -C)
+        script = (f"umask 077 && set -C && mkdir -p {shlex.quote(s['path'])} && mkdir {d} && "
                   f"if command -v fastdump >/dev/null 2>&1; then fastdump -R {d}/vmcore; "
                   f"else cat > {d}/vmcore.flat && printf '%s\\n' "
                   f"{shlex.quote('flattened dump: rebuild with  fastdump -R vmcore < vmcore.flat  (or makedumpfile -R)')}"
