@@ -313,3 +313,17 @@ def test_raw_target_refuses_a_mounted_device_and_a_file_system(inputs, ext4_loop
     fastdump_cli("-R", "--from-device", dev, back)
     with fastdump.open(back) as d:
         assert d.dump_level == 31
+
+
+@pytest.mark.parametrize("planted", ["file", "symlink"])
+def test_initrd_image_is_not_replaced_without_force(tmp_path, planted):
+    """Refused before the build starts, so nothing of the image is made."""
+    image, victim = tmp_path / "initrd.img", _victim(tmp_path)
+    if planted == "file":
+        image.write_bytes(VICTIM)
+    else:
+        os.symlink(victim, image)
+    r = _run(["initrd", "-o", str(image), "--no-fastdump"], force=False)
+    assert r.returncode != 0 and "exists" in r.stderr, r.stderr
+    _untouched(victim)
+    assert os.path.lexists(image) and sorted(os.listdir(tmp_path)) == sorted(["initrd.img", "victim"])
