@@ -33,8 +33,9 @@ What /init does (busybox ash):
    shell,
 4. finishes with ``fastdump.final=poweroff|reboot|shell`` (default poweroff).
 
-Only the standard library is used here, so the builder works before the rest
-of the package is importable.
+Only the standard library is used here (and fastdump.safefile, so the image is
+created like every other file fastdump writes), so the builder works before the
+rest of the package is importable.
 """
 
 import argparse
