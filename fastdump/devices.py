@@ -51,7 +51,7 @@ def open_raw(path, *, force=False):
     block = stat.S_ISBLK(st.st_mode)
     if not (block or stat.S_ISREG(st.st_mode)):
         raise TargetError(f"{path} is neither a block device nor a file standing in for one")
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_EXCL if block and not force else 0)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if block and not force else 0)
     try:
         fd = os.open(path, flags)
     except OSError as e:

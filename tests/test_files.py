@@ -200,15 +200,22 @@ def test_directory_target_keeps_an_earlier_dump_without_force(inputs, tmp_path):
                for name in crash.iterdir())
 
 
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
 def _stopped_while_writing(argv, temp):
-    """A fastdump run stopped (SIGSTOP) as soon as its temporary file exists."""
+    """A fastdump run stopped (SIGSTOP) as soon as it has written into its temporary file."""
     p = subprocess.Popen([sys.executable, "-m", "fastdump", *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not os.path.exists(temp):
-            assert p.poll() is None and time.monotonic() < deadline, "the first run never started writing"
+        while _size(temp) == 0:
+            assert p.poll() is None and time.monotonic() < deadline, "the first run ended before it was stopped"
             time.sleep(0.001)
         p.send_signal(signal.SIGSTOP)
         yield p
