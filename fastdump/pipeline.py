@@ -197,6 +197,7 @@ class Dump:
         self.threads, self.window_bytes, self.use_mmap = threads, window_bytes, use_mmap
         self.stats = None
         self.writer = None
+        self._leftover = None     # (path, inode) of the incomplete file the last attempt left
 
     def warn(self, text):
         self.warnings.append(text)
@@ -426,7 +427,7 @@ class Dump:
     def _drop_leftover(self):
         """A retry at another level replaces the incomplete file this run left, and
         nothing else (never a file that was there before: that needs -f)."""
-        path, ino = getattr(self, "_leftover", None) or (None, None)
+        path, ino = self._leftover or (None, None)
         self._leftover = None
         try:
             if path and os.lstat(path).st_ino == ino:
