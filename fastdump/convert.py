@@ -10,9 +10,8 @@ work, so pages are decoded in Python.
 """
 
 import os
-import tempfile
 
-from . import elf
+from . import elf, safefile
 from .cli import _levels, _Parser
 from .errors import FormatError, UsageError
 from .formats.flat import rearrange
@@ -46,7 +45,7 @@ def kdump_to_elf(reader, path):
         phdrs.append(elf.Phdr(elf.PT_LOAD, 7, offset if stored > start else 0, DIRECT_MAP + start * ps,
                               start * ps, (stored - start) * ps, (described - start) * ps, 0))
         offset += (stored - start) * ps
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = safefile.create(path)
     try:
         os.ftruncate(fd, offset)
         os.pwrite(fd, elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs), 0)
@@ -73,18 +72,21 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
     kind = sniff(src)
     if kind not in ("elf", "kdump", "flattened"):
         raise UsageError(f"{src}: not a dump fastdump can convert")
-    workdir = os.path.dirname(os.path.abspath(target)) or "."
-    temps = []
-    try:
+
+    def run(vmcore):
+        return dump(vmcore, target, level=level, compress=compress, format=format, force=force,
+                    threads=threads, progress=progress, warn=warn, stats_json=stats_json)
+
+    if kind == "elf":
+        return run(src)
+    with safefile.private_tempdir(os.path.dirname(os.path.abspath(target)) or ".") as tmp:
         if kind == "flattened":
-            flat_out = tempfile.mktemp(prefix=".fastdump-rearranged-", dir=workdir)
+            flat_out = os.path.join(tmp, "rearranged")
             with open(src, "rb") as stream:
                 rearrange(stream, flat_out)
-            temps.append(flat_out)
             src, kind = flat_out, sniff(flat_out)
         if kind == "kdump":
-            unpacked = tempfile.mktemp(prefix=".fastdump-unpacked-", dir=workdir)
-            temps.append(unpacked)
+            unpacked = os.path.join(tmp, "unpacked")
             with open_dump(src) as reader:
                 if reader.split:
                     raise UsageError(f"{src} is one part of a split dump: --reassemble it first")
@@ -92,13 +94,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
                     warn(f"{src} is marked incomplete; pages it lost stay missing")
                 kdump_to_elf(reader, unpacked)
             src = unpacked
-        return dump(src, target, level=level, compress=compress, format=format, force=force,
-                    threads=threads, progress=progress, warn=warn, stats_json=stats_json)
-    finally:
-        for t in temps:
-            for p in (t, t + ".incomplete"):
-                if os.path.exists(p):
-                    os.unlink(p)
+        return run(src)
 
 
 def main(argv):

@@ -9,6 +9,7 @@ the result: what was dropped, what was kept, and the dump's own description.
 import argparse
 import os
 
+from . import safefile
 from .errors import UsageError
 
 
@@ -16,6 +17,7 @@ def main(argv):
     p = argparse.ArgumentParser(prog="fastdump demo", description=__doc__)
     p.add_argument("dir", nargs="?", default="fastdump-demo")
     p.add_argument("--size", type=int, default=512, help="RAM size of the example, MiB")
+    p.add_argument("-f", "--force", action="store_true", help="replace the files of an earlier demo in DIR")
     p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     from . import dump
@@ -24,14 +26,17 @@ def main(argv):
     from .testing.kernel_layout import KernelLayout
     from .testing.printk_layout import PrintkLayout
 
-    os.makedirs(args.dir, exist_ok=True)
+    safefile.make_dir(args.dir, reuse=True)
     src = os.path.join(args.dir, "vmcore.example")
     out = os.path.join(args.dir, "dump.kdump")
+    for path in (src, src + ".truth.json", out):   # refuse before minutes of work, not after
+        safefile.check_free(path, force=args.force)
     ram = args.size << 20
     layout = PrintkLayout(KernelLayout(default_ram_ranges(ram), encoding="6.12", seed=1))
-    SyntheticVmcore(VmcoreSpec(ram_size=ram, osrelease="6.12.0-fastdump-demo"), layout=layout).write(src)
+    example = SyntheticVmcore(VmcoreSpec(ram_size=ram, osrelease="6.12.0-fastdump-demo"), layout=layout)
+    example.write(src, force=args.force)
     print(f"generated {src}: an ELF vmcore of a {args.size} MiB machine ({os.path.getsize(src) >> 20} MiB file)")
-    stats = dump(src, out, level=31, compress="zstd", force=True, progress="auto")
+    stats = dump(src, out, level=31, compress="zstd", force=args.force, progress="auto")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.excluded.items()))
     print(f"copied to {out} at -d 31 with zstd on {stats.threads} threads in {stats.seconds:.2f} s: "
           f"{stats.pages_kept} pages kept, dropped {dropped}; {stats.bytes_written >> 20} MiB written")

@@ -30,6 +30,7 @@ import os
 import struct
 import sys
 
+from . import safefile
 from .errors import FastdumpError, UsageError
 from .kernel.vtop import TranslationError, X86_64Vtop
 
@@ -487,13 +488,7 @@ def main(argv):
         sys.stdout.buffer.write(text.encode("latin-1"))
         sys.stdout.buffer.flush()
     else:
-        if os.path.exists(args.outfile) and not args.force:
-            raise UsageError(f"{args.outfile} exists (use -f to overwrite)")
-        tmp = args.outfile + ".incomplete"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="latin-1", newline="") as f:
-            f.write(text)
-        os.replace(tmp, args.outfile)
+        safefile.write_file(args.outfile, text.encode("latin-1"), force=args.force)
     for line in problems[:1]:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         print(f"fastdump dmesg: warning: {line}{more}", file=sys.stderr)

@@ -33,8 +33,9 @@ What /init does (busybox ash):
    shell,
 4. finishes with ``fastdump.final=poweroff|reboot|shell`` (default poweroff).
 
-Only the standard library is used here, so the builder works before the rest
-of the package is importable.
+Only the standard library is used here (and fastdump.safefile, so the image is
+created like every other file fastdump writes), so the builder works before the
+rest of the package is importable.
 """
 
 import argparse
@@ -50,6 +51,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from . import safefile
+from .errors import FastdumpError
 
 INIT_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
              "run", "out", "etc/fastdump", "root", "mnt", "var")
@@ -588,6 +592,7 @@ exec %(python)s -S "$@"
 
 def build(args):
     t0 = time.monotonic()
+    safefile.check_free(args.output, force=args.force)   # refuse before the build, not after
     tree = Tree()
     for d in INIT_DIRS:
         tree.add_dir(d)
@@ -681,10 +686,7 @@ def build(args):
     data = buf.getvalue()
     if args.compress == "gzip":
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    tmp = args.output + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.output)
+    safefile.write_file(args.output, data, force=args.force)
     notes.update({"output": args.output, "size": len(data), "uncompressed_size": raw_size,
                   "files": sum(1 for e in tree.entries.values() if e[0] == "file"),
                   "compress": args.compress, "seconds": round(time.monotonic() - t0, 1)})
@@ -695,6 +697,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="fastdump initrd",
                                 description="Build a kdump capture initramfs that runs fastdump.")
     p.add_argument("-o", "--output", required=True, help="image file to write")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing image file")
     p.add_argument("--compress", choices=("gzip", "none"), default="gzip")
     p.add_argument("--busybox", help="static busybox (default: busybox on PATH)")
     p.add_argument("--python", help="interpreter to pack (default: the one running this)")
@@ -728,7 +731,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         notes = build(args)
-    except BuildError as e:
+    except (BuildError, FastdumpError) as e:
         print("fastdump initrd: error: %s" % e, file=sys.stderr)
         return 1
     if args.json:

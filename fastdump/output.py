@@ -8,9 +8,9 @@ its final name only when complete.  An unfinished dump keeps the temporary name.
 import errno
 import os
 
+from . import safefile
 from .errors import FastdumpError, NoSpaceError, TargetError
-
-INCOMPLETE_SUFFIX = ".incomplete"
+from .safefile import INCOMPLETE_SUFFIX
 
 
 def _pwrite_all(fd, data, offset, what):
@@ -34,19 +34,9 @@ class FileSink:
         self.temp_path = temp_path or path + INCOMPLETE_SUFFIX
         self.bytes_written = 0
         self.size = 0
-        for p in (path, self.temp_path):
-            if os.path.lexists(p):
-                if not force:
-                    raise TargetError(f"{p} exists; use -f/--force to overwrite it")
-                if os.path.isdir(p) and not os.path.islink(p):
-                    raise TargetError(f"{p} is a directory")
-                os.unlink(p)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            self.fd = os.open(self.temp_path, flags, 0o600)
-        except OSError as e:
-            raise TargetError(f"cannot create {self.temp_path}: {e.strerror}") from None
-        os.fchmod(self.fd, 0o600)  # whatever the umask said
+        self.force = force
+        safefile.check_free(path, force=force)
+        self.fd = safefile.create(self.temp_path, force=force)
 
     def pwrite(self, data, offset):
         _pwrite_all(self.fd, data, offset, self.temp_path)
@@ -61,10 +51,11 @@ class FileSink:
             os.fsync(self.fd)
         except OSError as e:
             raise TargetError(f"{self.temp_path}: {e.strerror}") from None
-        os.close(self.fd)
-        self.fd = -1
-        os.rename(self.temp_path, self.path)
-        return self.path
+        try:
+            return safefile.publish(self.temp_path, self.path, force=self.force)   # still locked
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
     def abandon(self):
         """Leave what was written under the temporary name (marked incomplete by the writer)."""
@@ -92,7 +83,8 @@ class DirectFileSink(FileSink):
         import mmap
         super().__init__(path, force=force, temp_path=temp_path)
         try:
-            self.dfd = os.open(self.temp_path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC | os.O_NOFOLLOW)
+            # the file just created, not whatever the name points at by now
+            self.dfd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
         except OSError as e:  # tmpfs and some others refuse O_DIRECT: write normally then
             self.dfd = -1
             self.direct_error = e.strerror

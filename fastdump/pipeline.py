@@ -17,7 +17,7 @@ import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from . import _core
+from . import _core, safefile
 from . import elf as elfmod
 from .engine import CopyEngine
 from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
@@ -96,6 +96,12 @@ class BitmapStore:
     def close(self):
         if self.file is not None:
             self.file.close()
+
+
+def _own_file(sink):
+    """(temp path, inode) of the file a sink created, or None for streams."""
+    fd, path = getattr(sink, "fd", -1), getattr(sink, "temp_path", None)
+    return (path, os.fstat(fd).st_ino) if path and fd >= 0 else None
 
 
 def _runs_bitmap(runs, c0, c1):
@@ -191,6 +197,7 @@ class Dump:
         self.threads, self.window_bytes, self.use_mmap = threads, window_bytes, use_mmap
         self.stats = None
         self.writer = None
+        self._leftover = None     # (path, inode) of the incomplete file the last attempt left
 
     def warn(self, text):
         self.warnings.append(text)
@@ -397,8 +404,11 @@ class Dump:
 
     # -- pass 2: write ------------------------------------------------------------
     def _write(self, src, plan, engine, target, stats, *, retry=False):
-        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force or retry,
+        if retry:
+            self._drop_leftover()
+        sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force,
                            direct=self.direct_io)
+        self._leftover = _own_file(sink)
         stats.dump_path = target.dump_path
         self.writer = None
         self._plan_in_use = plan
@@ -413,6 +423,17 @@ class Dump:
             sink.commit()
         except BaseException as e:
             self._abandon(sink, stats, e)
+
+    def _drop_leftover(self):
+        """A retry at another level replaces the incomplete file this run left, and
+        nothing else (never a file that was there before: that needs -f)."""
+        path, ino = self._leftover or (None, None)
+        self._leftover = None
+        try:
+            if path and os.lstat(path).st_ino == ino:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def _abandon(self, sink, stats, e):
         stats.incomplete = True
@@ -532,9 +553,10 @@ class Dump:
         except FastdumpError as e:
             self.warn(f"no vmcore-dmesg.txt: {e}")
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        try:
+            safefile.write_file(path, text.encode(), force=self.force)
+        except FastdumpError as e:   # the dump itself is complete: a missing log must not fail it
+            self.warn(f"no vmcore-dmesg.txt: {e}")
 
     # -- split dumps ----------------------------------------------------------------
     def _run_split(self, src, engine, plans):
@@ -611,6 +633,9 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
              direct_io=direct_io)
     stats = d.run()
     if stats_json:
-        with open(stats_json, "w") as f:
-            json.dump(stats.to_dict(), f, indent=1)
+        try:
+            safefile.write_file(stats_json, json.dumps(stats.to_dict(), indent=1).encode(), force=force)
+        except FastdumpError as e:   # the dump is saved: statistics must not turn it into a failure
+            d.warn(f"statistics not written: {e}")
+            stats.warnings.append(f"statistics not written: {e}")
     return stats

@@ -21,8 +21,9 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import devices, safefile
 from .errors import TargetError, UsageError
 from .formats.flat import FlatSink
 from .output import DirectFileSink, FileSink
@@ -41,6 +42,7 @@ class Target:
     path: str = ""
     ssh: dict = None
     dump_path: str = ""
+    made: set = field(default_factory=set)   # directories this run created (a retry reuses them)
 
     def describe(self):
         return self.spec
@@ -73,21 +75,14 @@ class Target:
             import sys
             return FlatSink(sys.stdout.buffer, name="<stdout>")
         if self.kind == "raw":
-            return self._open_raw()
+            return self._open_raw(force)
         if self.kind == "ssh":
             return self._open_ssh(host, when)
         if self.kind == "dir":
             if not os.path.isdir(self.path):
                 raise TargetError(f"target directory {self.path} does not exist (not mounted?)")
             sub = os.path.join(self.path, f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}")
-            try:
-                os.mkdir(sub, 0o700)
-            except FileExistsError:
-                if not force:
-                    raise TargetError(f"{sub} exists; use -f/--force to write into it") from None
-            except OSError as e:
-                raise TargetError(f"cannot create {sub}: {e.strerror}") from None
-            os.chmod(sub, 0o700)
+            self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
             self.dump_path = os.path.join(sub, "vmcore")
             sink_cls = DirectFileSink if direct else FileSink
             return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
@@ -96,24 +91,16 @@ class Target:
         self.dump_path = self.path
         return (DirectFileSink if direct else FileSink)(self.path, force=force)
 
-    def _open_raw(self):
-        try:
-            st = os.stat(self.path)
-        except OSError as e:
-            raise TargetError(f"{self.path}: {e.strerror}") from None
-        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            raise TargetError(f"{self.path} is neither a block device nor a file standing in for one")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise TargetError(f"cannot open {self.path}: {e.strerror}") from None
+    def _open_raw(self, force):
+        fd = devices.open_raw(self.path, force=force)
         return FlatSink(os.fdopen(fd, "wb", buffering=1 << 20), name=self.path, fsync=True)
 
     def _open_ssh(self, host, when):
         s = self.ssh
         remote_dir = f"{s['path'].rstrip('/') or '/'}/{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
         d = shlex.quote(remote_dir)
-        script = (f"umask 077 && mkdir -p {d} && "
+        # the far side keeps the same rule: a fresh private directory, nothing replaced (set -C)
+        script = (f"umask 077 && set -C && mkdir -p {shlex.quote(s['path'])} && mkdir {d} && "
                   f"if command -v fastdump >/dev/null 2>&1; then fastdump -R {d}/vmcore; "
                   f"else cat > {d}/vmcore.flat && printf '%s\\n' "
                   f"{shlex.quote('flattened dump: rebuild with  fastdump -R vmcore < vmcore.flat  (or makedumpfile -R)')}"
@@ -217,7 +204,7 @@ def parse_target(spec, *, ssh_key=None, known_hosts=None):
         return Target(spec, "dir", path=spec)   # a missing one fails when opened (next target then)
     try:
         if stat.S_ISBLK(os.stat(spec).st_mode):
-            return Target(spec, "raw", path=spec)
+            raise UsageError(f"{spec} is a block device: name it raw:{spec} to write a flattened dump over it")
     except OSError:
         pass
     return Target(spec, "file", path=spec)

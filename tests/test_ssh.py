@@ -192,3 +192,22 @@ def test_dropped_connection_marks_incomplete_and_moves_on(tmp_path, sshd_with_fa
         assert not d.incomplete
     partial = list(_only_dir(remote).iterdir())
     assert partial and all(f.name.endswith(("incomplete", ".flat")) for f in partial)
+
+
+def test_far_side_never_writes_through_a_planted_directory(vmcore, tmp_path, sshd_plain):
+    """The remote <host>-<date> directory is made fresh: a symlink planted at its name is not used."""
+    import pathlib
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    fastdump_cli("-d", "31", vmcore, str(probe) + "/")
+    host = _only_dir(probe).name[:-len("-YYYY-MM-DD-HH:MM:SS")]
+    remote, elsewhere = pathlib.Path(sshd_plain.home) / "crash", pathlib.Path(sshd_plain.home) / "elsewhere"
+    for d in (remote, elsewhere):
+        d.mkdir()
+        shutil.chown(d, sshd_plain.user)
+    now = time.time()
+    for s in range(30):
+        os.symlink(elsewhere, remote / f"{host}-{time.strftime('%Y-%m-%d-%H:%M:%S', time.localtime(now + s))}")
+    r = fastdump_cli("-z", "-d", "31", *sshd_plain.options(), vmcore, sshd_plain.target(str(remote)), check=False)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == []

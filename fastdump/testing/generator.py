@@ -19,7 +19,7 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from .. import elf
+from .. import elf, safefile
 
 PAGE = 4096
 MiB = 1 << 20
@@ -221,14 +221,15 @@ class SyntheticVmcore:
             off += chunk
         return phdrs, off, hdr_end
 
-    def write(self, path):
-        """Write the vmcore to ``path``; returns the truth dict (also stored as path + '.truth.json')."""
+    def write(self, path, *, force=True):
+        """Write the vmcore to ``path``; returns the truth dict (also stored as path + '.truth.json').
+        An existing file is replaced only with ``force``."""
         notes = self.note_segment()
         phdrs, total, _ = self._phdrs(len(notes))
         machine = elf.EM_X86_64 if self.spec.elfclass == elf.ELFCLASS64 else elf.EM_386
         phoff = None if self.spec.phoff == 64 else self.spec.phoff
         header = elf.build_header(self.spec.elfclass, machine, phdrs, phoff=phoff)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = safefile.create(path, force=force)
         try:
             os.ftruncate(fd, total)
             os.pwrite(fd, header, 0)
@@ -241,8 +242,7 @@ class SyntheticVmcore:
             os.close(fd)
         truth = {"classes": counts, "ram_ranges": self.ram_ranges, "vmcoreinfo": self.vmcoreinfo_text(),
                  "nr_cpus": self.spec.nr_cpus, "kernel_text": list(self.spec.kernel_text)}
-        with open(path + ".truth.json", "w") as f:
-            json.dump(truth, f)
+        safefile.write_file(path + ".truth.json", json.dumps(truth).encode(), force=force)
         return truth
 
     def _base_writes(self):
