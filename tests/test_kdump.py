@@ -105,15 +105,16 @@ def _stored_bytes(path):
 def test_no_larger_than_makedumpfile(vmcore, tmp_path, dumps, flag, codec):
     """Same compressor, same level: page for page we store no more than makedumpfile.
 
-    The one page makedumpfile leaves out is the partially covered last page of a
-    segment (0x9f000-0x9fc00 here); fastdump keeps its bytes."""
+    The partially covered last page of a segment (0x9f000-0x9fc00 here) is the one page
+    makedumpfile 1.7.2 (Debian 12) leaves out; 1.7.6 (Debian 13) keeps it, as fastdump does."""
     theirs = str(tmp_path / "mdf")
     makedumpfile("-d", "1", flag, vmcore, theirs)
     ours_path, _ = dumps[codec, 1]
     ours, mdf = _stored_bytes(ours_path), _stored_bytes(theirs)
-    assert set(ours) - set(mdf) == {0x9F}
+    assert set(ours) - set(mdf) <= {0x9F}
+    assert set(mdf) <= set(ours)
     assert sum(ours[p] for p in mdf) <= sum(mdf.values())
-    extra = ours[0x9F] + 24
+    extra = sum(ours[p] + 24 for p in set(ours) - set(mdf))
     assert os.path.getsize(ours_path) <= os.path.getsize(theirs) + extra
 
 

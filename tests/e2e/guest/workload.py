@@ -41,6 +41,31 @@ def log(msg):
     print("e2e-workload: %s" % msg, flush=True)
 
 
+def crash_marker():
+    """Say "CRASHING" where the host is sure to see it before the panic.
+
+    A user write to the serial console sits in the tty's transmit buffer, and sysrq-c can come
+    before the UART has sent it (seen under TCG on a loaded host): the host then misses the
+    phase although the crash happened.  Wait for the tty to drain, and say it through the
+    kernel log too, which the panic path flushes to the console."""
+    log("CRASHING")
+    try:
+        import termios   # not packed into every initrd: the kernel-log line below suffices
+    except ImportError:
+        termios = None
+    if termios is not None:
+        try:
+            termios.tcdrain(sys.stdout.fileno())
+        except (OSError, termios.error):
+            pass
+    try:
+        with open("/dev/kmsg", "w") as f:
+            f.write("e2e-workload: CRASHING\n")
+    except OSError:
+        pass
+    time.sleep(0.5)
+
+
 def fill_file(path, cls, npages, chunk=256):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -150,8 +175,7 @@ def main():
         os.remove(p)
     with open("/proc/buddyinfo") as f:
         sys.stdout.write("e2e-buddyinfo-after-free:\n" + f.read())
-    log("CRASHING")
-    sys.stdout.flush()
+    crash_marker()
     with open("/proc/sys/kernel/sysrq", "w") as f:
         f.write("1")
     with open("/proc/sysrq-trigger", "w") as f:
