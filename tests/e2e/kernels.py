@@ -249,3 +249,26 @@ def debug_vmlinux(key, log=print):
     os.replace(got, path)
     shutil.rmtree(os.path.join(kdir, "dbg"))   # the rest of the package (modules' debug info) is not needed
     return path
+
+
+def main(argv=None):
+    """``python3 -m tests.e2e.kernels [--debug] [KEY ...]``: fetch kernels (default: all the
+    harness knows) and, with --debug, their debug vmlinux; print what was resolved."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python3 -m tests.e2e.kernels", description=main.__doc__)
+    p.add_argument("--debug", action="store_true", help="also fetch the debug vmlinux")
+    p.add_argument("keys", nargs="*", default=list(KERNELS))
+    a = p.parse_args(argv)
+    for key in a.keys:
+        info = fetch(key)
+        print("%s: %s %s" % (key, info["release"], " ".join("%s=%s" % tuple(x) for x in info["packages"])))
+        if a.debug:
+            print("%s: %s" % (key, debug_vmlinux(key)))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except (FetchError, StepError) as e:
+        raise SystemExit("kernels: %s" % e)
