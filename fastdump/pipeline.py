@@ -418,11 +418,16 @@ class Dump:
                 self._copy_kdump(src, plan, engine, self.writer, stats)
             else:
                 self._copy_elf(src, plan, engine, sink, stats)
-            self.writer.finish()
-            stats.bytes_written = sink.bytes_written
-            sink.commit()
+            stats.bytes_written = self._complete(sink)
         except BaseException as e:
             self._abandon(sink, stats, e)
+
+    def _complete(self, sink):
+        """Page data on disk, then the header that says complete, then the final name."""
+        sink.barrier()
+        self.writer.finish()
+        sink.commit()
+        return sink.bytes_written
 
     def _drop_leftover(self):
         """A retry at another level replaces the incomplete file this run left, and
@@ -440,6 +445,7 @@ class Dump:
         writer = self.writer
         if writer is not None:
             try:
+                self._trust_only_durable(writer, sink.settle())
                 if isinstance(writer, kdump.KdumpWriter):
                     plan, max_pfn = self._plan_in_use, writer.layout.max_mapnr
                     writer.finish(incomplete=True, bitmaps=lambda: ((c0, c1, plan.keep.get(c0))
@@ -460,6 +466,23 @@ class Dump:
         if isinstance(e, FastdumpError):
             raise type(e)(f"{e} (dump left incomplete in {path})") from None
         raise e
+
+    def _trust_only_durable(self, writer, lost):
+        """Pages count as written only if their descriptors and data reached the file:
+        ``lost`` are the ranges the sink could not write after all (buffered O_DIRECT
+        streams on a full disk)."""
+        if not lost:
+            return
+        if isinstance(writer, elfdump.ElfDumpWriter):
+            writer.written_to = min([getattr(writer, "written_to", 0)] + [a for a, _ in lost])
+            return
+        data_start = writer.layout.desc_table + kdump.DESC.size * self._plan_in_use.num_dumpable
+        safe = (None if not writer.split else writer.split[0]) or 0
+        for done_to, desc_end, data_end in self._committed:
+            if any(a < (data_end if a >= data_start else desc_end) for a, _ in lost):
+                break
+            safe = done_to
+        writer.done_to = safe
 
     def _kdump_writer(self, src, sink, level, split=None):
         vm = src.vmcoreinfo_note
@@ -483,11 +506,13 @@ class Dump:
 
     def _copy_kdump(self, src, plan, engine, writer, stats, pfn_range=None):
         """Header, bitmaps, then every kept page of ``pfn_range`` (default: all)."""
-        writer.write_prologue()
+        writer.write_prologue()        # the header (flagged incomplete) first, then the rest laid out
+        writer.sink.reserve(writer.layout.desc_table + kdump.DESC.size * plan.num_dumpable, allocate=True)
         present_runs = src.present_runs()
         for c0, c1 in _cycles(src.max_pfn):
             writer.write_bitmaps(c0, _runs_bitmap(present_runs, c0, c1), plan.keep.get(c0))
         writer.pad_bitmaps()
+        writer.sink.barrier()        # header, notes and bitmaps on disk before any page data
         writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
@@ -499,8 +524,11 @@ class Dump:
                 if c0 < hi and c1 > lo:
                     yield from engine.windows(plan.keep.get(c0), c0, min(hi, c1) - c0, start=max(lo, c0) - c0)
 
+        self._committed = deque(maxlen=1024)   # (done_to, desc_off, data_off) after each window
+
         def commit(job):
             writer.commit(job)
+            self._committed.append((writer.done_to, writer.desc_off, writer.data_off))
             self._tally(stats, job)
             self.progress.update(job.n_pages)
 
@@ -518,6 +546,8 @@ class Dump:
         elfclass = self._elfclass(src)
         writer = self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass)
         writer.write_prologue()
+        sink.reserve(writer.total_size)   # a killed run: readers find zeros under the incomplete flag, not EOF
+        sink.barrier()               # header and notes on disk before any page data
         total = sum(e - s for _, s, e in writer.piece_jobs())
         self.progress.phase("copying", total)
         pieces = deque()
@@ -579,9 +609,7 @@ class Dump:
             try:
                 self.writer = self._kdump_writer(src, sink, level, split=(lo, hi))
                 self._copy_kdump(src, plan, engine, self.writer, stats, pfn_range=(lo, hi))
-                self.writer.finish()
-                stats.bytes_written += sink.bytes_written
-                sink.commit()
+                stats.bytes_written += self._complete(sink)
             except BaseException as e:
                 self._abandon(sink, stats, e)
             stats.parts.append({"path": path, "start_pfn": lo, "end_pfn": hi})

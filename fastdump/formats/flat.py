@@ -57,6 +57,16 @@ class FlatSink:
         self.bytes_written += n
         self.size = max(self.size, offset + n)
 
+    def reserve(self, size, *, allocate=False):
+        """A rebuilt stream has only the records sent: nothing to do here."""
+
+    def settle(self):
+        """Records go out in order: a failed one raised before the writer counted it."""
+        return []
+
+    def barrier(self):
+        """A stream keeps its order: the header records go out first by themselves."""
+
     def commit(self):
         self._write(END)
         try:
