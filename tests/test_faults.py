@@ -280,7 +280,7 @@ def kill_when_written(args, watch, min_bytes):
     return proc.returncode == -signal.SIGKILL
 
 
-def check_leftover(path, fmt, random_vmcore):
+def check_leftover(path, fmt, random_vmcore, min_pages=0):
     """A leftover opens as an incomplete dump in fastdump and libkdumpfile, and every
     page either reads back right or is reported missing."""
     if not header_flag_incomplete(path, fmt):   # killed between the final header and the rename
@@ -298,6 +298,7 @@ def check_leftover(path, fmt, random_vmcore):
     if fmt == "elf":   # the file's length is laid out up front: what was not written reads as zeros
         wrong = [p for p in wrong if got[p] != zero][1:]   # and one page may straddle the cut
     assert not wrong, f"{len(wrong)} wrong pages"
+    assert len(got) >= min_pages
 
 
 @pytest.mark.parametrize("fmt", ["kdump", "elf"])
@@ -311,4 +312,55 @@ def test_sigkill_leaves_a_readable_flagged_dump(random_vmcore, tmp_path, fmt, di
         if kill_when_written(args + ["--direct-io"] * direct, out + ".incomplete", at):
             killed += 1
             check_leftover(out + ".incomplete", fmt, random_vmcore)
+    assert killed >= 2
+
+
+# -- -R and --reassemble: the same fault handling as the main writer ------------------------
+
+@pytest.fixture(scope="module")
+def streams_and_parts(random_vmcore, tmp_path_factory):
+    """A flattened stream from fastdump and one from makedumpfile, and split parts."""
+    base = tmp_path_factory.mktemp("rebuild")
+    ours, theirs = str(base / "ours.flat"), str(base / "theirs.flat")
+    with open(ours, "wb") as f:
+        subprocess.run([sys.executable, "-m", "fastdump", "-F", "-c", "-d", "1", random_vmcore], stdout=f, check=True)
+    from support import need_tool
+    with open(theirs, "wb") as f:
+        subprocess.run([need_tool("makedumpfile"), "-F", "-c", "-d", "1", random_vmcore], stdout=f, check=True,
+                       stderr=subprocess.DEVNULL)
+    parts = [str(base / f"part{i}") for i in range(3)]
+    r = run("--split", "--splitblock-size", "4096", "-c", "-d", "1", random_vmcore, *parts)
+    assert r.returncode == 0, r.stderr
+    return {"ours": ours, "makedumpfile": theirs, "parts": parts}
+
+
+@pytest.mark.parametrize("how", ["R-ours", "R-makedumpfile", "reassemble"])
+def test_rebuild_on_a_full_disk_leaves_a_readable_flagged_dump(streams_and_parts, random_vmcore, tmp_path, how):
+    with tmpfs(tmp_path / "small", "12m") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        if how == "reassemble":
+            r = run("--reassemble", *streams_and_parts["parts"], out)
+        else:
+            r = run("-R", "--from-device", streams_and_parts[how.split("-", 1)[1]], out)
+        err = one_line_error(r)
+        assert "space" in err and "incomplete" in err, err
+        assert not os.path.exists(out)
+        kept = str(tmp_path / "vmcore.incomplete")
+        shutil.copyfile(out + ".incomplete", kept)
+    check_leftover(kept, "kdump", random_vmcore, min_pages=100)
+
+
+@pytest.mark.parametrize("how", ["R-ours", "reassemble"])
+def test_rebuild_killed_leaves_a_readable_flagged_dump(streams_and_parts, random_vmcore, tmp_path, how):
+    """(makedumpfile's streams send some descriptors before their page data: a -R
+    killed between the two leaves descriptors past the end, which only a run that
+    can still react, on a full disk or SIGTERM/SIGHUP, takes out.)"""
+    killed = 0
+    for i, at in enumerate((64 << 10, 2 << 20, 12 << 20, 30 << 20)):
+        out = str(tmp_path / f"vmcore{i}")
+        args = (["--reassemble", *streams_and_parts["parts"], out] if how == "reassemble"
+                else ["-R", "--from-device", streams_and_parts[how.split("-", 1)[1]], out])
+        if kill_when_written(args, out + ".incomplete", at):
+            killed += 1
+            check_leftover(out + ".incomplete", "kdump", random_vmcore)
     assert killed >= 2
