@@ -364,3 +364,129 @@ def test_rebuild_killed_leaves_a_readable_flagged_dump(streams_and_parts, random
             killed += 1
             check_leftover(out + ".incomplete", "kdump", random_vmcore)
     assert killed >= 2
+
+
+# -- side failures must not fail (or litter around) a good dump ------------------------------
+
+def signal_when_written(args, watch_dir, prefix, min_bytes, sig):
+    """Run fastdump; send ``sig`` once a file under ``watch_dir/prefix*`` holds ``min_bytes``."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastdump", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None:
+            used = 0
+            for name in os.listdir(watch_dir):
+                if name.startswith(prefix):
+                    p = os.path.join(watch_dir, name)
+                    for root, _, files in os.walk(p) if os.path.isdir(p) else [(watch_dir, [], [name])]:
+                        for f in files:
+                            with contextlib.suppress(OSError):
+                                used += os.lstat(os.path.join(root, f)).st_blocks * 512
+            if used >= min_bytes:
+                proc.send_signal(sig)
+                break
+            time.sleep(0.001)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGTERM"])
+def test_sighup_like_sigterm_dump_left_readable(random_vmcore, tmp_path, sig):
+    """A dropped ssh session (SIGHUP) interrupts like SIGTERM: exit 130, the dump
+    stays as NAME.incomplete, flagged and readable."""
+    import signal
+    out = str(tmp_path / "vmcore")
+    rc, err = signal_when_written(["--threads", "1", "-c", "-d", "1", random_vmcore, out], str(tmp_path),
+                                  "vmcore.incomplete", 2 << 20, getattr(signal, sig))
+    assert rc == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    check_leftover(out + ".incomplete", "kdump", random_vmcore, min_pages=100)
+
+
+@pytest.fixture(scope="module")
+def kdump_input(random_vmcore, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("conv") / "in.kdump")
+    r = run("-c", "-d", "1", random_vmcore, path)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_interrupted_convert_leaves_no_temporaries(kdump_input, tmp_path, sig):
+    import signal
+    rc, err = signal_when_written(["convert", "-z", kdump_input, str(tmp_path / "out")], str(tmp_path),
+                                  ".fastdump-tmp-", 4 << 20, getattr(signal, sig))
+    assert rc == 130, err
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".fastdump")], os.listdir(tmp_path)
+
+
+def test_killed_convert_temporaries_removed_by_the_next_run(kdump_input, tmp_path):
+    import signal
+    rc, _ = signal_when_written(["convert", "-z", kdump_input, str(tmp_path / "out")], str(tmp_path),
+                                ".fastdump-tmp-", 4 << 20, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    left = [n for n in os.listdir(tmp_path) if n.startswith(".fastdump-tmp-")]
+    assert left
+    for n in left:   # killed a while ago
+        os.utime(tmp_path / n, (time.time() - 3600,) * 2)
+    r = run("convert", "-z", kdump_input, str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".fastdump-tmp-")]
+
+
+def test_unwritable_stats_json_is_a_warning(random_vmcore, tmp_path):
+    out = str(tmp_path / "vmcore")
+    r = run("-c", "-d", "31", "--stats-json", str(tmp_path / "no" / "such" / "dir" / "s.json"), random_vmcore, out)
+    assert r.returncode == 0, r.stderr
+    assert "statistics not written" in r.stderr
+    assert verify(out, random_vmcore)["ok"]
+
+
+def test_directory_fsynced_after_every_final_rename(random_vmcore, streams_and_parts, kdump_input, tmp_path,
+                                                    monkeypatch):
+    """kdump reboots right after the collector: every new name (dump, parts, rebuilt and
+    joined dumps, converted dumps, the <host>-<date> directory, statistics) is made durable by
+    an fsync of its directory once the name is there."""
+    from fastdump.convert import convert
+    from fastdump.formats.flat import rearrange
+    from fastdump.formats.split import reassemble
+    synced = []     # (directory, names in it at that moment)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            d = os.readlink(f"/proc/self/fd/{fd}")
+            synced.append((d, set(os.listdir(d))))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def durable(path):
+        d, name = os.path.split(os.path.abspath(path))
+        assert os.path.exists(path)
+        return any(sd == d and name in names for sd, names in synced)
+
+    made = {}
+    made["dump"] = str(tmp_path / "vmcore")
+    fastdump.dump(random_vmcore, made["dump"], level=31, compress="zlib")
+    os.mkdir(tmp_path / "crash")
+    st = fastdump.dump(random_vmcore, str(tmp_path / "crash") + "/", level=31, compress="zlib")
+    made["dir target dump"] = st.dump_path
+    made["dir target subdirectory"] = os.path.dirname(st.dump_path)
+    parts = [str(tmp_path / f"part{i}") for i in range(2)]
+    fastdump.dump(random_vmcore, level=31, compress="zlib", split=parts)
+    made.update({f"split part {i}": p for i, p in enumerate(parts)})
+    made["rebuilt"] = str(tmp_path / "rebuilt")
+    with open(streams_and_parts["ours"], "rb") as f:
+        rearrange(f, made["rebuilt"])
+    made["joined"] = str(tmp_path / "joined")
+    reassemble(streams_and_parts["parts"], made["joined"])
+    made["converted"] = str(tmp_path / "converted")
+    convert(kdump_input, made["converted"], level=31)
+    made["stats"] = str(tmp_path / "stats.json")
+    fastdump.dump(random_vmcore, str(tmp_path / "vmcore2"), level=31, stats_json=made["stats"])
+    missing = [what for what, path in made.items() if not durable(path)]
+    assert not missing, f"no directory fsync after: {missing}"
