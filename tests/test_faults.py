@@ -490,3 +490,81 @@ def test_directory_fsynced_after_every_final_rename(random_vmcore, streams_and_p
     fastdump.dump(random_vmcore, str(tmp_path / "vmcore2"), level=31, stats_json=made["stats"])
     missing = [what for what, path in made.items() if not durable(path)]
     assert not missing, f"no directory fsync after: {missing}"
+
+
+# -- never save nothing ----------------------------------------------------------------------
+
+def _size_on_tmpfs(nbytes):
+    """A tmpfs size that holds a file of ``nbytes`` and little more."""
+    return (-(-nbytes // 4096) + 8) * 4096
+
+
+@pytest.mark.parametrize("args", [["-z"], ["-l"], ["--compress", "lz4"], ["-c"], ["--compress", "none"], ["-E"]])
+def test_room_check_never_refuses_a_target_that_holds_the_dump(random_vmcore, tmp_path, args):
+    """A file system just above the real dump's size takes the dump at the level asked."""
+    real = str(tmp_path / "real")
+    r = run(*args, "-d", "1", random_vmcore, real)
+    assert r.returncode == 0, r.stderr
+    with tmpfs(tmp_path / "fit", str(_size_on_tmpfs(os.path.getsize(real)))) as mnt:
+        out = os.path.join(mnt, "vmcore")
+        r = run(*args, "-d", "1", random_vmcore, out)
+        assert r.returncode == 0, r.stderr
+        assert "warning" not in r.stderr, r.stderr
+        with fastdump.open(out) as d:
+            assert not d.incomplete and (d.format == "elf" or d.dump_level == 1)
+        assert verify(out, random_vmcore)["ok"]
+
+
+@pytest.fixture(scope="module")
+def logged_vmcore(tmp_path_factory):
+    """64 MiB with a kernel log (5.10+ lockless ring) and no page classes."""
+    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec
+    from fastdump.testing.printk_layout import PrintkLayout
+    layout = PrintkLayout(None, kind="lockless")
+    path = str(tmp_path_factory.mktemp("logged") / "vmcore")
+    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB, seed=3, mix={"random": 70, "text": 30}), layout=layout).write(path)
+    return path, layout.expected_dmesg()
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_no_room_anywhere_saves_the_log_then_what_fits(logged_vmcore, tmp_path, kind):
+    """Far too small a target: the kernel log, then the dump at level 31, and as that does
+    not fit either, a readable dump flagged incomplete; exit non-zero."""
+    vmcore, log = logged_vmcore
+    with tmpfs(tmp_path / "small", "6m") as mnt:
+        target = os.path.join(mnt, "vmcore") if kind == "file" else mnt + "/"
+        r = run("-z", "-d", "1", vmcore, target)
+        err = one_line_error(r)
+        assert "space" in err and "incomplete" in err, r.stderr
+        assert "dump level 31" in r.stderr and "kernel log saved" in r.stderr
+        where = mnt if kind == "file" else os.path.join(mnt, os.listdir(mnt)[0])
+        with open(os.path.join(where, "vmcore-dmesg.txt")) as f:
+            assert f.read() == log
+        left = os.path.join(where, "vmcore.incomplete" if kind == "file" else "vmcore-incomplete")
+        kept = str(tmp_path / "kept")
+        shutil.copyfile(left, kept)
+        with fastdump.open(kept) as d:
+            assert d.dump_level == 31
+    check_leftover(kept, "kdump", vmcore, min_pages=100)
+
+
+def test_no_room_for_the_level_asked_falls_back_to_31(tmp_path_factory, tmp_path):
+    """Room for level 31 but not for the level asked: a complete dump at level 31, exit 0."""
+    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
+    from fastdump.testing.kernel_layout import KernelLayout
+    vmcore = str(tmp_path / "classes.vmcore")
+    ram = 96 * MiB
+    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=KernelLayout(default_ram_ranges(ram), seed=11)).write(vmcore)
+    small = str(tmp_path / "at31")
+    assert run("-z", "-d", "31", vmcore, small).returncode == 0
+    full = str(tmp_path / "at0")
+    assert run("-z", "-d", "0", vmcore, full).returncode == 0
+    assert os.path.getsize(full) > 2 * os.path.getsize(small)
+    size = os.path.getsize(small) * 3 // 2 + (1 << 20)
+    with tmpfs(tmp_path / "mid", str(_size_on_tmpfs(size))) as mnt:
+        out = os.path.join(mnt, "vmcore")
+        r = run("-z", "-d", "0", vmcore, out)
+        assert r.returncode == 0, r.stderr
+        assert "dump level 31" in r.stderr
+        with fastdump.open(out) as d:
+            assert not d.incomplete and d.dump_level == 31
