@@ -56,19 +56,22 @@ class FileSink:
         so a disk that fills up later still takes every descriptor of the pages written."""
         if size <= self.size:
             return
+        full = False
         try:
             if allocate:
                 try:
                     os.posix_fallocate(self.fd, 0, size)
                 except OSError as e:
-                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    if e.errno == errno.ENOSPC:
+                        full = True    # still lay the file out (holes read as zeros), then fail
+                    elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
             os.ftruncate(self.fd, max(size, os.fstat(self.fd).st_size))
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise NoSpaceError(f"{self.temp_path}: no space left on device") from None
             raise TargetError(f"{self.temp_path}: {e.strerror}") from None
         self.size = size
+        if full:
+            raise NoSpaceError(f"{self.temp_path}: no space left on device")
 
     def settle(self):
         """After a failure: the byte ranges written but lost (none here: a write that

@@ -196,6 +196,7 @@ class Dump:
         self.threads, self.window_bytes, self.use_mmap = threads, window_bytes, use_mmap
         self.stats = None
         self.writer = None
+        self._committed = deque()   # kdump: (done_to, desc_off, data_off) after each recent window
         self._leftovers = {}      # target spec: (path, inode) of the incomplete file the last attempt left
 
     def warn(self, text):
@@ -545,7 +546,7 @@ class Dump:
             writer.written_to = min([getattr(writer, "written_to", 0)] + [a for a, _ in lost])
             return
         data_start = writer.layout.desc_table + kdump.DESC.size * self._plan_in_use.num_dumpable
-        safe = (None if not writer.split else writer.split[0]) or 0
+        safe = writer.split[0] if writer.split else 0
         for done_to, desc_end, data_end in self._committed:
             if any(a < (data_end if a >= data_start else desc_end) for a, _ in lost):
                 break
@@ -592,7 +593,7 @@ class Dump:
                 if c0 < hi and c1 > lo:
                     yield from engine.windows(plan.keep.get(c0), c0, min(hi, c1) - c0, start=max(lo, c0) - c0)
 
-        self._committed = deque(maxlen=1024)   # (done_to, desc_off, data_off) after each window
+        self._committed = deque(maxlen=1024)
 
         def commit(job):
             writer.commit(job)

@@ -568,3 +568,16 @@ def test_no_room_for_the_level_asked_falls_back_to_31(tmp_path_factory, tmp_path
         assert "dump level 31" in r.stderr
         with fastdump.open(out) as d:
             assert not d.incomplete and d.dump_level == 31
+
+
+def test_no_room_even_for_the_descriptors_leaves_a_readable_empty_dump(logged_vmcore, tmp_path):
+    vmcore, log = logged_vmcore
+    with tmpfs(tmp_path / "tiny", "128k") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        err = one_line_error(run("-z", "-d", "1", vmcore, out))
+        assert "space" in err
+        with open(out + "-dmesg.txt") as f:
+            assert f.read() == log
+        kept = str(tmp_path / "kept")
+        shutil.copyfile(out + ".incomplete", kept)
+    check_leftover(kept, "kdump", vmcore)
