@@ -32,7 +32,7 @@ CLASS_BITS = 2 | 4 | 8 | 16
 FORMATS = ("kdump", "elf")
 UNREADABLE_LISTED = 1000
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
-ROOM_MARGIN = 1.1
+ROOM_MARGIN = 1.1             # a sampled estimate refuses a target only when this far over its room
 
 
 @dataclass
@@ -198,6 +198,7 @@ class Dump:
         self.writer = None
         self._committed = deque()   # kdump: (done_to, desc_off, data_off) after each recent window
         self._leftovers = {}      # target spec: (path, inode) of the incomplete file the last attempt left
+        self._log_saved = None    # the kernel log saved when no target had room for the dump
 
     def warn(self, text):
         self.warnings.append(text)
@@ -304,6 +305,7 @@ class Dump:
         to), and if that does not fit either, what fits: the dump written anyway,
         on the target with the most room, left flagged incomplete (exit non-zero)."""
         self._save_kernel_log(src, [t for t, _, _ in no_room])
+        filled = {t.spec for t, _, e in no_room if not getattr(e, "estimated", False)}
         level = self.levels[-1] if len(self.levels) > 1 else 31
         if level not in self.levels:
             for target, _, e in no_room:
@@ -313,11 +315,13 @@ class Dump:
                     return self._attempt(src, engine, plans, target, level, failures, retry=True)
                 except NoSpaceError as e2:
                     failures.append(f"{target.spec} at dump level {level}: {e2}")
+                    if not getattr(e2, "estimated", False):
+                        filled.add(target.spec)
                 except TargetError as e2:
                     failures.append(f"{target.spec}: {e2}")
-        # only targets the estimate refused: one a write filled up already holds what fitted
-        refused = [t for t, _, e in no_room if getattr(e, "estimated", False)]
-        if not refused or len(refused) < len(no_room):
+        # a target a write filled up already holds what fitted, flagged incomplete
+        refused = [t for t, _, _ in no_room if t.spec not in filled]
+        if filled or not refused:
             raise NoSpaceError("no target has room for the dump: " + "; ".join(failures))
         target = max(refused, key=lambda t: t.free_bytes() or 0)
         self.warn(f"no target has room for the dump; writing what fits to {target.spec} "
@@ -644,7 +648,7 @@ class Dump:
         if target.kind != "dir" or not self.dmesg:
             return
         path = os.path.join(os.path.dirname(target.dump_path), "vmcore-dmesg.txt")
-        if path == getattr(self, "_log_saved", None):
+        if path == self._log_saved:
             return
         try:
             from .dmesg import extract_dmesg
