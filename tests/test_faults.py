@@ -301,17 +301,20 @@ def check_leftover(path, fmt, random_vmcore, min_pages=0):
     assert len(got) >= min_pages
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+@pytest.mark.parametrize("fmt", ["kdump", "elf", "split"])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct-io", "buffered"])
 def test_sigkill_leaves_a_readable_flagged_dump(random_vmcore, tmp_path, fmt, direct):
-    """SIGKILL (an OOM kill in the capture kernel) at several points of the copy."""
+    """SIGKILL (an OOM kill in the capture kernel) at several points of the copy
+    (for --split, of the first part)."""
     killed = 0
     for i, at in enumerate((64 << 10, 2 << 20, 12 << 20, 40 << 20)):
         out = str(tmp_path / f"vmcore{i}")
         args = ["--threads", "1", "-d", "1", "-E" if fmt == "elf" else "-c", random_vmcore, out]
+        if fmt == "split":
+            args = ["--split", "--splitblock-size", "4096"] + args + [out + "-part2"]
         if kill_when_written(args + ["--direct-io"] * direct, out + ".incomplete", at):
             killed += 1
-            check_leftover(out + ".incomplete", fmt, random_vmcore)
+            check_leftover(out + ".incomplete", "elf" if fmt == "elf" else "kdump", random_vmcore)
     assert killed >= 2
 
 
