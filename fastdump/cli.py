@@ -263,7 +263,8 @@ MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _term_as_interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP):   # SIGHUP: a dropped ssh session, as an interruption
+        signal.signal(sig, _term_as_interrupt)
     quiet_errors = _message_level(argv) & MSG_ERROR == 0
     try:
         if argv and argv[0] in SUBCOMMANDS:

@@ -3,6 +3,11 @@
 A dump file is created mode 0600 under a temporary ``<name>.incomplete`` name
 (no symlink followed, never an existing file), written, fsynced and renamed to
 its final name only when complete.  An unfinished dump keeps the temporary name.
+
+Every sink has ``barrier()``: the writers call it once the header (flagged
+incomplete), notes and bitmaps are written and before any page data, and it
+puts them on the disk first, so a kill or a full disk at any later moment
+leaves a file that readers open as an incomplete dump.
 """
 
 import errno
@@ -44,6 +49,42 @@ class FileSink:
         self.bytes_written += n
         self.size = max(self.size, offset + n)
 
+    def reserve(self, size, *, allocate=False):
+        """Make the file ``size`` bytes long now, so what is laid out up front reads as
+        zeros ("nothing there"), not as past the end, whenever the run stops.  With
+        ``allocate`` the blocks are taken too (headers, bitmaps, descriptors: small),
+        so a disk that fills up later still takes every descriptor of the pages written."""
+        if size <= self.size:
+            return
+        full = False
+        try:
+            if allocate:
+                try:
+                    os.posix_fallocate(self.fd, 0, size)
+                except OSError as e:
+                    if e.errno == errno.ENOSPC:
+                        full = True    # still lay the file out (holes read as zeros), then fail
+                    elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+            os.ftruncate(self.fd, max(size, os.fstat(self.fd).st_size))
+        except OSError as e:
+            raise TargetError(f"{self.temp_path}: {e.strerror}") from None
+        self.size = size
+        if full:
+            raise NoSpaceError(f"{self.temp_path}: no space left on device")
+
+    def settle(self):
+        """After a failure: the byte ranges written but lost (none here: a write that
+        fails raises at once, before the writer counts it as done)."""
+        return []
+
+    def barrier(self):
+        """What is written so far reaches the disk before anything written later."""
+        try:
+            os.fdatasync(self.fd)
+        except OSError as e:
+            raise TargetError(f"{self.temp_path}: {e.strerror}") from None
+
     def commit(self):
         """fsync and move into place under the final name."""
         try:
@@ -66,15 +107,17 @@ class FileSink:
                 pass
             os.close(self.fd)
             self.fd = -1
+            safefile.fsync_dir(os.path.dirname(os.path.abspath(self.temp_path)))   # the name survives a reboot
         return self.temp_path
 
 
 class DirectFileSink(FileSink):
     """``--direct-io``: the long sequential streams (descriptors, page data) go to disk
     with O_DIRECT from page-aligned buffers, so a multi-GB dump does not fill the
-    capture kernel's page cache.  Everything else (headers, bitmaps, and the
-    unaligned first and last block of each stream) is written normally; the two
-    never touch the same block."""
+    capture kernel's page cache.  Everything else (everything before the
+    ``barrier``: headers, notes, bitmaps; later small patches; and the unaligned
+    first and last block of each stream) is written normally; the two never touch
+    the same block."""
 
     BUFFER = 1 << 20
     BLOCK = 4096
@@ -91,6 +134,12 @@ class DirectFileSink(FileSink):
         self._mmap = mmap
         self.streams = []     # [start_offset, end_offset, buffer (mmap), fill, flushed_to]
         self.direct_bytes = 0
+        self.past_barrier = False   # before it, nothing waits in a stream buffer
+
+    def barrier(self):
+        self._drain()
+        super().barrier()
+        self.past_barrier = True
 
     def _stream_for(self, offset):
         for s in self.streams:
@@ -100,7 +149,7 @@ class DirectFileSink(FileSink):
 
     def pwrite(self, data, offset):
         n = data.nbytes if isinstance(data, memoryview) else len(data)
-        if self.dfd < 0 or n == 0:
+        if self.dfd < 0 or n == 0 or not self.past_barrier:
             return super().pwrite(data, offset)
         s = self._stream_for(offset)
         if s is None:
@@ -169,6 +218,19 @@ class DirectFileSink(FileSink):
             self._flush(s, final=True)
             s[2].close()
         self.streams = []
+
+    def settle(self):
+        """Stream buffers hold bytes the writer already counts as written: put them on
+        disk as far as it takes them; returns the ``(start, end)`` ranges it did not."""
+        lost = []
+        for s in self.streams:
+            try:
+                self._flush(s, final=True)
+            except FastdumpError:
+                lost.append((s[0], s[1]))
+            s[2].close()
+        self.streams = []
+        return lost
 
     def commit(self):
         self._drain()

@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 import time
-import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -33,7 +32,7 @@ CLASS_BITS = 2 | 4 | 8 | 16
 FORMATS = ("kdump", "elf")
 UNREADABLE_LISTED = 1000
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
-ROOM_MARGIN = 1.1
+ROOM_MARGIN = 1.1             # a sampled estimate refuses a target only when this far over its room
 
 
 @dataclass
@@ -197,7 +196,9 @@ class Dump:
         self.threads, self.window_bytes, self.use_mmap = threads, window_bytes, use_mmap
         self.stats = None
         self.writer = None
-        self._leftover = None     # (path, inode) of the incomplete file the last attempt left
+        self._committed = deque()   # kdump: (done_to, desc_off, data_off) after each recent window
+        self._leftovers = {}      # target spec: (path, inode) of the incomplete file the last attempt left
+        self._log_saved = None    # the kernel log saved when no target had room for the dump
 
     def warn(self, text):
         self.warnings.append(text)
@@ -259,25 +260,20 @@ class Dump:
                      compress=self.compress, dump_level=level, threads=engine.threads)
 
     def _run_targets(self, src, engine, plans):
-        failures = []
+        """The user's targets and levels in order; when none has room, ``_save_something``."""
+        failures, no_room = [], []
         last_error = None
         for ti, target in enumerate(self.targets):
             for li, level in enumerate(self.levels):
-                stats = self._new_stats(target, level, engine)
-                stats.failed_targets = list(failures)
                 try:
-                    plan = plans.get(level) or plans.setdefault(level, self._plan(src, level, engine))
-                    self._apply_plan(stats, plan)
-                    self._check_room(src, plan, target, stats)
-                    self._write(src, plan, engine, target, stats, retry=li > 0)
-                    self._after(src, target, stats)
-                    return stats
+                    return self._attempt(src, engine, plans, target, level, failures, retry=li > 0)
                 except NoSpaceError as e:
                     last_error = e
                     if li + 1 < len(self.levels):
                         self.warn(f"{e}; retrying with dump level {self.levels[li + 1]}")
                         continue
                     failures.append(f"{target.spec}: {e}")
+                    no_room.append((target, level, e))
                 except TargetError as e:
                     last_error = e
                     failures.append(f"{target.spec}: {e}")
@@ -285,9 +281,73 @@ class Dump:
             if ti + 1 < len(self.targets):
                 self.warn(f"target {target.spec} failed ({failures[-1].split(': ', 1)[1]}); "
                           f"trying {self.targets[ti + 1].spec}")
+        if no_room:
+            return self._save_something(src, engine, plans, no_room, failures)
         if len(self.targets) == 1:
             raise last_error
         raise TargetError("no target could take the dump: " + "; ".join(failures))
+
+    def _attempt(self, src, engine, plans, target, level, failures, *, retry=False, check_room=True):
+        stats = self._new_stats(target, level, engine)
+        stats.failed_targets = list(failures)
+        plan = plans.get(level) or plans.setdefault(level, self._plan(src, level, engine))
+        self._apply_plan(stats, plan)
+        if check_room:
+            self._check_room(src, plan, engine, target, stats)
+        self._write(src, plan, engine, target, stats, retry=retry)
+        self._after(src, target, stats)
+        return stats
+
+    def _save_something(self, src, engine, plans, no_room, failures):
+        """No target has room for the requested level(s): never save nothing.  The
+        kernel log first (small, and often all that is needed), then the highest
+        dump level (31, unless the user's -d list said which levels to fall back
+        to), and if that does not fit either, what fits: the dump written anyway,
+        on the target with the most room, left flagged incomplete (exit non-zero)."""
+        self._save_kernel_log(src, [t for t, _, _ in no_room])
+        filled = {t.spec for t, _, e in no_room if not getattr(e, "estimated", False)}
+        level = self.levels[-1] if len(self.levels) > 1 else 31
+        if level not in self.levels:
+            for target, _, e in no_room:
+                self.warn(f"{target.spec}: no room for dump level {self.levels[-1]} ({e}); "
+                          f"trying dump level {level}")
+                try:
+                    return self._attempt(src, engine, plans, target, level, failures, retry=True)
+                except NoSpaceError as e2:
+                    failures.append(f"{target.spec} at dump level {level}: {e2}")
+                    if not getattr(e2, "estimated", False):
+                        filled.add(target.spec)
+                except TargetError as e2:
+                    failures.append(f"{target.spec}: {e2}")
+        # a target a write filled up already holds what fitted, flagged incomplete
+        refused = [t for t, _, _ in no_room if t.spec not in filled]
+        if filled or not refused:
+            raise NoSpaceError("no target has room for the dump: " + "; ".join(failures))
+        target = max(refused, key=lambda t: t.free_bytes() or 0)
+        self.warn(f"no target has room for the dump; writing what fits to {target.spec} "
+                  f"at dump level {level} (it will be flagged incomplete)")
+        return self._attempt(src, engine, plans, target, level, failures, retry=True, check_room=False)
+
+    def _save_kernel_log(self, src, targets):
+        """The kernel log beside the first local target that takes it."""
+        try:
+            from .dmesg import extract_dmesg
+            text = extract_dmesg(src).encode()
+        except (ImportError, FastdumpError) as e:
+            self.warn(f"kernel log not saved: {e}")
+            return
+        for target in targets:
+            path = target.side_path("dmesg.txt", host=self.host, when=self.when, force=self.force)
+            if path is None:
+                continue
+            try:
+                safefile.write_file(path, text, force=self.force)
+            except FastdumpError as e:
+                self.warn(f"kernel log not saved in {target.spec}: {e}")
+                continue
+            self.warn(f"no room for the dump: kernel log saved in {path}")
+            self._log_saved = path
+            return
 
     # -- pass 1: what to keep ---------------------------------------------------
     def _plan(self, src, level, engine):
@@ -361,54 +421,68 @@ class Dump:
             stats.bytes_read += plan.zero_bytes_read
 
     # -- room -------------------------------------------------------------------
-    def _check_room(self, src, plan, target, stats):
-        """Skip a target that cannot hold the dump.  The uncompressed size is an upper
-        bound; only when that does not fit is the compression ratio sampled."""
+    def _check_room(self, src, plan, engine, target, stats):
+        """Skip a target only when the dump clearly cannot fit: the estimate must never
+        refuse a target that would have held the real dump.  The uncompressed size is
+        an upper bound; only when that does not fit are a few kept pages stored for
+        real (the same codec and zero check) to measure what a page takes, and only a
+        shortfall beyond the sampling error (ROOM_MARGIN) refuses: a close call is
+        tried, and a disk that fills up then is handled like any other."""
         free = target.free_bytes()
-        need = self._estimate(src, plan, sample=False)
-        if free is not None and need * ROOM_MARGIN > free:
-            need = self._estimate(src, plan, sample=True)
-            if need * ROOM_MARGIN > free:
+        need = self._estimate(src, plan, engine, sample=False)
+        if free is not None and need > free:
+            need = self._estimate(src, plan, engine, sample=True)
+            if need > free * ROOM_MARGIN:
                 stats.estimated_bytes = need
-                raise NoSpaceError(f"needs about {need / 1e6:.0f} MB, only {free / 1e6:.0f} MB free")
+                e = NoSpaceError(f"needs about {need / 1e6:.0f} MB, only {free / 1e6:.0f} MB free")
+                e.estimated = True
+                raise e
         stats.estimated_bytes = need
 
-    def _estimate(self, src, plan, *, sample):
+    def _estimate(self, src, plan, engine, *, sample):
         """Bytes the dump will take: exact for ELF; for kdump at most the raw pages, or
-        with ``sample`` a compression ratio measured on a few kept pages."""
+        with ``sample`` the stored size measured on kept pages spread over the dump."""
         if self.format == "elf":
             return elfdump.ElfDumpWriter.size_of(src, plan.segments, self._elfclass(src))
         layout = kdump.KdumpLayout(block_size=src.page_size, max_mapnr=src.max_pfn, note_size=len(src.note_bytes))
-        ratio = self._sample_ratio(src, plan) if sample else 1.0
-        return layout.desc_table + 24 * plan.num_dumpable + int(plan.num_dumpable * src.page_size * ratio)
+        ratio = self._sample_ratio(src, plan, engine) if sample else 1.0
+        zero_page = src.page_size if plan.level & 1 else 0
+        return (layout.desc_table + kdump.DESC.size * plan.num_dumpable + zero_page
+                + int(plan.num_dumpable * src.page_size * ratio))
 
-    def _sample_ratio(self, src, plan, samples=256):
-        """Compressed/raw ratio over a few kept pages spread across the dump."""
-        if self.compress == "none" or plan.num_dumpable == 0:
+    def _sample_ratio(self, src, plan, engine, samples=1024):
+        """Stored/raw bytes of every ``step``-th kept page, through the copy engine."""
+        if plan.num_dumpable == 0:
             return 1.0
         step = max(1, plan.num_dumpable // samples)
-        raw = packed = 0
-        seen = 0
-        for c0, c1 in _cycles(src.max_pfn):
-            for a, b in _core.bitmap_runs(plan.keep.get(c0), c1 - c0):
-                for pfn in range(c0 + a + (-seen) % step, c0 + b, step):
-                    try:
-                        page = src.read_pfn(pfn)
-                    except FastdumpError:
-                        continue
-                    raw += len(page)
-                    packed += min(len(page), len(zlib.compress(page, 1)))
-                seen += b - a
-        ratio = packed / raw if raw else 1.0
-        return min(1.0, ratio * (1.35 if self.compress == "lz4" else 1.0))
+        totals = [0, 0]    # raw, stored
+        flag = kdump.CODEC_FLAGS[self.compress]
+
+        def windows():
+            seen = 0
+            for c0, c1 in _cycles(src.max_pfn):
+                pick = bytearray(-(-(c1 - c0) // 8))
+                for a, b in _core.bitmap_runs(plan.keep.get(c0), c1 - c0):
+                    for i in range(a + (-seen) % step, b, step):
+                        pick[i >> 3] |= 1 << (i & 7)
+                    seen += b - a
+                yield from engine.windows(pick, c0, c1 - c0)
+
+        def measure(job):
+            if job.n_pages:
+                totals[1] += job.kdump_descriptors(0, 0, flag)[1]
+                totals[0] += (job.n_pages - job.unreadable_pages) * src.page_size
+
+        engine.run(windows(), measure, zero_check=bool(plan.level & 1))
+        return min(1.0, totals[1] / totals[0]) if totals[0] else 1.0
 
     # -- pass 2: write ------------------------------------------------------------
     def _write(self, src, plan, engine, target, stats, *, retry=False):
         if retry:
-            self._drop_leftover()
+            self._drop_leftover(target)
         sink = target.open(host=self.host, when=self.when, flat=self.flat, force=self.force,
                            direct=self.direct_io)
-        self._leftover = _own_file(sink)
+        self._leftovers[target.spec] = _own_file(sink)
         stats.dump_path = target.dump_path
         self.writer = None
         self._plan_in_use = plan
@@ -418,17 +492,21 @@ class Dump:
                 self._copy_kdump(src, plan, engine, self.writer, stats)
             else:
                 self._copy_elf(src, plan, engine, sink, stats)
-            self.writer.finish()
-            stats.bytes_written = sink.bytes_written
-            sink.commit()
+            stats.bytes_written = self._complete(sink)
         except BaseException as e:
             self._abandon(sink, stats, e)
 
-    def _drop_leftover(self):
+    def _complete(self, sink):
+        """Page data on disk, then the header that says complete, then the final name."""
+        sink.barrier()
+        self.writer.finish()
+        sink.commit()
+        return sink.bytes_written
+
+    def _drop_leftover(self, target):
         """A retry at another level replaces the incomplete file this run left, and
         nothing else (never a file that was there before: that needs -f)."""
-        path, ino = self._leftover or (None, None)
-        self._leftover = None
+        path, ino = self._leftovers.pop(target.spec, None) or (None, None)
         try:
             if path and os.lstat(path).st_ino == ino:
                 os.unlink(path)
@@ -440,6 +518,7 @@ class Dump:
         writer = self.writer
         if writer is not None:
             try:
+                self._trust_only_durable(writer, sink.settle())
                 if isinstance(writer, kdump.KdumpWriter):
                     plan, max_pfn = self._plan_in_use, writer.layout.max_mapnr
                     writer.finish(incomplete=True, bitmaps=lambda: ((c0, c1, plan.keep.get(c0))
@@ -460,6 +539,23 @@ class Dump:
         if isinstance(e, FastdumpError):
             raise type(e)(f"{e} (dump left incomplete in {path})") from None
         raise e
+
+    def _trust_only_durable(self, writer, lost):
+        """Pages count as written only if their descriptors and data reached the file:
+        ``lost`` are the ranges the sink could not write after all (buffered O_DIRECT
+        streams on a full disk)."""
+        if not lost:
+            return
+        if isinstance(writer, elfdump.ElfDumpWriter):
+            writer.written_to = min([getattr(writer, "written_to", 0)] + [a for a, _ in lost])
+            return
+        data_start = writer.layout.desc_table + kdump.DESC.size * self._plan_in_use.num_dumpable
+        safe = writer.split[0] if writer.split else 0
+        for done_to, desc_end, data_end in self._committed:
+            if any(a < (data_end if a >= data_start else desc_end) for a, _ in lost):
+                break
+            safe = done_to
+        writer.done_to = safe
 
     def _kdump_writer(self, src, sink, level, split=None):
         vm = src.vmcoreinfo_note
@@ -483,11 +579,13 @@ class Dump:
 
     def _copy_kdump(self, src, plan, engine, writer, stats, pfn_range=None):
         """Header, bitmaps, then every kept page of ``pfn_range`` (default: all)."""
-        writer.write_prologue()
+        writer.write_prologue()        # the header (flagged incomplete) first, then the rest laid out
+        writer.sink.reserve(writer.layout.desc_table + kdump.DESC.size * plan.num_dumpable, allocate=True)
         present_runs = src.present_runs()
         for c0, c1 in _cycles(src.max_pfn):
             writer.write_bitmaps(c0, _runs_bitmap(present_runs, c0, c1), plan.keep.get(c0))
         writer.pad_bitmaps()
+        writer.sink.barrier()        # header, notes and bitmaps on disk before any page data
         writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
@@ -499,8 +597,11 @@ class Dump:
                 if c0 < hi and c1 > lo:
                     yield from engine.windows(plan.keep.get(c0), c0, min(hi, c1) - c0, start=max(lo, c0) - c0)
 
+        self._committed = deque(maxlen=1024)
+
         def commit(job):
             writer.commit(job)
+            self._committed.append((writer.done_to, writer.desc_off, writer.data_off))
             self._tally(stats, job)
             self.progress.update(job.n_pages)
 
@@ -518,6 +619,8 @@ class Dump:
         elfclass = self._elfclass(src)
         writer = self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass)
         writer.write_prologue()
+        sink.reserve(writer.total_size)   # a killed run: readers find zeros under the incomplete flag, not EOF
+        sink.barrier()               # header and notes on disk before any page data
         total = sum(e - s for _, s, e in writer.piece_jobs())
         self.progress.phase("copying", total)
         pieces = deque()
@@ -545,6 +648,8 @@ class Dump:
         if target.kind != "dir" or not self.dmesg:
             return
         path = os.path.join(os.path.dirname(target.dump_path), "vmcore-dmesg.txt")
+        if path == self._log_saved:
+            return
         try:
             from .dmesg import extract_dmesg
             text = extract_dmesg(src)
@@ -579,9 +684,7 @@ class Dump:
             try:
                 self.writer = self._kdump_writer(src, sink, level, split=(lo, hi))
                 self._copy_kdump(src, plan, engine, self.writer, stats, pfn_range=(lo, hi))
-                self.writer.finish()
-                stats.bytes_written += sink.bytes_written
-                sink.commit()
+                stats.bytes_written += self._complete(sink)
             except BaseException as e:
                 self._abandon(sink, stats, e)
             stats.parts.append({"path": path, "start_pfn": lo, "end_pfn": hi})

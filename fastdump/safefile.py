@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 
 from .errors import TargetError
 
@@ -180,17 +181,52 @@ def make_dir(path, *, reuse=False):
             os.fchmod(fd, 0o700)    # whatever the umask said
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))   # the new name survives a reboot
     return path
+
+
+TEMPDIR_PREFIX = ".fastdump-tmp-"
+STALE_AFTER = 60     # seconds: a temporary directory younger than this may still be being locked
 
 
 @contextlib.contextmanager
 def private_tempdir(beside):
-    """A fresh 0700 directory for temporaries, in ``beside``; removed afterwards."""
+    """A fresh 0700 directory for temporaries, in ``beside``; removed afterwards.
+    It is locked while in use, so one that a killed run (SIGKILL) left behind is
+    found unlocked and removed by the next run that makes one there."""
+    _sweep_tempdirs(beside)
     try:
-        d = tempfile.mkdtemp(prefix=".fastdump-", dir=beside)
+        d = tempfile.mkdtemp(prefix=TEMPDIR_PREFIX, dir=beside)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise TargetError(f"cannot create a temporary directory in {beside}: {e.strerror}") from None
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+        os.close(fd)
+
+
+def _sweep_tempdirs(beside):
+    try:
+        names = [n for n in os.listdir(beside) if n.startswith(TEMPDIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(beside, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mtime > time.time() - STALE_AFTER:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held: a live run's directory
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -79,10 +79,7 @@ class Target:
         if self.kind == "ssh":
             return self._open_ssh(host, when)
         if self.kind == "dir":
-            if not os.path.isdir(self.path):
-                raise TargetError(f"target directory {self.path} does not exist (not mounted?)")
-            sub = os.path.join(self.path, f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}")
-            self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
+            sub = self._subdir(host, when, force)
             self.dump_path = os.path.join(sub, "vmcore")
             sink_cls = DirectFileSink if direct else FileSink
             return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
@@ -90,6 +87,26 @@ class Target:
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         self.dump_path = self.path
         return (DirectFileSink if direct else FileSink)(self.path, force=force)
+
+    def _subdir(self, host, when, force):
+        """``<host>-<date>`` in a directory target, made once per run."""
+        if not os.path.isdir(self.path):
+            raise TargetError(f"target directory {self.path} does not exist (not mounted?)")
+        sub = os.path.join(self.path, f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}")
+        self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
+        return sub
+
+    def side_path(self, name, *, host, when, force):
+        """Where a file that goes with the dump (``dmesg.txt``: the kernel log) is
+        written: ``vmcore-NAME`` beside the dump; None for streams."""
+        if self.kind == "dir":
+            try:
+                return os.path.join(self._subdir(host, when, force), f"vmcore-{name}")
+            except TargetError:
+                return None
+        if self.kind == "file":
+            return f"{self.path}-{name}"
+        return None
 
     def _open_raw(self, force):
         fd = devices.open_raw(self.path, force=force)

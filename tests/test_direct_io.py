@@ -26,6 +26,7 @@ def test_direct_sink_streams_patches_and_unaligned_heads(tmp_path):
     if sink.dfd < 0:
         pytest.fail(f"O_DIRECT refused on {tmp_path}: {sink.direct_error}")
     expect = bytearray(5 << 20)
+    sink.barrier()                         # what follows is page data: streamed
     rng = __import__("random").Random(1)
     a, b = 8192, (3 << 20) + 100           # a: aligned stream, b: unaligned one
     for _ in range(300):

@@ -116,17 +116,17 @@ def test_enospc_small_tmpfs(random_vmcore, tmp_path, fmt):
             assert stat.S_IMODE(os.stat(out + ".incomplete").st_mode) == 0o600
 
 
-@pytest.fixture(scope="module", params=["kdump", "elf"])
+@pytest.fixture(scope="module", params=["kdump", "elf", "kdump-direct-io", "elf-direct-io"])
 def cut_short(request, random_vmcore, tmp_path_factory):
     """A dump that ran out of space half way (the filesystem filled up under it),
     copied out of the tmpfs: (format, path, stderr)."""
-    fmt = request.param
-    base = tmp_path_factory.mktemp(f"enospc-{fmt}")
+    fmt, _, direct = request.param.partition("-")
+    base = tmp_path_factory.mktemp(f"enospc-{request.param}")
     for attempt in range(3):    # the dump may (rarely) finish before the disk is filled: again
         with tmpfs(base / f"mnt{attempt}", "160m") as mnt:
             out = os.path.join(mnt, "vmcore")
             args = [sys.executable, "-m", "fastdump", "--threads", "1", "-d", "1",
-                    "-E" if fmt == "elf" else "-c", random_vmcore, out]
+                    "-E" if fmt == "elf" else "-c", random_vmcore, out] + ["--direct-io"] * bool(direct)
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     preexec_fn=lambda: os.umask(0))
             filled = fill_when_started(proc, out + ".incomplete", os.path.join(mnt, "filler"))
@@ -255,3 +255,332 @@ def test_names_never_reach_a_shell(random_vmcore, tmp_path, name):
 
 # -- unreadable source sectors (EIO): tests/test_unreadable.py injects them with an
 # LD_PRELOAD shim (this kernel has no device-mapper for an `error` target).
+
+
+# -- killed runs: the header, notes and bitmaps are on disk before any page data --------------
+
+def kill_when_written(args, watch, min_bytes):
+    """Run fastdump, SIGKILL it once ``watch`` holds ``min_bytes`` on disk; False if it ended first."""
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "fastdump", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None:
+            try:
+                if os.stat(watch).st_blocks * 512 >= min_bytes:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.0005)
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode == -signal.SIGKILL
+
+
+def check_leftover(path, fmt, random_vmcore, min_pages=0):
+    """A leftover opens as an incomplete dump in fastdump and libkdumpfile, and every
+    page either reads back right or is reported missing."""
+    if not header_flag_incomplete(path, fmt):   # killed between the final header and the rename
+        r = verify(path, random_vmcore)
+        assert r["ok"], f"the header on disk is not flagged incomplete: {r}"
+        return
+    r = run("info", path)
+    assert r.returncode == 0 and "INCOMPLETE" in r.stdout, r.stdout + r.stderr
+    with ElfSource(random_vmcore) as src:
+        want = digests({pfn: src.read_pfn(pfn) for pfn in src.pfns()})
+        max_pfn = src.max_pfn
+    _, got = kdumpfile_digests(path, max_pfn, cut=True)
+    zero = digests({0: bytes(4096)})[0]
+    wrong = [p for p in got if got[p] != want.get(p, zero)]
+    if fmt == "elf":   # the file's length is laid out up front: what was not written reads as zeros
+        wrong = [p for p in wrong if got[p] != zero][1:]   # and one page may straddle the cut
+    assert not wrong, f"{len(wrong)} wrong pages"
+    assert len(got) >= min_pages
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf", "split"])
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-io", "buffered"])
+def test_sigkill_leaves_a_readable_flagged_dump(random_vmcore, tmp_path, fmt, direct):
+    """SIGKILL (an OOM kill in the capture kernel) at several points of the copy
+    (for --split, of the first part)."""
+    killed = 0
+    for i, at in enumerate((64 << 10, 2 << 20, 12 << 20, 40 << 20)):
+        out = str(tmp_path / f"vmcore{i}")
+        args = ["--threads", "1", "-d", "1", "-E" if fmt == "elf" else "-c", random_vmcore, out]
+        if fmt == "split":
+            args = ["--split", "--splitblock-size", "4096"] + args + [out + "-part2"]
+        if kill_when_written(args + ["--direct-io"] * direct, out + ".incomplete", at):
+            killed += 1
+            check_leftover(out + ".incomplete", "elf" if fmt == "elf" else "kdump", random_vmcore)
+    assert killed >= 2
+
+
+# -- -R and --reassemble: the same fault handling as the main writer ------------------------
+
+@pytest.fixture(scope="module")
+def streams_and_parts(random_vmcore, tmp_path_factory):
+    """A flattened stream from fastdump and one from makedumpfile, and split parts."""
+    base = tmp_path_factory.mktemp("rebuild")
+    ours, theirs = str(base / "ours.flat"), str(base / "theirs.flat")
+    with open(ours, "wb") as f:
+        subprocess.run([sys.executable, "-m", "fastdump", "-F", "-c", "-d", "1", random_vmcore], stdout=f, check=True)
+    from support import need_tool
+    with open(theirs, "wb") as f:
+        subprocess.run([need_tool("makedumpfile"), "-F", "-c", "-d", "1", random_vmcore], stdout=f, check=True,
+                       stderr=subprocess.DEVNULL)
+    parts = [str(base / f"part{i}") for i in range(3)]
+    r = run("--split", "--splitblock-size", "4096", "-c", "-d", "1", random_vmcore, *parts)
+    assert r.returncode == 0, r.stderr
+    return {"ours": ours, "makedumpfile": theirs, "parts": parts}
+
+
+@pytest.mark.parametrize("how", ["R-ours", "R-makedumpfile", "reassemble"])
+def test_rebuild_on_a_full_disk_leaves_a_readable_flagged_dump(streams_and_parts, random_vmcore, tmp_path, how):
+    with tmpfs(tmp_path / "small", "12m") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        if how == "reassemble":
+            r = run("--reassemble", *streams_and_parts["parts"], out)
+        else:
+            r = run("-R", "--from-device", streams_and_parts[how.split("-", 1)[1]], out)
+        err = one_line_error(r)
+        assert "space" in err and "incomplete" in err, err
+        assert not os.path.exists(out)
+        kept = str(tmp_path / "vmcore.incomplete")
+        shutil.copyfile(out + ".incomplete", kept)
+    check_leftover(kept, "kdump", random_vmcore, min_pages=100)
+
+
+@pytest.mark.parametrize("how", ["R-ours", "reassemble"])
+def test_rebuild_killed_leaves_a_readable_flagged_dump(streams_and_parts, random_vmcore, tmp_path, how):
+    """(makedumpfile's streams send some descriptors before their page data: a -R
+    killed between the two leaves descriptors past the end, which only a run that
+    can still react, on a full disk or SIGTERM/SIGHUP, takes out.)"""
+    killed = 0
+    for i, at in enumerate((64 << 10, 2 << 20, 12 << 20, 30 << 20)):
+        out = str(tmp_path / f"vmcore{i}")
+        args = (["--reassemble", *streams_and_parts["parts"], out] if how == "reassemble"
+                else ["-R", "--from-device", streams_and_parts[how.split("-", 1)[1]], out])
+        if kill_when_written(args, out + ".incomplete", at):
+            killed += 1
+            check_leftover(out + ".incomplete", "kdump", random_vmcore)
+    assert killed >= 2
+
+
+# -- side failures must not fail (or litter around) a good dump ------------------------------
+
+def signal_when_written(args, watch_dir, prefix, min_bytes, sig):
+    """Run fastdump; send ``sig`` once a file under ``watch_dir/prefix*`` holds ``min_bytes``."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastdump", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None:
+            used = 0
+            for name in os.listdir(watch_dir):
+                if name.startswith(prefix):
+                    p = os.path.join(watch_dir, name)
+                    for root, _, files in os.walk(p) if os.path.isdir(p) else [(watch_dir, [], [name])]:
+                        for f in files:
+                            with contextlib.suppress(OSError):
+                                used += os.lstat(os.path.join(root, f)).st_blocks * 512
+            if used >= min_bytes:
+                proc.send_signal(sig)
+                break
+            time.sleep(0.001)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGTERM"])
+def test_sighup_like_sigterm_dump_left_readable(random_vmcore, tmp_path, sig):
+    """A dropped ssh session (SIGHUP) interrupts like SIGTERM: exit 130, the dump
+    stays as NAME.incomplete, flagged and readable."""
+    import signal
+    out = str(tmp_path / "vmcore")
+    rc, err = signal_when_written(["--threads", "1", "-c", "-d", "1", random_vmcore, out], str(tmp_path),
+                                  "vmcore.incomplete", 2 << 20, getattr(signal, sig))
+    assert rc == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    check_leftover(out + ".incomplete", "kdump", random_vmcore, min_pages=100)
+
+
+@pytest.fixture(scope="module")
+def kdump_input(random_vmcore, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("conv") / "in.kdump")
+    r = run("-c", "-d", "1", random_vmcore, path)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_interrupted_convert_leaves_no_temporaries(kdump_input, tmp_path, sig):
+    import signal
+    rc, err = signal_when_written(["convert", "-z", kdump_input, str(tmp_path / "out")], str(tmp_path),
+                                  ".fastdump-tmp-", 4 << 20, getattr(signal, sig))
+    assert rc == 130, err
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".fastdump")], os.listdir(tmp_path)
+
+
+def test_killed_convert_temporaries_removed_by_the_next_run(kdump_input, tmp_path):
+    import signal
+    rc, _ = signal_when_written(["convert", "-z", kdump_input, str(tmp_path / "out")], str(tmp_path),
+                                ".fastdump-tmp-", 4 << 20, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    left = [n for n in os.listdir(tmp_path) if n.startswith(".fastdump-tmp-")]
+    assert left
+    for n in left:   # killed a while ago
+        os.utime(tmp_path / n, (time.time() - 3600,) * 2)
+    r = run("convert", "-z", kdump_input, str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".fastdump-tmp-")]
+
+
+def test_unwritable_stats_json_is_a_warning(random_vmcore, tmp_path):
+    out = str(tmp_path / "vmcore")
+    r = run("-c", "-d", "31", "--stats-json", str(tmp_path / "no" / "such" / "dir" / "s.json"), random_vmcore, out)
+    assert r.returncode == 0, r.stderr
+    assert "statistics not written" in r.stderr
+    assert verify(out, random_vmcore)["ok"]
+
+
+def test_directory_fsynced_after_every_final_rename(random_vmcore, streams_and_parts, kdump_input, tmp_path,
+                                                    monkeypatch):
+    """kdump reboots right after the collector: every new name (dump, parts, rebuilt and
+    joined dumps, converted dumps, the <host>-<date> directory, statistics) is made durable by
+    an fsync of its directory once the name is there."""
+    from fastdump.convert import convert
+    from fastdump.formats.flat import rearrange
+    from fastdump.formats.split import reassemble
+    synced = []     # (directory, names in it at that moment)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            d = os.readlink(f"/proc/self/fd/{fd}")
+            synced.append((d, set(os.listdir(d))))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def durable(path):
+        d, name = os.path.split(os.path.abspath(path))
+        assert os.path.exists(path)
+        return any(sd == d and name in names for sd, names in synced)
+
+    made = {}
+    made["dump"] = str(tmp_path / "vmcore")
+    fastdump.dump(random_vmcore, made["dump"], level=31, compress="zlib")
+    os.mkdir(tmp_path / "crash")
+    st = fastdump.dump(random_vmcore, str(tmp_path / "crash") + "/", level=31, compress="zlib")
+    made["dir target dump"] = st.dump_path
+    made["dir target subdirectory"] = os.path.dirname(st.dump_path)
+    parts = [str(tmp_path / f"part{i}") for i in range(2)]
+    fastdump.dump(random_vmcore, level=31, compress="zlib", split=parts)
+    made.update({f"split part {i}": p for i, p in enumerate(parts)})
+    made["rebuilt"] = str(tmp_path / "rebuilt")
+    with open(streams_and_parts["ours"], "rb") as f:
+        rearrange(f, made["rebuilt"])
+    made["joined"] = str(tmp_path / "joined")
+    reassemble(streams_and_parts["parts"], made["joined"])
+    made["converted"] = str(tmp_path / "converted")
+    convert(kdump_input, made["converted"], level=31)
+    made["stats"] = str(tmp_path / "stats.json")
+    fastdump.dump(random_vmcore, str(tmp_path / "vmcore2"), level=31, stats_json=made["stats"])
+    missing = [what for what, path in made.items() if not durable(path)]
+    assert not missing, f"no directory fsync after: {missing}"
+
+
+# -- never save nothing ----------------------------------------------------------------------
+
+def _size_on_tmpfs(nbytes):
+    """A tmpfs size that holds a file of ``nbytes`` and little more."""
+    return (-(-nbytes // 4096) + 8) * 4096
+
+
+@pytest.mark.parametrize("args", [["-z"], ["-l"], ["--compress", "lz4"], ["-c"], ["--compress", "none"], ["-E"]])
+def test_room_check_never_refuses_a_target_that_holds_the_dump(random_vmcore, tmp_path, args):
+    """A file system just above the real dump's size takes the dump at the level asked."""
+    real = str(tmp_path / "real")
+    r = run(*args, "-d", "1", random_vmcore, real)
+    assert r.returncode == 0, r.stderr
+    with tmpfs(tmp_path / "fit", str(_size_on_tmpfs(os.path.getsize(real)))) as mnt:
+        out = os.path.join(mnt, "vmcore")
+        r = run(*args, "-d", "1", random_vmcore, out)
+        assert r.returncode == 0, r.stderr
+        assert "warning" not in r.stderr, r.stderr
+        with fastdump.open(out) as d:
+            assert not d.incomplete and (d.format == "elf" or d.dump_level == 1)
+        assert verify(out, random_vmcore)["ok"]
+
+
+@pytest.fixture(scope="module")
+def logged_vmcore(tmp_path_factory):
+    """64 MiB with a kernel log (5.10+ lockless ring) and no page classes."""
+    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec
+    from fastdump.testing.printk_layout import PrintkLayout
+    layout = PrintkLayout(None, kind="lockless")
+    path = str(tmp_path_factory.mktemp("logged") / "vmcore")
+    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB, seed=3, mix={"random": 70, "text": 30}), layout=layout).write(path)
+    return path, layout.expected_dmesg()
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_no_room_anywhere_saves_the_log_then_what_fits(logged_vmcore, tmp_path, kind):
+    """Far too small a target: the kernel log, then the dump at level 31, and as that does
+    not fit either, a readable dump flagged incomplete; exit non-zero."""
+    vmcore, log = logged_vmcore
+    with tmpfs(tmp_path / "small", "6m") as mnt:
+        target = os.path.join(mnt, "vmcore") if kind == "file" else mnt + "/"
+        r = run("-z", "-d", "1", vmcore, target)
+        err = one_line_error(r)
+        assert "space" in err and "incomplete" in err, r.stderr
+        assert "dump level 31" in r.stderr and "kernel log saved" in r.stderr
+        where = mnt if kind == "file" else os.path.join(mnt, os.listdir(mnt)[0])
+        with open(os.path.join(where, "vmcore-dmesg.txt")) as f:
+            assert f.read() == log
+        left = os.path.join(where, "vmcore.incomplete" if kind == "file" else "vmcore-incomplete")
+        kept = str(tmp_path / "kept")
+        shutil.copyfile(left, kept)
+        with fastdump.open(kept) as d:
+            assert d.dump_level == 31
+    check_leftover(kept, "kdump", vmcore, min_pages=100)
+
+
+def test_no_room_for_the_level_asked_falls_back_to_31(tmp_path_factory, tmp_path):
+    """Room for level 31 but not for the level asked: a complete dump at level 31, exit 0."""
+    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
+    from fastdump.testing.kernel_layout import KernelLayout
+    vmcore = str(tmp_path / "classes.vmcore")
+    ram = 96 * MiB
+    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=KernelLayout(default_ram_ranges(ram), seed=11)).write(vmcore)
+    small = str(tmp_path / "at31")
+    assert run("-z", "-d", "31", vmcore, small).returncode == 0
+    full = str(tmp_path / "at0")
+    assert run("-z", "-d", "0", vmcore, full).returncode == 0
+    assert os.path.getsize(full) > 2 * os.path.getsize(small)
+    size = os.path.getsize(small) * 3 // 2 + (1 << 20)
+    with tmpfs(tmp_path / "mid", str(_size_on_tmpfs(size))) as mnt:
+        out = os.path.join(mnt, "vmcore")
+        r = run("-z", "-d", "0", vmcore, out)
+        assert r.returncode == 0, r.stderr
+        assert "dump level 31" in r.stderr
+        with fastdump.open(out) as d:
+            assert not d.incomplete and d.dump_level == 31
+
+
+def test_no_room_even_for_the_descriptors_leaves_a_readable_empty_dump(logged_vmcore, tmp_path):
+    vmcore, log = logged_vmcore
+    with tmpfs(tmp_path / "tiny", "128k") as mnt:
+        out = os.path.join(mnt, "vmcore")
+        err = one_line_error(run("-z", "-d", "1", vmcore, out))
+        assert "space" in err
+        with open(out + "-dmesg.txt") as f:
+            assert f.read() == log
+        kept = str(tmp_path / "kept")
+        shutil.copyfile(out + ".incomplete", kept)
+    check_leftover(kept, "kdump", vmcore)

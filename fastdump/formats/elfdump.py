@@ -208,15 +208,15 @@ class ElfDumpWriter:
 
     def finish(self, *, incomplete=False):
         """The final header.  For an incomplete dump, each PT_LOAD's p_filesz is cut
-        back to the bytes really written (p_memsz stays), so readers see the rest
-        as not in the file instead of reading past its end."""
+        back to the whole pages really written (p_memsz stays), so readers see the
+        rest as not in the file instead of reading past its end or half a page."""
         if self.unreadable:
             self._leave_out_unreadable()
         if incomplete:
             done = getattr(self, "written_to", self.loads[0].offset if self.loads else 0)
             for ph in self.loads:
                 if ph.filesz and ph.offset + ph.filesz > done:
-                    ph.filesz = max(0, done - ph.offset)
+                    ph.filesz = max(0, done - ph.offset) // self.source.page_size * self.source.page_size
                     if ph.filesz == 0:
                         ph.offset = 0
         self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)

@@ -9,11 +9,13 @@ last one clears it, so a stream cut short rebuilds into a dump marked
 incomplete.
 """
 
+import contextlib
 import os
 import struct
 
-from ..errors import FormatError, TargetError
+from ..errors import FastdumpError, FormatError, TargetError
 from ..output import FileSink
+from . import kdump, salvage
 
 SIGNATURE = b"makedumpfile"
 HEADER = struct.Struct(">16sqq")
@@ -57,6 +59,16 @@ class FlatSink:
         self.bytes_written += n
         self.size = max(self.size, offset + n)
 
+    def reserve(self, size, *, allocate=False):
+        """A rebuilt stream has only the records sent: nothing to do here."""
+
+    def settle(self):
+        """Records go out in order: a failed one raised before the writer counted it."""
+        return []
+
+    def barrier(self):
+        """A stream keeps its order: the header records go out first by themselves."""
+
     def commit(self):
         self._write(END)
         try:
@@ -96,11 +108,14 @@ def check_header(head):
 def rearrange(stream, target, *, force=False, max_size=None):
     """Rebuild the dump a flattened ``stream`` describes into the file ``target``.
 
-    Returns the number of records.  A stream without its end record leaves
-    ``target.incomplete`` behind and raises FormatError."""
+    Returns the number of records.  A stream without its end record, or a full
+    disk, leaves ``target.incomplete`` behind, flagged incomplete and claiming only
+    the pages it holds (a kdump header is written flagged until the end record
+    came), and raises."""
     check_header(_read_exact(stream, 4096, "the header"))
     sink = FileSink(target, force=force)
     records = 0
+    final_head = None     # a kdump header as the stream sent it: on disk only at the end
     try:
         while True:
             offset, size = RECORD.unpack(_read_exact(stream, RECORD.size, "a record header"))
@@ -110,14 +125,25 @@ def rearrange(stream, target, *, force=False, max_size=None):
                 raise FormatError(f"corrupt flattened record {records}: offset {offset}, size {size}")
             while size:
                 n = min(size, COPY_CHUNK)
-                sink.pwrite(_read_exact(stream, n, f"record {records}"), offset)
+                data = _read_exact(stream, n, f"record {records}")
+                if offset == 0 and n >= kdump.HEADER.size and data.startswith(kdump.SIGNATURE):
+                    final_head = data[:kdump.HEADER.size]        # until the end: flagged incomplete
+                    data = salvage.flag_incomplete(final_head) + data[kdump.HEADER.size:]
+                sink.pwrite(data, offset)
                 offset += n
                 size -= n
             records += 1
+        if final_head is not None:
+            sink.barrier()
+            sink.pwrite(final_head, 0)
     except BaseException as e:
+        with contextlib.suppress(FastdumpError):
+            salvage.seal(sink)
         path = sink.abandon()
         if isinstance(e, FormatError):
             raise FormatError(f"{e}; what arrived is in {path}") from None
+        if isinstance(e, FastdumpError):
+            raise type(e)(f"{e} (what arrived is in {path}, flagged incomplete)") from None
         raise
     sink.commit()
     return records

@@ -8,14 +8,15 @@ offsets rewritten.  A part's zero pages (descriptors pointing at its own zero
 block) point at the new file's shared zero block.
 """
 
+import contextlib
 import os
 import struct
 
-from ..errors import FormatError
+from ..errors import FastdumpError, FormatError
 from ..output import FileSink
-from . import kdump
+from . import kdump, salvage
 
-CHUNK = 1 << 14  # descriptors per step
+CHUNK = 1 << 10  # descriptors per step (on a full disk, what is lost is at most one step)
 
 
 def _load_parts(paths):
@@ -60,11 +61,18 @@ def reassemble(paths, target, *, force=False):
         for p in parts:
             p.close()
         raise
+    final_head = head[:kdump.HEADER.size]
+    if any(p.incomplete for p in parts):
+        final_head = salvage.flag_incomplete(final_head)
     try:
-        sink.pwrite(bytes(head), 0)
+        # as the main writer: header flagged incomplete, notes, bitmaps and the descriptor
+        # table on disk first; a cut anywhere later leaves a readable, flagged file
+        sink.pwrite(salvage.flag_incomplete(head[:kdump.HEADER.size]) + bytes(head[kdump.HEADER.size:]), 0)
+        sink.reserve(data_start, allocate=True)
         sink.pwrite(first._read(first.bitmap1_off, 2 * first.bitmap_len), first.bitmap1_off)
         if zero_new is not None:
             sink.pwrite(bytes(first.block_size), zero_new)
+        sink.barrier()
         desc_out, data_out, pages = desc_table, data_start, 0
         for p in parts:
             count = p._prefix_index(p.end_pfn) - p._prefix_index(p.start_pfn)
@@ -87,15 +95,16 @@ def reassemble(paths, target, *, force=False):
                 sink.pwrite(bytes(out), desc_out)
                 desc_out += len(out)
                 pages += n
-        if any(p.incomplete for p in parts):
-            status = bytearray(head[:kdump.HEADER.size])
-            flags = struct.unpack_from("<I", status, 424)[0] | kdump.STATUS_INCOMPLETE
-            struct.pack_into("<I", status, 424, flags)
-            sink.pwrite(bytes(status), 0)
+        sink.barrier()
+        sink.pwrite(final_head, 0)
         sink.commit()
         return pages
-    except BaseException:
-        sink.abandon()
+    except BaseException as e:
+        with contextlib.suppress(FastdumpError):
+            salvage.seal(sink)
+        path = sink.abandon()
+        if isinstance(e, FastdumpError):
+            raise type(e)(f"{e} (what was joined is in {path}, flagged incomplete)") from None
         raise
     finally:
         for p in parts:
