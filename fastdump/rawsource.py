@@ -110,7 +110,7 @@ class RawMemorySource(ElfSource):
         self.notes = elf.parse_notes(notes)
         self.nr_cpus = 0
         self.vmcoreinfo_note = self.notes[0] if self.notes else None
-        self.vmcoreinfo = VmcoreInfo(vmcoreinfo_text) if vmcoreinfo_text else None
+        self.vmcoreinfo = VmcoreInfo.from_note(vmcoreinfo_text) if vmcoreinfo_text else None
         self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo and self.vmcoreinfo.page_size else 4096)
         self.loads = [elf.Phdr(elf.PT_LOAD, 7, a, DIRECT_MAP + a, a, b - a, b - a, 0) for a, b in ranges]
         self.header = elf.ElfHeader(self.elfclass, self.machine, 0, 64, self.loads)

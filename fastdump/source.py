@@ -114,7 +114,7 @@ class ElfSource(ReadOnlyFile):
         self.nr_cpus = sum(1 for n in self.notes if n.name == b"CORE" and n.type == elf.NT_PRSTATUS)
         vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
         self.vmcoreinfo_note = vmci[0] if vmci else None
-        self.vmcoreinfo = VmcoreInfo(vmci[0].desc) if vmci else None
+        self.vmcoreinfo = VmcoreInfo.from_note(vmci[0].desc) if vmci else None
         self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo and self.vmcoreinfo.page_size
                           else DEFAULT_PAGE_SIZE)
         # Memory: bytes stored in the file, and the (possibly larger) described range.
