@@ -16,6 +16,7 @@ from . import elf
 from .cli import _levels, _Parser
 from .errors import FormatError, UsageError
 from .formats.flat import rearrange
+from .options import path_arg
 from .reader import open_dump, sniff
 
 DIRECT_MAP = 0xFFFF888000000000
@@ -70,6 +71,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
     """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats."""
     from .pipeline import dump
 
+    src, target = path_arg(src, "input dump"), path_arg(target, "target")
     kind = sniff(src)
     if kind not in ("elf", "kdump", "flattened"):
         raise UsageError(f"{src}: not a dump fastdump can convert")

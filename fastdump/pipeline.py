@@ -21,6 +21,7 @@ from . import _core
 from . import elf as elfmod
 from .engine import CopyEngine
 from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
+from .options import PROGRESS, DumpOptions, choice_arg
 from .formats import elfdump, kdump
 from .progress import Progress
 from .source import ElfSource
@@ -30,7 +31,6 @@ from .utsname import read_utsname
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
 BITMAP_CACHE_BYTES = 8 << 20  # beyond this, cycle bitmaps go to a temp file
 CLASS_BITS = 2 | 4 | 8 | 16
-FORMATS = ("kdump", "elf")
 UNREADABLE_LISTED = 1000
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
 ROOM_MARGIN = 1.1
@@ -161,21 +161,11 @@ class Dump:
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
                  warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
                  mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
+        """Takes options already checked by ``DumpOptions.check`` (``dump`` does that)."""
         levels = list(levels)
         self.direct_io = direct_io
         self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
-        if split_block_pfns <= 0 or split_block_pfns % 64:
-            raise UsageError("the split block must be a positive multiple of 64 pages (256 KiB)")
         self.split_block = split_block_pfns
-        for level in levels:
-            if not 0 <= level <= 31:
-                raise UsageError(f"dump level {level} is out of range 0..31")
-        if format not in FORMATS:
-            raise UsageError(f"unknown format {format!r} (kdump or elf)")
-        if compress not in kdump.CODEC_FLAGS:
-            raise UsageError(f"unknown compression {compress!r} (zstd, lz4, lzo, snappy, zlib or none)")
-        if format == "elf" and compress != "none":
-            raise UsageError("ELF dumps are not compressed; drop -c/-l/-z/--compress or use kdump format")
         if split_parts and (format != "kdump" or flat):
             raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         self.source_path = source
@@ -602,15 +592,23 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
     them tried in order.  ``split`` is a list of part files.  Raises
     FastdumpError on failure, leaving what was written marked incomplete.
     """
-    levels = list(level) if isinstance(level, (list, tuple)) else [level]
-    all_targets = ([target] if target is not None else []) + list(targets or [])
-    d = Dump(source, all_targets, levels=levels, compress=compress, threads=threads, format=format,
-             progress=progress, force=force, window_bytes=window_bytes, use_mmap=use_mmap,
-             elf_class=elf_class, warn=warn, flat=flat, split_parts=split, dmesg=dmesg,
-             split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
-             direct_io=direct_io)
+    if not isinstance(progress, Progress):
+        progress = choice_arg(progress or "quiet", "progress mode", PROGRESS)
+    if warn is not None and not callable(warn):
+        raise UsageError("warn must be a callable taking one line of text")
+    o = DumpOptions.check(
+        source=source, target=target, targets=targets, level=level,
+        compress=compress, format=format, threads=threads, window_bytes=window_bytes, use_mmap=use_mmap,
+        elf_class=elf_class, force=force, flat=flat, dmesg=dmesg, direct_io=direct_io, split=split,
+        split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
+        stats_json=stats_json)
+    d = Dump(o.source, o.targets, levels=o.levels, compress=o.compress, threads=o.threads, format=o.format,
+             progress=progress, force=o.force, window_bytes=o.window_bytes, use_mmap=o.use_mmap,
+             elf_class=o.elf_class, warn=warn, flat=o.flat, split_parts=o.split, dmesg=o.dmesg,
+             split_block_pfns=o.split_block_pfns, mem_map=o.mem_map, iomem=o.iomem,
+             vmcoreinfo_file=o.vmcoreinfo_file, direct_io=o.direct_io)
     stats = d.run()
-    if stats_json:
-        with open(stats_json, "w") as f:
+    if o.stats_json:
+        with open(o.stats_json, "w") as f:
             json.dump(stats.to_dict(), f, indent=1)
     return stats

@@ -9,6 +9,7 @@ import os
 
 from .errors import FormatError
 from .formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
+from .options import path_arg
 from .source import ElfSource
 
 FLAT_SIGNATURE = b"makedumpfile\0"
@@ -32,7 +33,11 @@ def sniff(path):
 
 
 def open_dump(path):
-    """Open a vmcore or dump file for reading; raises FormatError for anything else."""
+    """Open a vmcore or dump file for reading; raises FormatError for anything else.
+
+    ``path`` is a path (str, bytes, os.PathLike).  A file descriptor (int) is refused
+    with a UsageError: the reader closes what it opens, and an fd is the caller's."""
+    path = path_arg(path, "dump file")
     kind = sniff(path)
     if kind == "kdump":
         return KdumpReader(path)
