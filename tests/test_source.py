@@ -121,3 +121,27 @@ def test_mmap_reads_equal_pread(vmcore):
             n = rng.randrange(1, 9000)
             assert a.read_phys(addr, n, zero_fill=True) == b.read_phys(addr, n, zero_fill=True)
         assert b.mmap_reads
+
+
+@pytest.mark.parametrize("cmd", [["-d", "1", "FIFO", "OUT"], ["info", "FIFO"], ["verify", "FIFO"],
+                                 ["verify", "DUMP", "FIFO"], ["convert", "FIFO", "OUT"], ["dmesg", "FIFO"],
+                                 ["-d", "1", "-i", "FIFO", "VMCORE", "OUT"],
+                                 ["-d", "1", "--iomem", "FIFO", "VMCORE", "OUT"]])
+def test_a_fifo_with_no_writer_is_refused_not_waited_on(vmcore, tmp_path, cmd):
+    from support import fastdump_cli
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    names = {"FIFO": str(fifo), "OUT": str(tmp_path / "out"), "VMCORE": vmcore, "DUMP": vmcore}
+    r = fastdump_cli(*[names.get(a, a) for a in cmd], check=False, timeout=60)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert "FIFO" in r.stderr.splitlines()[-1]
+    assert sorted(os.listdir(tmp_path)) == ["fifo"]
+
+
+def test_api_refuses_a_fifo(tmp_path):
+    import fastdump
+    from support import time_limit
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with time_limit(30, "fastdump.open on a FIFO"), pytest.raises(fastdump.FastdumpError, match="FIFO"):
+        fastdump.open(fifo)
