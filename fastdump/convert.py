@@ -30,8 +30,15 @@ def kdump_to_elf(reader, path):
     dumped = reader.bitmap2()
     nbits = reader.max_mapnr
     pieces = []   # (start_pfn, stored_end_pfn, described_end_pfn)
+    dumped_runs, j = _core.bitmap_runs(dumped, nbits), 0
     for a, b in _core.bitmap_runs(present, nbits):
-        inner = [(max(a, x), min(b, y)) for x, y in _core.bitmap_runs(dumped, nbits) if x < b and y > a]
+        # both run lists are sorted: one merge, never present runs x dumped runs
+        while j < len(dumped_runs) and dumped_runs[j][1] <= a:
+            j += 1
+        inner, k = [], j
+        while k < len(dumped_runs) and dumped_runs[k][0] < b:
+            inner.append((max(a, dumped_runs[k][0]), min(b, dumped_runs[k][1])))
+            k += 1
         if not inner:
             pieces.append((a, a, b))
             continue

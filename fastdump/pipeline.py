@@ -9,6 +9,7 @@ incomplete and the next one (or the next dump level, for ``-d 11,31``) is tried
 with the same first pass.
 """
 
+import bisect
 import json
 import os
 import tempfile
@@ -69,13 +70,22 @@ class Stats:
 
 
 class BitmapStore:
-    """Cycle bitmaps kept between the passes: in memory up to a cap, then a temp file."""
+    """Cycle bitmaps kept between the passes: in memory up to a cap, then a temp file.
+    An empty cycle costs nothing: memory the source only describes (a huge p_memsz)
+    never reaches the spill file."""
 
     def __init__(self, spill_dir=None, cap=BITMAP_CACHE_BYTES):
         self.cap, self.spill_dir = cap, spill_dir
         self.mem, self.used, self.file, self.index = {}, 0, None, {}
+        self.empty = {}    # key -> length of an all-zero bitmap
+
+    def put_empty(self, key, nbits):
+        self.empty[key] = -(-nbits // 8)
 
     def put(self, key, bitmap):
+        if not any(bitmap):
+            self.empty[key] = len(bitmap)
+            return
         if self.used + len(bitmap) <= self.cap:
             self.mem[key] = bitmap
             self.used += len(bitmap)
@@ -86,7 +96,12 @@ class BitmapStore:
         self.index[key] = (self.file.tell(), len(bitmap))
         self.file.write(bitmap)
 
+    def is_empty(self, key):
+        return key in self.empty
+
     def get(self, key):
+        if key in self.empty:
+            return bytearray(self.empty[key])
         if key in self.mem:
             return self.mem[key]
         off, size = self.index[key]
@@ -98,17 +113,30 @@ class BitmapStore:
             self.file.close()
 
 
+def _runs_in(runs, c0, c1):
+    """The parts of sorted, disjoint ``(first, end)`` runs inside ``c0..c1``, found by
+    bisection: a cycle costs log(#runs), not #runs (many PT_LOADs stay linear)."""
+    i = bisect.bisect_left(runs, (c0,))
+    if i and runs[i - 1][1] > c0:
+        i -= 1
+    while i < len(runs) and runs[i][0] < c1:
+        a, b = max(runs[i][0], c0), min(runs[i][1], c1)
+        if a < b:
+            yield a, b
+        i += 1
+
+
 def _runs_bitmap(runs, c0, c1):
     bm = bytearray(-(-(c1 - c0) // 8))
-    for a, b in runs:
-        a, b = max(a, c0), min(b, c1)
-        if a < b:
-            _core.bitmap_set_range(bm, a - c0, b - a)
+    for a, b in _runs_in(runs, c0, c1):
+        _core.bitmap_set_range(bm, a - c0, b - a)
     return bm
 
 
-def _cycles(max_pfn):
-    for c0 in range(0, max_pfn, CYCLE_PFNS):
+def _cycles(max_pfn, lo=0, hi=None):
+    """Cycles ``(c0, c1)`` up to max_pfn; with lo/hi only those overlapping lo..hi."""
+    hi = max_pfn if hi is None else min(hi, max_pfn)
+    for c0 in range(lo - lo % CYCLE_PFNS, hi, CYCLE_PFNS):
         yield c0, min(c0 + CYCLE_PFNS, max_pfn)
 
 
@@ -280,8 +308,12 @@ class Dump:
         present_runs, stored_runs = src.present_runs(), src.stored_runs()
         self.progress.phase("scanning", src.max_pfn)
         for c0, c1 in _cycles(src.max_pfn):
+            plan.pages_scanned += sum(b - a for a, b in _runs_in(present_runs, c0, c1))
+            if next(_runs_in(stored_runs, c0, c1), None) is None:
+                plan.keep.put_empty(c0, c1 - c0)      # only described (p_memsz): costs nothing
+                self.progress.update(c1 - c0)
+                continue
             keep = _runs_bitmap(stored_runs, c0, c1)
-            plan.pages_scanned += _core.bitmap_count(_runs_bitmap(present_runs, c0, c1), c1 - c0)
             if judge is not None:
                 for cls, n in judge.classify(c0, c1, keep).items():
                     plan.excluded[cls] = plan.excluded.get(cls, 0) + n
@@ -307,7 +339,14 @@ class Dump:
         plan.segments = [elfdump.Segment(p, src.page_size) for p in src.loads]
         zero_check = bool(plan.level & 1)
         self.progress.phase("zero scan" if zero_check else "layout", plan.num_dumpable)
+        by_cycle = {}    # cycle -> the segments storing pages in it: #segments x #cycles stays linear
+        for seg in plan.segments:
+            for c0, _ in _cycles(src.max_pfn, seg.first_pfn, seg.end_pfn):
+                by_cycle.setdefault(c0, []).append(seg)
         for c0, c1 in _cycles(src.max_pfn):
+            if c0 not in by_cycle:     # no page stored in this cycle: nothing kept, nothing to read
+                plan.reads.put_empty(c0, c1 - c0)
+                continue
             keep = plan.keep.get(c0)
             reads = bytearray(keep)
             if zero_check:
@@ -320,7 +359,7 @@ class Dump:
                 engine.run(engine.windows(keep, c0, c1 - c0), mark, zero_check=True, scan_only=True)
                 _core.bitmap_clear_bits(reads, zeros)
                 plan.pages_zero += _core.bitmap_count(zeros, c1 - c0)
-            for seg in plan.segments:
+            for seg in by_cycle[c0]:
                 seg.feed(c0, c1, reads, keep)
             plan.reads.put(c0, reads)
         if zero_check:
@@ -373,6 +412,8 @@ class Dump:
         raw = packed = 0
         seen = 0
         for c0, c1 in _cycles(src.max_pfn):
+            if plan.keep.is_empty(c0):
+                continue
             for a, b in _core.bitmap_runs(plan.keep.get(c0), c1 - c0):
                 for pfn in range(c0 + a + (-seen) % step, c0 + b, step):
                     try:
@@ -460,12 +501,12 @@ class Dump:
         writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
-                    for c0, c1 in _cycles(src.max_pfn) if c0 < hi and c1 > lo)
+                    for c0, c1 in _cycles(src.max_pfn, lo, hi) if not plan.keep.is_empty(c0))
         self.progress.phase("copying", total)
 
         def windows():
-            for c0, c1 in _cycles(src.max_pfn):
-                if c0 < hi and c1 > lo:
+            for c0, c1 in _cycles(src.max_pfn, lo, hi):
+                if not plan.keep.is_empty(c0):
                     yield from engine.windows(plan.keep.get(c0), c0, min(hi, c1) - c0, start=max(lo, c0) - c0)
 
         def commit(job):
@@ -493,7 +534,7 @@ class Dump:
 
         def windows():
             for ph, first, end in writer.piece_jobs():
-                for c0, c1 in _cycles(src.max_pfn):
+                for c0, c1 in _cycles(src.max_pfn, first, end):
                     lo, hi = max(first, c0), min(end, c1)
                     if lo < hi:
                         for w in engine.windows(plan.reads.get(c0), c0, hi - c0, start=lo - c0, dense=True):
@@ -506,7 +547,8 @@ class Dump:
             self.progress.update(job.n_pages)
 
         engine.run(windows(), commit, dense=True)
-        stats.pages_kept = sum(_core.bitmap_count(plan.reads.get(c0), c1 - c0) for c0, c1 in _cycles(src.max_pfn))
+        stats.pages_kept = sum(_core.bitmap_count(plan.reads.get(c0), c1 - c0) for c0, c1 in _cycles(src.max_pfn)
+                               if not plan.reads.is_empty(c0))
 
     # -- after a dump -------------------------------------------------------------
     def _after(self, src, target, stats):
@@ -559,6 +601,8 @@ class Dump:
         """Contiguous [start, end) ranges holding about num_dumpable/N dumpable pages each."""
         counts = []
         for c0, c1 in _cycles(src.max_pfn):
+            if plan.keep.is_empty(c0):
+                continue
             keep = plan.keep.get(c0)
             for b in range(c0, c1, self.split_block):
                 counts.append((b, _core.bitmap_count_range(keep, b - c0, min(c1, b + self.split_block) - c0)))

@@ -145,3 +145,74 @@ def test_api_refuses_a_fifo(tmp_path):
     os.mkfifo(fifo)
     with time_limit(30, "fastdump.open on a FIFO"), pytest.raises(fastdump.FastdumpError, match="FIFO"):
         fastdump.open(fifo)
+
+
+# -- work is bounded by what the file really holds (class 6) ------------------------------
+
+def _vmcore_from(path, loads, page_bytes):
+    """An x86_64 vmcore with the given ``(paddr, filesz, memsz)`` PT_LOADs; page i of the
+    file data is ``page_bytes(i)``."""
+    vmci = b"OSRELEASE=6.1.0-bounds\nPAGESIZE=4096\nCRASHTIME=1764000000\n"
+    notes = elf.build_note(b"VMCOREINFO", 0, vmci)
+    hdr = elf.header_size(elf.ELFCLASS64, 1 + len(loads))
+    off = -(-(hdr + len(notes)) // 4096) * 4096
+    phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]
+    for paddr, filesz, memsz in loads:
+        phdrs.append(elf.Phdr(elf.PT_LOAD, 7, off, 0xFFFF888000000000 + paddr, paddr, filesz, memsz, 0))
+        off += filesz
+    with open(path, "wb") as f:
+        f.write(elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs) + notes)
+        f.seek(phdrs[1].offset)
+        for i in range(sum(fs for _, fs, _ in loads) // 4096):
+            f.write(page_bytes(i))
+    return path
+
+
+def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
+    """A PT_LOAD that describes petabytes it does not store: no spill file, no pass over
+    the described memory; -E writes what is stored, kdump (whose bitmaps span max_pfn) is
+    written or refused for room, in seconds either way."""
+    import fastdump
+    from fastdump import pipeline
+    from support import time_limit
+    pages = 256
+    src = _vmcore_from(str(tmp_path / "vmcore"), [(1 << 20, pages * 4096, (1 << 52) - (2 << 20))],
+                       lambda i: bytes([i % 251 + 1]) * 4096)
+
+    def no_spill(*a, **kw):
+        raise AssertionError("a bitmap spill file was created for memory the source does not store")
+    monkeypatch.setattr(pipeline.tempfile, "TemporaryFile", no_spill)
+    with time_limit(60, "-E of a huge p_memsz"):
+        stats = fastdump.dump(src, str(tmp_path / "elf"), level=1, format="elf")
+    assert stats.pages_kept == pages and os.path.getsize(tmp_path / "elf") < (pages + 16) * 4096
+    assert elf_pages(str(tmp_path / "elf")) == elf_pages(src)
+    with time_limit(60, "kdump of a huge p_memsz"):
+        try:
+            fastdump.dump(src, str(tmp_path / "kdump"), level=1, compress="zstd")
+        except fastdump.errors.NoSpaceError as e:
+            assert "needs about" in str(e)
+            assert not [p for p in os.listdir(tmp_path) if p.startswith("kdump")]
+
+
+@pytest.fixture(scope="module")
+def many_loads(tmp_path_factory):
+    """30000 one-page PT_LOADs, every other page: fragmented bitmaps and many extents."""
+    n = 30000
+    path = str(tmp_path_factory.mktemp("many") / "vmcore")
+    return _vmcore_from(path, [((1 << 20) + 2 * i * 4096, 4096, 4096) for i in range(n)],
+                        lambda i: (b"%08d" % i) * 512 if i % 3 else bytes(4096))
+
+
+def test_many_pt_loads_and_fragmented_bitmaps_stay_linear(many_loads, tmp_path):
+    """-E, kdump, verify against the source and convert all finish in seconds, and the
+    pages survive (libkdumpfile and pyelftools read them)."""
+    from support import digests, fastdump_cli, kdumpfile_digests
+    want = elf_pages(many_loads)
+    elf_out, kd, conv = (str(tmp_path / n) for n in ("elf", "kdump", "conv"))
+    fastdump_cli("-E", "-d", "0", many_loads, elf_out, timeout=90)
+    assert elf_pages(elf_out) == want
+    fastdump_cli("-z", "-d", "0", many_loads, kd, timeout=90)
+    r = fastdump_cli("verify", kd, many_loads, timeout=90)
+    assert r.stdout.startswith("OK")
+    fastdump_cli("convert", "-d", "0", "--compress", "zlib", kd, conv, timeout=90)
+    assert kdumpfile_digests(conv, max(want) + 1)[1] == digests(want)
