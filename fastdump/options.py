@@ -32,6 +32,10 @@ def path_arg(value, what):
     return path
 
 
+def _optional_path(value, what):
+    return None if value is None else path_arg(value, what)
+
+
 def int_arg(value, what, lo, hi, *, optional=False):
     """An int in lo..hi (None when ``optional``); bools and floats are refused."""
     if value is None and optional:
@@ -116,7 +120,6 @@ class DumpOptions:
             raise UsageError(f"ELF class must be 32 or 64, not {elf_class!r:.40}")
         if mem_map is not None and not isinstance(mem_map, str):
             raise UsageError("mem_map must be a string of START-END ranges")
-        opt = lambda v, what: None if v is None else path_arg(v, what)   # noqa: E731
         return cls(
             source=path_arg(source, "source"),
             targets=tuple(t if isinstance(t, Target) else path_arg(t, "target") for t in targets),
@@ -126,5 +129,6 @@ class DumpOptions:
             force=bool_arg(force, "force"), flat=bool_arg(flat, "flat"), dmesg=bool_arg(dmesg, "dmesg"),
             direct_io=bool_arg(direct_io, "direct_io"),
             split=None if split is None else tuple(path_arg(p, "split part") for p in split),
-            split_block_pfns=block, mem_map=mem_map, iomem=opt(iomem, "iomem file"),
-            vmcoreinfo_file=opt(vmcoreinfo_file, "VMCOREINFO file"), stats_json=opt(stats_json, "stats file"))
+            split_block_pfns=block, mem_map=mem_map, iomem=_optional_path(iomem, "iomem file"),
+            vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
+            stats_json=_optional_path(stats_json, "stats file"))
