@@ -216,3 +216,21 @@ def test_many_pt_loads_and_fragmented_bitmaps_stay_linear(many_loads, tmp_path):
     assert r.stdout.startswith("OK")
     fastdump_cli("convert", "-d", "0", "--compress", "zlib", kd, conv, timeout=90)
     assert kdumpfile_digests(conv, max(want) + 1)[1] == digests(want)
+
+
+def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
+    """A kdump header and 2nd bitmap claiming 2^27 dumped pages in a 16 MiB file: convert
+    works on what the file can hold (its descriptors), in seconds, leaving no temp file."""
+    from fastdump.formats import kdump
+    from support import fastdump_cli
+    ps, nblocks = 4096, 4096
+    bitmap_len = nblocks * ps // 2
+    max_mapnr = bitmap_len * 8
+    hdr = kdump.HEADER.pack(kdump.SIGNATURE, 6, *([b"x"] * 6), 0, 0, 0, ps, 1, nblocks, max_mapnr & 0xFFFFFFFF,
+                            0, 0, 0, 0, 1)
+    sub = kdump.SUB_HEADER.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, max_mapnr)
+    src = tmp_path / "hostile"
+    src.write_bytes(hdr.ljust(ps, b"\0") + sub.ljust(ps, b"\0") + b"\xff" * (2 * bitmap_len) + bytes(ps))
+    r = fastdump_cli("convert", str(src), str(tmp_path / "out"), check=False, timeout=60)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1)
+    assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])
