@@ -186,6 +186,20 @@ def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
         stats = fastdump.dump(src, str(tmp_path / "elf"), level=1, format="elf")
     assert stats.pages_kept == pages and os.path.getsize(tmp_path / "elf") < (pages + 16) * 4096
     assert elf_pages(str(tmp_path / "elf")) == elf_pages(src)
+    # a synthetic kernel's vmcore (classifiable) whose last PT_LOAD describes up to 2^52
+    kern = str(tmp_path / "kernel")
+    make_vmcore(kern, ram_size=64 * MiB, seed=3)
+    with ElfSource(kern) as s:
+        phdrs, stored = list(s.header.phdrs), sum(e - a for a, e in s.stored_runs())
+        p = phdrs[-1]
+        phdrs[-1] = elf.Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, (1 << 52) - p.paddr, p.align)
+        header = elf.build_header(s.elfclass, s.machine, phdrs)
+    with open(kern, "r+b") as f:
+        f.write(header)
+    from fastdump.kernel.estimate import estimate
+    with time_limit(60, "estimate of a huge p_memsz"), ElfSource(kern) as s:
+        assert s.max_pfn == 1 << 40
+        assert estimate(s, warn=lambda t: None)["present"] == stored
     with time_limit(60, "kdump of a huge p_memsz"):
         try:
             fastdump.dump(src, str(tmp_path / "kdump"), level=1, compress="zstd")
