@@ -395,6 +395,16 @@ class Dump:
                 raise NoSpaceError(f"needs about {need / 1e6:.0f} MB, only {free / 1e6:.0f} MB free")
         stats.estimated_bytes = need
 
+    def _check_header_room(self, src, target):
+        """Every split part carries the whole header and both bitmaps (sized by max_pfn,
+        not by the data): a part whose target cannot hold even those is refused before
+        anything is written.  A lower bound, so it never refuses a part that would fit."""
+        free = target.free_bytes()
+        layout = kdump.KdumpLayout(block_size=src.page_size, max_mapnr=src.max_pfn, note_size=len(src.note_bytes))
+        if free is not None and layout.desc_table > free:
+            raise NoSpaceError(f"{target.spec}: its header and bitmaps alone need {layout.desc_table / 1e6:.0f} MB, "
+                               f"only {free / 1e6:.0f} MB free")
+
     def _estimate(self, src, plan, *, sample):
         """Bytes the dump will take: exact for ELF; for kdump at most the raw pages, or
         with ``sample`` a compression ratio measured on a few kept pages."""
@@ -582,6 +592,7 @@ class Dump:
             target = parse_target(path)
             if target.kind != "file":
                 raise UsageError(f"--split parts must be files: {path}")
+            self._check_header_room(src, target)
             sink = target.open(host=self.host, when=self.when, flat=False, force=self.force,
                                direct=self.direct_io)
             self.writer = None

@@ -206,6 +206,13 @@ def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
         except fastdump.errors.NoSpaceError as e:
             assert "needs about" in str(e)
             assert not [p for p in os.listdir(tmp_path) if p.startswith("kdump")]
+    with time_limit(60, "--split of a huge p_memsz"):
+        parts = [str(tmp_path / "part1"), str(tmp_path / "part2")]
+        try:
+            fastdump.dump(src, split=parts, level=1, compress="zstd")
+        except fastdump.errors.NoSpaceError as e:
+            assert "header and bitmaps alone need" in str(e)
+            assert not [p for p in os.listdir(tmp_path) if p.startswith("part")]
 
 
 @pytest.fixture(scope="module")
