@@ -8,7 +8,7 @@ import stat
 from .errors import FastdumpError
 
 #: what a vmcore, a dump or a memory image can be read from
-_READABLE = {stat.S_IFREG: "file", stat.S_IFBLK: "block device", stat.S_IFCHR: "character device"}
+_READABLE = frozenset((stat.S_IFREG, stat.S_IFBLK, stat.S_IFCHR))
 
 
 def open_input(path, error=FastdumpError):

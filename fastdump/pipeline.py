@@ -22,8 +22,8 @@ from . import _core
 from . import elf as elfmod
 from .engine import CopyEngine
 from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
-from .options import PROGRESS, DumpOptions, choice_arg
 from .formats import elfdump, kdump
+from .options import PROGRESS, DumpOptions, choice_arg
 from .progress import Progress
 from .source import ElfSource
 from .targets import Target, host_name, parse_target
@@ -83,7 +83,7 @@ class BitmapStore:
         self.empty[key] = -(-nbits // 8)
 
     def put(self, key, bitmap):
-        if not any(bitmap):
+        if not _core.bitmap_count(bitmap, 8 * len(bitmap)):
             self.empty[key] = len(bitmap)
             return
         if self.used + len(bitmap) <= self.cap:
