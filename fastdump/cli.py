@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
-from .options import int_arg
+from .options import int_arg, int_type
 
 SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
                "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify",
@@ -39,12 +39,8 @@ def _size(text):
         raise argparse.ArgumentTypeError(f"bad size {text!r}") from None
 
 
-def _message_level_arg(text):
-    """makedumpfile's --message-level: a bitmask 0..31."""
-    try:
-        return int_arg(int(text), "message level", 0, 31)
-    except (ValueError, UsageError) as e:
-        raise argparse.ArgumentTypeError(str(e) if isinstance(e, UsageError) else f"bad message level {text!r}")
+#: makedumpfile's --message-level: a bitmask 0..31
+_message_level_arg = int_type("message level", 0, 31)
 
 
 def _levels(text):

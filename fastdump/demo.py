@@ -10,12 +10,14 @@ import argparse
 import os
 
 from .errors import UsageError
+from .options import int_type
 
 
 def main(argv):
     p = argparse.ArgumentParser(prog="fastdump demo", description=__doc__)
     p.add_argument("dir", nargs="?", default="fastdump-demo")
-    p.add_argument("--size", type=int, default=512, help="RAM size of the example, MiB")
+    p.add_argument("--size", type=int_type("size (MiB)", 64, 1 << 20), default=512,
+                   help="RAM size of the example, MiB (64..1048576: room for its kernel, a sparse file)")
     p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     from . import dump

@@ -47,6 +47,20 @@ def int_arg(value, what, lo, hi, *, optional=False):
     return value
 
 
+def int_type(what, lo, hi):
+    """An argparse ``type=`` for an int in lo..hi: the same check as int_arg."""
+    import argparse
+
+    def parse(text):
+        try:
+            return int_arg(int(text), what, lo, hi)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from None
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
 def choice_arg(value, what, choices):
     if not isinstance(value, str) or value not in choices:
         raise UsageError(f"unknown {what} {value!r:.40} (one of: {', '.join(choices)})")

@@ -193,12 +193,14 @@ def test_out_of_range_numbers_are_usage_errors(vmcore, tmp_path, args):
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("cmd", [["verify", "--threads", "0", "DUMP"], ["convert", "--threads", "0", "DUMP", "OUT"]])
+@pytest.mark.parametrize("cmd", [["verify", "--threads", "0", "DUMP"], ["convert", "--threads", "0", "DUMP", "OUT"],
+                                 ["demo", "--size", "0", "OUT"], ["-R", "--message-level", "40", "OUT"]])
 def test_subcommand_numbers_are_checked_too(vmcore, tmp_path, cmd):
     cmd = [vmcore if a == "DUMP" else str(tmp_path / "o") if a == "OUT" else a for a in cmd]
     r = fastdump_cli(*cmd, check=False)
-    one_line_error(r)
+    assert "internal error" not in one_line_error(r)
     assert r.returncode == 2
+    assert not os.path.exists(tmp_path / "o")
 
 
 @pytest.mark.parametrize("line", ['threads = 0', 'threads = true', 'dump_level = ["a"]', 'dump_level = []',
