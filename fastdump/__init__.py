@@ -6,6 +6,9 @@ Python API for capture scripts::
     stats = fastdump.dump("/proc/vmcore", "/var/crash/vmcore", level=31, compress="zstd")
     with fastdump.open("/var/crash/vmcore") as d:
         page = d.read_pfn(0x1000)
+
+Paths may be str, bytes or os.PathLike; a file descriptor (int) is refused, never
+closed.  Every error is a ``fastdump.errors.FastdumpError`` (bad arguments: UsageError).
 """
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
+from .options import int_arg, int_type
 
 SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
                "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify",
@@ -34,8 +35,12 @@ def _size(text):
         if t and t[-1] in units:
             return int(float(t[:-1]) * units[t[-1]])
         return int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"bad size {text!r}") from None
+
+
+#: makedumpfile's --message-level: a bitmask 0..31
+_message_level_arg = int_type("message level", 0, 31)
 
 
 def _levels(text):
@@ -91,7 +96,7 @@ def build_parser():
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
     p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory targets")
     p.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON")
-    p.add_argument("--message-level", type=int, default=None, metavar="N",
+    p.add_argument("--message-level", type=_message_level_arg, default=None, metavar="N",
                    help="makedumpfile bitmask: 1 progress, 2 messages, 4 errors (default 7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
@@ -109,6 +114,8 @@ def build_parser():
 CONFIG_KEYS = {"source": str, "targets": list, "dump_level": (int, list), "compress": str, "format": str,
                "threads": int, "ssh_key": str, "known_hosts": str, "message_level": int, "force": bool,
                "flat": bool, "window": (int, str)}
+#: what the elements of a list value must be
+CONFIG_ITEMS = {"targets": str, "dump_level": int}
 
 
 def load_config(path):
@@ -124,13 +131,19 @@ def load_config(path):
     for key, value in cfg.items():
         if key not in CONFIG_KEYS:
             raise UsageError(f"config {path}: unknown key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
-        if not isinstance(value, CONFIG_KEYS[key]):
+        if not isinstance(value, CONFIG_KEYS[key]) or (
+                isinstance(value, list) and not all(isinstance(v, CONFIG_ITEMS[key]) for v in value)):
             raise UsageError(f"config {path}: {key} has the wrong type")
     if isinstance(cfg.get("dump_level"), int):
         cfg["dump_level"] = [cfg["dump_level"]]
-    if isinstance(cfg.get("window"), str):
-        cfg["window"] = _size(cfg["window"])
-    return cfg
+    try:
+        if isinstance(cfg.get("window"), str):
+            cfg["window"] = _size(cfg["window"])
+        if "message_level" in cfg:
+            int_arg(cfg["message_level"], "message_level", 0, 31)
+    except (argparse.ArgumentTypeError, UsageError) as e:
+        raise UsageError(f"config {path}: {e}") from None
+    return cfg   # the other values are checked with the command line's (DumpOptions)
 
 
 def _run_dump(argv):
@@ -140,7 +153,7 @@ def _run_dump(argv):
 
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config) if args.config else {}
-    level = args.dump_level or cfg.get("dump_level") or [0]
+    level = args.dump_level or cfg.get("dump_level", [0])
     msg = 0 if args.quiet else (args.message_level if args.message_level is not None
                                  else cfg.get("message_level", 7))
     progress = Progress(args.progress if msg & MSG_PROGRESS else "quiet")
@@ -150,7 +163,7 @@ def _run_dump(argv):
             print(f"fastdump: {text}", file=sys.stderr, flush=True)
 
     compress = args.compress or cfg.get("compress") or "none"
-    source = args.source or cfg.get("source") or ("/proc/vmcore" if args.config else None)
+    source = args.source or cfg.get("source", "/proc/vmcore" if args.config else None)
     if source is None:
         raise UsageError("no source given (e.g. /proc/vmcore)")
     flat = args.flat or cfg.get("flat", False)
@@ -169,9 +182,9 @@ def _run_dump(argv):
         raise UsageError("more than one target: use --target for fallbacks or --split for parts")
     parsed = [parse_target(t, **ssh) for t in targets]
     stats = dump(source, None, targets=parsed, level=level, compress=compress,
-                 threads=args.threads or cfg.get("threads"), format=args.format or cfg.get("format", "kdump"),
+                 threads=_given(args.threads, cfg.get("threads")), format=args.format or cfg.get("format", "kdump"),
                  progress=progress, force=args.force or cfg.get("force", False),
-                 window_bytes=args.window or cfg.get("window"), use_mmap=args.use_mmap, elf_class=args.elf_class,
+                 window_bytes=_given(args.window, cfg.get("window")), use_mmap=args.use_mmap, elf_class=args.elf_class,
                  stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"), flat=flat, split=split,
                  dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4, mem_map=args.mem_map,
                  iomem=args.iomem, vmcoreinfo_file=args.vmcoreinfo_file, direct_io=args.direct_io)
@@ -188,6 +201,11 @@ def _run_dump(argv):
     return 0
 
 
+def _given(option, default):
+    """The command line's value, even 0 (checked, not dropped), else the config's."""
+    return default if option is None else option
+
+
 def _run_rearrange(argv):
     """``fastdump -R DUMPFILE < stream`` / ``fastdump -R --from-device DEV DUMPFILE``."""
     from .formats.flat import rearrange
@@ -196,7 +214,7 @@ def _run_rearrange(argv):
     p.add_argument("-R", action="store_true", required=True)
     p.add_argument("--from-device", metavar="DEV", help="read the stream from a raw device or file")
     p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("--message-level", type=_message_level_arg, default=7)
     p.add_argument("target")
     args = p.parse_args(argv)
     if args.from_device:
@@ -219,7 +237,7 @@ def _run_reassemble(argv):
     p = _Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
     p.add_argument("--reassemble", action="store_true", required=True)
     p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("--message-level", type=_message_level_arg, default=7)
     p.add_argument("files", nargs="+", help="PART... OUTPUT")
     args = p.parse_args(argv)
     if len(args.files) < 3:
@@ -234,7 +252,7 @@ def _run_reassemble(argv):
 def _run_dump_dmesg(argv):
     p = _Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
     p.add_argument("--dump-dmesg", action="store_true", required=True)
-    p.add_argument("--message-level", type=int, default=7)
+    p.add_argument("--message-level", type=_message_level_arg, default=7)
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("source")
     p.add_argument("target", nargs="?")
@@ -299,17 +317,19 @@ def _term_as_interrupt(signum, frame):
 
 
 def _message_level(argv):
+    """The level errors are printed at, before the arguments are parsed: a bad value is
+    itself an error to print, so it counts as the default 7."""
     for i, a in enumerate(argv):
         if a == "--message-level" and i + 1 < len(argv):
-            try:
-                return int(argv[i + 1])
-            except ValueError:
-                return 7
-        if a.startswith("--message-level="):
-            try:
-                return int(a.split("=", 1)[1])
-            except ValueError:
-                return 7
+            text = argv[i + 1]
+        elif a.startswith("--message-level="):
+            text = a.split("=", 1)[1]
+        else:
+            continue
+        try:
+            return _message_level_arg(text)
+        except argparse.ArgumentTypeError:
+            return 7
     return 7
 
 

@@ -15,9 +15,25 @@ from . import elf, safefile
 from .cli import _levels, _Parser
 from .errors import FormatError, UsageError
 from .formats.flat import rearrange
+from .formats.kdump import DESC
+from .options import path_arg
 from .reader import open_dump, sniff
 
 DIRECT_MAP = 0xFFFF888000000000
+
+
+def _with_descriptors(reader, runs):
+    """The first dumped runs, as far as the file holds their descriptors: a 2nd bitmap
+    claiming more pages than that costs no work and no temp file beyond the file's size."""
+    left = max(0, (reader.file_size - reader.desc_off) // DESC.size)
+    out = []
+    for a, b in runs:
+        if left <= 0:
+            break
+        b = min(b, a + left)
+        out.append((a, b))
+        left -= b - a
+    return out
 
 
 def kdump_to_elf(reader, path):
@@ -28,8 +44,15 @@ def kdump_to_elf(reader, path):
     dumped = reader.bitmap2()
     nbits = reader.max_mapnr
     pieces = []   # (start_pfn, stored_end_pfn, described_end_pfn)
+    dumped_runs, j = _with_descriptors(reader, _core.bitmap_runs(dumped, nbits)), 0
     for a, b in _core.bitmap_runs(present, nbits):
-        inner = [(max(a, x), min(b, y)) for x, y in _core.bitmap_runs(dumped, nbits) if x < b and y > a]
+        # both run lists are sorted: one merge, never present runs x dumped runs
+        while j < len(dumped_runs) and dumped_runs[j][1] <= a:
+            j += 1
+        inner, k = [], j
+        while k < len(dumped_runs) and dumped_runs[k][0] < b:
+            inner.append((max(a, dumped_runs[k][0]), min(b, dumped_runs[k][1])))
+            k += 1
         if not inner:
             pieces.append((a, a, b))
             continue
@@ -69,6 +92,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
     """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats."""
     from .pipeline import dump
 
+    src, target = path_arg(src, "input dump"), path_arg(target, "target")
     kind = sniff(src)
     if kind not in ("elf", "kdump", "flattened"):
         raise UsageError(f"{src}: not a dump fastdump can convert")

@@ -11,12 +11,14 @@ import os
 
 from . import safefile
 from .errors import UsageError
+from .options import int_type
 
 
 def main(argv):
     p = argparse.ArgumentParser(prog="fastdump demo", description=__doc__)
     p.add_argument("dir", nargs="?", default="fastdump-demo")
-    p.add_argument("--size", type=int, default=512, help="RAM size of the example, MiB")
+    p.add_argument("--size", type=int_type("size (MiB)", 64, 1 << 20), default=512,
+                   help="RAM size of the example, MiB (64..1048576: room for its kernel, a sparse file)")
     p.add_argument("-f", "--force", action="store_true", help="replace the files of an earlier demo in DIR")
     p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)

@@ -9,6 +9,7 @@ incomplete and the next one (or the next dump level, for ``-d 11,31``) is tried
 with the same first pass.
 """
 
+import bisect
 import json
 import os
 import tempfile
@@ -21,6 +22,7 @@ from . import elf as elfmod
 from .engine import CopyEngine
 from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
 from .formats import elfdump, kdump
+from .options import PROGRESS, DumpOptions, choice_arg
 from .progress import Progress
 from .source import ElfSource
 from .targets import Target, host_name, parse_target
@@ -29,7 +31,6 @@ from .utsname import read_utsname
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
 BITMAP_CACHE_BYTES = 8 << 20  # beyond this, cycle bitmaps go to a temp file
 CLASS_BITS = 2 | 4 | 8 | 16
-FORMATS = ("kdump", "elf")
 UNREADABLE_LISTED = 1000
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
 ROOM_MARGIN = 1.1             # a sampled estimate refuses a target only when this far over its room
@@ -68,13 +69,22 @@ class Stats:
 
 
 class BitmapStore:
-    """Cycle bitmaps kept between the passes: in memory up to a cap, then a temp file."""
+    """Cycle bitmaps kept between the passes: in memory up to a cap, then a temp file.
+    An empty cycle costs nothing: memory the source only describes (a huge p_memsz)
+    never reaches the spill file."""
 
     def __init__(self, spill_dir=None, cap=BITMAP_CACHE_BYTES):
         self.cap, self.spill_dir = cap, spill_dir
         self.mem, self.used, self.file, self.index = {}, 0, None, {}
+        self.empty = {}    # key -> length of an all-zero bitmap
+
+    def put_empty(self, key, nbits):
+        self.empty[key] = -(-nbits // 8)
 
     def put(self, key, bitmap):
+        if not _core.bitmap_count(bitmap, 8 * len(bitmap)):
+            self.empty[key] = len(bitmap)
+            return
         if self.used + len(bitmap) <= self.cap:
             self.mem[key] = bitmap
             self.used += len(bitmap)
@@ -85,7 +95,12 @@ class BitmapStore:
         self.index[key] = (self.file.tell(), len(bitmap))
         self.file.write(bitmap)
 
+    def is_empty(self, key):
+        return key in self.empty
+
     def get(self, key):
+        if key in self.empty:
+            return bytearray(self.empty[key])
         if key in self.mem:
             return self.mem[key]
         off, size = self.index[key]
@@ -103,17 +118,30 @@ def _own_file(sink):
     return (path, os.fstat(fd).st_ino) if path and fd >= 0 else None
 
 
+def _runs_in(runs, c0, c1):
+    """The parts of sorted, disjoint ``(first, end)`` runs inside ``c0..c1``, found by
+    bisection: a cycle costs log(#runs), not #runs (many PT_LOADs stay linear)."""
+    i = bisect.bisect_left(runs, (c0,))
+    if i and runs[i - 1][1] > c0:
+        i -= 1
+    while i < len(runs) and runs[i][0] < c1:
+        a, b = max(runs[i][0], c0), min(runs[i][1], c1)
+        if a < b:
+            yield a, b
+        i += 1
+
+
 def _runs_bitmap(runs, c0, c1):
     bm = bytearray(-(-(c1 - c0) // 8))
-    for a, b in runs:
-        a, b = max(a, c0), min(b, c1)
-        if a < b:
-            _core.bitmap_set_range(bm, a - c0, b - a)
+    for a, b in _runs_in(runs, c0, c1):
+        _core.bitmap_set_range(bm, a - c0, b - a)
     return bm
 
 
-def _cycles(max_pfn):
-    for c0 in range(0, max_pfn, CYCLE_PFNS):
+def _cycles(max_pfn, lo=0, hi=None):
+    """Cycles ``(c0, c1)`` up to max_pfn; with lo/hi only those overlapping lo..hi."""
+    hi = max_pfn if hi is None else min(hi, max_pfn)
+    for c0 in range(lo - lo % CYCLE_PFNS, hi, CYCLE_PFNS):
         yield c0, min(c0 + CYCLE_PFNS, max_pfn)
 
 
@@ -166,21 +194,11 @@ class Dump:
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
                  warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
                  mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
+        """Takes options already checked by ``DumpOptions.check`` (``dump`` does that)."""
         levels = list(levels)
         self.direct_io = direct_io
         self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
-        if split_block_pfns <= 0 or split_block_pfns % 64:
-            raise UsageError("the split block must be a positive multiple of 64 pages (256 KiB)")
         self.split_block = split_block_pfns
-        for level in levels:
-            if not 0 <= level <= 31:
-                raise UsageError(f"dump level {level} is out of range 0..31")
-        if format not in FORMATS:
-            raise UsageError(f"unknown format {format!r} (kdump or elf)")
-        if compress not in kdump.CODEC_FLAGS:
-            raise UsageError(f"unknown compression {compress!r} (zstd, lz4, lzo, snappy, zlib or none)")
-        if format == "elf" and compress != "none":
-            raise UsageError("ELF dumps are not compressed; drop -c/-l/-z/--compress or use kdump format")
         if split_parts and (format != "kdump" or flat):
             raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         self.source_path = source
@@ -357,8 +375,12 @@ class Dump:
         present_runs, stored_runs = src.present_runs(), src.stored_runs()
         self.progress.phase("scanning", src.max_pfn)
         for c0, c1 in _cycles(src.max_pfn):
+            plan.pages_scanned += sum(b - a for a, b in _runs_in(present_runs, c0, c1))
+            if next(_runs_in(stored_runs, c0, c1), None) is None:
+                plan.keep.put_empty(c0, c1 - c0)      # only described (p_memsz): costs nothing
+                self.progress.update(c1 - c0)
+                continue
             keep = _runs_bitmap(stored_runs, c0, c1)
-            plan.pages_scanned += _core.bitmap_count(_runs_bitmap(present_runs, c0, c1), c1 - c0)
             if judge is not None:
                 for cls, n in judge.classify(c0, c1, keep).items():
                     plan.excluded[cls] = plan.excluded.get(cls, 0) + n
@@ -384,7 +406,14 @@ class Dump:
         plan.segments = [elfdump.Segment(p, src.page_size) for p in src.loads]
         zero_check = bool(plan.level & 1)
         self.progress.phase("zero scan" if zero_check else "layout", plan.num_dumpable)
+        by_cycle = {}    # cycle -> the segments storing pages in it: #segments x #cycles stays linear
+        for seg in plan.segments:
+            for c0, _ in _cycles(src.max_pfn, seg.first_pfn, seg.end_pfn):
+                by_cycle.setdefault(c0, []).append(seg)
         for c0, c1 in _cycles(src.max_pfn):
+            if c0 not in by_cycle:     # no page stored in this cycle: nothing kept, nothing to read
+                plan.reads.put_empty(c0, c1 - c0)
+                continue
             keep = plan.keep.get(c0)
             reads = bytearray(keep)
             if zero_check:
@@ -397,7 +426,7 @@ class Dump:
                 engine.run(engine.windows(keep, c0, c1 - c0), mark, zero_check=True, scan_only=True)
                 _core.bitmap_clear_bits(reads, zeros)
                 plan.pages_zero += _core.bitmap_count(zeros, c1 - c0)
-            for seg in plan.segments:
+            for seg in by_cycle[c0]:
                 seg.feed(c0, c1, reads, keep)
             plan.reads.put(c0, reads)
         if zero_check:
@@ -439,6 +468,16 @@ class Dump:
                 raise e
         stats.estimated_bytes = need
 
+    def _check_header_room(self, src, target):
+        """Every split part carries the whole header and both bitmaps (sized by max_pfn,
+        not by the data): a part whose target cannot hold even those is refused before
+        anything is written.  A lower bound, so it never refuses a part that would fit."""
+        free = target.free_bytes()
+        layout = kdump.KdumpLayout(block_size=src.page_size, max_mapnr=src.max_pfn, note_size=len(src.note_bytes))
+        if free is not None and layout.desc_table > free:
+            raise NoSpaceError(f"{target.spec}: its header and bitmaps alone need {layout.desc_table / 1e6:.0f} MB, "
+                               f"only {free / 1e6:.0f} MB free")
+
     def _estimate(self, src, plan, engine, *, sample):
         """Bytes the dump will take: exact for ELF; for kdump at most the raw pages, or
         with ``sample`` the stored size measured on kept pages spread over the dump."""
@@ -461,6 +500,8 @@ class Dump:
         def windows():
             seen = 0
             for c0, c1 in _cycles(src.max_pfn):
+                if plan.keep.is_empty(c0):
+                    continue
                 pick = bytearray(-(-(c1 - c0) // 8))
                 for a, b in _core.bitmap_runs(plan.keep.get(c0), c1 - c0):
                     for i in range(a + (-seen) % step, b, step):
@@ -589,12 +630,12 @@ class Dump:
         writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
-                    for c0, c1 in _cycles(src.max_pfn) if c0 < hi and c1 > lo)
+                    for c0, c1 in _cycles(src.max_pfn, lo, hi) if not plan.keep.is_empty(c0))
         self.progress.phase("copying", total)
 
         def windows():
-            for c0, c1 in _cycles(src.max_pfn):
-                if c0 < hi and c1 > lo:
+            for c0, c1 in _cycles(src.max_pfn, lo, hi):
+                if not plan.keep.is_empty(c0):
                     yield from engine.windows(plan.keep.get(c0), c0, min(hi, c1) - c0, start=max(lo, c0) - c0)
 
         self._committed = deque(maxlen=1024)
@@ -627,7 +668,7 @@ class Dump:
 
         def windows():
             for ph, first, end in writer.piece_jobs():
-                for c0, c1 in _cycles(src.max_pfn):
+                for c0, c1 in _cycles(src.max_pfn, first, end):
                     lo, hi = max(first, c0), min(end, c1)
                     if lo < hi:
                         for w in engine.windows(plan.reads.get(c0), c0, hi - c0, start=lo - c0, dense=True):
@@ -640,7 +681,8 @@ class Dump:
             self.progress.update(job.n_pages)
 
         engine.run(windows(), commit, dense=True)
-        stats.pages_kept = sum(_core.bitmap_count(plan.reads.get(c0), c1 - c0) for c0, c1 in _cycles(src.max_pfn))
+        stats.pages_kept = sum(_core.bitmap_count(plan.reads.get(c0), c1 - c0) for c0, c1 in _cycles(src.max_pfn)
+                               if not plan.reads.is_empty(c0))
 
     # -- after a dump -------------------------------------------------------------
     def _after(self, src, target, stats):
@@ -677,6 +719,7 @@ class Dump:
             target = parse_target(path)
             if target.kind != "file":
                 raise UsageError(f"--split parts must be files: {path}")
+            self._check_header_room(src, target)
             sink = target.open(host=self.host, when=self.when, flat=False, force=self.force,
                                direct=self.direct_io)
             self.writer = None
@@ -694,6 +737,8 @@ class Dump:
         """Contiguous [start, end) ranges holding about num_dumpable/N dumpable pages each."""
         counts = []
         for c0, c1 in _cycles(src.max_pfn):
+            if plan.keep.is_empty(c0):
+                continue
             keep = plan.keep.get(c0)
             for b in range(c0, c1, self.split_block):
                 counts.append((b, _core.bitmap_count_range(keep, b - c0, min(c1, b + self.split_block) - c0)))
@@ -727,17 +772,25 @@ def dump(source, target=None, *, level=0, compress="none", threads=None, format=
     them tried in order.  ``split`` is a list of part files.  Raises
     FastdumpError on failure, leaving what was written marked incomplete.
     """
-    levels = list(level) if isinstance(level, (list, tuple)) else [level]
-    all_targets = ([target] if target is not None else []) + list(targets or [])
-    d = Dump(source, all_targets, levels=levels, compress=compress, threads=threads, format=format,
-             progress=progress, force=force, window_bytes=window_bytes, use_mmap=use_mmap,
-             elf_class=elf_class, warn=warn, flat=flat, split_parts=split, dmesg=dmesg,
-             split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
-             direct_io=direct_io)
+    if not isinstance(progress, Progress):
+        progress = choice_arg(progress or "quiet", "progress mode", PROGRESS)
+    if warn is not None and not callable(warn):
+        raise UsageError("warn must be a callable taking one line of text")
+    o = DumpOptions.check(
+        source=source, target=target, targets=targets, level=level,
+        compress=compress, format=format, threads=threads, window_bytes=window_bytes, use_mmap=use_mmap,
+        elf_class=elf_class, force=force, flat=flat, dmesg=dmesg, direct_io=direct_io, split=split,
+        split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
+        stats_json=stats_json)
+    d = Dump(o.source, o.targets, levels=o.levels, compress=o.compress, threads=o.threads, format=o.format,
+             progress=progress, force=o.force, window_bytes=o.window_bytes, use_mmap=o.use_mmap,
+             elf_class=o.elf_class, warn=warn, flat=o.flat, split_parts=o.split, dmesg=o.dmesg,
+             split_block_pfns=o.split_block_pfns, mem_map=o.mem_map, iomem=o.iomem,
+             vmcoreinfo_file=o.vmcoreinfo_file, direct_io=o.direct_io)
     stats = d.run()
-    if stats_json:
+    if o.stats_json:
         try:
-            safefile.write_file(stats_json, json.dumps(stats.to_dict(), indent=1).encode(), force=force)
+            safefile.write_file(o.stats_json, json.dumps(stats.to_dict(), indent=1).encode(), force=o.force)
         except FastdumpError as e:   # the dump is saved: statistics must not turn it into a failure
             d.warn(f"statistics not written: {e}")
             stats.warnings.append(f"statistics not written: {e}")

@@ -15,14 +15,22 @@ import re
 import stat
 
 from . import elf
+from .dumpfile import open_input
 from .errors import SourceError, UsageError
-from .source import ElfSource, fold_extents
+from .source import MAX_PHYS_ADDR, ElfSource, fold_extents
 from .vmcoreinfo import VmcoreInfo
 
 DIRECT_MAP = 0xFFFF888000000000
 _RANGE = re.compile(r"^\s*(?:0x)?([0-9a-fA-F]+)\s*-\s*(?:0x)?([0-9a-fA-F]+)\s*$")
 _IOMEM = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+)\s*:\s*(.+?)\s*$")
 NOTE_MAGIC = b"\x0b\x00\x00\x00"  # n_namesz of "VMCOREINFO\0"
+OLDMEM = "/dev/oldmem"
+
+
+def _check_phys(what, end):
+    if end > MAX_PHYS_ADDR:
+        raise UsageError(f"memory range {what[:60]!r} ends beyond any machine's physical address space "
+                         f"({MAX_PHYS_ADDR:#x})")
 
 
 def parse_ranges(text):
@@ -37,6 +45,7 @@ def parse_ranges(text):
         a, b = int(m.group(1), 16), int(m.group(2), 16)
         if b < a:
             raise UsageError(f"memory range {part.strip()!r} ends before it starts")
+        _check_phys(part.strip(), b + 1)
         out.append((a, b + 1))
     if not out:
         raise UsageError("empty memory map")
@@ -53,6 +62,7 @@ def parse_iomem(text):
         indent, a, b, name = m.groups()
         rng = (int(a, 16), int(b, 16) + 1)
         if name == "System RAM" and not indent:
+            _check_phys(line.strip(), rng[1])
             ram.append(rng)
         elif name.lower().startswith("crash kernel"):
             holes.append(rng)
@@ -93,9 +103,7 @@ class RawMemorySource(ElfSource):
         self._open(path, self._load_raw, ram_ranges, vmcoreinfo_text)
 
     def _load_raw(self, ram_ranges, vmcoreinfo_text):
-        st = os.fstat(self.fd)
-        self.file_size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        size = self.file_size
+        size = self.file_size = self._size()
         ranges = [(a, min(b, size) if size is not None else b) for a, b in ram_ranges]
         ranges = [(a, b) for a, b in ranges if a < b]
         if not ranges:
@@ -110,7 +118,7 @@ class RawMemorySource(ElfSource):
         self.notes = elf.parse_notes(notes)
         self.nr_cpus = 0
         self.vmcoreinfo_note = self.notes[0] if self.notes else None
-        self.vmcoreinfo = VmcoreInfo(vmcoreinfo_text) if vmcoreinfo_text else None
+        self.vmcoreinfo = VmcoreInfo.from_note(vmcoreinfo_text) if vmcoreinfo_text else None
         self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo and self.vmcoreinfo.page_size else 4096)
         self.loads = [elf.Phdr(elf.PT_LOAD, 7, a, DIRECT_MAP + a, a, b - a, b - a, 0) for a, b in ranges]
         self.header = elf.ElfHeader(self.elfclass, self.machine, 0, 64, self.loads)
@@ -118,18 +126,41 @@ class RawMemorySource(ElfSource):
         self.ram_ranges = [(a, b) for a, b, _ in self.extents]
         self.max_pfn = -(-max(b for _, b in self.ram_ranges) // self.page_size)
 
+    def _size(self):
+        """Bytes of memory the image holds: every read is bounded by it.  Only /dev/oldmem
+        may have no size (the old kernel's memory, bounded by the map); another character
+        device (/dev/zero, a tty) is not a memory image and would be read forever."""
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fstat(self.fd).st_size
+        if stat.S_ISBLK(mode):
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        if os.path.realpath(self.path) != OLDMEM:
+            raise SourceError(f"{self.path} is a character device, not a memory image "
+                              f"(raw memory is a file, a block device or {OLDMEM})")
+        return None
+
     def describe(self):
         d = super().describe()
         d["format"] = "raw memory"
         return d
 
 
-def load_vmcoreinfo_file(path):
+def _read_text_file(path, what, limit):
+    """A small text file the user names (-i, --iomem): at most ``limit`` bytes; a FIFO is refused."""
+    fd = open_input(path, UsageError)
     try:
-        with open(path, "rb") as f:
-            text = f.read(1 << 20)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as e:
-        raise UsageError(f"cannot read VMCOREINFO file {path}: {e.strerror}") from None
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise UsageError(f"{what} {path} is larger than {limit >> 20} MiB: not a {what}")
+    return data
+
+
+def load_vmcoreinfo_file(path):
+    text = _read_text_file(path, "VMCOREINFO file", 1 << 20)
     VmcoreInfo(text)  # validate now: one clear error
     return text
 
@@ -138,11 +169,7 @@ def open_raw(path, *, mem_map=None, iomem=None, vmcoreinfo_file=None):
     if mem_map:
         ranges = parse_ranges(mem_map)
     elif iomem:
-        try:
-            with open(iomem) as f:
-                ranges = parse_iomem(f.read())
-        except OSError as e:
-            raise UsageError(f"cannot read {iomem}: {e.strerror}") from None
+        ranges = parse_iomem(_read_text_file(iomem, "iomem file", 16 << 20).decode("ascii", "replace"))
     else:
         raise UsageError(f"{path} is raw memory: give its map with --mem-map or --iomem")
     text = load_vmcoreinfo_file(vmcoreinfo_file) if vmcoreinfo_file else None

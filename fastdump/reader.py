@@ -7,19 +7,23 @@ Every reader has ``format``, ``page_size``, ``vmcoreinfo``, ``notes``,
 
 import os
 
+from .dumpfile import open_input
 from .errors import FormatError
 from .formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
+from .options import path_arg
 from .source import ElfSource
 
 FLAT_SIGNATURE = b"makedumpfile\0"
 
 
 def sniff(path):
+    fd = open_input(path, FormatError)
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        head = os.pread(fd, 16, 0)
     except OSError as e:
-        raise FormatError(f"cannot open {path}: {e.strerror}") from None
+        raise FormatError(f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if head.startswith(KDUMP_SIGNATURE):
         return "kdump"
     if head.startswith(b"\x7fELF"):
@@ -32,7 +36,11 @@ def sniff(path):
 
 
 def open_dump(path):
-    """Open a vmcore or dump file for reading; raises FormatError for anything else."""
+    """Open a vmcore or dump file for reading; raises FormatError for anything else.
+
+    ``path`` is a path (str, bytes, os.PathLike).  A file descriptor (int) is refused
+    with a UsageError: the reader closes what it opens, and an fd is the caller's."""
+    path = path_arg(path, "dump file")
     kind = sniff(path)
     if kind == "kdump":
         return KdumpReader(path)
@@ -44,6 +52,4 @@ def open_dump(path):
         raise FormatError(f"{path} is a flattened stream: rebuild it first (makedumpfile -R)")
     if kind == "diskdump":
         raise FormatError(f"{path} is an old DISKDUMP file, which fastdump does not read")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a directory")
     raise FormatError(f"{path}: not a vmcore or dump file fastdump knows")

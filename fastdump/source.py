@@ -7,6 +7,7 @@ kernel-text segment repeats part of RAM) are folded by physical address.
 The Cython core reads pages through this table, never through Python.
 """
 
+import bisect
 import mmap
 import os
 import stat
@@ -16,7 +17,7 @@ from array import array
 from . import elf
 from .dumpfile import ReadOnlyFile
 from .errors import SourceError
-from .vmcoreinfo import VmcoreInfo
+from .vmcoreinfo import U64, VmcoreInfo
 
 DEFAULT_PAGE_SIZE = 4096
 KERNEL_TEXT_START = 0xFFFFFFFF80000000
@@ -114,7 +115,7 @@ class ElfSource(ReadOnlyFile):
         self.nr_cpus = sum(1 for n in self.notes if n.name == b"CORE" and n.type == elf.NT_PRSTATUS)
         vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
         self.vmcoreinfo_note = vmci[0] if vmci else None
-        self.vmcoreinfo = VmcoreInfo(vmci[0].desc) if vmci else None
+        self.vmcoreinfo = VmcoreInfo.from_note(vmci[0].desc) if vmci else None
         self.page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo and self.vmcoreinfo.page_size
                           else DEFAULT_PAGE_SIZE)
         # Memory: bytes stored in the file, and the (possibly larger) described range.
@@ -171,9 +172,19 @@ class ElfSource(ReadOnlyFile):
         for first, end in self.stored_runs():
             yield from range(first, end)
 
+    def _extents_in(self, addr, end):
+        """The extents overlapping physical ``addr..end``: a bisection, so a read costs
+        log(#extents) however many PT_LOADs the file has."""
+        i = bisect.bisect_right(self.extents, (addr, U64))
+        if i and self.extents[i - 1][1] > addr:
+            i -= 1
+        while i < len(self.extents) and self.extents[i][0] < end:
+            yield self.extents[i]
+            i += 1
+
     def is_dumped(self, pfn):
         a, b = pfn * self.page_size, (pfn + 1) * self.page_size
-        return any(s < b and e > a for s, e, _ in self.extents)
+        return any(True for _ in self._extents_in(a, b))
 
     # -- reading -----------------------------------------------------------
     def read_phys(self, addr, size, *, zero_fill=False):
@@ -182,9 +193,7 @@ class ElfSource(ReadOnlyFile):
         out = bytearray(size)
         end = addr + size
         covered = 0
-        for s, e, off in self.extents:
-            if e <= addr or s >= end:
-                continue
+        for s, e, off in self._extents_in(addr, end):
             lo, hi = max(s, addr), min(e, end)
             data = self._read_in_extent(off + lo - s, hi - lo, off, off + (e - s))
             if len(data) != hi - lo:

@@ -5,6 +5,8 @@ crash checks ``machine`` and libkdumpfile wants sane fields, so we read the real
 plausible one from OSRELEASE.
 """
 
+from .errors import FastdumpError
+
 KERNEL_MAP_BASE = 0xFFFFFFFF80000000
 FIELD = 65
 MACHINES = {62: "x86_64", 3: "i686"}
@@ -28,8 +30,11 @@ def read_utsname(source):
     fallback = ["Linux", "(none)", (vmci.osrelease if vmci else None) or "unknown", "#1", machine, "(none)"]
     if vmci is None or "init_uts_ns" not in vmci.symbols:
         return fallback
-    name_off = vmci.offsets.get("uts_namespace.name", 4)
-    pa = _virt_to_phys(source, vmci.symbols["init_uts_ns"] + name_off)
+    try:
+        name_off = vmci.offsets.get("uts_namespace.name", 4)
+        pa = _virt_to_phys(source, vmci.symbols["init_uts_ns"] + name_off)
+    except FastdumpError:   # a garbled key: the header gets the plausible fallback
+        return fallback
     if pa is None:
         return fallback
     try:

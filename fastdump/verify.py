@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import _core
 from .errors import FastdumpError, FormatError, UsageError
 from .formats import kdump
+from .options import path_arg, threads_arg
 from .reader import open_dump, sniff
 from .source import ElfSource
 
@@ -364,7 +365,9 @@ def verify(path, source=None, threads=None):
     ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
     ``path`` or ``source`` cannot be opened at all."""
     t0 = time.monotonic()
-    threads = max(1, threads or os.cpu_count() or 1)
+    path = path_arg(path, "dump file")
+    source = None if source is None else path_arg(source, "source")
+    threads = threads_arg(threads) or max(1, os.cpu_count() or 1)
     try:
         os.stat(path)
     except OSError as e:
@@ -433,8 +436,6 @@ def main(argv):
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of one line")
     p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
     r = verify(args.dump, args.source, threads=args.threads)
     print(json.dumps(r, indent=1) if args.json else r["verdict"], flush=True)
     return 0 if r["ok"] else 1

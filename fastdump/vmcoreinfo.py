@@ -7,6 +7,7 @@ from OSRELEASE, so this object answers "is it there" as readily as "what is it".
 """
 
 import re
+from collections.abc import Mapping
 
 from .errors import VmcoreinfoError
 
@@ -39,18 +40,46 @@ def _parse_int(text, key, *, hex_default):
     return value
 
 
+class _Values(Mapping):
+    """One form's ``name -> value`` table, parsed on access.
+
+    VMCOREINFO comes from a crashed kernel's memory: one garbled line must only
+    fail the code that needs that key, never the whole note (``-d 0`` needs none).
+    ``name in table`` says whether the key exists; reading a bogus value raises
+    VmcoreinfoError naming it.
+    """
+
+    def __init__(self, form, hex_default):
+        self.form, self.hex_default, self.text, self.cache = form, hex_default, {}, {}
+
+    def __getitem__(self, name):
+        if name not in self.cache:
+            self.cache[name] = _parse_int(self.text[name], f"{self.form}({name})",
+                                          hex_default=self.hex_default)
+        return self.cache[name]
+
+    def __contains__(self, name):
+        return name in self.text
+
+    def __iter__(self):
+        return iter(self.text)
+
+    def __len__(self):
+        return len(self.text)
+
+
 class VmcoreInfo:
-    """Parsed VMCOREINFO.  First occurrence of a key wins (as in makedumpfile)."""
+    """Parsed VMCOREINFO.  First occurrence of a key wins (as in makedumpfile).
+    Values are checked when they are used, not when the note is read."""
 
     def __init__(self, text):
         if isinstance(text, (bytes, bytearray, memoryview)):
             text = bytes(text).split(b"\0", 1)[0].decode("ascii", "replace")
         self.text = text
         self.raw = {}
-        self.symbols, self.numbers, self.offsets = {}, {}, {}
-        self.sizes, self.lengths = {}, {}
-        tables = {"SYMBOL": self.symbols, "NUMBER": self.numbers, "OFFSET": self.offsets,
-                  "SIZE": self.sizes, "LENGTH": self.lengths}
+        tables = {form: _Values(form, form == "SYMBOL") for form in ("SYMBOL", "NUMBER", "OFFSET", "SIZE", "LENGTH")}
+        self.symbols, self.numbers, self.offsets = tables["SYMBOL"], tables["NUMBER"], tables["OFFSET"]
+        self.sizes, self.lengths = tables["SIZE"], tables["LENGTH"]
         for line in text.splitlines():
             if "=" not in line:
                 continue
@@ -60,21 +89,19 @@ class VmcoreInfo:
                 continue
             self.raw[key] = value.strip()
             m = _FORM.match(key)
-            if not m:
-                continue
-            form, name = m.groups()
-            if name in tables[form]:
-                continue
-            tables[form][name] = _parse_int(value, key, hex_default=(form == "SYMBOL"))
+            if m:
+                tables[m.group(1)].text.setdefault(m.group(2), value)
         if not self.raw:
             raise VmcoreinfoError("VMCOREINFO note is empty or not text")
-        if "PAGESIZE" in self.raw:
-            size = self._plain_int("PAGESIZE")
-            if size <= 0 or size & (size - 1):
-                raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is not a power of two")
-            if not MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE:
-                raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is outside "
-                                      f"{MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}")
+
+    @classmethod
+    def from_note(cls, desc):
+        """The note's VMCOREINFO, or None when it holds no KEY=VALUE line at all:
+        a garbled note is copied as it is, it just cannot be used."""
+        try:
+            return cls(desc)
+        except VmcoreinfoError:
+            return None
 
     # -- plain keys -------------------------------------------------------
     def _plain_int(self, key, *, hex_default=False):
@@ -94,7 +121,15 @@ class VmcoreInfo:
 
     @property
     def page_size(self):
-        return self._plain_int("PAGESIZE") if "PAGESIZE" in self.raw else None
+        """PAGESIZE, checked (every page offset depends on it); None when absent."""
+        if "PAGESIZE" not in self.raw:
+            return None
+        size = self._plain_int("PAGESIZE")
+        if size <= 0 or size & (size - 1):
+            raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is not a power of two")
+        if not MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE:
+            raise VmcoreinfoError(f"VMCOREINFO: PAGESIZE={size} is outside {MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}")
+        return size
 
     @property
     def crashtime(self):
@@ -113,8 +148,12 @@ class VmcoreInfo:
 
     @property
     def phys_base(self):
-        """NUMBER(phys_base) as an unsigned 64-bit value (it may be negative under KASLR)."""
-        value = self.numbers.get("phys_base")
+        """NUMBER(phys_base) as an unsigned 64-bit value (it may be negative under KASLR);
+        None when absent or bogus (the dump header's copy is informational)."""
+        try:
+            value = self.numbers.get("phys_base")
+        except VmcoreinfoError:
+            return None
         return None if value is None else value & U64
 
     # -- typed look-ups that name the missing key --------------------------

@@ -129,3 +129,90 @@ def test_interrupted_dump_is_marked_incomplete_and_readable(tmp_path, sig):
             assert len(d.read_pfn(pfn)) == 4096
     fmt, got = kdumpfile_digests(partial, 300)
     assert fmt == "diskdump" and got
+
+
+# -- every bad option is one clear error (class 8) ---------------------------------------
+
+BAD_API_ARGS = [dict(level=[]), dict(level="1"), dict(level=1.5), dict(level=True), dict(level=[1, 40]),
+                dict(format="elf", elf_class=16), dict(elf_class="64"), dict(compress=[]), dict(compress=None),
+                dict(format=None), dict(threads=0), dict(threads=-1), dict(threads="2"), dict(window_bytes="1M"),
+                dict(window_bytes=0), dict(progress=5), dict(targets=5), dict(split_block_pfns="a"),
+                dict(use_mmap="yes"), dict(force="no"), dict(mem_map=5), dict(stats_json=5), dict(target=7),
+                dict(target=None, split=[3, 4]), dict(warn="print")]
+
+
+@pytest.mark.parametrize("kw", BAD_API_ARGS, ids=lambda kw: ",".join(f"{k}={v!r}" for k, v in kw.items()))
+def test_api_bad_arguments_are_usage_errors(vmcore, tmp_path, kw):
+    kw = {"target": str(tmp_path / "out"), **kw}
+    with pytest.raises(fastdump.errors.UsageError):
+        fastdump.dump(vmcore, **kw)
+    assert not os.listdir(tmp_path)
+
+
+def test_api_takes_path_objects(vmcore, tmp_path):
+    import pathlib
+    from fastdump.convert import convert
+    from fastdump.verify import verify
+    out = tmp_path / "dump"
+    stats = fastdump.dump(pathlib.Path(vmcore), out, level=1, compress="zstd", stats_json=tmp_path / "s.json")
+    assert out.exists() and stats.pages_kept and json.loads((tmp_path / "s.json").read_text())
+    with fastdump.open(out) as d:
+        assert d.format == "kdump"
+    assert verify(out, pathlib.Path(vmcore))["ok"]
+    assert convert(out, tmp_path / "conv", level=1).pages_kept == stats.pages_kept
+
+
+def test_a_file_descriptor_is_refused_and_stays_open(vmcore, tmp_path):
+    """fastdump.open(fd) (and every other path argument) refuses an int: it never reads
+    or closes a descriptor it does not own."""
+    from fastdump.convert import convert
+    from fastdump.verify import verify
+    fd = os.open(vmcore, os.O_RDONLY)
+    try:
+        calls = [lambda: fastdump.open(fd), lambda: verify(fd), lambda: convert(fd, str(tmp_path / "c")),
+                 lambda: fastdump.dump(fd, str(tmp_path / "d")),
+                 lambda: fastdump.dump(vmcore, str(tmp_path / "d"), stats_json=fd)]
+        for call in calls:
+            with pytest.raises(fastdump.errors.UsageError, match="must be a path"):
+                call()
+            os.fstat(fd)                                   # still ours, still open
+        assert os.pread(fd, 4, 0) == b"\x7fELF"
+    finally:
+        os.close(fd)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--num-threads", "-1"], ["--threads", "100000"],
+                                  ["--window", "0"], ["--window", "1e999m"], ["--message-level", "99"],
+                                  ["--message-level", "-1"], ["--split", "--splitblock-size", "0"]])
+def test_out_of_range_numbers_are_usage_errors(vmcore, tmp_path, args):
+    extra = [str(tmp_path / "p2")] if "--split" in args else []
+    r = fastdump_cli("-d", "1", *args, vmcore, str(tmp_path / "o"), *extra, check=False)
+    assert "internal error" not in one_line_error(r)
+    assert r.returncode == 2
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("cmd", [["verify", "--threads", "0", "DUMP"], ["convert", "--threads", "0", "DUMP", "OUT"],
+                                 ["demo", "--size", "0", "OUT"], ["-R", "--message-level", "40", "OUT"]])
+def test_subcommand_numbers_are_checked_too(vmcore, tmp_path, cmd):
+    cmd = [vmcore if a == "DUMP" else str(tmp_path / "o") if a == "OUT" else a for a in cmd]
+    r = fastdump_cli(*cmd, check=False)
+    assert "internal error" not in one_line_error(r)
+    assert r.returncode == 2
+    assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("line", ['threads = 0', 'threads = true', 'dump_level = ["a"]', 'dump_level = []',
+                                  'dump_level = 99', 'targets = [1]', 'window = "abc"', 'window = "1e999m"',
+                                  'window = 0', 'message_level = -1', 'compress = "lzma"', 'format = 5',
+                                  'source = ""', 'force = "yes"'])
+def test_bad_config_values_are_usage_errors(vmcore, tmp_path, line):
+    key = line.split()[0]
+    cfg = {"source": f"source = {json.dumps(vmcore)}", "targets": f"targets = [{json.dumps(str(tmp_path / 'o'))}]"}
+    cfg[key] = line
+    (tmp_path / "c.toml").write_text("\n".join(cfg.values()) + "\n")
+    r = fastdump_cli("--config", str(tmp_path / "c.toml"), check=False)
+    assert "internal error" not in one_line_error(r)
+    assert r.returncode == 2
+    assert os.listdir(tmp_path) == ["c.toml"]

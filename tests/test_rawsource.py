@@ -78,3 +78,25 @@ def test_raw_image_without_a_map_is_a_clear_error(oldmem, tmp_path):
     path, _, _ = oldmem
     r = fastdump_cli("-d", "1", "--mem-map", "12-zz", path, str(tmp_path / "o"), check=False)
     assert r.returncode == 2 and "bad memory range" in r.stderr
+
+
+@pytest.mark.parametrize("source,mem_map,expect", [
+    ("/dev/zero", "0-fffffffff", "character device"),      # never ends: not a memory image
+    ("/dev/urandom", "0-fff", "character device"),
+    ("IMAGE", "0-ffffffffffffffff", "physical address space"),
+    ("IMAGE", "0-fff,10000000000000-10000000000fff", "physical address space"),
+])
+def test_raw_sources_are_bounded(oldmem, tmp_path, source, mem_map, expect):
+    """Raw memory is read only as far as the image really goes; what has no size is refused."""
+    source = oldmem[0] if source == "IMAGE" else source
+    r = fastdump_cli("-d", "1", "--mem-map", mem_map, source, str(tmp_path / "o"), check=False, timeout=60)
+    assert r.returncode in (1, 2) and expect in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_a_huge_map_over_a_small_image_reads_only_the_image(oldmem, tmp_path):
+    path, _, info = oldmem
+    out = str(tmp_path / "dump")
+    fastdump_cli("-d", "1", "-i", info, "--mem-map", "0-fffffffffff", path, out, timeout=120)
+    with fastdump.open(out) as d:
+        assert d.max_mapnr == -(-os.path.getsize(path) // 4096)

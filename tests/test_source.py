@@ -121,3 +121,137 @@ def test_mmap_reads_equal_pread(vmcore):
             n = rng.randrange(1, 9000)
             assert a.read_phys(addr, n, zero_fill=True) == b.read_phys(addr, n, zero_fill=True)
         assert b.mmap_reads
+
+
+@pytest.mark.parametrize("cmd", [["-d", "1", "FIFO", "OUT"], ["info", "FIFO"], ["verify", "FIFO"],
+                                 ["verify", "DUMP", "FIFO"], ["convert", "FIFO", "OUT"], ["dmesg", "FIFO"],
+                                 ["-d", "1", "-i", "FIFO", "VMCORE", "OUT"],
+                                 ["-d", "1", "--iomem", "FIFO", "VMCORE", "OUT"]])
+def test_a_fifo_with_no_writer_is_refused_not_waited_on(vmcore, tmp_path, cmd):
+    from support import fastdump_cli
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    names = {"FIFO": str(fifo), "OUT": str(tmp_path / "out"), "VMCORE": vmcore, "DUMP": vmcore}
+    r = fastdump_cli(*[names.get(a, a) for a in cmd], check=False, timeout=60)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert "FIFO" in r.stderr.splitlines()[-1]
+    assert sorted(os.listdir(tmp_path)) == ["fifo"]
+
+
+def test_api_refuses_a_fifo(tmp_path):
+    import fastdump
+    from support import time_limit
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with time_limit(30, "fastdump.open on a FIFO"), pytest.raises(fastdump.FastdumpError, match="FIFO"):
+        fastdump.open(fifo)
+
+
+# -- work is bounded by what the file really holds (class 6) ------------------------------
+
+def _vmcore_from(path, loads, page_bytes):
+    """An x86_64 vmcore with the given ``(paddr, filesz, memsz)`` PT_LOADs; page i of the
+    file data is ``page_bytes(i)``."""
+    vmci = b"OSRELEASE=6.1.0-bounds\nPAGESIZE=4096\nCRASHTIME=1764000000\n"
+    notes = elf.build_note(b"VMCOREINFO", 0, vmci)
+    hdr = elf.header_size(elf.ELFCLASS64, 1 + len(loads))
+    off = -(-(hdr + len(notes)) // 4096) * 4096
+    phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]
+    for paddr, filesz, memsz in loads:
+        phdrs.append(elf.Phdr(elf.PT_LOAD, 7, off, 0xFFFF888000000000 + paddr, paddr, filesz, memsz, 0))
+        off += filesz
+    with open(path, "wb") as f:
+        f.write(elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs) + notes)
+        f.seek(phdrs[1].offset)
+        for i in range(sum(fs for _, fs, _ in loads) // 4096):
+            f.write(page_bytes(i))
+    return path
+
+
+def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
+    """A PT_LOAD that describes petabytes it does not store: no spill file, no pass over
+    the described memory; -E writes what is stored, kdump (whose bitmaps span max_pfn) is
+    written or refused for room, in seconds either way."""
+    import fastdump
+    from fastdump import pipeline
+    from support import time_limit
+    pages = 256
+    src = _vmcore_from(str(tmp_path / "vmcore"), [(1 << 20, pages * 4096, (1 << 52) - (2 << 20))],
+                       lambda i: bytes([i % 251 + 1]) * 4096)
+
+    def no_spill(*a, **kw):
+        raise AssertionError("a bitmap spill file was created for memory the source does not store")
+    monkeypatch.setattr(pipeline.tempfile, "TemporaryFile", no_spill)
+    with time_limit(60, "-E of a huge p_memsz"):
+        stats = fastdump.dump(src, str(tmp_path / "elf"), level=1, format="elf")
+    assert stats.pages_kept == pages and os.path.getsize(tmp_path / "elf") < (pages + 16) * 4096
+    assert elf_pages(str(tmp_path / "elf")) == elf_pages(src)
+    # a synthetic kernel's vmcore (classifiable) whose last PT_LOAD describes up to 2^52
+    kern = str(tmp_path / "kernel")
+    make_vmcore(kern, ram_size=64 * MiB, seed=3)
+    with ElfSource(kern) as s:
+        phdrs, stored = list(s.header.phdrs), sum(e - a for a, e in s.stored_runs())
+        p = phdrs[-1]
+        phdrs[-1] = elf.Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, (1 << 52) - p.paddr, p.align)
+        header = elf.build_header(s.elfclass, s.machine, phdrs)
+    with open(kern, "r+b") as f:
+        f.write(header)
+    from fastdump.kernel.estimate import estimate
+    with time_limit(60, "estimate of a huge p_memsz"), ElfSource(kern) as s:
+        assert s.max_pfn == 1 << 40
+        assert estimate(s, warn=lambda t: None)["present"] == stored
+    with time_limit(60, "kdump of a huge p_memsz"):
+        try:
+            fastdump.dump(src, str(tmp_path / "kdump"), level=1, compress="zstd")
+        except fastdump.errors.NoSpaceError as e:
+            assert "needs about" in str(e)
+            assert not [p for p in os.listdir(tmp_path) if p.startswith("kdump")]
+    with time_limit(60, "--split of a huge p_memsz"):
+        parts = [str(tmp_path / "part1"), str(tmp_path / "part2")]
+        try:
+            fastdump.dump(src, split=parts, level=1, compress="zstd")
+        except fastdump.errors.NoSpaceError as e:
+            assert "header and bitmaps alone need" in str(e)
+            assert not [p for p in os.listdir(tmp_path) if p.startswith("part")]
+
+
+@pytest.fixture(scope="module")
+def many_loads(tmp_path_factory):
+    """30000 one-page PT_LOADs, every other page: fragmented bitmaps and many extents."""
+    n = 30000
+    path = str(tmp_path_factory.mktemp("many") / "vmcore")
+    return _vmcore_from(path, [((1 << 20) + 2 * i * 4096, 4096, 4096) for i in range(n)],
+                        lambda i: (b"%08d" % i) * 512 if i % 3 else bytes(4096))
+
+
+def test_many_pt_loads_and_fragmented_bitmaps_stay_linear(many_loads, tmp_path):
+    """-E, kdump, verify against the source and convert all finish in seconds, and the
+    pages survive (libkdumpfile and pyelftools read them)."""
+    from support import digests, fastdump_cli, kdumpfile_digests
+    want = elf_pages(many_loads)
+    elf_out, kd, conv = (str(tmp_path / n) for n in ("elf", "kdump", "conv"))
+    fastdump_cli("-E", "-d", "0", many_loads, elf_out, timeout=90)
+    assert elf_pages(elf_out) == want
+    fastdump_cli("-z", "-d", "0", many_loads, kd, timeout=90)
+    r = fastdump_cli("verify", kd, many_loads, timeout=90)
+    assert r.stdout.startswith("OK")
+    fastdump_cli("convert", "-d", "0", "--compress", "zlib", kd, conv, timeout=90)
+    assert kdumpfile_digests(conv, max(want) + 1)[1] == digests(want)
+
+
+def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
+    """A kdump header and 2nd bitmap claiming 2^27 dumped pages in a 16 MiB file: convert
+    works on what the file can hold (its descriptors), in seconds, leaving no temp file."""
+    from fastdump.formats import kdump
+    from support import fastdump_cli
+    ps, nblocks = 4096, 4096
+    bitmap_len = nblocks * ps // 2
+    max_mapnr = bitmap_len * 8
+    hdr = kdump.HEADER.pack(kdump.SIGNATURE, 6, *([b"x"] * 6), 0, 0, 0, ps, 1, nblocks, max_mapnr & 0xFFFFFFFF,
+                            0, 0, 0, 0, 1)
+    sub = kdump.SUB_HEADER.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, max_mapnr)
+    src = tmp_path / "hostile"
+    src.write_bytes(hdr.ljust(ps, b"\0") + sub.ljust(ps, b"\0") + b"\xff" * (2 * bitmap_len) + bytes(ps))
+    r = fastdump_cli("convert", str(src), str(tmp_path / "out"), check=False, timeout=60)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1)
+    assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])

@@ -45,8 +45,10 @@ class Segment:
         if lo >= hi:
             return
         pos = lo
-        for a, b in _core.bitmap_runs(read_set, hi - c0):
-            a, b = a + c0, b + c0
+        skip = (lo - c0) // 8          # scan this segment's bytes only: many segments stay linear
+        base = c0 + 8 * skip
+        for a, b in _core.bitmap_runs(memoryview(read_set)[skip:], hi - base):
+            a, b = a + base, b + base
             if b <= lo:
                 continue
             a = max(a, lo)

@@ -266,9 +266,9 @@ class KdumpReader(ReadOnlyFile):
         self.notes = elf.parse_notes(self.note_bytes)
         vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
         if vmci:
-            self.vmcoreinfo = VmcoreInfo(vmci[0].desc)
+            self.vmcoreinfo = VmcoreInfo.from_note(vmci[0].desc)
         elif version >= 3 and vm_off and vm_size and vm_size <= MAX_NOTE_BYTES:
-            self.vmcoreinfo = VmcoreInfo(self._read(vm_off, vm_size))
+            self.vmcoreinfo = VmcoreInfo.from_note(self._read(vm_off, vm_size))
         else:
             self.vmcoreinfo = None
         self.incomplete = bool(self.status & STATUS_INCOMPLETE)

@@ -9,9 +9,12 @@ CYCLE = 1 << 20   # pfns per classify call (128 KiB bitmap)
 
 
 def _classify_everything(judge, source):
+    """Class counts of the pages the source stores, and how many it stores: memory it
+    only describes (a p_memsz beyond p_filesz) holds no page to keep, so it is not
+    scanned (a huge p_memsz costs nothing)."""
     totals = {c: 0 for c in CLASSES}
     present = 0
-    for first, end in source.present_runs():
+    for first, end in source.stored_runs():
         present += end - first
         a = first - first % 64
         for s in range(a, end, CYCLE):

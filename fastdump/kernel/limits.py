@@ -54,9 +54,10 @@ def check(vi, page_size):
     sp = sizes.get("page")
     if sp is not None and not (STRUCT_PAGE[0] <= sp <= STRUCT_PAGE[1] and sp % 8 == 0):
         _bad("SIZE(page)", sp, f"is implausible (expected a multiple of 8 in {STRUCT_PAGE[0]}..{STRUCT_PAGE[1]})")
-    for key, off in offsets.items():
+    for key in offsets:       # only the keys used here: their values are parsed on access
         if not key.startswith("page."):
             continue
+        off = offsets[key]
         width = PAGE_FIELDS.get(key[5:], 1)
         if off < 0 or (sp is not None and off + width > sp):
             _bad(f"OFFSET({key})", off, f"lies outside struct page (SIZE(page)={sp})")
@@ -93,9 +94,9 @@ def check(vi, page_size):
         _bad("LENGTH(zone.free_area)", nro, f"is implausible (expected 1..{MAX_ORDERS})")
 
     # what the free-page self-check reads
-    for key, off in offsets.items():
-        if key.startswith(SELF_CHECK_PREFIXES) and not 0 <= off < MAX_STRUCT:
-            _bad(f"OFFSET({key})", off, "is implausible")
+    for key in offsets:
+        if key.startswith(SELF_CHECK_PREFIXES) and not 0 <= offsets[key] < MAX_STRUCT:
+            _bad(f"OFFSET({key})", offsets[key], "is implausible")
     for key in SELF_CHECK_SIZES:
         v = sizes.get(key)
         if v is not None and not 0 < v < MAX_STRUCT:

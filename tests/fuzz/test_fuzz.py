@@ -143,3 +143,43 @@ def test_hypothesis(target, examples):
                  .map(lambda kv: "\n".join(f"{k}={v}" for k, v in kv).encode("utf-8", "replace"))))
 def test_hypothesis_vmcoreinfo(data):
     run("vmcoreinfo", data)
+
+
+# -- the public API with arguments of any type -------------------------------
+
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=True),
+                 st.text(max_size=12), st.binary(max_size=8), st.lists(st.integers(-5, 40), max_size=3),
+                 st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+_API_KEYS = ["level", "compress", "threads", "format", "progress", "force", "window_bytes", "use_mmap",
+             "elf_class", "flat", "split", "dmesg", "split_block_pfns", "mem_map", "iomem", "vmcoreinfo_file",
+             "direct_io", "targets", "stats_json"]
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(_API_KEYS), _ANY, min_size=1, max_size=3), st.sampled_from(["dump", "open",
+                                                                                                  "verify"]))
+def test_api_arguments_of_any_type(kwargs, call):
+    """fastdump.dump/open/verify with garbage arguments: a result or a FastdumpError,
+    never TypeError/KeyError/AttributeError, and no file descriptor of the caller touched."""
+    import tempfile
+
+    import fastdump
+    from fastdump.verify import verify
+    src = targets.seeds().for_target("cli_dump")[0]
+    with tempfile.TemporaryDirectory() as d, time_limit():
+        path = os.path.join(d, "src")
+        with open(path, "wb") as f:
+            f.write(src)
+        kwargs = {k: (v if not isinstance(v, int) or isinstance(v, bool) or k not in ("stats_json", "iomem",
+                                                                                        "vmcoreinfo_file")
+                      else v + 1000) for k, v in kwargs.items()}   # an int "path" names no open fd here
+        try:
+            if call == "dump":
+                fastdump.dump(path, os.path.join(d, "out"), **{"progress": "quiet", **kwargs})
+            elif call == "open":
+                fastdump.open(next(iter(kwargs.values()))).close()
+            else:
+                verify(next(iter(kwargs.values())), threads=kwargs.get("threads"))
+        except fastdump.FastdumpError as e:
+            assert str(e) and "\n" not in str(e)

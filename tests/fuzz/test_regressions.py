@@ -33,8 +33,11 @@ def write(tmp_path, name, data):
                                   "SYMBOL(x)=1" + "0" * 16, "OFFSET(a.b)=18446744073709551616",
                                   "NUMBER(y)=-9223372036854775809"])
 def test_vmcoreinfo_values_beyond_64_bits_are_one_line_errors(line):
+    v = VmcoreInfo(f"OSRELEASE=x\n{line}\n")     # values are checked when read
+    key = line.split("=", 1)[0]
+    form, _, name = key.partition("(")
     with pytest.raises(VmcoreinfoError) as e:
-        VmcoreInfo(f"OSRELEASE=x\n{line}\n")
+        v.page_size if key == "PAGESIZE" else getattr(v, form.lower())(name[:-1])
     assert "\n" not in str(e.value) and len(str(e.value)) < 200
 
 
@@ -46,7 +49,7 @@ def test_vmcoreinfo_64_bit_extremes_still_parse():
 @pytest.mark.parametrize("size", [1 << 40, 2048, 1 << 19])
 def test_vmcoreinfo_page_size_range(size):
     with pytest.raises(VmcoreinfoError, match="PAGESIZE"):
-        VmcoreInfo(f"PAGESIZE={size}\n")
+        VmcoreInfo(f"PAGESIZE={size}\n").page_size
 
 
 @pytest.mark.parametrize("value", ["99999999999999999999999", "soon", "-5"])

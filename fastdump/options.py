@@ -1,0 +1,148 @@
+"""Every option a dump takes, checked in one place.
+
+The API, the command line and the config file all end in ``DumpOptions.check``,
+so a bad value (wrong type, out of range, a file descriptor where a path is
+wanted) is one UsageError naming the option, never a TypeError or KeyError from
+deep inside a run.  The small ``*_arg`` checks are also what the subcommands and
+the argparse types use for the same kinds of values.
+"""
+
+import os
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+FORMATS = ("kdump", "elf")
+CODECS = ("zstd", "lz4", "lzo", "snappy", "zlib", "none")
+PROGRESS = ("auto", "bar", "lines", "quiet")
+MAX_LEVEL = 31
+#: far above any machine, small enough that nothing sized from it overflows
+MAX_THREADS = 4096
+MAX_WINDOW_BYTES = 1 << 30
+
+
+def path_arg(value, what):
+    """A path (str, bytes or os.PathLike) as str.  An int is refused: a file descriptor
+    is not ours to read or close."""
+    if isinstance(value, (bool, int)) or not isinstance(value, (str, bytes, os.PathLike)):
+        raise UsageError(f"{what} must be a path, not {type(value).__name__} {value!r:.40}")
+    path = os.fsdecode(os.fspath(value))
+    if not path or "\0" in path:
+        raise UsageError(f"{what} {path!r:.60} is not a valid path")
+    return path
+
+
+def _optional_path(value, what):
+    return None if value is None else path_arg(value, what)
+
+
+def int_arg(value, what, lo, hi, *, optional=False):
+    """An int in lo..hi (None when ``optional``); bools and floats are refused."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} must be an integer, not {type(value).__name__} {value!r:.40}")
+    if not lo <= value <= hi:
+        raise UsageError(f"{what} {value} is out of range {lo}..{hi}")
+    return value
+
+
+def int_type(what, lo, hi):
+    """An argparse ``type=`` for an int in lo..hi: the same check as int_arg."""
+    import argparse
+
+    def parse(text):
+        try:
+            return int_arg(int(text), what, lo, hi)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from None
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def choice_arg(value, what, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise UsageError(f"unknown {what} {value!r:.40} (one of: {', '.join(choices)})")
+    return value
+
+
+def bool_arg(value, what, *, optional=False):
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be true or false, not {value!r:.40}")
+    return value
+
+
+def levels_arg(level):
+    """makedumpfile's dump level, or a non-empty list of them (the fallback order)."""
+    levels = list(level) if isinstance(level, (list, tuple)) else [level]
+    if not levels:
+        raise UsageError("no dump level given (0..31, or a list of them)")
+    return tuple(int_arg(lv, "dump level", 0, MAX_LEVEL) for lv in levels)
+
+
+def threads_arg(value):
+    return int_arg(value, "thread count", 1, MAX_THREADS, optional=True)
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    """The checked options of one dump (see ``pipeline.dump`` for their meaning)."""
+
+    source: str
+    targets: tuple
+    levels: tuple
+    compress: str
+    format: str
+    threads: int
+    window_bytes: int
+    use_mmap: bool
+    elf_class: int
+    force: bool
+    flat: bool
+    dmesg: bool
+    direct_io: bool
+    split: tuple
+    split_block_pfns: int
+    mem_map: str
+    iomem: str
+    vmcoreinfo_file: str
+    stats_json: str
+
+    @classmethod
+    def check(cls, *, source, target=None, targets=None, level=0, compress="none", format="kdump", threads=None,
+              window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
+              direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
+              vmcoreinfo_file=None, stats_json=None):
+        from .targets import Target
+
+        if targets is not None and not isinstance(targets, (list, tuple)):
+            raise UsageError("targets must be a list of targets")
+        targets = ([target] if target is not None else []) + list(targets or ())
+        if split is not None and not isinstance(split, (list, tuple)):
+            raise UsageError("split must be a list of part files")
+        fmt = choice_arg(format, "format", FORMATS)
+        codec = choice_arg(compress, "compression", CODECS)
+        if fmt == "elf" and codec != "none":
+            raise UsageError("ELF dumps are not compressed; drop -c/-l/-z/--compress or use kdump format")
+        block = int_arg(split_block_pfns, "split block (pages)", 1, 1 << 40)
+        if block % 64:
+            raise UsageError("the split block must be a positive multiple of 64 pages (256 KiB)")
+        if elf_class is not None and (isinstance(elf_class, bool) or elf_class not in (32, 64)):
+            raise UsageError(f"ELF class must be 32 or 64, not {elf_class!r:.40}")
+        if mem_map is not None and not isinstance(mem_map, str):
+            raise UsageError("mem_map must be a string of START-END ranges")
+        return cls(
+            source=path_arg(source, "source"),
+            targets=tuple(t if isinstance(t, Target) else path_arg(t, "target") for t in targets),
+            levels=levels_arg(level), compress=codec, format=fmt, threads=threads_arg(threads),
+            window_bytes=int_arg(window_bytes, "window size", 1, MAX_WINDOW_BYTES, optional=True),
+            use_mmap=bool_arg(use_mmap, "use_mmap", optional=True), elf_class=elf_class,
+            force=bool_arg(force, "force"), flat=bool_arg(flat, "flat"), dmesg=bool_arg(dmesg, "dmesg"),
+            direct_io=bool_arg(direct_io, "direct_io"),
+            split=None if split is None else tuple(path_arg(p, "split part") for p in split),
+            split_block_pfns=block, mem_map=mem_map, iomem=_optional_path(iomem, "iomem file"),
+            vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
+            stats_json=_optional_path(stats_json, "stats file"))
