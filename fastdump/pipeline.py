@@ -467,10 +467,10 @@ class Dump:
         for c0, c1 in _cycles(src.max_pfn):
             writer.write_bitmaps(c0, _runs_bitmap(present_runs, c0, c1), plan.keep.get(c0))
         writer.pad_bitmaps()
-        writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
                     for c0, c1 in _cycles(src.max_pfn) if c0 < hi and c1 > lo)
+        writer.start_pages(plan.num_dumpable, own=total)
         self.progress.phase("copying", total)
 
         def windows():

@@ -6,7 +6,10 @@ the 2nd bitmap and every one lies in the page data area of the file, stores at
 most a page, names a known codec, and decompresses to exactly one page; the
 shared zero page is zeros.  An incomplete dump is reported as such; a complete
 but partial one (source pages that could not be read) passes, with those pages
-counted.  ELF: every segment lies within the file, and a second copy of memory
+counted.  A fastdump dump also carries checksums (formats/checksums.py): every
+stored page with its descriptor, the header, sub header and notes, every bitmap
+block and the zero block are checked against them, so a changed byte is found
+without the source and named by pfn.  ELF: every segment lies within the file, and a second copy of memory
 (the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
 page the dump stores must equal the source's.
 
@@ -23,11 +26,12 @@ import json
 import os
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _core
 from .errors import FastdumpError, FormatError, UsageError
-from .formats import kdump
+from .formats import checksums, kdump
 from .reader import open_dump, sniff
 from .source import ElfSource
 
@@ -167,8 +171,9 @@ def _check_kdump(r, source, threads, result, problems):
     if data_start > r.file_size:
         problems.add(f"descriptor table ({ndesc} descriptors) runs past the end of the file "
                      f"({data_start} > {r.file_size})")
+    sums = _check_sums(r, result, problems)
     codecs = {}
-    counts = {"unwritten": 0, "compared": 0, "checked": 0}
+    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
         first_index, runs = arg
@@ -180,6 +185,8 @@ def _check_kdump(r, source, threads, result, problems):
             problems.add(f"descriptors {first_index + have}..{first_index + n - 1} are past the end of the file",
                          n - have)
             raw = raw[:have * DESC.size]
+        if sums is not None:
+            _check_page_sums(r, sums, first_index, raw, runs, problems, counts, counts_lock)
         words = memoryview(raw).cast("Q")          # off, size | flags << 32, page_flags
         offs = [o - (1 << 64) if o >> 63 else o for o in words[0::3]]
         sfs = words[1::3].tolist()
@@ -285,9 +292,56 @@ def _check_kdump(r, source, threads, result, problems):
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unwritten"] = counts["unwritten"]
+    result["pages_checksummed"] = counts["checksummed"]
+    if sums is not None and sums.array_count != counts["checked"]:
+        problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
     if counts["unwritten"] and not r.incomplete:
         problems.add(f"{counts['unwritten']} descriptors were never written, but the dump is not flagged "
                      f"incomplete")
+
+
+def _check_sums(r, result, problems):
+    """Check every region the dump's checksum trailer covers; return the trailer
+    (None when the dump has no checksums: another tool's, or cut short)."""
+    try:
+        sums = r.checksums()
+    except ValueError as e:
+        problems.add(str(e))
+        result["checksums"] = "damaged"
+        return None
+    result["checksums"] = sums is not None
+    if sums is None:
+        return None
+    if sums.problem:
+        problems.add(sums.problem)
+    for off, size, want, kind in sums.regions:
+        data = os.pread(r.fd, size, off) if 0 <= off and off + size <= r.file_size else b""
+        if len(data) != size or zlib.crc32(data) != want:
+            where = checksums.KIND_NAMES.get(kind, f"region kind {kind}")
+            if kind in (checksums.BITMAP1, checksums.BITMAP2):
+                base = r.bitmap1_off if kind == checksums.BITMAP1 else r.bitmap2_off
+                first = (off - base) * 8
+                where += f" block at {off:#x} (pfns {first:#x}..{first + size * 8 - 1:#x})"
+            else:
+                where += f" at {off:#x}+{size:#x}"
+            problems.add(f"{where} does not match its checksum")
+    return sums
+
+
+def _check_page_sums(r, sums, first_index, raw, runs, problems, counts, lock):
+    """Each descriptor of this task and its page's stored bytes against the page
+    checksum array (crc32 in the compiled core, page data read in large spans)."""
+    n = len(raw) // DESC.size
+    want_n = max(0, min(n, sums.array_count - first_index))
+    at = sums.array_off + 4 * first_index
+    stored = os.pread(r.fd, 4 * want_n, at) if want_n else b""
+    bad = _core.kdump_crc_mismatches(r.fd, raw[:DESC.size * (len(stored) // 4)], stored, r.page_size)
+    if bad:
+        pfns = [p for a, b in runs for p in range(a, b)]
+        shown = ", ".join(f"{pfns[i]:#x}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        problems.add(f"{len(bad)} pages do not match their checksums (pfn {shown})", len(bad))
+    with lock:
+        counts["checksummed"] += len(stored) // 4 - len(bad)
 
 
 # -------------------------------------------------------------------- ELF ---
@@ -360,6 +414,8 @@ def verify(path, source=None, threads=None):
 
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
     ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
+    ``checksums`` (True when the dump carries fastdump's checksums and they were checked,
+    "damaged" when they cannot be read), ``pages_checksummed``,
     ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
     ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
     ``path`` or ``source`` cannot be opened at all."""
@@ -373,7 +429,7 @@ def verify(path, source=None, threads=None):
     problems = _Problems()
     result = {"path": str(path), "source": str(source) if source else None, "format": sniff(path),
               "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "pages_unreadable": 0,
-              "codecs": {}}
+              "codecs": {}, "checksums": False, "pages_checksummed": 0}
     try:
         try:
             d = open_dump(path)
@@ -414,7 +470,7 @@ def _verdict(r):
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""
         return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}{lost}, "
-                f"{r['seconds']:.2f} s")
+                f"{_sums_note(r)}, {r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1
         extra = f" (and {more} more problem{'s' if more != 1 else ''})" if more > 0 else ""
@@ -422,6 +478,15 @@ def _verdict(r):
         return f"FAILED: {r['path']}: {r['problems'][0]}{extra}{inc}"
     return (f"FAILED: {r['path']}: dump is flagged incomplete; {r['pages_checked']} pages written check out, "
             f"{r.get('pages_unwritten', 0)} were never written")
+
+
+def _sums_note(r):
+    if r.get("checksums") is True:
+        return (f"checksums match ({r['pages_checksummed']} pages with their descriptors, headers, "
+                f"bitmaps)")
+    if r["format"] == "kdump":
+        return "no checksums to check (not written by this fastdump)"
+    return "no checksums to check (ELF dump)"
 
 
 def main(argv):
