@@ -185,8 +185,6 @@ def _check_kdump(r, source, threads, result, problems):
             problems.add(f"descriptors {first_index + have}..{first_index + n - 1} are past the end of the file",
                          n - have)
             raw = raw[:have * DESC.size]
-        if sums is not None:
-            _check_page_sums(r, sums, first_index, raw, runs, problems, counts, counts_lock)
         words = memoryview(raw).cast("Q")          # off, size | flags << 32, page_flags
         offs = [o - (1 << 64) if o >> 63 else o for o in words[0::3]]
         sfs = words[1::3].tolist()
@@ -267,6 +265,8 @@ def _check_kdump(r, source, threads, result, problems):
                 n_bad = sum(1 for off, sf in zip(offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
                 pfn = next(p for p, off, sf in zip(pfns, offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
                 problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
+        if sums is not None:     # after the structural checks: their message says more
+            _check_page_sums(r, sums, first_index, raw, runs, problems, counts, counts_lock)
         written = [o for o in offs if o]
         with counts_lock:
             if written:
@@ -293,11 +293,11 @@ def _check_kdump(r, source, threads, result, problems):
     result["pages_compared"] = counts["compared"]
     result["pages_unwritten"] = counts["unwritten"]
     result["pages_checksummed"] = counts["checksummed"]
-    if sums is not None and sums.array_count != counts["checked"]:
-        problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
     if counts["unwritten"] and not r.incomplete:
         problems.add(f"{counts['unwritten']} descriptors were never written, but the dump is not flagged "
                      f"incomplete")
+    if sums is not None and sums.array_count != counts["checked"]:
+        problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
 
 
 def _check_sums(r, result, problems):
