@@ -171,7 +171,11 @@ def _check_kdump(r, source, threads, result, problems):
     if data_start > r.file_size:
         problems.add(f"descriptor table ({ndesc} descriptors) runs past the end of the file "
                      f"({data_start} > {r.file_size})")
-    sums = _check_sums(r, result, problems)
+    sums = _check_sums(r.checksums, r.fd, r.file_size, result, problems,
+                       bitmaps={checksums.BITMAP1: r.bitmap1_off, checksums.BITMAP2: r.bitmap2_off})
+    if sums is not None and sums.scheme != checksums.PER_DESCRIPTOR:
+        problems.add("the checksum trailer is not one of a kdump-compressed dump")
+        sums = None
     codecs = {}
     counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
@@ -300,11 +304,11 @@ def _check_kdump(r, source, threads, result, problems):
         problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
 
 
-def _check_sums(r, result, problems):
-    """Check every region the dump's checksum trailer covers; return the trailer
-    (None when the dump has no checksums: another tool's, or cut short)."""
+def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
+    """Check every region the dump's checksum trailer (``load()``) covers; return
+    the trailer (None when the dump has no checksums: another tool's, or cut short)."""
     try:
-        sums = r.checksums()
+        sums = load()
     except ValueError as e:
         problems.add(str(e))
         result["checksums"] = "damaged"
@@ -315,12 +319,11 @@ def _check_sums(r, result, problems):
     if sums.problem:
         problems.add(sums.problem)
     for off, size, want, kind in sums.regions:
-        data = os.pread(r.fd, size, off) if 0 <= off and off + size <= r.file_size else b""
+        data = os.pread(fd, size, off) if 0 <= off and off + size <= file_size else b""
         if len(data) != size or zlib.crc32(data) != want:
             where = checksums.KIND_NAMES.get(kind, f"region kind {kind}")
-            if kind in (checksums.BITMAP1, checksums.BITMAP2):
-                base = r.bitmap1_off if kind == checksums.BITMAP1 else r.bitmap2_off
-                first = (off - base) * 8
+            if bitmaps and kind in bitmaps:
+                first = (off - bitmaps[kind]) * 8
                 where += f" block at {off:#x} (pfns {first:#x}..{first + size * 8 - 1:#x})"
             else:
                 where += f" at {off:#x}+{size:#x}"
@@ -405,6 +408,50 @@ def _check_elf(d, source, threads, result, problems):
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unreadable"] = sum(b - a for a, b in d.unreadable_runs)
+    size = os.fstat(d.fd).st_size
+    sums = _check_sums(lambda: checksums.load(lambda o, n: os.pread(d.fd, n, o), size), d.fd, size,
+                       result, problems)
+    if sums is not None:
+        _check_elf_blocks(d, sums, threads, result, problems)
+
+
+def _check_elf_blocks(d, sums, threads, result, problems):
+    """Each block of an ELF dump's data against its crc32, named by the pfns it holds."""
+    if sums.scheme != checksums.PER_BLOCK or sums.array_count != -(-sums.data_len // sums.block):
+        problems.add("the checksum trailer does not describe this ELF dump's data")
+        return
+    per_task = max(1, (4 << 20) // sums.block)
+    bad_blocks, lock = [], threading.Lock()
+
+    def task(first):
+        n = min(per_task, sums.array_count - first)
+        at = sums.data_off + first * sums.block
+        data = os.pread(d.fd, min(n * sums.block, sums.data_off + sums.data_len - at), at)
+        crcs, carry, have = _core.crc_blocks(data, sums.block)
+        got = list(memoryview(crcs).cast("I")) + ([carry] if have else [])
+        want = list(memoryview(os.pread(d.fd, 4 * n, sums.array_off + 4 * first)).cast("I")) \
+            if len(data) == min(n * sums.block, sums.data_off + sums.data_len - at) else []
+        bad = [first + i for i in range(n) if i >= len(want) or i >= len(got) or got[i] != want[i]]
+        with lock:
+            bad_blocks.extend(bad)
+
+    _run_tasks(task, range(0, sums.array_count, per_task), threads)
+    if bad_blocks:
+        pfns = sorted({p for b in sorted(bad_blocks)[:8] for p in _pfns_at(d, sums.data_off + b * sums.block,
+                                                                             sums.block)})
+        shown = ", ".join(f"{p:#x}" for p in pfns) + (", ..." if len(bad_blocks) > 8 else "")
+        problems.add(f"{len(bad_blocks)} blocks of page data do not match their checksums (pfn {shown})",
+                     len(bad_blocks))
+    result["pages_checksummed"] = result["pages_checked"] if not bad_blocks else 0
+
+
+def _pfns_at(d, off, size):
+    """The pfns whose stored bytes lie in file bytes [off, off+size)."""
+    ps = d.page_size
+    for p in d.loads:
+        lo, hi = max(off, p.offset), min(off + size, p.offset + p.filesz)
+        if p.filesz and lo < hi:
+            yield from range((p.paddr + lo - p.offset) // ps, (p.paddr + hi - p.offset - 1) // ps + 1)
 
 
 # -------------------------------------------------------------------- API ---
@@ -481,12 +528,12 @@ def _verdict(r):
 
 
 def _sums_note(r):
-    if r.get("checksums") is True:
+    if r.get("checksums") is True and r["format"] == "kdump":
         return (f"checksums match ({r['pages_checksummed']} pages with their descriptors, headers, "
                 f"bitmaps)")
-    if r["format"] == "kdump":
-        return "no checksums to check (not written by this fastdump)"
-    return "no checksums to check (ELF dump)"
+    if r.get("checksums") is True:
+        return f"checksums match (the data of {r['pages_checksummed']} pages, headers, notes)"
+    return "no checksums to check (not written by this fastdump)"
 
 
 def main(argv):

@@ -342,6 +342,32 @@ cdef inline int64_t _get_le64(const uint8_t* p) noexcept nogil:
     return <int64_t>v
 
 
+def crc_blocks(const unsigned char[::1] data not None, size_t block, unsigned long carry=0, size_t carry_len=0):
+    """crc32 of each ``block`` bytes of a stream that arrives in parts, GIL released.
+    ``carry``/``carry_len`` are the crc and length of the unfinished block before
+    ``data``.  Returns (the finished blocks' crcs as u32 LE bytes, carry, carry_len)."""
+    cdef size_t n = data.shape[0], at = 0, take, count = 0
+    cdef unsigned long c = carry
+    cdef size_t have = carry_len
+    out = bytearray(4 * ((carry_len + n) // block if block else 0))
+    cdef unsigned char[::1] o = out
+    cdef const uint8_t* p = &data[0] if n else NULL
+    if block == 0 or carry_len >= block:
+        raise ValueError("bad block size or carry")
+    with nogil:
+        while at < n:
+            take = min(block - have, n - at)
+            c = crc32(c, p + at, take)
+            at += take
+            have += take
+            if have == block:
+                _put_le32(&o[4 * count], <uint32_t>c)
+                count += 1
+                c = 0
+                have = 0
+    return bytes(out), c & 0xFFFFFFFF, have
+
+
 def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, const unsigned char[::1] sums not None,
                          size_t page_size):
     """Indices of the kdump descriptors in ``descs`` (24 bytes each) whose checksum

@@ -25,20 +25,25 @@ import zlib
 MAGIC = b"fastdump-sums\0\0\0"
 VERSION = 1
 ALGO_CRC32 = 1
-HEAD = struct.Struct("<16sIIQQQ")      # magic, version, algorithm, array offset, array count, regions
+#: magic, version, algorithm, scheme, block, array offset and count, data offset and length, regions
+HEAD = struct.Struct("<16sIIIIQQQQQ")
+#: what the array's entries cover: each kdump descriptor (crc32 of the page's stored
+#: bytes, then the descriptor), or each ``block`` bytes of the data region (ELF)
+PER_DESCRIPTOR, PER_BLOCK = 1, 2
 REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
 FOOTER_MAGIC = b"FDSUMEND"
 FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
 
-HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE = 1, 2, 3, 4, 5
+HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP1: "1st bitmap",
-              BITMAP2: "2nd bitmap", ZERO_PAGE: "shared zero page"}
+              BITMAP2: "2nd bitmap", ZERO_PAGE: "shared zero page",
+              ELF_HEADERS: "ELF header, program headers and notes"}
 
 
 class Builder:
     """The writer's side: collects region checksums as the regions are written."""
 
-    def __init__(self, *, block_size, bitmap1, bitmap_len):
+    def __init__(self, *, block_size, bitmap1=0, bitmap_len=0):
         self.block_size = block_size
         self.bitmap_off = {BITMAP1: bitmap1, BITMAP2: bitmap1 + bitmap_len}
         zero = zlib.crc32(bytes(block_size))
@@ -59,14 +64,17 @@ class Builder:
             chunk = bytes(view[i:i + bs])
             self.bitmap_crcs[kind][(at + i) // bs] = zlib.crc32(chunk.ljust(bs, b"\0"))
 
-    def trailer(self, at, *, array_off, array_count):
-        """The trailer bytes to write at offset ``at`` (right after the last page data)."""
+    def trailer(self, at, *, array_off, array_count, scheme=PER_DESCRIPTOR, data=(0, 0)):
+        """The trailer bytes to write at offset ``at`` (after the last page data and,
+        for ELF, the array); ``data`` is the (offset, length) of the region the
+        PER_BLOCK array covers."""
         regions = [(off, size, c, kind) for kind, (off, size, c) in sorted(self.regions.items())]
         for kind in (BITMAP1, BITMAP2):
             base = self.bitmap_off[kind]
             regions += [(base + i * self.block_size, self.block_size, c, kind)
                         for i, c in enumerate(self.bitmap_crcs[kind])]
-        body = HEAD.pack(MAGIC, VERSION, ALGO_CRC32, array_off, array_count, len(regions)) \
+        body = HEAD.pack(MAGIC, VERSION, ALGO_CRC32, scheme, self.block_size, array_off, array_count,
+                         data[0], data[1], len(regions)) \
             + b"".join(REGION.pack(*r) for r in regions)
         fields = FOOTER_MAGIC + struct.pack("<QQI", at, len(body), zlib.crc32(body))
         footer = fields + struct.pack("<I", zlib.crc32(fields))
@@ -76,7 +84,9 @@ class Builder:
 class Sums:
     """What a dump's trailer says (the reader's side)."""
 
-    def __init__(self, array_off, array_count, regions, trailer_off, problem):
+    def __init__(self, scheme, block, array_off, array_count, data, regions, trailer_off, problem):
+        self.scheme, self.block = scheme, block
+        self.data_off, self.data_len = data
         self.array_off, self.array_count = array_off, array_count
         self.array_end = array_off + 4 * array_count
         self.regions = regions        # [(offset, length, crc, kind)]
@@ -113,9 +123,10 @@ def load(read, file_size):
     body = read(off, length)
     if zlib.crc32(body) != body_crc:
         raise ValueError(f"the checksum trailer at {off:#x} is damaged")
-    magic, version, algo, array_off, array_count, nregions = HEAD.unpack_from(body)
-    if magic != MAGIC or version != VERSION or algo != ALGO_CRC32 \
-            or HEAD.size + nregions * REGION.size != length:
+    magic, version, algo, scheme, block, array_off, array_count, data_off, data_len, nregions = \
+        HEAD.unpack_from(body)
+    if magic != MAGIC or version != VERSION or algo != ALGO_CRC32 or scheme not in (PER_DESCRIPTOR, PER_BLOCK) \
+            or not 0 < block <= 1 << 20 or HEAD.size + nregions * REGION.size != length:
         raise ValueError(f"unknown checksum trailer (version {version}, algorithm {algo})")
     regions = [REGION.unpack_from(body, HEAD.size + i * REGION.size) for i in range(nregions)]
-    return Sums(array_off, array_count, regions, off, problem)
+    return Sums(scheme, block, array_off, array_count, (data_off, data_len), regions, off, problem)
