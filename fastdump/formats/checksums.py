@@ -1,4 +1,4 @@
-"""Checksums that let a kdump-compressed dump prove its own integrity.
+"""Checksums that let a dump prove its own integrity.
 
 A dump travels (NFS, ssh, object stores) before it is opened; ``fastdump verify
 DUMP`` without the source can then tell a flipped byte from a good page.  Where
@@ -16,7 +16,9 @@ they live, so that crash, makedumpfile and libkdumpfile read the dump unchanged
   array is, closed by a footer written twice, so that no single damaged byte can
   hide that the dump has checksums.
 
-A dump cut short (flagged incomplete) has no trailer.
+A filtered ELF dump (``elfdump.py``) has, after its last PT_LOAD's data, a crc32
+of each page-size block of that data, then the same trailer (its regions: the
+headers and notes).  A dump cut short (flagged incomplete) has no trailer.
 """
 
 import struct
