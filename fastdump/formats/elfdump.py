@@ -16,9 +16,11 @@ becomes one or more output PT_LOADs ("pieces"):
   sees the memory as missing, not as zeros) and a PT_FASTDUMP_UNREADABLE header
   records it, in program-header slots reserved for this after the table.
 
-After the last PT_LOAD's data come checksums (``checksums.py``): crc32 of each
-page-size block of the data, then a trailer with the crc32 of the headers and
-notes.  No program header covers them, so readers do not see them.
+Checksums (``checksums.py``): between the notes and the first PT_LOAD's data, a
+crc32 of each page-size block of the data (before it, so that a dump cut short
+ends where its data ends); after the last PT_LOAD's data, a trailer with the
+crc32 of the headers and notes.  No program header covers them: readers do not
+see them.
 
 Reading an ELF dump is ``fastdump.source.ElfSource``.
 """
@@ -105,7 +107,8 @@ class ElfDumpWriter:
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
-        self.data_off = self.note_offset + len(self.notes)
+        self.array_off = self.note_offset + len(self.notes)
+        self.data_off = self.array_off + 4 * -(-sum(ph.filesz for ph in self.loads) // source.page_size)
         self.sums = checksums.Builder(block_size=source.page_size)
         self.summed_to, self.carry, self.blocks = self.data_off, (0, 0), 0   # data checksummed so far
         self.unreadable = {}      # id(PT_LOAD): [first, end) pfn runs the source could not read
@@ -115,8 +118,9 @@ class ElfDumpWriter:
     def layout(source, segments, elfclass):
         """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
         loads = [ph for seg in segments for ph in seg.phdrs()]
-        offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS) + len(source.note_bytes)
-        note_offset = offset - len(source.note_bytes)
+        note_offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS)
+        data_len = sum(ph.filesz for ph in loads)
+        offset = note_offset + len(source.note_bytes) + 4 * -(-data_len // source.page_size)
         for ph in loads:
             ph.offset = offset if ph.filesz else 0
             offset += ph.filesz
@@ -173,13 +177,13 @@ class ElfDumpWriter:
 
     def _sum(self, view, at):
         """Checksum the data in file order, one crc per page-size block, each written
-        after the data as soon as its block is complete (memory stays constant)."""
+        as soon as its block is complete (memory stays constant)."""
         if at != self.summed_to:          # not in file order: leave the dump without checksums
             self.summed_to = None
             return
         crcs, *self.carry = _core.crc_blocks(view, self.source.page_size, *self.carry)
         if crcs:
-            self.sink.pwrite(crcs, self.total_size + 4 * self.blocks)
+            self.sink.pwrite(crcs, self.array_off + 4 * self.blocks)
             self.blocks += len(crcs) // 4
         self.summed_to += len(view)
 
@@ -189,14 +193,14 @@ class ElfDumpWriter:
             return
         crc, have = self.carry
         if have:
-            self.sink.pwrite(crc.to_bytes(4, "little"), self.total_size + 4 * self.blocks)
+            self.sink.pwrite(crc.to_bytes(4, "little"), self.array_off + 4 * self.blocks)
             self.blocks += 1
         self.carry = (0, 0)
         self.sums.region(checksums.ELF_HEADERS, 0, header.ljust(self.note_offset, b"\0") + self.notes)
-        end = self.total_size + 4 * self.blocks
-        self.sink.pwrite(self.sums.trailer(end, array_off=self.total_size, array_count=self.blocks,
+        self.sink.pwrite(self.sums.trailer(self.total_size, array_off=self.array_off, array_count=self.blocks,
                                            scheme=checksums.PER_BLOCK,
-                                           data=(self.data_off, self.total_size - self.data_off)), end)
+                                           data=(self.data_off, self.total_size - self.data_off)),
+                         self.total_size)
         self.summed_to = None
 
     def _leave_out_unreadable(self):
