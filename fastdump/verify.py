@@ -24,6 +24,7 @@ import bisect
 import contextlib
 import json
 import os
+import struct
 import threading
 import time
 import zlib
@@ -338,6 +339,8 @@ def _check_page_sums(r, sums, first_index, raw, runs, problems, counts, lock):
     want_n = max(0, min(n, sums.array_count - first_index))
     at = sums.array_off + 4 * first_index
     stored = os.pread(r.fd, 4 * want_n, at) if want_n else b""
+    if len(stored) < 4 * want_n:
+        problems.add(f"the checksums of descriptors {first_index + len(stored) // 4}.. are past the end of the file")
     bad = _core.kdump_crc_mismatches(r.fd, raw[:DESC.size * (len(stored) // 4)], stored, r.page_size)
     if bad:
         pfns = [p for a, b in runs for p in range(a, b)]
@@ -428,8 +431,9 @@ def _check_elf_blocks(d, sums, threads, result, problems):
         at = sums.data_off + first * sums.block
         data = os.pread(d.fd, min(n * sums.block, sums.data_off + sums.data_len - at), at)
         crcs, carry, have = _core.crc_blocks(data, sums.block)
-        got = list(memoryview(crcs).cast("I")) + ([carry] if have else [])
-        want = list(memoryview(os.pread(d.fd, 4 * n, sums.array_off + 4 * first)).cast("I")) \
+        got = [c for (c,) in struct.iter_unpack("<I", crcs)] + ([carry] if have else [])
+        stored = os.pread(d.fd, 4 * n, sums.array_off + 4 * first)
+        want = [c for (c,) in struct.iter_unpack("<I", stored[:len(stored) // 4 * 4])] \
             if len(data) == min(n * sums.block, sums.data_off + sums.data_len - at) else []
         bad = [first + i for i in range(n) if i >= len(want) or i >= len(got) or got[i] != want[i]]
         with lock:

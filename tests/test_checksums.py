@@ -5,7 +5,9 @@ makedumpfile, crash) still read the dump as if the checksums were not there."""
 import bisect
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from collections import Counter
 
 import pytest
@@ -266,3 +268,20 @@ def test_trailer_is_after_the_last_page_and_the_array_before_the_first(dumps):
         assert sums.array_count == -(-sums.data_len // 4096)
         assert sums.array_off + 4 * sums.array_count == sums.data_off == min(p.offset for p in d.loads if p.filesz)
         assert sums.trailer_off == sums.data_off + sums.data_len == max(p.offset + p.filesz for p in d.loads)
+
+
+@pytest.mark.parametrize("kind", ["zstd", "elf"])
+@pytest.mark.parametrize("trailer", [(0, 0), (0, 1 << 40), (-1, 64), (100, 10)])
+def test_forged_footer_is_a_failure_not_a_crash(dumps, tmp_path, kind, trailer):
+    """A footer whose own crc is right but that points anywhere: one clear problem."""
+    path = str(tmp_path / "forged")
+    shutil.copy(dumps[kind], path)
+    size = os.path.getsize(path)
+    off, length = trailer
+    fields = checksums.FOOTER_MAGIC + struct.pack("<QQI", off % (1 << 64), length, 0)
+    footer = fields + struct.pack("<I", zlib.crc32(fields))
+    with open(path, "r+b") as f:
+        f.seek(size - 2 * checksums.FOOTER.size)
+        f.write(footer + footer)
+    r = verify(path)
+    assert not r["ok"] and r["checksums"] == "damaged" and "checksum trailer" in r["verdict"], r["verdict"]

@@ -23,6 +23,7 @@ headers and notes).  A dump cut short (flagged incomplete) has no trailer.
 
 import struct
 import zlib
+from array import array
 
 MAGIC = b"fastdump-sums\0\0\0"
 VERSION = 1
@@ -35,6 +36,9 @@ PER_DESCRIPTOR, PER_BLOCK = 1, 2
 REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
 FOOTER_MAGIC = b"FDSUMEND"
 FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
+
+#: the trailer of a 64 TiB machine's kdump dump (a region per bitmap block) is about 24 MiB
+MAX_TRAILER = 256 << 20
 
 HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP1: "1st bitmap",
@@ -51,7 +55,7 @@ class Builder:
         zero = zlib.crc32(bytes(block_size))
         nblocks = bitmap_len // block_size
         # a bitmap block nobody writes is a hole in the file: zeros
-        self.bitmap_crcs = {BITMAP1: [zero] * nblocks, BITMAP2: [zero] * nblocks}
+        self.bitmap_crcs = {BITMAP1: array("I", [zero]) * nblocks, BITMAP2: array("I", [zero]) * nblocks}
         self.regions = {}
 
     def region(self, kind, offset, data):
@@ -120,7 +124,7 @@ def load(read, file_size):
     if copies[0] != copies[1]:
         problem = "one of the two copies of the checksum footer (the last 64 bytes) is damaged"
     off, length, body_crc = next(f for f in found if f)
-    if off + length + 2 * FOOTER.size != file_size:
+    if off + length + 2 * FOOTER.size != file_size or not HEAD.size <= length <= MAX_TRAILER:
         raise ValueError(f"the checksum trailer at {off:#x}+{length} does not end at the footer")
     body = read(off, length)
     if zlib.crc32(body) != body_crc:
