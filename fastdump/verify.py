@@ -8,8 +8,9 @@ shared zero page is zeros.  An incomplete dump is reported as such; a complete
 but partial one (source pages that could not be read) passes, with those pages
 counted.  A fastdump dump also carries checksums (formats/checksums.py): every
 stored page with its descriptor, the header, sub header and notes, every bitmap
-block and the zero block are checked against them, so a changed byte is found
-without the source and named by pfn.  ELF: every segment lies within the file, and a second copy of memory
+block and the zero block (ELF: each page-size block of the data, the headers
+and notes) are checked against them, so a changed byte is found without the
+source and named by pfn.  ELF: every segment lies within the file, and a second copy of memory
 (the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
 page the dump stores must equal the source's.
 
@@ -537,7 +538,7 @@ def _sums_note(r):
                 f"bitmaps)")
     if r.get("checksums") is True:
         return f"checksums match (the data of {r['pages_checksummed']} pages, headers, notes)"
-    return "no checksums to check (not written by this fastdump)"
+    return "no checksums to check (this dump carries none)"
 
 
 def main(argv):
