@@ -311,3 +311,20 @@ def test_forged_footer_is_a_failure_not_a_crash(dumps, tmp_path, kind, trailer):
         f.write(footer + footer)
     r = verify(path)
     assert not r["ok"] and r["checksums"] == "damaged" and "checksum trailer" in r["verdict"], r["verdict"]
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_failure_after_the_trailer_leaves_no_checksums(small, tmp_path, monkeypatch, fmt):
+    """The disk fills while the last buffers are flushed, after the trailer was written:
+    the dump is flagged incomplete and carries no checksums that no longer hold."""
+    from fastdump import output
+    from fastdump.errors import NoSpaceError
+
+    def full(self):
+        raise NoSpaceError(f"{self.temp_path}: no space left on device")
+    monkeypatch.setattr(output.FileSink, "commit", full)
+    out = str(tmp_path / "dump")
+    with pytest.raises(NoSpaceError):
+        fastdump.dump(small, out, level=1, compress="none" if fmt == "elf" else "zstd", format=fmt)
+    r = verify(out + ".incomplete")
+    assert r["incomplete"] and r["checksums"] is False and r["problem_count"] == 0, r["verdict"]

@@ -57,6 +57,7 @@ class Builder:
         # a bitmap block nobody writes is a hole in the file: zeros
         self.bitmap_crcs = {BITMAP1: array("I", [zero]) * nblocks, BITMAP2: array("I", [zero]) * nblocks}
         self.regions = {}
+        self.footer_at = None
 
     def region(self, kind, offset, data):
         self.regions[kind] = (offset, len(data), zlib.crc32(data))
@@ -84,7 +85,15 @@ class Builder:
             + b"".join(REGION.pack(*r) for r in regions)
         fields = FOOTER_MAGIC + struct.pack("<QQI", at, len(body), zlib.crc32(body))
         footer = fields + struct.pack("<I", zlib.crc32(fields))
+        self.footer_at = at + len(body)
         return body + footer + footer
+
+    def withdraw(self, sink):
+        """Blank the footer again if the trailer was written (the dump then failed):
+        the header changes to incomplete, so the checksums would not hold."""
+        if self.footer_at is not None:
+            sink.pwrite(bytes(2 * FOOTER.size), self.footer_at)
+            self.footer_at = None
 
 
 class Sums:

@@ -263,6 +263,8 @@ class ElfDumpWriter:
         header = self.header_bytes(incomplete=incomplete)
         if not incomplete:
             self._write_sums(header)
+        else:
+            self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
         self.sink.pwrite(header, 0)
         if self.total_size:
             self.sink.size = max(self.sink.size, self.total_size)

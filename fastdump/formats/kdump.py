@@ -192,6 +192,8 @@ class KdumpWriter:
             self.sums.region(checksums.HEADER, 0, header.ljust(self.page_size, b"\0"))
             self.sink.pwrite(self.sums.trailer(self.data_off, array_off=self.crc_off,
                                                array_count=self.crcs_written), self.data_off)
+        elif incomplete:
+            self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
         self.sink.pwrite(header, 0)
 
     def _unclaim_unwritten(self, bitmaps):
