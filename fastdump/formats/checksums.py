@@ -16,9 +16,10 @@ they live, so that crash, makedumpfile and libkdumpfile read the dump unchanged
   array is, closed by a footer written twice, so that no single damaged byte can
   hide that the dump has checksums.
 
-A filtered ELF dump (``elfdump.py``) has, after its last PT_LOAD's data, a crc32
-of each page-size block of that data, then the same trailer (its regions: the
-headers and notes).  A dump cut short (flagged incomplete) has no trailer.
+A filtered ELF dump (``elfdump.py``) has a crc32 of each page-size block of its
+PT_LOAD data, between the notes and that data, and after the data the same
+trailer (its region: the headers and notes).  A dump cut short (flagged
+incomplete) has no trailer.
 """
 
 import struct
@@ -72,9 +73,8 @@ class Builder:
             self.bitmap_crcs[kind][(at + i) // bs] = zlib.crc32(chunk.ljust(bs, b"\0"))
 
     def trailer(self, at, *, array_off, array_count, scheme=PER_DESCRIPTOR, data=(0, 0)):
-        """The trailer bytes to write at offset ``at`` (after the last page data and,
-        for ELF, the array); ``data`` is the (offset, length) of the region the
-        PER_BLOCK array covers."""
+        """The trailer bytes to write at offset ``at``, right after the last page data;
+        ``data`` is the (offset, length) of the region a PER_BLOCK array covers."""
         regions = [(off, size, c, kind) for kind, (off, size, c) in sorted(self.regions.items())]
         for kind in (BITMAP1, BITMAP2):
             base = self.bitmap_off[kind]
