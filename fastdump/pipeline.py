@@ -337,11 +337,21 @@ class Dump:
                         filled.add(target.spec)
                 except TargetError as e2:
                     failures.append(f"{target.spec}: {e2}")
+                except FastdumpError as e2:   # e.g. this dump cannot be classified: no level 31
+                    self.warn(f"dump level {level} is not possible here ({e2}); "
+                              f"keeping dump level {self.levels[-1]}")
+                    level = self.levels[-1]
+                    break
         # a target a write filled up already holds what fitted, flagged incomplete
         refused = [t for t, _, _ in no_room if t.spec not in filled]
         if filled or not refused:
             raise NoSpaceError("no target has room for the dump: " + "; ".join(failures))
         target = max(refused, key=lambda t: t.free_bytes() or 0)
+        if self.format != "elf":      # without its whole header and bitmaps no reader opens it
+            try:
+                self._check_header_room(src, target)
+            except NoSpaceError as e:
+                raise NoSpaceError(f"no target has room for the dump: {e}") from None
         self.warn(f"no target has room for the dump; writing what fits to {target.spec} "
                   f"at dump level {level} (it will be flagged incomplete)")
         return self._attempt(src, engine, plans, target, level, failures, retry=True, check_room=False)
@@ -590,7 +600,11 @@ class Dump:
         if isinstance(writer, elfdump.ElfDumpWriter):
             writer.written_to = min([getattr(writer, "written_to", 0)] + [a for a, _ in lost])
             return
-        data_start = writer.layout.desc_table + kdump.DESC.size * self._plan_in_use.num_dumpable
+        table_end = writer.layout.desc_table + kdump.DESC.size * self._plan_in_use.num_dumpable
+        data_start = writer.pages_off
+        # the zero block and the checksum array lie between: an incomplete dump carries no
+        # checksums, and an unwritten zero block of the reserved file reads as zeros anyway
+        lost = [(a, b) for a, b in lost if not (table_end <= a and b <= data_start)]
         safe = writer.split[0] if writer.split else 0
         for done_to, desc_end, data_end in self._committed:
             if any(a < (data_end if a >= data_start else desc_end) for a, _ in lost):
@@ -627,10 +641,10 @@ class Dump:
             writer.write_bitmaps(c0, _runs_bitmap(present_runs, c0, c1), plan.keep.get(c0))
         writer.pad_bitmaps()
         writer.sink.barrier()        # header, notes and bitmaps on disk before any page data
-        writer.start_pages(plan.num_dumpable)
         lo, hi = pfn_range or (0, src.max_pfn)
         total = sum(_core.bitmap_count_range(plan.keep.get(c0), max(lo, c0) - c0, min(hi, c1) - c0)
                     for c0, c1 in _cycles(src.max_pfn, lo, hi) if not plan.keep.is_empty(c0))
+        writer.start_pages(plan.num_dumpable, own=total)
         self.progress.phase("copying", total)
 
         def windows():

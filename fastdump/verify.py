@@ -6,7 +6,11 @@ the 2nd bitmap and every one lies in the page data area of the file, stores at
 most a page, names a known codec, and decompresses to exactly one page; the
 shared zero page is zeros.  An incomplete dump is reported as such; a complete
 but partial one (source pages that could not be read) passes, with those pages
-counted.  ELF: every segment lies within the file, and a second copy of memory
+counted.  A fastdump dump also carries checksums (formats/checksums.py): every
+stored page with its descriptor, the header, sub header and notes, every bitmap
+block and the zero block (ELF: each page-size block of the data, the headers
+and notes) are checked against them, so a changed byte is found without the
+source and named by pfn.  ELF: every segment lies within the file, and a second copy of memory
 (the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
 page the dump stores must equal the source's.
 
@@ -21,13 +25,15 @@ import bisect
 import contextlib
 import json
 import os
+import struct
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _core
 from .errors import FastdumpError, FormatError, UsageError
-from .formats import kdump
+from .formats import checksums, kdump
 from .options import path_arg, threads_arg
 from .reader import open_dump, sniff
 from .source import ElfSource
@@ -168,8 +174,13 @@ def _check_kdump(r, source, threads, result, problems):
     if data_start > r.file_size:
         problems.add(f"descriptor table ({ndesc} descriptors) runs past the end of the file "
                      f"({data_start} > {r.file_size})")
+    sums = _check_sums(r.checksums, r.fd, r.file_size, result, problems,
+                       bitmaps={checksums.BITMAP1: r.bitmap1_off, checksums.BITMAP2: r.bitmap2_off})
+    if sums is not None and sums.scheme != checksums.PER_DESCRIPTOR:
+        problems.add("the checksum trailer is not one of a kdump-compressed dump")
+        sums = None
     codecs = {}
-    counts = {"unwritten": 0, "compared": 0, "checked": 0}
+    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
         first_index, runs = arg
@@ -261,6 +272,8 @@ def _check_kdump(r, source, threads, result, problems):
                 n_bad = sum(1 for off, sf in zip(offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
                 pfn = next(p for p, off, sf in zip(pfns, offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
                 problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
+        if sums is not None:     # after the structural checks: their message says more
+            _check_page_sums(r, sums, first_index, raw, runs, problems, counts, counts_lock)
         written = [o for o in offs if o]
         with counts_lock:
             if written:
@@ -286,9 +299,57 @@ def _check_kdump(r, source, threads, result, problems):
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unwritten"] = counts["unwritten"]
+    result["pages_checksummed"] = counts["checksummed"]
     if counts["unwritten"] and not r.incomplete:
         problems.add(f"{counts['unwritten']} descriptors were never written, but the dump is not flagged "
                      f"incomplete")
+    if sums is not None and sums.array_count != counts["checked"]:
+        problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
+
+
+def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
+    """Check every region the dump's checksum trailer (``load()``) covers; return
+    the trailer (None when the dump has no checksums: another tool's, or cut short)."""
+    try:
+        sums = load()
+    except ValueError as e:
+        problems.add(str(e))
+        result["checksums"] = "damaged"
+        return None
+    result["checksums"] = sums is not None
+    if sums is None:
+        return None
+    if sums.problem:
+        problems.add(sums.problem)
+    for off, size, want, kind in sums.regions:
+        data = os.pread(fd, size, off) if 0 <= off and off + size <= file_size else b""
+        if len(data) != size or zlib.crc32(data) != want:
+            where = checksums.KIND_NAMES.get(kind, f"region kind {kind}")
+            if bitmaps and kind in bitmaps:
+                first = (off - bitmaps[kind]) * 8
+                where += f" block at {off:#x} (pfns {first:#x}..{first + size * 8 - 1:#x})"
+            else:
+                where += f" at {off:#x}+{size:#x}"
+            problems.add(f"{where} does not match its checksum")
+    return sums
+
+
+def _check_page_sums(r, sums, first_index, raw, runs, problems, counts, lock):
+    """Each descriptor of this task and its page's stored bytes against the page
+    checksum array (crc32 in the compiled core, page data read in large spans)."""
+    n = len(raw) // DESC.size
+    want_n = max(0, min(n, sums.array_count - first_index))
+    at = sums.array_off + 4 * first_index
+    stored = os.pread(r.fd, 4 * want_n, at) if want_n else b""
+    if len(stored) < 4 * want_n:
+        problems.add(f"the checksums of descriptors {first_index + len(stored) // 4}.. are past the end of the file")
+    bad = _core.kdump_crc_mismatches(r.fd, raw[:DESC.size * (len(stored) // 4)], stored, r.page_size)
+    if bad:
+        pfns = [p for a, b in runs for p in range(a, b)]
+        shown = ", ".join(f"{pfns[i]:#x}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        problems.add(f"{len(bad)} pages do not match their checksums (pfn {shown})", len(bad))
+    with lock:
+        counts["checksummed"] += len(stored) // 4 - len(bad)
 
 
 # -------------------------------------------------------------------- ELF ---
@@ -352,6 +413,51 @@ def _check_elf(d, source, threads, result, problems):
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unreadable"] = sum(b - a for a, b in d.unreadable_runs)
+    size = os.fstat(d.fd).st_size
+    sums = _check_sums(lambda: checksums.load(lambda o, n: os.pread(d.fd, n, o), size), d.fd, size,
+                       result, problems)
+    if sums is not None:
+        _check_elf_blocks(d, sums, threads, result, problems)
+
+
+def _check_elf_blocks(d, sums, threads, result, problems):
+    """Each block of an ELF dump's data against its crc32, named by the pfns it holds."""
+    if sums.scheme != checksums.PER_BLOCK or sums.array_count != -(-sums.data_len // sums.block):
+        problems.add("the checksum trailer does not describe this ELF dump's data")
+        return
+    per_task = max(1, (4 << 20) // sums.block)
+    bad_blocks, lock = [], threading.Lock()
+
+    def task(first):
+        n = min(per_task, sums.array_count - first)
+        at = sums.data_off + first * sums.block
+        data = os.pread(d.fd, min(n * sums.block, sums.data_off + sums.data_len - at), at)
+        crcs, carry, have = _core.crc_blocks(data, sums.block)
+        got = [c for (c,) in struct.iter_unpack("<I", crcs)] + ([carry] if have else [])
+        stored = os.pread(d.fd, 4 * n, sums.array_off + 4 * first)
+        want = [c for (c,) in struct.iter_unpack("<I", stored[:len(stored) // 4 * 4])] \
+            if len(data) == min(n * sums.block, sums.data_off + sums.data_len - at) else []
+        bad = [first + i for i in range(n) if i >= len(want) or i >= len(got) or got[i] != want[i]]
+        with lock:
+            bad_blocks.extend(bad)
+
+    _run_tasks(task, range(0, sums.array_count, per_task), threads)
+    if bad_blocks:
+        pfns = sorted({p for b in sorted(bad_blocks)[:8] for p in _pfns_at(d, sums.data_off + b * sums.block,
+                                                                             sums.block)})
+        shown = ", ".join(f"{p:#x}" for p in pfns) + (", ..." if len(bad_blocks) > 8 else "")
+        problems.add(f"{len(bad_blocks)} blocks of page data do not match their checksums (pfn {shown})",
+                     len(bad_blocks))
+    result["pages_checksummed"] = result["pages_checked"] if not bad_blocks else 0
+
+
+def _pfns_at(d, off, size):
+    """The pfns whose stored bytes lie in file bytes [off, off+size)."""
+    ps = d.page_size
+    for p in d.loads:
+        lo, hi = max(off, p.offset), min(off + size, p.offset + p.filesz)
+        if p.filesz and lo < hi:
+            yield from range((p.paddr + lo - p.offset) // ps, (p.paddr + hi - p.offset - 1) // ps + 1)
 
 
 # -------------------------------------------------------------------- API ---
@@ -361,6 +467,8 @@ def verify(path, source=None, threads=None):
 
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
     ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
+    ``checksums`` (True when the dump carries fastdump's checksums and they were checked,
+    "damaged" when they cannot be read), ``pages_checksummed``,
     ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
     ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
     ``path`` or ``source`` cannot be opened at all."""
@@ -376,7 +484,7 @@ def verify(path, source=None, threads=None):
     problems = _Problems()
     result = {"path": str(path), "source": str(source) if source else None, "format": sniff(path),
               "incomplete": None, "pages": 0, "pages_checked": 0, "pages_compared": 0, "pages_unreadable": 0,
-              "codecs": {}}
+              "codecs": {}, "checksums": False, "pages_checksummed": 0}
     try:
         try:
             d = open_dump(path)
@@ -417,7 +525,7 @@ def _verdict(r):
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""
         return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}{lost}, "
-                f"{r['seconds']:.2f} s")
+                f"{_sums_note(r)}, {r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1
         extra = f" (and {more} more problem{'s' if more != 1 else ''})" if more > 0 else ""
@@ -425,6 +533,15 @@ def _verdict(r):
         return f"FAILED: {r['path']}: {r['problems'][0]}{extra}{inc}"
     return (f"FAILED: {r['path']}: dump is flagged incomplete; {r['pages_checked']} pages written check out, "
             f"{r.get('pages_unwritten', 0)} were never written")
+
+
+def _sums_note(r):
+    if r.get("checksums") is True and r["format"] == "kdump":
+        return (f"checksums match ({r['pages_checksummed']} pages with their descriptors, headers, "
+                f"bitmaps)")
+    if r.get("checksums") is True:
+        return f"checksums match (the data of {r['pages_checksummed']} pages, headers, notes)"
+    return "no checksums to check (this dump carries none)"
 
 
 def main(argv):

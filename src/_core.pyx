@@ -61,6 +61,7 @@ cdef extern from "lz4.h" nogil:
 
 cdef extern from "zlib.h" nogil:
     int uncompress(unsigned char*, unsigned long*, const unsigned char*, unsigned long)
+    unsigned long crc32(unsigned long, const unsigned char*, unsigned int)
 
 cdef extern from "lzo/lzo1x.h" nogil:
     ctypedef unsigned long lzo_uint
@@ -325,6 +326,102 @@ def plan_window(const unsigned char[::1] bm not None, uint64_t start, uint64_t e
 
 # ------------------------------------------------------------------ pages --
 
+cdef inline void _put_le32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF; p[1] = (v >> 8) & 0xFF; p[2] = (v >> 16) & 0xFF; p[3] = v >> 24
+
+
+cdef inline uint32_t _get_le32(const uint8_t* p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline int64_t _get_le64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return <int64_t>v
+
+
+def crc_blocks(const unsigned char[::1] data not None, size_t block, unsigned long carry=0, size_t carry_len=0):
+    """crc32 of each ``block`` bytes of a stream that arrives in parts, GIL released.
+    ``carry``/``carry_len`` are the crc and length of the unfinished block before
+    ``data``.  Returns (the finished blocks' crcs as u32 LE bytes, carry, carry_len)."""
+    cdef size_t n = data.shape[0], at = 0, take, count = 0
+    cdef unsigned long c = carry
+    cdef size_t have = carry_len
+    out = bytearray(4 * ((carry_len + n) // block if block else 0))
+    cdef unsigned char[::1] o = out
+    cdef const uint8_t* p = &data[0] if n else NULL
+    if block == 0 or carry_len >= block:
+        raise ValueError("bad block size or carry")
+    with nogil:
+        while at < n:
+            take = min(block - have, n - at)
+            c = crc32(c, p + at, take)
+            at += take
+            have += take
+            if have == block:
+                _put_le32(&o[4 * count], <uint32_t>c)
+                count += 1
+                c = 0
+                have = 0
+    return bytes(out), c & 0xFFFFFFFF, have
+
+
+def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, const unsigned char[::1] sums not None,
+                         size_t page_size):
+    """Indices of the kdump descriptors in ``descs`` (24 bytes each) whose checksum
+    in ``sums`` (u32 LE each, as ``Job.page_crcs`` wrote it) does not match
+    crc32(stored bytes + descriptor) read back from ``fd``.  Never-written
+    descriptors (all zero) are skipped.  Page data is read in large spans, the
+    GIL released: the check costs no Python call per page."""
+    cdef size_t n = min(descs.shape[0] // 24, sums.shape[0] // 4), i
+    cdef size_t span = 1 << 20
+    cdef uint8_t* buf = <uint8_t*>malloc(span)
+    cdef uint32_t* bad = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
+    cdef size_t nbad = 0
+    cdef int64_t off, buf_off = -1, hi_water = 0, memo_off = -1
+    cdef uint32_t size, memo_size = 0
+    cdef unsigned long c, memo_crc = 0
+    cdef ssize_t got, buf_len = 0
+    cdef const uint8_t* d
+    cdef const uint8_t* dp = &descs[0] if n else NULL
+    cdef const uint8_t* sp = &sums[0] if n else NULL
+    if buf == NULL or bad == NULL:
+        free(buf); free(bad)
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            d = dp + 24 * i
+            off = _get_le64(d)
+            size = _get_le32(d + 8)
+            if off == 0 and size == 0 and _get_le64(d + 12) == 0 and _get_le32(d + 20) == 0:
+                continue                                   # never written (incomplete dump)
+            if off <= 0 or size > page_size:
+                bad[nbad] = i; nbad += 1
+                continue
+            if off == memo_off and size == memo_size:     # the shared zero block, met again
+                c = memo_crc
+            else:
+                if not (buf_off >= 0 and off >= buf_off and off + size <= buf_off + buf_len):
+                    got = pread(fd, buf, span, off)
+                    buf_off, buf_len = off, (got if got > 0 else 0)
+                    if <size_t>buf_len < size:
+                        bad[nbad] = i; nbad += 1
+                        buf_off = -1
+                        continue
+                c = crc32(0, buf + (off - buf_off), size)
+                if off < hi_water:                         # a jump back: remember it (zero block)
+                    memo_off, memo_size, memo_crc = off, size, c
+                hi_water = max(hi_water, off + size)
+            c = crc32(c, d, 24)
+            if <uint32_t>c != _get_le32(sp + 4 * i):
+                bad[nbad] = i; nbad += 1
+    out = [bad[k] for k in range(nbad)]
+    free(buf); free(bad)
+    return out
+
+
 cdef inline bint _is_zero(const uint8_t* p, size_t n) noexcept nogil:
     if (<const uint64_t*>p)[0] != 0:
         return False
@@ -372,6 +469,10 @@ cdef class Job:
     cdef uint32_t* size_arr
     cdef uint32_t* flag_arr
     cdef uint8_t* descbuf
+    cdef uint32_t* crc_arr              # crc32 of each page's stored bytes (computed where they are packed)
+    cdef uint8_t* crcbuf                # per descriptor: crc32(stored bytes + descriptor), little-endian
+    cdef uint32_t zero_crc
+    cdef int n_crcs
     cdef const uint8_t** page_ptr       # where each page's bytes are: its inbuf slot or the mmap window
     # codec states
     cdef ZSTD_CCtx* zctx
@@ -419,12 +520,15 @@ cdef class Job:
         self.size_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.flag_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.descbuf = <uint8_t*>malloc(capacity * 24)
+        self.crc_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
+        self.crcbuf = <uint8_t*>malloc(capacity * 4)
         self.page_ptr = <const uint8_t**>malloc(capacity * sizeof(uint8_t*))
         self.zeros = <uint8_t*>calloc(1, ps)
         self.seek_holes = src.fd >= 0 and src.map_limit != <uint64_t>-1
         if not (self.inbuf and self.outbuf and self.pfn_arr and self.size_arr and self.flag_arr and self.descbuf
-                and self.page_ptr and self.zeros):
+                and self.page_ptr and self.zeros and self.crc_arr and self.crcbuf):
             raise MemoryError()
+        self.zero_crc = crc32(0, self.zeros, ps)
         if codec == CODEC_ZSTD:
             self.zctx = ZSTD_createCCtx()
             if self.zctx == NULL:
@@ -450,6 +554,7 @@ cdef class Job:
             munmap(self.map_base, self.map_len)
         free(self.inbuf); free(self.outbuf); free(self.pfn_arr)
         free(self.size_arr); free(self.flag_arr); free(self.descbuf); free(<void*>self.page_ptr); free(self.zeros)
+        free(self.crc_arr); free(self.crcbuf)
         if self.zctx != NULL:
             ZSTD_freeCCtx(self.zctx)
         free(self.lz4state)
@@ -739,6 +844,7 @@ cdef class Job:
             if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and (page == self.zeros or _is_zero(page, ps)):
                 self.flag_arr[k] |= PAGE_ZERO
                 self.size_arr[k] = 0
+                self.crc_arr[k] = self.zero_crc   # its descriptor points at the shared zero block
                 self.zero_pages += 1
                 continue
             if self.scan_only or self.dense:  # dense windows are written from pages_view()
@@ -752,6 +858,7 @@ cdef class Job:
                 r = ps
                 self.raw_pages += 1
             self.size_arr[k] = r
+            self.crc_arr[k] = crc32(0, self.outbuf + cur, r)   # on the worker, while the bytes are cache-hot
             cur += r
         self.packed = end
         self.out_len = cur
@@ -825,7 +932,8 @@ cdef class Job:
         """24-byte page descriptors for this window, data starting at ``data_offset``.
 
         Zero pages point at the shared zero block; unreadable pages get none.
-        Returns (view, data bytes)."""
+        Each descriptor's checksum (``page_crcs``) is finished here, once its
+        offset is known.  Returns (view, data bytes)."""
         cdef uint32_t cflag = codec_flag
         cdef int k
         cdef int64_t off = data_offset
@@ -848,7 +956,15 @@ cdef class Job:
                     if self.flag_arr[k] & CODEC_MASK:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
+                _put_le32(self.crcbuf + 4 * (n - 1), crc32(self.crc_arr[k], d, 24))
+        self.n_crcs = n
         return _View.make(self.descbuf, 24 * <size_t>n), off - data_offset
+
+    @property
+    def page_crcs(self):
+        """One little-endian u32 per descriptor of the last ``kdump_descriptors``:
+        crc32 of the page's stored bytes followed by its 24-byte descriptor."""
+        return _View.make(self.crcbuf, 4 * <size_t>self.n_crcs)
 
     def compress_pages(self, const unsigned char[::1] pages not None):
         """Compress every page of ``pages`` on this thread (GIL released) and return the

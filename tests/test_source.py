@@ -203,9 +203,9 @@ def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
     with time_limit(60, "kdump of a huge p_memsz"):
         try:
             fastdump.dump(src, str(tmp_path / "kdump"), level=1, compress="zstd")
-        except fastdump.errors.NoSpaceError as e:
-            assert "needs about" in str(e)
-            assert not [p for p in os.listdir(tmp_path) if p.startswith("kdump")]
+        except fastdump.errors.NoSpaceError as e:   # even "write what fits" needs the bitmaps
+            assert "needs about" in str(e) or "header and bitmaps alone need" in str(e)
+            assert not [p for p in os.listdir(tmp_path) if p.startswith("kdump") and "dmesg" not in p]
     with time_limit(60, "--split of a huge p_memsz"):
         parts = [str(tmp_path / "part1"), str(tmp_path / "part2")]
         try:

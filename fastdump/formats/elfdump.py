@@ -16,10 +16,17 @@ becomes one or more output PT_LOADs ("pieces"):
   sees the memory as missing, not as zeros) and a PT_FASTDUMP_UNREADABLE header
   records it, in program-header slots reserved for this after the table.
 
+Checksums (``checksums.py``): between the notes and the first PT_LOAD's data, a
+crc32 of each page-size block of the data (before it, so that a dump cut short
+ends where its data ends); after the last PT_LOAD's data, a trailer with the
+crc32 of the headers and notes.  No program header covers them: readers do not
+see them.
+
 Reading an ELF dump is ``fastdump.source.ElfSource``.
 """
 
 from .. import _core, elf
+from . import checksums
 from ..errors import UsageError
 
 ZERO_RUN_SPLIT = 256  # makedumpfile's PFN_EXCLUDED
@@ -102,6 +109,10 @@ class ElfDumpWriter:
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
+        self.array_off = self.note_offset + len(self.notes)
+        self.data_off = self.array_off + 4 * -(-sum(ph.filesz for ph in self.loads) // source.page_size)
+        self.sums = checksums.Builder(block_size=source.page_size)
+        self.summed_to, self.carry, self.blocks = self.data_off, (0, 0), 0   # data checksummed so far
         self.unreadable = {}      # id(PT_LOAD): [first, end) pfn runs the source could not read
         self.marks = []           # their PT_FASTDUMP_UNREADABLE headers (after finish)
 
@@ -109,8 +120,9 @@ class ElfDumpWriter:
     def layout(source, segments, elfclass):
         """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
         loads = [ph for seg in segments for ph in seg.phdrs()]
-        offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS) + len(source.note_bytes)
-        note_offset = offset - len(source.note_bytes)
+        note_offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS)
+        data_len = sum(ph.filesz for ph in loads)
+        offset = note_offset + len(source.note_bytes) + 4 * -(-data_len // source.page_size)
         for ph in loads:
             ph.offset = offset if ph.filesz else 0
             offset += ph.filesz
@@ -154,6 +166,7 @@ class ElfDumpWriter:
             return
         view = job.pages_view()[lo - a:hi - a]
         self.sink.pwrite(view, ph.offset + (lo - ph.paddr))
+        self._sum(view, ph.offset + (lo - ph.paddr))
         self.pages_written += job.n_pages
         self.written_to = ph.offset + (hi - ph.paddr)   # data is written in file order
         if job.unreadable_pages:
@@ -163,6 +176,34 @@ class ElfDumpWriter:
                     runs[-1][1] = pfn + 1
                 else:
                     runs.append([pfn, pfn + 1])
+
+    def _sum(self, view, at):
+        """Checksum the data in file order, one crc per page-size block, each written
+        as soon as its block is complete (memory stays constant)."""
+        if at != self.summed_to:          # not in file order: leave the dump without checksums
+            self.summed_to = None
+            return
+        crcs, *self.carry = _core.crc_blocks(view, self.source.page_size, *self.carry)
+        if crcs:
+            self.sink.pwrite(crcs, self.array_off + 4 * self.blocks)
+            self.blocks += len(crcs) // 4
+        self.summed_to += len(view)
+
+    def _write_sums(self, header):
+        """The last partial block's crc and the trailer, once all the data is summed."""
+        if self.summed_to != self.total_size:
+            return
+        crc, have = self.carry
+        if have:
+            self.sink.pwrite(crc.to_bytes(4, "little"), self.array_off + 4 * self.blocks)
+            self.blocks += 1
+        self.carry = (0, 0)
+        self.sums.region(checksums.ELF_HEADERS, 0, header.ljust(self.note_offset, b"\0") + self.notes)
+        self.sink.pwrite(self.sums.trailer(self.total_size, array_off=self.array_off, array_count=self.blocks,
+                                           scheme=checksums.PER_BLOCK,
+                                           data=(self.data_off, self.total_size - self.data_off)),
+                         self.total_size)
+        self.summed_to = None
 
     def _leave_out_unreadable(self):
         """Cut each PT_LOAD around its unreadable runs and record each run.  With more
@@ -221,6 +262,11 @@ class ElfDumpWriter:
                     ph.filesz = max(0, done - ph.offset) // self.source.page_size * self.source.page_size
                     if ph.filesz == 0:
                         ph.offset = 0
-        self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
+        header = self.header_bytes(incomplete=incomplete)
+        if not incomplete:
+            self._write_sums(header)
+        else:
+            self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
+        self.sink.pwrite(header, 0)
         if self.total_size:
             self.sink.size = max(self.sink.size, self.total_size)

@@ -6,6 +6,8 @@ exist), the 2nd bitmap (pages dumped), the page descriptors (24 bytes each, one
 per set bit of the 2nd bitmap, in pfn order), then the page data.  Byte-level
 rules (tv_usec 0, shared zero page, LSB-first bitmaps, ...) follow
 shared/docs/dump-formats.md §2 and what crash and libkdumpfile check.
+fastdump's dumps also carry checksums of everything stored, where those readers
+do not look (``checksums.py``).
 """
 
 import os
@@ -13,6 +15,7 @@ import stat
 import struct
 
 from .. import _core, elf
+from . import checksums
 from ..dumpfile import ReadOnlyFile
 from ..errors import FormatError
 from ..vmcoreinfo import VmcoreInfo
@@ -80,8 +83,11 @@ class KdumpWriter:
         self.crashtime = crashtime or 0
         self.phys_base = phys_base or 0
         self.split = split  # (start_pfn, end_pfn) for a --split part
-        self.desc_off = self.data_off = self.zero_off = None
+        self.desc_off = self.data_off = self.zero_off = self.crc_off = None
         self.pages_written = 0
+        self.crcs_written = 0
+        self.sums = checksums.Builder(block_size=page_size, bitmap1=self.layout.bitmap1,
+                                      bitmap_len=self.layout.bitmap_len)
         self.done_to = None   # every kept pfn below this has its descriptor and data written
 
     # -- headers --------------------------------------------------------------
@@ -106,13 +112,18 @@ class KdumpWriter:
     def write_prologue(self):
         """Header (marked incomplete until ``finish``), sub header and notes."""
         self.sink.pwrite(self.header_bytes(incomplete=True).ljust(self.page_size, b"\0"), 0)
-        self.sink.pwrite(self.sub_header_bytes() + self.notes, self.page_size)
+        sub = self.sub_header_bytes() + self.notes
+        self.sink.pwrite(sub, self.page_size)
+        self.sums.region(checksums.SUB_HEADER, self.page_size,
+                         sub.ljust(self.layout.bitmap1 - self.page_size, b"\0"))
 
     def write_bitmaps(self, base_pfn, present, dumpable):
         """One cycle's slice of both bitmaps; ``base_pfn`` is a multiple of 8."""
         at = base_pfn // 8
         self.sink.pwrite(present, self.layout.bitmap1 + at)
         self.sink.pwrite(dumpable, self.layout.bitmap2 + at)
+        self.sums.bitmap(checksums.BITMAP1, at, present)
+        self.sums.bitmap(checksums.BITMAP2, at, dumpable)
 
     def pad_bitmaps(self):
         """Write the zero tail of both bitmaps past max_mapnr, so the bitmap region
@@ -124,15 +135,22 @@ class KdumpWriter:
             self.sink.pwrite(tail, self.layout.bitmap2 + used)
 
     # -- pages ----------------------------------------------------------------
-    def start_pages(self, num_dumpable, *, desc_base=0):
+    def start_pages(self, num_dumpable, *, desc_base=0, own=None):
+        """The table holds ``num_dumpable`` descriptors (all parts' for a split part),
+        ``own`` (default: all) of them this file's; the page checksum array, sized
+        for those, sits between the zero block and the first page's data."""
         self.desc_off = self.layout.desc_table + DESC.size * desc_base
         self.data_off = self.layout.desc_table + DESC.size * num_dumpable
         if self.dump_level & 1:
             self.zero_off = self.data_off
             self.sink.pwrite(bytes(self.page_size), self.zero_off)
+            self.sums.region(checksums.ZERO_PAGE, self.zero_off, bytes(self.page_size))
             self.data_off += self.page_size
         else:
             self.zero_off = 0
+        self.crc_off = self.data_off
+        self.data_off += 4 * (num_dumpable if own is None else own)
+        self.pages_off = self.data_off     # where the first page's data goes
 
     def commit(self, job):
         """Write a finished window: its descriptors, then its data."""
@@ -141,6 +159,8 @@ class KdumpWriter:
         descs, nbytes = job.kdump_descriptors(self.data_off, self.zero_off, self.codec_flag)
         self.sink.pwrite(job.data, self.data_off)
         self.sink.pwrite(descs, self.desc_off)
+        self.sink.pwrite(job.page_crcs, self.crc_off + 4 * self.crcs_written)
+        self.crcs_written += len(descs) // DESC.size
         self.data_off += nbytes
         self.desc_off += len(descs)
         self.pages_written += job.n_pages
@@ -156,6 +176,10 @@ class KdumpWriter:
             i = pfn - base
             bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
             self.sink.pwrite(bytes([bitmap[i >> 3]]), self.layout.bitmap2 + (pfn >> 3))
+            # the cycle bitmap starts on a block boundary: its changed block, again
+            bs = self.page_size
+            first = (i >> 3) - (i >> 3) % bs
+            self.sums.bitmap(checksums.BITMAP2, (base >> 3) + first, bitmap[first:first + bs])
 
     def finish(self, *, incomplete=False, bitmaps=None):
         """The final header.  For an incomplete dump, ``bitmaps(c0)`` gives each
@@ -164,7 +188,14 @@ class KdumpWriter:
         written (the bitmap blocks exist already, so this works on a full disk)."""
         if incomplete and bitmaps is not None and self.desc_off is not None:
             self._unclaim_unwritten(bitmaps)
-        self.sink.pwrite(self.header_bytes(incomplete=incomplete), 0)
+        header = self.header_bytes(incomplete=incomplete)
+        if not incomplete and self.desc_off is not None:
+            self.sums.region(checksums.HEADER, 0, header.ljust(self.page_size, b"\0"))
+            self.sink.pwrite(self.sums.trailer(self.data_off, array_off=self.crc_off,
+                                               array_count=self.crcs_written), self.data_off)
+        elif incomplete:
+            self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
+        self.sink.pwrite(header, 0)
 
     def _unclaim_unwritten(self, bitmaps):
         lo = self.split[0] if self.split else 0
@@ -319,6 +350,12 @@ class KdumpReader(ReadOnlyFile):
         slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
         layout too), referenced or not."""
         table_end = self.desc_off + DESC.size * self.n_descriptors()
+        try:
+            sums = self.checksums()
+        except ValueError:
+            sums = None
+        if sums is not None and first_data == sums.array_end:
+            first_data = sums.array_off   # fastdump's page checksums come right before the data
         gap = first_data - table_end
         if gap < 0 or first_data > self.file_size:
             return None
@@ -332,6 +369,18 @@ class KdumpReader(ReadOnlyFile):
             if any(self._read(at, min(1 << 20, table_end + slots * DESC.size - at))):
                 return None           # a real descriptor the 2nd bitmap does not count
         return slots, zero_off
+
+    def checksums(self):
+        """The checksums fastdump stored in the dump (a ``checksums.Sums``), or None
+        when it has none.  Raises ValueError when they are there but damaged."""
+        if not hasattr(self, "_sums"):
+            try:
+                self._sums = checksums.load(self._read, self.file_size)
+            except (ValueError, FormatError) as e:
+                self._sums = e
+        if isinstance(self._sums, Exception):
+            raise ValueError(str(self._sums))
+        return self._sums
 
     def descriptor(self, pfn):
         """(offset, size, flags, page_flags) of a dumped pfn."""

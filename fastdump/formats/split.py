@@ -5,16 +5,18 @@ full bitmaps; each holds the descriptors and data of one pfn range.  The result
 is one ordinary kdump-compressed file: the part-0 sub header with the split
 fields cleared, the same notes and bitmaps, then all descriptors and data with
 offsets rewritten.  A part's zero pages (descriptors pointing at its own zero
-block) point at the new file's shared zero block.
+block) point at the new file's shared zero block.  The result carries checksums
+of its own (``checksums.py``), unless a part was incomplete.
 """
 
 import contextlib
 import os
 import struct
+import zlib
 
 from ..errors import FastdumpError, FormatError
 from ..output import FileSink
-from . import kdump, salvage
+from . import checksums, kdump, salvage
 
 CHUNK = 1 << 10  # descriptors per step (on a full disk, what is lost is at most one step)
 
@@ -56,6 +58,10 @@ def reassemble(paths, target, *, force=False):
         if first.dump_level & 1:
             zero_new = data_start
             data_start += first.block_size
+        crc_off = data_start                 # the page checksums, as KdumpWriter places them
+        data_start += 4 * total
+        sums = checksums.Builder(block_size=first.block_size, bitmap1=first.bitmap1_off,
+                                 bitmap_len=first.bitmap_len)
         sink = FileSink(target, force=force)
     except BaseException:
         for p in parts:
@@ -69,32 +75,47 @@ def reassemble(paths, target, *, force=False):
         # table on disk first; a cut anywhere later leaves a readable, flagged file
         sink.pwrite(salvage.flag_incomplete(head[:kdump.HEADER.size]) + bytes(head[kdump.HEADER.size:]), 0)
         sink.reserve(data_start, allocate=True)
-        sink.pwrite(first._read(first.bitmap1_off, 2 * first.bitmap_len), first.bitmap1_off)
+        bitmaps = first._read(first.bitmap1_off, 2 * first.bitmap_len)
+        sink.pwrite(bitmaps, first.bitmap1_off)
+        bs = first.block_size
+        sums.region(checksums.HEADER, 0, head[:bs])
+        sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
+        sums.bitmap(checksums.BITMAP1, 0, bitmaps[:first.bitmap_len])
+        sums.bitmap(checksums.BITMAP2, 0, bitmaps[first.bitmap_len:])
+        zero_crc = zlib.crc32(bytes(bs))
         if zero_new is not None:
-            sink.pwrite(bytes(first.block_size), zero_new)
+            sink.pwrite(bytes(bs), zero_new)
+            sums.region(checksums.ZERO_PAGE, zero_new, bytes(bs))
         sink.barrier()
-        desc_out, data_out, pages = desc_table, data_start, 0
+        desc_out, data_out, pages, crc_out = desc_table, data_start, 0, crc_off
         for p in parts:
             count = p._prefix_index(p.end_pfn) - p._prefix_index(p.start_pfn)
             zero_old = p.desc_off + kdump.DESC.size * total if p.dump_level & 1 else None
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
                 raw = p._read(p.desc_off + kdump.DESC.size * i, kdump.DESC.size * n)
-                out = bytearray()
+                out, crcs = bytearray(), bytearray()
                 for off, size, flags, pflags in struct.iter_unpack("<qIIQ", raw):
                     if off == 0:                       # lost in an incomplete part: stays lost
-                        out += kdump.DESC.pack(0, 0, 0, 0)
+                        desc, data_crc = kdump.DESC.pack(0, 0, 0, 0), 0
                     elif off == zero_old and zero_new is not None:
-                        out += kdump.DESC.pack(zero_new, size, flags, pflags)
+                        desc, data_crc = kdump.DESC.pack(zero_new, size, flags, pflags), zero_crc
                     else:
                         if size > p.block_size:
                             raise FormatError(f"{p.path}: page data larger than a page")
-                        sink.pwrite(p._read(off, size), data_out)
-                        out += kdump.DESC.pack(data_out, size, flags, pflags)
+                        data = p._read(off, size)
+                        sink.pwrite(data, data_out)
+                        desc, data_crc = kdump.DESC.pack(data_out, size, flags, pflags), zlib.crc32(data)
                         data_out += size
+                    out += desc
+                    crcs += struct.pack("<I", zlib.crc32(desc, data_crc))
                 sink.pwrite(bytes(out), desc_out)
+                sink.pwrite(bytes(crcs), crc_out)
                 desc_out += len(out)
+                crc_out += len(crcs)
                 pages += n
+        if not any(p.incomplete for p in parts):   # an incomplete result carries no checksums
+            sink.pwrite(sums.trailer(data_out, array_off=crc_off, array_count=pages), data_out)
         sink.barrier()
         sink.pwrite(final_head, 0)
         sink.commit()

@@ -1,0 +1,147 @@
+"""Checksums that let a dump prove its own integrity.
+
+A dump travels (NFS, ssh, object stores) before it is opened; ``fastdump verify
+DUMP`` without the source can then tell a flipped byte from a good page.  Where
+they live, so that crash, makedumpfile and libkdumpfile read the dump unchanged
+(they only follow header offsets and page descriptors):
+
+- a *page checksum array* in the page data area, right after the shared zero
+  block (before the first page's data): one u32 per descriptor, crc32 of the
+  page's stored bytes followed by its 24-byte descriptor.  It is sized when the
+  page count is known and filled window by window, so memory does not grow with
+  the dump; the crc of the stored bytes is computed by the compiled core on the
+  worker threads that pack the pages.
+- a *trailer* after the last page data: crc32 of every other region (the header
+  block, sub header and notes, each bitmap block, the zero block) and where the
+  array is, closed by a footer written twice, so that no single damaged byte can
+  hide that the dump has checksums.
+
+A filtered ELF dump (``elfdump.py``) has a crc32 of each page-size block of its
+PT_LOAD data, between the notes and that data, and after the data the same
+trailer (its region: the headers and notes).  A dump cut short (flagged
+incomplete) has no trailer.
+"""
+
+import struct
+import zlib
+from array import array
+
+MAGIC = b"fastdump-sums\0\0\0"
+VERSION = 1
+ALGO_CRC32 = 1
+#: magic, version, algorithm, scheme, block, array offset and count, data offset and length, regions
+HEAD = struct.Struct("<16sIIIIQQQQQ")
+#: what the array's entries cover: each kdump descriptor (crc32 of the page's stored
+#: bytes, then the descriptor), or each ``block`` bytes of the data region (ELF)
+PER_DESCRIPTOR, PER_BLOCK = 1, 2
+REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
+FOOTER_MAGIC = b"FDSUMEND"
+FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
+
+#: the trailer of a 64 TiB machine's kdump dump (a region per bitmap block) is about 24 MiB
+MAX_TRAILER = 256 << 20
+
+HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS = 1, 2, 3, 4, 5, 6
+KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP1: "1st bitmap",
+              BITMAP2: "2nd bitmap", ZERO_PAGE: "shared zero page",
+              ELF_HEADERS: "ELF header, program headers and notes"}
+
+
+class Builder:
+    """The writer's side: collects region checksums as the regions are written."""
+
+    def __init__(self, *, block_size, bitmap1=0, bitmap_len=0):
+        self.block_size = block_size
+        self.bitmap_off = {BITMAP1: bitmap1, BITMAP2: bitmap1 + bitmap_len}
+        zero = zlib.crc32(bytes(block_size))
+        nblocks = bitmap_len // block_size
+        # a bitmap block nobody writes is a hole in the file: zeros
+        self.bitmap_crcs = {BITMAP1: array("I", [zero]) * nblocks, BITMAP2: array("I", [zero]) * nblocks}
+        self.regions = {}
+        self.footer_at = None
+
+    def region(self, kind, offset, data):
+        self.regions[kind] = (offset, len(data), zlib.crc32(data))
+
+    def bitmap(self, kind, at, data):
+        """Bytes ``data`` were written at byte ``at`` of a bitmap (``at`` block-aligned,
+        or the block is recomputed from ``data`` holding the whole block)."""
+        bs = self.block_size
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), bs):
+            chunk = bytes(view[i:i + bs])
+            self.bitmap_crcs[kind][(at + i) // bs] = zlib.crc32(chunk.ljust(bs, b"\0"))
+
+    def trailer(self, at, *, array_off, array_count, scheme=PER_DESCRIPTOR, data=(0, 0)):
+        """The trailer bytes to write at offset ``at``, right after the last page data;
+        ``data`` is the (offset, length) of the region a PER_BLOCK array covers."""
+        regions = [(off, size, c, kind) for kind, (off, size, c) in sorted(self.regions.items())]
+        for kind in (BITMAP1, BITMAP2):
+            base = self.bitmap_off[kind]
+            regions += [(base + i * self.block_size, self.block_size, c, kind)
+                        for i, c in enumerate(self.bitmap_crcs[kind])]
+        body = HEAD.pack(MAGIC, VERSION, ALGO_CRC32, scheme, self.block_size, array_off, array_count,
+                         data[0], data[1], len(regions)) \
+            + b"".join(REGION.pack(*r) for r in regions)
+        fields = FOOTER_MAGIC + struct.pack("<QQI", at, len(body), zlib.crc32(body))
+        footer = fields + struct.pack("<I", zlib.crc32(fields))
+        self.footer_at = at + len(body)
+        return body + footer + footer
+
+    def withdraw(self, sink):
+        """Blank the footer again if the trailer was written (the dump then failed):
+        the header changes to incomplete, so the checksums would not hold."""
+        if self.footer_at is not None:
+            sink.pwrite(bytes(2 * FOOTER.size), self.footer_at)
+            self.footer_at = None
+
+
+class Sums:
+    """What a dump's trailer says (the reader's side)."""
+
+    def __init__(self, scheme, block, array_off, array_count, data, regions, trailer_off, problem):
+        self.scheme, self.block = scheme, block
+        self.data_off, self.data_len = data
+        self.array_off, self.array_count = array_off, array_count
+        self.array_end = array_off + 4 * array_count
+        self.regions = regions        # [(offset, length, crc, kind)]
+        self.trailer_off = trailer_off
+        self.problem = problem        # a damaged copy of the footer, or None
+
+
+def _footer(raw):
+    magic, off, length, body_crc, self_crc = FOOTER.unpack(raw)
+    if magic != FOOTER_MAGIC or zlib.crc32(raw[:-4]) != self_crc:
+        return None
+    return off, length, body_crc
+
+
+def load(read, file_size):
+    """The trailer of a dump, through ``read(offset, size)``: a Sums, or None when
+    the dump has none (another tool's, an older fastdump's, or cut short).
+    Raises ValueError when there is one and it is damaged."""
+    if file_size < 2 * FOOTER.size:
+        return None
+    raw = read(file_size - 2 * FOOTER.size, 2 * FOOTER.size)
+    copies = [raw[:FOOTER.size], raw[FOOTER.size:]]
+    found = [_footer(c) for c in copies]
+    if not any(found):
+        if any(c[:len(FOOTER_MAGIC)] == FOOTER_MAGIC for c in copies):
+            raise ValueError("the checksum footer is damaged (both copies)")
+        return None
+    problem = None
+    if copies[0] != copies[1]:
+        problem = "one of the two copies of the checksum footer (the last 64 bytes) is damaged"
+    off, length, body_crc = next(f for f in found if f)
+    if off + length + 2 * FOOTER.size != file_size or not HEAD.size <= length <= MAX_TRAILER:
+        raise ValueError(f"the checksum trailer at {off:#x}+{length} does not end at the footer")
+    body = read(off, length)
+    if zlib.crc32(body) != body_crc:
+        raise ValueError(f"the checksum trailer at {off:#x} is damaged")
+    magic, version, algo, scheme, block, array_off, array_count, data_off, data_len, nregions = \
+        HEAD.unpack_from(body)
+    if magic != MAGIC or version != VERSION or algo != ALGO_CRC32 or scheme not in (PER_DESCRIPTOR, PER_BLOCK) \
+            or not 0 < block <= 1 << 20 or HEAD.size + nregions * REGION.size != length:
+        raise ValueError(f"unknown checksum trailer (version {version}, algorithm {algo})")
+    regions = [REGION.unpack_from(body, HEAD.size + i * REGION.size) for i in range(nregions)]
+    return Sums(scheme, block, array_off, array_count, (data_off, data_len), regions, off, problem)
