@@ -18,7 +18,7 @@ This runs the script itself, unchanged, with its own PATH, dash and pipe, rather
 of a Debian root (which would need fastdump built inside it).  What it does not reproduce is
 the capture kernel: tests/e2e boots that.  The saved ``dump.<stamp>`` is a flattened stream,
 as kdump-tools always writes; libkdumpfile 0.5 does not read that form, so it is rebuilt with
-the distribution's ``makedumpfile -R`` (what Debian's README.Debian tells the sysadmin to do)
+the distribution's ``makedumpfile -R`` (makedumpfile(8)'s way back from a flattened stream)
 and then read page for page.
 """
 
