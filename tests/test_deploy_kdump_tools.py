@@ -236,6 +236,10 @@ def test_setup_then_undo_restores_makedumpfile_exactly(tmp_path, kdump_tools):
     assert subprocess.run(["dpkg-divert", f"--root={root}", "--list"], capture_output=True,
                           text=True).stdout.strip() == ""
     assert setup(root, "--undo").returncode == 0          # nothing to undo: said, not an error
+    assert setup(root).returncode == 0                    # a shim someone deleted: undo still restores
+    binary.unlink()
+    u = setup(root, "--undo")
+    assert u.returncode == 0 and binary.read_bytes() == before[0], u.stderr
 
 
 def test_setup_refuses(tmp_path, kdump_tools):

@@ -4,7 +4,9 @@ kdump-config runs plain ``makedumpfile`` on a fixed ``PATH=/bin:/usr/bin:/sbin:/
 fastdump goes where Debian puts a local replacement of a packaged file: ``dpkg-divert --local
 --rename`` moves the package's makedumpfile aside (upgrades then update it there), and a tiny
 ``#!/bin/sh`` shim takes its name.  The shim runs the interpreter and the fastdump that ran
-this setup by absolute path, since a pip, venv or pyenv install is not on that PATH.
+this setup by absolute path, since a pip, venv or pyenv install is not on that PATH
+(PYTHONPATH names the directory holding the fastdump package; PYTHONSAFEPATH keeps the
+current directory off sys.path).
 
 kdump-config runs ``makedumpfile ARGS /proc/vmcore | compress > FILE`` under dash without
 pipefail: it never sees the collector's exit status and saves whatever came out, even nothing.
@@ -36,7 +38,7 @@ if ! mark=$(mktemp -t fastdump-shim.XXXXXX); then
     echo "makedumpfile: fastdump shim: no temporary file; running $distrib" >&2
     exec "$distrib" "$@"
 fi
-FASTDUMP_SHIM_MARK=$mark PYTHONPATH={pythonpath} {python} -m fastdump.deploy.makedumpfile "$@"
+FASTDUMP_SHIM_MARK=$mark PYTHONSAFEPATH=1 PYTHONPATH={pythonpath} {python} -m fastdump.deploy.makedumpfile "$@"
 status=$?
 if [ -s "$mark" ]; then wrote=1; else wrote=0; fi
 rm -f "$mark"
@@ -95,30 +97,35 @@ def _undo(root, path):
         return "fastdump setup kdump-tools --undo: not set up; nothing to undo"
     if state != "ours":
         raise FastdumpError(state)
-    aside = root + path + ".fastdump-undo"
-    os.rename(root + path, aside)      # dpkg-divert --rename will not move the original over it
+    aside = root + path + ".fastdump-undo" if os.path.lexists(root + path) else None
+    if aside:
+        os.rename(root + path, aside)      # dpkg-divert --rename will not move the original over it
     try:
         _dpkg_divert(root, "--local", "--rename", "--divert", path + DISTRIB_SUFFIX, "--remove", path)
     except BaseException:
-        os.rename(aside, root + path)
+        if aside:
+            os.rename(aside, root + path)
         raise
-    os.unlink(aside)
+    if aside:
+        os.unlink(aside)
     safefile.fsync_dir(os.path.dirname(root + path))
     return f"fastdump setup kdump-tools --undo: {path} is the distribution's makedumpfile again"
 
 
 def _state(root, path):
-    """"ours" (our diversion and our shim), "none" (neither), or why it is neither."""
+    """"ours" (our diversion, and our shim or none), "none" (neither), or why it is neither."""
     diverted_to = _dpkg_divert(root, "--truename", path)
     by = _dpkg_divert(root, "--listpackage", path)
     shim = _is_shim(root + path)
     if diverted_to == path:
         if shim:
-            return f"{path} is fastdump's shim but not diverted: restore it with `apt-get install --reinstall makedumpfile`"
+            return (f"{path} is fastdump's shim but not diverted: "
+                    "restore it with `apt-get install --reinstall makedumpfile`")
         return "none"
     if by != "LOCAL" or diverted_to != path + DISTRIB_SUFFIX:
-        return f"{path} is already diverted to {diverted_to} by {by or 'an unknown package'}: not fastdump's; left alone"
-    if not shim:
+        return (f"{path} is already diverted to {diverted_to} by {by or 'an unknown package'}: "
+                "not fastdump's; left alone")
+    if not shim and os.path.lexists(root + path):
         return f"{path} is diverted locally but is not fastdump's shim: left alone"
     return "ours"
 
