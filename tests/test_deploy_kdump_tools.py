@@ -32,6 +32,7 @@ import pytest
 
 from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout, MiB
+from fastdump.testing.printk_layout import PrintkLayout
 
 from support import digests, elf_pages, kdumpfile_digests, need_tool
 
@@ -115,13 +116,14 @@ exec {kdump_tools["root"]}/usr/sbin/kdump-config savecore
     return r, crash
 
 
-def saved_dump(r, crash):
+def saved_dump(r, crash, *, dmesg=False):
     """The one dump.<stamp> kdump-config saved, with everything it says about it checked."""
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "saved vmcore in" in out, out[-2000:]
     (stampdir,) = glob.glob(str(crash / "2*"))
     stamp = os.path.basename(stampdir)
-    assert sorted(os.listdir(stampdir)) == [f"dump.{stamp}"], (os.listdir(stampdir), out[-2000:])
+    want = [f"dmesg.{stamp}"] * dmesg + [f"dump.{stamp}"]
+    assert sorted(os.listdir(stampdir)) == want, (os.listdir(stampdir), out[-2000:])
     dump = os.path.join(stampdir, f"dump.{stamp}")
     assert os.path.getsize(dump) > 0
     return dump
@@ -263,3 +265,23 @@ def test_setup_refuses_when_not_root(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["setup", "kdump-tools", "--root", "/nonexistent"]) == 1
     assert "must be run as root" in capsys.readouterr().err
+
+
+def test_kdump_config_dmesg_through_fastdump(tmp_path, kdump_tools):
+    """kdump-config's ``makedumpfile --dump-dmesg /proc/vmcore FILE``: fastdump writes what the
+    distribution's makedumpfile writes for the same vmcore."""
+    src = str(tmp_path / "printk.vmcore")
+    layout = PrintkLayout(KernelLayout(default_ram_ranges(RAM), seed=7))
+    SyntheticVmcore(VmcoreSpec(ram_size=RAM), layout=layout).write(src)
+    theirs = tmp_path / "theirs.txt"
+    r = subprocess.run([need_tool("makedumpfile"), "--dump-dmesg", src, str(theirs)], capture_output=True, text=True)
+    assert r.returncode == 0, f"makedumpfile --dump-dmesg: {r.stderr[-500:]}"
+    root = scratch_root(tmp_path / "root", kdump_tools)
+    assert setup(root).returncode == 0
+    r, crash = savecore(tmp_path, root, kdump_tools, src, dmesg=True)
+    dump = saved_dump(r, crash, dmesg=True)
+    assert "saved dmesg content in" in r.stdout + r.stderr and "makedumpfile.distrib" not in r.stderr, r.stderr
+    stamp = os.path.basename(os.path.dirname(dump))
+    # makedumpfile prints bytes >= 0x80 through a signed char: \xffffffc3 for \xc3 (as in test_dmesg)
+    assert (crash / stamp / f"dmesg.{stamp}").read_bytes() == re.sub(rb"\\xffffff([0-9a-f]{2})", rb"\\x\1",
+                                                                     theirs.read_bytes())
