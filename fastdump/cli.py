@@ -70,7 +70,7 @@ def build_parser():
     p = _Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
-                "info, demo, initrd, estimate, verify, dmesg, convert (`fastdump SUBCOMMAND --help`).")
+                "info, demo, initrd, estimate, verify, dmesg, convert, setup (`fastdump SUBCOMMAND --help`).")
     p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
     p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir; "
                    "with --split, one file per part")
