@@ -17,7 +17,7 @@ from .options import int_arg, int_type
 
 SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
                "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify",
-               "dmesg": "fastdump.dmesg", "convert": "fastdump.convert"}
+               "dmesg": "fastdump.dmesg", "convert": "fastdump.convert", "setup": "fastdump.deploy"}
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
@@ -26,6 +26,18 @@ MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
+
+
+class _Tuning(argparse.Action):
+    """A makedumpfile option that only tunes makedumpfile's internals: accepted, named in one note."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.tuning = [*namespace.tuning, option_string]
+
+
+#: makedumpfile's tuning options (flags, takes a value): fastdump's memory is bounded by itself
+MAKEDUMPFILE_TUNING = ((("-b",), True), (("--cyclic-buffer",), True), (("--non-cyclic",), False),
+                       (("--work-dir",), True), (("-D",), False))
 
 
 def _size(text):
@@ -58,7 +70,7 @@ def build_parser():
     p = _Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
-                "info, demo, initrd, estimate, verify, dmesg, convert (`fastdump SUBCOMMAND --help`).")
+                "info, demo, initrd, estimate, verify, dmesg, convert, setup (`fastdump SUBCOMMAND --help`).")
     p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
     p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir; "
                    "with --split, one file per part")
@@ -108,6 +120,10 @@ def build_parser():
                    "ranges START-END[,...] in hex, END inclusive")
     p.add_argument("--iomem", metavar="FILE", help="raw memory source: the crashed system's /proc/iomem")
     p.add_argument("-v", "--version", action="version", version=f"fastdump {__version__}")
+    for flags, value in MAKEDUMPFILE_TUNING:
+        p.add_argument(*flags, action=_Tuning, nargs=None if value else 0, metavar="X" if value else None,
+                       help="makedumpfile tuning: accepted and ignored")
+    p.set_defaults(tuning=[])
     return p
 
 
@@ -168,10 +184,12 @@ def _run_dump(argv):
         raise UsageError("no source given (e.g. /proc/vmcore)")
     flat = args.flat or cfg.get("flat", False)
     targets = list(args.target) + list(args.extra_targets)
-    if not targets:
-        targets = list(cfg.get("targets", [])) or (["-"] if flat else [])
+    if not targets:   # no target and stdout a pipe: the stream to it, as makedumpfile (kdump-utils' ssh form)
+        targets = list(cfg.get("targets", [])) or (["-"] if flat or not sys.stdout.isatty() else [])
     if not targets:
         raise UsageError("no target given")
+    if args.tuning:
+        say(f"note: {', '.join(args.tuning)} only tune makedumpfile's internals; fastdump ignores them")
     ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"))
     split = None
     if args.split:

@@ -144,12 +144,15 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_file(path, data, *, force=False):
-    """``data`` (bytes) into ``path``, written as ``path.incomplete`` and then published."""
+def write_file(path, data, *, force=False, executable=False):
+    """``data`` (bytes) into ``path``, written as ``path.incomplete`` and then published;
+    ``executable`` makes it 0700 (a script only root runs) instead of 0600."""
     check_free(path, force=force)
     temp = path + INCOMPLETE_SUFFIX
     fd = create(temp, force=force)
     try:
+        if executable:
+            os.fchmod(fd, 0o700)
         with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data)
         os.fsync(fd)
