@@ -31,7 +31,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ALL = ("elf_header", "elf_notes", "elf_source", "vmcoreinfo", "kdump", "cli_info", "verify", "cli_dump", "judge")
+ALL = ("elf_header", "elf_notes", "elf_source", "vmcoreinfo", "kdump", "cli_info", "verify", "cli_dump", "judge",
+       "rearrange", "reassemble", "convert", "dmesg", "api")
 DESCRIPTION = {
     "elf_header": "ELF header + program headers (`elf.parse_header`), ELF64/ELF32/PN_XNUM seeds",
     "elf_notes": "ELF note segments (`elf.parse_notes`)",
@@ -43,6 +44,13 @@ DESCRIPTION = {
     "cli_dump": "`fastdump SRC DST` on mutated vmcores (5 option sets), output read back",
     "judge": "struct-page classifier: mutated VMCOREINFO and struct pages/page tables/mem_section "
              "of a synthetic 6.12 kernel (`make_judge(...).classify`)",
+    "rearrange": "`fastdump -R` on mutated flattened streams (fastdump's -z and -E, makedumpfile's -c); "
+                 "output opened and read back",
+    "reassemble": "`fastdump --reassemble` on mutated split parts (fastdump's and makedumpfile's), output read back",
+    "convert": "`fastdump convert` on mutated kdump dumps (4 codecs + incomplete) and a flattened stream, "
+               "to kdump zstd/lz4 and ELF; output read back in full",
+    "dmesg": "`fastdump dmesg` on mutated kdump and ELF dumps holding a lockless, structured or plain kernel log",
+    "api": "`fastdump.dump`/`open`/`verify` with hostile arguments (types, ranges, paths: `targets.API_VALUES`)",
 }
 
 
