@@ -254,10 +254,12 @@ FAULT_CLASSES = [
     ("1. Nothing clobbered without `-f`: files, dump-level lists, concurrent `-f` runs, devices only as "
      "`raw:DEV` and never mounted or holding a file system",
      _tests("tests/test_files.py", "test_existing_file_is_replaced_only_with_force",
-            "test_force_never_removes_a_device_node_or_fifo", "test_directory_target_keeps_an_earlier_dump_without_force",
+            "test_force_never_removes_a_device_node_or_fifo",
+            "test_directory_target_keeps_an_earlier_dump_without_force",
             "test_concurrent_run_with_force_cannot_take_over_a_dump_being_written",
             "test_level_list_does_not_replace_an_existing_dump", "test_block_device_as_a_plain_target_is_a_usage_error",
-            "test_raw_target_refuses_a_mounted_device_and_a_file_system", "test_initrd_image_is_not_replaced_without_force")
+            "test_raw_target_refuses_a_mounted_device_and_a_file_system",
+            "test_initrd_image_is_not_replaced_without_force")
      + _tests("tests/test_faults.py", "test_existing_file_not_overwritten_without_force")
      + _tests("tests/test_cli.py", "test_existing_target_needs_force")),
     ("2. Header (flagged incomplete), notes and bitmaps on disk before page data, whatever the sink "
@@ -275,7 +277,8 @@ FAULT_CLASSES = [
      "the far side of ssh) made the same safe way: no symlink followed, 0600/0700, no clobber",
      _tests("tests/test_files.py", "test_symlink_at_the_name_is_never_followed",
             "test_dangling_symlink_creates_nothing_behind_it", "test_demo_keeps_out_of_files_it_did_not_make",
-            "test_demo_directory_must_not_be_a_symlink", "test_directory_target_never_writes_through_a_planted_directory")
+            "test_demo_directory_must_not_be_a_symlink",
+            "test_directory_target_never_writes_through_a_planted_directory")
      + _tests("tests/test_faults.py", "test_mode_0600_whatever_the_umask", "test_planted_symlink_not_followed",
               "test_names_never_reach_a_shell")
      + _tests("tests/test_cli.py", "test_symlink_in_target_place_is_not_followed")
@@ -323,7 +326,8 @@ FAULT_CLASSES = [
      _tests("tests/test_checksums.py")),
     ("Other faults: EIO and SIGBUS in the source, resources released, ssh host keys and key modes; "
      "the fuzz corpus replayed and its regressions",
-     _tests("tests/test_unreadable.py", "test_mmap_windows_never_cross_a_segment", "test_mmap_failure_falls_back_to_pread",
+     _tests("tests/test_unreadable.py", "test_mmap_windows_never_cross_a_segment",
+            "test_mmap_failure_falls_back_to_pread",
             "test_sigbus_in_a_mapping_costs_pages_not_the_process")
      + _tests("tests/test_resources.py")
      + _tests("tests/test_ssh.py", "test_unknown_host_key_is_refused_and_the_next_target_used",
@@ -395,8 +399,8 @@ def write_report(path, summary, faults):
              "Anything else counts as a bug: another exception, a traceback, a hang, a crash, "
              "memory beyond the limit.", "",
              "## Fuzzed inputs", "",
-             "| target | input class | inputs | accepted | rejected (one-line error) | not run | bugs | hangs | crashes "
-             "| inputs/s |",
+             "| target | input class | inputs | accepted | rejected (one-line error) | not run | bugs | hangs "
+             "| crashes | inputs/s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total = 0
     for name in ALL:
