@@ -483,6 +483,8 @@ def _writes(argv, out, decoded):
             _read_back(out, decoded)
         elif os.path.exists(out):
             raise Bug("a failed command left a file under the final name")
+        elif os.path.exists(out + ".incomplete"):   # what a failed run leaves must still be readable
+            _read_back(out + ".incomplete", decoded=False)
         return res
     finally:
         _clean(out)
