@@ -8,7 +8,9 @@ memory are caught by the runner (``tests/fuzz/run.py``) around these functions.
 
 Seeds are small real inputs built on the fly: synthetic vmcores (ELF64, ELF32,
 PN_XNUM), their notes and VMCOREINFO, kdump-compressed dumps in every codec
-(complete and incomplete), and a synthetic kernel's struct pages and page tables.
+(complete and incomplete), and a synthetic kernel's struct pages and page tables;
+flattened streams and split parts from fastdump and makedumpfile, and dumps that
+hold a kernel log of each printk generation.
 """
 
 import contextlib
@@ -198,7 +200,7 @@ class Seeds:
         return p
 
     def _makedumpfile(self, args, stdout=None):
-        """makedumpfile's output for its own seeds, or None where it is not installed."""
+        """Run makedumpfile for a seed; False where it is not installed or fails (the seed is left out)."""
         import shutil
         import subprocess
         if not shutil.which("makedumpfile"):
