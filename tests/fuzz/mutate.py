@@ -121,7 +121,28 @@ def judge_mutate(rng, data, others=()):
     return struct.pack("<I", len(text)) + text + blob
 
 
-MUTATORS = {"vmcoreinfo": text_mutate, "judge": judge_mutate}
+def parts_mutate(rng, data, others=()):
+    """Inputs are several files (``targets.pack_parts``): mutate one, sometimes swap two or
+    take one from another seed (parts of different dumps)."""
+    from .targets import pack_parts, unpack_parts
+    parts = unpack_parts(data)
+    if not parts:
+        return mutate(rng, data, others)
+    i = rng.randrange(len(parts))
+    r = rng.random()
+    if r < 0.1 and len(parts) > 1:
+        j = rng.randrange(len(parts))
+        parts[i], parts[j] = parts[j], parts[i]
+    elif r < 0.2 and others:
+        other = unpack_parts(rng.choice(others))
+        if other:
+            parts[i] = rng.choice(other)
+    else:
+        parts[i] = mutate(rng, parts[i])
+    return pack_parts(parts)
+
+
+MUTATORS = {"vmcoreinfo": text_mutate, "judge": judge_mutate, "reassemble": parts_mutate}
 
 
 def mutator_for(target):
@@ -137,4 +158,4 @@ def mutant(target, seeds, index, base_seed=0):
     return mutator_for(target)(rng, seed, seeds)
 
 
-__all__ = ["mutate", "text_mutate", "judge_mutate", "mutant", "struct"]
+__all__ = ["mutate", "text_mutate", "judge_mutate", "parts_mutate", "mutant", "struct"]

@@ -31,7 +31,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ALL = ("elf_header", "elf_notes", "elf_source", "vmcoreinfo", "kdump", "cli_info", "verify", "cli_dump", "judge")
+ALL = ("elf_header", "elf_notes", "elf_source", "vmcoreinfo", "kdump", "cli_info", "verify", "cli_dump", "judge",
+       "rearrange", "reassemble", "convert", "dmesg", "api")
 DESCRIPTION = {
     "elf_header": "ELF header + program headers (`elf.parse_header`), ELF64/ELF32/PN_XNUM seeds",
     "elf_notes": "ELF note segments (`elf.parse_notes`)",
@@ -43,6 +44,13 @@ DESCRIPTION = {
     "cli_dump": "`fastdump SRC DST` on mutated vmcores (5 option sets), output read back",
     "judge": "struct-page classifier: mutated VMCOREINFO and struct pages/page tables/mem_section "
              "of a synthetic 6.12 kernel (`make_judge(...).classify`)",
+    "rearrange": "`fastdump -R` on mutated flattened streams (fastdump's -z and -E, makedumpfile's -c); "
+                 "output opened and read back",
+    "reassemble": "`fastdump --reassemble` on mutated split parts (fastdump's and makedumpfile's), output read back",
+    "convert": "`fastdump convert` on mutated kdump dumps (4 codecs + incomplete) and a flattened stream, "
+               "to kdump zstd/lz4 and ELF; output read back in full",
+    "dmesg": "`fastdump dmesg` on mutated kdump and ELF dumps holding a lockless, structured or plain kernel log",
+    "api": "`fastdump.dump`/`open`/`verify` with hostile arguments (types, ranges, paths: `targets.API_VALUES`)",
 }
 
 
@@ -237,25 +245,101 @@ def verify_bench(ram_bytes, out_dir, threads_list=None):
 
 # ------------------------------------------------------------------ report --
 
-# every fault class the table reports, each proved by these tests
-FAULT_TESTS = [
-    "tests/test_faults.py",            # ENOSPC, file modes, overwrite, symlinks, names and shells
-    "tests/test_unreadable.py",        # EIO pages, mmap failures, SIGBUS in a mapping
-    "tests/test_resources.py",         # threads and files released on every exit path
-    "tests/test_cli.py::test_interrupted_dump_is_marked_incomplete_and_readable",   # SIGINT/SIGTERM
-    "tests/test_ssh.py::test_dropped_connection_marks_incomplete_and_moves_on",
-    "tests/test_ssh.py::test_unknown_host_key_is_refused_and_the_next_target_used",
-    "tests/test_ssh.py::test_key_readable_by_others_is_refused",
-    "tests/test_targets.py::test_cut_stream_rebuilds_into_an_incomplete_dump",
-    "tests/test_targets.py::test_raw_device_too_small_is_skipped_for_the_next_target",
-    "tests/test_targets.py::test_level_list_falls_back_when_the_target_is_too_small",
-    "tests/test_verify.py",            # fastdump verify on good and damaged dumps
-    "tests/fuzz",                      # corpus replay and regressions
+def _tests(path, *names):
+    return [f"{path}::{n}" for n in names] if names else [path]
+
+
+# each defect class of issue 10 (and the promises beside them), with the tests that prove it
+FAULT_CLASSES = [
+    ("1. Nothing clobbered without `-f`: files, dump-level lists, concurrent `-f` runs, devices only as "
+     "`raw:DEV` and never mounted or holding a file system",
+     _tests("tests/test_files.py", "test_existing_file_is_replaced_only_with_force",
+            "test_force_never_removes_a_device_node_or_fifo",
+            "test_directory_target_keeps_an_earlier_dump_without_force",
+            "test_concurrent_run_with_force_cannot_take_over_a_dump_being_written",
+            "test_level_list_does_not_replace_an_existing_dump", "test_block_device_as_a_plain_target_is_a_usage_error",
+            "test_raw_target_refuses_a_mounted_device_and_a_file_system",
+            "test_initrd_image_is_not_replaced_without_force")
+     + _tests("tests/test_faults.py", "test_existing_file_not_overwritten_without_force")
+     + _tests("tests/test_cli.py", "test_existing_target_needs_force")),
+    ("2. Header (flagged incomplete), notes and bitmaps on disk before page data, whatever the sink "
+     "(`--direct-io` too): a kill or a full disk leaves a readable, flagged dump",
+     _tests("tests/test_faults.py", "test_sigkill_leaves_a_readable_flagged_dump", "test_enospc_small_tmpfs",
+            "test_enospc_one_line_and_incomplete_name", "test_enospc_dump_reads_up_to_the_last_page_written",
+            "test_enospc_kdump_readable_by_libkdumpfile")
+     + _tests("tests/test_direct_io.py")
+     + _tests("tests/test_cli.py", "test_interrupted_dump_is_marked_incomplete_and_readable")),
+    ("3. `verify` decodes every page with the reader's decoders, compares every stored byte it can reach "
+     "(the ELF kernel-text copy too) and never says OK about what it did not check; partial dumps counted right",
+     _tests("tests/test_verify.py")
+     + _tests("tests/test_unreadable.py", "test_verify_and_info_count_a_partial_dump")),
+    ("4. Every file fastdump creates (logs, `--stats-json`, demo, `<host>-<date>` directories, temporaries, "
+     "the far side of ssh) made the same safe way: no symlink followed, 0600/0700, no clobber",
+     _tests("tests/test_files.py", "test_symlink_at_the_name_is_never_followed",
+            "test_dangling_symlink_creates_nothing_behind_it", "test_demo_keeps_out_of_files_it_did_not_make",
+            "test_demo_directory_must_not_be_a_symlink",
+            "test_directory_target_never_writes_through_a_planted_directory")
+     + _tests("tests/test_faults.py", "test_mode_0600_whatever_the_umask", "test_planted_symlink_not_followed",
+              "test_names_never_reach_a_shell")
+     + _tests("tests/test_cli.py", "test_symlink_in_target_place_is_not_followed")
+     + _tests("tests/test_ssh.py", "test_far_side_never_writes_through_a_planted_directory",
+              "test_target_strings_never_reach_a_shell")),
+    ("5. One bad metadata byte fails only the code that uses it: levels 0 and 1 copy whatever VMCOREINFO says; "
+     "makedumpfile's dump of such a vmcore is read",
+     _tests("tests/test_vmcoreinfo.py")),
+    ("6. Work bounded by the source's real size: huge `p_memsz`, raw maps over small images, many PT_LOADs, "
+     "fragmented bitmaps, FIFOs without a writer",
+     _tests("tests/test_source.py", "test_a_fifo_with_no_writer_is_refused_not_waited_on", "test_api_refuses_a_fifo",
+            "test_a_huge_p_memsz_costs_nothing_before_a_check",
+            "test_many_pt_loads_and_fragmented_bitmaps_stay_linear",
+            "test_convert_is_bounded_by_the_descriptors_the_file_holds")
+     + _tests("tests/test_rawsource.py", "test_raw_sources_are_bounded",
+              "test_a_huge_map_over_a_small_image_reads_only_the_image")),
+    ("7. Side failures never fail a good dump; SIGHUP as SIGTERM; `-R`/`--reassemble` with the main writer's "
+     "fault handling; no convert temporaries left; directory fsynced after the final rename",
+     _tests("tests/test_faults.py", "test_unwritable_stats_json_is_a_warning",
+            "test_sighup_like_sigterm_dump_left_readable", "test_rebuild_on_a_full_disk_leaves_a_readable_flagged_dump",
+            "test_rebuild_killed_leaves_a_readable_flagged_dump", "test_interrupted_convert_leaves_no_temporaries",
+            "test_killed_convert_temporaries_removed_by_the_next_run",
+            "test_directory_fsynced_after_every_final_rename")
+     + _tests("tests/test_targets.py", "test_cut_stream_rebuilds_into_an_incomplete_dump")
+     + _tests("tests/test_ssh.py", "test_dropped_connection_marks_incomplete_and_moves_on")),
+    ("8. Errors are one clear line: API errors are `fastdump.errors` types (paths, fds, values of any type), "
+     "CLI and config errors exit 2",
+     _tests("tests/test_cli.py", "test_bad_source_is_one_line", "test_bad_options",
+            "test_api_bad_arguments_are_usage_errors", "test_api_takes_path_objects",
+            "test_a_file_descriptor_is_refused_and_stays_open", "test_out_of_range_numbers_are_usage_errors",
+            "test_subcommand_numbers_are_checked_too", "test_bad_config_values_are_usage_errors")
+     + _tests("tests/fuzz/test_fuzz.py", "test_api_arguments_of_any_type")),
+    ("9. ELF output leaves unreadable pages out (never stored as zeros) and records them",
+     _tests("tests/test_unreadable.py", "test_eio_pages_are_recorded_and_the_rest_is_dumped")
+     + _tests("tests/test_elfdump.py", "test_more_unreadable_runs_than_spare_header_slots")),
+    ("Never save nothing: no room for the level asked saves the kernel log, falls back to level 31, then writes "
+     "what fits, flagged; the estimate never refuses a target that holds the dump",
+     _tests("tests/test_faults.py", "test_room_check_never_refuses_a_target_that_holds_the_dump",
+            "test_no_room_anywhere_saves_the_log_then_what_fits", "test_no_room_for_the_level_asked_falls_back_to_31",
+            "test_no_room_even_for_the_descriptors_leaves_a_readable_empty_dump")
+     + _tests("tests/test_targets.py", "test_level_list_falls_back_when_the_target_is_too_small",
+              "test_raw_device_too_small_is_skipped_for_the_next_target")),
+    ("Checksums: `verify DUMP` alone finds any corrupted byte of a stored page, header or bitmap (kdump, ELF, "
+     "flattened, split, reassembled) and names the pfns; real readers ignore them",
+     _tests("tests/test_checksums.py")),
+    ("Other faults: EIO and SIGBUS in the source, resources released, ssh host keys and key modes; "
+     "the fuzz corpus replayed and its regressions",
+     _tests("tests/test_unreadable.py", "test_mmap_windows_never_cross_a_segment",
+            "test_mmap_failure_falls_back_to_pread",
+            "test_sigbus_in_a_mapping_costs_pages_not_the_process")
+     + _tests("tests/test_resources.py")
+     + _tests("tests/test_ssh.py", "test_unknown_host_key_is_refused_and_the_next_target_used",
+              "test_key_readable_by_others_is_refused")
+     + _tests("tests/fuzz/test_fuzz.py", "test_corpus_replay", "test_corpus_cli_subprocess")
+     + _tests("tests/fuzz/test_regressions.py")),
 ]
+FAULT_TESTS = list(dict.fromkeys(t for _, tests in FAULT_CLASSES for t in tests))
 
 
 def fault_results(out_dir):
-    """Run the fault and fuzz-replay tests and collect each test's outcome (junit XML)."""
+    """Run the fault tests and collect each test's outcome (junit XML): (module, name, outcome) rows."""
     import xml.etree.ElementTree as ET
     xml = os.path.join(out_dir, "faults.xml")
     os.makedirs(os.path.dirname(xml), exist_ok=True)
@@ -271,14 +355,40 @@ def fault_results(out_dir):
             elif child.tag == "skipped":
                 outcome = "xfail (expected)" if "xfail" in (child.get("type") or "") + (child.get("message") or "") \
                     else "skipped: " + (child.get("message") or "")[:200]
-        rows.append((case.get("classname", "").split(".")[-1], case.get("name"), outcome))
+        rows.append((case.get("classname", ""), case.get("name"), outcome))
     return rows
+
+
+def _proves(test_id, row):
+    """Whether a result row is (a case of) the test ``test_id`` names (a file or file::function)."""
+    path, _, func = test_id.partition("::")
+    module = path[:-3] if path.endswith(".py") else path
+    if row[0] != module.replace("/", "."):
+        return False
+    return not func or row[1].split("[", 1)[0] == func
+
+
+def class_outcomes(faults):
+    """Per defect class: its test ids and a tally of their cases' outcomes (a test that ran no case is missing)."""
+    out = []
+    for title, tests in FAULT_CLASSES:
+        tally, missing = {}, []
+        for t in tests:
+            rows = [r for r in faults if _proves(t, r)]
+            if not rows:
+                missing.append(t)
+            for r in rows:
+                key = r[2].split(":")[0]
+                tally[key] = tally.get(key, 0) + 1
+        out.append((title, tests, tally, missing))
+    return out
 
 
 def write_report(path, summary, faults):
     lines = ["# Reliability: fuzzing and fault injection", "",
-             f"Generated by `python3 -m tests.fuzz.run --engine both --examples {summary.get('examples')} "
-             "--report docs/reliability.md` "
+             f"Generated by `python3 -m tests.fuzz.run --engine {summary.get('engine', 'both')} "
+             f"--examples {summary.get('examples')} --jobs {summary.get('jobs')} "
+             f"--verify-mib {summary.get('verify_mib', 1024)} --report docs/reliability.md` "
              f"({summary.get('date', '?')}, seed {summary.get('seed')}, {summary.get('jobs')} workers, "
              f"{summary.get('mem_mb')} MiB RLIMIT_AS per worker, {summary.get('timeout')} s hang timeout). "
              "Do not edit by hand." + (f" The `judge` rows were run again on {summary['judge_rerun']} after the "
@@ -289,8 +399,8 @@ def write_report(path, summary, faults):
              "Anything else counts as a bug: another exception, a traceback, a hang, a crash, "
              "memory beyond the limit.", "",
              "## Fuzzed inputs", "",
-             "| target | input class | inputs | accepted | rejected (one-line error) | not run | bugs | hangs | crashes "
-             "| inputs/s |",
+             "| target | input class | inputs | accepted | rejected (one-line error) | not run | bugs | hangs "
+             "| crashes | inputs/s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total = 0
     for name in ALL:
@@ -340,19 +450,28 @@ def write_report(path, summary, faults):
     lines += [f"- {b}" for b in FIXED]
     lines += ["", "Found here and fixed by their owners:", ""]
     lines += [f"- {b}" for b in FIXED_ELSEWHERE]
-    lines += ["", "## Fault injection and security tests", "",
-              "From `tests/test_faults.py`, `tests/test_verify.py` and the replay tests in `tests/fuzz/` "
-              "(run by the same command).", "", "| file | test | outcome |", "|---|---|---|"]
+    lines += ["", "## Defect classes of issue 10, each with the tests that prove it", "",
+              "Run by the same command; a class holds only if every case of its tests passed.  Test names are "
+              "`file::function` (all parametrized cases) or a whole file.", "",
+              "| class | tests | cases | verdict |", "|---|---|---|---|"]
+    for title, tests, tally, missing in class_outcomes(faults):
+        names = "<br>".join(f"`{t.replace('tests/', '', 1)}`" for t in tests)
+        cases = ", ".join(f"{v} {k}" for k, v in sorted(tally.items())) or "none ran"
+        if missing:
+            cases += "; did not run: " + ", ".join(f"`{t}`" for t in missing)
+        held = not missing and set(tally) <= {"passed", "xfail (expected)"}
+        lines.append(f"| {title.replace('|', '/')} | {names} | {cases} | {'holds' if held else '**NOT PROVED**'} |")
+    lines += ["", "## Fault injection and security tests, case by case", ""]
     tally = {}
     for _, _, outcome in faults:
         key = outcome.split(":")[0]
         tally[key] = tally.get(key, 0) + 1
-    lines.insert(len(lines) - 2, "Cases: " + ", ".join(f"{v} {k}" for k, v in sorted(tally.items())) + ".")
-    lines.insert(len(lines) - 2, "")
-    for cls, name, outcome in faults:
+    lines += ["Cases: " + ", ".join(f"{v} {k}" for k, v in sorted(tally.items())) + ".", "",
+              "| file | test | outcome |", "|---|---|---|"]
+    for module, name, outcome in faults:
         name = name.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("*", "\\*") \
             .replace("[", "\\[", 1)
-        lines.append(f"| {cls} | {name} | {outcome.replace('|', '/')} |")
+        lines.append(f"| {module.split('.')[-1]} | {name} | {outcome.replace('|', '/')} |")
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -433,7 +552,8 @@ def main(argv=None):
         os.makedirs(os.path.join(args.out, "findings"), exist_ok=True)
         summary = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "seed": args.seed, "jobs": args.jobs, "mem_mb": args.mem_mb, "timeout": args.timeout,
-                   "examples": args.examples, "targets": {}, "atheris": {}}
+                   "examples": args.examples, "engine": args.engine, "verify_mib": args.verify_mib,
+                   "targets": {}, "atheris": {}}
         summary_path = os.path.join(args.out, "summary.json")
         if args.engine in ("mutate", "both"):
             for t in names:

@@ -8,7 +8,9 @@ memory are caught by the runner (``tests/fuzz/run.py``) around these functions.
 
 Seeds are small real inputs built on the fly: synthetic vmcores (ELF64, ELF32,
 PN_XNUM), their notes and VMCOREINFO, kdump-compressed dumps in every codec
-(complete and incomplete), and a synthetic kernel's struct pages and page tables.
+(complete and incomplete), and a synthetic kernel's struct pages and page tables;
+flattened streams and split parts from fastdump and makedumpfile, and dumps that
+hold a kernel log of each printk generation.
 """
 
 import contextlib
@@ -179,6 +181,89 @@ class Seeds:
         blob = b"".join(d for _, d in writes)
         return [struct.pack("<I", len(text)) + text + blob]
 
+    def _fastdump(self, argv, stdout=None):
+        """Run ``python3 -m fastdump ARGV`` once; ``stdout``: a file that gets what it prints."""
+        import subprocess
+        import sys
+        with open(stdout, "wb") if stdout else contextlib.nullcontext() as out:
+            subprocess.run([sys.executable, "-m", "fastdump", "--message-level", "4", *argv],
+                           stdout=out or subprocess.DEVNULL, check=True)
+        return stdout
+
+    def makedumpfile_source(self):
+        """A vmcore makedumpfile accepts (its page tables reach system_utsname), mostly zero pages."""
+        p = self.path("mdf.vmcore")
+        if not os.path.exists(p):
+            make_vmcore(p, ram_size=64 * MiB, seed=7, mix={"zero": 97, "text": 2, "random": 1})
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p + ".truth.json")
+        return p
+
+    def _makedumpfile(self, args, stdout=None):
+        """Run makedumpfile for a seed; False where it is not installed or fails (the seed is left out)."""
+        import shutil
+        import subprocess
+        if not shutil.which("makedumpfile"):
+            return False
+        with open(stdout, "wb") if stdout else contextlib.nullcontext() as out:
+            r = subprocess.run(["makedumpfile", *args], stdout=out or subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return r.returncode == 0
+
+    def flat_streams(self):
+        """Flattened streams: fastdump's (-z, -E) and makedumpfile's (-F -c)."""
+        if "flat" not in self._cache:
+            src = self._vmcore_path()
+            out = [open(self._fastdump(["-F", *opts, src, "-"], stdout=self.path(f"flat{k}")), "rb").read()
+                   for k, opts in enumerate((["-z", "-d", "1"], ["-E", "-d", "1"]))]
+            theirs = self.path("flat.mdf")
+            if self._makedumpfile(["-F", "-c", "-d", "1", self.makedumpfile_source()], stdout=theirs):
+                out.append(open(theirs, "rb").read())
+            self._cache["flat"] = out
+        return self._cache["flat"]
+
+    def split_parts(self):
+        """Split dumps as one input each (``pack_parts``): fastdump's and makedumpfile's."""
+        if "split" not in self._cache:
+            src = self.makedumpfile_source()
+            out = []
+            for k, (tool, opts) in enumerate((("fastdump", ["-z", "-d", "1", "--splitblock-size", "4096"]),
+                                              ("makedumpfile", ["-c", "-d", "1"]))):
+                parts = [self.path(f"split{k}.{i}") for i in range(2)]
+                for q in parts:
+                    _clean(q)
+                if tool == "fastdump":
+                    self._fastdump(["--split", *opts, src, *parts])
+                elif not self._makedumpfile(["--split", *opts, src, *parts]):
+                    continue
+                out.append(pack_parts([open(q, "rb").read() for q in parts]))
+            self._cache["split"] = out
+        return self._cache["split"]
+
+    def printk_dumps(self):
+        """Dumps that hold a kernel log (3 printk generations): kdump -d 31 and ELF -d 31 (mostly zero RAM)."""
+        if "printk" not in self._cache:
+            import fastdump
+            from fastdump.testing.printk_layout import PrintkLayout
+            out = []
+            for kind, fmt in (("lockless", "kdump"), ("lockless", "elf"), ("structured", "elf"), ("plain", "kdump")):
+                p = self.path(f"printk-{kind}")
+                if not os.path.exists(p):
+                    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB, sparse=True, mix={"zero": 1}),
+                                    layout=PrintkLayout(None, kind=kind)).write(p)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p + ".truth.json")
+                d = f"{p}.{fmt}"
+                _clean(d)
+                fastdump.dump(p, d, level=31, format=fmt, compress="zstd" if fmt == "kdump" else "none")
+                out.append(open(d, "rb").read())
+            self._cache["printk"] = out
+        return self._cache["printk"]
+
+    def api_calls(self):
+        """Encoded API calls (see ``t_api``): one per call, plus a few hostile keyword sets."""
+        return [bytes([0]), bytes([1]), bytes([2]), bytes([0, 0, 5, 1, 9]), bytes([0, 8, 13, 4, 2]),
+                bytes([2, 2, 3]), bytes([1, 0, 1])]
+
     def for_target(self, name):
         return {
             "elf_header": self.elf_headers,
@@ -191,6 +276,11 @@ class Seeds:
             "cli_info": self.kdumps,
             "judge": self.judge_inputs,
             "verify": lambda: self.kdumps() + [self.vmcore()],
+            "rearrange": self.flat_streams,
+            "reassemble": self.split_parts,
+            "convert": lambda: self.kdumps() + self.flat_streams()[:1],
+            "dmesg": self.printk_dumps,
+            "api": self.api_calls,
         }[name]()
 
 
@@ -372,6 +462,146 @@ def t_verify(data):
     return res
 
 
+def _read_back(path, decoded, max_pages=64):
+    """A dump the CLI said it wrote is read back.  ``decoded``: the command wrote every page
+    from decoded data, so all of it must read; a byte copy (-R, --reassemble) carries the
+    input's damage along, so its output need only give one-line errors."""
+    from fastdump.reader import open_dump
+    try:
+        with open_dump(path) as d:
+            _read_all(d, max_pages)
+    except FastdumpError as e:
+        if decoded:
+            raise Bug(f"the command succeeded but its output does not read back: {e}") from None
+        _one_line(e)
+
+
+def _writes(argv, out, decoded):
+    """Run a CLI command that writes ``out``: read back on success, nothing under the final name on failure."""
+    _clean(out)
+    try:
+        res, _ = _cli(argv)
+        if res == "ok":
+            _read_back(out, decoded)
+        elif os.path.exists(out):
+            raise Bug("a failed command left a file under the final name")
+        elif os.path.exists(out + ".incomplete"):   # what a failed run leaves must still be readable
+            _read_back(out + ".incomplete", decoded=False)
+        return res
+    finally:
+        _clean(out)
+
+
+def t_rearrange(data):
+    """``fastdump -R`` of a mutated flattened stream (fastdump's or makedumpfile's)."""
+    stream = _tmpfile(data, "stream")
+    return _writes(["-R", "--message-level", "4", "--from-device", stream, _tmpfile(b"", "out")],
+                   os.path.join(os.path.dirname(stream), "out"), decoded=False)
+
+
+def pack_parts(parts):
+    """Several files as one fuzz input: a u32 count, u32 sizes, then the files."""
+    return struct.pack(f"<{len(parts) + 1}I", len(parts), *map(len, parts)) + b"".join(parts)
+
+
+def unpack_parts(data):
+    if len(data) < 4:
+        return []
+    n = min(struct.unpack_from("<I", data)[0], 4, (len(data) - 4) // 4)
+    sizes = struct.unpack_from(f"<{n}I", data, 4)
+    parts, pos = [], 4 + 4 * n
+    for size in sizes:
+        parts.append(data[pos:pos + size])
+        pos += size
+    if parts:
+        parts[-1] += data[pos:]
+    return parts
+
+
+def t_reassemble(data):
+    """``fastdump --reassemble`` of mutated split parts (fastdump's or makedumpfile's)."""
+    parts = [_tmpfile(p, f"part{i}") for i, p in enumerate(unpack_parts(data))]
+    out = _tmpfile(b"", "out")
+    if len(parts) < 2:
+        return "error"
+    return _writes(["--reassemble", "--message-level", "4", *parts, out], out, decoded=False)
+
+
+def t_convert(data):
+    """``fastdump convert`` of a mutated kdump dump or flattened stream, to kdump or ELF."""
+    src = _tmpfile(data, "src")
+    out = _tmpfile(b"", "out")
+    variant = (["-d", "1", "-z"], ["-d", "1", "-E"], ["-d", "0", "--compress", "lz4"])[sum(data[:64:5]) % 3]
+    return _writes(["convert", "--threads", "2", *variant, src, out], out, decoded=True)
+
+
+def t_dmesg(data):
+    """``fastdump dmesg`` of a mutated dump or vmcore holding a kernel log."""
+    src = _tmpfile(data, "src")
+    out = _tmpfile(b"", "log")
+    _clean(out)
+    try:
+        res, _ = _cli(["dmesg", src, out])
+        if res == "ok" and not os.path.isfile(out):
+            raise Bug("dmesg succeeded but wrote no file")
+        if res == "error" and os.path.exists(out):
+            raise Bug("a failed dmesg left its output file")
+        return res
+    finally:
+        _clean(out)
+
+
+#: argument values ``t_api`` draws from: types and values a caller gets wrong
+API_VALUES = (None, True, False, 0, 1, -1, 2, 16, 31, 32, 64, 1 << 70, -(1 << 63), 1.5, float("nan"), float("inf"),
+              "", "x", "zstd", "elf", "kdump", "lzo", "0,31", "\0", b"", b"\xff", [], [0, 31], [64], {}, {"a": 1},
+              (), object(), "raw:", "ssh://", "/", ".")
+API_KEYS = ("level", "compress", "threads", "format", "progress", "force", "window_bytes", "use_mmap", "elf_class",
+            "flat", "split", "dmesg", "split_block_pfns", "mem_map", "iomem", "vmcoreinfo_file", "direct_io",
+            "targets", "stats_json")
+
+
+def t_api(data):
+    """``fastdump.dump/open/verify`` with hostile arguments: a result or a one-line FastdumpError.
+
+    The input encodes the call: byte 0 picks dump, open or verify; each later pair
+    picks a keyword and its value (open and verify: the first value is the path).
+    Paths are the seed vmcore, its ``pathlib.Path``, a missing file or a value
+    above; an int "path" is never one of this process's open descriptors.  The
+    call runs in a fresh private directory, where relative names land."""
+    import pathlib
+    import shutil
+
+    import fastdump
+    from fastdump.verify import verify
+    src = seeds()._vmcore_path()
+    here = os.path.join(os.path.dirname(_tmpfile(b"")), "api")
+    shutil.rmtree(here, ignore_errors=True)
+    os.mkdir(here, 0o700)
+    out = os.path.join(here, "out")
+    call = data[0] % 3 if data else 0
+    kwargs = {}
+    for i in range(1, len(data) - 1, 2):
+        value = API_VALUES[data[i + 1] % len(API_VALUES)]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1000:
+            value += 1000          # never an fd this process holds
+        kwargs[API_KEYS[data[i] % len(API_KEYS)]] = value
+    paths = (src, pathlib.Path(src), "missing", src.encode())
+    path = paths[len(data) % len(paths)] if len(data) % 5 else next(iter(kwargs.values()), None)
+    try:
+        with contextlib.chdir(here), contextlib.redirect_stderr(io.StringIO()):
+            if call == 0:
+                fastdump.dump(src, out, **{"progress": "quiet", **kwargs})
+            elif call == 1:
+                fastdump.open(path).close()
+            else:
+                verify(path, threads=kwargs.get("threads"))
+        return "ok"
+    except FastdumpError as e:
+        return _one_line(e)
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
 class PatchedSource:
     """An ElfSource whose physical memory has byte patches laid over it."""
 
@@ -447,4 +677,9 @@ TARGETS = {
     "cli_info": t_cli_info,
     "verify": t_verify,
     "judge": t_judge,
+    "rearrange": t_rearrange,
+    "reassemble": t_reassemble,
+    "convert": t_convert,
+    "dmesg": t_dmesg,
+    "api": t_api,
 }
