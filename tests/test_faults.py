@@ -373,8 +373,12 @@ def test_rebuild_killed_leaves_a_readable_flagged_dump(streams_and_parts, random
 
 def signal_when_written(args, watch_dir, prefix, min_bytes, sig):
     """Run fastdump; send ``sig`` once a file under ``watch_dir/prefix*`` holds ``min_bytes``."""
+    import signal
+    # a shell runs background jobs (CI, .ci/fresh-machine) with SIGINT ignored, and a child
+    # keeps that: give it the disposition a terminal user's Ctrl-C meets
     proc = subprocess.Popen([sys.executable, "-m", "fastdump", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None:
             used = 0
