@@ -58,15 +58,17 @@ class FileSink:
             return
         full = False
         try:
+            # the length first: allocating takes time (page by page on tmpfs) and a kill
+            # during it must find the file laid out, not cut short inside the bitmaps
+            os.ftruncate(self.fd, max(size, os.fstat(self.fd).st_size))
             if allocate:
                 try:
                     os.posix_fallocate(self.fd, 0, size)
                 except OSError as e:
                     if e.errno == errno.ENOSPC:
-                        full = True    # still lay the file out (holes read as zeros), then fail
+                        full = True    # the file is laid out (holes read as zeros): fail now
                     elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
-            os.ftruncate(self.fd, max(size, os.fstat(self.fd).st_size))
         except OSError as e:
             raise TargetError(f"{self.temp_path}: {e.strerror}") from None
         self.size = size
