@@ -9,7 +9,12 @@ CACHE = os.environ.get("FASTDUMP_E2E_CACHE") or os.path.join(REPO, ".cache", "e2
 
 
 class StepError(RuntimeError):
-    """A harness step failed; the message says which and why."""
+    """A harness step failed; the message says which and why (``phase``: the guest phase
+    that was awaited, where there was one)."""
+
+    def __init__(self, message, phase=None):
+        super().__init__(message)
+        self.phase = phase
 
 
 def run(cmd, timeout, what=None, cwd=None, env=None, check=True):

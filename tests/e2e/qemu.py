@@ -73,7 +73,8 @@ def run_guest(cmd, serial_log, phases, fail_patterns=(), total_timeout=3600, exi
                 if pat in text:
                     time.sleep(2)
                     raise StepError("%s (serial log shows %r)\n--- serial log tail ---\n%s"
-                                    % (why, pat, log_tail(serial_log)))
+                                    % (why, pat, log_tail(serial_log)),
+                                    phase=phases[idx].name if idx < len(phases) else None)
             while idx < len(phases) and phases[idx].pattern in text:
                 seen[phases[idx].name] = round(now - t0, 1)
                 idx += 1
@@ -86,14 +87,14 @@ def run_guest(cmd, serial_log, phases, fail_patterns=(), total_timeout=3600, exi
                     raise StepError("QEMU exited (status %d) before phase %r (waiting for %r)\n"
                                     "--- qemu stderr ---\n%s\n--- serial log tail ---\n%s"
                                     % (rc, phases[idx].name, phases[idx].pattern, qerr,
-                                       log_tail(serial_log)))
+                                       log_tail(serial_log)), phase=phases[idx].name)
                 seen["exit"] = round(now - t0, 1)
                 return seen
             if idx < len(phases):
                 if now - phase_start > phases[idx].timeout:
                     raise StepError("phase %r: %r not seen within %d s\n--- serial log tail ---\n%s"
                                     % (phases[idx].name, phases[idx].pattern, phases[idx].timeout,
-                                       log_tail(serial_log)))
+                                       log_tail(serial_log)), phase=phases[idx].name)
             elif now - phase_start > exit_timeout:
                 raise StepError("QEMU did not power off within %d s after the last phase\n%s"
                                 % (exit_timeout, log_tail(serial_log)))
