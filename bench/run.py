@@ -162,7 +162,7 @@ def ceilings(inp, cores):
     import array
 
     from fastdump import _core
-    from fastdump.source import ElfSource
+    from fastdump.sources.vmcore import ElfSource
     with ElfSource(inp["path"]) as src:
         sample = bytearray()
         for start, end, off in src.extents:
@@ -264,7 +264,7 @@ def main(argv=None):
 
 
 def inp_bytes(inp):
-    from fastdump.source import ElfSource
+    from fastdump.sources.vmcore import ElfSource
     with ElfSource(inp["path"]) as s:
         return sum(e - a for a, e, _ in s.extents)
 

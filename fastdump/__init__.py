@@ -14,7 +14,7 @@ closed.  Every error is a ``fastdump.errors.FastdumpError`` (bad arguments: Usag
 __version__ = "0.1.0"
 
 from .errors import FastdumpError  # noqa: E402
-from .pipeline import Stats, dump  # noqa: E402
-from .reader import open_dump as open  # noqa: E402,A001
+from .copy.pipeline import Stats, dump  # noqa: E402
+from .sources.opener import open_dump as open  # noqa: E402,A001
 
 __all__ = ["dump", "open", "Stats", "FastdumpError", "__version__"]

@@ -116,7 +116,7 @@ class DumpOptions:
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
               vmcoreinfo_file=None, stats_json=None):
-        from .targets import Target
+        from .targets.kinds import Target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
             raise UsageError("targets must be a list of targets")

@@ -16,7 +16,7 @@ import fastdump
 from fastdump.formats import checksums, kdump
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec
 from fastdump.testing.printk_layout import PrintkLayout
-from fastdump.verify import verify
+from fastdump.commands.verify import verify
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile, need_tool
 
 CODECS = ["zstd", "zlib", "lzo", "snappy", "lz4", "none"]
@@ -312,7 +312,7 @@ def test_forged_footer_is_a_failure_not_a_crash(dumps, tmp_path, kind, trailer):
 def test_failure_after_the_trailer_leaves_no_checksums(small, tmp_path, monkeypatch, fmt):
     """The disk fills while the last buffers are flushed, after the trailer was written:
     the dump is flagged incomplete and carries no checksums that no longer hold."""
-    from fastdump import output
+    from fastdump.targets import sinks as output
     from fastdump.errors import NoSpaceError
 
     def full(self):

@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 
 from fastdump.errors import FastdumpError
-from fastdump.source import ElfSource
+from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import GiB, MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout
 
@@ -272,7 +272,7 @@ def test_bogus_vmcoreinfo_value_is_one_error(plain_612, key, value):
     """An implausible size, length, offset or bit count: one line naming the key from
     make_judge at levels that classify, a warning and no classification at -d 1
     (hwpoison only), never another exception (kernel/limits.py checks them up front)."""
-    from fastdump.vmcoreinfo import VmcoreInfo
+    from fastdump.kernel.vmcoreinfo import VmcoreInfo
     src = plain_612
     good = src.vmcoreinfo
     # the first occurrence of a key wins: the bogus line goes first
@@ -294,7 +294,7 @@ def test_bogus_vmcoreinfo_value_is_one_error(plain_612, key, value):
 def test_plausible_values_of_real_kernels_pass(plain_612):
     """Values real kernels export (other architectures, debug struct page, 5-level) pass the check."""
     from fastdump.kernel import limits
-    from fastdump.vmcoreinfo import VmcoreInfo
+    from fastdump.kernel.vmcoreinfo import VmcoreInfo
     good = plain_612.vmcoreinfo.text
     for extra in ("SIZE(page)=80\nOFFSET(page.compound_head)=8", "SIZE(mem_section)=32",
                   "NUMBER(SECTION_SIZE_BITS)=30\nNUMBER(MAX_PHYSMEM_BITS)=52",

@@ -25,7 +25,7 @@ fastdump runs on the raw /proc/vmcore copy (.cache/e2e/<kernel>/vmcore.raw) at
   pages go.  A second copy of a marker in a live anonymous page (the workload's
   heap still holds its write buffers) is kept by levels without bit 8.
 * On every kernel: every page fastdump keeps is byte-identical to the source
-  (fastdump.verify against the raw vmcore), marker classes a level must keep
+  (fastdump.commands.verify against the raw vmcore), marker classes a level must keep
   are kept, and the free pages found match the kernel's NR_FREE_PAGES.
 
 Missing fixtures are built by booting the kernel (tests/e2e/fixtures.py); a
@@ -43,8 +43,8 @@ import fastdump
 from fastdump.formats.kdump import DESC, KdumpReader
 from fastdump.errors import FastdumpError
 from fastdump.kernel.vtop import TranslationError
-from fastdump.source import ElfSource
-from fastdump.verify import verify
+from fastdump.sources.vmcore import ElfSource
+from fastdump.commands.verify import verify
 from tests.e2e import fixtures, markers
 
 from fastdump.kernel.judge import _pagescan, make_judge

@@ -151,8 +151,8 @@ def test_api_bad_arguments_are_usage_errors(vmcore, tmp_path, kw):
 
 def test_api_takes_path_objects(vmcore, tmp_path):
     import pathlib
-    from fastdump.convert import convert
-    from fastdump.verify import verify
+    from fastdump.commands.convert import convert
+    from fastdump.commands.verify import verify
     out = tmp_path / "dump"
     stats = fastdump.dump(pathlib.Path(vmcore), out, level=1, compress="zstd", stats_json=tmp_path / "s.json")
     assert out.exists() and stats.pages_kept and json.loads((tmp_path / "s.json").read_text())
@@ -165,8 +165,8 @@ def test_api_takes_path_objects(vmcore, tmp_path):
 def test_a_file_descriptor_is_refused_and_stays_open(vmcore, tmp_path):
     """fastdump.open(fd) (and every other path argument) refuses an int: it never reads
     or closes a descriptor it does not own."""
-    from fastdump.convert import convert
-    from fastdump.verify import verify
+    from fastdump.commands.convert import convert
+    from fastdump.commands.verify import verify
     fd = os.open(vmcore, os.O_RDONLY)
     try:
         calls = [lambda: fastdump.open(fd), lambda: verify(fd), lambda: convert(fd, str(tmp_path / "c")),

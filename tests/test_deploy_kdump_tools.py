@@ -261,7 +261,7 @@ def test_setup_refuses(tmp_path, kdump_tools):
 
 
 def test_setup_refuses_when_not_root(monkeypatch, capsys):
-    from fastdump.cli import main
+    from fastdump.commands.cli import main
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["setup", "kdump-tools", "--root", "/nonexistent"]) == 1
     assert "must be run as root" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import fastdump
-from fastdump.output import DirectFileSink
+from fastdump.targets.sinks import DirectFileSink
 from support import fastdump_cli
 
 

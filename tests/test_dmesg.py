@@ -1,4 +1,4 @@
-"""fastdump.dmesg: the kernel log from synthetic printk buffers (5.10+ lockless ring,
+"""fastdump.kernel.dmesg: the kernel log from synthetic printk buffers (5.10+ lockless ring,
 3.5-5.9 structured log, <=3.4 plain ring), from ELF and kdump-compressed dumps,
 from corrupt buffers, and from real Debian vmcores when the e2e cache holds some.
 
@@ -17,14 +17,14 @@ import subprocess
 import pytest
 
 import fastdump
-from fastdump import dmesg
+from fastdump.kernel import dmesg
 from fastdump.errors import FastdumpError
-from fastdump.source import ElfSource
+from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec
 from fastdump.testing.kernel_layout import KernelLayout
 from fastdump.testing.printk_layout import (COMMITTED, FINALIZED, ID_MASK, REUSABLE, Msg, PrintkLayout,
                                             default_messages, reference_line)
-from fastdump.vmcoreinfo import VmcoreInfo
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
 
 from support import need_tool, time_limit
 
@@ -477,7 +477,7 @@ def test_main_plain_ring_bytes_are_exact(tmp_path, capfdbinary):
 
 
 def test_cli_subcommand_if_wired(tmp_path):
-    from fastdump import cli
+    from fastdump.commands import cli
     if "dmesg" not in getattr(cli, "SUBCOMMANDS", {}):
         pytest.skip("the CLI does not route `fastdump dmesg` yet")
     path, layout = make(tmp_path, kind="structured")

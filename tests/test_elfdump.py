@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 import fastdump
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import UsageError
 from fastdump.formats import elfdump
 from fastdump.testing.generator import MiB, make_vmcore

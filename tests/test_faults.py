@@ -18,12 +18,12 @@ import time
 import pytest
 
 import fastdump
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import FormatError
 from fastdump.formats import kdump
-from fastdump.source import ElfSource
+from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB, make_vmcore
-from fastdump.verify import verify
+from fastdump.commands.verify import verify
 from support import digests, kdumpfile_digests
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and loop devices: needs root")
@@ -457,7 +457,7 @@ def test_directory_fsynced_after_every_final_rename(random_vmcore, streams_and_p
     """kdump reboots right after the collector: every new name (dump, parts, rebuilt and
     joined dumps, converted dumps, the <host>-<date> directory, statistics) is made durable by
     an fsync of its directory once the name is there."""
-    from fastdump.convert import convert
+    from fastdump.commands.convert import convert
     from fastdump.formats.flat import rearrange
     from fastdump.formats.split import reassemble
     synced = []     # (directory, names in it at that moment)

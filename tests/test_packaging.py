@@ -16,7 +16,7 @@ def test_sdist_then_wheel(tmp_path):
     names = tarfile.open(sdist).getnames()
     root = names[0].split("/")[0]
     for need in ("setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "src/_core.pyx", "src/_pagescan.pyx",
-                 "fastdump/cli.py", "fastdump/kernel/judge.py", "fastdump/testing/generator.py", ".ci/run"):
+                 "fastdump/commands/cli.py", "fastdump/kernel/judge.py", "fastdump/testing/generator.py", ".ci/run"):
         assert f"{root}/{need}" in names, need
     assert not any(n.endswith((".so", ".pyc")) for n in names)
     wheels = tmp_path / "wheels"

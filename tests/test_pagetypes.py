@@ -3,7 +3,7 @@
 import pytest
 
 from fastdump.kernel import pagetypes as pt
-from fastdump.vmcoreinfo import VmcoreInfo
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
 
 COMMON = """SIZE(page)=64
 OFFSET(page.flags)=0

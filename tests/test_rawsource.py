@@ -5,10 +5,10 @@ import os
 import pytest
 
 import fastdump
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import UsageError
-from fastdump.rawsource import parse_iomem, parse_ranges
-from fastdump.source import ElfSource
+from fastdump.sources.rawmem import parse_iomem, parse_ranges
+from fastdump.sources.vmcore import ElfSource
 from support import digests, fastdump_cli, kdumpfile_digests
 
 IOMEM = """00000000-00000fff : Reserved

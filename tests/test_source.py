@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import SourceError
-from fastdump.source import ElfSource, NotPresentError
+from fastdump.sources.vmcore import ElfSource, NotPresentError
 from fastdump.testing.generator import MiB, make_vmcore
 from support import elf_pages
 
@@ -173,7 +173,7 @@ def test_a_huge_p_memsz_costs_nothing_before_a_check(tmp_path, monkeypatch):
     the described memory; -E writes what is stored, kdump (whose bitmaps span max_pfn) is
     written or refused for room, in seconds either way."""
     import fastdump
-    from fastdump import pipeline
+    from fastdump.copy import pipeline
     from support import time_limit
     pages = 256
     src = _vmcore_from(str(tmp_path / "vmcore"), [(1 << 20, pages * 4096, (1 << 52) - (2 << 20))],

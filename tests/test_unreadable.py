@@ -9,9 +9,9 @@ import pytest
 
 import fastdump
 from fastdump.errors import EXIT_PARTIAL
-from fastdump.info import summary
-from fastdump.source import ElfSource
-from fastdump.verify import verify
+from fastdump.commands.info import summary
+from fastdump.sources.vmcore import ElfSource
+from fastdump.commands.verify import verify
 from support import digests, elf_pages, elf_segments, gdb_read, kdumpfile_digests, need_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -115,9 +115,9 @@ def test_mmap_failure_falls_back_to_pread(vmcore, source_pages, shim, tmp_path):
 
 SIGBUS_PROBE = r"""
 import json, os, sys
-from fastdump.engine import CopyEngine
-from fastdump.pipeline import _cycles, _runs_bitmap
-from fastdump.source import ElfSource
+from fastdump.copy.engine import CopyEngine
+from fastdump.copy.pipeline import _cycles, _runs_bitmap
+from fastdump.sources.vmcore import ElfSource
 
 path = sys.argv[1]
 src = ElfSource(path)

@@ -10,7 +10,7 @@ import pytest
 import fastdump
 from fastdump.formats import kdump
 from fastdump.testing.generator import MiB, make_vmcore
-from fastdump.verify import verify
+from fastdump.commands.verify import verify
 from support import makedumpfile
 
 CODECS = ["zstd", "zlib", "lz4", "lzo", "snappy", "none"]

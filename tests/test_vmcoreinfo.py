@@ -6,7 +6,7 @@ import pytest
 from fastdump.errors import VmcoreinfoError
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout
-from fastdump.vmcoreinfo import VmcoreInfo
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile
 
 TEXT = """OSRELEASE=6.1.0-27-amd64

@@ -6,7 +6,7 @@ import pytest
 
 from fastdump.kernel.memmap import MemMap
 from fastdump.kernel.vtop import TranslationError, X86_64Vtop
-from fastdump.source import ElfSource
+from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import PAGE_OFFSET, KernelLayout
 

@@ -56,7 +56,7 @@ def _touch(mark):
 
 
 def main(argv=None):
-    from ..cli import main as fastdump_main
+    from ..commands.cli import main as fastdump_main
 
     mark = os.environ.pop("FASTDUMP_SHIM_MARK", None)
     if mark:

@@ -22,10 +22,11 @@ ends where its data ends); after the last PT_LOAD's data, a trailer with the
 crc32 of the headers and notes.  No program header covers them: readers do not
 see them.
 
-Reading an ELF dump is ``fastdump.source.ElfSource``.
+Reading an ELF dump is ``fastdump.sources.vmcore.ElfSource``.
 """
 
-from .. import _core, elf
+from .. import _core
+from . import elf
 from . import checksums
 from ..errors import UsageError
 

@@ -14,7 +14,7 @@ import os
 import struct
 
 from ..errors import FastdumpError, FormatError, TargetError
-from ..output import FileSink
+from ..targets.sinks import FileSink
 from . import kdump, salvage
 
 SIGNATURE = b"makedumpfile"

@@ -14,11 +14,12 @@ import os
 import stat
 import struct
 
-from .. import _core, elf
+from .. import _core
+from . import elf
 from . import checksums
-from ..dumpfile import ReadOnlyFile
+from ..sources.files import ReadOnlyFile
 from ..errors import FormatError
-from ..vmcoreinfo import VmcoreInfo
+from ..kernel.vmcoreinfo import VmcoreInfo
 
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6

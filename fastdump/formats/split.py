@@ -15,7 +15,7 @@ import struct
 import zlib
 
 from ..errors import FastdumpError, FormatError
-from ..output import FileSink
+from ..targets.sinks import FileSink
 from . import checksums, kdump, salvage
 
 CHUNK = 1 << 10  # descriptors per step (on a full disk, what is lost is at most one step)

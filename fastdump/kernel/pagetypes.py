@@ -88,7 +88,7 @@ def _flag(vi, name):
 
 
 def detect(vi, page_size=4096):
-    """Build a :class:`PageEncoding` from a :class:`~fastdump.vmcoreinfo.VmcoreInfo`."""
+    """Build a :class:`PageEncoding` from a :class:`~fastdump.kernel.vmcoreinfo.VmcoreInfo`."""
     e = PageEncoding()
     P = e.problems
     e.struct_size = vi.sizes.get("page", 0)

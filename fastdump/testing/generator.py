@@ -19,7 +19,8 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from .. import elf, safefile
+from ..formats import elf
+from .. import safefile
 
 PAGE = 4096
 MiB = 1 << 20

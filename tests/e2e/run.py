@@ -36,7 +36,7 @@ def fastdump_cli_works():
 
 
 def build_initrd(info, out, with_fastdump, log=print):
-    cmd = [sys.executable, "-m", "fastdump.initrd", "-o", out, "--json",
+    cmd = [sys.executable, "-m", "fastdump.deploy.initrd", "-o", out, "--json",
            "--kmod-root", info["root"], "--kver", info["release"],
            "--module", MODULES, "--module-optional", OPTIONAL_MODULES,
            "--kexec", "auto", "--makedumpfile", os.environ.get("FASTDUMP_E2E_MAKEDUMPFILE", "auto"),

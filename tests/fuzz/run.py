@@ -187,7 +187,7 @@ def run_atheris(target, n, args):
         "import sys, atheris\n"
         "sys.path.insert(0, %r)\n"
         "with atheris.instrument_imports(include=['fastdump']):\n"
-        "    import fastdump, fastdump.elf, fastdump.source, fastdump.vmcoreinfo, fastdump.formats.kdump\n"
+        "    import fastdump, fastdump.formats.elf, fastdump.sources.vmcore, fastdump.kernel.vmcoreinfo, fastdump.formats.kdump\n"
         "from tests.fuzz import targets\n"
         "fn = targets.TARGETS[%r]\n"
         "def one(data):\n"
@@ -218,7 +218,7 @@ def verify_bench(ram_bytes, out_dir, threads_list=None):
     """pages/s of ``fastdump verify`` on a synthetic dump of ``ram_bytes`` (zstd, level 1)."""
     import fastdump
     from fastdump.testing.generator import make_vmcore
-    from fastdump.verify import verify
+    from fastdump.commands.verify import verify
     src = os.path.join(out_dir, "bench.vmcore")
     rows = []
     make_vmcore(src, ram_size=ram_bytes)

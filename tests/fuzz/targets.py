@@ -20,7 +20,7 @@ import struct
 import tempfile
 import threading
 
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import FastdumpError
 from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, make_vmcore
 
@@ -121,7 +121,7 @@ class Seeds:
         return out
 
     def vmcoreinfo_texts(self):
-        from fastdump.source import ElfSource
+        from fastdump.sources.vmcore import ElfSource
         with ElfSource(self._vmcore_path()) as s:
             text = s.vmcoreinfo_note.desc
         jl = self.judge_parts()[0]
@@ -166,7 +166,7 @@ class Seeds:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p + ".truth.json")
             writes = sorted((a, bytes(d)) for a, d in layout.metadata_writes())
-            from fastdump.source import ElfSource
+            from fastdump.sources.vmcore import ElfSource
             with ElfSource(p) as s:
                 text = s.vmcoreinfo_note.desc
             self._cache["judge"] = (p, writes, text)
@@ -331,9 +331,9 @@ def _read_all(d, max_pages=MAX_PAGES):
 
 
 def t_elf_source(data):
-    from fastdump.reader import open_dump
-    from fastdump.source import ElfSource
-    from fastdump.utsname import read_utsname
+    from fastdump.sources.opener import open_dump
+    from fastdump.sources.vmcore import ElfSource
+    from fastdump.kernel.utsname import read_utsname
     path = _tmpfile(data)
     try:
         with ElfSource(path) as s:
@@ -349,7 +349,7 @@ def t_elf_source(data):
 
 
 def t_vmcoreinfo(data):
-    from fastdump.vmcoreinfo import VmcoreInfo
+    from fastdump.kernel.vmcoreinfo import VmcoreInfo
     try:
         v = VmcoreInfo(data)
         v.summary()
@@ -364,7 +364,7 @@ def t_vmcoreinfo(data):
 
 def t_kdump(data):
     from fastdump.formats.kdump import KdumpReader
-    from fastdump.info import summary
+    from fastdump.commands.info import summary
     path = _tmpfile(data)
     try:
         with KdumpReader(path) as d:
@@ -377,7 +377,7 @@ def t_kdump(data):
 
 
 def _cli(argv, verdict=False):
-    from fastdump import cli
+    from fastdump.commands import cli
     err = io.StringIO()
     out = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -411,7 +411,7 @@ def t_cli_dump(data):
     src = _tmpfile(data, "src")
     out = _tmpfile(b"", "out")
     _clean(out)
-    from fastdump.source import ElfSource
+    from fastdump.sources.vmcore import ElfSource
     variant = CLI_VARIANTS[sum(data[:64:7]) % len(CLI_VARIANTS)]
     try:
         with ElfSource(src) as s:
@@ -422,7 +422,7 @@ def t_cli_dump(data):
     try:
         res, _ = _cli(["--message-level", "4", "--threads", "2", *variant, src, out])
         if res == "ok":
-            from fastdump.reader import open_dump
+            from fastdump.sources.opener import open_dump
             with open_dump(out) as d:
                 _read_all(d, 64)
         elif os.path.exists(out):
@@ -446,8 +446,8 @@ def t_verify(data):
     if res == "ok" and (len(verdict) != 1 or not verdict[0].startswith("OK")):
         raise Bug(f"verify exit 0 but printed {out[-300:]!r}")
     if res == "ok":   # a dump verify passes must read back in full (and match the source it was given)
-        from fastdump.reader import open_dump
-        from fastdump.source import ElfSource
+        from fastdump.sources.opener import open_dump
+        from fastdump.sources.vmcore import ElfSource
         with open_dump(path) as d, contextlib.ExitStack() as stack:
             s = stack.enter_context(ElfSource(src)) if src else None
             try:
@@ -466,7 +466,7 @@ def _read_back(path, decoded, max_pages=64):
     """A dump the CLI said it wrote is read back.  ``decoded``: the command wrote every page
     from decoded data, so all of it must read; a byte copy (-R, --reassemble) carries the
     input's damage along, so its output need only give one-line errors."""
-    from fastdump.reader import open_dump
+    from fastdump.sources.opener import open_dump
     try:
         with open_dump(path) as d:
             _read_all(d, max_pages)
@@ -572,7 +572,7 @@ def t_api(data):
     import shutil
 
     import fastdump
-    from fastdump.verify import verify
+    from fastdump.commands.verify import verify
     src = seeds()._vmcore_path()
     here = os.path.join(os.path.dirname(_tmpfile(b"")), "api")
     shutil.rmtree(here, ignore_errors=True)
@@ -606,7 +606,7 @@ class PatchedSource:
     """An ElfSource whose physical memory has byte patches laid over it."""
 
     def __new__(cls, path, patches, vmcoreinfo):
-        from fastdump.source import ElfSource
+        from fastdump.sources.vmcore import ElfSource
 
         class _Patched(ElfSource):
             def read_phys(self, addr, size, *, zero_fill=False):
@@ -629,7 +629,7 @@ class PatchedSource:
 def t_judge(data):
     """Classify every pfn of a synthetic kernel whose VMCOREINFO and metadata are mutated."""
     from fastdump.kernel.judge import bitmap_with_range, make_judge
-    from fastdump.vmcoreinfo import VmcoreInfo
+    from fastdump.kernel.vmcoreinfo import VmcoreInfo
     path, writes, _ = seeds().judge_layout()
     if len(data) < 4:
         return "error"

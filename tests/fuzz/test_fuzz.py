@@ -166,7 +166,7 @@ def test_api_arguments_of_any_type(kwargs, call):
     import tempfile
 
     import fastdump
-    from fastdump.verify import verify
+    from fastdump.commands.verify import verify
     src = targets.seeds().for_target("cli_dump")[0]
     with tempfile.TemporaryDirectory() as d, time_limit():
         path = os.path.join(d, "src")

@@ -5,11 +5,11 @@ import struct
 
 import pytest
 
-from fastdump import elf
+from fastdump.formats import elf
 from fastdump.errors import FastdumpError, FormatError, SourceError, VmcoreinfoError
 from fastdump.formats import kdump
-from fastdump.source import ElfSource
-from fastdump.vmcoreinfo import VmcoreInfo
+from fastdump.sources.vmcore import ElfSource
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
 
 from . import targets
 
@@ -117,7 +117,7 @@ def test_huge_note_segment_rejected_before_reading():
     src = ElfSource.__new__(ElfSource)
     src.path, src.fd = "mem", -1
     src._read_at = read_at
-    import fastdump.source as source_mod
+    import fastdump.sources.vmcore as source_mod
     orig = source_mod.os.fstat
     try:
         class St:

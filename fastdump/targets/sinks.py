@@ -13,9 +13,9 @@ leaves a file that readers open as an incomplete dump.
 import errno
 import os
 
-from . import safefile
-from .errors import FastdumpError, NoSpaceError, TargetError
-from .safefile import INCOMPLETE_SUFFIX
+from .. import safefile
+from ..errors import FastdumpError, NoSpaceError, TargetError
+from ..safefile import INCOMPLETE_SUFFIX
 
 
 def _pwrite_all(fd, data, offset, what):

@@ -5,7 +5,7 @@ crash checks ``machine`` and libkdumpfile wants sane fields, so we read the real
 plausible one from OSRELEASE.
 """
 
-from .errors import FastdumpError
+from ..errors import FastdumpError
 
 KERNEL_MAP_BASE = 0xFFFFFFFF80000000
 FIELD = 65

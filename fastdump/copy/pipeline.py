@@ -17,16 +17,16 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from . import _core, safefile
-from . import elf as elfmod
+from .. import _core, safefile
+from ..formats import elf as elfmod
 from .engine import CopyEngine
-from .errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
-from .formats import elfdump, kdump
-from .options import PROGRESS, DumpOptions, choice_arg
+from ..errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
+from ..formats import elfdump, kdump
+from ..options import PROGRESS, DumpOptions, choice_arg
 from .progress import Progress
-from .source import ElfSource
-from .targets import Target, host_name, parse_target
-from .utsname import read_utsname
+from ..sources.vmcore import ElfSource
+from ..targets.kinds import Target, host_name, parse_target
+from ..kernel.utsname import read_utsname
 
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
 BITMAP_CACHE_BYTES = 8 << 20  # beyond this, cycle bitmaps go to a temp file
@@ -148,7 +148,7 @@ def _cycles(max_pfn, lo=0, hi=None):
 def _make_judge(source, level, warn):
     """The page classifier for this dump level, or None when only zero pages matter."""
     try:
-        from .kernel.judge import make_judge
+        from ..kernel.judge import make_judge
     except ImportError:
         if level & CLASS_BITS:
             raise UsageError(f"dump level {level}: excluding cache, user or free pages (bits 2, 4, 8, 16) "
@@ -257,13 +257,13 @@ class Dump:
     def _open_source(self):
         """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
         if self.mem_map or self.iomem or os.path.realpath(self.source_path) == "/dev/oldmem":
-            from .rawsource import open_raw
+            from ..sources.rawmem import open_raw
             return open_raw(self.source_path, mem_map=self.mem_map, iomem=self.iomem,
                             vmcoreinfo_file=self.vmcoreinfo_file)
         src = ElfSource(self.source_path)
         if self.vmcoreinfo_file:   # makedumpfile -i: VMCOREINFO from a file for a vmcore without one
-            from .rawsource import load_vmcoreinfo_file
-            from .vmcoreinfo import VmcoreInfo
+            from ..sources.rawmem import load_vmcoreinfo_file
+            from ..kernel.vmcoreinfo import VmcoreInfo
             text = load_vmcoreinfo_file(self.vmcoreinfo_file)
             if src.vmcoreinfo is None:
                 note = elfmod.build_note(b"VMCOREINFO", 0, text)
@@ -359,7 +359,7 @@ class Dump:
     def _save_kernel_log(self, src, targets):
         """The kernel log beside the first local target that takes it."""
         try:
-            from .dmesg import extract_dmesg
+            from ..kernel.dmesg import extract_dmesg
             text = extract_dmesg(src).encode()
         except (ImportError, FastdumpError) as e:
             self.warn(f"kernel log not saved: {e}")
@@ -707,7 +707,7 @@ class Dump:
         if path == self._log_saved:
             return
         try:
-            from .dmesg import extract_dmesg
+            from ..kernel.dmesg import extract_dmesg
             text = extract_dmesg(src)
         except ImportError:
             return

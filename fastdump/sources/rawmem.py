@@ -14,11 +14,11 @@ import os
 import re
 import stat
 
-from . import elf
-from .dumpfile import open_input
-from .errors import SourceError, UsageError
-from .source import MAX_PHYS_ADDR, ElfSource, fold_extents
-from .vmcoreinfo import VmcoreInfo
+from ..formats import elf
+from .files import open_input
+from ..errors import SourceError, UsageError
+from .vmcore import MAX_PHYS_ADDR, ElfSource, fold_extents
+from ..kernel.vmcoreinfo import VmcoreInfo
 
 DIRECT_MAP = 0xFFFF888000000000
 _RANGE = re.compile(r"^\s*(?:0x)?([0-9a-fA-F]+)\s*-\s*(?:0x)?([0-9a-fA-F]+)\s*$")

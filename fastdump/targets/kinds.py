@@ -23,10 +23,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from . import devices, safefile
-from .errors import TargetError, UsageError
-from .formats.flat import FlatSink
-from .output import DirectFileSink, FileSink
+from . import devices
+from .. import safefile
+from ..errors import TargetError, UsageError
+from ..formats.flat import FlatSink
+from .sinks import DirectFileSink, FileSink
 
 _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>\d+))?(?P<path>/[^\0\n]*)$")

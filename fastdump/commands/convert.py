@@ -11,13 +11,14 @@ work, so pages are decoded in Python.
 
 import os
 
-from . import elf, safefile
+from ..formats import elf
+from .. import safefile
 from .cli import _levels, _Parser
-from .errors import FormatError, UsageError
-from .formats.flat import rearrange
-from .formats.kdump import DESC
-from .options import path_arg
-from .reader import open_dump, sniff
+from ..errors import FormatError, UsageError
+from ..formats.flat import rearrange
+from ..formats.kdump import DESC
+from ..options import path_arg
+from ..sources.opener import open_dump, sniff
 
 DIRECT_MAP = 0xFFFF888000000000
 
@@ -38,7 +39,7 @@ def _with_descriptors(reader, runs):
 
 def kdump_to_elf(reader, path):
     """Unpack an opened kdump-compressed dump into a sparse ELF vmcore at ``path``."""
-    from . import _core
+    from .. import _core
     ps = reader.page_size
     present = reader.bitmap1()
     dumped = reader.bitmap2()
@@ -90,7 +91,7 @@ def kdump_to_elf(reader, path):
 def convert(src, target, *, level=0, compress="zstd", format="kdump", force=False, threads=None,
             progress="quiet", warn=None, stats_json=None):
     """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats."""
-    from .pipeline import dump
+    from ..copy.pipeline import dump
 
     src, target = path_arg(src, "input dump"), path_arg(target, "target")
     kind = sniff(src)

@@ -8,7 +8,7 @@ PN_XNUM via section header 0, and 4-byte aligned notes.  Little-endian only
 import struct
 from dataclasses import dataclass
 
-from .errors import SourceError
+from ..errors import SourceError
 
 ELFCLASS32, ELFCLASS64 = 1, 2
 ET_CORE = 4

@@ -11,13 +11,13 @@ import os
 import signal
 import sys
 
-from . import __version__
-from .errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
-from .options import int_arg, int_type
+from .. import __version__
+from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
+from ..options import int_arg, int_type
 
-SUBCOMMANDS = {"info": "fastdump.info", "demo": "fastdump.demo", "initrd": "fastdump.initrd",
-               "estimate": "fastdump.kernel.estimate_cli", "verify": "fastdump.verify",
-               "dmesg": "fastdump.dmesg", "convert": "fastdump.convert", "setup": "fastdump.deploy"}
+SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo", "initrd": "fastdump.deploy.initrd",
+               "estimate": "fastdump.commands.estimate", "verify": "fastdump.commands.verify",
+               "dmesg": "fastdump.commands.dmesg", "convert": "fastdump.commands.convert", "setup": "fastdump.deploy"}
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
@@ -163,9 +163,9 @@ def load_config(path):
 
 
 def _run_dump(argv):
-    from .pipeline import dump
-    from .progress import Progress
-    from .targets import parse_target
+    from ..copy.pipeline import dump
+    from ..copy.progress import Progress
+    from ..targets.kinds import parse_target
 
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config) if args.config else {}
@@ -226,7 +226,7 @@ def _given(option, default):
 
 def _run_rearrange(argv):
     """``fastdump -R DUMPFILE < stream`` / ``fastdump -R --from-device DEV DUMPFILE``."""
-    from .formats.flat import rearrange
+    from ..formats.flat import rearrange
 
     p = _Parser(prog="fastdump -R", description="Rebuild a dump from a flattened stream (stdin or a device).")
     p.add_argument("-R", action="store_true", required=True)
@@ -250,7 +250,7 @@ def _run_rearrange(argv):
 
 
 def _run_reassemble(argv):
-    from .formats.split import reassemble
+    from ..formats.split import reassemble
 
     p = _Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
     p.add_argument("--reassemble", action="store_true", required=True)
@@ -281,7 +281,7 @@ def _run_dump_dmesg(argv):
 
 def _run_mem_usage(argv):
     """makedumpfile --mem-usage: pages per class and size per dump level, nothing written."""
-    from .kernel.estimate_cli import main as estimate_main
+    from .estimate import main as estimate_main
     rest, skip = [], False
     for a in argv:
         if skip:

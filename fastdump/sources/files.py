@@ -5,7 +5,7 @@ import fcntl
 import os
 import stat
 
-from .errors import FastdumpError
+from ..errors import FastdumpError
 
 #: what a vmcore, a dump or a memory image can be read from
 _READABLE = frozenset((stat.S_IFREG, stat.S_IFBLK, stat.S_IFCHR))

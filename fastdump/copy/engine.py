@@ -11,8 +11,8 @@ import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _core
-from .errors import SourceError
+from .. import _core
+from ..errors import SourceError
 
 CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC_LZ4,
           "zstd": _core.CODEC_ZSTD, "lzo": _core.CODEC_LZO, "snappy": _core.CODEC_SNAPPY}

@@ -5,8 +5,8 @@ import json
 import sys
 
 from ..errors import UsageError
-from ..source import ElfSource
-from .estimate import estimate
+from ..sources.vmcore import ElfSource
+from ..kernel.estimate import estimate
 
 
 def main(argv=None):

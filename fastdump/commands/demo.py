@@ -9,9 +9,9 @@ the result: what was dropped, what was kept, and the dump's own description.
 import argparse
 import os
 
-from . import safefile
-from .errors import UsageError
-from .options import int_type
+from .. import safefile
+from ..errors import UsageError
+from ..options import int_type
 
 
 def main(argv):
@@ -22,11 +22,11 @@ def main(argv):
     p.add_argument("-f", "--force", action="store_true", help="replace the files of an earlier demo in DIR")
     p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
-    from . import dump
+    from .. import dump
     from .info import main as info_main
-    from .testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
-    from .testing.kernel_layout import KernelLayout
-    from .testing.printk_layout import PrintkLayout
+    from ..testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
+    from ..testing.kernel_layout import KernelLayout
+    from ..testing.printk_layout import PrintkLayout
 
     safefile.make_dir(args.dir, reuse=True)
     src = os.path.join(args.dir, "vmcore.example")

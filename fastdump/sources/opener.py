@@ -7,11 +7,11 @@ Every reader has ``format``, ``page_size``, ``vmcoreinfo``, ``notes``,
 
 import os
 
-from .dumpfile import open_input
-from .errors import FormatError
-from .formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
-from .options import path_arg
-from .source import ElfSource
+from .files import open_input
+from ..errors import FormatError
+from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
+from ..options import path_arg
+from .vmcore import ElfSource
 
 FLAT_SIGNATURE = b"makedumpfile\0"
 

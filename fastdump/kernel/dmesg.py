@@ -25,14 +25,11 @@ buffer can never hang or exhaust memory.  When nothing usable is left a
 :class:`~fastdump.errors.FastdumpError` says why, in one line.
 """
 
-import argparse
 import os
 import struct
-import sys
 
-from . import safefile
-from .errors import FastdumpError, UsageError
-from .kernel.vtop import TranslationError, X86_64Vtop
+from ..errors import FastdumpError
+from .vtop import TranslationError, X86_64Vtop
 
 U64 = (1 << 64) - 1
 PAGE = 4096
@@ -440,7 +437,7 @@ def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
     repaired (corrupt records, missing pages).  Raises FastdumpError when no
     log can be extracted."""
     if isinstance(dump, (str, bytes, os.PathLike)):
-        from .reader import open_dump
+        from ..sources.opener import open_dump
         with open_dump(dump) as d:
             return extract_dmesg(d, caller=caller, partial=partial, problems=problems)
     problems = problems if problems is not None else []
@@ -466,30 +463,3 @@ def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
     except struct.error as e:   # a buffer shorter than a field: corrupt beyond use
         raise DmesgError(f"kernel log: truncated structure ({e})") from None
 
-
-def main(argv):
-    """``fastdump dmesg VMCORE [OUTFILE]``: write the crashed kernel's log."""
-    p = argparse.ArgumentParser(prog="fastdump dmesg",
-                                description="Write the kernel log (dmesg) stored in a vmcore or dump, "
-                                            "as makedumpfile --dump-dmesg does.")
-    p.add_argument("vmcore", help="ELF vmcore or dump file (kdump-compressed or ELF)")
-    p.add_argument("outfile", nargs="?", help="file to write (default: standard output)")
-    p.add_argument("--caller", action="store_true",
-                   help="add the caller column [T<pid>]/[C<cpu>] (as makedumpfile 1.7.5+)")
-    p.add_argument("--partial", "--partial-dmesg", dest="partial", action="store_true",
-                   help="only the messages since the log was last cleared")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUTFILE")
-    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
-    args = p.parse_args(argv)
-    problems = []
-    text = extract_dmesg(args.vmcore, caller=args.caller, partial=args.partial, problems=problems)
-    if args.outfile in (None, "-"):
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("latin-1"))
-        sys.stdout.buffer.flush()
-    else:
-        safefile.write_file(args.outfile, text.encode("latin-1"), force=args.force)
-    for line in problems[:1]:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        print(f"fastdump dmesg: warning: {line}{more}", file=sys.stderr)
-    return 0

@@ -9,7 +9,7 @@ from OSRELEASE, so this object answers "is it there" as readily as "what is it".
 import re
 from collections.abc import Mapping
 
-from .errors import VmcoreinfoError
+from ..errors import VmcoreinfoError
 
 _FORM = re.compile(r"^(SYMBOL|NUMBER|OFFSET|SIZE|LENGTH)\((.+)\)$")
 U64 = (1 << 64) - 1

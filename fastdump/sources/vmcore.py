@@ -14,10 +14,10 @@ import stat
 import threading
 from array import array
 
-from . import elf
-from .dumpfile import ReadOnlyFile
-from .errors import SourceError
-from .vmcoreinfo import U64, VmcoreInfo
+from ..formats import elf
+from .files import ReadOnlyFile
+from ..errors import SourceError
+from ..kernel.vmcoreinfo import U64, VmcoreInfo
 
 DEFAULT_PAGE_SIZE = 4096
 KERNEL_TEXT_START = 0xFFFFFFFF80000000

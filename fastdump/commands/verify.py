@@ -31,12 +31,12 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _core
-from .errors import FastdumpError, FormatError, UsageError
-from .formats import checksums, kdump
-from .options import path_arg, threads_arg
-from .reader import open_dump, sniff
-from .source import ElfSource
+from .. import _core
+from ..errors import FastdumpError, FormatError, UsageError
+from ..formats import checksums, kdump
+from ..options import path_arg, threads_arg
+from ..sources.opener import open_dump, sniff
+from ..sources.vmcore import ElfSource
 
 CHUNK = 8192          # descriptors per task
 MAX_PROBLEMS = 20     # messages kept (all are counted)

@@ -5,9 +5,9 @@ import json
 import struct
 from collections import Counter
 
-from .errors import UsageError
-from .formats import kdump
-from .reader import open_dump
+from ..errors import UsageError
+from ..formats import kdump
+from ..sources.opener import open_dump
 
 
 def page_census(d):

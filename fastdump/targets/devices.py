@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 
-from .errors import TargetError
+from ..errors import TargetError
 
 # (offset, magic, what): the superblock signatures blkid looks at first.
 SIGNATURES = [

@@ -1,0 +1,36 @@
+"""``fastdump dmesg VMCORE [OUTFILE]``: the crashed kernel's log, as ``makedumpfile --dump-dmesg`` writes it."""
+
+import argparse
+import sys
+
+from .. import safefile
+from ..errors import UsageError
+from ..kernel.dmesg import extract_dmesg
+
+
+def main(argv):
+    """``fastdump dmesg VMCORE [OUTFILE]``: write the crashed kernel's log."""
+    p = argparse.ArgumentParser(prog="fastdump dmesg",
+                                description="Write the kernel log (dmesg) stored in a vmcore or dump, "
+                                            "as makedumpfile --dump-dmesg does.")
+    p.add_argument("vmcore", help="ELF vmcore or dump file (kdump-compressed or ELF)")
+    p.add_argument("outfile", nargs="?", help="file to write (default: standard output)")
+    p.add_argument("--caller", action="store_true",
+                   help="add the caller column [T<pid>]/[C<cpu>] (as makedumpfile 1.7.5+)")
+    p.add_argument("--partial", "--partial-dmesg", dest="partial", action="store_true",
+                   help="only the messages since the log was last cleared")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUTFILE")
+    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
+    args = p.parse_args(argv)
+    problems = []
+    text = extract_dmesg(args.vmcore, caller=args.caller, partial=args.partial, problems=problems)
+    if args.outfile in (None, "-"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("latin-1"))
+        sys.stdout.buffer.flush()
+    else:
+        safefile.write_file(args.outfile, text.encode("latin-1"), force=args.force)
+    for line in problems[:1]:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"fastdump dmesg: warning: {line}{more}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Where dumps come from: ELF vmcores, raw memory, saved dump files, and opening any of them."""
