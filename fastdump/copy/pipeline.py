@@ -25,7 +25,7 @@ from ..formats import elfdump, kdump
 from ..options import PROGRESS, DumpOptions, choice_arg
 from .progress import Progress
 from ..sources.vmcore import ElfSource
-from ..targets.kinds import Target, host_name, parse_target
+from ..targets.kinds import FileTarget, Target, host_name, parse_target
 from ..kernel.utsname import read_utsname
 
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
@@ -443,12 +443,7 @@ class Dump:
             plan.excluded["zero"] = plan.pages_zero
 
     def _spill_dir(self):
-        for t in self.targets:
-            if t.kind == "dir":
-                return t.path
-            if t.kind == "file":
-                return os.path.dirname(os.path.abspath(t.path))
-        return None
+        return next((d for d in (t.local_dir() for t in self.targets) if d), None)
 
     def _apply_plan(self, stats, plan):
         stats.pages_scanned = plan.pages_scanned
@@ -701,10 +696,8 @@ class Dump:
     # -- after a dump -------------------------------------------------------------
     def _after(self, src, target, stats):
         """Directory targets also get the kernel log, as kdump-utils leaves it."""
-        if target.kind != "dir" or not self.dmesg:
-            return
-        path = os.path.join(os.path.dirname(target.dump_path), "vmcore-dmesg.txt")
-        if path == self._log_saved:
+        path = target.dmesg_path()
+        if path is None or not self.dmesg or path == self._log_saved:
             return
         try:
             from ..kernel.dmesg import extract_dmesg
@@ -731,7 +724,7 @@ class Dump:
         ranges = self._split_ranges(src, plan, len(self.split_parts))
         for path, (lo, hi) in zip(self.split_parts, ranges):
             target = parse_target(path)
-            if target.kind != "file":
+            if not isinstance(target, FileTarget):
                 raise UsageError(f"--split parts must be files: {path}")
             self._check_header_room(src, target)
             sink = target.open(host=self.host, when=self.when, flat=False, force=self.force,

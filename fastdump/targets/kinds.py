@@ -21,7 +21,6 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from . import devices
 from .. import safefile
@@ -34,88 +33,149 @@ _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-@dataclass
 class Target:
-    """One place a dump can go.  ``open(naming)`` returns a sink; ``finish`` runs after commit."""
+    """One place a dump can go: ``open(...)`` returns a sink; one subclass per kind."""
 
-    spec: str
-    kind: str           # file, dir, stdout, raw, ssh
-    path: str = ""
-    ssh: dict = None
-    dump_path: str = ""
-    made: set = field(default_factory=set)   # directories this run created (a retry reuses them)
+    #: the sink writes the flattened stream whatever -F says
+    stream = False
+
+    def __init__(self, spec, path=""):
+        self.spec, self.path = spec, path
+        self.dump_path = ""      # where the dump ended up (for messages), known once opened
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.spec!r})"
 
     def describe(self):
         return self.spec
 
-    # -- room ----------------------------------------------------------------
     def free_bytes(self):
         """Free space where the dump goes, or None when it cannot be known here."""
-        if self.kind in ("file", "dir"):
-            probe = self.path if self.kind == "dir" else (os.path.dirname(os.path.abspath(self.path)) or ".")
-            try:
-                st = os.statvfs(probe)
-            except OSError:
-                return None
-            return st.f_bavail * st.f_frsize
-        if self.kind == "raw":
-            try:
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    return os.lseek(fd, 0, os.SEEK_END)
-                finally:
-                    os.close(fd)
-            except OSError:
-                return None
         return None
 
-    # -- opening -------------------------------------------------------------
+    def local_dir(self):
+        """A local directory on the target's file system (for spill files), or None."""
+        return None
+
+    def side_path(self, name, *, host, when, force):
+        """Where a file that goes with the dump (``dmesg.txt``: the kernel log) is
+        written; None for streams."""
+        return None
+
+    def dmesg_path(self):
+        """Where the kernel log goes after a complete dump, as kdump-utils leaves it; None: nowhere."""
+        return None
+
     def open(self, *, host, when, flat, force, direct=False):
-        """A sink for the dump.  ``flat`` asks for the flattened format."""
-        if self.kind == "stdout":
-            import sys
-            return FlatSink(sys.stdout.buffer, name="<stdout>")
-        if self.kind == "raw":
-            return self._open_raw(force)
-        if self.kind == "ssh":
-            return self._open_ssh(host, when)
-        if self.kind == "dir":
-            sub = self._subdir(host, when, force)
-            self.dump_path = os.path.join(sub, "vmcore")
-            sink_cls = DirectFileSink if direct else FileSink
-            return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
+        raise NotImplementedError
+
+
+def _free_bytes_at(directory):
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class FileTarget(Target):
+    """``PATH``: the dump itself, as ``PATH.incomplete`` until complete."""
+
+    def local_dir(self):
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def free_bytes(self):
+        return _free_bytes_at(self.local_dir() or ".")
+
+    def side_path(self, name, *, host, when, force):
+        return f"{self.path}-{name}"
+
+    def open(self, *, host, when, flat, force, direct=False):
         if flat:
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         self.dump_path = self.path
         return (DirectFileSink if direct else FileSink)(self.path, force=force)
 
+
+class DirTarget(Target):
+    """``DIR/``: ``DIR/<host>-<date>/vmcore`` and ``vmcore-dmesg.txt``, as kdump-utils does."""
+
+    def __init__(self, spec, path=""):
+        super().__init__(spec, path)
+        self.made = set()     # directories this run created (a retry reuses them)
+
+    def local_dir(self):
+        return self.path
+
+    def free_bytes(self):
+        return _free_bytes_at(self.path)
+
     def _subdir(self, host, when, force):
         """``<host>-<date>`` in a directory target, made once per run."""
         if not os.path.isdir(self.path):
             raise TargetError(f"target directory {self.path} does not exist (not mounted?)")
-        sub = os.path.join(self.path, f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}")
+        sub = os.path.join(self.path, _stamped(host, when))
         self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
         return sub
 
     def side_path(self, name, *, host, when, force):
-        """Where a file that goes with the dump (``dmesg.txt``: the kernel log) is
-        written: ``vmcore-NAME`` beside the dump; None for streams."""
-        if self.kind == "dir":
-            try:
-                return os.path.join(self._subdir(host, when, force), f"vmcore-{name}")
-            except TargetError:
-                return None
-        if self.kind == "file":
-            return f"{self.path}-{name}"
-        return None
+        try:
+            return os.path.join(self._subdir(host, when, force), f"vmcore-{name}")
+        except TargetError:
+            return None
 
-    def _open_raw(self, force):
+    def dmesg_path(self):
+        return os.path.join(os.path.dirname(self.dump_path), "vmcore-dmesg.txt") if self.dump_path else None
+
+    def open(self, *, host, when, flat, force, direct=False):
+        sub = self._subdir(host, when, force)
+        self.dump_path = os.path.join(sub, "vmcore")
+        sink_cls = DirectFileSink if direct else FileSink
+        return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
+
+
+class StdoutTarget(Target):
+    """``-``: the flattened stream on stdout."""
+
+    stream = True
+
+    def open(self, *, host, when, flat, force, direct=False):
+        import sys
+        return FlatSink(sys.stdout.buffer, name="<stdout>")
+
+
+class RawTarget(Target):
+    """``raw:DEV``: the flattened stream on a block device, checked before it is written."""
+
+    stream = True
+
+    def free_bytes(self):
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                return os.lseek(fd, 0, os.SEEK_END)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+
+    def open(self, *, host, when, flat, force, direct=False):
         fd = devices.open_raw(self.path, force=force)
         return FlatSink(os.fdopen(fd, "wb", buffering=1 << 20), name=self.path, fsync=True)
 
-    def _open_ssh(self, host, when):
+
+class SshTarget(Target):
+    """``ssh://user@host[:port]/DIR``: the flattened stream through the system ssh client."""
+
+    stream = True
+
+    def __init__(self, spec, ssh):
+        super().__init__(spec)
+        self.ssh = ssh
+
+    def open(self, *, host, when, flat, force, direct=False):
         s = self.ssh
-        remote_dir = f"{s['path'].rstrip('/') or '/'}/{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
+        remote_dir = f"{s['path'].rstrip('/') or '/'}/{_stamped(host, when)}"
         d = shlex.quote(remote_dir)
         # the far side keeps the same rule: a fresh private directory, nothing replaced (set -C)
         script = (f"umask 077 && set -C && mkdir -p {shlex.quote(s['path'])} && mkdir {d} && "
@@ -131,6 +191,11 @@ class Target:
             raise TargetError(f"cannot run ssh: {e.strerror}") from None
         self.dump_path = f"{s['dest']}:{remote_dir}"
         return SshSink(proc, name=self.spec)
+
+
+def _stamped(host, when):
+    """``<host>-<YYYY-MM-DD-HH:MM:SS>``: one directory per crash, as kdump-utils names them."""
+    return f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
 
 
 class SshSink(FlatSink):
@@ -203,9 +268,9 @@ def check_key(path):
 def parse_target(spec, *, ssh_key=None, known_hosts=None):
     """Turn a target string into a Target (no side effects)."""
     if spec == "-":
-        return Target(spec, "stdout")
+        return StdoutTarget(spec)
     if spec.startswith("raw:"):
-        return Target(spec, "raw", path=spec[4:])
+        return RawTarget(spec, path=spec[4:])
     if spec.startswith("ssh://"):
         m = _SSH.match(spec)
         if not m:
@@ -214,18 +279,18 @@ def parse_target(spec, *, ssh_key=None, known_hosts=None):
             check_key(ssh_key)
         user = (m.group("user") or "")
         host = m.group("host").strip("[]")
-        return Target(spec, "ssh", ssh={"dest": f"{user}{host}", "port": m.group("port"), "path": m.group("path"),
+        return SshTarget(spec, ssh={"dest": f"{user}{host}", "port": m.group("port"), "path": m.group("path"),
                                         "key": ssh_key, "known_hosts": known_hosts})
     if "\0" in spec or not spec:
         raise UsageError("empty or invalid target path")
     if spec.endswith("/") or os.path.isdir(spec):
-        return Target(spec, "dir", path=spec)   # a missing one fails when opened (next target then)
+        return DirTarget(spec, path=spec)   # a missing one fails when opened (next target then)
     try:
         if stat.S_ISBLK(os.stat(spec).st_mode):
             raise UsageError(f"{spec} is a block device: name it raw:{spec} to write a flattened dump over it")
     except OSError:
         pass
-    return Target(spec, "file", path=spec)
+    return FileTarget(spec, path=spec)
 
 
 def host_name(utsname):
