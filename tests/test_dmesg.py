@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 import fastdump
+from fastdump.commands import dmesg as dmesg_command
 from fastdump.kernel import dmesg
 from fastdump.errors import FastdumpError
 from fastdump.sources.vmcore import ElfSource
@@ -450,29 +451,29 @@ def test_no_printk_keys(vmcore):
 def test_main_writes_file_and_stdout(tmp_path, capsys):
     path, layout = make(tmp_path, kind="lockless")
     out = str(tmp_path / "dmesg.txt")
-    assert dmesg.main([path, out]) == 0
+    assert dmesg_command.main([path, out]) == 0
     with open(out) as f:
         assert f.read() == layout.expected_dmesg()
     assert os.stat(out).st_mode & 0o777 == 0o600
     with pytest.raises(FastdumpError, match="exists"):
-        dmesg.main([path, out])
-    assert dmesg.main([path, out, "-f", "--caller"]) == 0
+        dmesg_command.main([path, out])
+    assert dmesg_command.main([path, out, "-f", "--caller"]) == 0
     with open(out) as f:
         assert f.read() == layout.expected_dmesg(caller=True)
     capsys.readouterr()
-    assert dmesg.main([path]) == 0
+    assert dmesg_command.main([path]) == 0
     assert capsys.readouterr().out == layout.expected_dmesg()
 
 
 def test_main_plain_ring_bytes_are_exact(tmp_path, capfdbinary):
     path, layout = make(tmp_path, kind="plain", log_buf_len=2048, osrelease="3.2.0-4-amd64")
     out = str(tmp_path / "dmesg.txt")
-    assert dmesg.main([path, out]) == 0
+    assert dmesg_command.main([path, out]) == 0
     with open(out, "rb") as f:
         raw = f.read()
     assert b"\xc3\xa9" in raw and raw == layout.expected_dmesg().encode("latin-1")
     capfdbinary.readouterr()
-    assert dmesg.main([path]) == 0
+    assert dmesg_command.main([path]) == 0
     assert capfdbinary.readouterr().out == raw
 
 

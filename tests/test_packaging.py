@@ -27,3 +27,8 @@ def test_sdist_then_wheel(tmp_path):
     so = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
     assert any("_core" in n for n in so) and any("_pagescan" in n for n in so)
     assert any(n.endswith("entry_points.txt") for n in zipfile.ZipFile(wheel).namelist())
+    # every package of the tree is in the wheel
+    in_wheel = {os.path.dirname(n) for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/__init__.py")}
+    in_tree = {os.path.relpath(d, TOP) for d, _, files in os.walk(os.path.join(TOP, "fastdump"))
+               if "__init__.py" in files}
+    assert in_tree <= in_wheel, sorted(in_tree - in_wheel)

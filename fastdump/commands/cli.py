@@ -14,6 +14,7 @@ import sys
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
 from ..options import int_arg, int_type
+from .parsing import Parser
 
 SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo", "initrd": "fastdump.deploy.initrd",
                "estimate": "fastdump.commands.estimate", "verify": "fastdump.commands.verify",
@@ -21,11 +22,6 @@ SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
 
 
 class _Tuning(argparse.Action):
@@ -67,7 +63,7 @@ def _levels(text):
 
 
 def build_parser():
-    p = _Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
+    p = Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
                 "info, demo, initrd, estimate, verify, dmesg, convert, setup (`fastdump SUBCOMMAND --help`).")
@@ -228,7 +224,7 @@ def _run_rearrange(argv):
     """``fastdump -R DUMPFILE < stream`` / ``fastdump -R --from-device DEV DUMPFILE``."""
     from ..formats.flat import rearrange
 
-    p = _Parser(prog="fastdump -R", description="Rebuild a dump from a flattened stream (stdin or a device).")
+    p = Parser(prog="fastdump -R", description="Rebuild a dump from a flattened stream (stdin or a device).")
     p.add_argument("-R", action="store_true", required=True)
     p.add_argument("--from-device", metavar="DEV", help="read the stream from a raw device or file")
     p.add_argument("-f", "--force", action="store_true")
@@ -252,7 +248,7 @@ def _run_rearrange(argv):
 def _run_reassemble(argv):
     from ..formats.split import reassemble
 
-    p = _Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
+    p = Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
     p.add_argument("--reassemble", action="store_true", required=True)
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--message-level", type=_message_level_arg, default=7)
@@ -268,7 +264,7 @@ def _run_reassemble(argv):
 
 
 def _run_dump_dmesg(argv):
-    p = _Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
+    p = Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
     p.add_argument("--dump-dmesg", action="store_true", required=True)
     p.add_argument("--message-level", type=_message_level_arg, default=7)
     p.add_argument("-f", "--force", action="store_true")

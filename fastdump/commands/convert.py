@@ -11,14 +11,15 @@ work, so pages are decoded in Python.
 
 import os
 
-from ..formats import elf
 from .. import safefile
-from .cli import _levels, _Parser
 from ..errors import FormatError, UsageError
+from ..formats import elf
 from ..formats.flat import rearrange
 from ..formats.kdump import DESC
 from ..options import path_arg
 from ..sources.opener import open_dump, sniff
+from .cli import _levels
+from .parsing import Parser
 
 DIRECT_MAP = 0xFFFF888000000000
 
@@ -123,7 +124,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
 
 
 def main(argv):
-    p = _Parser(prog="fastdump convert", description=__doc__.splitlines()[0])
+    p = Parser(prog="fastdump convert", description=__doc__.splitlines()[0])
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("-d", "--dump-level", type=_levels, default=[0])

@@ -6,27 +6,25 @@ it at dump level 31 with zstd, the way a capture kernel would, and summarizes
 the result: what was dropped, what was kept, and the dump's own description.
 """
 
-import argparse
 import os
 
 from .. import safefile
-from ..errors import UsageError
 from ..options import int_type
+from .parsing import Parser
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="fastdump demo", description=__doc__)
+    p = Parser(prog="fastdump demo", description=__doc__)
     p.add_argument("dir", nargs="?", default="fastdump-demo")
     p.add_argument("--size", type=int_type("size (MiB)", 64, 1 << 20), default=512,
                    help="RAM size of the example, MiB (64..1048576: room for its kernel, a sparse file)")
     p.add_argument("-f", "--force", action="store_true", help="replace the files of an earlier demo in DIR")
-    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     from .. import dump
-    from .info import main as info_main
     from ..testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
     from ..testing.kernel_layout import KernelLayout
     from ..testing.printk_layout import PrintkLayout
+    from .info import main as info_main
 
     safefile.make_dir(args.dir, reuse=True)
     src = os.path.join(args.dir, "vmcore.example")

@@ -1,16 +1,15 @@
 """``fastdump dmesg VMCORE [OUTFILE]``: the crashed kernel's log, as ``makedumpfile --dump-dmesg`` writes it."""
 
-import argparse
 import sys
 
 from .. import safefile
-from ..errors import UsageError
 from ..kernel.dmesg import extract_dmesg
+from .parsing import Parser
 
 
 def main(argv):
     """``fastdump dmesg VMCORE [OUTFILE]``: write the crashed kernel's log."""
-    p = argparse.ArgumentParser(prog="fastdump dmesg",
+    p = Parser(prog="fastdump dmesg",
                                 description="Write the kernel log (dmesg) stored in a vmcore or dump, "
                                             "as makedumpfile --dump-dmesg does.")
     p.add_argument("vmcore", help="ELF vmcore or dump file (kdump-compressed or ELF)")
@@ -20,7 +19,6 @@ def main(argv):
     p.add_argument("--partial", "--partial-dmesg", dest="partial", action="store_true",
                    help="only the messages since the log was last cleared")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUTFILE")
-    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     problems = []
     text = extract_dmesg(args.vmcore, caller=args.caller, partial=args.partial, problems=problems)

@@ -1,26 +1,20 @@
 """``fastdump estimate VMCORE``: pages per class and the size each dump level would keep."""
 
-import argparse
 import json
 import sys
 
-from ..errors import UsageError
-from ..sources.vmcore import ElfSource
 from ..kernel.estimate import estimate
+from ..sources.vmcore import ElfSource
+from .parsing import Parser
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastdump estimate",
+    p = Parser(prog="fastdump estimate",
                                 description="Classify struct pages (no page contents are read) and print "
                                             "how many pages each dump level 0..31 would keep.")
     p.add_argument("source", help="ELF vmcore (e.g. /proc/vmcore)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise UsageError("fastdump estimate: bad arguments (see --help)") from None
-        return 0
+    args = p.parse_args(argv)
     with ElfSource(args.source) as src:
         est = estimate(src)
         page = src.page_size

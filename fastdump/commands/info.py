@@ -1,13 +1,12 @@
 """``fastdump info FILE``: what a dump holds (format, kernel, pages per state, compression)."""
 
-import argparse
 import json
 import struct
 from collections import Counter
 
-from ..errors import UsageError
 from ..formats import kdump
 from ..sources.opener import open_dump
+from .parsing import Parser
 
 
 def page_census(d):
@@ -52,10 +51,9 @@ def summary(path):
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="fastdump info", description=__doc__)
+    p = Parser(prog="fastdump info", description=__doc__)
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     info = summary(args.file)
     if args.json:

@@ -32,11 +32,12 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
-from ..errors import FastdumpError, FormatError, UsageError
+from ..errors import FastdumpError, FormatError
 from ..formats import checksums, kdump
 from ..options import path_arg, threads_arg
 from ..sources.opener import open_dump, sniff
 from ..sources.vmcore import ElfSource
+from .parsing import Parser
 
 CHUNK = 8192          # descriptors per task
 MAX_PROBLEMS = 20     # messages kept (all are counted)
@@ -545,13 +546,12 @@ def _sums_note(r):
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="fastdump verify", description=__doc__,
+    p = Parser(prog="fastdump verify", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", help="dump file to check (kdump-compressed or ELF)")
     p.add_argument("source", nargs="?", help="the ELF vmcore it was made from: compare every kept page")
     p.add_argument("--threads", type=int, metavar="N", help="decompression threads (default: CPUs)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of one line")
-    p.error = lambda m: (_ for _ in ()).throw(UsageError(m))
     args = p.parse_args(argv)
     r = verify(args.dump, args.source, threads=args.threads)
     print(json.dumps(r, indent=1) if args.json else r["verdict"], flush=True)
