@@ -2,7 +2,8 @@
 
 Every reader has ``format``, ``page_size``, ``vmcoreinfo``, ``notes``,
 ``note_bytes``, ``max_mapnr``/``max_pfn``, ``pfns()``, ``is_dumped(pfn)``,
-``read_pfn(pfn)``, ``read_phys(addr, size)``, ``describe()`` and ``close()``.
+``read_pfn(pfn)``, ``read_phys(addr, size)``, ``describe()`` and ``close()``, and
+``kernel``: the crashed kernel's symbols and types (:mod:`fastdump.kernel.types`).
 """
 
 import os
@@ -10,6 +11,7 @@ import os
 from .files import open_input
 from ..errors import FormatError
 from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
+from ..kernel.types.kernel import Kernel
 from ..options import path_arg
 from .vmcore import ElfSource
 
@@ -43,11 +45,15 @@ def open_dump(path):
     path = path_arg(path, "dump file")
     kind = sniff(path)
     if kind == "kdump":
-        return KdumpReader(path)
-    if kind == "elf":
-        src = ElfSource(path)
-        src.max_mapnr = src.max_pfn
-        return src
+        reader = KdumpReader(path)
+    elif kind == "elf":
+        reader = ElfSource(path)
+        reader.max_mapnr = reader.max_pfn
+    else:
+        reader = None
+    if reader is not None:
+        reader.kernel = Kernel(reader)
+        return reader
     if kind == "flattened":
         raise FormatError(f"{path} is a flattened stream: rebuild it first (makedumpfile -R)")
     if kind == "diskdump":

@@ -32,7 +32,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ALL = ("elf_header", "elf_notes", "elf_source", "vmcoreinfo", "kdump", "cli_info", "verify", "cli_dump", "judge",
-       "rearrange", "reassemble", "convert", "dmesg", "api")
+       "rearrange", "reassemble", "convert", "dmesg", "api", "kernel_types")
 DESCRIPTION = {
     "elf_header": "ELF header + program headers (`elf.parse_header`), ELF64/ELF32/PN_XNUM seeds",
     "elf_notes": "ELF note segments (`elf.parse_notes`)",
@@ -51,6 +51,8 @@ DESCRIPTION = {
                "to kdump zstd/lz4 and ELF; output read back in full",
     "dmesg": "`fastdump dmesg` on mutated kdump and ELF dumps holding a lockless, structured or plain kernel log",
     "api": "`fastdump.dump`/`open`/`verify` with hostile arguments (types, ranges, paths: `targets.API_VALUES`)",
+    "kernel_types": "kallsyms tables and BTF of a made-up kernel, mutated (`fastdump.kernel.types`: symbols, "
+                    "sizes, members, anonymous unions, arrays)",
 }
 
 

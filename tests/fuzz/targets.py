@@ -281,7 +281,18 @@ class Seeds:
             "convert": lambda: self.kdumps() + self.flat_streams()[:1],
             "dmesg": self.printk_dumps,
             "api": self.api_calls,
+            "kernel_types": self.kernel_types,
         }[name]()
+
+
+    def kernel_types(self):
+        """The made-up kernel's kallsyms tables and BTF, one after the other (see t_kernel_types)."""
+        from fastdump.testing.kernel_types import made_up_kernel
+        seeds = []
+        for rule in ("absolute-percpu", "relative", "place-relative"):
+            _, layout = made_up_kernel(rule=rule)
+            seeds.append(b"".join(data for _, data in layout.values()))
+        return seeds
 
 
 _seeds = None
@@ -667,6 +678,36 @@ def t_judge(data):
         src.close()
 
 
+def t_kernel_types(data):
+    """kallsyms + BTF of a made-up kernel, their bytes mutated: every question gets an answer
+    or a one-line NotAvailable (``fastdump.kernel.types``)."""
+    from fastdump.kernel.types.kernel import Kernel
+    from fastdump.kernel.vmcoreinfo import VmcoreInfo
+    from fastdump.testing.kernel_types import PageMemory, made_up_kernel
+    rule = ("absolute-percpu", "relative", "place-relative")[len(data) % 3]
+    text, layout = made_up_kernel(rule=rule)
+    regions, pos = [], 0
+    for va, orig in layout.values():
+        piece = data[pos:pos + len(orig)]
+        regions.append((va, piece + orig[len(piece):]))
+        pos += len(orig)
+
+    class Dump:
+        machine = 62
+        vmcoreinfo = VmcoreInfo(text)
+
+    k = Kernel(Dump(), read=PageMemory(regions).read)
+    k.available()
+    verdict = "ok"
+    for ask in (lambda: k.symbol("jiffies"), lambda: k.sizeof("page"), lambda: k.member("page", "high"),
+                lambda: k.offsetof("per_cpu_pages", "lists"), lambda: k.member("page", "priv[1]")):
+        try:
+            ask()
+        except FastdumpError as e:
+            verdict = _one_line(e)
+    return verdict
+
+
 TARGETS = {
     "elf_header": t_elf_header,
     "elf_notes": t_elf_notes,
@@ -682,4 +723,5 @@ TARGETS = {
     "convert": t_convert,
     "dmesg": t_dmesg,
     "api": t_api,
+    "kernel_types": t_kernel_types,
 }

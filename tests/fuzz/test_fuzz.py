@@ -128,7 +128,7 @@ def _fuzz(target, examples):
 @pytest.mark.parametrize("target,examples", [
     ("elf_header", 400), ("elf_notes", 300), ("elf_source", 200), ("kdump", 300), ("cli_info", 100),
     ("verify", 100), ("cli_dump", 60), ("judge", 150), ("rearrange", 200), ("reassemble", 150), ("convert", 150),
-    ("dmesg", 200), ("api", 200)])
+    ("dmesg", 200), ("api", 200), ("kernel_types", 400)])
 def test_hypothesis(target, examples):
     _fuzz(target, examples)
 

@@ -1,0 +1,168 @@
+"""BTF, the kernel's own compact type information (``__start_BTF`` .. ``__stop_BTF``).
+
+Layout (include/uapi/linux/btf.h): a header (magic 0xEB9F, version 1, header
+length, then the offset and length of the type and string sections, counted
+from the header's end), a string section of NUL-terminated names, and a type
+section: one ``btf_type`` (name offset, info, size-or-type) per type, numbered
+from 1 (0 is void), each followed by data that depends on its kind (members
+of a struct, the element type and count of an array, ...).
+
+Only what fastdump asks is kept: names, sizes, members with bit offsets, array
+element types and counts, and the chains of typedef/const/volatile.  Every
+count and offset is bounded by the section it lies in; reference loops are
+cut; a blob that does not parse is NotAvailable.
+"""
+
+import struct
+
+from . import NotAvailable
+
+MAGIC = 0xEB9F
+MAX_BTF_BYTES = 256 << 20
+MAX_DEPTH = 64          # typedef/const/array chains and nested anonymous members
+
+# kinds
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
+FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
+_MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
+#: bytes of kind-specific data after a btf_type: fixed, and per vlen item
+_EXTRA = {INT: (4, 0), ARRAY: (12, 0), STRUCT: (0, 12), UNION: (0, 12), ENUM: (0, 8), FUNC_PROTO: (0, 8),
+          VAR: (4, 0), DATASEC: (0, 12), DECL_TAG: (4, 0), ENUM64: (0, 12)}
+_HDR = struct.Struct("<HBBIIIII")
+_TYPE = struct.Struct("<III")
+
+
+class Type:
+    __slots__ = ("kind", "name", "size", "ref", "members", "nelems")
+
+    def __init__(self, kind, name, size, ref):
+        self.kind, self.name, self.size, self.ref = kind, name, size, ref
+        self.members = None     # [(name, type id, bit offset, bitfield size)] for STRUCT/UNION
+        self.nelems = 0         # ARRAY
+
+
+class Btf:
+    """Parsed BTF: types by id, and struct/union/typedef names to ids."""
+
+    def __init__(self, blob):
+        if len(blob) < _HDR.size:
+            raise NotAvailable("BTF: shorter than its header")
+        magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(blob)
+        if magic != MAGIC or version != 1:
+            raise NotAvailable(f"BTF: bad magic {magic:#x} or version {version}")
+        if not _HDR.size <= hdr_len <= len(blob):
+            raise NotAvailable("BTF: header length out of range")
+        body = len(blob) - hdr_len
+        if type_off + type_len > body or str_off + str_len > body or type_len % 4:
+            raise NotAvailable("BTF: sections run past the blob")
+        self._strings = blob[hdr_len + str_off:hdr_len + str_off + str_len]
+        self.types = [None]             # id 0: void
+        self.by_name = {}
+        self._parse(blob, hdr_len + type_off, hdr_len + type_off + type_len)
+
+    def _name(self, off):
+        if off >= len(self._strings):
+            raise NotAvailable("BTF: a name lies outside the string section")
+        end = self._strings.find(b"\0", off)
+        return self._strings[off:end if end >= 0 else len(self._strings)].decode("ascii", "replace")
+
+    def _parse(self, blob, pos, end):
+        while pos < end:
+            if pos + _TYPE.size > end:
+                raise NotAvailable("BTF: a type record is cut short")
+            name_off, info, size_or_type = _TYPE.unpack_from(blob, pos)
+            pos += _TYPE.size
+            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+            if kind not in _EXTRA and kind not in (PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
+                                                  TYPE_TAG):
+                raise NotAvailable(f"BTF: unknown kind {kind} (type {len(self.types)})")
+            fixed, per = _EXTRA.get(kind, (0, 0))
+            extra = fixed + per * vlen
+            if pos + extra > end:
+                raise NotAvailable("BTF: a type's data runs past the type section")
+            t = Type(kind, self._name(name_off) if name_off else "", size_or_type, size_or_type)
+            if kind == ARRAY:
+                t.ref, _index, t.nelems = struct.unpack_from("<III", blob, pos)
+            elif kind in (STRUCT, UNION):
+                t.members = []
+                for i in range(vlen):
+                    m_name, m_type, m_off = struct.unpack_from("<III", blob, pos + 12 * i)
+                    bits, bitsize = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
+                    t.members.append((self._name(m_name) if m_name else "", m_type, bits, bitsize))
+            pos += extra
+            self.types.append(t)
+            if t.name and kind in (STRUCT, UNION, TYPEDEF, ENUM, ENUM64, INT, FLOAT):
+                self.by_name.setdefault((kind if kind in (STRUCT, UNION) else TYPEDEF, t.name), len(self.types) - 1)
+
+    # -- questions --------------------------------------------------------------
+    def get(self, tid):
+        if not 0 < tid < len(self.types):
+            raise NotAvailable(f"BTF: type id {tid} out of range")
+        return self.types[tid]
+
+    def resolve(self, tid):
+        """Follow typedef/const/volatile/restrict/type tags to the type they name."""
+        for _ in range(MAX_DEPTH):
+            t = self.get(tid)
+            if t.kind not in _MODIFIERS:
+                return tid, t
+            tid = t.ref
+        raise NotAvailable("BTF: a chain of typedefs does not end")
+
+    def sizeof(self, tid, depth=0):
+        """Bytes a type takes; NotAvailable for void, functions and incomplete types."""
+        if depth > MAX_DEPTH:
+            raise NotAvailable("BTF: arrays nested too deep")
+        tid, t = self.resolve(tid)
+        if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC):
+            return t.size
+        if t.kind == PTR:
+            return 8
+        if t.kind == ARRAY:
+            return t.nelems * self.sizeof(t.ref, depth + 1)
+        raise NotAvailable(f"BTF: type {t.name or tid} has no size")
+
+    def struct_id(self, name):
+        for kind in (STRUCT, UNION):
+            tid = self.by_name.get((kind, name))
+            if tid is not None:
+                return tid
+        tid = self.by_name.get((TYPEDEF, name))
+        if tid is not None:
+            return self.resolve(tid)[0]
+        raise NotAvailable(f"BTF: no struct or union {name!r}")
+
+    def member(self, tid, path):
+        """(bit offset, type id, bitfield size) of ``path`` ("a.b.c" or "a[3].b") inside type ``tid``;
+        members of anonymous structs and unions are found as the compiler finds them."""
+        bits = 0
+        for part in path.split("."):
+            name, _, index = part.partition("[")
+            found = self._find(tid, name, 0)
+            if found is None:
+                raise NotAvailable(f"BTF: {self.get(tid).name or 'type'} has no member {name!r}")
+            off, tid, bitsize = found
+            bits += off
+            if index:
+                i = int(index.rstrip("]"), 0)
+                atid, arr = self.resolve(tid)
+                if arr.kind != ARRAY or not 0 <= i < max(arr.nelems, 1):
+                    raise NotAvailable(f"BTF: {name} is not an array of more than {i} elements")
+                tid = arr.ref
+                bits += 8 * i * self.sizeof(tid)
+        return bits, tid, bitsize
+
+    def _find(self, tid, name, depth):
+        if depth > MAX_DEPTH:
+            return None
+        _, t = self.resolve(tid)
+        if t.kind not in (STRUCT, UNION):
+            return None
+        for m_name, m_type, m_bits, m_size in t.members:
+            if m_name == name:
+                return m_bits, m_type, m_size
+            if not m_name:
+                inner = self._find(m_type, name, depth + 1)
+                if inner is not None:
+                    return m_bits + inner[0], inner[1], inner[2]
+        return None

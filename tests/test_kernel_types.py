@@ -1,0 +1,134 @@
+"""fastdump.kernel.types: kallsyms and BTF decoded from made-up tables, including corrupt ones.
+
+The real kernels' tables are checked in tests/e2e/test_kernel_types_real.py."""
+
+import struct
+
+import pytest
+
+from fastdump.kernel.types import NotAvailable
+from fastdump.kernel.types.btf import Btf
+from fastdump.kernel.types.kallsyms import Symbols
+from fastdump.kernel.types.kernel import Kernel
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
+from fastdump.testing.kernel_types import BASE, PageMemory, made_up_kernel, sample_btf
+
+
+def make(rule="absolute-percpu", patch=None, **kw):
+    text, layout = made_up_kernel(rule=rule, **kw)
+    if patch:
+        patch(layout)
+    return PageMemory(layout.values()), VmcoreInfo(text)
+
+
+@pytest.mark.parametrize("rule", ["absolute-percpu", "relative", "place-relative"])
+def test_every_address_rule_is_found_and_checked(rule):
+    mem, vi = make(rule)
+    syms = Symbols(mem.read, vi)
+    assert syms.address("jiffies") == BASE + 0x30000
+    assert syms.address("x" * 300) == BASE + 0x33000
+    assert syms.address("a_static") == BASE + 0x31000          # the first of same-named statics
+    assert syms.kind("_stext") == "T" and syms.kind("a_static") == "t"
+    if rule == "absolute-percpu":
+        assert syms.address("runqueues") == 0x31C40
+    with pytest.raises(NotAvailable, match="no symbol"):
+        syms.address("nope")
+
+
+def test_tables_that_put_vmcoreinfo_symbols_elsewhere_are_not_used():
+    mem, vi = make()
+    vi = VmcoreInfo(vi.text.replace(f"SYMBOL(_stext)={BASE + 0x1000:x}", f"SYMBOL(_stext)={BASE + 0x2000:x}"))
+    with pytest.raises(NotAvailable, match="no address rule"):
+        Symbols(mem.read, vi)
+
+
+def test_no_kallsyms_in_vmcoreinfo_is_one_line():
+    with pytest.raises(NotAvailable, match="kernels before 6.0"):
+        Symbols(lambda va, n: b"\0" * n, VmcoreInfo("OSRELEASE=5.10.0\nSYMBOL(_stext)=ffffffff81000000\n"))
+
+
+def _set(layout, key, data):
+    va, _ = layout[key]
+    layout[key] = (va, data)
+
+
+@pytest.mark.parametrize("patch, message", [
+    (lambda l: _set(l, "kallsyms_num_syms", struct.pack("<I", 0xFFFFFFFF)), "not plausible"),
+    (lambda l: _set(l, "kallsyms_num_syms", struct.pack("<I", 0)), "not plausible"),
+    (lambda l: _set(l, "kallsyms_names", l["kallsyms_names"][1][:40]), "cut short|empty|not in the dump"),
+    (lambda l: _set(l, "kallsyms_names", b"\0" * len(l["kallsyms_names"][1])), "empty"),
+    (lambda l: _set(l, "kallsyms_token_index", struct.pack("<256H", *([60000] * 256))), "cut short|not in"),
+    (lambda l: _set(l, "kallsyms_offsets", l["kallsyms_offsets"][1][:8]), "not in the dump|no address rule"),
+    (lambda l: _set(l, "kallsyms_offsets", bytes(len(l["kallsyms_offsets"][1]))), "no address rule"),
+])
+def test_corrupt_tables_are_not_available(patch, message):
+    mem, vi = make(patch=patch)
+    with pytest.raises(NotAvailable, match=message):
+        Symbols(mem.read, vi)
+
+
+# -- BTF ---------------------------------------------------------------------------
+def test_btf_members_sizes_anonymous_unions_bitfields_arrays():
+    btf = Btf(sample_btf().blob())
+    page = btf.struct_id("page")
+    assert btf.sizeof(page) == 64 and btf.struct_id("page_t") == page
+    assert btf.member(page, "flags")[0] == 0
+    assert btf.member(page, "lru")[0] == 64                    # through the anonymous union
+    assert btf.member(page, "high")[0] == 96                   # two anonymous levels deep
+    assert btf.member(page, "priv[2]")[0] == 128 + 2 * 64
+    assert btf.member(page, "order")[::2] == (384, 4) and btf.member(page, "mapcount")[::2] == (388, 28)
+    with pytest.raises(NotAvailable, match="no member"):
+        btf.member(page, "nope")
+    with pytest.raises(NotAvailable, match="more than 3"):
+        btf.member(page, "priv[3]")
+
+
+def test_btf_loops_and_bad_sections_are_not_available():
+    b = sample_btf()
+    t1 = b.typedef("loop_a", b.count + 2)      # loop_a -> loop_b -> loop_a
+    b.typedef("loop_b", t1)
+    btf = Btf(b.blob())
+    with pytest.raises(NotAvailable, match="does not end"):
+        btf.sizeof(t1)
+    blob = bytearray(b.blob())
+    struct.pack_into("<I", blob, 12, 1 << 30)                   # type_len past the blob
+    with pytest.raises(NotAvailable, match="past the blob"):
+        Btf(bytes(blob))
+    blob = bytearray(b.blob())
+    blob[24 + 7] = 31                                           # first type: kind 31 does not exist
+    with pytest.raises(NotAvailable, match="unknown kind"):
+        Btf(bytes(blob))
+    with pytest.raises(NotAvailable, match="magic"):
+        Btf(b"\0" * 64)
+
+
+# -- the accessor ------------------------------------------------------------------------
+class FakeDump:
+    machine = 62
+
+    def __init__(self, vi):
+        self.vmcoreinfo = vi
+
+
+def kernel(extra):
+    mem, vi = make(vmcoreinfo_extra=extra)
+    return Kernel(FakeDump(vi), read=mem.read)
+
+
+def test_kernel_answers_once_btf_agrees_with_vmcoreinfo():
+    k = kernel("OFFSET(page.lru)=8\nSIZE(page)=64\n")
+    assert k.sizeof("per_cpu_pages") == 16
+    assert k.offsetof("page", "lru") == 8 and k.member("page", "priv").size == 24
+    with pytest.raises(NotAvailable, match="bitfield"):
+        k.offsetof("page", "mapcount")
+    assert k.available().startswith("kallsyms: 1") and "BTF: 1" in k.available()
+
+
+@pytest.mark.parametrize("offsets", ["OFFSET(page.lru)=16\n", "SIZE(page)=80\n", ""])
+def test_btf_that_disagrees_with_vmcoreinfo_is_not_used(offsets):
+    k = kernel(offsets)
+    with pytest.raises(NotAvailable, match="VMCOREINFO"):
+        k.sizeof("page")
+    with pytest.raises(NotAvailable, match="VMCOREINFO"):     # remembered, one line every time
+        k.offsetof("page", "flags")
+    assert "BTF: not available" in k.available()
