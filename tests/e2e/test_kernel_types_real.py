@@ -72,3 +72,18 @@ def test_kallsyms_and_btf_from_the_dump(real):
     with fastdump.open(dump) as d:
         assert d.kernel.read_u64(d.kernel.symbol("jiffies")) == jiffies
         assert d.kernel.sizeof("per_cpu_pages") == k.sizeof("per_cpu_pages")
+
+
+def test_per_cpu_free_lists_check_out(real):
+    """Every online CPU's lists of every populated zone check out, and the pages on them add
+    up to the kernel's own per_cpu_pages.count."""
+    from fastdump.kernel.judge import make_judge
+    from fastdump.kernel.pcp import find_pcp_free
+    key, outdir = real
+    with fastdump.open(os.path.join(outdir, "vmcore.raw")) as d:
+        if int(d.vmcoreinfo.osrelease.split(".")[0]) < 6:
+            return                                  # no kallsyms: nothing to walk (see above)
+        r = find_pcp_free(d.kernel, make_judge(d, 16, warn=lambda m: None).memmap)
+    print(f"{key}: {r.stats()}")
+    assert r.lists_ok >= 2 and r.lists_rejected == 0, r.stats()
+    assert r.pages == r.counted > 0

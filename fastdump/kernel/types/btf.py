@@ -58,6 +58,7 @@ class Btf:
         self._strings = blob[hdr_len + str_off:hdr_len + str_off + str_len]
         self.types = [None]             # id 0: void
         self.by_name = {}
+        self.enumerators = {}           # enumerator name -> value (the first one of a name)
         self._parse(blob, hdr_len + type_off, hdr_len + type_off + type_len)
 
     def _name(self, off):
@@ -83,6 +84,12 @@ class Btf:
             t = Type(kind, self._name(name_off) if name_off else "", size_or_type, size_or_type)
             if kind == ARRAY:
                 t.ref, _index, t.nelems = struct.unpack_from("<III", blob, pos)
+            elif kind in (ENUM, ENUM64):
+                step = 8 if kind == ENUM else 12
+                for i in range(vlen):
+                    e_name, lo = struct.unpack_from("<Ii" if kind == ENUM else "<II", blob, pos + step * i)
+                    value = lo if kind == ENUM else lo | struct.unpack_from("<i", blob, pos + step * i + 8)[0] << 32
+                    self.enumerators.setdefault(self._name(e_name), value)
             elif kind in (STRUCT, UNION):
                 t.members = []
                 for i in range(vlen):
@@ -151,6 +158,13 @@ class Btf:
                 tid = arr.ref
                 bits += 8 * i * self.sizeof(tid)
         return bits, tid, bitsize
+
+    def length(self, tid):
+        """Element count of an array type (through typedefs)."""
+        _, t = self.resolve(tid)
+        if t.kind != ARRAY:
+            raise NotAvailable(f"BTF: {t.name or 'type'} is not an array")
+        return t.nelems
 
     def _find(self, tid, name, depth):
         if depth > MAX_DEPTH:

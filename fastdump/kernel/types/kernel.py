@@ -122,6 +122,20 @@ class Kernel:
             raise NotAvailable(f"BTF: {struct_name}.{path} lies outside its struct")
         return Member(bits, bit_size, size, tid)
 
+    def length(self, struct_name, path):
+        """Element count of an array member (``pglist_data.node_zones``: MAX_NR_ZONES)."""
+        n = self.btf.length(self.member(struct_name, path).type_id)
+        if not 0 < n <= 1 << 20:
+            raise NotAvailable(f"BTF: {struct_name}.{path} has {n} elements")
+        return n
+
+    def enumerator(self, name):
+        """The value of an enum constant (``MIGRATE_PCPTYPES``)."""
+        try:
+            return self.btf.enumerators[name]
+        except KeyError:
+            raise NotAvailable(f"BTF: no enumerator {name}") from None
+
     def offsetof(self, struct_name, path):
         m = self.member(struct_name, path)
         if m.bit_size or m.bit_offset % 8:

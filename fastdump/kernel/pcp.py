@@ -1,0 +1,191 @@
+"""Free pages on the per-CPU lists (``zone->per_cpu_pageset``), proven free list by list.
+
+Pages a CPU freed last sit on its ``per_cpu_pages.lists[]``, not in the buddy
+allocator: their struct pages are not PageBuddy, so VMCOREINFO alone cannot tell
+them from used pages.  With the kernel's own types (``fastdump.kernel.types``)
+they can be found: for each online CPU and each populated zone, the CPU's
+``per_cpu_pages`` (the zone's per-CPU pointer plus ``__per_cpu_offset[cpu]``)
+holds ``count`` pages on ``lists[]``; list ``i`` holds blocks of order
+``i // MIGRATE_PCPTYPES`` (orders 0-3, PAGE_ALLOC_COSTLY_ORDER), and the lists
+after those hold pageblock-order blocks (THP, 5.13+).  Kernels with only
+``MIGRATE_PCPTYPES`` lists keep order 0 only.
+
+A crashed kernel's lists can be corrupt or caught mid-update, so a CPU's lists
+count only when every entry checks out: the walk is bounded, a loop ends it,
+each link's ``prev`` points back, each entry is the struct page of a pfn inside
+the zone with a zero reference count, and the pages found add up to
+``per_cpu_pages.count``.  Otherwise none of that CPU's pages in that zone are
+dropped, and the statistics say so.
+"""
+
+from ..errors import FastdumpError
+from .types import NotAvailable
+
+#: orders 0..PAGE_ALLOC_COSTLY_ORDER have a list per migrate type (include/linux/mmzone.h)
+PAGE_ALLOC_COSTLY_ORDER = 3
+#: pageblock order of x86_64 with 4 KiB pages (HPAGE_PMD_ORDER)
+PAGEBLOCK_ORDER = 9
+MAX_CPUS = 8192
+MAX_NODES = 1024
+#: far beyond any per_cpu_pages.high (the kernel caps it well below a zone's pages)
+MAX_PCP_PAGES = 1 << 24
+
+
+class PcpResult:
+    """``runs``: [(first pfn, pages)] proven free; ``stats``: what was walked, kept and why."""
+
+    def __init__(self):
+        self.runs = []
+        self.pages = 0
+        self.lists_ok = 0          # (cpu, zone) pairs whose lists checked out
+        self.lists_rejected = 0    # pairs whose pages are kept
+        self.counted = 0           # sum of per_cpu_pages.count over the pairs that checked out
+        self.problems = []
+
+    def stats(self):
+        return {"pcp_free_pages": self.pages, "pcp_sets_checked": self.lists_ok,
+                "pcp_sets_kept": self.lists_rejected, "pcp_count_sum": self.counted,
+                "pcp_problems": self.problems[:5]}
+
+
+def find_pcp_free(kernel, memmap):
+    """Walk every online CPU's per-CPU free lists of every populated zone.
+
+    Raises NotAvailable when the kernel's types or symbols cannot say where the lists are."""
+    k = kernel
+    layout = _Layout(k)
+    cpus = _online_cpus(k)
+    result = PcpResult()
+    for zone_va in _zones(k, layout):
+        zone = _Zone(k, layout, zone_va)
+        if not zone.present:
+            continue
+        for cpu, offset in cpus:
+            pcp = (zone.pcp_pointer + offset) & ((1 << 64) - 1)
+            try:
+                runs, count = _walk_cpu(k, memmap, layout, zone, pcp)
+            except _Reject as e:
+                result.lists_rejected += 1
+                result.problems.append(f"cpu {cpu} zone {zone_va:#x}: {e}")
+                continue
+            except FastdumpError as e:
+                result.lists_rejected += 1
+                result.problems.append(f"cpu {cpu} zone {zone_va:#x}: {_line(e)}")
+                continue
+            result.lists_ok += 1
+            result.counted += count
+            result.runs.extend(runs)
+            result.pages += sum(n for _, n in runs)
+    result.runs.sort()
+    return result
+
+
+class _Reject(Exception):
+    """This CPU's lists in this zone do not check out: keep their pages."""
+
+
+class _Layout:
+    """Offsets and sizes from BTF, read once."""
+
+    def __init__(self, k):
+        self.zone_size = k.sizeof("zone")
+        self.node_zones = k.offsetof("pglist_data", "node_zones")
+        self.nr_zones = k.length("pglist_data", "node_zones")
+        self.zone_pcp = k.offsetof("zone", "per_cpu_pageset")
+        self.zone_start = k.offsetof("zone", "zone_start_pfn")
+        self.zone_spanned = k.offsetof("zone", "spanned_pages")
+        self.zone_present = k.offsetof("zone", "present_pages")
+        self.pcp_size = k.sizeof("per_cpu_pages")
+        self.pcp_count = k.offsetof("per_cpu_pages", "count")
+        self.pcp_lists = k.offsetof("per_cpu_pages", "lists")
+        self.nr_lists = k.length("per_cpu_pages", "lists")
+        self.list_head = k.sizeof("list_head")
+        try:
+            self.page_link = k.offsetof("page", "pcp_list")
+        except NotAvailable:
+            self.page_link = k.offsetof("page", "lru")
+        self.page_refcount = k.offsetof("page", "_refcount")
+        types = k.enumerator("MIGRATE_PCPTYPES")
+        low = types * (PAGE_ALLOC_COSTLY_ORDER + 1)
+        if self.nr_lists == types:
+            self.orders = [0] * types
+        elif low < self.nr_lists <= low + types:
+            self.orders = [i // types for i in range(low)] + [PAGEBLOCK_ORDER] * (self.nr_lists - low)
+        else:
+            raise NotAvailable(f"per_cpu_pages has {self.nr_lists} lists, a layout not known here")
+        if self.list_head != 16 or self.pcp_lists + 16 * self.nr_lists > self.pcp_size:
+            raise NotAvailable("per_cpu_pages.lists does not fit its struct")
+
+
+class _Zone:
+    def __init__(self, k, layout, va):
+        raw = k.read(va, layout.zone_size)
+        q = lambda off: int.from_bytes(raw[off:off + 8], "little")
+        self.va = va
+        self.pcp_pointer = q(layout.zone_pcp)
+        self.start = q(layout.zone_start)
+        self.end = self.start + q(layout.zone_spanned)
+        self.present = q(layout.zone_present) and self.pcp_pointer
+
+
+def _online_cpus(k):
+    """[(cpu, __per_cpu_offset[cpu])] of the CPUs in cpu_online_mask."""
+    n = k.read_u32(k.symbol("nr_cpu_ids"))
+    if not 0 < n <= MAX_CPUS:
+        raise NotAvailable(f"nr_cpu_ids={n} is not plausible")
+    mask = int.from_bytes(k.read(k.symbol("__cpu_online_mask"), (n + 63) // 64 * 8), "little")
+    offsets = k.read(k.symbol("__per_cpu_offset"), 8 * n)
+    cpus = [(c, int.from_bytes(offsets[8 * c:8 * c + 8], "little")) for c in range(n) if mask >> c & 1]
+    if not cpus:
+        raise NotAvailable("cpu_online_mask is empty")
+    return cpus
+
+
+def _zones(k, layout):
+    vi = k.dump.vmcoreinfo
+    if "node_data" in vi.symbols:
+        n = max(1, min(vi.lengths.get("node_data", 1), MAX_NODES))
+        raw = k.read(vi.symbols["node_data"], 8 * n)
+        pgdats = [int.from_bytes(raw[8 * i:8 * i + 8], "little") for i in range(n)]
+        pgdats = [p for p in pgdats if p >= 0xFF00000000000000]
+    elif "contig_page_data" in vi.symbols:
+        pgdats = [vi.symbols["contig_page_data"]]
+    else:
+        raise NotAvailable("VMCOREINFO names neither node_data nor contig_page_data")
+    for pgdat in pgdats:
+        for z in range(layout.nr_zones):
+            yield pgdat + layout.node_zones + z * layout.zone_size
+
+
+def _walk_cpu(k, memmap, layout, zone, pcp):
+    raw = k.read(pcp, layout.pcp_size)
+    count = int.from_bytes(raw[layout.pcp_count:layout.pcp_count + 4], "little", signed=True)
+    if not 0 <= count <= MAX_PCP_PAGES:
+        raise _Reject(f"per_cpu_pages.count={count}")
+    runs, found, seen = [], 0, set()
+    for i, order in enumerate(layout.orders):
+        head = pcp + layout.pcp_lists + 16 * i
+        cur = head
+        nxt = int.from_bytes(raw[layout.pcp_lists + 16 * i:layout.pcp_lists + 16 * i + 8], "little")
+        while nxt != head:
+            if found >= count or nxt in seen:
+                raise _Reject(f"list {i} holds more than count={count} pages or loops")
+            seen.add(nxt)
+            link = k.read(nxt, 16)
+            if int.from_bytes(link[8:], "little") != cur:
+                raise _Reject(f"list {i}: a link's prev does not point back")
+            pfn = memmap.pfn_of_struct_va(nxt - layout.page_link, zone.start)
+            if pfn is None or not zone.start <= pfn or pfn + (1 << order) > zone.end or pfn % (1 << order):
+                raise _Reject(f"list {i}: an entry is not a struct page of this zone")
+            if k.read_u32(nxt - layout.page_link + layout.page_refcount) != 0:
+                raise _Reject(f"list {i}: pfn {pfn} has references")
+            runs.append((pfn, 1 << order))
+            found += 1 << order
+            cur, nxt = nxt, int.from_bytes(link[:8], "little")
+    if found != count:
+        raise _Reject(f"lists hold {found} pages, per_cpu_pages.count says {count}")
+    return runs, count
+
+
+def _line(e):
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1,0 +1,168 @@
+"""Per-CPU free lists (fastdump.kernel.pcp) on a made-up kernel: pages are dropped only from
+lists that check out; a loop, a foreign page, a bad back link, a referenced page or a count
+that does not add up keeps that CPU's pages.  Real kernels: tests/e2e/test_kernel_types_real.py."""
+
+import struct
+
+import pytest
+
+from fastdump.kernel.pcp import find_pcp_free
+from fastdump.kernel.types import NotAvailable
+from fastdump.kernel.vmcoreinfo import VmcoreInfo
+from fastdump.testing.kernel_types import PageMemory
+
+VMEMMAP = 0xFFFFEA0000000000
+PAGE = 64                                  # sizeof(struct page)
+LINK, REFCOUNT = 8, 52                     # page.pcp_list, page._refcount
+NODE_DATA, PGDAT = 0xFFFFFFFF82000000, 0xFFFF888000100000
+ZONE_SIZE, NODE_ZONES, NR_ZONES = 256, 64, 2
+PCP_SIZE, PCP_COUNT, PCP_LISTS, NR_LISTS = 256, 4, 32, 14
+PERCPU_PTR, CPU_OFFSETS = 0x30000, [0xFFFF888010000000, 0xFFFF888020000000]
+SYMBOLS = {"nr_cpu_ids": 0xFFFFFFFF83000000, "__cpu_online_mask": 0xFFFFFFFF83000100,
+           "__per_cpu_offset": 0xFFFFFFFF83000200}
+LAYOUT = {("zone", None): ZONE_SIZE, ("per_cpu_pages", None): PCP_SIZE, ("list_head", None): 16,
+          ("pglist_data", "node_zones"): NODE_ZONES, ("zone", "per_cpu_pageset"): 8,
+          ("zone", "zone_start_pfn"): 16, ("zone", "spanned_pages"): 24, ("zone", "present_pages"): 32,
+          ("per_cpu_pages", "count"): PCP_COUNT, ("per_cpu_pages", "lists"): PCP_LISTS,
+          ("page", "pcp_list"): LINK, ("page", "_refcount"): REFCOUNT}
+
+
+class FakeKernel:
+    """What find_pcp_free asks of fastdump.kernel.types.kernel.Kernel, from a made-up layout."""
+
+    def __init__(self, mem):
+        self.mem = mem
+        self.dump = type("Dump", (), {"vmcoreinfo": VmcoreInfo(f"SYMBOL(node_data)={NODE_DATA:x}\n"
+                                                               "LENGTH(node_data)=1\n")})()
+
+    def read(self, va, n):
+        return self.mem.read(va, n)
+
+    def read_u32(self, va):
+        return struct.unpack("<I", self.read(va, 4))[0]
+
+    def symbol(self, name):
+        return SYMBOLS[name]
+
+    def sizeof(self, name):
+        return LAYOUT[(name, None)]
+
+    def offsetof(self, name, path):
+        return LAYOUT[(name, path)]
+
+    def length(self, name, path):
+        return {("pglist_data", "node_zones"): NR_ZONES, ("per_cpu_pages", "lists"): NR_LISTS}[(name, path)]
+
+    def enumerator(self, name):
+        assert name == "MIGRATE_PCPTYPES"
+        return 3
+
+
+class FakeMemmap:
+    def pfn_of_struct_va(self, va, near):
+        if va < VMEMMAP or (va - VMEMMAP) % PAGE:
+            return None
+        return (va - VMEMMAP) // PAGE
+
+
+class Machine:
+    """Two CPUs, one node, zone 0 empty, zone 1 spanning pfns 4096..8192."""
+
+    def __init__(self):
+        self.regions = {}
+        self.put(SYMBOLS["nr_cpu_ids"], struct.pack("<I", 2))
+        self.put(SYMBOLS["__cpu_online_mask"], struct.pack("<Q", 0b11))
+        self.put(SYMBOLS["__per_cpu_offset"], struct.pack("<2Q", *CPU_OFFSETS))
+        self.put(NODE_DATA, struct.pack("<Q", PGDAT))
+        for z, (start, span, present) in enumerate([(0, 0, 0), (4096, 4096, 4096)]):
+            zone = bytearray(ZONE_SIZE)
+            struct.pack_into("<QQQQ", zone, 8, PERCPU_PTR, start, span, present)
+            self.put(PGDAT + NODE_ZONES + z * ZONE_SIZE, bytes(zone))
+        self.lists = {cpu: [[] for _ in range(NR_LISTS)] for cpu in range(2)}
+
+    def put(self, va, data):
+        self.regions[va] = data
+
+    def page_va(self, pfn):
+        return VMEMMAP + pfn * PAGE
+
+    def build(self, count_fix=None, refcount=None):
+        """Lay the per-CPU lists out as the kernel links them."""
+        pages = {}
+        for cpu, lists in self.lists.items():
+            pcp = PERCPU_PTR + CPU_OFFSETS[cpu]
+            raw = bytearray(PCP_SIZE)
+            count = 0
+            for i, pfns in enumerate(lists):
+                head = pcp + PCP_LISTS + 16 * i
+                nodes = [head] + [self.page_va(p) + LINK for p in pfns]
+                for j, node in enumerate(nodes):
+                    nxt, prev = nodes[(j + 1) % len(nodes)], nodes[j - 1]
+                    if j == 0:
+                        struct.pack_into("<QQ", raw, PCP_LISTS + 16 * i, nxt, prev)
+                    else:
+                        pages[node] = (nxt, prev)
+                order = i // 3 if i < 12 else 9
+                count += len(pfns) << order
+            struct.pack_into("<i", raw, PCP_COUNT, count + (count_fix or {}).get(cpu, 0))
+            self.put(pcp, bytes(raw))
+        for node, (nxt, prev) in pages.items():
+            page = bytearray(PAGE)
+            struct.pack_into("<QQ", page, LINK, nxt, prev)
+            struct.pack_into("<I", page, REFCOUNT, (refcount or {}).get(node, 0))
+            self.put(node - LINK, bytes(page))
+        return FakeKernel(PageMemory(self.regions.items()))
+
+
+def test_lists_that_check_out_are_dropped_with_their_orders():
+    m = Machine()
+    m.lists[0][1] = [5000, 5001]           # order 0, movable
+    m.lists[0][3] = [5002]                 # order 1
+    m.lists[1][12] = [4608]                # pageblock order (THP list)
+    r = find_pcp_free(m.build(), FakeMemmap())
+    assert r.runs == [(4608, 512), (5000, 1), (5001, 1), (5002, 2)]
+    assert r.pages == r.counted == 516 and r.lists_ok == 2 and r.lists_rejected == 0
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (lambda m: m.lists[0].__setitem__(1, [5000, 5001]) or {"count_fix": {0: 1}}, "count says"),
+    (lambda m: m.lists[0].__setitem__(1, [5000, 100]) or {}, "not a struct page of this zone"),   # zone 0's pfn
+    (lambda m: m.lists[0].__setitem__(3, [5001]) or {}, "not a struct page of this zone"),        # odd order-1 head
+    (lambda m: m.lists[0].__setitem__(1, [5000, 5001]) or {"refcount": {VMEMMAP + 5001 * PAGE + LINK: 1}},
+     "references"),
+])
+def test_a_list_that_does_not_check_out_keeps_that_cpus_pages(spoil, reason):
+    m = Machine()
+    m.lists[1][1] = [6000]
+    r = find_pcp_free(m.build(**spoil(m)), FakeMemmap())
+    assert r.runs == [(6000, 1)] and r.lists_rejected == 1
+    assert reason in r.problems[0]
+
+
+def test_a_loop_or_a_broken_back_link_is_caught():
+    m = Machine()
+    m.lists[0][1] = [5000, 5001]
+    k = m.build()
+    a, b = VMEMMAP + 5000 * PAGE + LINK, VMEMMAP + 5001 * PAGE + LINK
+    page = bytearray(m.regions[b - LINK])
+    struct.pack_into("<Q", page, LINK, a)               # 5001 -> 5000: a loop that never reaches the head
+    m.regions[b - LINK] = bytes(page)
+    r = find_pcp_free(FakeKernel(PageMemory(m.regions.items())), FakeMemmap())
+    assert r.pages == 0 and ("prev does not point back" in r.problems[0] or "loops" in r.problems[0])
+    page = bytearray(m.regions[a - LINK])
+    struct.pack_into("<Q", page, LINK + 8, b)           # 5000's prev is not the head
+    m.regions[a - LINK] = bytes(page)
+    r = find_pcp_free(FakeKernel(PageMemory(m.regions.items())), FakeMemmap())
+    assert r.pages == 0 and "prev does not point back" in r.problems[0]
+    assert k is not None
+
+
+def test_an_unknown_list_layout_is_not_available():
+    global NR_LISTS
+    m = Machine()
+    saved, NR_LISTS = NR_LISTS, 9
+    try:
+        with pytest.raises(NotAvailable, match="9 lists"):
+            find_pcp_free(m.build(), FakeMemmap())
+    finally:
+        NR_LISTS = saved
