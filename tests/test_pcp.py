@@ -166,3 +166,17 @@ def test_an_unknown_list_layout_is_not_available():
             find_pcp_free(m.build(), FakeMemmap())
     finally:
         NR_LISTS = saved
+
+
+def test_runs_are_cleared_from_a_cycle_bitmap_exactly():
+    from fastdump.kernel.pcp import PcpPages, PcpResult
+    r = PcpResult()
+    r.runs = [(10, 1), (20, 4), (4096 - 2, 8)]
+    pages = PcpPages(r)
+    keep = bytearray(b"\xff" * 512)                       # pfns 0..4095 of one cycle
+    keep[2] = 0xEF                                        # pfn 20 already dropped
+    assert pages.clear(keep, 0, 4096) == 1 + 3 + 2
+    assert keep[1] == 0xFB and keep[2] == 0x0F
+    assert keep[511] == 0x3F
+    later = bytearray(b"\xff" * 2)                        # the next cycle: pfns 4096..4111
+    assert pages.clear(later, 4096, 4112) == 6 and later == bytearray(b"\xc0\xff")

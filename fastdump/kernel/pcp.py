@@ -189,3 +189,34 @@ def _walk_cpu(k, memmap, layout, zone, pcp):
 
 def _line(e):
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+class PcpPages:
+    """The proven per-CPU free runs, cleared from a cycle's keep bitmap on request."""
+
+    def __init__(self, result):
+        self.result = result
+        self.runs = result.runs
+        self._starts = [a for a, _ in self.runs]
+
+    def clear(self, keep, start, end):
+        """Clear the bits of [start, end) that lie in a run; returns how many were set."""
+        from bisect import bisect_left
+        cleared = 0
+        i = max(0, bisect_left(self._starts, start) - 1)
+        while i < len(self.runs) and self.runs[i][0] < end:
+            a, n = self.runs[i]
+            lo, hi = max(a, start) - start, min(a + n, end) - start
+            if lo < hi:
+                cleared += _clear_bits(keep, lo, hi)
+            i += 1
+        return cleared
+
+
+def _clear_bits(buf, lo, hi):
+    """Clear bits lo..hi-1 of an LSB-first bitmap; the number that were set."""
+    b0, b1 = lo >> 3, (hi + 7) >> 3
+    word = int.from_bytes(bytes(buf[b0:b1]), "little")
+    mask = ((1 << (hi - lo)) - 1) << (lo - (b0 << 3))
+    buf[b0:b1] = (word & ~mask).to_bytes(b1 - b0, "little")
+    return (word & mask).bit_count()
