@@ -23,6 +23,8 @@ Eras (x86_64), as seen in VMCOREINFO:
 
 from dataclasses import dataclass, field
 
+from .levels import DumpLevel
+
 U32 = 0xFFFFFFFF
 
 # type_mode
@@ -32,7 +34,9 @@ ORDER_NONE, ORDER_U8, ORDER_FLAGS = 0, 1, 2
 # hugetlb_mode
 HUGETLB_NONE, HUGETLB_DTOR, HUGETLB_FLAG, HUGETLB_TYPE = 0, 1, 2, 3
 
-DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = 1, 2, 4, 8, 16
+# the names judge.py uses
+DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE,
+                                                   DumpLevel.USER, DumpLevel.FREE)
 CLASSES = ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
 
 
