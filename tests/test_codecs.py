@@ -7,18 +7,18 @@ import pathlib
 import subprocess
 
 import pytest
+from support import fastdump_cli, makedumpfile, need_tool
 
 import fastdump
 from fastdump.commands.cli import build_parser
 from fastdump.formats import codecs, kdump
-from support import fastdump_cli, makedumpfile, need_tool
 
 PACKAGE = pathlib.Path(fastdump.__file__).parent
 
 
 def _makedumpfile_codecs():
     """The codecs this makedumpfile was built with (zlib always; ``-v`` lists the rest)."""
-    r = subprocess.run([need_tool("makedumpfile"), "-v"], capture_output=True, text=True)
+    r = subprocess.run([need_tool("makedumpfile"), "-v"], capture_output=True, text=True, check=False)
     enabled = {line.split()[0] for line in (r.stdout + r.stderr).splitlines() if line.split()[1:2] == ["enabled"]}
     return [c for c in codecs.CODECS if c.option and (c.name == "zlib" or c.name in enabled)]
 
@@ -85,7 +85,8 @@ def test_header_fields_by_name_match_the_bytes(tmp_path, vmcore):
     out = str(tmp_path / "d")
     fastdump.dump(vmcore, out, level=1, compress="zstd")
     with fastdump.open(out) as d:
-        raw = open(out, "rb").read(d.bitmap1_off)
+        with open(out, "rb") as f:
+            raw = f.read(d.bitmap1_off)
         assert kdump.HEADER.unpack_named(raw) == d.header and d.header.signature == kdump.SIGNATURE
         assert kdump.SUB_HEADER.unpack_named(raw, d.block_size) == d.sub_header
         assert d.sub_header.max_mapnr_64 == d.max_mapnr and d.sub_header.dump_level == 1

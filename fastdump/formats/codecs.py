@@ -3,6 +3,8 @@ kdump descriptor flag (also the header's status bit), makedumpfile's option
 letter and the compiled core's codec id.  Everything that names, parses,
 writes or decodes a codec looks it up here (``by_name``, ``by_flag``)."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 from .. import _core

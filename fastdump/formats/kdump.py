@@ -16,11 +16,11 @@ import struct
 from collections import namedtuple
 
 from .. import _core
-from . import checksums, codecs, elf
-from ..sources.files import ReadOnlyFile
 from ..errors import FormatError
 from ..kernel.levels import DumpLevel
 from ..kernel.vmcoreinfo import VmcoreInfo
+from ..sources.files import ReadOnlyFile
+from . import checksums, codecs, elf
 
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6

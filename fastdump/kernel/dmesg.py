@@ -29,9 +29,9 @@ import os
 import struct
 
 from ..errors import FastdumpError
-from .memory import MAX_STRUCT, U64, KernelMemory, first_line as _first_line
+from .memory import MAX_STRUCT, U64, KernelMemory
+from .memory import first_line as _first_line
 from .vtop import TranslationError
-
 
 # Lockless ring buffer (kernel/printk/printk_ringbuffer.h).
 DESC_FLAGS_SHIFT = 62
