@@ -24,14 +24,14 @@ class Codec:
         return self.name != "lz4"
 
 
-#: DUMP_DH_COMPRESSED_ZLIB/LZO/SNAPPY/ZSTD as makedumpfile's diskdump_mod.h has them;
-#: 0x40 is fastdump's own flag for LZ4 block pages (``fastdump convert`` rewrites those).
+#: the flags are the compiled core's (makedumpfile's DUMP_DH_COMPRESSED_*, and fastdump's
+#: own for LZ4 block pages, which ``fastdump convert`` rewrites for other tools)
 CODECS = (
-    Codec("zstd", 0x20, "-z", _core.CODEC_ZSTD, "zstd"),
-    Codec("lz4", 0x40, None, _core.CODEC_LZ4, "LZ4"),
-    Codec("lzo", 0x2, "-l", _core.CODEC_LZO, "LZO"),
-    Codec("snappy", 0x4, "-p", _core.CODEC_SNAPPY, "snappy"),
-    Codec("zlib", 0x1, "-c", _core.CODEC_ZLIB, "zlib"),
+    Codec("zstd", _core.KD_ZSTD, "-z", _core.CODEC_ZSTD, "zstd"),
+    Codec("lz4", _core.KD_LZ4_FASTDUMP, None, _core.CODEC_LZ4, "LZ4"),
+    Codec("lzo", _core.KD_LZO, "-l", _core.CODEC_LZO, "LZO"),
+    Codec("snappy", _core.KD_SNAPPY, "-p", _core.CODEC_SNAPPY, "snappy"),
+    Codec("zlib", _core.KD_ZLIB, "-c", _core.CODEC_ZLIB, "zlib"),
     Codec("none", 0, None, _core.CODEC_NONE, "no compression"),
 )
 NAMES = tuple(c.name for c in CODECS)

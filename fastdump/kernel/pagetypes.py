@@ -23,6 +23,7 @@ Eras (x86_64), as seen in VMCOREINFO:
 
 from dataclasses import dataclass, field
 
+from .._pageclass import PageClass
 from .levels import DumpLevel
 
 U32 = 0xFFFFFFFF
@@ -37,7 +38,9 @@ HUGETLB_NONE, HUGETLB_DTOR, HUGETLB_FLAG, HUGETLB_TYPE = 0, 1, 2, 3
 # the names judge.py uses
 DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE,
                                                    DumpLevel.USER, DumpLevel.FREE)
-CLASSES = ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
+#: the classes a page is judged into, named as in stats and estimates, in the order of the
+#: scan's counters (``PageClass``, shared with the compiled scan)
+CLASSES = tuple(c.name[2:].lower() for c in PageClass if c < PageClass.C_FREE_SEEN)
 
 
 @dataclass
