@@ -61,8 +61,8 @@ HEADER = Layout("DiskDumpHeader", [
     ("total_ram_blocks", "I"), ("device_blocks", "I"), ("written_blocks", "I"), ("current_cpu", "I"),
     ("nr_cpus", "i")])
 UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
-#: struct kdump_sub_header up to header version 6, 104 bytes; the fields a version
-#: lacks are zeros (the reader uses them from the version that has them on)
+#: struct kdump_sub_header as of header version 6, 104 bytes (the reader uses a field
+#: only from the header version that introduced it on)
 SUB_HEADER = Layout("KdumpSubHeader", [
     ("phys_base", "Q"), ("dump_level", "i"), ("split", "i"), ("start_pfn", "Q"), ("end_pfn", "Q"),
     ("offset_vmcoreinfo", "Q"), ("size_vmcoreinfo", "Q"), ("offset_note", "Q"), ("size_note", "Q"),
