@@ -88,8 +88,9 @@ def test_inconsistent_type_value_ignored():
 def test_page_classes_come_from_one_enum():
     """Stats and estimates name the classes of the enum the compiled scan counts by
     (fastdump/_pageclass.pxd); the names are part of --stats-json."""
-    from fastdump import _pagescan
     from fastdump._pageclass import PageClass
+
+    from fastdump import _pagescan
     assert pt.CLASSES == ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
     assert [PageClass["C_" + c.upper()] for c in pt.CLASSES] == list(range(len(pt.CLASSES)))
     assert _pagescan.NCOUNTS == PageClass.NCOUNTS
