@@ -25,7 +25,6 @@ import bisect
 import contextlib
 import json
 import os
-import struct
 import threading
 import time
 import zlib
@@ -108,13 +107,6 @@ def _run_tasks(task, tasks, threads):
 
 # ------------------------------------------------------------------ kdump ---
 
-def _runs_in(bitmap, nbits, lo, hi):
-    for a, b in _core.bitmap_runs(bitmap, nbits):
-        a, b = max(a, lo), min(b, hi)
-        if a < b:
-            yield a, b
-
-
 def _chunks(runs, size):
     """Split pfn runs into tasks of at most ``size`` pfns: (first descriptor index, runs)."""
     task, n, index = [], 0, 0
@@ -161,8 +153,7 @@ def _check_kdump(r, source, threads, result, problems):
         full_from = tail + (1 if nbits % 8 else 0)
         if beyond or any(bm[full_from:]):
             problems.add(f"{name} bitmap has bits set past max_mapnr {nbits}")
-    lo, hi = (r.start_pfn, r.end_pfn) if r.split else (0, nbits)
-    ndesc = _core.bitmap_count_range(b2, lo, hi) if hi > lo else 0
+    ndesc = r.n_descriptors()
     result["pages"] = ndesc
     result["pages_present"] = _core.bitmap_count(b1, nbits)
     data_start = r.desc_off + DESC.size * ndesc
@@ -275,7 +266,7 @@ def _check_kdump(r, source, threads, result, problems):
             for k, v in my_codecs.items():
                 codec_counts[k] = codec_counts.get(k, 0) + v
 
-    _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
+    _run_tasks(task, _chunks(r.dumped_runs(), CHUNK), threads)
     first = counts.get("min_offset")
     if first is not None and data_start <= r.file_size and not r.incomplete:
         gap = r.data_gap(first)
@@ -424,9 +415,9 @@ def _check_elf_blocks(d, sums, threads, result, problems):
         at = sums.data_off + first * sums.block
         data = os.pread(d.fd, min(n * sums.block, sums.data_off + sums.data_len - at), at)
         crcs, carry, have = _core.crc_blocks(data, sums.block)
-        got = [c for (c,) in struct.iter_unpack("<I", crcs)] + ([carry] if have else [])
+        got = checksums.entries(crcs) + ([carry] if have else [])
         stored = os.pread(d.fd, 4 * n, sums.array_off + 4 * first)
-        want = [c for (c,) in struct.iter_unpack("<I", stored[:len(stored) // 4 * 4])] \
+        want = checksums.entries(stored) \
             if len(data) == min(n * sums.block, sums.data_off + sums.data_len - at) else []
         bad = [first + i for i in range(n) if i >= len(want) or i >= len(got) or got[i] != want[i]]
         with lock:

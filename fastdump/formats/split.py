@@ -11,7 +11,6 @@ of its own (``checksums.py``), unless a part was incomplete.
 
 import contextlib
 import os
-import struct
 import zlib
 
 from ..errors import FastdumpError, FormatError
@@ -103,7 +102,7 @@ def reassemble(paths, target, *, force=False):
                         desc, data_crc = kdump.DESC.pack(data_out, size, flags, pflags), zlib.crc32(data)
                         data_out += size
                     out += desc
-                    crcs += struct.pack("<I", zlib.crc32(desc, data_crc))
+                    crcs += checksums.page_entry(data_crc, desc)
                 sink.pwrite(bytes(out), desc_out)
                 sink.pwrite(bytes(crcs), crc_out)
                 desc_out += len(out)
