@@ -11,6 +11,8 @@ NEEDS = {"_core": ["zstd", "lz4", "z", "lzo2", "snappy"]}
 HEADERS = {"zstd": ("zstd.h", "libzstd-dev"), "lz4": ("lz4.h", "liblz4-dev"), "z": ("zlib.h", "zlib1g-dev"),
            "lzo2": ("lzo/lzo1x.h", "liblzo2-dev"), "snappy": ("snappy-c.h", "libsnappy-dev")}
 INCLUDE_DIRS = ["/usr/include", "/usr/local/include"] + os.environ.get("CPATH", "").split(":")
+#: declarations and C shared by the .pyx files: a change rebuilds every module
+SHARED = sorted(glob.glob("src/*.pxd") + glob.glob("src/*.h") + glob.glob("fastdump/*.pxd"))
 
 
 def check_headers():
@@ -33,7 +35,7 @@ def extensions():
     for pyx in sorted(glob.glob("src/*.pyx")):
         name = os.path.splitext(os.path.basename(pyx))[0]
         exts.append(Extension(f"fastdump.{name}", [pyx], libraries=NEEDS.get(name, []),
-                              extra_compile_args=["-O3"]))
+                              include_dirs=["src"], depends=SHARED, extra_compile_args=["-O3"]))
     return cythonize(exts, language_level=3, compiler_directives={"embedsignature": True})
 
 

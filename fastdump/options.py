@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .formats.codecs import NAMES as CODECS
+from .kernel.levels import MAX_LEVEL
 
 FORMATS = ("kdump", "elf")
-CODECS = ("zstd", "lz4", "lzo", "snappy", "zlib", "none")
 PROGRESS = ("auto", "bar", "lines", "quiet")
-MAX_LEVEL = 31
 #: far above any machine, small enough that nothing sized from it overflows
 MAX_THREADS = 4096
 MAX_WINDOW_BYTES = 1 << 30
@@ -79,7 +79,7 @@ def levels_arg(level):
     """makedumpfile's dump level, or a non-empty list of them (the fallback order)."""
     levels = list(level) if isinstance(level, (list, tuple)) else [level]
     if not levels:
-        raise UsageError("no dump level given (0..31, or a list of them)")
+        raise UsageError(f"no dump level given (0..{MAX_LEVEL}, or a list of them)")
     return tuple(int_arg(lv, "dump level", 0, MAX_LEVEL) for lv in levels)
 
 

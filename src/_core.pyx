@@ -18,71 +18,14 @@ from posix.stat cimport struct_stat, fstat, S_ISREG
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 from cpython.buffer cimport PyBUF_WRITABLE
 
-cdef extern from "zstd.h" nogil:
-    ctypedef struct ZSTD_CCtx:
-        pass
-    ZSTD_CCtx* ZSTD_createCCtx()
-    size_t ZSTD_freeCCtx(ZSTD_CCtx*)
-    size_t ZSTD_compressCCtx(ZSTD_CCtx*, void*, size_t, const void*, size_t, int)
-    size_t ZSTD_compressBound(size_t)
-    unsigned ZSTD_isError(size_t)
-    unsigned ZSTD_versionNumber()
-
-cdef extern from "lz4.h" nogil:
-    int LZ4_sizeofState()
-    int LZ4_compress_fast_extState(void*, const char*, char*, int, int, int)
-    int LZ4_compressBound(int)
-    int LZ4_versionNumber()
-
-cdef extern from "zlib.h" nogil:
-    ctypedef struct z_stream:
-        const unsigned char* next_in
-        unsigned int avail_in
-        unsigned char* next_out
-        unsigned int avail_out
-        void* zalloc
-        void* zfree
-        void* opaque
-    int deflateInit(z_stream*, int)
-    int deflateReset(z_stream*)
-    int deflate(z_stream*, int)
-    int deflateEnd(z_stream*)
-    unsigned long compressBound(unsigned long)
-    const char* zlibVersion()
-    int Z_OK
-    int Z_STREAM_END
-    int Z_FINISH
-
-cdef extern from "zstd.h" nogil:
-    size_t ZSTD_decompress(void*, size_t, const void*, size_t)
-
-cdef extern from "lz4.h" nogil:
-    int LZ4_decompress_safe(const char*, char*, int, int)
-
-cdef extern from "zlib.h" nogil:
-    int uncompress(unsigned char*, unsigned long*, const unsigned char*, unsigned long)
-    unsigned long crc32(unsigned long, const unsigned char*, unsigned int)
-
-cdef extern from "lzo/lzo1x.h" nogil:
-    ctypedef unsigned long lzo_uint
-    int lzo_init()
-    int lzo1x_decompress_safe(const unsigned char*, lzo_uint, unsigned char*, lzo_uint*, void*)
-    int lzo1x_1_compress(const unsigned char*, lzo_uint, unsigned char*, lzo_uint*, void*)
-    int LZO_E_OK
-    int LZO1X_1_MEM_COMPRESS
-
-cdef extern from "snappy-c.h" nogil:
-    ctypedef enum snappy_status:
-        SNAPPY_OK
-    snappy_status snappy_uncompress(const char*, size_t, char*, size_t*)
-    snappy_status snappy_compress(const char*, size_t, char*, size_t*)
-    size_t snappy_max_compressed_length(size_t)
+from compressors cimport *
 
 if lzo_init() != LZO_E_OK:
     raise ImportError("liblzo2 failed to initialise")
 
-# kdump page flags (the on-disk values; formats/kdump.py names them too)
-cdef enum:
+# kdump page descriptor flags, the on-disk values (makedumpfile's DUMP_DH_COMPRESSED_*;
+# 0x40 is fastdump's own for LZ4).  formats/codecs.py gives each its name and option.
+cpdef enum:
     KD_ZLIB = 0x1
     KD_LZO = 0x2
     KD_SNAPPY = 0x4
@@ -131,7 +74,7 @@ def decompress_page(unsigned int flag, const unsigned char[::1] data not None, s
     return bytes(out)
 
 
-# Codec identifiers (fastdump's own; the kdump page flag for each is in formats/kdump.py).
+# Codec identifiers (fastdump's own; formats/codecs.py pairs each with its kdump flag).
 cpdef enum:
     CODEC_NONE = 0
     CODEC_ZLIB = 1
@@ -175,34 +118,7 @@ def library_versions():
 # window is read again with pread, where the same failure is an errno and the page
 # is recorded as unreadable.  A SIGBUS on any other thread goes to the handler that
 # was there before (Python's faulthandler, or the default: die).
-cdef extern from *:
-    """
-    #include <setjmp.h>
-    #include <signal.h>
-    #include <string.h>
-    static __thread sigjmp_buf fd_bus_jmp;
-    static __thread volatile int fd_bus_armed;
-    static struct sigaction fd_bus_previous;
-    static void fd_bus_handler(int sig, siginfo_t *info, void *ctx) {
-        (void)info; (void)ctx;
-        if (fd_bus_armed) {
-            fd_bus_armed = 0;
-            siglongjmp(fd_bus_jmp, 1);
-        }
-        sigaction(sig, &fd_bus_previous, NULL);   /* the fault repeats under the old action */
-    }
-    static int fd_bus_install(void) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = fd_bus_handler;
-        sa.sa_flags = SA_SIGINFO | SA_NODEFER;    /* the mask stays as it was: sigsetjmp(.., 0) is enough */
-        sigemptyset(&sa.sa_mask);
-        return sigaction(SIGBUS, &sa, &fd_bus_previous);
-    }
-    /* a macro: sigsetjmp must run in the frame that stays alive while armed */
-    #define fd_bus_arm() (fd_bus_armed = 1, sigsetjmp(fd_bus_jmp, 0))
-    #define fd_bus_disarm() (fd_bus_armed = 0)
-    """
+cdef extern from "sigbus.h":
     int fd_bus_install() nogil
     int fd_bus_arm() nogil
     void fd_bus_disarm() nogil

@@ -128,7 +128,7 @@ def dropped_of_kdump(path, present):
     pages in the bitmap at -d 1 and points them all at one descriptor)."""
     with KdumpReader(path) as r:
         kept = list(r.pfns())
-        raw = r._read(r.desc_off, DESC.size * len(kept))
+        raw = r.read_at(r.desc_off, DESC.size * len(kept))
     offs = [DESC.unpack_from(raw, i * DESC.size)[0] for i in range(len(kept))]
     shared = {o for o, n in collections.Counter(offs).items() if n > 1}
     kept_data = {p for p, o in zip(kept, offs) if o not in shared}

@@ -96,7 +96,7 @@ def header_flag_incomplete(path, fmt):
     with open(path, "rb") as f:
         head = f.read(kdump.HEADER.size)
     if fmt == "kdump":
-        return bool(struct.unpack_from("<I", head, kdump.HEADER.size - 40)[0] & kdump.STATUS_INCOMPLETE)
+        return bool(kdump.HEADER.unpack_named(head).status & kdump.STATUS_INCOMPLETE)
     return bool(struct.unpack_from("<I", head, 48)[0] & elf.ELF_INCOMPLETE_FLAG)
 
 

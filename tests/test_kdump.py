@@ -7,7 +7,7 @@ import struct
 import pytest
 
 import fastdump
-from fastdump.formats import kdump
+from fastdump.formats import codecs, kdump
 from support import digests, kdumpfile_digests, makedumpfile, makedumpfile_has_zstd
 
 STANDARD = ["zstd", "zlib", "lzo", "snappy", "none"]
@@ -67,7 +67,7 @@ def test_header_fields(dumps, vmcore):
     assert sysname.rstrip(b"\0") == b"Linux" and machine.rstrip(b"\0") == b"x86_64"
     assert release.rstrip(b"\0") == b"6.1.0-fastdump-synthetic"   # read from init_uts_ns in memory
     assert tv_sec == 1764000000 and tv_usec == 0
-    assert status == kdump.FLAG_ZSTD and block == 4096 and nr_cpus == 2
+    assert status == codecs.ZSTD.flag and block == 4096 and nr_cpus == 2
     sub = kdump.SUB_HEADER.unpack_from(raw, 4096)
     assert sub[1] == 1 and sub[7] == 4200                          # dump_level, offset_note
     notes = raw[4200:4200 + sub[8]]
@@ -77,11 +77,11 @@ def test_header_fields(dumps, vmcore):
 def test_every_stored_page_is_smaller_than_a_page_or_raw(dumps):
     path, _ = dumps["zstd", 1]
     with fastdump.open(path) as d:
-        n = d._prefix[-1]
+        n = d.n_descriptors()
         raw = os.pread(d.fd, 24 * n, d.desc_off)
     for off, size, flags, pflags in struct.iter_unpack("<qIIQ", raw):
         assert pflags == 0 and off > 0
-        assert (flags == kdump.FLAG_ZSTD and size < 4096) or (flags == 0 and size == 4096)
+        assert (flags == codecs.ZSTD.flag and size < 4096) or (flags == 0 and size == 4096)
 
 
 @pytest.mark.parametrize("codec", ["lzo", "zstd"])
@@ -125,7 +125,7 @@ def test_no_larger_than_makedumpfile(vmcore, tmp_path, dumps, flag, codec):
 def test_lz4_dump_is_marked_fastdump_only(dumps):
     path, _ = dumps["lz4", 1]
     with fastdump.open(path) as d:
-        assert d.status & kdump.FLAG_LZ4_FASTDUMP
+        assert d.status & codecs.LZ4.flag
 
 
 @pytest.mark.parametrize("flag", ["-l", "-c"])

@@ -83,3 +83,14 @@ def test_unknown_things_are_named():
 def test_inconsistent_type_value_ignored():
     e = detect(K612.format(buddy="-268435456").replace("-184549376", "-129"))
     assert e.slab_value == -1 and any("PAGE_SLAB_MAPCOUNT_VALUE" in p for p in e.problems)
+
+
+def test_page_classes_come_from_one_enum():
+    """Stats and estimates name the classes of the enum the compiled scan counts by
+    (fastdump/_pageclass.pxd); the names are part of --stats-json."""
+    from fastdump._pageclass import PageClass
+
+    from fastdump import _pagescan
+    assert pt.CLASSES == ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
+    assert [PageClass["C_" + c.upper()] for c in pt.CLASSES] == list(range(len(pt.CLASSES)))
+    assert _pagescan.NCOUNTS == PageClass.NCOUNTS

@@ -130,7 +130,7 @@ def test_truncated_file(dumps, tmp_path, kind, keep):
 
 
 def test_incomplete_flag_reported(dumps, tmp_path):
-    status_at = kdump.HEADER.size - 40
+    status_at = kdump.HEADER.offset("status")
     bad = corrupt(dumps["zstd"], tmp_path, lambda b: struct.pack_into(
         "<I", b, status_at, struct.unpack_from("<I", b, status_at)[0] | kdump.STATUS_INCOMPLETE))
     r = verify(bad)

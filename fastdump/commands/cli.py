@@ -13,6 +13,8 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
+from ..formats import codecs
+from ..kernel.levels import MAX_LEVEL
 from ..options import int_arg, int_type
 from .parsing import Parser
 
@@ -57,8 +59,8 @@ def _levels(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad dump level {text!r}") from None
     for lv in levels:
-        if not 0 <= lv <= 31:
-            raise argparse.ArgumentTypeError(f"dump level {lv} is out of range 0..31")
+        if not 0 <= lv <= MAX_LEVEL:
+            raise argparse.ArgumentTypeError(f"dump level {lv} is out of range 0..{MAX_LEVEL}")
     return levels
 
 
@@ -77,13 +79,7 @@ def build_parser():
                    help="makedumpfile dump level 0..31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
                         "a list falls back to the next level when the target fills up")
     comp = p.add_mutually_exclusive_group()
-    comp.add_argument("--compress", choices=["zstd", "lz4", "lzo", "snappy", "zlib", "none"],
-                      help="page compression (lz4 is fastdump's own: convert before sharing)")
-    comp.add_argument("-c", dest="compress", action="store_const", const="zlib", help="zlib (as makedumpfile -c)")
-    comp.add_argument("-z", dest="compress", action="store_const", const="zstd", help="zstd (as makedumpfile -z)")
-    comp.add_argument("-l", dest="compress", action="store_const", const="lzo", help="LZO (as makedumpfile -l)")
-    comp.add_argument("-p", dest="compress", action="store_const", const="snappy",
-                      help="snappy (as makedumpfile -p)")
+    codecs.add_options(comp)
     p.add_argument("-E", dest="format", action="store_const", const="elf", help="write a filtered ELF dump")
     p.add_argument("--format", choices=["kdump", "elf"], help="output format (default kdump)")
     p.add_argument("-F", "--flatten", dest="flat", action="store_true",

@@ -13,9 +13,8 @@ import os
 
 from .. import safefile
 from ..errors import FormatError, UsageError
-from ..formats import elf
+from ..formats import codecs, elf
 from ..formats.flat import rearrange
-from ..formats.kdump import DESC
 from ..options import path_arg
 from ..sources.opener import open_dump, sniff
 from .cli import _levels
@@ -24,29 +23,14 @@ from .parsing import Parser
 DIRECT_MAP = 0xFFFF888000000000
 
 
-def _with_descriptors(reader, runs):
-    """The first dumped runs, as far as the file holds their descriptors: a 2nd bitmap
-    claiming more pages than that costs no work and no temp file beyond the file's size."""
-    left = max(0, (reader.file_size - reader.desc_off) // DESC.size)
-    out = []
-    for a, b in runs:
-        if left <= 0:
-            break
-        b = min(b, a + left)
-        out.append((a, b))
-        left -= b - a
-    return out
-
-
 def kdump_to_elf(reader, path):
     """Unpack an opened kdump-compressed dump into a sparse ELF vmcore at ``path``."""
     from .. import _core
     ps = reader.page_size
     present = reader.bitmap1()
-    dumped = reader.bitmap2()
     nbits = reader.max_mapnr
     pieces = []   # (start_pfn, stored_end_pfn, described_end_pfn)
-    dumped_runs, j = _with_descriptors(reader, _core.bitmap_runs(dumped, nbits)), 0
+    dumped_runs, j = list(reader.runs_in_file()), 0
     for a, b in _core.bitmap_runs(present, nbits):
         # both run lists are sorted: one merge, never present runs x dumped runs
         while j < len(dumped_runs) and dumped_runs[j][1] <= a:
@@ -128,9 +112,8 @@ def main(argv):
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("-d", "--dump-level", type=_levels, default=[0])
-    p.add_argument("--compress", choices=["zstd", "lz4", "lzo", "snappy", "zlib", "none"], default="zstd")
-    p.add_argument("-c", dest="compress", action="store_const", const="zlib")
-    p.add_argument("-z", dest="compress", action="store_const", const="zstd")
+    codecs.add_options(p)
+    p.set_defaults(compress="zstd")
     p.add_argument("-E", dest="format", action="store_const", const="elf")
     p.add_argument("--format", choices=["kdump", "elf"])
     p.set_defaults(format="kdump")

@@ -9,6 +9,7 @@ the result: what was dropped, what was kept, and the dump's own description.
 import os
 
 from .. import safefile
+from ..kernel.levels import MAX_LEVEL
 from ..options import int_type
 from .parsing import Parser
 
@@ -36,8 +37,8 @@ def main(argv):
     example = SyntheticVmcore(VmcoreSpec(ram_size=ram, osrelease="6.12.0-fastdump-demo"), layout=layout)
     example.write(src, force=args.force)
     print(f"generated {src}: an ELF vmcore of a {args.size} MiB machine ({os.path.getsize(src) >> 20} MiB file)")
-    stats = dump(src, out, level=31, compress="zstd", force=args.force, progress="auto")
+    stats = dump(src, out, level=MAX_LEVEL, compress="zstd", force=args.force, progress="auto")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.excluded.items()))
-    print(f"copied to {out} at -d 31 with zstd on {stats.threads} threads in {stats.seconds:.2f} s: "
+    print(f"copied to {out} at -d {MAX_LEVEL} with zstd on {stats.threads} threads in {stats.seconds:.2f} s: "
           f"{stats.pages_kept} pages kept, dropped {dropped}; {stats.bytes_written >> 20} MiB written")
     return info_main([out])

@@ -4,8 +4,14 @@ import json
 import sys
 
 from ..kernel.estimate import estimate
+from ..kernel.levels import DumpLevel
 from ..sources.vmcore import ElfSource
 from .parsing import Parser
+
+#: the levels whose kept pages are printed: none, each bit alone, and the usual combinations
+SHOWN_LEVELS = (0, *(int(b) for b in (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE, DumpLevel.USER,
+                                       DumpLevel.FREE)),
+                int(DumpLevel.ZERO | DumpLevel.FREE), int(DumpLevel.ALL & ~DumpLevel.USER), int(DumpLevel.ALL))
 
 
 def main(argv=None):
@@ -27,7 +33,7 @@ def main(argv=None):
     for cls, n in est["pages"].items():
         print(f"  {cls:<14} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
     print("dump level -> kept pages (zero pages not subtracted):", file=out)
-    for level in (0, 1, 2, 4, 8, 16, 17, 23, 31):
+    for level in SHOWN_LEVELS:
         n = est["kept"][level]
         print(f"  -d {level:<2} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
     return 0

@@ -1,10 +1,9 @@
 """``fastdump info FILE``: what a dump holds (format, kernel, pages per state, compression)."""
 
 import json
-import struct
 from collections import Counter
 
-from ..formats import kdump
+from ..formats import codecs
 from ..sources.opener import open_dump
 from .parsing import Parser
 
@@ -16,12 +15,12 @@ def page_census(d):
         total = d.n_descriptors()
         chunk = 1 << 14
         for i in range(0, total, chunk):
-            raw = d._read(d.desc_off + kdump.DESC.size * i, kdump.DESC.size * min(chunk, total - i))
-            for off, size, flags, _ in struct.iter_unpack("<qIIQ", raw):
+            descs = d.read_descriptors(i, min(chunk, total - i))
+            for off, flags in zip(descs.offsets, descs.flags):
                 if off == 0:
                     counts["lost"] += 1
                     continue
-                name = kdump.FLAG_NAMES.get(flags, hex(flags))
+                name = codecs.flag_name(flags)
                 counts[name] += 1
                 if first is None or off < first:
                     first, at_first = off, Counter()

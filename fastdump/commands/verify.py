@@ -25,7 +25,6 @@ import bisect
 import contextlib
 import json
 import os
-import struct
 import threading
 import time
 import zlib
@@ -33,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
 from ..errors import FastdumpError, FormatError
-from ..formats import checksums, kdump
+from ..formats import checksums, codecs, kdump
 from ..options import path_arg, threads_arg
 from ..sources.opener import open_dump, sniff
 from ..sources.vmcore import ElfSource
@@ -109,13 +108,6 @@ def _run_tasks(task, tasks, threads):
 
 # ------------------------------------------------------------------ kdump ---
 
-def _runs_in(bitmap, nbits, lo, hi):
-    for a, b in _core.bitmap_runs(bitmap, nbits):
-        a, b = max(a, lo), min(b, hi)
-        if a < b:
-            yield a, b
-
-
 def _chunks(runs, size):
     """Split pfn runs into tasks of at most ``size`` pfns: (first descriptor index, runs)."""
     task, n, index = [], 0, 0
@@ -139,17 +131,12 @@ def _check_kdump(r, source, threads, result, problems):
         problems.add(f"block size {ps} differs from the page size")
     if r.header_version < 1 or r.header_version > 6:
         problems.add(f"unknown header version {r.header_version}")
-    known = kdump.FLAG_ZLIB | kdump.FLAG_LZO | kdump.FLAG_SNAPPY | kdump.FLAG_ZSTD | kdump.FLAG_LZ4_FASTDUMP \
-        | kdump.STATUS_INCOMPLETE | kdump.STATUS_EXCLUDED_VMEMMAP
-    if r.status & ~known:
-        problems.add(f"unknown header status bits {r.status & ~known:#x}")
-    header_codec = r.status & (kdump.FLAG_ZLIB | kdump.FLAG_LZO | kdump.FLAG_SNAPPY | kdump.FLAG_ZSTD
-                               | kdump.FLAG_LZ4_FASTDUMP)
+    if r.status & ~kdump.STATUS_KNOWN:
+        problems.add(f"unknown header status bits {r.status & ~kdump.STATUS_KNOWN:#x}")
+    header_codec = r.header_codec_flags()
     if header_codec & (header_codec - 1):
         problems.add(f"header names more than one compression ({header_codec:#x})")
-    # bitmaps: read in full (the region, padding included)
-    b1 = r._read(r.bitmap1_off, r.bitmap_len)
-    b2 = r._read(r.bitmap2_off, r.bitmap_len)
+    b1, b2 = r.bitmap_regions()    # in full, padding included
     nbits = r.max_mapnr
     step = 1 << 20
     stray = 0
@@ -167,8 +154,7 @@ def _check_kdump(r, source, threads, result, problems):
         full_from = tail + (1 if nbits % 8 else 0)
         if beyond or any(bm[full_from:]):
             problems.add(f"{name} bitmap has bits set past max_mapnr {nbits}")
-    lo, hi = (r.start_pfn, r.end_pfn) if r.split else (0, nbits)
-    ndesc = _core.bitmap_count_range(b2, lo, hi) if hi > lo else 0
+    ndesc = r.n_descriptors()
     result["pages"] = ndesc
     result["pages_present"] = _core.bitmap_count(b1, nbits)
     data_start = r.desc_off + DESC.size * ndesc
@@ -180,41 +166,37 @@ def _check_kdump(r, source, threads, result, problems):
     if sums is not None and sums.scheme != checksums.PER_DESCRIPTOR:
         problems.add("the checksum trailer is not one of a kdump-compressed dump")
         sums = None
-    codecs = {}
+    codec_counts = {}
     counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
         first_index, runs = arg
         n = sum(b - a for a, b in runs)
-        desc_at = r.desc_off + DESC.size * first_index
-        raw = os.pread(r.fd, DESC.size * n, desc_at)
-        if len(raw) < DESC.size * n:
-            have = len(raw) // DESC.size
+        descs = r.read_descriptors(first_index, n, partial=True)
+        if len(descs) < n:
+            have = len(descs)
             problems.add(f"descriptors {first_index + have}..{first_index + n - 1} are past the end of the file",
                          n - have)
-            raw = raw[:have * DESC.size]
-        words = memoryview(raw).cast("Q")          # off, size | flags << 32, page_flags
-        offs = [o - (1 << 64) if o >> 63 else o for o in words[0::3]]
-        sfs = words[1::3].tolist()
+        offs, stored = descs.offsets, list(zip(descs.offsets, descs.sizes, descs.flags))
         pfns = [p for a, b in runs for p in range(a, b)][:len(offs)]
         want, unwritten, my_codecs = {}, 0, {}
-        for pfn, off, sf in zip(pfns, offs, sfs):
-            size, flags = sf & 0xFFFFFFFF, sf >> 32
+        for pfn, key in zip(pfns, stored):
+            off, size, flags = key
             if off == 0 and size == 0:
                 unwritten += 1
                 continue
-            key = (off, size, flags)
             if key in want:
-                my_codecs[kdump.FLAG_NAMES[flags]] += 1
+                my_codecs[codecs.by_flag(flags).name] += 1
                 continue
-            name = kdump.FLAG_NAMES.get(flags)
-            if name is None:
+            codec = codecs.by_flag(flags)
+            if codec is None:
                 problems.add(f"pfn {pfn:#x}: unknown descriptor flags {flags:#x}")
                 continue
+            name = codec.name
             my_codecs[name] = my_codecs.get(name, 0) + 1
             if flags and header_codec and flags != header_codec:
                 problems.add(f"pfn {pfn:#x}: page compressed with {name}, the header says "
-                             f"{kdump.FLAG_NAMES.get(header_codec, hex(header_codec))}")
+                             f"{codecs.flag_name(header_codec)}")
             if off < data_start or off + size > r.file_size:
                 problems.add(f"pfn {pfn:#x}: page data {off:#x}+{size} is outside the page data area "
                              f"({data_start:#x}..{r.file_size:#x})")
@@ -234,7 +216,7 @@ def _check_kdump(r, source, threads, result, problems):
                 j += 1
                 span_end = max(span_end, keys[j][0] + keys[j][1])
             base = keys[i][0]
-            buf = memoryview(os.pread(r.fd, span_end - base, base))
+            buf = memoryview(r.read_upto(base, span_end - base))
             for k in keys[i:j + 1]:
                 off, size, flags = k
                 data = buf[off - base:off - base + size]
@@ -257,10 +239,10 @@ def _check_kdump(r, source, threads, result, problems):
         if source is not None:
             run_iter = iter(runs)
             cur = next(run_iter, None)
-            for pfn, off, sf in zip(pfns, offs, sfs):
+            for pfn, key in zip(pfns, stored):
                 while cur is not None and pfn >= cur[1]:
                     cur = next(run_iter, None)
-                page = want.get((off, sf & 0xFFFFFFFF, sf >> 32))
+                page = want.get(key)
                 if page is None or isinstance(page, str) or cur is None:
                     continue
                 buf, a = src_pages[cur]
@@ -270,11 +252,11 @@ def _check_kdump(r, source, threads, result, problems):
                 compared += 1
         for k, page in want.items():
             if isinstance(page, str):
-                n_bad = sum(1 for off, sf in zip(offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
-                pfn = next(p for p, off, sf in zip(pfns, offs, sfs) if (off, sf & 0xFFFFFFFF, sf >> 32) == k)
+                n_bad = stored.count(k)
+                pfn = pfns[stored.index(k)]
                 problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
         if sums is not None:     # after the structural checks: their message says more
-            _check_page_sums(r, sums, first_index, raw, runs, problems, counts, counts_lock)
+            _check_page_sums(r, sums, first_index, descs.raw, runs, problems, counts, counts_lock)
         written = [o for o in offs if o]
         with counts_lock:
             if written:
@@ -283,9 +265,9 @@ def _check_kdump(r, source, threads, result, problems):
             counts["compared"] += compared
             counts["checked"] += len(offs) - unwritten
             for k, v in my_codecs.items():
-                codecs[k] = codecs.get(k, 0) + v
+                codec_counts[k] = codec_counts.get(k, 0) + v
 
-    _run_tasks(task, _chunks(_runs_in(b2, nbits, lo, hi), CHUNK), threads)
+    _run_tasks(task, _chunks(r.dumped_runs(), CHUNK), threads)
     first = counts.get("min_offset")
     if first is not None and data_start <= r.file_size and not r.incomplete:
         gap = r.data_gap(first)
@@ -294,9 +276,9 @@ def _check_kdump(r, source, threads, result, problems):
                          f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")
         else:
             result["pages_unreadable"] = gap[0]
-            if gap[1] is not None and any(r._read(gap[1], ps)):
+            if gap[1] is not None and any(r.read_at(gap[1], ps)):
                 problems.add(f"the shared zero page at {gap[1]:#x} is not all zeros")
-    result["codecs"] = codecs
+    result["codecs"] = codec_counts
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unwritten"] = counts["unwritten"]
@@ -341,7 +323,7 @@ def _check_page_sums(r, sums, first_index, raw, runs, problems, counts, lock):
     n = len(raw) // DESC.size
     want_n = max(0, min(n, sums.array_count - first_index))
     at = sums.array_off + 4 * first_index
-    stored = os.pread(r.fd, 4 * want_n, at) if want_n else b""
+    stored = r.read_upto(at, 4 * want_n) if want_n else b""
     if len(stored) < 4 * want_n:
         problems.add(f"the checksums of descriptors {first_index + len(stored) // 4}.. are past the end of the file")
     bad = _core.kdump_crc_mismatches(r.fd, raw[:DESC.size * (len(stored) // 4)], stored, r.page_size)
@@ -434,9 +416,9 @@ def _check_elf_blocks(d, sums, threads, result, problems):
         at = sums.data_off + first * sums.block
         data = os.pread(d.fd, min(n * sums.block, sums.data_off + sums.data_len - at), at)
         crcs, carry, have = _core.crc_blocks(data, sums.block)
-        got = [c for (c,) in struct.iter_unpack("<I", crcs)] + ([carry] if have else [])
+        got = checksums.entries(crcs) + ([carry] if have else [])
         stored = os.pread(d.fd, 4 * n, sums.array_off + 4 * first)
-        want = [c for (c,) in struct.iter_unpack("<I", stored[:len(stored) // 4 * 4])] \
+        want = checksums.entries(stored) \
             if len(data) == min(n * sums.block, sums.data_off + sums.data_len - at) else []
         bad = [first + i for i in range(n) if i >= len(want) or i >= len(got) or got[i] != want[i]]
         with lock:
@@ -519,13 +501,13 @@ def verify(path, source=None, threads=None):
 
 def _verdict(r):
     what = f"{r['format'] or 'unknown format'}"
-    codecs = ", ".join(f"{k} {v}" for k, v in sorted(r["codecs"].items()))
+    used = ", ".join(f"{k} {v}" for k, v in sorted(r["codecs"].items()))
     if r["ok"]:
         cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
-        codecs = f" ({codecs})" if codecs else ""
+        used = f" ({used})" if used else ""
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""
-        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{codecs}{cmp}{lost}, "
+        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{used}{cmp}{lost}, "
                 f"{_sums_note(r)}, {r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1

@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
 from ..errors import SourceError
+from ..formats import codecs
 
-CODECS = {"none": _core.CODEC_NONE, "zlib": _core.CODEC_ZLIB, "lz4": _core.CODEC_LZ4,
-          "zstd": _core.CODEC_ZSTD, "lzo": _core.CODEC_LZO, "snappy": _core.CODEC_SNAPPY}
 DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
 
@@ -52,7 +51,7 @@ class CopyEngine:
         if use_mmap is None:
             use_mmap = _mappable(source.fd)
         self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
-        self.codec = CODECS[codec]
+        self.codec = codecs.by_name(codec).core
         self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]
         self.source = source
 

@@ -21,7 +21,8 @@ from .. import _core, safefile
 from ..formats import elf as elfmod
 from .engine import CopyEngine
 from ..errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
-from ..formats import elfdump, kdump
+from ..formats import codecs, elfdump, kdump
+from ..kernel.levels import MAX_LEVEL, DumpLevel
 from ..options import PROGRESS, DumpOptions, choice_arg
 from .progress import Progress
 from ..sources.vmcore import ElfSource
@@ -30,7 +31,6 @@ from ..kernel.utsname import read_utsname
 
 CYCLE_PFNS = 1 << 23          # 32 GiB of 4 KiB pages; a cycle bitmap is 1 MiB
 BITMAP_CACHE_BYTES = 8 << 20  # beyond this, cycle bitmaps go to a temp file
-CLASS_BITS = 2 | 4 | 8 | 16
 UNREADABLE_LISTED = 1000
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
 ROOM_MARGIN = 1.1             # a sampled estimate refuses a target only when this far over its room
@@ -150,11 +150,11 @@ def _make_judge(source, level, warn):
     try:
         from ..kernel.judge import make_judge
     except ImportError:
-        if level & CLASS_BITS:
+        if level & DumpLevel.CLASSES:
             raise UsageError(f"dump level {level}: excluding cache, user or free pages (bits 2, 4, 8, 16) "
                              "is not available in this build") from None
         return None
-    if level & CLASS_BITS:
+    if level & DumpLevel.CLASSES:
         return make_judge(source, level, warn=warn)
     try:
         judge = make_judge(source, level, warn=warn)
@@ -324,7 +324,7 @@ class Dump:
         on the target with the most room, left flagged incomplete (exit non-zero)."""
         self._save_kernel_log(src, [t for t, _, _ in no_room])
         filled = {t.spec for t, _, e in no_room if not getattr(e, "estimated", False)}
-        level = self.levels[-1] if len(self.levels) > 1 else 31
+        level = self.levels[-1] if len(self.levels) > 1 else MAX_LEVEL
         if level not in self.levels:
             for target, _, e in no_room:
                 self.warn(f"{target.spec}: no room for dump level {self.levels[-1]} ({e}); "
@@ -414,7 +414,7 @@ class Dump:
             elfdump.check_fits_elf32(src.loads)   # before reading any page
         plan.reads = BitmapStore(self._spill_dir())
         plan.segments = [elfdump.Segment(p, src.page_size) for p in src.loads]
-        zero_check = bool(plan.level & 1)
+        zero_check = bool(plan.level & DumpLevel.ZERO)
         self.progress.phase("zero scan" if zero_check else "layout", plan.num_dumpable)
         by_cycle = {}    # cycle -> the segments storing pages in it: #segments x #cycles stays linear
         for seg in plan.segments:
@@ -490,7 +490,7 @@ class Dump:
             return elfdump.ElfDumpWriter.size_of(src, plan.segments, self._elfclass(src))
         layout = kdump.KdumpLayout(block_size=src.page_size, max_mapnr=src.max_pfn, note_size=len(src.note_bytes))
         ratio = self._sample_ratio(src, plan, engine) if sample else 1.0
-        zero_page = src.page_size if plan.level & 1 else 0
+        zero_page = src.page_size if plan.level & DumpLevel.ZERO else 0
         return (layout.desc_table + kdump.DESC.size * plan.num_dumpable + zero_page
                 + int(plan.num_dumpable * src.page_size * ratio))
 
@@ -500,7 +500,7 @@ class Dump:
             return 1.0
         step = max(1, plan.num_dumpable // samples)
         totals = [0, 0]    # raw, stored
-        flag = kdump.CODEC_FLAGS[self.compress]
+        flag = codecs.by_name(self.compress).flag
 
         def windows():
             seen = 0
@@ -519,7 +519,7 @@ class Dump:
                 totals[1] += job.kdump_descriptors(0, 0, flag)[1]
                 totals[0] += (job.n_pages - job.unreadable_pages) * src.page_size
 
-        engine.run(windows(), measure, zero_check=bool(plan.level & 1))
+        engine.run(windows(), measure, zero_check=bool(plan.level & DumpLevel.ZERO))
         return min(1.0, totals[1] / totals[0]) if totals[0] else 1.0
 
     # -- pass 2: write ------------------------------------------------------------
@@ -656,10 +656,10 @@ class Dump:
             self.progress.update(job.n_pages)
 
         zeros0, unreadable0 = stats.pages_zero, stats.pages_unreadable
-        engine.run(windows(), commit, zero_check=bool(plan.level & 1))
+        engine.run(windows(), commit, zero_check=bool(plan.level & DumpLevel.ZERO))
         stats.pages_kept += (writer.pages_written - (stats.pages_zero - zeros0)
                              - (stats.pages_unreadable - unreadable0))
-        if plan.level & 1:
+        if plan.level & DumpLevel.ZERO:
             stats.excluded["zero"] = stats.pages_zero
 
     def _elfclass(self, src):

@@ -37,6 +37,7 @@ PER_DESCRIPTOR, PER_BLOCK = 1, 2
 REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
 FOOTER_MAGIC = b"FDSUMEND"
 FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
+ENTRY = struct.Struct("<I")            # one entry of the array
 
 #: the trailer of a 64 TiB machine's kdump dump (a region per bitmap block) is about 24 MiB
 MAX_TRAILER = 256 << 20
@@ -45,6 +46,17 @@ HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP1: "1st bitmap",
               BITMAP2: "2nd bitmap", ZERO_PAGE: "shared zero page",
               ELF_HEADERS: "ELF header, program headers and notes"}
+
+
+def page_entry(data_crc, desc):
+    """The array entry of one kdump page: crc32 of its stored bytes (``data_crc``),
+    continued over its descriptor's bytes (the compiled core computes the same)."""
+    return ENTRY.pack(zlib.crc32(desc, data_crc))
+
+
+def entries(raw):
+    """The crc32 values of an array's bytes (a cut last entry left out)."""
+    return [c for (c,) in ENTRY.iter_unpack(raw[:len(raw) // ENTRY.size * ENTRY.size])]
 
 
 class Builder:

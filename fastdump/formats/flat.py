@@ -128,7 +128,7 @@ def rearrange(stream, target, *, force=False, max_size=None):
                 data = _read_exact(stream, n, f"record {records}")
                 if offset == 0 and n >= kdump.HEADER.size and data.startswith(kdump.SIGNATURE):
                     final_head = data[:kdump.HEADER.size]        # until the end: flagged incomplete
-                    data = salvage.flag_incomplete(final_head) + data[kdump.HEADER.size:]
+                    data = kdump.flag_incomplete(final_head) + data[kdump.HEADER.size:]
                 sink.pwrite(data, offset)
                 offset += n
                 size -= n

@@ -13,35 +13,68 @@ do not look (``checksums.py``).
 import os
 import stat
 import struct
+from collections import namedtuple
 
 from .. import _core
-from . import elf
-from . import checksums
-from ..sources.files import ReadOnlyFile
 from ..errors import FormatError
+from ..kernel.levels import DumpLevel
 from ..kernel.vmcoreinfo import VmcoreInfo
+from ..sources.files import ReadOnlyFile
+from . import checksums, codecs, elf
 
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6
-HEADER = struct.Struct("<8si65s65s65s65s65s65s6xqqIiiIIIIIIi")   # 464 bytes, x86_64 layout
-SUB_HEADER = struct.Struct("<QiiQQQQQQQQQQQ")                  # 104 bytes
-DESC = struct.Struct("<qIIQ")
 
-# Header status bits and page descriptor flags.
-FLAG_ZLIB = 0x1
-FLAG_LZO = 0x2
-FLAG_SNAPPY = 0x4
+
+class Layout(struct.Struct):
+    """An on-disk C struct: its little-endian struct format with a name per value, so
+    the writer packs and the reader unpacks fields by name (``unpack_named``,
+    ``pack_named``, ``offset``) and no one counts bytes.  Padding has no name."""
+
+    def __init__(self, name, fields):
+        super().__init__("<" + "".join(fmt for _, fmt in fields))
+        self.fields = namedtuple(name, [n for n, _ in fields if n])
+        self._offsets = {}
+        at = ""
+        for n, fmt in fields:
+            if n:
+                self._offsets[n] = struct.calcsize("<" + at)
+            at += fmt
+
+    def unpack_named(self, buf, offset=0):
+        return self.fields._make(self.unpack_from(buf, offset))
+
+    def pack_named(self, **values):
+        return self.pack(*self.fields(**values))
+
+    def offset(self, name):
+        """Where field ``name`` lies in the struct's bytes."""
+        return self._offsets[name]
+
+
+#: makedumpfile's struct disk_dump_header (x86_64: the timeval is 8-aligned), 464 bytes
+HEADER = Layout("DiskDumpHeader", [
+    ("signature", "8s"), ("header_version", "i"),
+    ("sysname", "65s"), ("nodename", "65s"), ("release", "65s"), ("version", "65s"), ("machine", "65s"),
+    ("domainname", "65s"), (None, "6x"), ("tv_sec", "q"), ("tv_usec", "q"), ("status", "I"),
+    ("block_size", "i"), ("sub_hdr_size", "i"), ("bitmap_blocks", "I"), ("max_mapnr", "I"),
+    ("total_ram_blocks", "I"), ("device_blocks", "I"), ("written_blocks", "I"), ("current_cpu", "I"),
+    ("nr_cpus", "i")])
+UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+#: struct kdump_sub_header as of header version 6, 104 bytes (the reader uses a field
+#: only from the header version that introduced it on)
+SUB_HEADER = Layout("KdumpSubHeader", [
+    ("phys_base", "Q"), ("dump_level", "i"), ("split", "i"), ("start_pfn", "Q"), ("end_pfn", "Q"),
+    ("offset_vmcoreinfo", "Q"), ("size_vmcoreinfo", "Q"), ("offset_note", "Q"), ("size_note", "Q"),
+    ("offset_eraseinfo", "Q"), ("size_eraseinfo", "Q"), ("start_pfn_64", "Q"), ("end_pfn_64", "Q"),
+    ("max_mapnr_64", "Q")])
+#: page_desc_t: where one page's stored bytes are, how many, and how they are compressed
+DESC = Layout("PageDesc", [("offset", "q"), ("size", "I"), ("flags", "I"), ("page_flags", "Q")])
+
+# Header status bits besides the compression (``codecs.FLAG_MASK``).
 STATUS_INCOMPLETE = 0x8
 STATUS_EXCLUDED_VMEMMAP = 0x10
-FLAG_ZSTD = 0x20
-#: fastdump's own flag for LZ4 block-compressed pages.  No other tool reads it;
-#: ``fastdump convert`` rewrites such a dump with a standard compressor.
-FLAG_LZ4_FASTDUMP = 0x40
-
-CODEC_FLAGS = {"none": 0, "zlib": FLAG_ZLIB, "lzo": FLAG_LZO, "snappy": FLAG_SNAPPY, "lz4": FLAG_LZ4_FASTDUMP,
-               "zstd": FLAG_ZSTD}
-FLAG_NAMES = {0: "none", FLAG_ZLIB: "zlib", FLAG_LZO: "lzo", FLAG_SNAPPY: "snappy", FLAG_ZSTD: "zstd",
-              FLAG_LZ4_FASTDUMP: "lz4"}
+STATUS_KNOWN = codecs.FLAG_MASK | STATUS_INCOMPLETE | STATUS_EXCLUDED_VMEMMAP
 
 
 #: The notes of a dump are a few KiB per CPU; more is a corrupt size field.
@@ -76,7 +109,7 @@ class KdumpWriter:
         self.page_size = page_size
         self.layout = KdumpLayout(block_size=page_size, max_mapnr=max_mapnr, note_size=len(notes))
         self.dump_level = dump_level
-        self.codec_flag = CODEC_FLAGS[codec]
+        self.codec_flag = codecs.by_name(codec).flag
         self.notes = notes
         self.vmci = (vmcoreinfo_desc_offset, vmcoreinfo_size)
         self.nr_cpus = nr_cpus
@@ -94,21 +127,24 @@ class KdumpWriter:
     # -- headers --------------------------------------------------------------
     def header_bytes(self, *, incomplete):
         status = self.codec_flag | (STATUS_INCOMPLETE if incomplete else 0)
-        uts = [f.encode()[:64] for f in self.utsname]
+        uts = dict(zip(UTSNAME_FIELDS, (f.encode()[:64] for f in self.utsname)))
         lay = self.layout
-        return HEADER.pack(SIGNATURE, HEADER_VERSION, *uts, self.crashtime, 0, status,
-                           self.page_size, lay.sub_hdr_size, lay.bitmap_blocks,
-                           min(lay.max_mapnr, 0xFFFFFFFF), 0, 0, 0, 0, self.nr_cpus)
+        return HEADER.pack_named(signature=SIGNATURE, header_version=HEADER_VERSION, **uts,
+                                 tv_sec=self.crashtime, tv_usec=0, status=status, block_size=self.page_size,
+                                 sub_hdr_size=lay.sub_hdr_size, bitmap_blocks=lay.bitmap_blocks,
+                                 max_mapnr=min(lay.max_mapnr, 0xFFFFFFFF), total_ram_blocks=0, device_blocks=0,
+                                 written_blocks=0, current_cpu=0, nr_cpus=self.nr_cpus)
 
     def sub_header_bytes(self):
         lay = self.layout
         vm_off, vm_size = self.vmci
         start, end = self.split or (0, 0)
-        return SUB_HEADER.pack(self.phys_base & ((1 << 64) - 1), self.dump_level, 1 if self.split else 0,
-                               min(start, 0xFFFFFFFF), min(end, 0xFFFFFFFF),
-                               lay.offset_note + vm_off if vm_size else 0, vm_size,
-                               lay.offset_note if self.notes else 0, len(self.notes),
-                               0, 0, start, end, lay.max_mapnr)
+        return SUB_HEADER.pack_named(
+            phys_base=self.phys_base & ((1 << 64) - 1), dump_level=self.dump_level, split=1 if self.split else 0,
+            start_pfn=min(start, 0xFFFFFFFF), end_pfn=min(end, 0xFFFFFFFF),
+            offset_vmcoreinfo=lay.offset_note + vm_off if vm_size else 0, size_vmcoreinfo=vm_size,
+            offset_note=lay.offset_note if self.notes else 0, size_note=len(self.notes),
+            offset_eraseinfo=0, size_eraseinfo=0, start_pfn_64=start, end_pfn_64=end, max_mapnr_64=lay.max_mapnr)
 
     def write_prologue(self):
         """Header (marked incomplete until ``finish``), sub header and notes."""
@@ -142,7 +178,7 @@ class KdumpWriter:
         for those, sits between the zero block and the first page's data."""
         self.desc_off = self.layout.desc_table + DESC.size * desc_base
         self.data_off = self.layout.desc_table + DESC.size * num_dumpable
-        if self.dump_level & 1:
+        if self.dump_level & DumpLevel.ZERO:
             self.zero_off = self.data_off
             self.sink.pwrite(bytes(self.page_size), self.zero_off)
             self.sums.region(checksums.ZERO_PAGE, self.zero_off, bytes(self.page_size))
@@ -223,20 +259,45 @@ def decode_page(flag, data, page_size):
     ``convert``): raw, or through the compiled core, which handles every method
     makedumpfile or fastdump writes (zlib, LZO, snappy, zstd, fastdump's lz4), each
     bounded to one page.  Raises FormatError when it is not exactly one page."""
-    if flag == 0:
+    codec = codecs.by_flag(flag)
+    if codec is None:
+        raise FormatError(f"unknown page compression flag {flag:#x}")
+    if codec is codecs.NONE:
         if len(data) != page_size:
             raise FormatError(f"raw page of {len(data)} bytes, not {page_size}")
         return bytes(data)
-    if flag not in FLAG_NAMES:
-        raise FormatError(f"unknown page compression flag {flag:#x}")
     try:
         return _core.decompress_page(flag, data, page_size)
     except ValueError as e:
-        raise FormatError(f"{FLAG_NAMES[flag]} page: {e}") from None
+        raise FormatError(f"{codec.name} page: {e}") from None
+
+
+class Descriptors:
+    """Consecutive page descriptors decoded at once, as columns (``offsets``,
+    ``sizes``, ``flags``, ``page_flags``) beside their ``raw`` bytes; iterating
+    gives one ``DESC.fields`` tuple per descriptor."""
+
+    def __init__(self, raw):
+        self.raw = bytes(raw[:len(raw) // DESC.size * DESC.size])
+        words = memoryview(self.raw).cast("Q")     # offset, size | flags << 32, page_flags
+        self.offsets = [o - (1 << 64) if o >> 63 else o for o in words[0::3]]
+        size_flags = words[1::3].tolist()
+        self.sizes = [sf & 0xFFFFFFFF for sf in size_flags]
+        self.flags = [sf >> 32 for sf in size_flags]
+        self.page_flags = words[2::3].tolist()
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __iter__(self):
+        return map(DESC.fields, self.offsets, self.sizes, self.flags, self.page_flags)
 
 
 class KdumpReader(ReadOnlyFile):
-    """A kdump-compressed file (fastdump's or makedumpfile's) opened for reading."""
+    """A kdump-compressed file (fastdump's or makedumpfile's) opened for reading: the
+    one place that parses its headers, walks its bitmaps and descriptors and decodes
+    its pages.  ``verify``, ``info``, ``convert``, ``--reassemble`` and the salvage
+    of a cut file all read through these methods."""
 
     format = "kdump"
     error = FormatError
@@ -244,38 +305,42 @@ class KdumpReader(ReadOnlyFile):
     def __init__(self, path):
         self._open(path, self._load)
 
-    def _read(self, off, size):
+    def read_at(self, off, size):
+        """Exactly ``size`` bytes at ``off``; FormatError when the file is shorter."""
         if off < 0 or size < 0 or off + size > self.file_size:
             raise FormatError(f"{self.path}: truncated or corrupt (wanted {size} bytes at offset {off}, "
                               f"the file has {self.file_size})")
-        try:
-            data = os.pread(self.fd, size, off)
-        except OSError as e:
-            raise FormatError(f"{self.path}: read error at offset {off}: {e.strerror}") from None
+        data = self.read_upto(off, size)
         if len(data) != size:
             raise FormatError(f"{self.path}: truncated (wanted {size} bytes at offset {off})")
         return data
+
+    def read_upto(self, off, size):
+        """Up to ``size`` bytes at ``off``: fewer where the file ends (thread-safe)."""
+        try:
+            return os.pread(self.fd, max(0, size), off)
+        except OSError as e:
+            raise FormatError(f"{self.path}: read error at offset {off}: {e.strerror}") from None
 
     def _load(self):
         self.file_size = os.fstat(self.fd).st_size
         if self.file_size > 1 << 62 or not stat.S_ISREG(os.fstat(self.fd).st_mode):
             raise FormatError(f"{self.path}: not a regular file")
-        raw = self._read(0, HEADER.size)
-        (sig, version, *rest) = HEADER.unpack(raw)
-        if sig != SIGNATURE:
+        h = self.header = HEADER.unpack_named(self.read_at(0, HEADER.size))
+        if h.signature != SIGNATURE:
             raise FormatError(f"{self.path}: not a kdump-compressed file")
-        uts = [u.split(b"\0", 1)[0].decode("ascii", "replace") for u in rest[:6]]
-        (self.tv_sec, self.tv_usec, self.status, self.block_size, self.sub_hdr_size, self.bitmap_blocks,
-         max_mapnr32, _, _, _, _, self.nr_cpus) = rest[6:]
-        self.header_version = version
-        self.utsname = uts
+        self.utsname = [getattr(h, f).split(b"\0", 1)[0].decode("ascii", "replace") for f in UTSNAME_FIELDS]
+        self.tv_sec, self.tv_usec, self.status, self.nr_cpus = h.tv_sec, h.tv_usec, h.status, h.nr_cpus
+        self.block_size, self.sub_hdr_size, self.bitmap_blocks = h.block_size, h.sub_hdr_size, h.bitmap_blocks
+        self.header_version = version = h.header_version
         if self.block_size < 4096 or self.block_size & (self.block_size - 1) or self.block_size > 1 << 18:
             raise FormatError(f"{self.path}: bogus block size {self.block_size}")
         self.page_size = self.block_size
-        sub = SUB_HEADER.unpack(self._read(self.block_size, SUB_HEADER.size))
-        (self.phys_base, self.dump_level, self.split, _, _, vm_off, vm_size, note_off, note_size,
-         self.offset_eraseinfo, self.size_eraseinfo, self.start_pfn, self.end_pfn, max_mapnr64) = sub
-        self.max_mapnr = max_mapnr64 if version >= 6 else max_mapnr32
+        s = self.sub_header = SUB_HEADER.unpack_named(self.read_at(self.block_size, SUB_HEADER.size))
+        self.phys_base, self.dump_level, self.split = s.phys_base, s.dump_level, s.split
+        self.offset_eraseinfo, self.size_eraseinfo = s.offset_eraseinfo, s.size_eraseinfo
+        self.start_pfn, self.end_pfn = s.start_pfn_64, s.end_pfn_64
+        self.max_mapnr = s.max_mapnr_64 if version >= 6 else h.max_mapnr
         if not self.split:
             self.start_pfn, self.end_pfn = 0, self.max_mapnr
         elif not 0 <= self.start_pfn <= self.end_pfn <= self.max_mapnr:
@@ -289,22 +354,23 @@ class KdumpReader(ReadOnlyFile):
         self.desc_off = self.bitmap2_off + self.bitmap_len
         if self.file_size < self.desc_off:
             raise FormatError(f"{self.path}: truncated inside the bitmaps")
-        if version >= 4 and note_off and note_size:
-            if note_size > MAX_NOTE_BYTES:
-                raise FormatError(f"{self.path}: ELF notes of {note_size} bytes are implausibly large")
-            self.note_bytes = self._read(note_off, note_size)
+        if version >= 4 and s.offset_note and s.size_note:
+            if s.size_note > MAX_NOTE_BYTES:
+                raise FormatError(f"{self.path}: ELF notes of {s.size_note} bytes are implausibly large")
+            self.note_bytes = self.read_at(s.offset_note, s.size_note)
         else:
             self.note_bytes = b""
         self.notes = elf.parse_notes(self.note_bytes)
         vmci = [n for n in self.notes if n.name == b"VMCOREINFO"]
+        vm_off, vm_size = s.offset_vmcoreinfo, s.size_vmcoreinfo
         if vmci:
             self.vmcoreinfo = VmcoreInfo.from_note(vmci[0].desc)
         elif version >= 3 and vm_off and vm_size and vm_size <= MAX_NOTE_BYTES:
-            self.vmcoreinfo = VmcoreInfo.from_note(self._read(vm_off, vm_size))
+            self.vmcoreinfo = VmcoreInfo.from_note(self.read_at(vm_off, vm_size))
         else:
             self.vmcoreinfo = None
         self.incomplete = bool(self.status & STATUS_INCOMPLETE)
-        self._bitmap2 = bytearray(self._read(self.bitmap2_off, _blocks(self.max_mapnr, 8)))
+        self._bitmap2 = bytearray(self.read_at(self.bitmap2_off, _blocks(self.max_mapnr, 8)))
         # descriptor index of the first pfn of each 4096-bit block (popcount prefix)
         self._prefix = [0]
         chunk = 512  # bytes = 4096 bits
@@ -321,24 +387,75 @@ class KdumpReader(ReadOnlyFile):
         last = self._bitmap2[block * 512 + bit // 8] if bit % 8 else 0
         return base + n + bin(last & ((1 << (bit % 8)) - 1)).count("1")
 
+    # -- header facts ---------------------------------------------------------
+    def header_codec_flags(self):
+        """The compression bits of the header's status (one, if the file is sane)."""
+        return self.status & codecs.FLAG_MASK
+
+    def prologue(self):
+        """The bytes before the bitmaps: header block, sub header and notes."""
+        return self.read_at(0, self.bitmap1_off)
+
+    # -- bitmaps --------------------------------------------------------------
     def bitmap1(self):
-        return self._read(self.bitmap1_off, _blocks(self.max_mapnr, 8))
+        return self.read_at(self.bitmap1_off, _blocks(self.max_mapnr, 8))
 
     def bitmap2(self):
         return bytes(self._bitmap2)
+
+    def bitmap_regions(self):
+        """Both bitmaps in full, padding past max_mapnr included: (1st, 2nd)."""
+        both = self.read_at(self.bitmap1_off, 2 * self.bitmap_len)
+        return both[:self.bitmap_len], both[self.bitmap_len:]
 
     def is_dumped(self, pfn):
         return 0 <= pfn < self.max_mapnr and (self._bitmap2[pfn >> 3] >> (pfn & 7)) & 1
 
     def pfns(self):
-        for first, end in _core.bitmap_runs(self._bitmap2, self.max_mapnr):
-            first, end = max(first, self.start_pfn), min(end, self.end_pfn)
+        for first, end in self.dumped_runs():
             yield from range(first, end)
 
-    def n_descriptors(self):
-        """Descriptors in the table: one per 2nd-bitmap bit of this file's pfn range."""
+    def dumped_runs(self):
+        """Runs [first, end) of the pfns this file has descriptors for (its part's range)."""
+        for first, end in _core.bitmap_runs(self._bitmap2, self.max_mapnr):
+            first, end = max(first, self.start_pfn), min(end, self.end_pfn)
+            if first < end:
+                yield first, end
+
+    def runs_in_file(self):
+        """``dumped_runs`` as far as the file holds their descriptors: a 2nd bitmap
+        claiming more pages than that costs no work beyond the file's size."""
+        left = max(0, (self.file_size - self.desc_off) // DESC.size)
+        for a, b in self.dumped_runs():
+            if left <= 0:
+                return
+            b = min(b, a + left)
+            left -= b - a
+            yield a, b
+
+    # -- descriptors ----------------------------------------------------------
+    def n_descriptors(self, *, all_parts=False):
+        """Descriptors in the table: one per 2nd-bitmap bit of this file's pfn range
+        (``all_parts``: of every pfn, what the table of a split part is sized for)."""
+        if all_parts:
+            return self._prefix[-1]
         return _core.bitmap_count_range(self._bitmap2, self.start_pfn, self.end_pfn) \
             if self.end_pfn > self.start_pfn else 0
+
+    def read_descriptors(self, first, n, *, partial=False):
+        """Descriptors ``first``..``first+n-1`` of the table (``Descriptors``).  With
+        ``partial``, the ones the file holds (fewer when it ends first); without,
+        FormatError when it does."""
+        at, size = self.desc_off + DESC.size * first, DESC.size * n
+        return Descriptors(self.read_upto(at, size) if partial else self.read_at(at, size))
+
+    def zero_page_offset(self):
+        """Where a writer (fastdump or makedumpfile) puts the shared zero page of dump
+        level 1: right after the descriptor table, which in a split part is sized for
+        every part's descriptors.  None below dump level 1."""
+        if not self.dump_level & DumpLevel.ZERO:
+            return None
+        return self.desc_off + DESC.size * self.n_descriptors(all_parts=True)
 
     def data_gap(self, first_data):
         """What lies between the descriptor table and ``first_data`` (the lowest page
@@ -361,13 +478,13 @@ class KdumpReader(ReadOnlyFile):
         if gap < 0 or first_data > self.file_size:
             return None
         if gap % DESC.size == 0:      # page sizes are powers of two: never a multiple of 24
-            slots, zero_off = gap // DESC.size, first_data if self.dump_level & 1 else None
+            slots, zero_off = gap // DESC.size, first_data if self.dump_level & DumpLevel.ZERO else None
         elif gap >= self.page_size and (gap - self.page_size) % DESC.size == 0:
             slots, zero_off = (gap - self.page_size) // DESC.size, first_data - self.page_size
         else:
             return None
         for at in range(table_end, table_end + slots * DESC.size, 1 << 20):
-            if any(self._read(at, min(1 << 20, table_end + slots * DESC.size - at))):
+            if any(self.read_at(at, min(1 << 20, table_end + slots * DESC.size - at))):
                 return None           # a real descriptor the 2nd bitmap does not count
         return slots, zero_off
 
@@ -376,7 +493,7 @@ class KdumpReader(ReadOnlyFile):
         when it has none.  Raises ValueError when they are there but damaged."""
         if not hasattr(self, "_sums"):
             try:
-                self._sums = checksums.load(self._read, self.file_size)
+                self._sums = checksums.load(self.read_at, self.file_size)
             except (ValueError, FormatError) as e:
                 self._sums = e
         if isinstance(self._sums, Exception):
@@ -384,12 +501,13 @@ class KdumpReader(ReadOnlyFile):
         return self._sums
 
     def descriptor(self, pfn):
-        """(offset, size, flags, page_flags) of a dumped pfn."""
+        """The descriptor (``DESC.fields``: offset, size, flags, page_flags) of a dumped pfn."""
         if not self.is_dumped(pfn) or not self.start_pfn <= pfn < self.end_pfn:
             raise FormatError(f"pfn {pfn:#x} is not in this dump")
         index = self._prefix_index(pfn) - self._base_index
-        return DESC.unpack(self._read(self.desc_off + DESC.size * index, DESC.size))
+        return DESC.unpack_named(self.read_at(self.desc_off + DESC.size * index, DESC.size))
 
+    # -- pages ----------------------------------------------------------------
     def read_pfn(self, pfn):
         off, size, flags, _ = self.descriptor(pfn)
         if off == 0:
@@ -399,7 +517,7 @@ class KdumpReader(ReadOnlyFile):
         if size > self.block_size:
             raise FormatError(f"pfn {pfn:#x}: stored size {size} exceeds the page size")
         try:
-            return decode_page(flags, self._read(off, size), self.page_size)
+            return decode_page(flags, self.read_at(off, size), self.page_size)
         except FormatError as e:
             raise FormatError(f"pfn {pfn:#x}: {e}") from None
 
@@ -419,8 +537,16 @@ class KdumpReader(ReadOnlyFile):
         return bytes(out)
 
     def describe(self):
-        methods = self.status & (FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD | FLAG_LZ4_FASTDUMP)
+        methods = self.header_codec_flags()
         return {"format": "kdump-compressed", "header_version": self.header_version,
-                "compression": FLAG_NAMES.get(methods, hex(methods)), "dump_level": self.dump_level,
+                "compression": codecs.flag_name(methods), "dump_level": self.dump_level,
                 "max_mapnr": self.max_mapnr, "nr_cpus": self.nr_cpus, "incomplete": self.incomplete,
                 "split": bool(self.split), "utsname": self.utsname}
+
+
+def flag_incomplete(head):
+    """A header's bytes with the incomplete status bit set."""
+    head = bytearray(head)
+    h = HEADER.unpack_named(head)
+    HEADER.pack_into(head, 0, *h._replace(status=h.status | STATUS_INCOMPLETE))
+    return bytes(head)

@@ -9,22 +9,11 @@ fastdump) report the page as not dumped instead of reading beyond the file.
 """
 
 import os
-import struct
 
-from .. import _core
 from ..errors import FastdumpError
 from . import kdump
 
-STATUS_AT = kdump.HEADER.size - 40        # disk_dump_header.status
 CHUNK = 1 << 14                           # descriptors per read
-
-
-def flag_incomplete(head):
-    """``head`` (the header's bytes) with the incomplete status bit set."""
-    head = bytearray(head)
-    status = struct.unpack_from("<I", head, STATUS_AT)[0]
-    struct.pack_into("<I", head, STATUS_AT, status | kdump.STATUS_INCOMPLETE)
-    return bytes(head)
 
 
 def seal(sink):
@@ -38,12 +27,12 @@ def seal(sink):
     try:
         bitmap = bytearray(d.bitmap2())
         index, changed = 0, False
-        for first, end in _core.bitmap_runs(bytes(bitmap), d.max_mapnr):
-            first, end = max(first, d.start_pfn), min(end, d.end_pfn)
+        for first, end in d.dumped_runs():
             for at in range(first, end, CHUNK):
                 n = min(CHUNK, end - at)
-                raw = _read_upto(d, d.desc_off + kdump.DESC.size * index, kdump.DESC.size * n)
-                for i, (off, size, _, _) in enumerate(struct.iter_unpack("<qIIQ", raw)):
+                descs = d.read_descriptors(index, n, partial=True)
+                for i in range(n):       # a descriptor past the end of the file was never written
+                    off, size = (descs.offsets[i], descs.sizes[i]) if i < len(descs) else (0, 0)
                     if off <= 0 or size > d.block_size or off + size > d.file_size:
                         pfn = at + i
                         bitmap[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
@@ -63,10 +52,4 @@ def _flag_header(sink):
     finally:
         os.close(fd)
     if len(head) == kdump.HEADER.size and head.startswith(kdump.SIGNATURE):
-        sink.pwrite(flag_incomplete(head), 0)
-
-
-def _read_upto(d, off, size):
-    """Descriptor bytes, zeros where the file ends first (never written)."""
-    have = max(0, min(size, d.file_size - off))
-    return (d._read(off, have) if have else b"").ljust(size, b"\0")
+        sink.pwrite(kdump.flag_incomplete(head), 0)

@@ -11,7 +11,6 @@ of its own (``checksums.py``), unless a part was incomplete.
 
 import contextlib
 import os
-import struct
 import zlib
 
 from ..errors import FastdumpError, FormatError
@@ -27,7 +26,7 @@ def _load_parts(paths):
     parts = [kdump.KdumpReader(p) for p in paths]
     heads = set()
     for p in parts:
-        heads.add(p._read(0, kdump.HEADER.size))
+        heads.add(p.header)
         if not p.split:
             raise FormatError(f"{p.path} is not a part of a split dump")
     if len(heads) != 1:
@@ -45,18 +44,14 @@ def reassemble(paths, target, *, force=False):
     parts = _load_parts(paths)
     first = parts[0]
     try:
-        head = bytearray(first._read(0, (1 + first.sub_hdr_size) * first.block_size))
-        sub = list(kdump.SUB_HEADER.unpack_from(head, first.block_size))
-        sub[2] = 0                       # split
-        sub[3] = sub[4] = 0              # start_pfn, end_pfn (legacy)
-        sub[11] = sub[12] = 0            # start_pfn_64, end_pfn_64
-        kdump.SUB_HEADER.pack_into(head, first.block_size, *sub)
-        total = first._prefix[-1]
+        head = bytearray(first.prologue())
+        whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0)
+        kdump.SUB_HEADER.pack_into(head, first.block_size, *whole)
+        total = first.n_descriptors(all_parts=True)
         desc_table = first.desc_off
         data_start = desc_table + kdump.DESC.size * total
-        zero_new = None
-        if first.dump_level & 1:
-            zero_new = data_start
+        zero_new = first.zero_page_offset()      # the same place in the whole file as in each part
+        if zero_new is not None:
             data_start += first.block_size
         crc_off = data_start                 # the page checksums, as KdumpWriter places them
         data_start += 4 * total
@@ -69,19 +64,19 @@ def reassemble(paths, target, *, force=False):
         raise
     final_head = head[:kdump.HEADER.size]
     if any(p.incomplete for p in parts):
-        final_head = salvage.flag_incomplete(final_head)
+        final_head = kdump.flag_incomplete(final_head)
     try:
         # as the main writer: header flagged incomplete, notes, bitmaps and the descriptor
         # table on disk first; a cut anywhere later leaves a readable, flagged file
-        sink.pwrite(salvage.flag_incomplete(head[:kdump.HEADER.size]) + bytes(head[kdump.HEADER.size:]), 0)
+        sink.pwrite(kdump.flag_incomplete(head[:kdump.HEADER.size]) + bytes(head[kdump.HEADER.size:]), 0)
         sink.reserve(data_start, allocate=True)
-        bitmaps = first._read(first.bitmap1_off, 2 * first.bitmap_len)
-        sink.pwrite(bitmaps, first.bitmap1_off)
+        bitmap1, bitmap2 = first.bitmap_regions()
+        sink.pwrite(bitmap1 + bitmap2, first.bitmap1_off)
         bs = first.block_size
         sums.region(checksums.HEADER, 0, head[:bs])
         sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
-        sums.bitmap(checksums.BITMAP1, 0, bitmaps[:first.bitmap_len])
-        sums.bitmap(checksums.BITMAP2, 0, bitmaps[first.bitmap_len:])
+        sums.bitmap(checksums.BITMAP1, 0, bitmap1)
+        sums.bitmap(checksums.BITMAP2, 0, bitmap2)
         zero_crc = zlib.crc32(bytes(bs))
         if zero_new is not None:
             sink.pwrite(bytes(bs), zero_new)
@@ -89,13 +84,12 @@ def reassemble(paths, target, *, force=False):
         sink.barrier()
         desc_out, data_out, pages, crc_out = desc_table, data_start, 0, crc_off
         for p in parts:
-            count = p._prefix_index(p.end_pfn) - p._prefix_index(p.start_pfn)
-            zero_old = p.desc_off + kdump.DESC.size * total if p.dump_level & 1 else None
+            count = p.n_descriptors()
+            zero_old = p.zero_page_offset()
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
-                raw = p._read(p.desc_off + kdump.DESC.size * i, kdump.DESC.size * n)
                 out, crcs = bytearray(), bytearray()
-                for off, size, flags, pflags in struct.iter_unpack("<qIIQ", raw):
+                for off, size, flags, pflags in p.read_descriptors(i, n):
                     if off == 0:                       # lost in an incomplete part: stays lost
                         desc, data_crc = kdump.DESC.pack(0, 0, 0, 0), 0
                     elif off == zero_old and zero_new is not None:
@@ -103,12 +97,12 @@ def reassemble(paths, target, *, force=False):
                     else:
                         if size > p.block_size:
                             raise FormatError(f"{p.path}: page data larger than a page")
-                        data = p._read(off, size)
+                        data = p.read_at(off, size)
                         sink.pwrite(data, data_out)
                         desc, data_crc = kdump.DESC.pack(data_out, size, flags, pflags), zlib.crc32(data)
                         data_out += size
                     out += desc
-                    crcs += struct.pack("<I", zlib.crc32(desc, data_crc))
+                    crcs += checksums.page_entry(data_crc, desc)
                 sink.pwrite(bytes(out), desc_out)
                 sink.pwrite(bytes(crcs), crc_out)
                 desc_out += len(out)

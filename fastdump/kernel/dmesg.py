@@ -29,10 +29,9 @@ import os
 import struct
 
 from ..errors import FastdumpError
-from .vtop import TranslationError, X86_64Vtop
-
-U64 = (1 << 64) - 1
-PAGE = 4096
+from .memory import MAX_STRUCT, U64, KernelMemory
+from .memory import first_line as _first_line
+from .vtop import TranslationError
 
 # Lockless ring buffer (kernel/printk/printk_ringbuffer.h).
 DESC_FLAGS_SHIFT = 62
@@ -44,7 +43,6 @@ CALLER_CPU = 0x80000000
 #: lower: log_buf_len= is capped at 2 GiB, CONFIG_LOG_BUF_SHIFT at 25).
 MAX_DATA_BITS = 30          # 1 GiB of text
 MAX_DESC_BITS = 25          # 32 Mi descriptors
-MAX_STRUCT = 4096           # any header/struct we read whole
 
 
 class DmesgError(FastdumpError):
@@ -85,75 +83,6 @@ def format_record(ts_nsec, text, caller_id=None):
     return prefix + _render(text, len(prefix)) + "\n"
 
 
-# -- reading kernel memory -----------------------------------------------------
-class KernelMemory:
-    """Reads kernel virtual memory of a dump; pages that are missing or do not
-    translate read as zeros and are counted, so one lost page loses only the
-    records on it."""
-
-    def __init__(self, dump):
-        self.dump = dump
-        self.vtop = X86_64Vtop(dump)
-        self.missing = 0            # bytes that read as zeros
-
-    def read(self, va, size, *, strict=True):
-        """``size`` bytes at ``va``.  ``strict``: raise DmesgError if any byte is
-        missing; otherwise zero-fill and count."""
-        out = bytearray()
-        end = va + size
-        while va < end:
-            n = min(end, (va | (PAGE - 1)) + 1) - va
-            try:
-                pa = self.vtop.translate(va & U64)
-                out += self.dump.read_phys(pa, n)
-            except FastdumpError as e:
-                if strict:
-                    raise DmesgError(f"kernel address {va:#x} is not readable in this dump "
-                                     f"({_first_line(e)})") from None
-                out += bytes(n)
-                self.missing += n
-            va += n
-        return bytes(out)
-
-    def u64(self, va):
-        return struct.unpack("<Q", self.read(va, 8))[0]
-
-    def u32(self, va):
-        return struct.unpack("<I", self.read(va, 4))[0]
-
-
-def _first_line(e):
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-class _Keys:
-    """VMCOREINFO look-ups that fail with one line naming the missing key."""
-
-    def __init__(self, vi, what):
-        self.vi, self.what = vi, what
-
-    def _get(self, table, form, name):
-        value = table.get(name)
-        if value is None:
-            raise DmesgError(f"{self.what}: VMCOREINFO has no {form}({name})")
-        return value
-
-    def sym(self, name):
-        return self._get(self.vi.symbols, "SYMBOL", name)
-
-    def off(self, name):
-        value = self._get(self.vi.offsets, "OFFSET", name)
-        if not 0 <= value < MAX_STRUCT:
-            raise DmesgError(f"{self.what}: OFFSET({name})={value} is out of range")
-        return value
-
-    def size(self, name):
-        value = self._get(self.vi.sizes, "SIZE", name)
-        if not 0 < value <= MAX_STRUCT:
-            raise DmesgError(f"{self.what}: SIZE({name})={value} is out of range")
-        return value
-
-
 def _u16(buf, off):
     return struct.unpack_from("<H", buf, off)[0]
 
@@ -168,7 +97,7 @@ def _u64(buf, off):
 
 # -- 5.10+: lockless ring buffer ------------------------------------------------------
 def _lockless(mem, vi, *, caller, partial, problems):
-    k = _Keys(vi, "printk ring buffer")
+    k = mem.keys("printk ring buffer")
     o_dr, o_tr = k.off("printk_ringbuffer.desc_ring"), k.off("printk_ringbuffer.text_data_ring")
     o_bits, o_descs = k.off("prb_desc_ring.count_bits"), k.off("prb_desc_ring.descs")
     o_infos, o_head, o_tail = (k.off("prb_desc_ring.infos"), k.off("prb_desc_ring.head_id"),
@@ -320,7 +249,7 @@ def _clear_seq(mem, vi, problems):
 # -- 3.5 .. 5.9: structured log -------------------------------------------------------
 def _structured(mem, vi, *, caller, partial, problems):
     name = "printk_log" if "printk_log" in vi.sizes else "log"
-    k = _Keys(vi, "printk log_buf")
+    k = mem.keys("printk log_buf")
     hdr = k.size(name)
     o_ts, o_len, o_tlen = k.off(f"{name}.ts_nsec"), k.off(f"{name}.len"), k.off(f"{name}.text_len")
     o_cid = vi.offsets.get(f"{name}.caller_id") if caller else None
@@ -392,7 +321,7 @@ def _structured(mem, vi, *, caller, partial, problems):
 
 # -- 3.4 and older: plain character ring ------------------------------------------------
 def _plain(mem, vi, *, problems):
-    k = _Keys(vi, "printk log_buf")
+    k = mem.keys("printk log_buf")
     log_buf = mem.u64(k.sym("log_buf"))
     buf_len = mem.u32(k.sym("log_buf_len"))
     if not 0 < buf_len <= 1 << MAX_DATA_BITS:
@@ -451,7 +380,7 @@ def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
     machine = getattr(dump, "machine", None)
     if machine is not None and machine != 62:     # EM_X86_64
         raise DmesgError(f"kernel log extraction supports x86_64 dumps only (ELF machine {machine})")
-    mem = KernelMemory(dump)
+    mem = KernelMemory(dump, vi, error=DmesgError)
     try:
         if kind == "lockless":
             return _lockless(mem, vi, caller=caller, partial=partial, problems=problems)

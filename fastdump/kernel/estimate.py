@@ -2,9 +2,11 @@
 pages alone (page contents are not read, so zero pages are not counted)."""
 
 from .judge import bitmap_with_range, make_judge, print_to_stderr
+from .levels import MAX_LEVEL, DumpLevel
 from .pagetypes import CLASSES
 
-DROPPED_BY = {"free": 16, "cache": 2 | 4, "cache_private": 4, "user": 8}
+DROPPED_BY = {"free": DumpLevel.FREE, "cache": DumpLevel.CACHE | DumpLevel.CACHE_PRIVATE,
+              "cache_private": DumpLevel.CACHE_PRIVATE, "user": DumpLevel.USER}
 CYCLE = 1 << 20   # pfns per classify call (128 KiB bitmap)
 
 
@@ -32,14 +34,14 @@ def estimate(source, *, warn=print_to_stderr):
     "scan_always": bool, "zero_pages": None, "notes": [...]}``.  ``kept`` does
     not subtract zero pages (bit 1), which only reading the pages can find.
     Raises FastdumpError if the dump cannot be classified."""
-    judge = make_judge(source, 31, warn=warn)
+    judge = make_judge(source, MAX_LEVEL, warn=warn)
     pages, present = _classify_everything(judge, source)
     vi = source.vmcoreinfo
     scan_always = judge.needs_struct_pages and "PG_hwpoison" in vi.numbers
     kept = {}
-    for level in range(32):
+    for level in range(MAX_LEVEL + 1):
         drop = sum(n for c, n in pages.items() if c in DROPPED_BY and level & DROPPED_BY[c])
-        if level & 30 or scan_always:
+        if level & DumpLevel.CLASSES or scan_always:
             drop += pages["hwpoison"] + pages["offline"]
         kept[level] = present - drop
     stats = judge.stats()

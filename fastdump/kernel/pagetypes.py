@@ -23,6 +23,9 @@ Eras (x86_64), as seen in VMCOREINFO:
 
 from dataclasses import dataclass, field
 
+from .._pageclass import PageClass
+from .levels import DumpLevel
+
 U32 = 0xFFFFFFFF
 
 # type_mode
@@ -32,8 +35,12 @@ ORDER_NONE, ORDER_U8, ORDER_FLAGS = 0, 1, 2
 # hugetlb_mode
 HUGETLB_NONE, HUGETLB_DTOR, HUGETLB_FLAG, HUGETLB_TYPE = 0, 1, 2, 3
 
-DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = 1, 2, 4, 8, 16
-CLASSES = ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
+# the names judge.py uses
+DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE,
+                                                   DumpLevel.USER, DumpLevel.FREE)
+#: the classes a page is judged into, named as in stats and estimates, in the order of the
+#: scan's counters (``PageClass``, shared with the compiled scan)
+CLASSES = tuple(c.name[2:].lower() for c in PageClass if c < PageClass.C_FREE_SEEN)
 
 
 @dataclass

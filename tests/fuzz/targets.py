@@ -148,8 +148,9 @@ class Seeds:
                 out.append(open(p, "rb").read())
             # an incomplete dump: header flag set, the last descriptors never written
             inc = bytearray(out[0])
-            status_at = kdump.HEADER.size - 4 * 10
-            struct.pack_into("<I", inc, status_at, struct.unpack_from("<I", inc, status_at)[0] | 8)
+            status_at = kdump.HEADER.offset("status")
+            struct.pack_into("<I", inc, status_at, struct.unpack_from("<I", inc, status_at)[0]
+                             | kdump.STATUS_INCOMPLETE)
             out.append(bytes(inc[:len(inc) - 3 * PAGE]))
             self._cache["kdumps"] = out
         return self._cache["kdumps"]

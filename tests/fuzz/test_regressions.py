@@ -7,7 +7,7 @@ import pytest
 
 from fastdump.formats import elf
 from fastdump.errors import FastdumpError, FormatError, SourceError, VmcoreinfoError
-from fastdump.formats import kdump
+from fastdump.formats import codecs, kdump
 from fastdump.sources.vmcore import ElfSource
 from fastdump.kernel.vmcoreinfo import VmcoreInfo
 
@@ -188,7 +188,7 @@ def test_kdump_descriptor_offset_outside_data(seeds, tmp_path, offset):
 
 
 def test_kdump_zlib_page_is_inflated_with_a_bound():
-    dec = lambda data: kdump.decode_page(kdump.FLAG_ZLIB, data, PAGE)  # noqa: E731
+    dec = lambda data: kdump.decode_page(codecs.ZLIB.flag, data, PAGE)  # noqa: E731
     import zlib
     assert dec(zlib.compress(bytes(PAGE))) == bytes(PAGE)
     with pytest.raises(FastdumpError):
