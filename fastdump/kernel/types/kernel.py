@@ -14,7 +14,7 @@ VMCOREINFO's ``SYMBOL()``s where VMCOREINFO says.  Anything else raises
 
 import struct
 
-from ..vtop import X86_64Vtop
+from ..memory import KernelMemory
 from . import NotAvailable
 from .btf import Btf, MAX_BTF_BYTES
 from .kallsyms import Symbols
@@ -43,7 +43,7 @@ class Kernel:
         """``read(va, size)``: how kernel virtual memory is read (default: the dump's page tables)."""
         self.dump = dump
         self._read = read
-        self._vtop = None
+        self._memory = None
         self._symbols = None
         self._btf = None
         self._failed = {}
@@ -53,18 +53,13 @@ class Kernel:
         """Kernel virtual memory; NotAvailable where the dump does not hold it."""
         if self._read is not None:
             return self._read(va, size)
-        if self._vtop is None:
+        if self._memory is None:
             if getattr(self.dump, "vmcoreinfo", None) is None:
                 raise NotAvailable("this dump has no VMCOREINFO")
             if getattr(self.dump, "machine", 62) != 62:
                 raise NotAvailable("kernel memory reads support x86_64 dumps only")
-            self._vtop = X86_64Vtop(self.dump)
-        try:
-            return self._vtop.read(va, size)
-        except NotAvailable:
-            raise
-        except Exception as e:
-            raise NotAvailable(f"kernel address {va:#x}: {_line(e)}") from None
+            self._memory = KernelMemory(self.dump, error=NotAvailable)
+        return self._memory.read(va, size)
 
     def read_u64(self, va):
         return struct.unpack("<Q", self.read(va, 8))[0]
@@ -179,6 +174,3 @@ def _agree_with_vmcoreinfo(btf, vi):
     if agreed == 0:
         raise NotAvailable("BTF: nothing in VMCOREINFO to check it against")
 
-
-def _line(e):
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
