@@ -87,8 +87,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _runs_tools(func, seen):
     """Whether ``func`` calls support.need_tool (every tool runner does), itself or through the
-    functions of its own module and of support; names are resolved in its globals, so an
-    attribute that merely has a tool's name does not count."""
+    functions of its own module and of support; names are resolved in its globals (or support's,
+    when it imports from there), so an attribute that merely has a tool's name does not count."""
     import support
 
     func = inspect.unwrap(func)
@@ -103,6 +103,8 @@ def _runs_tools(func, seen):
         stack += [k for k in c.co_consts if inspect.iscode(k)]
     for name in names:
         obj = func.__globals__.get(name)
+        if obj is None and "support" in names:   # imported from support inside the function
+            obj = getattr(support, name, None)
         if obj is support.need_tool:
             return True
         if inspect.isfunction(obj) and obj.__module__ in (func.__module__, "support") and _runs_tools(obj, seen):
