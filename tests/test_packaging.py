@@ -39,10 +39,14 @@ def run_tool(module, *args):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """(unpacked sdist root, wheel path): the sdist built from this tree, the wheel built from it."""
+    """(unpacked sdist root, wheel path): the sdist built from this tree, the wheel built from it.
+    The egg-info goes to a fresh directory: setuptools adds the files an old SOURCES.txt lists,
+    which would hide what MANIFEST.in and pyproject.toml leave out."""
     tmp = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp)], cwd=TOP, check=True,
-                   capture_output=True)
+    egg = tmp / "egg-info"
+    egg.mkdir()
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(egg), "sdist", "-d", str(tmp)],
+                   cwd=TOP, check=True, capture_output=True)
     (sdist,) = tmp.glob("fastdump-*.tar.gz")
     with tarfile.open(sdist) as t:
         root = t.getnames()[0].split("/")[0]
