@@ -38,6 +38,7 @@ class DumpReader(Protocol):
     def __enter__(self: _Reader) -> _Reader: ...
     def __exit__(self, *exc: object) -> Any: ...
 
+
 FLAT_SIGNATURE = b"makedumpfile\0"
 
 
