@@ -9,6 +9,7 @@ the argparse types use for the same kinds of values.
 
 import os
 from dataclasses import dataclass
+from typing import Union
 
 from .errors import UsageError
 from .formats.codecs import NAMES as CODECS
@@ -19,9 +20,11 @@ PROGRESS = ("auto", "bar", "lines", "quiet")
 #: far above any machine, small enough that nothing sized from it overflows
 MAX_THREADS = 4096
 MAX_WINDOW_BYTES = 1 << 30
+#: what the API takes as a path (``path_arg`` checks it; a file descriptor is refused)
+PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
-def path_arg(value, what):
+def path_arg(value: object, what: str) -> str:
     """A path (str, bytes or os.PathLike) as str.  An int is refused: a file descriptor
     is not ours to read or close."""
     if isinstance(value, (bool, int)) or not isinstance(value, (str, bytes, os.PathLike)):

@@ -1,3 +1,4 @@
+import inspect
 import os
 
 import pytest
@@ -6,11 +7,34 @@ from fastdump.testing.generator import MiB, make_vmcore
 
 
 @pytest.fixture(scope="session")
-def vmcore(tmp_path_factory):
+def generated_vmcore(tmp_path_factory):
+    """``generated_vmcore(**spec)``: the path of a synthetic vmcore (make_vmcore's keywords),
+    generated once per spec for the whole run.  Only for tests that read it: the run fails at
+    its end if one of them was changed (a test that alters its source makes its own)."""
+    made = {}
+
+    def get(**spec):
+        key = repr(sorted(spec.items()))
+        if key not in made:
+            path = str(tmp_path_factory.mktemp("generated") / "vmcore")
+            make_vmcore(path, **spec)
+            made[key] = path, _identity(path)
+        return made[key][0]
+
+    yield get
+    changed = [path for path, ident in made.values() if _identity(path) != ident]
+    assert not changed, f"tests changed shared generated vmcores: {changed}"
+
+
+def _identity(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode
+
+
+@pytest.fixture(scope="session")
+def vmcore(generated_vmcore):
     """A 96 MiB-RAM synthetic vmcore: PC-like holes, partial page, kernel-text duplicate."""
-    path = str(tmp_path_factory.mktemp("src") / "vmcore")
-    make_vmcore(path, ram_size=96 * MiB, seed=7)
-    return path
+    return generated_vmcore(ram_size=96 * MiB, seed=7)
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +53,12 @@ def out(tmp_path):
 MARKERS = {
     "e2e": "boots real Debian kernels in QEMU or fetches Debian packages (tests/e2e, real vmcores)",
     "slow": "takes tens of seconds on its own (packaging, dropped-connection, bench, kill tests)",
+    "tools": "runs a program outside Python that .ci/setup-host installs (makedumpfile, crash, gdb, "
+             "libkdumpfile's python3, sshd, gcc): everything support.need_tool finds",
 }
 E2E_FIXTURES = {"real", "real_dir"}           # the e2e harness's real vmcores, built on demand
 E2E_MODULES = {"test_classification_real.py", "test_deploy_kdump_tools.py"}
-SLOW = ("test_packaging.py::", "test_bench_smoke.py::", "test_ssh.py::test_dropped_connection",
+SLOW = ("test_packaging.py::test_sdist", "test_bench_smoke.py::", "test_ssh.py::test_dropped_connection",
         "test_faults.py::test_sigkill", "test_files.py::test_concurrent", "tests/fuzz/test_fuzz.py::",
         "test_source.py::test_many_pt_loads")
 
@@ -52,6 +78,38 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("e2e")
         if any(s in nodeid for s in SLOW):
             item.add_marker("slow")
+        fixtures = getattr(item, "_fixtureinfo", None)
+        funcs = [getattr(item, "function", None)] + [d.func for defs in (fixtures.name2fixturedefs.values()
+                                                                        if fixtures else ()) for d in defs]
+        if any(_runs_tools(f, set()) for f in funcs if f is not None):
+            item.add_marker("tools")
+
+
+def _runs_tools(func, seen):
+    """Whether ``func`` calls support.need_tool (every tool runner does), itself or through the
+    functions of its own module and of support; names are resolved in its globals (or support's,
+    when it imports from there), so an attribute that merely has a tool's name does not count."""
+    import support
+
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    names, stack = set(), [code]
+    while stack:
+        c = stack.pop()
+        names.update(c.co_names)
+        stack += [k for k in c.co_consts if inspect.iscode(k)]
+    for name in names:
+        obj = func.__globals__.get(name)
+        if obj is None and "support" in names:   # imported from support inside the function
+            obj = getattr(support, name, None)
+        if obj is support.need_tool:
+            return True
+        if inspect.isfunction(obj) and obj.__module__ in (func.__module__, "support") and _runs_tools(obj, seen):
+            return True
+    return False
 
 
 def pytest_report_header(config):

@@ -13,7 +13,7 @@ import pytest
 
 import fastdump
 from fastdump.formats import kdump
-from fastdump.testing.generator import MiB, make_vmcore
+from fastdump.testing.generator import MiB
 from support import fastdump_cli, kdumpfile_digests
 
 
@@ -100,9 +100,8 @@ def test_info(vmcore, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_dump_is_marked_incomplete_and_readable(tmp_path, sig):
-    src = str(tmp_path / "big")
-    make_vmcore(src, ram_size=1024 * MiB, mix={"random": 1}, seed=5)
+def test_interrupted_dump_is_marked_incomplete_and_readable(tmp_path, sig, generated_vmcore):
+    src = generated_vmcore(ram_size=1024 * MiB, mix={"random": 1}, seed=5)
     out = str(tmp_path / "vmcore")
     # A job started in the background by a non-interactive shell (a CI runner, `cmd &`)
     # inherits SIGINT ignored, and Python then keeps ignoring it, as it should: give the

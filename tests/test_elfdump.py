@@ -17,11 +17,9 @@ ZERO = bytes(4096)
 
 
 @pytest.fixture(scope="module")
-def long_zero_vmcore(tmp_path_factory):
+def long_zero_vmcore(generated_vmcore):
     """Long runs of one class, so zero runs of >= 256 pages occur."""
-    path = str(tmp_path_factory.mktemp("ezero") / "vmcore")
-    make_vmcore(path, ram_size=64 * MiB, seed=3, run_pages=700, mix={"zero": 50, "text": 30, "random": 20})
-    return path
+    return generated_vmcore(ram_size=64 * MiB, seed=3, run_pages=700, mix={"zero": 50, "text": 30, "random": 20})
 
 
 def _zero_runs(pages):

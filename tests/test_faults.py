@@ -22,7 +22,7 @@ from fastdump.formats import elf
 from fastdump.errors import FormatError
 from fastdump.formats import kdump
 from fastdump.sources.vmcore import ElfSource
-from fastdump.testing.generator import MiB, make_vmcore
+from fastdump.testing.generator import MiB
 from fastdump.commands.verify import verify
 from support import digests, kdumpfile_digests
 
@@ -30,11 +30,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and loop
 
 
 @pytest.fixture(scope="module")
-def random_vmcore(tmp_path_factory):
+def random_vmcore(generated_vmcore):
     """64 MiB of mostly incompressible RAM: the dump is as big as the memory."""
-    path = str(tmp_path_factory.mktemp("fsrc") / "vmcore")
-    make_vmcore(path, ram_size=64 * MiB, seed=9, mix={"random": 60, "text": 20, "zero": 20})
-    return path
+    return generated_vmcore(ram_size=64 * MiB, seed=9, mix={"random": 60, "text": 20, "zero": 20})
 
 
 def run(*args, umask=None, cwd=None, timeout=300):

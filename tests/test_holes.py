@@ -7,16 +7,14 @@ import os
 import pytest
 
 import fastdump
-from fastdump.testing.generator import make_vmcore
 from support import digests, elf_pages, kdumpfile_digests
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def sparse(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("holes") / "vmcore")
-    make_vmcore(path, ram_size=64 * MiB, mix={"zero": 6, "text": 1, "pointers": 1, "random": 1}, seed=11)
+def sparse(generated_vmcore):
+    path = generated_vmcore(ram_size=64 * MiB, mix={"zero": 6, "text": 1, "pointers": 1, "random": 1}, seed=11)
     st = os.stat(path)
     assert st.st_blocks * 512 < st.st_size // 2, "the generator no longer writes zero pages as holes"
     return path, elf_pages(path)

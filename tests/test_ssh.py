@@ -167,10 +167,9 @@ def test_target_strings_never_reach_a_shell(vmcore, tmp_path, sshd_with_fastdump
     assert (_only_dir(evil) / "vmcore").exists()
 
 
-def test_dropped_connection_marks_incomplete_and_moves_on(tmp_path, sshd_with_fastdump):
-    from fastdump.testing.generator import MiB, make_vmcore
-    src = str(tmp_path / "big")
-    make_vmcore(src, ram_size=768 * MiB, mix={"random": 1}, seed=9)
+def test_dropped_connection_marks_incomplete_and_moves_on(tmp_path, sshd_with_fastdump, generated_vmcore):
+    from fastdump.testing.generator import MiB
+    src = generated_vmcore(ram_size=1024 * MiB, mix={"random": 1}, seed=5)   # test_cli's interrupted dump's
     remote = tmp_path / "remote"
     remote.mkdir()
     local = str(tmp_path / "local")

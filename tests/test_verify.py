@@ -17,10 +17,8 @@ CODECS = ["zstd", "zlib", "lz4", "lzo", "snappy", "none"]
 
 
 @pytest.fixture(scope="module")
-def small_vmcore(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("vsrc") / "vmcore")
-    make_vmcore(path, ram_size=64 * MiB, seed=5)
-    return path
+def small_vmcore(generated_vmcore):
+    return generated_vmcore(ram_size=64 * MiB, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,13 @@ CONFIG_ITEMS = {"targets": str, "dump_level": int}
 
 def load_config(path):
     """A small TOML file of defaults; options on the command line win."""
-    import tomllib
+    try:
+        import tomllib  # novermin: the fallback follows
+    except ImportError:  # Python < 3.11: the same parser, as the tomli package
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise UsageError(f"config {path}: reading TOML needs Python 3.11 or the tomli package") from None
     try:
         with open(path, "rb") as f:
             cfg = tomllib.load(f)

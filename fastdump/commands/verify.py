@@ -145,7 +145,7 @@ def _check_kdump(r, source, threads, result, problems):
         x2 = int.from_bytes(b2[i:i + step], "little")
         extra = x2 & ~x1
         if extra:
-            stray += extra.bit_count()
+            stray += _core.bitmap_count(extra.to_bytes(step, "little"), step * 8)
     if stray:
         problems.add(f"{stray} pages are dumped (2nd bitmap) but not present (1st bitmap)", stray)
     tail = nbits // 8

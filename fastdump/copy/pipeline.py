@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .. import _core, safefile
 from ..formats import elf as elfmod
@@ -23,7 +24,7 @@ from .engine import CopyEngine
 from ..errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
 from ..formats import codecs, elfdump, kdump
 from ..kernel.levels import MAX_LEVEL, DumpLevel
-from ..options import PROGRESS, DumpOptions, choice_arg
+from ..options import PROGRESS, DumpOptions, PathArg, choice_arg
 from .progress import Progress
 from ..sources.vmcore import ElfSource
 from ..targets.kinds import FileTarget, Target, host_name, parse_target
@@ -52,19 +53,19 @@ class Stats:
     pages_zero: int = 0         # all-zero pages found
     pages_unclassified: int = 0  # kept because their struct page made no sense (never dropped)
     pages_unreadable: int = 0   # the source gave an error: missing from the dump, listed below
-    unreadable_pfns: list = field(default_factory=list)   # the first UNREADABLE_LISTED of them
-    excluded: dict = field(default_factory=dict)  # pages dropped per class
+    unreadable_pfns: List[int] = field(default_factory=list)   # the first UNREADABLE_LISTED of them
+    excluded: Dict[str, int] = field(default_factory=dict)  # pages dropped per class
     bytes_read: int = 0
     bytes_written: int = 0
     estimated_bytes: int = 0
     seconds: float = 0.0
     incomplete: bool = False
-    warnings: list = field(default_factory=list)
-    self_check: dict = field(default_factory=dict)
-    failed_targets: list = field(default_factory=list)
-    parts: list = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    self_check: Dict[str, Any] = field(default_factory=dict)
+    failed_targets: List[str] = field(default_factory=list)
+    parts: List[Dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
@@ -763,10 +764,14 @@ class Dump:
         return ranges
 
 
-def dump(source, target=None, *, level=0, compress="none", threads=None, format="kdump", progress="quiet",
-         force=False, window_bytes=None, use_mmap=None, elf_class=None, stats_json=None, warn=None,
-         targets=None, flat=False, split=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
-         mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
+def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int, Sequence[int]] = 0,
+         compress: str = "none", threads: Optional[int] = None, format: str = "kdump",
+         progress: Union[str, Progress] = "quiet", force: bool = False, window_bytes: Optional[int] = None,
+         use_mmap: Optional[bool] = None, elf_class: Optional[int] = None, stats_json: Optional[PathArg] = None,
+         warn: Optional[Callable[[str], object]] = None, targets: Optional[Sequence[PathArg]] = None,
+         flat: bool = False, split: Optional[Sequence[PathArg]] = None, dmesg: bool = True,
+         split_block_pfns: int = SPLITBLOCK_PFNS, mem_map: Optional[str] = None, iomem: Optional[PathArg] = None,
+         vmcoreinfo_file: Optional[PathArg] = None, direct_io: bool = False) -> Stats:
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall

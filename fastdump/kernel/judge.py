@@ -13,6 +13,7 @@ the bits of dropped pages.
 import sys
 from array import array
 
+from .. import _core
 from ..errors import FastdumpError
 from . import limits, pagetypes
 from .memmap import MemMap
@@ -32,15 +33,6 @@ C_FREE_SEEN, C_PROTECTED, C_SLAB = 7, 8, 9
 
 def print_to_stderr(msg):
     print(f"fastdump: warning: {msg}", file=sys.stderr)
-
-
-def _popcount(buf, lo, hi):
-    """Set bits lo..hi-1 of an LSB-first bitmap."""
-    if hi <= lo:
-        return 0
-    b0, b1 = lo >> 3, (hi + 7) >> 3
-    v = int.from_bytes(bytes(buf[b0:b1]), "little") >> (lo & 7)
-    return (v & ((1 << (hi - lo)) - 1)).bit_count()
 
 
 def bitmap_with_range(nbits, lo, hi):
@@ -205,7 +197,7 @@ class PageJudge:
         for a, b, recs, va in self._batches(start, end):
             off = a - start
             if recs is None:
-                counts[6] += _popcount(keep, off, off + (b - a))
+                counts[6] += _core.bitmap_count_range(keep, off, off + (b - a))
                 carry = None
                 continue
             view = memoryview(keep)[off >> 3:] if off & 7 == 0 else None

@@ -219,4 +219,4 @@ def _clear_bits(buf, lo, hi):
     word = int.from_bytes(bytes(buf[b0:b1]), "little")
     mask = ((1 << (hi - lo)) - 1) << (lo - (b0 << 3))
     buf[b0:b1] = (word & ~mask).to_bytes(b1 - b0, "little")
-    return (word & mask).bit_count()
+    return bin(word & mask).count("1")

@@ -1,24 +1,51 @@
-"""``fastdump.open``: any dump we can read, behind one small interface.
-
-Every reader has ``format``, ``page_size``, ``vmcoreinfo``, ``notes``,
-``note_bytes``, ``max_mapnr``/``max_pfn``, ``pfns()``, ``is_dumped(pfn)``,
-``read_pfn(pfn)``, ``read_phys(addr, size)``, ``describe()`` and ``close()``, and
-``kernel``: the crashed kernel's symbols and types (:mod:`fastdump.kernel.types`).
-"""
+"""``fastdump.open``: any dump we can read, behind one small interface (``DumpReader``),
+with ``kernel``: the crashed kernel's symbols and types (:mod:`fastdump.kernel.types`)."""
 
 import os
+from typing import Any, Dict, Iterator, List, Optional, Protocol, TypeVar
 
 from .files import open_input
 from ..errors import FormatError
+from ..formats.elf import Note
 from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
 from ..kernel.types.kernel import Kernel
-from ..options import path_arg
+from ..kernel.vmcoreinfo import VmcoreInfo
+from ..options import PathArg, path_arg
 from .vmcore import ElfSource
+
+_Reader = TypeVar("_Reader", bound="DumpReader")
+
+
+class DumpReader(Protocol):
+    """What every reader ``fastdump.open`` returns offers (mypy checks each reader has it)."""
+
+    @property
+    def format(self) -> str: ...                       # "kdump" or "elf"
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def vmcoreinfo(self) -> Optional[VmcoreInfo]: ...  # None when the dump carries none
+    @property
+    def notes(self) -> List[Note]: ...
+    @property
+    def note_bytes(self) -> bytes: ...
+    @property
+    def max_mapnr(self) -> int: ...                    # pfns the dump describes
+    def pfns(self) -> Iterator[int]: ...
+    def is_dumped(self, pfn: int) -> bool: ...
+    def read_pfn(self, pfn: int) -> bytes: ...
+    def read_phys(self, addr: int, size: int, *, zero_fill: bool = False) -> bytes: ...
+    def describe(self) -> Dict[str, Any]: ...
+    def close(self) -> None: ...
+    kernel: Kernel                                     # symbols and types, read on first use
+    def __enter__(self: _Reader) -> _Reader: ...
+    def __exit__(self, *exc: object) -> Any: ...
+
 
 FLAT_SIGNATURE = b"makedumpfile\0"
 
 
-def sniff(path):
+def sniff(path: str) -> Optional[str]:
     fd = open_input(path, FormatError)
     try:
         head = os.pread(fd, 16, 0)
@@ -37,25 +64,19 @@ def sniff(path):
     return None
 
 
-def open_dump(path):
+def open_dump(path: PathArg) -> DumpReader:
     """Open a vmcore or dump file for reading; raises FormatError for anything else.
 
     ``path`` is a path (str, bytes, os.PathLike).  A file descriptor (int) is refused
     with a UsageError: the reader closes what it opens, and an fd is the caller's."""
-    path = path_arg(path, "dump file")
-    kind = sniff(path)
-    if kind == "kdump":
-        reader = KdumpReader(path)
-    elif kind == "elf":
-        reader = ElfSource(path)
-        reader.max_mapnr = reader.max_pfn
-    else:
-        reader = None
-    if reader is not None:
+    name = path_arg(path, "dump file")
+    kind = sniff(name)
+    if kind in ("kdump", "elf"):
+        reader = KdumpReader(name) if kind == "kdump" else ElfSource(name)
         reader.kernel = Kernel(reader)
         return reader
     if kind == "flattened":
-        raise FormatError(f"{path} is a flattened stream: rebuild it first (makedumpfile -R)")
+        raise FormatError(f"{name} is a flattened stream: rebuild it first (makedumpfile -R)")
     if kind == "diskdump":
-        raise FormatError(f"{path} is an old DISKDUMP file, which fastdump does not read")
-    raise FormatError(f"{path}: not a vmcore or dump file fastdump knows")
+        raise FormatError(f"{name} is an old DISKDUMP file, which fastdump does not read")
+    raise FormatError(f"{name}: not a vmcore or dump file fastdump knows")

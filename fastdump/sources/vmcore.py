@@ -155,6 +155,11 @@ class ElfSource(ReadOnlyFile):
             raise SourceError(f"{self.path} is truncated: {what} ends at byte {p.offset + size}, "
                               f"the file has {self.file_size}")
 
+    @property
+    def max_mapnr(self):
+        """The reader interface's name for the pfns described (as a kdump header has it)."""
+        return self.max_pfn
+
     # -- the page map ------------------------------------------------------
     def extent_array(self):
         """The extents as a flat ``array('Q')`` for the Cython core."""

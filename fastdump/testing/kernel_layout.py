@@ -496,7 +496,6 @@ class KernelLayout:
     # -- the class plan ---------------------------------------------------------
     def _features(self):
         """(weight, name, order, class) of what a mixed region holds."""
-        e = self.enc
         f = [(14, "free", None, "free"), (10, "cache", 0, "cache"), (4, "cache_swap", 0, "cache"),
              (4, "shmem", 0, "cache"), (8, "cache_private", 0, "cache_private"),
              (4, "folio_cache", None, "cache"), (10, "anon", 0, "user"), (3, "anon_swap", 0, "user"),

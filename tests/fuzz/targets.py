@@ -572,6 +572,17 @@ API_KEYS = ("level", "compress", "threads", "format", "progress", "force", "wind
             "targets", "stats_json")
 
 
+@contextlib.contextmanager
+def _chdir(path):
+    """contextlib.chdir, which is Python 3.11+."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def t_api(data):
     """``fastdump.dump/open/verify`` with hostile arguments: a result or a one-line FastdumpError.
 
@@ -600,7 +611,7 @@ def t_api(data):
     paths = (src, pathlib.Path(src), "missing", src.encode())
     path = paths[len(data) % len(paths)] if len(data) % 5 else next(iter(kwargs.values()), None)
     try:
-        with contextlib.chdir(here), contextlib.redirect_stderr(io.StringIO()):
+        with _chdir(here), contextlib.redirect_stderr(io.StringIO()):
             if call == 0:
                 fastdump.dump(src, out, **{"progress": "quiet", **kwargs})
             elif call == 1:

@@ -1,0 +1,25 @@
+"""The test tiers of conftest.py: a test that runs a real tool is marked ``tools`` whether it
+calls the tool runner itself, through a helper of its module or through a fixture, and a test
+that runs none is not."""
+
+import os
+import subprocess
+import sys
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def collected(marker, *paths):
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                        "-m", marker, *paths], cwd=TOP, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return {line.split("[")[0] for line in r.stdout.splitlines() if "::" in line}
+
+
+def test_tools_marker_follows_what_a_test_runs():
+    tools = collected("tools", "tests/test_kdump.py", "tests/test_faults.py", "tests/test_unreadable.py")
+    assert "tests/test_kdump.py::test_libkdumpfile_reads_every_page" in tools             # support runner
+    assert "tests/test_faults.py::test_rebuild_killed_leaves_a_readable_flagged_dump" in tools  # module helper
+    assert "tests/test_unreadable.py::test_mmap_failure_falls_back_to_pread" in tools       # fixture (gcc)
+    assert not {"tests/test_kdump.py::test_header_fields",
+                "tests/test_faults.py::test_mode_0600_whatever_the_umask"} & tools
