@@ -5,6 +5,8 @@ import fcntl
 import os
 import stat
 
+from typing import TYPE_CHECKING
+
 from ..errors import FastdumpError
 
 #: what a vmcore, a dump or a memory image can be read from
@@ -32,6 +34,9 @@ def open_input(path, error=FastdumpError):
         raise
     return fd
 
+if TYPE_CHECKING:
+    from ..kernel.types.kernel import Kernel
+
 
 class ReadOnlyFile:
     error = FastdumpError   # the one-line error class for "cannot open"
@@ -50,6 +55,15 @@ class ReadOnlyFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    @property
+    def kernel(self) -> "Kernel":
+        """The crashed kernel's symbols and types (:mod:`fastdump.kernel.types`), read on first use."""
+        k = self.__dict__.get("_kernel")
+        if k is None:
+            from ..kernel.types.kernel import Kernel
+            k = self.__dict__["_kernel"] = Kernel(self)
+        return k
 
     def __enter__(self):
         return self

@@ -37,7 +37,8 @@ class DumpReader(Protocol):
     def read_phys(self, addr: int, size: int, *, zero_fill: bool = False) -> bytes: ...
     def describe(self) -> Dict[str, Any]: ...
     def close(self) -> None: ...
-    kernel: Kernel                                     # symbols and types, read on first use
+    @property
+    def kernel(self) -> Kernel: ...                    # symbols and types, read on first use
     def __enter__(self: _Reader) -> _Reader: ...
     def __exit__(self, *exc: object) -> Any: ...
 
@@ -71,10 +72,10 @@ def open_dump(path: PathArg) -> DumpReader:
     with a UsageError: the reader closes what it opens, and an fd is the caller's."""
     name = path_arg(path, "dump file")
     kind = sniff(name)
-    if kind in ("kdump", "elf"):
-        reader = KdumpReader(name) if kind == "kdump" else ElfSource(name)
-        reader.kernel = Kernel(reader)
-        return reader
+    if kind == "kdump":
+        return KdumpReader(name)
+    if kind == "elf":
+        return ElfSource(name)
     if kind == "flattened":
         raise FormatError(f"{name} is a flattened stream: rebuild it first (makedumpfile -R)")
     if kind == "diskdump":
