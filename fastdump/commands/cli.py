@@ -124,7 +124,7 @@ def build_parser():
 
 
 CONFIG_KEYS = {"source": str, "targets": list, "dump_level": (int, list), "compress": str, "format": str,
-               "threads": int, "ssh_key": str, "known_hosts": str, "message_level": int, "force": bool,
+               "threads": int, "ssh_key": str, "known_hosts": str, "s3_credentials": str, "message_level": int, "force": bool,
                "flat": bool, "window": (int, str)}
 #: what the elements of a list value must be
 CONFIG_ITEMS = {"targets": str, "dump_level": int}
@@ -186,7 +186,8 @@ def _run_dump(argv):
         raise UsageError("no target given")
     if args.tuning:
         say(f"note: {', '.join(args.tuning)} only tune makedumpfile's internals; fastdump ignores them")
-    ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"))
+    ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"),
+               s3_credentials=cfg.get("s3_credentials"))
     split = None
     if args.split:
         split, targets = targets, []
