@@ -214,7 +214,7 @@ class S3Target(Target):
         if flat:
             raise UsageError("-F writes a stream: an s3:// target stores the dump itself")
         self.client = S3Client(Credentials.load(file=self.credentials_file))
-        self.client.head_bucket(self.bucket)   # a missing bucket fails here, before any upload
+        self.client.check_bucket(self.bucket)   # a missing bucket fails here, before any upload
         self.dir_key = f"{self.prefix}{_stamped(host, when)}/"
         key = self.dir_key + "vmcore"
         if not force and any(k == key for k, _ in self.client.list_objects(self.bucket, key)):

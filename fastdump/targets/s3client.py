@@ -177,12 +177,10 @@ class S3Client:
         raise S3Error(f"{what}: {method} failed after {attempts} attempts ({problem}) at {self.creds.endpoint}")
 
     # -- the calls a dump needs ------------------------------------------------
-    def head_bucket(self, bucket):
-        """Raises S3Error when the bucket is not there or not ours (HEAD has no error body)."""
-        status = self.request("HEAD", bucket, ok=(200, 403, 404))[0]
-        if status != 200:
-            raise S3Error(f"s3://{bucket}/: " + ("the bucket does not exist" if status == 404 else
-                                                "access denied (check the credentials)"), status=status)
+    def check_bucket(self, bucket):
+        """Raises S3Error when the bucket is not there or not ours (a GET: HEAD has no
+        error body to tell a wrong key from a wrong secret)."""
+        self.request("GET", bucket, query={"list-type": "2", "max-keys": "0"})
 
     def create_bucket(self, bucket):
         self.request("PUT", bucket)
