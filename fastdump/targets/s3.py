@@ -161,9 +161,9 @@ class S3Sink:
         self.buffers.clear()
         try:
             self.client.abort_multipart(self.bucket, self.key, self.upload_id)
-            return f"nowhere: the upload to {self.name} was aborted"
+            return f"an aborted upload to {self.name}: no object was stored"
         except FastdumpError:
-            return f"nowhere: the upload to {self.name} stays incomplete (server unreachable)"
+            return f"an unfinished upload to {self.name} (server unreachable): no object was stored"
 
 
 def manifest(src, stats, log, sink):
