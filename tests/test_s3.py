@@ -47,15 +47,20 @@ def objects(rgw, bucket, prefix=""):
     return dict(client(rgw).list_objects(bucket, prefix))
 
 
+def logged_vmcore(path, *, oops=True, crashtime=1764000000):
+    """A small vmcore whose kernel log ends in the panic (after an oops with a call trace)."""
+    msgs = default_messages(n=30)
+    if oops:
+        ts = msgs[-1].ts_nsec
+        msgs[-2:-2] = [Msg(text, ts - 1000 + i, 900) for i, text in enumerate(OOPS)]
+    spec = VmcoreSpec(ram_size=64 * MiB, crashtime=crashtime)
+    SyntheticVmcore(spec, layout=PrintkLayout(None, messages=msgs)).write(str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def oops_vmcore(tmp_path_factory):
-    """A vmcore whose kernel log ends in an oops with a call trace, then the panic."""
-    msgs = default_messages(n=30)
-    ts = msgs[-1].ts_nsec
-    msgs[-2:-2] = [Msg(text, ts - 1000 + i, 900) for i, text in enumerate(OOPS)]
-    path = str(tmp_path_factory.mktemp("oops") / "vmcore")
-    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB), layout=PrintkLayout(None, messages=msgs)).write(path)
-    return path
+    return logged_vmcore(tmp_path_factory.mktemp("oops") / "vmcore")
 
 
 def run(rgw, *args, env=None, check=True):
@@ -240,3 +245,24 @@ def test_credentials_file_must_be_private(rgw, bucket, vmcore, tmp_path):
     os.chmod(creds, 0o600)
     fastdump_cli("--config", str(config), env=env)
     assert [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+
+
+def test_list_groups_by_panic_signature_newest_first(rgw, bucket, tmp_path):
+    runs = [("old-oops", True, 1764000000), ("sysrq", False, 1764100000), ("new-oops", True, 1764200000)]
+    for name, oops, when in runs:
+        run(rgw, "-z", "-d", "1", logged_vmcore(tmp_path / name, oops=oops, crashtime=when),
+            f"s3://{bucket}/fleet/")
+        time.sleep(1.1)       # one directory per second and host, as kdump-utils names them
+    client(rgw).put_object(bucket, "fleet/bare-2026-01-01-00:00:00/vmcore", b"KDUMP   ")   # no manifest
+    groups = json.loads(run(rgw, "list", f"s3://{bucket}/fleet", "--json").stdout)
+    assert [[d.get("crash_time") for d in g["dumps"]] for g in groups] == [
+        ["2025-11-26T23:33:20Z", "2025-11-24T16:00:00Z"], ["2025-11-25T19:46:40Z"], [None]]
+    oops, sysrq, bare = groups
+    assert oops["dumps"][0]["frames"] == ["ext4_writepages", "do_writepages", "filemap_fdatawrite_wbc"]
+    assert sysrq["dumps"][0]["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
+    assert bare["signature"] is None and bare["dumps"][0]["bytes"] == 8
+    text = run(rgw, "list", f"s3://{bucket}/fleet/").stdout
+    assert text.index("ext4_writepages | do_writepages") < text.index("sysrq triggered crash")
+    assert text.count("/vmcore") == 4
+    bad = run(rgw, "list", "s3://x/", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -18,7 +18,8 @@ from .parsing import Parser
 
 SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo", "initrd": "fastdump.deploy.initrd",
                "estimate": "fastdump.commands.estimate", "verify": "fastdump.commands.verify",
-               "dmesg": "fastdump.commands.dmesg", "convert": "fastdump.commands.convert", "setup": "fastdump.deploy"}
+               "dmesg": "fastdump.commands.dmesg", "convert": "fastdump.commands.convert", "setup": "fastdump.deploy",
+               "list": "fastdump.commands.listing"}
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4

@@ -32,7 +32,6 @@ from .sinks import DirectFileSink, FileSink
 
 _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>\d+))?(?P<path>/[^\0\n]*)$")
-_S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\0\n]*))?$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -317,13 +316,10 @@ def check_key(path):
 def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):
     """Turn a target string into a Target (no side effects)."""
     if spec.startswith("s3://"):
-        m = _S3.match(spec)
-        if not m:
-            raise UsageError(f"bad s3 target {spec!r}: use s3://BUCKET/PREFIX/ (a bucket name of 3..63 "
-                             "lower-case letters, digits, dots and dashes)")
-        prefix = (m.group("prefix") or "").lstrip("/")
-        return S3Target(spec, bucket=m.group("bucket"), prefix=prefix + "/" if prefix and not prefix.endswith("/")
-                        else prefix, credentials_file=s3_credentials)
+        from .s3client import parse_url
+        bucket, prefix = parse_url(spec)
+        return S3Target(spec, bucket=bucket, prefix=prefix + "/" if prefix and not prefix.endswith("/") else prefix,
+                        credentials_file=s3_credentials)
     if spec == "-":
         return StdoutTarget(spec)
     if spec.startswith("raw:"):

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import os
+import re
 import socket
 import ssl
 import stat
@@ -31,6 +32,18 @@ from ..errors import NoSpaceError, TargetError, UsageError
 RETRIES = 5                  # attempts after the first, for connection errors and 5xx
 BACKOFF = 0.5                # seconds before the first retry, doubled each time
 TIMEOUT = 60
+
+
+_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<key>[^\0\n]*))?$")
+
+
+def parse_url(url):
+    """``s3://BUCKET/KEY`` -> (bucket, key); a UsageError names the rule it breaks."""
+    m = _URL.match(url)
+    if not m:
+        raise UsageError(f"bad s3 location {url!r}: use s3://BUCKET/PREFIX/ (a bucket name of 3..63 "
+                         "lower-case letters, digits, dots and dashes)")
+    return m.group("bucket"), (m.group("key") or "").lstrip("/")
 
 
 class S3Error(TargetError):
