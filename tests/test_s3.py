@@ -105,6 +105,25 @@ def test_every_part_boundary_holds(rgw, bucket, tmp_path):
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
 
 
+def test_open_reads_a_dump_in_place_with_ranged_reads(rgw, bucket, oops_vmcore, tmp_path, monkeypatch):
+    import fastdump
+    from fastdump.sources import s3object
+    run(rgw, "-d", "0", oops_vmcore, f"s3://{bucket}/")
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    size = objects(rgw, bucket)[key]
+    for name, value in rgw.env().items():
+        monkeypatch.setenv(name, value)
+    source = elf_pages(oops_vmcore)
+    with fastdump.open(f"s3://{bucket}/{key}") as d:
+        assert d.format == "kdump" and not d.incomplete
+        some = sorted(source)[::997]
+        assert {pfn: d.read_pfn(pfn) for pfn in some} == {pfn: source[pfn] for pfn in some}
+        assert d.ranged_reads * s3object.BLOCK < size / 2       # a few blocks, not the whole dump
+        assert digests({pfn: d.read_pfn(pfn) for pfn in d.pfns()}) == digests(source)
+    with pytest.raises(fastdump.FastdumpError, match="no such object"):
+        fastdump.open(f"s3://{bucket}/nothing/vmcore")
+
+
 @pytest.mark.parametrize("fault", ["bad secret", "unknown key", "missing bucket"])
 def test_refused_upload_is_one_line_and_the_next_target_is_tried(rgw, bucket, vmcore, tmp_path, fault):
     env = {"bad secret": rgw.env(AWS_SECRET_ACCESS_KEY="wrong-" + rgw.secret_key),

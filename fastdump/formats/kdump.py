@@ -256,10 +256,15 @@ class KdumpReader(ReadOnlyFile):
             raise FormatError(f"{self.path}: truncated (wanted {size} bytes at offset {off})")
         return data
 
-    def _load(self):
-        self.file_size = os.fstat(self.fd).st_size
-        if self.file_size > 1 << 62 or not stat.S_ISREG(os.fstat(self.fd).st_mode):
+    def _length(self):
+        """The dump's size in bytes; only a regular file holds one."""
+        st = os.fstat(self.fd)
+        if st.st_size > 1 << 62 or not stat.S_ISREG(st.st_mode):
             raise FormatError(f"{self.path}: not a regular file")
+        return st.st_size
+
+    def _load(self):
+        self.file_size = self._length()
         raw = self._read(0, HEADER.size)
         (sig, version, *rest) = HEADER.unpack(raw)
         if sig != SIGNATURE:

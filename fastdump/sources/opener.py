@@ -43,8 +43,11 @@ def open_dump(path):
     ``path`` is a path (str, bytes, os.PathLike).  A file descriptor (int) is refused
     with a UsageError: the reader closes what it opens, and an fd is the caller's."""
     path = path_arg(path, "dump file")
-    kind = sniff(path)
-    if kind == "kdump":
+    kind = "s3" if isinstance(path, str) and path.startswith("s3://") else sniff(path)
+    if kind == "s3":            # a dump in an object store, read in place (ranged GETs)
+        from .s3object import S3KdumpReader
+        reader = S3KdumpReader(path)
+    elif kind == "kdump":
         reader = KdumpReader(path)
     elif kind == "elf":
         reader = ElfSource(path)
