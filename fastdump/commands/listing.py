@@ -35,13 +35,22 @@ def collect(client, bucket, prefix):
 
 
 def group(dumps):
-    """[(signature, [dumps newest first])], the group with the newest crash first."""
+    """[(signature, [dumps newest first])], the group with the newest crash first.  Dumps
+    without a signature are grouped by why: no manifest, or no crash found in the log."""
     groups = {}
     for d in dumps:
-        groups.setdefault(d.get("signature"), []).append(d)
+        groups.setdefault((d.get("signature"), "manifest_version" in d), []).append(d)
     when = lambda d: d.get("crash_time") or ""   # noqa: E731  ISO times sort as text
-    out = [(sig, sorted(ds, key=when, reverse=True)) for sig, ds in groups.items()]
+    out = [(sig, sorted(ds, key=when, reverse=True)) for (sig, _), ds in groups.items()]
     return sorted(out, key=lambda g: when(g[1][0]), reverse=True)
+
+
+def _title(d):
+    if d.get("signature_text") or d.get("panic"):
+        return d.get("signature_text") or d["panic"]
+    if "manifest_version" not in d:
+        return "(no manifest)"
+    return "(no panic line: kernel log not saved)" if not d.get("log") else "(no panic line in the kernel log)"
 
 
 def main(argv=None):
@@ -63,8 +72,7 @@ def main(argv=None):
     if not groups:
         print(f"no dumps under s3://{bucket}/{prefix}")
     for sig, ds in groups:
-        head = ds[0]
-        title = head.get("signature_text") or head.get("panic") or ("no manifest" if sig is None else "")
+        title = _title(ds[0])
         print(f"{sig or '-':<12}  {len(ds)} dump{'s' if len(ds) > 1 else ''}  {title}")
         for d in ds:
             print(f"  {d.get('crash_time') or '?':<20}  {d.get('host') or '?'}  {d.get('kernel_release') or '?'}  "
