@@ -198,6 +198,32 @@ def test_radosgw_killed_mid_upload_leaves_no_object_and_the_fallback_gets_the_du
     assert not [k for k in objects(rgw, bucket) if k.endswith("vmcore")]     # nothing complete-looking
 
 
+def test_radosgw_restarted_mid_upload_the_run_completes(rgw, bucket, big_vmcore, tmp_path):
+    """The upload lives in RADOS, not in radosgw: parts retried after a restart finish it."""
+    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_upload(rgw, bucket, proc)
+        rgw.kill_rgw()
+        rgw.start_rgw()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    local = tmp_path / "vmcore"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    source = elf_pages(big_vmcore)
+    assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
+
+
+def test_endpoint_with_a_password_is_refused(rgw, vmcore):
+    secret_url = rgw.endpoint.replace("http://", "http://me:hunter2@")
+    r = run(rgw, "-z", vmcore, "s3://any-bucket/", env=rgw.env(AWS_ENDPOINT_URL=secret_url), check=False)
+    assert r.returncode != 0 and "hunter2" not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_radosgw_killed_with_no_fallback_exits_non_zero(rgw, bucket, big_vmcore):
     proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

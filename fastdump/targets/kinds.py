@@ -316,8 +316,10 @@ def check_key(path):
 def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):
     """Turn a target string into a Target (no side effects)."""
     if spec.startswith("s3://"):
-        from .s3client import parse_url
+        from .s3client import check_private, parse_url
         bucket, prefix = parse_url(spec)
+        if s3_credentials:
+            check_private(s3_credentials)     # before anything runs, as for an ssh key
         return S3Target(spec, bucket=bucket, prefix=prefix + "/" if prefix and not prefix.endswith("/") else prefix,
                         credentials_file=s3_credentials)
     if spec == "-":

@@ -62,6 +62,8 @@ class Credentials:
         self.region = region or "us-east-1"
         self.endpoint = (endpoint or f"https://s3.{self.region}.amazonaws.com").rstrip("/")
         u = urllib.parse.urlsplit(self.endpoint)
+        if u.username is not None or u.password is not None:      # never echo a secret in a message
+            raise UsageError("AWS_ENDPOINT_URL must not carry a user or password: use the AWS_* keys")
         if u.scheme not in ("http", "https") or not u.hostname:
             raise UsageError(f"AWS_ENDPOINT_URL must be http://HOST[:PORT] or https://..., not {self.endpoint!r}")
 
@@ -88,17 +90,25 @@ class Credentials:
         return cls(access, secret, token=token, endpoint=endpoint, region=region)
 
 
-def read_credentials_file(path, profile):
-    """One profile of an AWS shared credentials file, refused when others may read it."""
+def check_private(path):
+    """A credentials file others may read is refused (as ssh refuses such a key)."""
     try:
         st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
     except OSError as e:
         raise UsageError(f"S3 credentials file {path}: {e.strerror}") from None
     if st.st_mode & 0o077:
         raise UsageError(f"S3 credentials file {path} is readable by others "
                          f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+
+
+def read_credentials_file(path, profile):
+    """One profile of an AWS shared credentials file."""
+    check_private(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError(f"S3 credentials file {path}: {e.strerror}") from None
     cp = configparser.ConfigParser(interpolation=None)
     try:
         cp.read_string(text, source=path)
