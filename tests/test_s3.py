@@ -218,6 +218,90 @@ def test_radosgw_restarted_mid_upload_the_run_completes(rgw, bucket, big_vmcore,
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
 
 
+class DroppingProxy:
+    """A TCP relay to radosgw that cuts the first connection carrying more than ``after``
+    bytes upstream (a reset, mid-request), then relays faithfully."""
+
+    def __init__(self, port, after):
+        import socket
+        import threading
+        self.target, self.after, self.dropped = port, after, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pump, args=(conn, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn, False), daemon=True).start()
+
+    def _pump(self, src, dst, upstream):
+        import socket
+        import struct
+        sent = 0
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                sent += len(data)
+                if upstream and not self.dropped and sent > self.after:
+                    self.dropped += 1
+                    for s in (src, dst):   # a reset, as a dropped link or a dying peer gives
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        s.close()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_dropped_connection_mid_part_is_retried(rgw, bucket, big_vmcore, tmp_path):
+    proxy = DroppingProxy(rgw.port, after=12 * MiB)
+    try:
+        run(rgw, "-d", "0", big_vmcore, f"s3://{bucket}/", env=rgw.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    local = tmp_path / "vmcore"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    source = elf_pages(big_vmcore)
+    assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
+
+
+def test_interrupted_run_aborts_its_upload(rgw, bucket, big_vmcore):
+    """Server up, run stopped (SIGTERM, as a capture kernel's timeout does): the upload is
+    aborted, so neither an object nor an open upload is left."""
+    import signal
+    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_upload(rgw, bucket, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err and "aborted" in err, err
+    assert objects(rgw, bucket) == {} and _uploads(rgw, bucket) == []
+
+
 def test_endpoint_with_a_password_is_refused(rgw, vmcore):
     secret_url = rgw.endpoint.replace("http://", "http://me:hunter2@")
     r = run(rgw, "-z", vmcore, "s3://any-bucket/", env=rgw.env(AWS_ENDPOINT_URL=secret_url), check=False)
