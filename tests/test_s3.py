@@ -124,6 +124,15 @@ def test_open_reads_a_dump_in_place_with_ranged_reads(rgw, bucket, oops_vmcore, 
         fastdump.open(f"s3://{bucket}/nothing/vmcore")
 
 
+def test_elf_dump_to_s3_is_page_exact(rgw, bucket, vmcore, source_pages, tmp_path):
+    run(rgw, "-E", "-d", "1", vmcore, f"s3://{bucket}/")
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    local = tmp_path / "vmcore.elf"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    got = elf_pages(str(local))
+    assert {p: d for p, d in got.items() if any(d)} == {p: d for p, d in source_pages.items() if any(d)}
+
+
 @pytest.mark.parametrize("fault", ["bad secret", "unknown key", "missing bucket"])
 def test_refused_upload_is_one_line_and_the_next_target_is_tried(rgw, bucket, vmcore, tmp_path, fault):
     env = {"bad secret": rgw.env(AWS_SECRET_ACCESS_KEY="wrong-" + rgw.secret_key),
