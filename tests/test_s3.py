@@ -89,6 +89,14 @@ def test_dump_to_s3_is_page_exact_with_log_and_manifest(rgw, bucket, oops_vmcore
     assert m["pages"]["kept"] + m["pages"]["zero"] == len(source)
 
 
+def test_no_dmesg_keeps_the_log_out_of_the_store(rgw, bucket, oops_vmcore):
+    run(rgw, "-z", "-d", "1", "--no-dmesg", oops_vmcore, f"s3://{bucket}/")
+    names = sorted(k.rsplit("/", 1)[1] for k in objects(rgw, bucket))
+    assert names == ["manifest.json", "vmcore"]
+    m = json.loads(client(rgw).get_object(bucket, [k for k in objects(rgw, bucket) if k.endswith(".json")][0]))
+    assert m["log"] is None and m["panic"] is None
+
+
 def test_every_part_boundary_holds(rgw, bucket, tmp_path):
     """A dump many parts long, uncompressed: the parts join into the exact file."""
     src = str(tmp_path / "big")
@@ -283,7 +291,8 @@ class DroppingProxy:
 def test_dropped_connection_mid_part_is_retried(rgw, bucket, big_vmcore, tmp_path):
     proxy = DroppingProxy(rgw.port, after=12 * MiB)
     try:
-        run(rgw, "-d", "0", big_vmcore, f"s3://{bucket}/", env=rgw.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"))
+        via_proxy = rgw.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
+        run(rgw, "-d", "0", big_vmcore, f"s3://{bucket}/", env=via_proxy)
     finally:
         proxy.close()
     assert proxy.dropped == 1

@@ -67,9 +67,10 @@ def build_parser():
     p = Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
-                "info, demo, initrd, estimate, verify, dmesg, convert, setup (`fastdump SUBCOMMAND --help`).")
+                "info, demo, initrd, estimate, verify, dmesg, convert, setup, list (`fastdump SUBCOMMAND --help`).")
     p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
-    p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir; "
+    p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir, "
+                   "s3://BUCKET/PREFIX/; "
                    "with --split, one file per part")
     p.add_argument("--target", dest="extra_targets", action="append", default=[], metavar="TARGET",
                    help="another target, tried in order when the previous one fails or has no room")
@@ -103,7 +104,8 @@ def build_parser():
                    "does not fill the page cache (capture kernels have little memory)")
     p.add_argument("--ssh-key", metavar="FILE", help="private key for ssh:// targets (mode 0600)")
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
-    p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory targets")
+    p.add_argument("--no-dmesg", dest="dmesg", action="store_false",
+                   help="no vmcore-dmesg.txt in directory and s3:// targets")
     p.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON")
     p.add_argument("--message-level", type=_message_level_arg, default=None, metavar="N",
                    help="makedumpfile bitmask: 1 progress, 2 messages, 4 errors (default 7)")
@@ -125,8 +127,8 @@ def build_parser():
 
 
 CONFIG_KEYS = {"source": str, "targets": list, "dump_level": (int, list), "compress": str, "format": str,
-               "threads": int, "ssh_key": str, "known_hosts": str, "s3_credentials": str, "message_level": int, "force": bool,
-               "flat": bool, "window": (int, str)}
+               "threads": int, "ssh_key": str, "known_hosts": str, "message_level": int, "force": bool,
+               "flat": bool, "window": (int, str), "s3_credentials": str}
 #: what the elements of a list value must be
 CONFIG_ITEMS = {"targets": str, "dump_level": int}
 

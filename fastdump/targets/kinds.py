@@ -71,7 +71,7 @@ class Target:
     def open(self, *, host, when, flat, force, direct=False):
         raise NotImplementedError
 
-    def after_dump(self, src, stats, warn):
+    def after_dump(self, src, stats, warn, *, dmesg=True):
         """Once the dump is complete: whatever else this kind of target keeps beside it."""
 
 
@@ -222,14 +222,15 @@ class S3Target(Target):
         self.sink = S3Sink(self.client, self.bucket, key)
         return self.sink
 
-    def after_dump(self, src, stats, warn):
-        """The kernel log and the manifest: a dump already stored never fails over them."""
+    def after_dump(self, src, stats, warn, *, dmesg=True):
+        """The kernel log (unless --no-dmesg) and the manifest: a dump already stored
+        never fails over them."""
         from .s3 import manifest
+        log = None
         try:
             from ..kernel.dmesg import extract_dmesg
-            log = extract_dmesg(src)
+            log = extract_dmesg(src) if dmesg else None
         except (ImportError, FastdumpError) as e:
-            log = None
             warn(f"no vmcore-dmesg.txt: {e}")
         try:
             if log is not None:
