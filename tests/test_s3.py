@@ -68,7 +68,10 @@ def run(rgw, *args, env=None, check=True):
 
 
 def test_dump_to_s3_is_page_exact_with_log_and_manifest(rgw, bucket, oops_vmcore, tmp_path):
-    run(rgw, "-c", "-d", "1", oops_vmcore, f"s3://{bucket}/crash/")
+    stats = tmp_path / "stats.json"
+    r = run(rgw, "-c", "-d", "1", "--stats-json", str(stats), oops_vmcore, f"s3://{bucket}/crash/")
+    for text in (r.stdout, r.stderr, stats.read_text()):       # never a secret in messages or statistics
+        assert rgw.secret_key not in text and rgw.access_key not in text
     keys = objects(rgw, bucket, "crash/")
     (dump_key,) = [k for k in keys if k.endswith("/vmcore")]
     stem = dump_key[:-len("vmcore")]
