@@ -1,5 +1,6 @@
 """s3:// targets against a real single-node Ceph RGW on 127.0.0.1 (tests/rgw.py), no mock."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -90,6 +91,8 @@ def test_dump_to_s3_is_page_exact_with_log_and_manifest(rgw, bucket, oops_vmcore
     assert m["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
     assert m["frames"] == ["ext4_writepages", "do_writepages", "filemap_fdatawrite_wbc"]
     assert m["pages"]["kept"] + m["pages"]["zero"] == len(source)
+    data, part = local.read_bytes(), m["part_size"]
+    assert m["part_sha256"] == [hashlib.sha256(data[i:i + part]).hexdigest() for i in range(0, len(data), part)]
 
 
 def test_no_dmesg_keeps_the_log_out_of_the_store(rgw, bucket, oops_vmcore):

@@ -38,6 +38,7 @@ class S3Sink:
         self.covered = {}                     # part number -> sorted, merged [start, end) written
         self.held = set()                     # written before the barrier: sent at commit
         self.sent = {}                        # part number -> ETag
+        self.part_sha256 = {}                 # part number -> SHA-256 of its bytes (the manifest's checksums)
         self.past_barrier = False
         self.upload_id = client.create_multipart(bucket, key)
         self.error = None
@@ -102,8 +103,8 @@ class S3Sink:
             number, body = item
             if self.error is None:
                 try:
-                    self.sent[number] = self.client.upload_part(self.bucket, self.key, self.upload_id,
-                                                                number, body)
+                    self.sent[number], self.part_sha256[number] = self.client.upload_part(
+                        self.bucket, self.key, self.upload_id, number, body)
                 except FastdumpError as e:
                     self.error = e
                 except Exception as e:       # a bug must not hang the copy
@@ -179,6 +180,7 @@ def manifest(src, stats, log, sink):
            "crash_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(crashtime)) if crashtime else None,
            "dump_level": stats.dump_level, "codec": stats.compress, "bytes": sink.size,
            "etag": getattr(sink, "etag", None), "part_size": sink.part,
+           "part_sha256": [sink.part_sha256[n] for n in sorted(sink.part_sha256)],
            "pages": {"scanned": stats.pages_scanned, "kept": stats.pages_kept, "zero": stats.pages_zero,
                      "unreadable": stats.pages_unreadable, "excluded": stats.excluded},
            "incomplete": stats.incomplete, "log": "vmcore-dmesg.txt" if log is not None else None}

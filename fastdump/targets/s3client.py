@@ -168,9 +168,11 @@ class S3Client:
         headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.creds.access_key}/{scope}, "
                                     f"SignedHeaders={';'.join(names)}, Signature={signature}")
 
-    def request(self, method, bucket, key="", *, query=None, body=b"", headers=None, ok=(200,), retries=None):
+    def request(self, method, bucket, key="", *, query=None, body=b"", headers=None, ok=(200,), retries=None,
+                body_sha256=None):
         """(status, headers, body) of a signed request; retried on connection errors
         and 5xx; any other status not in ``ok`` raises S3Error (NoSpaceError for a quota)."""
+        body_sha256 = body_sha256 or hashlib.sha256(body).hexdigest()   # signed: the server checks it
         path = self.base_path + "/" + _quote(bucket) + ("/" + _quote(key, safe="-_.~/") if key else "")
         q = "&".join(f"{_quote(k)}={_quote(str(v))}" for k, v in sorted((query or {}).items()))
         what = f"s3://{bucket}/{key}"
@@ -179,7 +181,7 @@ class S3Client:
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             h = dict(headers or {})
-            self._sign(method, path, q, h, hashlib.sha256(body).hexdigest())
+            self._sign(method, path, q, h, body_sha256)
             try:
                 if self.conn is None:
                     self.conn = self._connect()
@@ -241,9 +243,11 @@ class S3Client:
         return upload_id
 
     def upload_part(self, bucket, key, upload_id, number, body):
+        """(ETag, SHA-256) of the part stored."""
+        digest = hashlib.sha256(body).hexdigest()
         headers = self.request("PUT", bucket, key, query={"partNumber": number, "uploadId": upload_id},
-                               body=body)[1]
-        return headers.get("etag", "")
+                               body=body, body_sha256=digest)[1]
+        return headers.get("etag", ""), digest
 
     def complete_multipart(self, bucket, key, upload_id, etags):
         body = "<CompleteMultipartUpload>" + "".join(
