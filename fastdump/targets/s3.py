@@ -39,6 +39,8 @@ class S3Sink:
         self.held = set()                     # written before the barrier: sent at commit
         self.sent = {}                        # part number -> ETag
         self.part_sha256 = {}                 # part number -> SHA-256 of its bytes (the manifest's checksums)
+        #: where the time goes: the uploader busy (hash + send + store), the copy waiting for it
+        self.seconds = {"uploading": 0.0, "stalled": 0.0}
         self.past_barrier = False
         self.upload_id = client.create_multipart(bucket, key)
         self.error = None
@@ -90,8 +92,10 @@ class S3Sink:
         body = self.buffers.pop(number) if body is None else body
         self.covered.pop(number, None)
         self.sent[number] = None
+        t0 = time.monotonic()
         while not self.idle.acquire(timeout=1):
             self._check()
+        self.seconds["stalled"] += time.monotonic() - t0
         self._check()
         self.queue.put((number, body))
 
@@ -102,9 +106,11 @@ class S3Sink:
                 return
             number, body = item
             if self.error is None:
+                t0 = time.monotonic()
                 try:
                     self.sent[number], self.part_sha256[number] = self.client.upload_part(
                         self.bucket, self.key, self.upload_id, number, body)
+                    self.seconds["uploading"] += time.monotonic() - t0
                 except FastdumpError as e:
                     self.error = e
                 except Exception as e:       # a bug must not hang the copy
@@ -181,6 +187,7 @@ def manifest(src, stats, log, sink):
            "dump_level": stats.dump_level, "codec": stats.compress, "bytes": sink.size,
            "etag": getattr(sink, "etag", None), "part_size": sink.part,
            "part_sha256": [sink.part_sha256[n] for n in sorted(sink.part_sha256)],
+           "upload_seconds": {k: round(v, 3) for k, v in sink.seconds.items()},
            "pages": {"scanned": stats.pages_scanned, "kept": stats.pages_kept, "zero": stats.pages_zero,
                      "unreadable": stats.pages_unreadable, "excluded": stats.excluded},
            "incomplete": stats.incomplete, "log": "vmcore-dmesg.txt" if log is not None else None}
