@@ -34,10 +34,15 @@ def rgw():
 
 @pytest.fixture
 def bucket(rgw):
-    """A fresh bucket per test (names are never reused)."""
+    """A fresh bucket per test (names are never reused), emptied after it: the OSD keeps
+    objects in memory."""
     name = f"fd-{uuid.uuid4().hex[:12]}"
     client(rgw).create_bucket(name)
-    return name
+    yield name
+    c = client(rgw)
+    for key, _ in list(c.list_objects(name)):
+        c.request("DELETE", name, key, ok=(204,))
+    _abort_open_uploads(rgw, name)
 
 
 def client(rgw, **env):
