@@ -49,6 +49,7 @@ class Rgw:
 fsid = {self.fsid}
 mon host = v2:{HOST}:{self.mon_port}
 public addr = {HOST}
+cluster addr = {HOST}
 ms bind ipv6 = false
 auth cluster required = none
 auth service required = none

@@ -424,3 +424,10 @@ def test_list_groups_by_panic_signature_newest_first(rgw, bucket, tmp_path):
     assert text.count("/vmcore") == 4
     bad = run(rgw, "list", "s3://x/", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_the_cluster_listens_on_loopback_only(rgw):
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    pids = {p.pid for p in rgw.procs.values()}
+    ours = [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+    assert len(ours) >= 3 and all(addr.startswith("127.0.0.1:") for addr in ours), ours
