@@ -20,7 +20,8 @@ from .parsing import Parser
 
 SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo", "initrd": "fastdump.deploy.initrd",
                "estimate": "fastdump.commands.estimate", "verify": "fastdump.commands.verify",
-               "dmesg": "fastdump.commands.dmesg", "convert": "fastdump.commands.convert", "setup": "fastdump.deploy"}
+               "dmesg": "fastdump.commands.dmesg", "convert": "fastdump.commands.convert", "setup": "fastdump.deploy",
+               "list": "fastdump.commands.listing"}
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
@@ -68,9 +69,10 @@ def build_parser():
     p = Parser(prog="fastdump", description="Copy a Linux crash dump: filter, compress, write "
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
-                "info, demo, initrd, estimate, verify, dmesg, convert, setup (`fastdump SUBCOMMAND --help`).")
+                "info, demo, initrd, estimate, verify, dmesg, convert, setup, list (`fastdump SUBCOMMAND --help`).")
     p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
-    p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir; "
+    p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir, "
+                   "s3://BUCKET/PREFIX/; "
                    "with --split, one file per part")
     p.add_argument("--target", dest="extra_targets", action="append", default=[], metavar="TARGET",
                    help="another target, tried in order when the previous one fails or has no room")
@@ -98,7 +100,8 @@ def build_parser():
                    "does not fill the page cache (capture kernels have little memory)")
     p.add_argument("--ssh-key", metavar="FILE", help="private key for ssh:// targets (mode 0600)")
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
-    p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory targets")
+    p.add_argument("--no-dmesg", dest="dmesg", action="store_false",
+                   help="no vmcore-dmesg.txt in directory and s3:// targets")
     p.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON")
     p.add_argument("--message-level", type=_message_level_arg, default=None, metavar="N",
                    help="makedumpfile bitmask: 1 progress, 2 messages, 4 errors (default 7)")
@@ -121,7 +124,7 @@ def build_parser():
 
 CONFIG_KEYS = {"source": str, "targets": list, "dump_level": (int, list), "compress": str, "format": str,
                "threads": int, "ssh_key": str, "known_hosts": str, "message_level": int, "force": bool,
-               "flat": bool, "window": (int, str)}
+               "flat": bool, "window": (int, str), "s3_credentials": str}
 #: what the elements of a list value must be
 CONFIG_ITEMS = {"targets": str, "dump_level": int}
 
@@ -188,7 +191,8 @@ def _run_dump(argv):
         raise UsageError("no target given")
     if args.tuning:
         say(f"note: {', '.join(args.tuning)} only tune makedumpfile's internals; fastdump ignores them")
-    ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"))
+    ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"),
+               s3_credentials=cfg.get("s3_credentials"))
     split = None
     if args.split:
         split, targets = targets, []

@@ -697,6 +697,7 @@ class Dump:
     # -- after a dump -------------------------------------------------------------
     def _after(self, src, target, stats):
         """Directory targets also get the kernel log, as kdump-utils leaves it."""
+        target.after_dump(src, stats, self.warn, dmesg=self.dmesg)
         path = target.dmesg_path()
         if path is None or not self.dmesg or path == self._log_saved:
             return

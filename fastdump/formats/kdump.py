@@ -322,10 +322,15 @@ class KdumpReader(ReadOnlyFile):
         except OSError as e:
             raise FormatError(f"{self.path}: read error at offset {off}: {e.strerror}") from None
 
-    def _load(self):
-        self.file_size = os.fstat(self.fd).st_size
-        if self.file_size > 1 << 62 or not stat.S_ISREG(os.fstat(self.fd).st_mode):
+    def _length(self):
+        """The dump's size in bytes; only a regular file holds one."""
+        st = os.fstat(self.fd)
+        if st.st_size > 1 << 62 or not stat.S_ISREG(st.st_mode):
             raise FormatError(f"{self.path}: not a regular file")
+        return st.st_size
+
+    def _load(self):
+        self.file_size = self._length()
         h = self.header = HEADER.unpack_named(self.read_at(0, HEADER.size))
         if h.signature != SIGNATURE:
             raise FormatError(f"{self.path}: not a kdump-compressed file")

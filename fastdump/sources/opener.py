@@ -71,6 +71,9 @@ def open_dump(path: PathArg) -> DumpReader:
     ``path`` is a path (str, bytes, os.PathLike).  A file descriptor (int) is refused
     with a UsageError: the reader closes what it opens, and an fd is the caller's."""
     name = path_arg(path, "dump file")
+    if isinstance(name, str) and name.startswith("s3://"):   # a dump in an object store, read in place
+        from .s3object import S3KdumpReader
+        return S3KdumpReader(name)
     kind = sniff(name)
     if kind == "kdump":
         return KdumpReader(name)

@@ -9,6 +9,8 @@
 | ``raw:DEV``                 | the flattened stream on a block device (``fastdump -R --from-device DEV`` reads it back) |
 | ``ssh://user@host[:port]/DIR`` | the flattened stream through the system ssh client; rebuilt on  |
 |                             | the far side by ``fastdump -R`` when it is there, else ``vmcore.flat`` |
+| ``s3://BUCKET/PREFIX/``     | ``PREFIX/<host>-<date>/vmcore`` by multipart upload (``s3.py``),  |
+|                             | ``vmcore-dmesg.txt`` and ``manifest.json`` beside it              |
 
 Target strings never reach a local shell: ssh gets an argument vector, and the
 one remote command line quotes every path.
@@ -24,7 +26,7 @@ import time
 
 from . import devices
 from .. import safefile
-from ..errors import TargetError, UsageError
+from ..errors import FastdumpError, TargetError, UsageError
 from ..formats.flat import FlatSink
 from .sinks import DirectFileSink, FileSink
 
@@ -68,6 +70,9 @@ class Target:
 
     def open(self, *, host, when, flat, force, direct=False):
         raise NotImplementedError
+
+    def after_dump(self, src, stats, warn, *, dmesg=True):
+        """Once the dump is complete: whatever else this kind of target keeps beside it."""
 
 
 def _free_bytes_at(directory):
@@ -193,6 +198,50 @@ class SshTarget(Target):
         return SshSink(proc, name=self.spec)
 
 
+class S3Target(Target):
+    """``s3://BUCKET/PREFIX/``: ``PREFIX/<host>-<date>/vmcore`` uploaded in parts, then
+    ``vmcore-dmesg.txt`` and ``manifest.json`` beside it (``s3.py``, ``s3client.py``)."""
+
+    def __init__(self, spec, *, bucket, prefix, credentials_file=None):
+        super().__init__(spec)
+        self.bucket, self.prefix, self.credentials_file = bucket, prefix, credentials_file
+        self.client = self.sink = None
+
+    def open(self, *, host, when, flat, force, direct=False):
+        from .s3 import S3Sink
+        from .s3client import Credentials, S3Client
+        if flat:
+            raise UsageError("-F writes a stream: an s3:// target stores the dump itself")
+        self.client = S3Client(Credentials.load(file=self.credentials_file))
+        self.client.check_bucket(self.bucket)   # a missing bucket fails here, before any upload
+        self.dir_key = f"{self.prefix}{_stamped(host, when)}/"
+        key = self.dir_key + "vmcore"
+        if not force and any(k == key for k, _ in self.client.list_objects(self.bucket, key)):
+            raise TargetError(f"s3://{self.bucket}/{key} exists (use -f to replace it)")
+        self.dump_path = f"s3://{self.bucket}/{key}"
+        self.sink = S3Sink(self.client, self.bucket, key)
+        return self.sink
+
+    def after_dump(self, src, stats, warn, *, dmesg=True):
+        """The kernel log (unless --no-dmesg) and the manifest: a dump already stored
+        never fails over them."""
+        from .s3 import manifest
+        log = None
+        try:
+            from ..kernel.dmesg import extract_dmesg
+            log = extract_dmesg(src) if dmesg else None
+        except (ImportError, FastdumpError) as e:
+            warn(f"no vmcore-dmesg.txt: {e}")
+        try:
+            if log is not None:
+                self.client.put_object(self.bucket, self.dir_key + "vmcore-dmesg.txt", log.encode(),
+                                       "text/plain; charset=utf-8")
+            self.client.put_object(self.bucket, self.dir_key + "manifest.json",
+                                   manifest(src, stats, log, self.sink), "application/json")
+        except FastdumpError as e:
+            warn(f"{self.spec}: the dump is stored, but not its log or manifest: {e}")
+
+
 def _stamped(host, when):
     """``<host>-<YYYY-MM-DD-HH:MM:SS>``: one directory per crash, as kdump-utils names them."""
     return f"{_SAFE_NAME.sub('_', host)}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
@@ -265,8 +314,15 @@ def check_key(path):
         raise UsageError(f"ssh key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
 
 
-def parse_target(spec, *, ssh_key=None, known_hosts=None):
+def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):
     """Turn a target string into a Target (no side effects)."""
+    if spec.startswith("s3://"):
+        from .s3client import check_private, parse_url
+        bucket, prefix = parse_url(spec)
+        if s3_credentials:
+            check_private(s3_credentials)     # before anything runs, as for an ssh key
+        return S3Target(spec, bucket=bucket, prefix=prefix + "/" if prefix and not prefix.endswith("/") else prefix,
+                        credentials_file=s3_credentials)
     if spec == "-":
         return StdoutTarget(spec)
     if spec.startswith("raw:"):

@@ -1,0 +1,196 @@
+"""A dump written straight into an S3 object by multipart upload, no seeking.
+
+The object is cut into fixed parts: part n holds bytes ``[(n-1)*P, n*P)``, so it
+is byte for byte the file a file target would hold (no padding, no ``-R`` step).
+A part goes up, in a background thread, as soon as every byte of it is written.
+Parts written before the writer's ``barrier`` (header, notes, bitmaps: the
+writer patches them at the end) are held and go up at ``commit``, together with
+any part a hole left short (sent as zeros, as a file reads there).  The page
+data, descriptors and page checksums are written in order, so at any moment
+only the held parts, the one part each of those streams is filling and one in
+flight are in memory (5 MiB each: 15..25 MiB).
+
+Nothing is visible in the bucket until ``CompleteMultipartUpload``; a run that
+fails aborts the upload (and if the server is gone, the upload stays
+incomplete, which no listing shows as an object).
+"""
+
+import json
+import queue
+import threading
+import time
+
+from ..errors import FastdumpError, TargetError
+
+PART_SIZE = 5 << 20          # S3's smallest part (memory: ~6 parts); at most 10000 parts: 48 GiB
+MAX_PARTS = 10000
+
+
+class S3Sink:
+    """``pwrite(data, offset)`` into a multipart upload of ``s3://bucket/key``."""
+
+    def __init__(self, client, bucket, key, *, part_size=PART_SIZE):
+        self.client, self.bucket, self.key, self.part = client, bucket, key, part_size
+        self.name = self.path = f"s3://{bucket}/{key}"
+        self.temp_path = None                 # no local file to clean up
+        self.bytes_written = self.size = 0
+        self.buffers = {}                     # part number -> bytearray
+        self.covered = {}                     # part number -> sorted, merged [start, end) written
+        self.held = set()                     # written before the barrier: sent at commit
+        self.sent = {}                        # part number -> ETag
+        self.part_sha256 = {}                 # part number -> SHA-256 of its bytes (the manifest's checksums)
+        #: where the time goes: the uploader busy (hash + send + store), the copy waiting for it
+        self.seconds = {"uploading": 0.0, "stalled": 0.0}
+        self.past_barrier = False
+        self.upload_id = client.create_multipart(bucket, key)
+        self.error = None
+        self.queue = queue.Queue()
+        self.idle = threading.Semaphore(1)    # one part in flight: a slow server slows the copy, never grows memory
+        self.thread = threading.Thread(target=self._uploader, name="s3-upload", daemon=True)
+        self.thread.start()
+
+    # -- writing ------------------------------------------------------------------
+    def pwrite(self, data, offset):
+        view = memoryview(data).cast("B")
+        n = len(view)
+        self._check()
+        while view:
+            number, at = offset // self.part + 1, offset % self.part
+            take = min(len(view), self.part - at)
+            if number in self.sent:
+                raise TargetError(f"{self.name}: part {number} was already sent and cannot change")
+            if number > MAX_PARTS:
+                raise TargetError(f"{self.name}: the dump outgrows {MAX_PARTS} parts of {self.part >> 20} MiB")
+            buf = self.buffers.get(number)
+            if buf is None:
+                buf = self.buffers[number] = bytearray(self.part)
+            buf[at:at + take] = view[:take]
+            self._cover(number, at, at + take)
+            if not self.past_barrier:
+                self.held.add(number)
+            elif number not in self.held and self.covered[number] == [[0, self.part]]:
+                self._send(number)
+            view, offset = view[take:], offset + take
+        self.bytes_written += n
+        self.size = max(self.size, offset)
+
+    def _cover(self, number, a, b):
+        runs = self.covered.setdefault(number, [])
+        runs.append([a, b])
+        runs.sort()
+        merged = [runs[0]]
+        for r in runs[1:]:
+            if r[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], r[1])
+            else:
+                merged.append(r)
+        self.covered[number] = merged
+
+    def _send(self, number, body=None):
+        """Hand a part to the uploader; waits while the one before is still going up, so
+        filling the next part overlaps one upload and memory stays a few parts."""
+        body = self.buffers.pop(number) if body is None else body
+        self.covered.pop(number, None)
+        self.sent[number] = None
+        t0 = time.monotonic()
+        while not self.idle.acquire(timeout=1):
+            self._check()
+        self.seconds["stalled"] += time.monotonic() - t0
+        self._check()
+        self.queue.put((number, body))
+
+    def _uploader(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            number, body = item
+            if self.error is None:
+                t0 = time.monotonic()
+                try:
+                    self.sent[number], self.part_sha256[number] = self.client.upload_part(
+                        self.bucket, self.key, self.upload_id, number, body)
+                    self.seconds["uploading"] += time.monotonic() - t0
+                except FastdumpError as e:
+                    self.error = e
+                except Exception as e:       # a bug must not hang the copy
+                    self.error = TargetError(f"{self.name}: upload failed: {e}")
+            self.idle.release()
+
+    def _check(self):
+        if self.error is not None:
+            raise self.error
+
+    def _drain(self):
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def reserve(self, size, *, allocate=False):
+        """The object is as long as the file would be: unwritten bytes go up as zeros."""
+        self.size = max(self.size, size)
+
+    def barrier(self):
+        """What is written so far is the header and the bitmaps: held until commit."""
+        self._check()
+        self.past_barrier = True
+
+    def settle(self):
+        """Nothing of a failed upload is ever visible: no range counts as durable."""
+        return []
+
+    # -- ending -------------------------------------------------------------------
+    def commit(self):
+        """Send every part not sent yet (short ones padded with zeros, the last one
+        cut to the size), complete the upload and check the object's length."""
+        last = max(1, -(-self.size // self.part))
+        for number in range(1, last + 1):
+            if number in self.sent:       # sent or on its way
+                continue
+            body = self.buffers.pop(number, None) or bytearray(self.part)
+            if number == last:
+                body = body[:self.size - (last - 1) * self.part]
+            self._send(number, body)
+        self._drain()
+        self._check()
+        etag = self.client.complete_multipart(self.bucket, self.key, self.upload_id, self.sent)
+        self.etag = etag.strip('"')
+        length = int(self.client.head_object(self.bucket, self.key).get("content-length", -1))
+        if length != self.size:
+            raise TargetError(f"{self.name}: the store holds {length} bytes, {self.size} were sent")
+        return self.name
+
+    def abandon(self):
+        """Abort the upload: no object appears.  When the server cannot be reached the
+        upload stays open (incomplete; a lifecycle rule removes it), never an object."""
+        self.error = self.error or TargetError("abandoned")
+        self._drain()
+        self.buffers.clear()
+        try:
+            self.client.abort_multipart(self.bucket, self.key, self.upload_id)
+            return f"an aborted upload to {self.name}: no object was stored"
+        except FastdumpError:
+            return f"an unfinished upload to {self.name} (server unreachable): no object was stored"
+
+
+def manifest(src, stats, log, sink):
+    """The JSON kept beside a dump, all a fleet needs to triage without opening it:
+    kernel, crash time, panic line and backtrace signature, level, codec, sizes, pages."""
+    from ..kernel.oops import summarize
+    from ..kernel.utsname import read_utsname
+    vi = getattr(src, "vmcoreinfo", None)
+    crashtime = vi.crashtime if vi is not None else None
+    uts = read_utsname(src)
+    doc = {"manifest_version": 1, "object": sink.name, "format": stats.format,
+           "host": uts[1] if len(uts) > 1 else None, "kernel_release": uts[2] if len(uts) > 2 else None,
+           "crash_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(crashtime)) if crashtime else None,
+           "dump_level": stats.dump_level, "codec": stats.compress, "bytes": sink.size,
+           "etag": getattr(sink, "etag", None), "part_size": sink.part,
+           "part_sha256": [sink.part_sha256[n] for n in sorted(sink.part_sha256)],
+           "upload_seconds": {k: round(v, 3) for k, v in sink.seconds.items()},
+           "pages": {"scanned": stats.pages_scanned, "kept": stats.pages_kept, "zero": stats.pages_zero,
+                     "unreadable": stats.pages_unreadable, "excluded": stats.excluded},
+           "incomplete": stats.incomplete, "log": "vmcore-dmesg.txt" if log is not None else None}
+    doc.update(summarize(log or ""))
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
