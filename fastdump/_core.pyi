@@ -10,6 +10,12 @@ CODEC_LZ4: int
 CODEC_ZSTD: int
 CODEC_LZO: int
 CODEC_SNAPPY: int
+# kdump page descriptor flags (cpdef enum in src/_core.pyx; formats/codecs.py names them)
+KD_ZLIB: int
+KD_LZO: int
+KD_SNAPPY: int
+KD_ZSTD: int
+KD_LZ4_FASTDUMP: int
 PAGE_ZERO: int
 PAGE_FILLED: int
 PAGE_UNREADABLE: int
