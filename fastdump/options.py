@@ -110,12 +110,14 @@ class DumpOptions:
     iomem: str
     vmcoreinfo_file: str
     stats_json: str
+    size_limit: int
+    dry_run: bool
 
     @classmethod
     def check(cls, *, source, target=None, targets=None, level=0, compress="none", format="kdump", threads=None,
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
-              vmcoreinfo_file=None, stats_json=None):
+              vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False):
         from .targets.kinds import Target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
@@ -145,4 +147,6 @@ class DumpOptions:
             split=None if split is None else tuple(path_arg(p, "split part") for p in split),
             split_block_pfns=block, mem_map=mem_map, iomem=_optional_path(iomem, "iomem file"),
             vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
-            stats_json=_optional_path(stats_json, "stats file"))
+            stats_json=_optional_path(stats_json, "stats file"),
+            size_limit=int_arg(size_limit, "size limit", 1, (1 << 63) - 1, optional=True),
+            dry_run=bool_arg(dry_run, "dry_run"))

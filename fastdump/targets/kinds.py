@@ -27,7 +27,7 @@ from . import devices
 from .. import safefile
 from ..errors import TargetError, UsageError
 from ..formats.flat import FlatSink
-from .sinks import DirectFileSink, FileSink
+from .sinks import DirectFileSink, FileSink, LimitedSink, NullSink
 
 _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>\d+))?(?P<path>/[^\0\n]*)$")
@@ -44,13 +44,22 @@ class Target:
     ssh: dict = None
     dump_path: str = ""
     made: set = field(default_factory=set)   # directories this run created (a retry reuses them)
+    size_limit: int = None   # makedumpfile -L: the dump never grows past it (the target's room)
+    dry_run: bool = False    # --dry-run: nothing is created or written
 
     def describe(self):
         return self.spec
 
     # -- room ----------------------------------------------------------------
     def free_bytes(self):
-        """Free space where the dump goes, or None when it cannot be known here."""
+        """Room for the dump: free space where it goes, or None when it cannot be known
+        here, and never more than ``size_limit``."""
+        free = None if self.dry_run else self._free_space()
+        if self.size_limit is not None:
+            return self.size_limit if free is None else min(free, self.size_limit)
+        return free
+
+    def _free_space(self):
         if self.kind in ("file", "dir"):
             probe = self.path if self.kind == "dir" else (os.path.dirname(os.path.abspath(self.path)) or ".")
             try:
@@ -72,6 +81,16 @@ class Target:
     # -- opening -------------------------------------------------------------
     def open(self, *, host, when, flat, force, direct=False):
         """A sink for the dump.  ``flat`` asks for the flattened format."""
+        if flat and self.kind == "file":
+            raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
+        if self.dry_run:   # still refused as a real run would be: a dump file that exists
+            if self.kind == "file":
+                safefile.check_free(self.path, force=force)
+            return NullSink(self.spec)
+        sink = self._open(host=host, when=when, flat=flat, force=force, direct=direct)
+        return LimitedSink(sink, self.size_limit) if self.size_limit is not None else sink
+
+    def _open(self, *, host, when, flat, force, direct):
         if self.kind == "stdout":
             import sys
             return FlatSink(sys.stdout.buffer, name="<stdout>")
@@ -84,8 +103,6 @@ class Target:
             self.dump_path = os.path.join(sub, "vmcore")
             sink_cls = DirectFileSink if direct else FileSink
             return sink_cls(self.dump_path, force=force, temp_path=os.path.join(sub, "vmcore-incomplete"))
-        if flat:
-            raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         self.dump_path = self.path
         return (DirectFileSink if direct else FileSink)(self.path, force=force)
 
@@ -99,7 +116,9 @@ class Target:
 
     def side_path(self, name, *, host, when, force):
         """Where a file that goes with the dump (``dmesg.txt``: the kernel log) is
-        written: ``vmcore-NAME`` beside the dump; None for streams."""
+        written: ``vmcore-NAME`` beside the dump; None for streams and dry runs."""
+        if self.dry_run:
+            return None
         if self.kind == "dir":
             try:
                 return os.path.join(self._subdir(host, when, force), f"vmcore-{name}")
