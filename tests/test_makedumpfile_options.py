@@ -16,7 +16,9 @@ Two kinds of rows say why makedumpfile answers differently:
   be in its output), e.g. ``-x`` wants a vmlinux with debug info, which a synthetic kernel has not.
 * ``differs``: fastdump answers otherwise on purpose: it refuses Xen and sadump options, which
   makedumpfile ignores on a vmcore that is neither, so a config that relies on them fails loudly;
-  it still accepts ``--non-cyclic``, which makedumpfile dropped after 1.6.
+  it still accepts ``--non-cyclic``, which makedumpfile dropped after 1.6; with no target and
+  stdout not a terminal it writes the flattened stream there even without ``-F`` (kdump-utils
+  adds ``-F`` only for a collector named makedumpfile).
 """
 
 import hashlib
@@ -60,6 +62,7 @@ ROWS = {
     "-E": Row(f"-E {D31}", 0, "dump"),
     "-c -E": Row(f"-c -E {D31}", 1),
     "-F": Row("-F -c -d 31 {V}", 0, "flat"),
+    "no target": Row("-c -d 31 {V}", 0, "flat", differs="fastdump streams to a stdout that is no terminal"),
     "-F --split": Row("-F --split -d 31 {V} {O1} {O2}", 1),
     "-d list": Row("-c -d 31,1 {V} {O}", 0, "dump"),
     "-d 32": Row("-d 32 {V} {O}", 1),
