@@ -227,3 +227,52 @@ def test_option_line(name, world, tmp_path):
             missing = world["kept31"] - set(ours)
             assert set(ours) <= world["kept31"] and all(world["pages"][p] == ZERO_PAGE for p in missing), \
                 sorted(set(ours) ^ world["kept31"])[:8]
+
+
+def _run_fastdump(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, PYTHONPATH=TOP), timeout=300)
+
+
+def test_dry_run_creates_nothing_for_any_target(world, tmp_path):
+    """A directory target, a file with its kernel log, split parts and statistics-free runs:
+    the dry run counts what it would write and leaves the directory as it was."""
+    (tmp_path / "dir").mkdir()
+    for args in (["-c", "-d", "31", world["V"], str(tmp_path / "dir") + "/"],
+                 ["-c", "-d", "31", "-L", "1M", world["V"], str(tmp_path / "f")],
+                 ["--split", "-c", "-d", "31", world["V"], str(tmp_path / "p1"), str(tmp_path / "p2")]):
+        r = _run_fastdump("--dry-run", *args, cwd=tmp_path)
+        assert r.returncode == (1 if "-L" in args else 0), r.stderr[-1000:]
+        assert sorted(os.listdir(tmp_path)) == ["dir"] and not os.listdir(tmp_path / "dir"), args
+
+
+def test_size_limit_falls_back_to_the_next_level(world, tmp_path):
+    """-L is a full target: with a -d list the next level is tried (as makedumpfile retries)."""
+    full = tmp_path / "full"
+    r = _run_fastdump("-c", "-d", "0", world["V"], str(full), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    limit = full.stat().st_size // 2
+    r = _run_fastdump("-c", "-d", "0,31", "-L", str(limit), world["V"], str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0 and "retrying with dump level 31" in r.stderr, r.stderr[-1000:]
+    assert (tmp_path / "out").stat().st_size <= limit
+    assert set(kdumpfile_digests(str(tmp_path / "out"), MAX_PFN)[1]) <= world["kept31"]
+
+
+def test_fastdump_face_keeps_its_exit_codes(world, tmp_path):
+    """Usage errors are 2 in fastdump's own face (1 only through makedumpfile's)."""
+    for args in (["--check-params", "-c", "-E", "vmcore", "dumpfile"], ["--eppic", "x", world["V"], "out"],
+                 ["--config", world["T"], world["V"], "out"]):
+        r = _run_fastdump(*args, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert "use --settings" in r.stderr
+    r = _run_fastdump("--settings", world["T"], world["V"], "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("bad", [{"size_limit": 0}, {"size_limit": "1M"}, {"dry_run": "yes"}])
+def test_api_checks_the_new_options(world, tmp_path, bad):
+    import fastdump
+    from fastdump.errors import UsageError
+    with pytest.raises(UsageError):
+        fastdump.dump(world["V"], str(tmp_path / "o"), **bad)
+    assert not os.listdir(tmp_path)

@@ -86,8 +86,9 @@ class Target:
         if self.dry_run:   # still refused as a real run would be: a dump file that exists
             if self.kind == "file":
                 safefile.check_free(self.path, force=force)
-            return NullSink(self.spec)
-        sink = self._open(host=host, when=when, flat=flat, force=force, direct=direct)
+            sink = NullSink(self.spec)
+        else:
+            sink = self._open(host=host, when=when, flat=flat, force=force, direct=direct)
         return LimitedSink(sink, self.size_limit) if self.size_limit is not None else sink
 
     def _open(self, *, host, when, flat, force, direct):

@@ -263,7 +263,7 @@ class LimitedSink:
     def pwrite(self, data, offset):
         n = data.nbytes if isinstance(data, memoryview) else len(data)
         if offset + n > self.limit:
-            raise NoSpaceError(f"{self._sink.temp_path}: size limit of {self.limit} bytes (-L) reached")
+            raise NoSpaceError(f"the dump reached its size limit of {self.limit} bytes (-L)")
         self._sink.pwrite(data, offset)
 
     def reserve(self, size, *, allocate=False):
@@ -300,4 +300,4 @@ class NullSink:
         return self.name
 
     def abandon(self):
-        return self.name
+        return f"{self.name} (dry run: not written)"
