@@ -28,12 +28,11 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+from support import digests, elf_pages, kdumpfile_digests, need_tool
 
 from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout, MiB
 from fastdump.testing.printk_layout import PrintkLayout
-
-from support import digests, elf_pages, kdumpfile_digests, need_tool
 
 RAM = 64 * MiB
 MAX_PFN = RAM // 4096 + 4096
@@ -152,16 +151,16 @@ def world(tmp_path_factory):
 
 def run(argv, row, world, work):
     """(exit status, output text) of one run in its own directory ``work``."""
-    names = dict(V=world["V"], I=world["I"], T=world["T"], P1=world["P1"], P2=world["P2"], D=str(work),
-                 O=str(work / "out"), O1=str(work / "out1"), O2=str(work / "out2"))
+    names = {k: world[k] for k in ("V", "I", "T", "P1", "P2")}
+    names.update(D=str(work), O=str(work / "out"), O1=str(work / "out1"), O2=str(work / "out2"))
     args = [a.format(**names) for a in row.args.split()]
     if row.writes == "kept" or row.args.startswith("-f "):
         (work / "out").write_bytes(b"precious")
-    env = dict(os.environ, PYTHONPATH=TOP)   # this work tree's fastdump, run from ``work``
+    env = {**os.environ, "PYTHONPATH": TOP}   # this work tree's fastdump, run from ``work``
     with open(world["dir"] / row.stdin if row.stdin else os.devnull, "rb") as stdin, \
             open(work / "stdout", "wb") as out:
         r = subprocess.run(argv + args, stdin=stdin, stdout=out, stderr=subprocess.PIPE, cwd=work, env=env,
-                           timeout=300)
+                           timeout=300, check=False)
     return r.returncode, (work / "stdout").read_bytes().decode("latin-1") + r.stderr.decode("latin-1")
 
 
@@ -231,7 +230,7 @@ def test_option_line(name, world, tmp_path):
 
 def _run_fastdump(*args, cwd):
     return subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, cwd=cwd,
-                          env=dict(os.environ, PYTHONPATH=TOP), timeout=300)
+                          env={**os.environ, "PYTHONPATH": TOP}, timeout=300, check=False)
 
 
 def test_dry_run_creates_nothing_for_any_target(world, tmp_path):

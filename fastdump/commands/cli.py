@@ -184,14 +184,14 @@ def _run_dump(argv):
     elif len(args.target) > 1:
         raise UsageError("more than one target: use --target for fallbacks or --split for parts")
     parsed = [parse_target(t, **ssh) for t in targets]
-    options = dict(targets=parsed, level=level, compress=compress,
-                   threads=_given(args.threads, cfg.get("threads")), format=args.format or cfg.get("format", "kdump"),
-                   force=args.force or cfg.get("force", False),
-                   window_bytes=_given(args.window, cfg.get("window")), use_mmap=args.use_mmap,
-                   elf_class=args.elf_class, stats_json=args.stats_json, flat=flat, split=split, dmesg=args.dmesg,
-                   split_block_pfns=args.splitblock_size // 4, mem_map=args.mem_map, iomem=args.iomem,
-                   vmcoreinfo_file=args.vmcoreinfo_file, direct_io=args.direct_io, size_limit=args.size_limit,
-                   dry_run=args.dry_run)
+    options = {"targets": parsed, "level": level, "compress": compress,
+               "threads": _given(args.threads, cfg.get("threads")),
+               "format": args.format or cfg.get("format", "kdump"), "force": args.force or cfg.get("force", False),
+               "window_bytes": _given(args.window, cfg.get("window")), "use_mmap": args.use_mmap,
+               "elf_class": args.elf_class, "stats_json": args.stats_json, "flat": flat, "split": split,
+               "dmesg": args.dmesg, "split_block_pfns": args.splitblock_size // 4, "mem_map": args.mem_map,
+               "iomem": args.iomem, "vmcoreinfo_file": args.vmcoreinfo_file, "direct_io": args.direct_io,
+               "size_limit": args.size_limit, "dry_run": args.dry_run}
     if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
         DumpOptions.check(source=source, **options)
         return 0

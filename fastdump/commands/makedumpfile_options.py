@@ -22,8 +22,8 @@ TUNING = (
     (("--non-cyclic",), False, "fastdump's bitmaps are bounded by itself"),
     (("--work-dir",), True, "fastdump keeps its bitmaps in memory (bounded) and needs no work directory"),
     (("-D",), False, "fastdump has no debug messages (FASTDUMP_DEBUG=1 shows a traceback on error)"),
-    (("-e",), False, "fastdump keeps every page of the mem_map (the struct pages are kernel data), "
-                     "so a dump may be a little larger than makedumpfile's with -e"),
+    (("-e",), False, ("fastdump keeps every page of the mem_map (the struct pages are kernel data), "
+                      "so a dump may be a little larger than makedumpfile's with -e")),
 )
 
 #: options fastdump refuses: (flags, takes a value, why)
@@ -34,10 +34,10 @@ REFUSED = (
     (("--xen-vmcoreinfo",), True, "Xen dumps are not supported by fastdump"),
     (("--xen_phys_start",), True, "Xen dumps are not supported by fastdump"),
     (("--diskset",), True, "sadump disk sets are not supported by fastdump"),
-    (("-g",), True, "generating VMCOREINFO from a vmlinux needs its debug info, which fastdump does not "
-                    "read; run makedumpfile -g, then fastdump -i FILE"),
-    (("--config",), True, "makedumpfile's erase/filter config is not supported by fastdump "
-                          "(fastdump's own TOML settings file is --settings FILE)"),
+    (("-g",), True, ("generating VMCOREINFO from a vmlinux needs its debug info, which fastdump does not "
+                     "read; run makedumpfile -g, then fastdump -i FILE")),
+    (("--config",), True, ("makedumpfile's erase/filter config is not supported by fastdump "
+                           "(fastdump's own TOML settings file is --settings FILE)")),
 )
 
 _WHY = {flag: why for flags, _, why in TUNING + REFUSED for flag in flags}
