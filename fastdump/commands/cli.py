@@ -122,7 +122,13 @@ CONFIG_ITEMS = {"targets": str, "dump_level": int}
 
 def load_config(path):
     """``--settings``: a small TOML file of defaults; options on the command line win."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:   # Python < 3.11 (RHEL 9's 3.9): its backport, if installed
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise UsageError(f"--settings {path}: reading TOML needs Python 3.11 or the tomli package") from None
     try:
         with open(path, "rb") as f:
             cfg = tomllib.load(f)
