@@ -40,7 +40,7 @@ def _popcount(buf, lo, hi):
         return 0
     b0, b1 = lo >> 3, (hi + 7) >> 3
     v = int.from_bytes(bytes(buf[b0:b1]), "little") >> (lo & 7)
-    return (v & ((1 << (hi - lo)) - 1)).bit_count()
+    return bin(v & ((1 << (hi - lo)) - 1)).count("1")   # int.bit_count is Python 3.10+
 
 
 def bitmap_with_range(nbits, lo, hi):
