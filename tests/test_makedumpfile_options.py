@@ -282,3 +282,17 @@ def test_api_checks_the_new_options(world, tmp_path, bad):
     with pytest.raises(UsageError):
         fastdump.dump(world["V"], str(tmp_path / "o"), **bad)
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("text,value", [("8M", 8 << 20), ("1g", 1 << 30), ("0x1000", 4096), ("017", 15), ("12", 12),
+                                        ("0", None), ("1.5M", None), ("M", None), ("0x", None), ("-1", None)])
+def test_size_limit_is_read_as_makedumpfile_reads_it(text, value):
+    """strtoull with base 0 and a K/M/G/T/P/E suffix; zero and anything left over are errors."""
+    import argparse
+
+    from fastdump.commands.makedumpfile_options import memparse
+    if value is None:
+        with pytest.raises(argparse.ArgumentTypeError):
+            memparse(text)
+    else:
+        assert memparse(text) == value

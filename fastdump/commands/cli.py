@@ -201,8 +201,9 @@ def _run_dump(argv):
     if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
         DumpOptions.check(source=source, **options)
         return 0
-    if mdf.note(args):
-        say(mdf.note(args))
+    tuning_note = mdf.note(args)
+    if tuning_note:
+        say(tuning_note)
     to_stdout = any(t.kind == "stdout" for t in parsed)
     if args.vtop:
         mdf.print_vtop(source, args.vtop, sys.stderr if to_stdout else sys.stdout)

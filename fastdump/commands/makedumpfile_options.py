@@ -130,7 +130,9 @@ def memparse(text):
     m = re.fullmatch(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)", text)
     if not m:
         raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 512M)")
-    value = int(m.group(1), 0) << _SUFFIX.get(m.group(2).lower(), 0)
+    digits = m.group(1)
+    base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+    value = int(digits, base) << _SUFFIX.get(m.group(2).lower(), 0)
     if not 0 < value < 1 << 63:
         raise argparse.ArgumentTypeError(f"size {text!r} is out of range")
     return value
