@@ -1,6 +1,6 @@
 """Every option a dump takes, checked in one place.
 
-The API, the command line and the config file all end in ``DumpOptions.check``,
+The API, the command line and the settings file all end in ``DumpOptions.check``,
 so a bad value (wrong type, out of range, a file descriptor where a path is
 wanted) is one UsageError naming the option, never a TypeError or KeyError from
 deep inside a run.  The small ``*_arg`` checks are also what the subcommands and
