@@ -118,7 +118,7 @@ class DumpOptions:
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
               vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False):
-        from .targets.kinds import Target
+        from .targets.kinds import Target, parse_target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
             raise UsageError("targets must be a list of targets")
@@ -136,9 +136,14 @@ class DumpOptions:
             raise UsageError(f"ELF class must be 32 or 64, not {elf_class!r:.40}")
         if mem_map is not None and not isinstance(mem_map, str):
             raise UsageError("mem_map must be a string of START-END ranges")
+        targets = tuple(t if isinstance(t, Target) else parse_target(path_arg(t, "target")) for t in targets)
+        if split and (fmt != "kdump" or flat):
+            raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
+        if flat and any(t.kind == "file" for t in targets):
+            raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         return cls(
             source=path_arg(source, "source"),
-            targets=tuple(t if isinstance(t, Target) else path_arg(t, "target") for t in targets),
+            targets=targets,
             levels=levels_arg(level), compress=codec, format=fmt, threads=threads_arg(threads),
             window_bytes=int_arg(window_bytes, "window size", 1, MAX_WINDOW_BYTES, optional=True),
             use_mmap=bool_arg(use_mmap, "use_mmap", optional=True), elf_class=elf_class,

@@ -102,6 +102,8 @@ ROWS = {
     "--check-params --reassemble": Row("--check-params --reassemble p1 p2 dumpfile", 0, "none"),
     "--check-params --dump-dmesg": Row("--check-params --dump-dmesg vmcore dmesgfile", 0, "none"),
     "--check-params --mem-usage": Row("--check-params --mem-usage vmcore", 0, "none"),
+    "--check-params -F FILE": Row("--check-params -F -c -d 31 vmcore dumpfile", 1, "none"),
+    "--check-params -F --split": Row("--check-params -F --split -c -d 31 vmcore p1 p2", 1, "none"),
     "--check-params -e": Row("--check-params -e -d 31 vmcore dumpfile", 1, "none"),
     "--dry-run": Row(f"--dry-run -c {D31}", 0, "none"),
     "--dry-run --show-stats": Row(f"--dry-run --show-stats -c {D31}", 0, "none", says="Remaining pages"),

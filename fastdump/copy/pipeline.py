@@ -200,8 +200,6 @@ class Dump:
         self.direct_io = direct_io
         self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
         self.split_block = split_block_pfns
-        if split_parts and (format != "kdump" or flat):
-            raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         self.source_path = source
         self.targets = [self._bounded(t if isinstance(t, Target) else parse_target(t)) for t in targets]
         if not self.targets and not split_parts:

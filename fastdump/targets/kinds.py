@@ -80,9 +80,8 @@ class Target:
 
     # -- opening -------------------------------------------------------------
     def open(self, *, host, when, flat, force, direct=False):
-        """A sink for the dump.  ``flat`` asks for the flattened format."""
-        if flat and self.kind == "file":
-            raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
+        """A sink for the dump.  ``flat`` asks for the flattened format (never for a file:
+        ``DumpOptions.check`` refuses that)."""
         if self.dry_run:   # still refused as a real run would be: a dump file that exists
             if self.kind == "file":
                 safefile.check_free(self.path, force=force)
