@@ -47,7 +47,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Row:
     args: str             # {V} vmcore, {O} {O1} {O2} outputs, {D} a directory, {I} a VMCOREINFO file, {T} a TOML file
     expect: int           # exit status class, fastdump's and (unless own/differs) makedumpfile's
-    writes: str = ""      # what a successful run leaves: dump, flat (stdout), split, dmesg, cut (-L), none
+    writes: str = ""      # what a successful run leaves: dump, flat (stdout), split, dmesg, stdout (text), cut (-L),
+                          # none, kept (the file there before)
     stdin: str = ""       # stream (a flattened dump), for -R
     own: str = ""         # makedumpfile's own reason to fail here (found in its output)
     differs: str = ""     # why fastdump deliberately answers otherwise
@@ -79,6 +80,8 @@ ROWS = {
     "--dump-dmesg": Row("--dump-dmesg {V} {O}", 0, "dmesg"),
     "--dump-dmesg --partial-dmesg": Row("--dump-dmesg --partial-dmesg {V} {O}", 0, "dmesg"),
     "--partial-dmesg alone": Row(f"--partial-dmesg {D31}", 1),
+    "--dump-dmesg with dump options": Row("-c -d 31 --dump-dmesg {V} {O}", 0, "dmesg"),
+    "-F --dump-dmesg": Row("-F --dump-dmesg {V}", 0, "stdout"),
     "--dump-dmesg --dry-run": Row("--dump-dmesg --dry-run {V} {O}", 1),
     "--mem-usage": Row("--mem-usage {V}", 0, own="may be incomplete"),   # makedumpfile reads it from /proc/kcore only
     "-i": Row("-i {I} -c -d 31 {V} {O}", 0, "dump"),
@@ -221,8 +224,9 @@ def test_option_line(name, world, tmp_path):
         assert their_class == row.expect, f"{build['name']} exit {their_status}: {their_text[-1500:]}"
         if row.writes == "dump" and (row.stdin or row.args.startswith("--reassemble")):   # makedumpfile's own
             assert pages(ours_dir, row, tmp_path, "ours") == pages(theirs_dir, row, tmp_path, build["name"])
-        if row.writes == "dmesg":
-            assert (ours_dir / "out").stat().st_size and (theirs_dir / "out").stat().st_size
+        if row.writes in ("dmesg", "stdout"):
+            name = "out" if row.writes == "dmesg" else "stdout"
+            assert (ours_dir / name).stat().st_size and (theirs_dir / name).stat().st_size
     if row.writes in ("dump", "flat", "split", "cut") and not (row.stdin or row.args.startswith("--reassemble")):
         ours = pages(ours_dir, row, tmp_path, "ours")
         if "-E" in row.args.split():   # an ELF dump describes what it leaves out (p_memsz): read as zeros

@@ -280,16 +280,30 @@ def _run_reassemble(argv):
     return 0
 
 
-def _run_dump_dmesg(argv):
-    p = _mode_parser("--dump-dmesg", "Write the crashed kernel's log.")
-    p.add_argument("--partial-dmesg", action="store_true", help="only the messages since the log was last cleared")
-    p.add_argument("source")
-    p.add_argument("target", nargs="?")
+def _dump_options_mode(argv, flag, **extra):
+    """A makedumpfile mode that, like makedumpfile, takes every option of a dump
+    (checked by the same rules, then unused): ``--dump-dmesg``, ``--mem-usage``."""
+    p = build_parser()
+    p.add_argument(flag, action="store_true", required=True)
+    for name, help_text in extra.items():
+        p.add_argument(f"--{name}", action="store_true", help=help_text)
     args = p.parse_args(argv)
+    mdf.check(args)
+    if args.dry_run:
+        raise UsageError(f"--dry-run cannot be used with {flag} (as in makedumpfile)")
+    if args.source is None:
+        raise UsageError("no source given (e.g. /proc/vmcore)")
+    return args
+
+
+def _run_dump_dmesg(argv):
+    args = _dump_options_mode(argv, "--dump-dmesg")
+    if len(args.target) > 1:
+        raise UsageError("--dump-dmesg writes one file (or stdout)")
     if args.check_params:
         return 0
     from .dmesg import main as dmesg_main
-    return dmesg_main([args.source] + ([args.target] if args.target else []) + (["-f"] if args.force else [])
+    return dmesg_main([args.source, *args.target] + (["-f"] if args.force else [])
                       + (["--partial"] if args.partial_dmesg else []))
 
 
@@ -297,10 +311,9 @@ def _run_mem_usage(argv):
     """makedumpfile --mem-usage: pages per class and size per dump level, nothing written."""
     from .estimate import main as estimate_main
 
-    p = _mode_parser("--mem-usage", "Pages per class and the size of each dump level; nothing written.")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("source")
-    args = p.parse_args(argv)
+    args = _dump_options_mode(argv, "--mem-usage", json="print the result as JSON")
+    if args.target:
+        raise UsageError("--mem-usage writes nothing: give only the source")
     if args.check_params:
         return 0
     return estimate_main([args.source] + (["--json"] if args.json else []))

@@ -84,7 +84,7 @@ def add_arguments(p):
 
 def check(args):
     """makedumpfile's rules between options, then the refused options: one UsageError."""
-    if args.partial_dmesg:
+    if args.partial_dmesg and not getattr(args, "dump_dmesg", False):
         raise UsageError("--partial-dmesg needs --dump-dmesg")
     if "-e" in args.tuning and args.work_dir is None:
         raise UsageError("-e needs --work-dir (as in makedumpfile)")
