@@ -5,8 +5,10 @@ kdump-utils' core_collector, mkdumprd's ``makedumpfile --check-params``).  So ev
 makedumpfile accepts is either implemented by the main parser (``cli.build_parser``), accepted
 with a one-line note when it only tunes makedumpfile's own memory use or debug output, or
 refused with one line when fastdump cannot honour it.  makedumpfile's rules between options
-(its check_param_for_*) are enforced here too, so ``--check-params`` answers as makedumpfile
-would, and a line that makedumpfile rejects is rejected by fastdump as well.
+(its check_param_for_*) are enforced here and in ``DumpOptions.check``, so ``--check-params``
+answers as makedumpfile would.  fastdump is more lenient in three places only: ``--num-threads``
+with ``--split`` or ``-E``, ``--non-cyclic`` (gone from makedumpfile), and no target without
+``-F`` when stdout is not a terminal (kdump-utils' ssh form for a collector not named makedumpfile).
 """
 
 import argparse
