@@ -111,6 +111,7 @@ ROWS = {
     "--dry-run": Row(f"--dry-run -c {D31}", 0, "none"),
     "--dry-run --show-stats": Row(f"--dry-run --show-stats -c {D31}", 0, "none", says="Remaining pages"),
     "-L": Row("-L 8M -c -d 31 {V} {O}", 1, "cut"),
+    "-E -L": Row("-E -L 8M -d 31 {V} {O}", 1, "cut"),
     "-L 0": Row("-L 0 -c -d 31 {V} {O}", 1),
     # makedumpfile's tuning options: accepted
     "-b": Row(f"-b 8 -c {D31}", 0, "dump"),
