@@ -1,6 +1,6 @@
 """Every option a dump takes, checked in one place.
 
-The API, the command line and the config file all end in ``DumpOptions.check``,
+The API, the command line and the settings file all end in ``DumpOptions.check``,
 so a bad value (wrong type, out of range, a file descriptor where a path is
 wanted) is one UsageError naming the option, never a TypeError or KeyError from
 deep inside a run.  The small ``*_arg`` checks are also what the subcommands and
@@ -113,13 +113,15 @@ class DumpOptions:
     iomem: str
     vmcoreinfo_file: str
     stats_json: str
+    size_limit: int
+    dry_run: bool
 
     @classmethod
     def check(cls, *, source, target=None, targets=None, level=0, compress="none", format="kdump", threads=None,
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
-              vmcoreinfo_file=None, stats_json=None):
-        from .targets.kinds import Target
+              vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False):
+        from .targets.kinds import Target, parse_target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
             raise UsageError("targets must be a list of targets")
@@ -137,9 +139,14 @@ class DumpOptions:
             raise UsageError(f"ELF class must be 32 or 64, not {elf_class!r:.40}")
         if mem_map is not None and not isinstance(mem_map, str):
             raise UsageError("mem_map must be a string of START-END ranges")
+        targets = tuple(t if isinstance(t, Target) else parse_target(path_arg(t, "target")) for t in targets)
+        if split and (fmt != "kdump" or flat):
+            raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
+        if flat and any(t.kind == "file" for t in targets):
+            raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         return cls(
             source=path_arg(source, "source"),
-            targets=tuple(t if isinstance(t, Target) else path_arg(t, "target") for t in targets),
+            targets=targets,
             levels=levels_arg(level), compress=codec, format=fmt, threads=threads_arg(threads),
             window_bytes=int_arg(window_bytes, "window size", 1, MAX_WINDOW_BYTES, optional=True),
             use_mmap=bool_arg(use_mmap, "use_mmap", optional=True), elf_class=elf_class,
@@ -148,4 +155,6 @@ class DumpOptions:
             split=None if split is None else tuple(path_arg(p, "split part") for p in split),
             split_block_pfns=block, mem_map=mem_map, iomem=_optional_path(iomem, "iomem file"),
             vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
-            stats_json=_optional_path(stats_json, "stats file"))
+            stats_json=_optional_path(stats_json, "stats file"),
+            size_limit=int_arg(size_limit, "size limit", 1, (1 << 63) - 1, optional=True),
+            dry_run=bool_arg(dry_run, "dry_run"))

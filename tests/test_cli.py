@@ -211,7 +211,7 @@ def test_bad_config_values_are_usage_errors(vmcore, tmp_path, line):
     cfg = {"source": f"source = {json.dumps(vmcore)}", "targets": f"targets = [{json.dumps(str(tmp_path / 'o'))}]"}
     cfg[key] = line
     (tmp_path / "c.toml").write_text("\n".join(cfg.values()) + "\n")
-    r = fastdump_cli("--config", str(tmp_path / "c.toml"), check=False)
+    r = fastdump_cli("--settings", str(tmp_path / "c.toml"), check=False)
     assert "internal error" not in one_line_error(r)
     assert r.returncode == 2
     assert os.listdir(tmp_path) == ["c.toml"]

@@ -194,14 +194,14 @@ def test_config_file(vmcore, tmp_path):
     cfg = tmp_path / "fastdump.toml"
     cfg.write_text(f'source = "{vmcore}"\ntargets = ["{tmp_path}/nowhere/", "{tmp_path}/out/"]\n'
                    'dump_level = 1\ncompress = "zstd"\n')
-    r = fastdump_cli("--config", str(cfg), check=False)
+    r = fastdump_cli("--settings", str(cfg), check=False)
     assert r.returncode == 0, r.stderr
     assert "trying" in r.stderr
     (sub,) = list((tmp_path / "out").iterdir())
     with fastdump.open(str(sub / "vmcore")) as d:
         assert d.describe()["compression"] == "zstd"
     cfg.write_text('targets = "not a list"\n')
-    r = fastdump_cli("--config", str(cfg), check=False)
+    r = fastdump_cli("--settings", str(cfg), check=False)
     assert r.returncode == 2 and "wrong type" in r.stderr
 
 

@@ -13,9 +13,10 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
+from ..options import DumpOptions, int_arg, int_type
 from ..formats import codecs
 from ..kernel.levels import MAX_LEVEL
-from ..options import int_arg, int_type
+from . import makedumpfile_options as mdf
 from .parsing import Parser
 
 SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo", "initrd": "fastdump.deploy.initrd",
@@ -25,18 +26,6 @@ SUBCOMMANDS = {"info": "fastdump.commands.info", "demo": "fastdump.commands.demo
 
 # makedumpfile --message-level bits
 MSG_PROGRESS, MSG_COMMON, MSG_ERROR = 1, 2, 4
-
-
-class _Tuning(argparse.Action):
-    """A makedumpfile option that only tunes makedumpfile's internals: accepted, named in one note."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        namespace.tuning = [*namespace.tuning, option_string]
-
-
-#: makedumpfile's tuning options (flags, takes a value): fastdump's memory is bounded by itself
-MAKEDUMPFILE_TUNING = ((("-b",), True), (("--cyclic-buffer",), True), (("--non-cyclic",), False),
-                       (("--work-dir",), True), (("-D",), False))
 
 
 def _size(text):
@@ -70,13 +59,13 @@ def build_parser():
                 "kdump-compressed, ELF or flattened dumps to files, directories, devices, stdout or ssh. "
                 "Other modes: -R (rebuild a flattened stream), --reassemble, --dump-dmesg; subcommands: "
                 "info, demo, initrd, estimate, verify, dmesg, convert, setup, list (`fastdump SUBCOMMAND --help`).")
-    p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --config)")
+    p.add_argument("source", nargs="?", help="ELF vmcore to read (default /proc/vmcore with --settings)")
     p.add_argument("target", nargs="*", help="where the dump goes: FILE, DIR/, -, raw:DEV, ssh://user@host/dir, "
                    "s3://BUCKET/PREFIX/; "
                    "with --split, one file per part")
     p.add_argument("--target", dest="extra_targets", action="append", default=[], metavar="TARGET",
                    help="another target, tried in order when the previous one fails or has no room")
-    p.add_argument("--config", metavar="FILE", help="TOML file with targets and options (see README)")
+    p.add_argument("--settings", metavar="FILE", help="fastdump's TOML file with targets and options (see README)")
     p.add_argument("-d", "--dump-level", type=_levels, metavar="LEVEL[,LEVEL...]",
                    help="makedumpfile dump level 0..31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
                         "a list falls back to the next level when the target fills up")
@@ -100,8 +89,7 @@ def build_parser():
                    "does not fill the page cache (capture kernels have little memory)")
     p.add_argument("--ssh-key", metavar="FILE", help="private key for ssh:// targets (mode 0600)")
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file for ssh:// targets")
-    p.add_argument("--no-dmesg", dest="dmesg", action="store_false",
-                   help="no vmcore-dmesg.txt in directory and s3:// targets")
+    p.add_argument("--no-dmesg", dest="dmesg", action="store_false", help="no vmcore-dmesg.txt in directory and s3:// targets")
     p.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON")
     p.add_argument("--message-level", type=_message_level_arg, default=None, metavar="N",
                    help="makedumpfile bitmask: 1 progress, 2 messages, 4 errors (default 7)")
@@ -115,10 +103,7 @@ def build_parser():
                    "ranges START-END[,...] in hex, END inclusive")
     p.add_argument("--iomem", metavar="FILE", help="raw memory source: the crashed system's /proc/iomem")
     p.add_argument("-v", "--version", action="version", version=f"fastdump {__version__}")
-    for flags, value in MAKEDUMPFILE_TUNING:
-        p.add_argument(*flags, action=_Tuning, nargs=None if value else 0, metavar="X" if value else None,
-                       help="makedumpfile tuning: accepted and ignored")
-    p.set_defaults(tuning=[])
+    mdf.add_arguments(p)
     return p
 
 
@@ -130,14 +115,14 @@ CONFIG_ITEMS = {"targets": str, "dump_level": int}
 
 
 def load_config(path):
-    """A small TOML file of defaults; options on the command line win."""
+    """``--settings``: a small TOML file of defaults; options on the command line win."""
     try:
         import tomllib  # novermin: the fallback follows
-    except ImportError:  # Python < 3.11: the same parser, as the tomli package
+    except ImportError:   # Python < 3.11 (RHEL 9's 3.9): its backport, if installed
         try:
             import tomli as tomllib
         except ImportError:
-            raise UsageError(f"config {path}: reading TOML needs Python 3.11 or the tomli package") from None
+            raise UsageError(f"--settings {path}: reading TOML needs Python 3.11 or the tomli package") from None
     try:
         with open(path, "rb") as f:
             cfg = tomllib.load(f)
@@ -169,7 +154,8 @@ def _run_dump(argv):
     from ..targets.kinds import parse_target
 
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config) if args.config else {}
+    mdf.check(args)
+    cfg = load_config(args.settings) if args.settings else {}
     level = args.dump_level or cfg.get("dump_level", [0])
     msg = 0 if args.quiet else (args.message_level if args.message_level is not None
                                  else cfg.get("message_level", 7))
@@ -180,7 +166,7 @@ def _run_dump(argv):
             print(f"fastdump: {text}", file=sys.stderr, flush=True)
 
     compress = args.compress or cfg.get("compress") or "none"
-    source = args.source or cfg.get("source", "/proc/vmcore" if args.config else None)
+    source = args.source or cfg.get("source", "/proc/vmcore" if args.settings else None)
     if source is None:
         raise UsageError("no source given (e.g. /proc/vmcore)")
     flat = args.flat or cfg.get("flat", False)
@@ -189,8 +175,6 @@ def _run_dump(argv):
         targets = list(cfg.get("targets", [])) or (["-"] if flat or not sys.stdout.isatty() else [])
     if not targets:
         raise UsageError("no target given")
-    if args.tuning:
-        say(f"note: {', '.join(args.tuning)} only tune makedumpfile's internals; fastdump ignores them")
     ssh = dict(ssh_key=args.ssh_key or cfg.get("ssh_key"), known_hosts=args.known_hosts or cfg.get("known_hosts"),
                s3_credentials=cfg.get("s3_credentials"))
     split = None
@@ -201,17 +185,31 @@ def _run_dump(argv):
     elif len(args.target) > 1:
         raise UsageError("more than one target: use --target for fallbacks or --split for parts")
     parsed = [parse_target(t, **ssh) for t in targets]
-    stats = dump(source, None, targets=parsed, level=level, compress=compress,
-                 threads=_given(args.threads, cfg.get("threads")), format=args.format or cfg.get("format", "kdump"),
-                 progress=progress, force=args.force or cfg.get("force", False),
-                 window_bytes=_given(args.window, cfg.get("window")), use_mmap=args.use_mmap, elf_class=args.elf_class,
-                 stats_json=args.stats_json, warn=lambda t: say(f"warning: {t}"), flat=flat, split=split,
-                 dmesg=args.dmesg, split_block_pfns=args.splitblock_size // 4, mem_map=args.mem_map,
-                 iomem=args.iomem, vmcoreinfo_file=args.vmcoreinfo_file, direct_io=args.direct_io)
+    options = {"targets": parsed, "level": level, "compress": compress,
+               "threads": _given(args.threads, cfg.get("threads")),
+               "format": args.format or cfg.get("format", "kdump"), "force": args.force or cfg.get("force", False),
+               "window_bytes": _given(args.window, cfg.get("window")), "use_mmap": args.use_mmap,
+               "elf_class": args.elf_class, "stats_json": args.stats_json, "flat": flat, "split": split,
+               "dmesg": args.dmesg, "split_block_pfns": args.splitblock_size // 4, "mem_map": args.mem_map,
+               "iomem": args.iomem, "vmcoreinfo_file": args.vmcoreinfo_file, "direct_io": args.direct_io,
+               "size_limit": args.size_limit, "dry_run": args.dry_run}
+    if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
+        DumpOptions.check(source=source, **options)
+        return 0
+    tuning_note = mdf.note(args)
+    if tuning_note:
+        say(tuning_note)
+    to_stdout = any(t.kind == "stdout" for t in parsed)
+    if args.vtop:
+        mdf.print_vtop(source, args.vtop, sys.stderr if to_stdout else sys.stdout)
+    stats = dump(source, None, progress=progress, warn=lambda t: say(f"warning: {t}"), **options)
+    if args.show_stats:
+        mdf.print_report(stats, sys.stderr if to_stdout else sys.stdout)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
     dropped = sum(stats.excluded.values())
     where = stats.dump_path or stats.target
-    say(f"wrote {where}: {stats.pages_kept} pages kept, {dropped} excluded "
+    say(f"{'dry run, nothing written to' if args.dry_run else 'wrote'} {where}: "
+        f"{stats.pages_kept} pages kept, {dropped} excluded "
         f"({', '.join(f'{k} {v}' for k, v in sorted(stats.excluded.items())) or 'none'}), "
         f"{stats.bytes_written / 1e6:.1f} MB in {stats.seconds:.2f} s ({rate:.0f} MB/s read)")
     if stats.pages_unreadable:
@@ -226,17 +224,26 @@ def _given(option, default):
     return default if option is None else option
 
 
+def _mode_parser(flag, description):
+    """The parser of a makedumpfile mode (``-R``, ``--reassemble``...): the options every mode takes."""
+    p = Parser(prog=f"fastdump {flag}", description=description)
+    p.add_argument(flag, action="store_true", required=True)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--message-level", type=_message_level_arg, default=7)
+    p.add_argument("--check-params", action="store_true", help="only check the arguments; open nothing")
+    return p
+
+
 def _run_rearrange(argv):
     """``fastdump -R DUMPFILE < stream`` / ``fastdump -R --from-device DEV DUMPFILE``."""
     from ..formats.flat import rearrange
 
-    p = Parser(prog="fastdump -R", description="Rebuild a dump from a flattened stream (stdin or a device).")
-    p.add_argument("-R", action="store_true", required=True)
+    p = _mode_parser("-R", "Rebuild a dump from a flattened stream (stdin or a device).")
     p.add_argument("--from-device", metavar="DEV", help="read the stream from a raw device or file")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--message-level", type=_message_level_arg, default=7)
     p.add_argument("target")
     args = p.parse_args(argv)
+    if args.check_params:
+        return 0
     if args.from_device:
         try:
             stream = open(args.from_device, "rb", buffering=1 << 20)
@@ -254,14 +261,13 @@ def _run_rearrange(argv):
 def _run_reassemble(argv):
     from ..formats.split import reassemble
 
-    p = Parser(prog="fastdump --reassemble", description="Join --split parts into one kdump file.")
-    p.add_argument("--reassemble", action="store_true", required=True)
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--message-level", type=_message_level_arg, default=7)
+    p = _mode_parser("--reassemble", "Join --split parts into one kdump file.")
     p.add_argument("files", nargs="+", help="PART... OUTPUT")
     args = p.parse_args(argv)
     if len(args.files) < 3:
         raise UsageError("--reassemble needs at least two parts and an output file")
+    if args.check_params:
+        return 0
     *parts, out = args.files
     reassemble(parts, out, force=args.force)
     if args.message_level & MSG_COMMON:
@@ -269,30 +275,43 @@ def _run_reassemble(argv):
     return 0
 
 
-def _run_dump_dmesg(argv):
-    p = Parser(prog="fastdump --dump-dmesg", description="Write the crashed kernel's log.")
-    p.add_argument("--dump-dmesg", action="store_true", required=True)
-    p.add_argument("--message-level", type=_message_level_arg, default=7)
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("source")
-    p.add_argument("target", nargs="?")
+def _dump_options_mode(argv, flag, **extra):
+    """A makedumpfile mode that, like makedumpfile, takes every option of a dump
+    (checked by the same rules, then unused): ``--dump-dmesg``, ``--mem-usage``."""
+    p = build_parser()
+    p.add_argument(flag, action="store_true", required=True)
+    for name, help_text in extra.items():
+        p.add_argument(f"--{name}", action="store_true", help=help_text)
     args = p.parse_args(argv)
+    mdf.check(args)
+    if args.dry_run:
+        raise UsageError(f"--dry-run cannot be used with {flag} (as in makedumpfile)")
+    if args.source is None:
+        raise UsageError("no source given (e.g. /proc/vmcore)")
+    return args
+
+
+def _run_dump_dmesg(argv):
+    args = _dump_options_mode(argv, "--dump-dmesg")
+    if len(args.target) > 1:
+        raise UsageError("--dump-dmesg writes one file (or stdout)")
+    if args.check_params:
+        return 0
     from .dmesg import main as dmesg_main
-    return dmesg_main([args.source] + ([args.target] if args.target else []) + (["-f"] if args.force else []))
+    return dmesg_main([args.source, *args.target] + (["-f"] if args.force else [])
+                      + (["--partial"] if args.partial_dmesg else []))
 
 
 def _run_mem_usage(argv):
     """makedumpfile --mem-usage: pages per class and size per dump level, nothing written."""
     from .estimate import main as estimate_main
-    rest, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--message-level":
-            skip = True
-        elif a != "--mem-usage" and not a.startswith("--message-level="):
-            rest.append(a)
-    return estimate_main(rest)
+
+    args = _dump_options_mode(argv, "--mem-usage", json="print the result as JSON")
+    if args.target:
+        raise UsageError("--mem-usage writes nothing: give only the source")
+    if args.check_params:
+        return 0
+    return estimate_main([args.source] + (["--json"] if args.json else []))
 
 
 MODES = {"-R": _run_rearrange, "--reassemble": _run_reassemble, "--dump-dmesg": _run_dump_dmesg,

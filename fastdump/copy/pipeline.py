@@ -194,16 +194,15 @@ class Dump:
     def __init__(self, source, targets, *, levels=(0,), compress="none", threads=None, format="kdump",
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
                  warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
-                 mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False):
+                 mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False, size_limit=None, dry_run=False):
         """Takes options already checked by ``DumpOptions.check`` (``dump`` does that)."""
+        self.size_limit, self.dry_run = size_limit, dry_run
         levels = list(levels)
         self.direct_io = direct_io
         self.mem_map, self.iomem, self.vmcoreinfo_file = mem_map, iomem, vmcoreinfo_file
         self.split_block = split_block_pfns
-        if split_parts and (format != "kdump" or flat):
-            raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         self.source_path = source
-        self.targets = [t if isinstance(t, Target) else parse_target(t) for t in targets]
+        self.targets = [self._bounded(t if isinstance(t, Target) else parse_target(t)) for t in targets]
         if not self.targets and not split_parts:
             raise UsageError("no target given")
         self.levels, self.compress, self.format = levels, compress, format
@@ -218,6 +217,11 @@ class Dump:
         self._committed = deque()   # kdump: (done_to, desc_off, data_off) after each recent window
         self._leftovers = {}      # target spec: (path, inode) of the incomplete file the last attempt left
         self._log_saved = None    # the kernel log saved when no target had room for the dump
+
+    def _bounded(self, target):
+        """Every target of this run takes ``-L`` and ``--dry-run`` (the target enforces them)."""
+        target.size_limit, target.dry_run = self.size_limit, self.dry_run
+        return target
 
     def warn(self, text):
         self.warnings.append(text)
@@ -697,6 +701,8 @@ class Dump:
     # -- after a dump -------------------------------------------------------------
     def _after(self, src, target, stats):
         """Directory targets also get the kernel log, as kdump-utils leaves it."""
+        if self.dry_run:
+            return
         target.after_dump(src, stats, self.warn, dmesg=self.dmesg)
         path = target.dmesg_path()
         if path is None or not self.dmesg or path == self._log_saved:
@@ -725,7 +731,7 @@ class Dump:
         self._apply_plan(stats, plan)
         ranges = self._split_ranges(src, plan, len(self.split_parts))
         for path, (lo, hi) in zip(self.split_parts, ranges):
-            target = parse_target(path)
+            target = self._bounded(parse_target(path))
             if not isinstance(target, FileTarget):
                 raise UsageError(f"--split parts must be files: {path}")
             self._check_header_room(src, target)
@@ -772,7 +778,8 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
          warn: Optional[Callable[[str], object]] = None, targets: Optional[Sequence[PathArg]] = None,
          flat: bool = False, split: Optional[Sequence[PathArg]] = None, dmesg: bool = True,
          split_block_pfns: int = SPLITBLOCK_PFNS, mem_map: Optional[str] = None, iomem: Optional[PathArg] = None,
-         vmcoreinfo_file: Optional[PathArg] = None, direct_io: bool = False) -> Stats:
+         vmcoreinfo_file: Optional[PathArg] = None, direct_io: bool = False, size_limit: Optional[int] = None,
+         dry_run: bool = False) -> Stats:
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
@@ -784,6 +791,8 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
     flattened), ``raw:DEV`` or ``ssh://user@host/dir``; ``targets`` a list of
     them tried in order.  ``split`` is a list of part files.  Raises
     FastdumpError on failure, leaving what was written marked incomplete.
+    ``size_limit`` (makedumpfile -L) bounds the dump's size as a full target would;
+    ``dry_run`` does everything but create or write any file.
     """
     if not isinstance(progress, Progress):
         progress = choice_arg(progress or "quiet", "progress mode", PROGRESS)
@@ -794,12 +803,13 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
         compress=compress, format=format, threads=threads, window_bytes=window_bytes, use_mmap=use_mmap,
         elf_class=elf_class, force=force, flat=flat, dmesg=dmesg, direct_io=direct_io, split=split,
         split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
-        stats_json=stats_json)
+        stats_json=stats_json, size_limit=size_limit, dry_run=dry_run)
     d = Dump(o.source, o.targets, levels=o.levels, compress=o.compress, threads=o.threads, format=o.format,
              progress=progress, force=o.force, window_bytes=o.window_bytes, use_mmap=o.use_mmap,
              elf_class=o.elf_class, warn=warn, flat=o.flat, split_parts=o.split, dmesg=o.dmesg,
              split_block_pfns=o.split_block_pfns, mem_map=o.mem_map, iomem=o.iomem,
-             vmcoreinfo_file=o.vmcoreinfo_file, direct_io=o.direct_io)
+             vmcoreinfo_file=o.vmcoreinfo_file, direct_io=o.direct_io, size_limit=o.size_limit,
+             dry_run=o.dry_run)
     stats = d.run()
     if o.stats_json:
         try:

@@ -28,7 +28,7 @@ from . import devices
 from .. import safefile
 from ..errors import FastdumpError, TargetError, UsageError
 from ..formats.flat import FlatSink
-from .sinks import DirectFileSink, FileSink
+from .sinks import DirectFileSink, FileSink, LimitedSink, NullSink
 
 _SSH = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>\d+))?(?P<path>/[^\0\n]*)$")
@@ -40,6 +40,10 @@ class Target:
 
     #: the sink writes the flattened stream whatever -F says
     stream = False
+    #: makedumpfile -L: the dump never grows past it (it is the target's room)
+    size_limit = None
+    #: --dry-run: nothing is created or written
+    dry_run = False
 
     def __init__(self, spec, path=""):
         self.spec, self.path = spec, path
@@ -52,7 +56,14 @@ class Target:
         return self.spec
 
     def free_bytes(self):
-        """Free space where the dump goes, or None when it cannot be known here."""
+        """Room for the dump: free space where it goes (None when it cannot be known
+        here), never more than ``size_limit``."""
+        free = None if self.dry_run else self._free_space()
+        if self.size_limit is not None:
+            return self.size_limit if free is None else min(free, self.size_limit)
+        return free
+
+    def _free_space(self):
         return None
 
     def local_dir(self):
@@ -61,7 +72,10 @@ class Target:
 
     def side_path(self, name, *, host, when, force):
         """Where a file that goes with the dump (``dmesg.txt``: the kernel log) is
-        written; None for streams."""
+        written; None for streams and dry runs."""
+        return None if self.dry_run else self._side_path(name, host=host, when=when, force=force)
+
+    def _side_path(self, name, *, host, when, force):
         return None
 
     def dmesg_path(self):
@@ -69,6 +83,19 @@ class Target:
         return None
 
     def open(self, *, host, when, flat, force, direct=False):
+        """A sink for the dump.  ``flat`` asks for the flattened format.  A dry run gets a sink
+        that writes nothing (after the checks a real run makes first); ``-L`` bounds any sink."""
+        if self.dry_run:
+            self._check_free(force)
+            sink = NullSink(self.spec)
+        else:
+            sink = self._open(host=host, when=when, flat=flat, force=force, direct=direct)
+        return LimitedSink(sink, self.size_limit) if self.size_limit is not None else sink
+
+    def _check_free(self, force):
+        """What a real run refuses before it writes anything (for a dry run)."""
+
+    def _open(self, *, host, when, flat, force, direct):
         raise NotImplementedError
 
     def after_dump(self, src, stats, warn, *, dmesg=True):
@@ -89,13 +116,16 @@ class FileTarget(Target):
     def local_dir(self):
         return os.path.dirname(os.path.abspath(self.path))
 
-    def free_bytes(self):
+    def _check_free(self, force):
+        safefile.check_free(self.path, force=force)
+
+    def _free_space(self):
         return _free_bytes_at(self.local_dir() or ".")
 
-    def side_path(self, name, *, host, when, force):
+    def _side_path(self, name, *, host, when, force):
         return f"{self.path}-{name}"
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         if flat:
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         self.dump_path = self.path
@@ -112,7 +142,7 @@ class DirTarget(Target):
     def local_dir(self):
         return self.path
 
-    def free_bytes(self):
+    def _free_space(self):
         return _free_bytes_at(self.path)
 
     def _subdir(self, host, when, force):
@@ -123,7 +153,7 @@ class DirTarget(Target):
         self.made.add(safefile.make_dir(sub, reuse=force or sub in self.made))
         return sub
 
-    def side_path(self, name, *, host, when, force):
+    def _side_path(self, name, *, host, when, force):
         try:
             return os.path.join(self._subdir(host, when, force), f"vmcore-{name}")
         except TargetError:
@@ -132,7 +162,7 @@ class DirTarget(Target):
     def dmesg_path(self):
         return os.path.join(os.path.dirname(self.dump_path), "vmcore-dmesg.txt") if self.dump_path else None
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         sub = self._subdir(host, when, force)
         self.dump_path = os.path.join(sub, "vmcore")
         sink_cls = DirectFileSink if direct else FileSink
@@ -144,7 +174,7 @@ class StdoutTarget(Target):
 
     stream = True
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         import sys
         return FlatSink(sys.stdout.buffer, name="<stdout>")
 
@@ -154,7 +184,7 @@ class RawTarget(Target):
 
     stream = True
 
-    def free_bytes(self):
+    def _free_space(self):
         try:
             fd = os.open(self.path, os.O_RDONLY)
             try:
@@ -164,7 +194,7 @@ class RawTarget(Target):
         except OSError:
             return None
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         fd = devices.open_raw(self.path, force=force)
         return FlatSink(os.fdopen(fd, "wb", buffering=1 << 20), name=self.path, fsync=True)
 
@@ -178,7 +208,7 @@ class SshTarget(Target):
         super().__init__(spec)
         self.ssh = ssh
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         s = self.ssh
         remote_dir = f"{s['path'].rstrip('/') or '/'}/{_stamped(host, when)}"
         d = shlex.quote(remote_dir)
@@ -207,7 +237,7 @@ class S3Target(Target):
         self.bucket, self.prefix, self.credentials_file = bucket, prefix, credentials_file
         self.client = self.sink = None
 
-    def open(self, *, host, when, flat, force, direct=False):
+    def _open(self, *, host, when, flat, force, direct=False):
         from .s3 import S3Sink
         from .s3client import Credentials, S3Client
         if flat:

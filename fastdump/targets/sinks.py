@@ -250,3 +250,54 @@ class DirectFileSink(FileSink):
             os.close(self.dfd)
             self.dfd = -1
         return super().abandon()
+
+
+class LimitedSink:
+    """makedumpfile's ``-L SIZE``: the dump never grows past ``limit`` bytes.  A write that
+    would is refused as a full disk, so the run ends the way it does when the target fills
+    up: the next dump level of a list, else a dump left flagged incomplete."""
+
+    def __init__(self, sink, limit):
+        self._sink, self.limit = sink, limit
+
+    def pwrite(self, data, offset):
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if offset + n > self.limit:
+            raise NoSpaceError(f"the dump reached its size limit of {self.limit} bytes (-L)")
+        self._sink.pwrite(data, offset)
+
+    def reserve(self, size, *, allocate=False):
+        self._sink.reserve(min(size, self.limit), allocate=allocate)
+
+    def __getattr__(self, name):
+        return getattr(self._sink, name)
+
+
+class NullSink:
+    """``--dry-run``: everything is computed and counted, nothing is written."""
+
+    fd, temp_path, path = -1, None, None
+
+    def __init__(self, name):
+        self.name = name
+        self.bytes_written = self.size = 0
+
+    def pwrite(self, data, offset):
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        self.bytes_written += n
+        self.size = max(self.size, offset + n)
+
+    def reserve(self, size, *, allocate=False):
+        """Nothing to lay out."""
+
+    def settle(self):
+        return []
+
+    def barrier(self):
+        """Nothing to order."""
+
+    def commit(self):
+        return self.name
+
+    def abandon(self):
+        return f"{self.name} (dry run: not written)"
