@@ -121,7 +121,7 @@ class DumpOptions:
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
               vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False):
-        from .targets.kinds import Target, parse_target
+        from .targets.kinds import FileTarget, Target, parse_target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
             raise UsageError("targets must be a list of targets")
@@ -142,7 +142,7 @@ class DumpOptions:
         targets = tuple(t if isinstance(t, Target) else parse_target(path_arg(t, "target")) for t in targets)
         if split and (fmt != "kdump" or flat):
             raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
-        if flat and any(t.kind == "file" for t in targets):
+        if flat and any(isinstance(t, FileTarget) for t in targets):
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
         return cls(
             source=path_arg(source, "source"),

@@ -151,7 +151,7 @@ def load_config(path):
 def _run_dump(argv):
     from ..copy.pipeline import dump
     from ..copy.progress import Progress
-    from ..targets.kinds import parse_target
+    from ..targets.kinds import StdoutTarget, parse_target
 
     args = build_parser().parse_args(argv)
     mdf.check(args)
@@ -199,7 +199,7 @@ def _run_dump(argv):
     tuning_note = mdf.note(args)
     if tuning_note:
         say(tuning_note)
-    to_stdout = any(t.kind == "stdout" for t in parsed)
+    to_stdout = any(isinstance(t, StdoutTarget) for t in parsed)
     if args.vtop:
         mdf.print_vtop(source, args.vtop, sys.stderr if to_stdout else sys.stdout)
     stats = dump(source, None, progress=progress, warn=lambda t: say(f"warning: {t}"), **options)
