@@ -1,0 +1,89 @@
+"""`fastdump initrd`: the image runs fastdump as a capture kernel would, from nothing but itself.
+
+The image is unpacked and fastdump runs in a chroot of it (a private mount namespace with /proc
+and /dev), with stderr on a terminal as /init gives it the console.  Booting it is tests/e2e."""
+
+import glob
+import gzip
+import os
+import subprocess
+import time
+
+import pytest
+
+from support import digests, kdumpfile_digests, need_tool
+
+
+def on_terminal(argv, **kw):
+    """Run ``argv`` with stderr on a pseudo-terminal; (result, what the terminal showed)."""
+    leader, follower = os.openpty()
+    try:
+        r = subprocess.run(argv, stderr=follower, stdout=subprocess.PIPE, text=True, timeout=300, **kw)
+        os.close(follower)
+        follower = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:    # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower is not None:
+            os.close(follower)
+    return r, shown.decode(errors="replace")
+
+
+def test_progress_on_a_terminal_without_tqdm(tmp_path, vmcore):
+    """tqdm is optional: a terminal without it gets the plain progress lines, and the dump."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "tqdm.py").write_text("raise ImportError('No module named tqdm (blocked by the test)')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    r, shown = on_terminal(["python3", "-m", "fastdump", "-l", "-d", "31", vmcore, str(tmp_path / "dump")], env=env)
+    assert r.returncode == 0, shown[-2000:]
+    assert "fastdump: scanning" in shown and "tqdm" not in shown, shown[-2000:]
+    assert os.path.exists(tmp_path / "dump")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """A `fastdump initrd` image, unpacked."""
+    need_tool("busybox")
+    d = tmp_path_factory.mktemp("initrd")
+    img = d / "initrd.img"
+    r = subprocess.run(["python3", "-m", "fastdump", "initrd", "-o", str(img)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    root = d / "root"
+    root.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(img.read_bytes()), cwd=root, check=True)
+    return root
+
+
+def in_image(root, argv, **kw):
+    assert os.geteuid() == 0, "chroot needs root"
+    script = 'set -e; mount -t proc proc "$1/proc"; mount --rbind /dev "$1/dev"; r=$1; shift; exec chroot "$r" "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, "in_image", str(root), *argv]
+
+
+def test_image_dumps_on_the_console_one_directory_per_crash(image, vmcore, source_pages):
+    """What /init runs (``fastdump ARGS /proc/vmcore /out/``) with stderr on the console: no
+    tqdm in the image, so plain lines; each run gets its own <host>-<date>/vmcore."""
+    os.link(vmcore, image / "vmcore") if os.stat(vmcore).st_dev == os.stat(image).st_dev \
+        else subprocess.run(["cp", vmcore, str(image / "vmcore")], check=True)
+    for _ in range(2):
+        time.sleep(1)    # the directory name has a one-second resolution; crashes are further apart
+        r, shown = on_terminal(in_image(image, ["/usr/bin/fastdump", "-d", "31", "-z", "/vmcore", "/out/"]))
+        assert r.returncode == 0, shown[-2000:]
+        assert "fastdump: scanning" in shown and "No module" not in shown, shown[-2000:]
+    dumps = sorted(glob.glob(str(image / "out/*/vmcore")))
+    assert len(dumps) == 2, os.listdir(image / "out")
+    for dump in dumps:
+        fmt, pages = kdumpfile_digests(dump, max(source_pages) + 1)
+        assert fmt == "diskdump" and pages, fmt
+        want = digests({p: source_pages[p] for p in pages})
+        assert pages == want
