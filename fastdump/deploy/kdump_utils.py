@@ -61,8 +61,9 @@ def run(args):
         for line in _undo(root):
             print(line)
         return 0
-    if not os.path.isdir(os.path.join(root, "usr/lib/dracut/modules.d")):
-        raise FastdumpError(f"{os.path.join(root, 'usr/lib/dracut/modules.d')} is missing: install kdump-utils (dracut)")
+    modules = os.path.join(root, os.path.dirname(MODULE))
+    if not os.path.isdir(modules):
+        raise FastdumpError(f"{modules} is missing: install kdump-utils (dracut)")
     lines = conf_lines(args.collector)
     _install_module(root)
     print(f"fastdump setup kdump-utils: dracut module {'/' + MODULE} installed ({sys.executable})")
