@@ -12,6 +12,7 @@ import time
 import pytest
 
 from support import digests, kdumpfile_digests, need_tool
+from test_ssh import sshd_with_fastdump  # noqa: F401  (the fixture: a real sshd on loopback)
 
 
 def on_terminal(argv, **kw):
@@ -49,19 +50,22 @@ def test_progress_on_a_terminal_without_tqdm(tmp_path, vmcore):
     assert os.path.exists(tmp_path / "dump")
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    """A `fastdump initrd` image, unpacked."""
+def build_image(d, *args):
+    """A `fastdump initrd` image, unpacked in ``d``/root."""
     need_tool("busybox")
-    d = tmp_path_factory.mktemp("initrd")
     img = d / "initrd.img"
-    r = subprocess.run(["python3", "-m", "fastdump", "initrd", "-o", str(img)], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(["python3", "-m", "fastdump", "initrd", "-o", str(img), *args], capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     root = d / "root"
     root.mkdir()
     subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(img.read_bytes()), cwd=root, check=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return build_image(tmp_path_factory.mktemp("initrd"))
 
 
 def in_image(root, argv, **kw):
@@ -87,3 +91,22 @@ def test_image_dumps_on_the_console_one_directory_per_crash(image, vmcore, sourc
         assert fmt == "diskdump" and pages, fmt
         want = digests({p: source_pages[p] for p in pages})
         assert pages == want
+
+
+def test_image_sends_the_dump_over_ssh(tmp_path, vmcore, source_pages, sshd_with_fastdump):
+    """``--ssh auto`` packs the ssh client and the account it needs; with the key and
+    known_hosts added, the image's fastdump sends the dump, as /init does for
+    fastdump.out=ssh://... (the network bring-up before it is not run here)."""
+    sshd = sshd_with_fastdump
+    root = build_image(tmp_path, "--ssh", "auto", "--add", f"{sshd.userkey}:/root/.ssh/kdump_id",
+                       "--add", f"{sshd.known}:/root/.ssh/known_hosts")
+    subprocess.run(["cp", vmcore, str(root / "vmcore")], check=True)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    r = subprocess.run(in_image(root, ["/usr/bin/fastdump", "-z", "-d", "31", "--ssh-key", "/root/.ssh/kdump_id",
+                                       "--known-hosts", "/root/.ssh/known_hosts", "/vmcore",
+                                       sshd.target(str(remote))]), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (sub,) = list(remote.iterdir())
+    fmt, pages = kdumpfile_digests(str(sub / "vmcore"), max(source_pages) + 1)
+    assert fmt == "diskdump" and pages and pages == digests({p: source_pages[p] for p in pages})

@@ -22,7 +22,12 @@ What /init does (busybox ash):
 2. if ``/proc/vmcore`` exists (we are the capture kernel): runs
    ``/etc/fastdump/capture.sh`` if packed, else the built-in capture step:
    mount ``fastdump.out=DEV`` (a device, or LABEL=x / UUID=x; file system type
-   from ``fastdump.fstype=``, default auto) on /out; if ``/out/fastdump-job.sh``
+   from ``fastdump.fstype=``, default auto) on /out, or ``fastdump.out=nfs:IP:/PATH``
+   (the kernel's NFS client: pack nfs and the NIC driver with ``--module``), or send
+   the dump to ``fastdump.out=ssh://USER@HOST/DIR`` (``--ssh auto``; the key and
+   known_hosts with ``--add``, named in fastdump.args).  Network targets first bring
+   up ``fastdump.net=dhcp`` (default; busybox udhcpc) or ``IFACE,ADDR/PREFIX[,GW]``.
+   If ``/out/fastdump-job.sh``
    exists, source it (a job written by whoever prepared the disk); otherwise run
    ``fastdump ARGS /proc/vmcore /out/``: a directory target, so each crash gets
    its own ``/out/<host>-<date>/vmcore`` (and vmcore-dmesg.txt), as kdump-utils
@@ -394,20 +399,56 @@ wait_dev() {  # wait_dev SPEC SECONDS -> prints the device node
     done
     return 1
 }
+net_up() {  # fastdump.net=dhcp | IFACE,ADDR/PREFIX[,GATEWAY]
+    net=$(param fastdump.net dhcp)
+    case "$net" in
+        dhcp) iface="" ;;
+        *) iface=${net%%,*} ;;
+    esac
+    n=0
+    while [ -z "$iface" ] && [ "$n" -lt 30 ]; do   # the first interface that is not lo
+        for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { iface=${i##*/}; break; }; done
+        [ -n "$iface" ] || { sleep 1; n=$((n + 1)); }
+    done
+    [ -n "$iface" ] || { log "no network interface (pack its driver with --module)"; return 1; }
+    ip link set lo up
+    ip link set "$iface" up || { log "cannot bring up $iface"; return 1; }
+    if [ "$net" = dhcp ]; then
+        udhcpc -i "$iface" -s /etc/fastdump/udhcpc.sh -q -n -t 10 || { log "no DHCP answer on $iface"; return 1; }
+    else
+        rest=${net#*,}; addr=${rest%%,*}; gw=""
+        [ "$rest" = "$addr" ] || gw=${rest#*,}
+        ip addr add "$addr" dev "$iface" || return 1
+        [ -z "$gw" ] || ip route add default via "$gw" dev "$iface" || return 1
+    fi
+    log "network: $(ip -o -4 addr show dev "$iface" | tr -s ' ' | cut -d' ' -f2,4)"
+}
 if [ -e /proc/vmcore ]; then
     log "capture kernel $KVER, /proc/vmcore $(stat -c %s /proc/vmcore) bytes"
     if [ -f /etc/fastdump/capture.sh ]; then
         . /etc/fastdump/capture.sh
     else
         spec=$(param fastdump.out "")
-        if [ -z "$spec" ]; then log "no fastdump.out= on the command line"; exec sh; fi
-        dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
-        fstype=$(param fastdump.fstype auto)
-        mount -t "$fstype" "$dev" /out || { log "cannot mount $dev"; finish; }
+        args=$(param fastdump.args -d,31,-z | tr , ' ')
+        case "$spec" in
+            "") log "no fastdump.out= on the command line"; exec sh ;;
+            ssh://*)
+                net_up || finish
+                fastdump $args /proc/vmcore "$spec"
+                log "fastdump exit status $?"
+                finish ;;
+            nfs:*)   # nfs:SERVER-IP:/PATH, mounted by the kernel's NFS client (NFSv3, no locking)
+                net_up || finish
+                export=${spec#nfs:}; server=${export%%:*}
+                mount -t nfs -o "nolock,vers=3,addr=$server" "$export" /out || { log "cannot mount $export"; finish; } ;;
+            *)
+                dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
+                fstype=$(param fastdump.fstype auto)
+                mount -t "$fstype" "$dev" /out || { log "cannot mount $dev"; finish; } ;;
+        esac
         if [ -f /out/fastdump-job.sh ]; then
             . /out/fastdump-job.sh
         else
-            args=$(param fastdump.args -d,31,-z | tr , ' ')
             fastdump $args /proc/vmcore /out/
             log "fastdump exit status $?"
         fi
@@ -424,6 +465,17 @@ else
     fi
     finish
 fi
+"""
+
+UDHCPC = """#!/bin/sh
+# busybox udhcpc's hook: configure the leased address and the default route
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -z "$router" ] || ip route add default via "${router%% *}" dev "$interface"
+        ;;
+esac
 """
 
 # --------------------------------------------------------------------------- build
@@ -454,6 +506,7 @@ def build(args):
         if ("/" + applet) not in tree.entries:
             tree.add_symlink(applet, "/bin/busybox")
     tree.add_bytes("/init", INIT.encode(), 0o755)
+    tree.add_bytes("/etc/fastdump/udhcpc.sh", UDHCPC.encode(), 0o755)
 
     python = os.path.abspath(args.python or sys.executable)
     if (not args.no_fastdump) or args.python_module or args.with_python:
@@ -473,7 +526,7 @@ def build(args):
             notes["fastdump"] = {"package": args.fastdump_package or payload.find_fastdump_package()}
             tree.add_bytes("/usr/bin/fastdump", payload.launcher(python).encode(), 0o755)
 
-    for name, path in (("makedumpfile", args.makedumpfile), ("kexec", args.kexec)):
+    for name, path in (("makedumpfile", args.makedumpfile), ("kexec", args.kexec), ("ssh", args.ssh)):
         if path in (None, "none"):
             continue
         if path == "auto":
@@ -482,6 +535,9 @@ def build(args):
                 raise BuildError("%s not found" % name)
         add_binary(tree, os.path.realpath(path), "/usr/sbin/" + name, strip=False)
         notes[name] = os.path.realpath(path)
+    if args.ssh != "none":   # ssh looks its user up (home, ~/.ssh)
+        tree.add_bytes("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        tree.add_bytes("/etc/group", b"root:x:0:\n")
 
     if args.kmod_root:
         if not args.kver:
@@ -540,6 +596,8 @@ def parse_args(argv):
     p.add_argument("--makedumpfile", default="none",
                    help="makedumpfile binary to pack: a path, 'auto' or 'none' (default)")
     p.add_argument("--kexec", default="none", help="kexec binary: a path, 'auto' or 'none'")
+    p.add_argument("--ssh", default="none",
+                   help="ssh client for ssh:// targets: a path, 'auto' or 'none' (key, known_hosts: --add)")
     p.add_argument("--kmod-root", help="unpacked kernel package root (holds lib/modules/KVER)")
     p.add_argument("--kver", help="kernel release of the modules")
     p.add_argument("--module", action="append", default=[], metavar="NAME[,NAME]",
