@@ -17,14 +17,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tarfile
 
 import pytest
 
 from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
 from fastdump.testing.kernel_layout import KernelLayout, MiB
 
-from support import digests, elf_pages, kdumpfile_digests, makedumpfile, need_tool
+from support import digests, elf_pages, kdumpfile_digests, need_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh")

@@ -27,3 +27,7 @@ def test_sdist_then_wheel(tmp_path):
     so = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
     assert any("_core" in n for n in so) and any("_pagescan" in n for n in so)
     assert any(n.endswith("entry_points.txt") for n in zipfile.ZipFile(wheel).namelist())
+    packed = zipfile.ZipFile(wheel).namelist()
+    for need in ("fastdump/commands/cli.py", "fastdump/sources/vmcore.py", "fastdump/copy/pipeline.py",
+                 "fastdump/targets/kinds.py", "fastdump/deploy/dracut/99fastdump/module-setup.sh"):
+        assert need in packed, need
