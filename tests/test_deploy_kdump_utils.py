@@ -90,3 +90,15 @@ def test_foreign_module_directory_is_left_alone(root):
 def test_no_dracut_is_one_line_error(tmp_path):
     s = setup(tmp_path)
     assert s.returncode == 1 and "install kdump-utils" in s.stderr and len(s.stderr.splitlines()) == 1, s.stderr
+
+
+def test_a_listing_that_fails_is_reported_at_setup(tmp_path):
+    """Setup runs what the module runs at build time (the payload listing) with the module's
+    interpreter script; when it fails, setup fails with its last line, not kdumpctl later."""
+    from fastdump.deploy import kdump_utils
+    from fastdump.errors import FastdumpError
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'Traceback...' >&2\necho 'fastdump payload: error: no zlib' >&2\nexit 1\n")
+    python.chmod(0o700)
+    with pytest.raises(FastdumpError, match="cannot list what to pack: fastdump payload: error: no zlib"):
+        kdump_utils._check_listing(str(python))

@@ -17,6 +17,7 @@ removes exactly what the setup added: the module, the shim, the tagged lines.
 
 import os
 import shutil
+import subprocess
 import sys
 
 from .. import safefile
@@ -113,6 +114,17 @@ def _install_module(root):
         with open(os.path.join(SHIPPED, name), "rb") as f:
             safefile.write_file(os.path.join(dest, name), f.read(), force=True, executable=name.endswith(".sh"))
     safefile.write_file(os.path.join(dest, "python"), _scripts()[0], force=True, executable=True)
+    _check_listing(os.path.join(dest, "python"))
+
+
+def _check_listing(python):
+    """Run what the module runs at build time now, so a fastdump that cannot run a collector
+    call with that interpreter is reported here and not by `kdumpctl restart`."""
+    r = subprocess.run([python, "-m", "fastdump.deploy.payload", "--list"], capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode or not r.stdout:
+        why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        raise FastdumpError(f"the dracut module cannot list what to pack: {why}")
 
 
 def _command(root):

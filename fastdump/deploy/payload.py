@@ -291,7 +291,7 @@ def main(argv=None):
         return 0
     try:
         items, _ = entries(python)
-    except PayloadError as e:
+    except (PayloadError, OSError) as e:
         print("fastdump payload: error: %s" % e, file=sys.stderr)
         return 1
     lines = []
