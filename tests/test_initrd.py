@@ -110,3 +110,50 @@ def test_image_sends_the_dump_over_ssh(tmp_path, vmcore, source_pages, sshd_with
     (sub,) = list(remote.iterdir())
     fmt, pages = kdumpfile_digests(str(sub / "vmcore"), max(source_pages) + 1)
     assert fmt == "diskdump" and pages and pages == digests({p: source_pages[p] for p in pages})
+
+
+@pytest.mark.parametrize("mode", ["dhcp", "static"])
+def test_image_brings_up_the_network(image, tmp_path, mode):
+    """What /init runs before an nfs: or ssh:// target (/etc/fastdump/net.sh with
+    fastdump.net=), in the image, in a network namespace wired to this machine by a veth
+    pair: DHCP from a real server (busybox udhcpd) through the image's udhcpc hook, or a
+    static address; then the address and the default route are read back."""
+    need_tool("ip")
+    tag = f"{os.getpid() % 100000}{mode[0]}"
+    ns, host_if, guest_if = f"fdtest{tag}", f"fdh{tag}", f"fdg{tag}"
+    server = None
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", guest_if], check=True)
+        subprocess.run(["ip", "link", "set", guest_if, "netns", ns], check=True)
+        subprocess.run(["ip", "addr", "add", "10.213.7.1/24", "dev", host_if], check=True)
+        subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+        if mode == "dhcp":
+            conf = tmp_path / "udhcpd.conf"
+            conf.write_text(f"start 10.213.7.50\nend 10.213.7.60\ninterface {host_if}\noption subnet 255.255.255.0\n"
+                            f"option router 10.213.7.1\nlease_file {tmp_path}/leases\npidfile {tmp_path}/pid\n")
+            (tmp_path / "leases").write_bytes(b"")
+            server = subprocess.Popen(["busybox", "udhcpd", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            spec = "dhcp"
+        else:
+            spec = f"{guest_if},10.213.7.9/24,10.213.7.1"
+        script = 'set -e; mount -t sysfs sysfs "$1/sys"; mount -t proc proc "$1/proc"; ' \
+                 'exec chroot "$1" /etc/fastdump/net.sh "$2"'
+        r = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                            "/bin/sh", "-c", script, "net", str(image), spec],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        addr = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", guest_if],
+                              capture_output=True, text=True).stdout
+        route = subprocess.run(["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True).stdout
+        want = "10.213.7.5" if mode == "dhcp" else "10.213.7.9/24"
+        assert want in addr and "/24" in addr, addr
+        assert "default via 10.213.7.1" in route, route
+        assert f"network: {guest_if} 10.213.7." in r.stdout, r.stdout
+    finally:
+        if server:
+            server.terminate()
+            server.wait(timeout=10)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

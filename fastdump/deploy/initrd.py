@@ -399,30 +399,7 @@ wait_dev() {  # wait_dev SPEC SECONDS -> prints the device node
     done
     return 1
 }
-net_up() {  # fastdump.net=dhcp | IFACE,ADDR/PREFIX[,GATEWAY]
-    net=$(param fastdump.net dhcp)
-    case "$net" in
-        dhcp) iface="" ;;
-        *) iface=${net%%,*} ;;
-    esac
-    n=0
-    while [ -z "$iface" ] && [ "$n" -lt 30 ]; do   # the first interface that is not lo
-        for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { iface=${i##*/}; break; }; done
-        [ -n "$iface" ] || { sleep 1; n=$((n + 1)); }
-    done
-    [ -n "$iface" ] || { log "no network interface (pack its driver with --module)"; return 1; }
-    ip link set lo up
-    ip link set "$iface" up || { log "cannot bring up $iface"; return 1; }
-    if [ "$net" = dhcp ]; then
-        udhcpc -i "$iface" -s /etc/fastdump/udhcpc.sh -q -n -t 10 || { log "no DHCP answer on $iface"; return 1; }
-    else
-        rest=${net#*,}; addr=${rest%%,*}; gw=""
-        [ "$rest" = "$addr" ] || gw=${rest#*,}
-        ip addr add "$addr" dev "$iface" || return 1
-        [ -z "$gw" ] || ip route add default via "$gw" dev "$iface" || return 1
-    fi
-    log "network: $(ip -o -4 addr show dev "$iface" | tr -s ' ' | cut -d' ' -f2,4)"
-}
+net_up() { /etc/fastdump/net.sh "$(param fastdump.net dhcp)"; }
 if [ -e /proc/vmcore ]; then
     log "capture kernel $KVER, /proc/vmcore $(stat -c %s /proc/vmcore) bytes"
     if [ -f /etc/fastdump/capture.sh ]; then
@@ -467,6 +444,34 @@ else
 fi
 """
 
+NET = r"""#!/bin/sh
+# fastdump initrd: bring up the network for an nfs: or ssh:// target.
+# $1: dhcp (the first interface that is not lo; busybox udhcpc) or IFACE,ADDR/PREFIX[,GATEWAY]
+log() { echo "fastdump-init: $*"; }
+net=$1
+case "$net" in
+    dhcp) iface="" ;;
+    *) iface=${net%%,*} ;;
+esac
+n=0
+while [ -z "$iface" ] && [ "$n" -lt 30 ]; do   # the NIC's driver may still be probing
+    for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { iface=${i##*/}; break; }; done
+    [ -n "$iface" ] || { sleep 1; n=$((n + 1)); }
+done
+[ -n "$iface" ] || { log "no network interface (pack its driver with --module)"; exit 1; }
+ip link set lo up
+ip link set "$iface" up || { log "cannot bring up $iface"; exit 1; }
+if [ "$net" = dhcp ]; then
+    udhcpc -i "$iface" -s /etc/fastdump/udhcpc.sh -q -n -t 10 >/dev/null || { log "no DHCP answer on $iface"; exit 1; }
+else
+    rest=${net#*,}; addr=${rest%%,*}; gw=""
+    [ "$rest" = "$addr" ] || gw=${rest#*,}
+    ip addr add "$addr" dev "$iface" || { log "cannot set $addr on $iface"; exit 1; }
+    [ -z "$gw" ] || ip route add default via "$gw" dev "$iface" || { log "cannot route via $gw"; exit 1; }
+fi
+log "network: $iface $(ip -o -4 addr show dev "$iface" | tr -s ' ' | cut -d' ' -f4)"
+"""
+
 UDHCPC = """#!/bin/sh
 # busybox udhcpc's hook: configure the leased address and the default route
 case "$1" in
@@ -506,6 +511,7 @@ def build(args):
         if ("/" + applet) not in tree.entries:
             tree.add_symlink(applet, "/bin/busybox")
     tree.add_bytes("/init", INIT.encode(), 0o755)
+    tree.add_bytes("/etc/fastdump/net.sh", NET.encode(), 0o755)
     tree.add_bytes("/etc/fastdump/udhcpc.sh", UDHCPC.encode(), 0o755)
 
     python = os.path.abspath(args.python or sys.executable)
