@@ -28,7 +28,7 @@ from support import digests, elf_pages, kdumpfile_digests, need_tool
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh")
 BASE = os.path.join(CACHE, "bookworm-base.tar")
-APT = ("dracut-core", "cpio", "python3-pip", "python3-dev", "build-essential", "libzstd-dev",
+APT = ("dracut-core", "cpio", "linux-image-amd64", "python3-pip", "python3-dev", "build-essential", "libzstd-dev",
        "liblz4-dev", "zlib1g-dev", "liblzo2-dev", "libsnappy-dev")
 PIP = ("Cython>=3.0", "setuptools>=61", "wheel", "tqdm")
 PREPARE = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
@@ -105,7 +105,7 @@ def worktree_copy(dest):
 #: default core_collector line).  mkdumprd runs dracut with its 99kdumpbase module and the
 #: dracut_args; the stand-in 99kdumpbase here does the one thing of kdumpbase's that matters to
 #: us, ``dracut_install`` of the collector's first word (from this machine's fastdump, a shim),
-#: so the test sees whose ``fastdump`` ends up in the image.
+#: so the tests see whose ``fastdump`` ends up in the image.
 DEPLOY = """set -e -o pipefail
 cd /root/fastdump && pip install --break-system-packages --no-build-isolation . >/root/pip.log 2>&1
 cd /
@@ -116,21 +116,34 @@ mkdir -p /usr/lib/dracut/modules.d/99kdumpbase
 printf '%s\\n' 'check() { return 255; }' 'depends() { return 0; }' \\
     'install() { dracut_install "$(sed -n "s/^core_collector \\([^ ]*\\).*/\\1/p" /etc/kdump.conf)"; }' \\
     > /usr/lib/dracut/modules.d/99kdumpbase/module-setup.sh
-dracut --no-kernel --no-hostonly --no-early-microcode --no-compress --add kdumpbase --add fastdump \\
-    --force /root/kdump.img 2>&1 | tail -n 5
 """
+DRACUT = "dracut --no-hostonly --no-early-microcode --no-compress --add kdumpbase --add fastdump --force"
 
 #: kdump-utils' kdump.sh, its two crash-time forms: to a file system, then mv; and the stream
-#: to stdout that it pipes into ssh or dd.  Run in a chroot of the unpacked image, with the
-#: collector line that setup put in kdump.conf.
-CRASH = """set -e
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+#: to stdout that it pipes into ssh or dd; with the collector line that setup put in kdump.conf.
+CRASH = """export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 CORE_COLLECTOR="$(sed -n 's/^core_collector \\(.*\\)  # fastdump setup kdump-utils$/\\1/p' /kdump.conf)"
-fastdump --version
+echo "fdtest: $(fastdump --version)"
 mkdir -p /var/crash/host-stamp
-$CORE_COLLECTOR /vmcore /var/crash/host-stamp/vmcore-incomplete
+$CORE_COLLECTOR /vmcore /var/crash/host-stamp/vmcore-incomplete || echo "fdtest: file form failed"
 mv /var/crash/host-stamp/vmcore-incomplete /var/crash/host-stamp/vmcore
-$CORE_COLLECTOR /vmcore | cat > /var/crash/host-stamp/vmcore.stream
+$CORE_COLLECTOR /vmcore | cat > /var/crash/host-stamp/vmcore.stream || echo "fdtest: stream form failed"
+"""
+
+#: /init of the booted image (the kernel's rdinit=): kdump.sh's calls, then both results
+#: copied raw to the two virtio disks (their sizes on the console), then power off
+BOOT = """#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+echo "fdtest: kernel $(uname -r) up"
+modprobe virtio_pci; modprobe virtio_blk
+n=0; while [ ! -b /dev/vdb ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
+""" + CRASH + """for f in vmcore:vda vmcore.stream:vdb; do
+    cat "/var/crash/host-stamp/${f%:*}" > "/dev/${f#*:}"
+    set -- $(ls -ln "/var/crash/host-stamp/${f%:*}"); echo "fdtest: size ${f%:*} $5"
+done
+sync; echo "fdtest: done"
+echo o > /proc/sysrq-trigger
 """
 
 
@@ -143,6 +156,47 @@ def vmcore(tmp_path_factory):
     return {"path": path, "pages": digests(pages), "kept31": set(pages) - layout.dropped_pfns(31)}
 
 
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The throwaway root after the README's commands (before dracut)."""
+    for tool in ("unshare", "chroot", "tar", "cpio", "git"):
+        need_tool(tool)
+    assert os.geteuid() == 0, "this test chroots into a throwaway Debian root: run it as root"
+    assert os.path.exists(BASE), f"{BASE} is missing: `bash .ci/fresh-machine bookworm setup` builds it"
+    root = prepared_root(str(tmp_path_factory.mktemp("dracut") / "root"))
+    worktree_copy(os.path.join(root, "root/fastdump"))
+    r = in_root(root, DEPLOY)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "core_collector fastdump -l --message-level 7 -d 31" in r.stdout, r.stdout
+    assert os.path.isfile(os.path.join(root, "usr/sbin/fastdump")), "setup put no fastdump on kdump-utils' path"
+    yield root
+    shutil.rmtree(root)
+
+
+def build_image(root, tmp_path, options):
+    """Run dracut in the root with ``options``: (the image unpacked, the image), launchers checked."""
+    r = in_root(root, f"{DRACUT} {options} /root/kdump.img 2>&1 | tail -n 5")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    img, dest = tmp_path / "kdump.img", tmp_path / "image"
+    shutil.move(os.path.join(root, "root/kdump.img"), img)
+    dest.mkdir()
+    with open(img, "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
+    for name in ("usr/bin/fastdump", "usr/sbin/fastdump"):
+        assert "fastdump.deploy.payload" in (dest / name).read_text(), f"{name} is not the module's launcher"
+    return dest, img
+
+
+def check_dumps(dump, stream, tmp_path, vmcore):
+    """The file form page for page with libkdumpfile; the stream rebuilt by makedumpfile -R, too."""
+    from test_deploy_kdump_tools import read_rebuilt
+    fmt, pages = kdumpfile_digests(str(dump), max(vmcore["pages"]) + 1)
+    assert fmt == "diskdump", fmt
+    assert {p for p, h in pages.items() if vmcore["pages"].get(p) != h} == set()
+    assert set(pages) == vmcore["kept31"], (len(pages), len(vmcore["kept31"]))
+    assert set(read_rebuilt(str(stream), tmp_path, vmcore)) == vmcore["kept31"]
+
+
 def in_image(image_root, command):
     """``command`` under /bin/sh chrooted in the unpacked initramfs: nothing from any other root."""
     script = 'set -e; mount -t proc proc "$1/proc"; mount --rbind /dev "$1/dev"; exec chroot "$1" /bin/sh -c "$2"'
@@ -150,36 +204,52 @@ def in_image(image_root, command):
                            str(image_root), command], capture_output=True, text=True, timeout=600)
 
 
-def test_dracut_module_runs_kdump_utils_collector_calls(tmp_path, vmcore):
-    for tool in ("unshare", "chroot", "tar", "cpio", "git"):
-        need_tool(tool)
-    assert os.geteuid() == 0, "this test chroots into a throwaway Debian root: run it as root"
-    assert os.path.exists(BASE), f"{BASE} is missing: `bash .ci/fresh-machine bookworm setup` builds it"
-    from test_deploy_kdump_tools import read_rebuilt
-    root = prepared_root(str(tmp_path / "root"))
-    worktree_copy(os.path.join(root, "root/fastdump"))
-    r = in_root(root, DEPLOY)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "core_collector fastdump -l --message-level 7 -d 31" in r.stdout, r.stdout
-    assert os.path.isfile(os.path.join(root, "usr/sbin/fastdump")), "setup put no fastdump on kdump-utils' path"
-
-    image = tmp_path / "image"
-    image.mkdir()
-    with open(os.path.join(root, "root/kdump.img"), "rb") as f:
-        subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=image, check=True)
+def test_dracut_module_runs_kdump_utils_collector_calls(tmp_path, vmcore, deployed):
+    image, _ = build_image(deployed, tmp_path, "--no-kernel")
     shutil.copy(vmcore["path"], image / "vmcore")
-    shutil.copy(os.path.join(root, "etc/kdump.conf"), image / "kdump.conf")
-    for name in ("usr/bin/fastdump", "usr/sbin/fastdump"):
-        assert "fastdump.deploy.payload" in (image / name).read_text(), f"{name} is not the module's launcher"
-    shutil.rmtree(root)
-
+    shutil.copy(os.path.join(deployed, "etc/kdump.conf"), image / "kdump.conf")
     r = in_image(image, CRASH)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert r.stdout.startswith("fastdump "), r.stdout
+    assert r.returncode == 0 and "form failed" not in r.stdout, (r.stdout + r.stderr)[-3000:]
+    assert r.stdout.startswith("fdtest: fastdump "), r.stdout
     crash = image / "var/crash/host-stamp"
     assert sorted(os.listdir(crash)) == ["vmcore", "vmcore.stream"], os.listdir(crash)
-    fmt, pages = kdumpfile_digests(str(crash / "vmcore"), max(vmcore["pages"]) + 1)
-    assert fmt == "diskdump", fmt
-    assert {p for p, h in pages.items() if vmcore["pages"].get(p) != h} == set()
-    assert set(pages) == vmcore["kept31"], (len(pages), len(vmcore["kept31"]))
-    assert set(read_rebuilt(str(crash / "vmcore.stream"), tmp_path, vmcore)) == vmcore["kept31"]
+    check_dumps(crash / "vmcore", crash / "vmcore.stream", tmp_path, vmcore)
+
+
+def test_booted_dracut_image_runs_kdump_utils_collector_calls(tmp_path, vmcore, deployed):
+    """The same calls in the image booted by the root's Debian kernel in QEMU (software
+    emulation unless FASTDUMP_E2E_ACCEL=kvm, as tests/e2e): the packed interpreter and fastdump
+    on a real kernel, not in a chroot.  The image holds dracut's base module, the two modules
+    and the virtio drivers; the kernel runs the test's script as its init."""
+    from e2e.qemu import base_cmd
+    (kver,) = os.listdir(os.path.join(deployed, "lib/modules"))
+    with open(os.path.join(deployed, "root/boot.sh"), "w") as f:
+        f.write(BOOT)
+    os.chmod(os.path.join(deployed, "root/boot.sh"), 0o755)
+    shutil.copy(os.path.join(deployed, "etc/kdump.conf"), os.path.join(deployed, "root/kdump.conf"))
+    shutil.copy(vmcore["path"], os.path.join(deployed, "root/vmcore"))
+    _, img = build_image(deployed, tmp_path, f"--modules base --kver {kver} --add-drivers 'virtio_pci virtio_blk' "
+                         "--include /root/boot.sh /boot.sh --include /root/kdump.conf /kdump.conf "
+                         "--include /root/vmcore /vmcore")
+    disks = [tmp_path / "vda.img", tmp_path / "vdb.img"]
+    for d in disks:
+        with open(d, "wb") as f:
+            f.truncate(RAM)
+    serial = tmp_path / "serial.log"
+    cmd = base_cmd(os.path.join(deployed, f"boot/vmlinuz-{kver}"), str(img),
+                   "console=ttyS0 rdinit=/boot.sh panic=-1", 1024, os.environ.get("FASTDUMP_E2E_ACCEL", "tcg"))
+    cmd += ["-serial", f"file:{serial}"]
+    for d in disks:
+        cmd += ["-drive", f"file={d},format=raw,if=virtio,cache=unsafe"]
+    try:
+        subprocess.run(cmd, timeout=600, capture_output=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the guest did not power off in 10 minutes: {serial.read_text(errors='replace')[-3000:]}")
+    log = serial.read_text(errors="replace")
+    assert "fdtest: done" in log and "form failed" not in log, log[-3000:]
+    assert "fdtest: fastdump " in log, log[-3000:]
+    sizes = dict(line.split()[2:4] for line in log.splitlines() if line.startswith("fdtest: size "))
+    for d, name in zip(disks, ("vmcore", "vmcore.stream")):
+        with open(d, "r+b") as f:
+            f.truncate(int(sizes[name]))
+    check_dumps(disks[0], disks[1], tmp_path, vmcore)
