@@ -189,6 +189,7 @@ def _last_line(text):
 
 
 def find_fastdump_package():
+    """The directory of the fastdump package this module belongs to."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
