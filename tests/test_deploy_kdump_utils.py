@@ -102,3 +102,23 @@ def test_a_listing_that_fails_is_reported_at_setup(tmp_path):
     python.chmod(0o700)
     with pytest.raises(FastdumpError, match="cannot list what to pack: fastdump payload: error: no zlib"):
         kdump_utils._check_listing(str(python))
+
+
+def test_the_sysadmins_dracut_args_stay(root):
+    (root / "etc/kdump.conf").write_text(CONF + "dracut_args --omit-drivers nouveau\n")
+    before = tree(root)
+    for _ in range(2):      # applying twice still gives one merged line
+        assert setup(root, "--apply").returncode == 0
+        active = [line.split("  #")[0] for line in (root / "etc/kdump.conf").read_text().splitlines()
+                  if line.startswith("dracut_args")]
+        assert active == ["dracut_args --omit-drivers nouveau --add fastdump"], active
+    assert setup(root, "--undo").returncode == 0
+    assert tree(root) == before
+
+
+def test_apply_without_kdump_conf_changes_nothing(root):
+    (root / "etc/kdump.conf").unlink()
+    before = tree(root)
+    s = setup(root, "--apply")
+    assert s.returncode == 1 and "kdump.conf is missing" in s.stderr and len(s.stderr.splitlines()) == 1, s.stderr
+    assert tree(root) == before

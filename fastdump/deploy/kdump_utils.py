@@ -66,6 +66,8 @@ def run(args):
     if not os.path.isdir(modules):
         raise FastdumpError(f"{modules} is missing: install kdump-utils (dracut)")
     lines = conf_lines(args.collector)
+    if args.apply and not os.path.exists(os.path.join(root, CONF)):
+        raise FastdumpError(f"/{CONF} is missing: install kdump-utils first")
     _install_module(root)
     print(f"fastdump setup kdump-utils: dracut module {'/' + MODULE} installed ({sys.executable})")
     shim = _command(root)
@@ -147,14 +149,22 @@ def _apply(root, lines):
             old = f.read().splitlines()
     except FileNotFoundError:
         raise FastdumpError(f"/{CONF} is missing: install kdump-utils first") from None
-    new = [line for line in old if not line.endswith(ADDED)]
+    base = _original(old)
     keys = {line.split()[0] for line in lines}
-    new = [WAS + line if line.split()[:1] and line.split()[0] in keys else line for line in new]
+    theirs = [line.split(None, 1)[1] for line in base if line.split()[:1] == ["dracut_args"] and len(line.split()) > 1]
+    lines = [f"dracut_args {theirs[-1]} --add fastdump" if line.startswith("dracut_args ") and theirs else line
+             for line in lines]   # the sysadmin's dracut arguments stay, ours are added
+    new = [WAS + line if line.split()[:1] and line.split()[0] in keys else line for line in base]
     new += [line + ADDED for line in lines]
     if not os.path.lexists(path + BACKUP):   # the first one is the sysadmin's own file
         safefile.write_file(path + BACKUP, "".join(line + "\n" for line in old).encode())
     _rewrite(path, new)
     return f"fastdump setup kdump-utils: /{CONF} updated (backup: /{CONF}{BACKUP}); now `kdumpctl restart`"
+
+
+def _original(lines):
+    """kdump.conf as it was before this setup: our lines out, the ones we replaced back."""
+    return [line[len(WAS):] if line.startswith(WAS) else line for line in lines if not line.endswith(ADDED)]
 
 
 def _rewrite(path, lines):
@@ -184,7 +194,7 @@ def _undo(root):
     if os.path.exists(conf):
         with open(conf) as f:
             old = f.read().splitlines()
-        new = [line[len(WAS):] if line.startswith(WAS) else line for line in old if not line.endswith(ADDED)]
+        new = _original(old)
         if new != old:
             _rewrite(conf, new)
             done.append(f"/{CONF}: fastdump's lines removed, the replaced ones restored")
