@@ -59,6 +59,7 @@ MARKERS = {
 E2E_FIXTURES = {"real", "real_dir"}           # the e2e harness's real vmcores, built on demand
 E2E_MODULES = {"test_classification_real.py", "test_deploy_kdump_tools.py"}
 SLOW = ("test_packaging.py::test_sdist", "test_bench_smoke.py::", "test_ssh.py::test_dropped_connection",
+        "test_deploy_dracut.py::",
         "test_faults.py::test_sigkill", "test_files.py::test_concurrent", "tests/fuzz/test_fuzz.py::",
         "test_source.py::test_many_pt_loads", "test_s3.py::test_radosgw_", "test_s3.py::test_quota",
         "test_s3.py::test_dropped", "test_s3.py::test_interrupted")

@@ -92,7 +92,8 @@ def test_sdist_wheel_holds_every_module_typed(built):
     assert modules and not modules - names, f"modules missing from the wheel: {sorted(modules - names)}"
     so = [n for n in names if n.endswith(".so")]
     assert any("_core" in n for n in so) and any("_pagescan" in n for n in so)
-    for typed in ("fastdump/py.typed", "fastdump/_core.pyi", "fastdump/_pagescan.pyi", "fastdump/_pageclass.pyi"):
+    for typed in ("fastdump/py.typed", "fastdump/_core.pyi", "fastdump/_pagescan.pyi", "fastdump/_pageclass.pyi",
+                  "fastdump/deploy/dracut/99fastdump/module-setup.sh"):
         assert typed in names, typed
     assert any(n.endswith("entry_points.txt") for n in names)
 

@@ -2,6 +2,8 @@
 
 A capture kernel's console is a serial line that scrolls and is logged, so when
 stderr is not a TTY we print one short line every few seconds instead of a bar.
+tqdm is optional (a capture initramfs does not hold it): without it a terminal gets the
+plain lines too, never an ImportError in the middle of a dump.
 """
 
 import sys
@@ -13,11 +15,21 @@ def _fmt_eta(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _have_tqdm():
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class Progress:
     def __init__(self, mode="auto", stream=None, interval=5.0):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if hasattr(self.stream, "isatty") and self.stream.isatty() else "lines"
+        if mode == "bar" and not _have_tqdm():
+            mode = "lines"
         self.mode = mode
         self.interval = interval
         self._bar = None

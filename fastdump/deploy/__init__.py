@@ -6,9 +6,9 @@ One module per distribution tool; each has ``add_arguments(parser)`` and ``run(a
 import argparse
 
 from ..errors import UsageError
-from . import kdump_tools
+from . import kdump_tools, kdump_utils
 
-SYSTEMS = {"kdump-tools": kdump_tools}
+SYSTEMS = {"kdump-tools": kdump_tools, "kdump-utils": kdump_utils}
 
 
 def main(argv):

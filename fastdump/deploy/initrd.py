@@ -6,14 +6,11 @@ The image is a cpio "newc" archive (gzip-compressed unless ``--compress none``)
 holding:
 
 * busybox (static) with one symlink per applet in /bin,
-* the Python interpreter that runs this builder (``sys.executable``), its
-  libpython and a *pruned* standard library: only the modules that importing
-  and starting ``fastdump.commands.cli`` loads (found by running the interpreter and
-  reading ``sys.modules``), plus the encodings package and ``--python-module``
-  extras; all files keep their absolute host paths so the interpreter finds its
-  prefix without PYTHONHOME,
-* the installed fastdump package with its compiled extension(s) and every shared
-  library they need (found with ldd),
+* what fastdump.deploy.payload lists to run fastdump with the interpreter that
+  runs this builder (``sys.executable``): the interpreter, the standard-library
+  files a real collector run imports, fastdump with its compiled core, their
+  shared libraries and the /usr/bin/fastdump launcher (the same list the dracut
+  module packs), plus ``--python-module`` extras,
 * optionally makedumpfile and kexec with their libraries, kernel modules from an
   unpacked kernel package (dependencies resolved from each module's modinfo),
   and arbitrary extra files (``--add SRC:DEST``),
@@ -25,13 +22,21 @@ What /init does (busybox ash):
 2. if ``/proc/vmcore`` exists (we are the capture kernel): runs
    ``/etc/fastdump/capture.sh`` if packed, else the built-in capture step:
    mount ``fastdump.out=DEV`` (a device, or LABEL=x / UUID=x; file system type
-   from ``fastdump.fstype=``, default auto) on /out; if ``/out/fastdump-job.sh``
+   from ``fastdump.fstype=``, default auto) on /out, or ``fastdump.out=nfs:IP:/PATH``
+   (the kernel's NFS client: pack nfs and the NIC driver with ``--module``), or send
+   the dump to ``fastdump.out=ssh://USER@HOST/DIR`` (``--ssh auto``; the key and
+   known_hosts with ``--add``, named in fastdump.args).  Network targets first bring
+   up ``fastdump.net=dhcp`` (default; busybox udhcpc) or ``IFACE,ADDR/PREFIX[,GW]``.
+   If ``/out/fastdump-job.sh``
    exists, source it (a job written by whoever prepared the disk); otherwise run
-   ``fastdump ARGS /proc/vmcore /out/vmcore.kdump`` with ARGS from
-   ``fastdump.args=`` (commas stand for spaces; default ``-d,31,-z``),
+   ``fastdump ARGS /proc/vmcore /out/``: a directory target, so each crash gets
+   its own ``/out/<host>-<date>/vmcore`` (and vmcore-dmesg.txt), as kdump-utils
+   lays dumps out; ARGS from ``fastdump.args=`` (commas stand for spaces;
+   default ``-d,31,-z``),
 3. otherwise (a normal boot): runs ``/etc/fastdump/first.sh`` if packed, else a
    shell,
-4. finishes with ``fastdump.final=poweroff|reboot|shell`` (default poweroff).
+4. finishes with ``fastdump.final=reboot|poweroff|shell`` (default reboot, as
+   Debian's kdump-tools and kdump-utils do after saving a dump).
 
 Only the standard library is used here (and fastdump.safefile, so the image is
 created like every other file fastdump writes), so the builder works before the
@@ -53,19 +58,12 @@ import tempfile
 import time
 
 from .. import safefile
+from . import payload
+from .payload import is_elf, ldd_deps
 from ..errors import FastdumpError
 
 INIT_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
              "run", "out", "etc/fastdump", "root", "mnt", "var")
-
-# Modules the interpreter may import lazily while dumping even if the import
-# probe did not see them.  Missing ones are ignored.
-DEFAULT_EXTRA_MODULES = (
-    "encodings", "argparse", "json", "threading", "concurrent.futures",
-    "concurrent.futures.thread", "queue", "mmap", "zlib", "struct", "errno",
-    "signal", "time", "resource", "traceback", "linecache", "tokenize",
-)
-
 
 class BuildError(Exception):
     pass
@@ -200,37 +198,6 @@ def which(name, extra=("/usr/sbin", "/sbin", "/usr/bin", "/bin")):
     return None
 
 
-def ldd_deps(path):
-    """Absolute paths of the shared libraries ``path`` loads (incl. the loader)."""
-    r = subprocess.run(["ldd", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True)
-    out = r.stdout
-    if "not a dynamic executable" in out or "statically linked" in out:
-        return []
-    deps = []
-    for line in out.splitlines():
-        line = line.strip()
-        if "=>" in line:
-            name, _, rest = line.partition("=>")
-            rest = rest.strip()
-            if rest.startswith("not found"):
-                raise BuildError("%s: shared library %s not found" % (path, name.strip()))
-            lib = rest.split(" (")[0].strip()
-            if lib.startswith("/"):
-                deps.append(lib)
-        elif line.startswith("/"):
-            deps.append(line.split(" (")[0].strip())
-    return deps
-
-
-def is_elf(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def add_binary(tree, src, dest=None, strip=False):
     """Add an executable or shared object and (recursively) its libraries."""
     tree.add_file(dest or src, src, strip=strip)
@@ -243,143 +210,35 @@ def add_binary(tree, src, dest=None, strip=False):
 # --------------------------------------------------------------------------- python
 
 
-PROBE = r"""
-import sys, os, importlib, json, runpy
-mods = [m for m in sys.argv[1].split(",") if m]
-errors = {}
-for m in mods:
-    try:
-        importlib.import_module(m)
-    except Exception as e:
-        errors[m] = repr(e)
-run = sys.argv[2]
-if run:
-    sys.argv = ["fastdump", "--help"]
-    import contextlib, io
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            runpy.run_module(run, run_name="__main__", alter_sys=True)
-    except SystemExit:
-        pass
-    except Exception as e:
-        errors["<run " + run + ">"] = repr(e)
-files = set()
-for name, mod in list(sys.modules.items()):
-    f = getattr(mod, "__file__", None)
-    if f:
-        files.add(os.path.abspath(f))
-print(json.dumps({"files": sorted(files), "errors": errors,
-                  "prefix": sys.prefix, "base_prefix": sys.base_prefix,
-                  "executable": sys.executable,
-                  "stdlib": __import__("sysconfig").get_paths()["stdlib"],
-                  "platstdlib": __import__("sysconfig").get_paths()["platstdlib"]}))
-"""
-
-
-def probe_python(python, modules, run_module, env=None):
-    r = subprocess.run([python, "-c", PROBE, ",".join(modules), run_module or ""],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    if r.returncode != 0:
-        raise BuildError("probing %s failed: %s" % (python, r.stderr.strip()[-2000:]))
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def add_python(tree, python, modules, run_module, fastdump_dir, strip, env=None):
-    """Add the interpreter, libpython, and the stdlib files the probe loaded."""
-    info = probe_python(python, modules, run_module, env=env)
-    exe = os.path.realpath(python)
-    add_binary(tree, exe, strip=strip)
-    if os.path.realpath(python) != os.path.abspath(python):
-        tree.add_symlink(python, exe)
-    stdlib = os.path.realpath(info["stdlib"])
-    plat = os.path.realpath(info["platstdlib"])
-    # Landmarks the interpreter looks for to find its prefix.
-    for landmark in ("os.py",):
-        tree.add_file(os.path.join(stdlib, landmark), os.path.join(stdlib, landmark))
-    tree.add_dir(os.path.join(plat, "lib-dynload"))
-    pkgroots = []
-    if fastdump_dir:
-        pkgroots.append(os.path.realpath(fastdump_dir))
-    n = 0
-    for f in info["files"]:
-        real = os.path.realpath(f)
-        if any(real.startswith(p + os.sep) for p in pkgroots):
-            continue  # the fastdump package is copied whole
-        if not os.path.exists(real):
-            continue
-        if real.endswith(".so"):
-            add_binary(tree, real, f, strip=strip)
+def add_payload(tree, items, strip):
+    """Add the payload's entries (fastdump.deploy.payload): bytecode beside each source, fresh
+    when the host's is not current, so the emulated capture kernel does not compile."""
+    for kind, dest, src in items:
+        if kind == "dir":
+            tree.add_dir(dest)
+        elif kind == "link":
+            tree.add_symlink(dest, src)
+        elif kind == "elf":
+            tree.add_file(dest, src, strip=strip)
         else:
-            tree.add_file(f, real)
-            _add_pyc(tree, real)
-        n += 1
-        # packages: keep the __init__ of every parent package
-        d = os.path.dirname(real)
-        while d.startswith(stdlib + os.sep) and d != stdlib:
-            init = os.path.join(d, "__init__.py")
-            if os.path.exists(init) and init not in tree:
-                tree.add_file(init, init)
-                _add_pyc(tree, init)
-            d = os.path.dirname(d)
-    # All of encodings (codec lookups by name happen at run time).
-    enc = os.path.join(stdlib, "encodings")
-    for name in os.listdir(enc):
-        if name.endswith(".py"):
-            tree.add_file(os.path.join(enc, name), os.path.join(enc, name))
-            _add_pyc(tree, os.path.join(enc, name))
-    return info, n
+            tree.add_file(dest, src)
+        if kind == "py":
+            d, name = os.path.split(dest)
+            tree.add_bytes(os.path.join(d, "__pycache__", "%s.%s.pyc" % (name[:-3], sys.implementation.cache_tag)),
+                           _bytecode(src))
 
 
-def _add_pyc(tree, src):
-    """Add the host's cached bytecode next to a source file when it is current."""
-    if not src.endswith(".py"):
-        return
-    d, base = os.path.split(src)
-    tag = sys.implementation.cache_tag
-    pyc = os.path.join(d, "__pycache__", "%s.%s.pyc" % (base[:-3], tag))
-    if os.path.exists(pyc) and os.stat(pyc).st_mtime >= os.stat(src).st_mtime:
-        tree.add_file(pyc, pyc)
-
-
-def find_fastdump_package():
-    import importlib.util
-    spec = importlib.util.find_spec("fastdump")
-    if spec is None or not spec.submodule_search_locations:
-        raise BuildError("the fastdump package is not importable")
-    return os.path.realpath(list(spec.submodule_search_locations)[0])
-
-
-def add_fastdump_package(tree, pkgdir, strip):
-    """Copy the package (sources, bytecode, compiled extensions) to /opt/fastdump."""
-    dest_root = "/opt/fastdump/fastdump"
-    sos = []
-    for root, dirs, files in os.walk(pkgdir):
-        dirs[:] = [d for d in dirs if d not in ("__pycache__", "tests")]
-        rel = os.path.relpath(root, pkgdir)
-        for name in files:
-            src = os.path.join(root, name)
-            dest = os.path.normpath(os.path.join(dest_root, rel, name))
-            if name.endswith(".py"):
-                tree.add_file(dest, src)
-                # Fresh bytecode, so the emulated capture kernel does not compile.
-                with tempfile.TemporaryDirectory() as td:
-                    cfile = os.path.join(td, "x.pyc")
-                    try:
-                        py_compile.compile(src, cfile=cfile, doraise=True,
-                                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-                        with open(cfile, "rb") as f:
-                            pyc = f.read()
-                        tree.add_bytes(os.path.join(os.path.dirname(dest), "__pycache__",
-                                                    "%s.%s.pyc" % (name[:-3], sys.implementation.cache_tag)),
-                                       pyc)
-                    except py_compile.PyCompileError:
-                        pass
-            elif name.endswith(".so"):
-                add_binary(tree, src, dest, strip=strip)
-                sos.append(dest)
-            elif name.endswith((".json", ".txt")):
-                tree.add_file(dest, src)
-    return sos
+def _bytecode(src):
+    pyc = payload.host_bytecode(src)
+    if pyc:
+        with open(pyc, "rb") as f:
+            return f.read()
+    with tempfile.TemporaryDirectory() as td:
+        cfile = os.path.join(td, "x.pyc")
+        py_compile.compile(src, cfile=cfile, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        with open(cfile, "rb") as f:
+            return f.read()
 
 
 # --------------------------------------------------------------------------- kernel modules
@@ -513,10 +372,10 @@ param() {  # param NAME DEFAULT: value of NAME= on the kernel command line
 }
 finish() {
     sync
-    case "$(param fastdump.final poweroff)" in
-        reboot) reboot -f ;;
+    case "$(param fastdump.final reboot)" in
+        poweroff) poweroff -f ;;
         shell) exec sh ;;
-        *) poweroff -f ;;
+        *) reboot -f ;;
     esac
     sleep 5; echo o > /proc/sysrq-trigger
 }
@@ -540,21 +399,34 @@ wait_dev() {  # wait_dev SPEC SECONDS -> prints the device node
     done
     return 1
 }
+net_up() { /etc/fastdump/net.sh "$(param fastdump.net dhcp)"; }
 if [ -e /proc/vmcore ]; then
     log "capture kernel $KVER, /proc/vmcore $(stat -c %s /proc/vmcore) bytes"
     if [ -f /etc/fastdump/capture.sh ]; then
         . /etc/fastdump/capture.sh
     else
         spec=$(param fastdump.out "")
-        if [ -z "$spec" ]; then log "no fastdump.out= on the command line"; exec sh; fi
-        dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
-        fstype=$(param fastdump.fstype auto)
-        mount -t "$fstype" "$dev" /out || { log "cannot mount $dev"; finish; }
+        args=$(param fastdump.args -d,31,-z | tr , ' ')
+        case "$spec" in
+            "") log "no fastdump.out= on the command line"; exec sh ;;
+            ssh://*)
+                net_up || finish
+                fastdump $args /proc/vmcore "$spec"
+                log "fastdump exit status $?"
+                finish ;;
+            nfs:*)   # nfs:SERVER-IP:/PATH, mounted by the kernel's NFS client (NFSv3, no locking)
+                net_up || finish
+                export=${spec#nfs:}; server=${export%%:*}
+                mount -t nfs -o "nolock,vers=3,addr=$server" "$export" /out || { log "cannot mount $export"; finish; } ;;
+            *)
+                dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
+                fstype=$(param fastdump.fstype auto)
+                mount -t "$fstype" "$dev" /out || { log "cannot mount $dev"; finish; } ;;
+        esac
         if [ -f /out/fastdump-job.sh ]; then
             . /out/fastdump-job.sh
         else
-            args=$(param fastdump.args -d,31,-z | tr , ' ')
-            fastdump $args /proc/vmcore /out/vmcore.kdump
+            fastdump $args /proc/vmcore /out/
             log "fastdump exit status $?"
         fi
         sync
@@ -572,20 +444,44 @@ else
 fi
 """
 
-LAUNCHER = """#!/bin/sh
-# fastdump launcher (generated by fastdump.deploy.initrd)
-export PYTHONPATH=/opt/fastdump${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONDONTWRITEBYTECODE=1
-exec %(python)s -S -c 'import sys; sys.argv[0] = "fastdump"; from fastdump.commands.cli import main; sys.exit(main())' "$@"
+NET = r"""#!/bin/sh
+# fastdump initrd: bring up the network for an nfs: or ssh:// target.
+# $1: dhcp (the first interface that is not lo; busybox udhcpc) or IFACE,ADDR/PREFIX[,GATEWAY]
+log() { echo "fastdump-init: $*"; }
+net=$1
+case "$net" in
+    dhcp) iface="" ;;
+    *) iface=${net%%,*} ;;
+esac
+n=0
+while [ -z "$iface" ] && [ "$n" -lt 30 ]; do   # the NIC's driver may still be probing
+    for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { iface=${i##*/}; break; }; done
+    [ -n "$iface" ] || { sleep 1; n=$((n + 1)); }
+done
+[ -n "$iface" ] || { log "no network interface (pack its driver with --module)"; exit 1; }
+ip link set lo up
+ip link set "$iface" up || { log "cannot bring up $iface"; exit 1; }
+if [ "$net" = dhcp ]; then
+    udhcpc -i "$iface" -s /etc/fastdump/udhcpc.sh -q -n -t 10 >/dev/null || { log "no DHCP answer on $iface"; exit 1; }
+else
+    rest=${net#*,}; addr=${rest%%,*}; gw=""
+    [ "$rest" = "$addr" ] || gw=${rest#*,}
+    ip addr add "$addr" dev "$iface" || { log "cannot set $addr on $iface"; exit 1; }
+    [ -z "$gw" ] || ip route add default via "$gw" dev "$iface" || { log "cannot route via $gw"; exit 1; }
+fi
+log "network: $iface $(ip -o -4 addr show dev "$iface" | tr -s ' ' | cut -d' ' -f4)"
 """
 
-PYLAUNCHER = """#!/bin/sh
-# the packed interpreter with the fastdump package on its path
-export PYTHONPATH=/opt/fastdump${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONDONTWRITEBYTECODE=1
-exec %(python)s -S "$@"
+UDHCPC = """#!/bin/sh
+# busybox udhcpc's hook: configure the leased address and the default route
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -z "$router" ] || ip route add default via "${router%% *}" dev "$interface"
+        ;;
+esac
 """
-
 
 # --------------------------------------------------------------------------- build
 
@@ -615,36 +511,28 @@ def build(args):
         if ("/" + applet) not in tree.entries:
             tree.add_symlink(applet, "/bin/busybox")
     tree.add_bytes("/init", INIT.encode(), 0o755)
+    tree.add_bytes("/etc/fastdump/net.sh", NET.encode(), 0o755)
+    tree.add_bytes("/etc/fastdump/udhcpc.sh", UDHCPC.encode(), 0o755)
 
     python = os.path.abspath(args.python or sys.executable)
-    fastdump_dir = None
-    if not args.no_fastdump:
-        fastdump_dir = args.fastdump_package or find_fastdump_package()
-    want_python = (not args.no_fastdump) or args.python_module or args.with_python
-    if want_python:
-        modules = list(DEFAULT_EXTRA_MODULES) + [m for ms in args.python_module for m in ms.split(",")]
-        env = dict(os.environ)
-        run_module = None
-        if fastdump_dir:
-            parent = os.path.dirname(fastdump_dir)
-            env["PYTHONPATH"] = parent + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            modules.append("fastdump.commands.cli")
-            if os.path.exists(os.path.join(fastdump_dir, "__main__.py")):
-                run_module = "fastdump"
-        info, n = add_python(tree, python, modules, run_module, fastdump_dir, args.strip, env)
-        if info["errors"]:
-            msg = "; ".join("%s: %s" % kv for kv in info["errors"].items())
-            if fastdump_dir and not args.allow_import_errors:
-                raise BuildError("importing for the probe failed: " + msg)
-            notes["import_errors"] = info["errors"]
-        notes["python"] = {"executable": python, "stdlib_files": n}
-        tree.add_bytes("/usr/bin/fdpython", (PYLAUNCHER % {"python": python}).encode(), 0o755)
-        if fastdump_dir:
-            sos = add_fastdump_package(tree, fastdump_dir, args.strip)
-            notes["fastdump"] = {"package": fastdump_dir, "extensions": sos}
-            tree.add_bytes("/usr/bin/fastdump", (LAUNCHER % {"python": python}).encode(), 0o755)
+    if (not args.no_fastdump) or args.python_module or args.with_python:
+        extra = [m for ms in args.python_module for m in ms.split(",") if m]
+        try:
+            items, info = payload.entries(python, args.fastdump_package, payload.OPTIONAL_MODULES + tuple(extra),
+                                          with_fastdump=not args.no_fastdump)
+        except payload.PayloadError as e:
+            raise BuildError(str(e)) from None
+        add_payload(tree, items, args.strip)
+        notes["python"] = {"executable": python, "files": len(items)}
+        missing = [m for m in info["missing"] if m in extra]
+        if missing:
+            notes["missing_modules"] = missing
+        tree.add_bytes("/usr/bin/fdpython", payload.launcher(python, payload.PYLAUNCHER).encode(), 0o755)
+        if not args.no_fastdump:
+            notes["fastdump"] = {"package": args.fastdump_package or payload.find_fastdump_package()}
+            tree.add_bytes("/usr/bin/fastdump", payload.launcher(python).encode(), 0o755)
 
-    for name, path in (("makedumpfile", args.makedumpfile), ("kexec", args.kexec)):
+    for name, path in (("makedumpfile", args.makedumpfile), ("kexec", args.kexec), ("ssh", args.ssh)):
         if path in (None, "none"):
             continue
         if path == "auto":
@@ -653,6 +541,9 @@ def build(args):
                 raise BuildError("%s not found" % name)
         add_binary(tree, os.path.realpath(path), "/usr/sbin/" + name, strip=False)
         notes[name] = os.path.realpath(path)
+    if args.ssh != "none":   # ssh looks its user up (home, ~/.ssh)
+        tree.add_bytes("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        tree.add_bytes("/etc/group", b"root:x:0:\n")
 
     if args.kmod_root:
         if not args.kver:
@@ -708,11 +599,11 @@ def parse_args(argv):
     p.add_argument("--no-fastdump", action="store_true",
                    help="leave the fastdump package out (raw copies / makedumpfile only)")
     p.add_argument("--fastdump-package", help="package directory (default: the importable one)")
-    p.add_argument("--allow-import-errors", action="store_true",
-                   help="build even if importing fastdump.commands.cli fails on the host")
     p.add_argument("--makedumpfile", default="none",
                    help="makedumpfile binary to pack: a path, 'auto' or 'none' (default)")
     p.add_argument("--kexec", default="none", help="kexec binary: a path, 'auto' or 'none'")
+    p.add_argument("--ssh", default="none",
+                   help="ssh client for ssh:// targets: a path, 'auto' or 'none' (key, known_hosts: --add)")
     p.add_argument("--kmod-root", help="unpacked kernel package root (holds lib/modules/KVER)")
     p.add_argument("--kver", help="kernel release of the modules")
     p.add_argument("--module", action="append", default=[], metavar="NAME[,NAME]",
@@ -731,7 +622,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         notes = build(args)
-    except (BuildError, FastdumpError) as e:
+    except (BuildError, payload.PayloadError, FastdumpError) as e:
         print("fastdump initrd: error: %s" % e, file=sys.stderr)
         return 1
     if args.json:
@@ -740,8 +631,8 @@ def main(argv=None):
         print("wrote %s: %.1f MiB (%.1f MiB unpacked, %d files) in %.1f s"
               % (notes["output"], notes["size"] / 2**20, notes["uncompressed_size"] / 2**20,
                  notes["files"], notes["seconds"]))
-        if notes.get("import_errors"):
-            print("warning: import errors on the host: %s" % notes["import_errors"], file=sys.stderr)
+        if notes.get("missing_modules"):
+            print("warning: --python-module not found: %s" % ", ".join(notes["missing_modules"]), file=sys.stderr)
     return 0
 
 
