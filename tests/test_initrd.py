@@ -95,7 +95,7 @@ def test_image_dumps_on_the_console_one_directory_per_crash(image, vmcore, sourc
         assert pages == want
 
 
-def test_image_sends_the_dump_over_ssh(tmp_path, vmcore, source_pages, sshd_plain):
+def test_image_sends_the_dump_over_ssh(tmp_path, vmcore, source_pages, sshd_plain):  # noqa: F811
     """``--ssh auto`` packs the ssh client and the account it needs; with the key and
     known_hosts added, the image's fastdump sends the dump, as /init does for
     fastdump.out=ssh://... (the network bring-up before it is the next test).  The far side

@@ -136,17 +136,17 @@ def test_requires_python_is_true():
 
 @pytest.mark.parametrize("parsers", [("tomllib",), ("tomllib", "tomli")])
 def test_config_file_before_python_3_11(tmp_path, parsers):
-    """Python 3.9/3.10 have no tomllib: --config reads TOML with the tomli package, and without
+    """Python 3.9/3.10 have no tomllib: --settings reads TOML with the tomli package, and without
     it says so in one line (exit 2), never a traceback."""
     cfg = tmp_path / "fastdump.toml"
     cfg.write_text(f'source = "/nonexistent/vmcore"\ntargets = ["{tmp_path / "out"}"]\n')
     hide = "".join(f"sys.modules[{m!r}] = None; " for m in parsers)   # an import of them fails
     r = subprocess.run([sys.executable, "-c", f"import sys; {hide}from fastdump.commands.cli import main; "
-                        f"sys.exit(main(['--config', {str(cfg)!r}]))"],
+                        f"sys.exit(main(['--settings', {str(cfg)!r}]))"],
                        cwd=TOP, capture_output=True, text=True, timeout=60)
     if "tomli" in parsers:
         assert r.returncode == 2, r.stderr
-        assert r.stderr.strip() == f"fastdump: error: config {cfg}: reading TOML needs Python 3.11 or the tomli package"
+        assert r.stderr.strip() == f"fastdump: error: --settings {cfg}: reading TOML needs Python 3.11 or the tomli package"
     else:
         assert importlib.util.find_spec("tomli"), "tomli is not installed: run `bash .ci/setup-host`"
         assert r.returncode == 1 and "/nonexistent/vmcore" in r.stderr, r.stderr   # the file was read
