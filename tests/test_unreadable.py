@@ -116,6 +116,7 @@ def test_mmap_failure_falls_back_to_pread(vmcore, source_pages, shim, tmp_path):
 SIGBUS_PROBE = r"""
 import json, os, sys
 from fastdump.engine import CopyEngine
+import fastdump._pagescan      # its SIGBUS guard, installed last, passes the engine's faults on
 from fastdump.pipeline import _cycles, _runs_bitmap
 from fastdump.source import ElfSource
 
