@@ -51,6 +51,7 @@ class CopyEngine:
         self.window_pages = max(16, window // page)
         if use_mmap is None:
             use_mmap = _mappable(source.fd)
+        self.use_mmap = bool(use_mmap)
         self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
         self.codec = CODECS[codec]
         self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]
