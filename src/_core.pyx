@@ -698,7 +698,7 @@ cdef class Job:
         A page is found either in the job's mmap window (zero-copy: the codec reads
         the mapping directly) or in its slot of inbuf (pread of coalesced runs, partial
         pages, dense windows)."""
-        cdef uint64_t i, pfn, a, off, lo, hi
+        cdef uint64_t i, nxt, pfn, a, off, lo, hi
         cdef size_t ps = self.src.page_size, ext_i = 0, k = 0
         cdef uint64_t* ext = self.src.ext
         cdef const uint8_t* p
@@ -708,10 +708,14 @@ cdef class Job:
         self.out_len = 0
         self.n_collected = 0
         self.zero_copy = self.src.use_mmap and not self.mmap_broken and not self.dense
-        for i in range(self.start, self.end):
+        nxt = self.start
+        while nxt < self.end:
+            # sparse windows (-d 31 keeps a few pages in many): whole empty bytes skipped
+            i = nxt if self.dense else _next_bit(self.bitmap, nxt, self.end, True)
+            if i >= self.end:
+                break
+            nxt = i + 1
             want = _bit(self.bitmap, i)
-            if not want and not self.dense:
-                continue
             if k >= <size_t>self.capacity:
                 self.err_no = 75  # EOVERFLOW: planner gave too many pages
                 return 75
