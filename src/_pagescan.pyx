@@ -415,7 +415,8 @@ cdef class Scanner:
     None when they cannot be read.  A read is all or nothing, as a batch read was."""
     cdef ScanParams params
     cdef int fd
-    cdef bint use_mmap, mmap_broken
+    cdef readonly bint use_mmap
+    cdef bint mmap_broken
     cdef uint64_t map_limit
     cdef uint64_t* ext
     cdef Py_ssize_t n_ext

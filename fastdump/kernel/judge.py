@@ -182,7 +182,7 @@ class PageJudge:
             use_mmap = self.use_mmap
             if use_mmap is None:
                 from ..engine import _mappable
-                use_mmap = _mappable(src.fd)
+                use_mmap = _mappable(src)
             return _pagescan.Scanner(self.params, fd=src.fd, extents=src.extent_array(), use_mmap=use_mmap)
         self.threads = 1      # read_phys runs with the GIL: one thread
         return _pagescan.Scanner(self.params, read_phys=self._read_or_none)
