@@ -188,21 +188,10 @@ class PageJudge:
         return _pagescan.Scanner(self.params, read_phys=self._read_or_none)
 
     def _spans(self, va, size, spans):
-        """Append to ``spans`` the (va, pa, length) pieces of [va, va+size) that translate,
-        physically contiguous pieces merged: one step per page-table leaf (2 MiB)."""
-        vt, end = self.vtop, min(va + size, U64)
-        while va < end:
-            try:
-                pa = vt.translate(va)
-            except TranslationError:
-                va = (va | 0xFFF) + 1
-                continue
-            n = min(end, vt._leaf_end(va)) - va
-            if spans and spans[-3] + spans[-1] == va and spans[-2] + spans[-1] == pa:
-                spans[-1] += n
-            else:
-                spans.extend((va, pa, n))
-            va += n
+        """Append to ``spans`` the (va, pa, length) pieces of [va, va+size) that translate:
+        one step per page-table leaf (2 MiB)."""
+        for piece in self.vtop.runs(va, min(size, U64 - va), skip_unmapped=True):
+            spans.extend(piece)
 
     def _struct_map(self, start, end):
         """Where the struct pages of [start, end) are, for Scanner.scan_chunks: per
