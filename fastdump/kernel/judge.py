@@ -68,7 +68,9 @@ class PageJudge:
 
     def __init__(self, source, dump_level, *, warn=print_to_stderr, threads=1, use_mmap=None):
         self.source = source
-        self.threads, self.use_mmap = max(1, threads or 1), use_mmap
+        # a source without a file is read through read_phys, with the GIL: one thread
+        self.threads = max(1, threads or 1) if self._reads_file() else 1
+        self.use_mmap = use_mmap
         self._scanners = []
         self.parts_rescanned = 0   # parts a block from the part before reached into
         self.dump_level = dump_level
@@ -175,16 +177,18 @@ class PageJudge:
         except FastdumpError:
             return None
 
+    def _reads_file(self):
+        return hasattr(self.source, "extent_array") and getattr(self.source, "fd", -1) >= 0
+
     def _scanner(self):
         """A C scanner reading the source's file (mmap windows or pread), or read_phys."""
         src = self.source
-        if hasattr(src, "extent_array") and getattr(src, "fd", -1) >= 0:
+        if self._reads_file():
             use_mmap = self.use_mmap
             if use_mmap is None:
                 from ..engine import _mappable
                 use_mmap = _mappable(src)
             return _pagescan.Scanner(self.params, fd=src.fd, extents=src.extent_array(), use_mmap=use_mmap)
-        self.threads = 1      # read_phys runs with the GIL: one thread
         return _pagescan.Scanner(self.params, read_phys=self._read_or_none)
 
     def _spans(self, va, size, spans):
@@ -206,13 +210,14 @@ class PageJudge:
             chunks.extend((a0, b0, va0 is not None, va0 or 0, lo, len(spans) // 3))
         return chunks, spans
 
-    def _scan(self, start, end, keep, counts, carry, kb=0):
-        """Scan [start, end) with bit ``kb`` of ``keep`` = start; returns the final carry."""
-        return self._scan_parts([(start, end, kb, self._struct_map(start, end))], keep, counts, carry)
+    def _scan(self, start, end, keep, counts, carry):
+        """Scan [start, end) with ``keep`` (bit 0 = start); returns the final carry."""
+        return self._scan_parts([(start, end, 0, self._struct_map(start, end))], keep, counts, carry)
 
     def _parts(self, start, end):
-        """[start, end) cut for the threads at multiples of BATCH (batch boundaries either
-        way, so every part is scanned in the batches of one scan), or None."""
+        """[start, end) cut for the threads, or None.  Cuts lie on multiples of BATCH,
+        where one scan's batches end too: every part is read and scanned in the same
+        batches as by one scan."""
         if self.threads < 2 or start % 8 or end - start < 2 * PART_PFNS:
             return None
         step = max(PART_PFNS, -(-(end - start) // (PARTS_PER_THREAD * self.threads)))
