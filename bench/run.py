@@ -39,7 +39,9 @@ def build_inputs(quick, keep=None):
     specs = [("dense-128M" if quick else "dense-1G", "dense", (128 * MiB) if quick else GiB)]
     specs += [("sparse-1G", "sparse", GiB)] if quick else [("sparse-8G", "sparse", 8 * GiB),
                                                          ("sparse-64G", "sparse", 64 * GiB),
-                                                         ("sparse-1T", "huge", 1024 * GiB)]
+                                                         ("sparse-1T", "huge", 1024 * GiB),
+                                                         ("kernel-2G", "kernel", 2 * GiB),
+                                                         ("kernel-8G", "kernel", 8 * GiB)]
     inputs = []
     if keep:
         specs = [sp for sp in specs if sp[0] in keep]
@@ -49,9 +51,12 @@ def build_inputs(quick, keep=None):
             print(f"bench: generating {name}", file=sys.stderr)
             if kind == "dense":
                 make_vmcore(path + ".tmp", ram_size=size, seed=2)
-            else:  # sparse and huge: a mostly free 6.1-layout kernel, zero pages as file holes
+            else:  # a mostly free 6.1-layout kernel; sparse and huge: zero pages as file holes
                 layout = KernelLayout(default_ram_ranges(size), encoding="6.1", seed=4, sparse=True)
-                SyntheticVmcore(VmcoreSpec(ram_size=size, sparse=True), layout=layout).write(path + ".tmp")
+                SyntheticVmcore(VmcoreSpec(ram_size=size, sparse=kind != "kernel"),
+                                layout=layout).write(path + ".tmp")
+                if kind == "kernel":
+                    fill_holes(path + ".tmp")
             os.replace(path + ".tmp", path)
             if os.path.exists(path + ".tmp.truth.json"):
                 os.replace(path + ".tmp.truth.json", path + ".truth.json")
@@ -62,6 +67,29 @@ def build_inputs(quick, keep=None):
             continue
         inputs.append({"name": f"real-{kernel}", "kind": "real", "path": raw, "ram": os.path.getsize(raw)})
     return inputs
+
+
+def fill_holes(path):
+    """Write the file's holes as zeros: /proc/vmcore has no holes, and a reader that
+    skips them (fastdump does) would be measured on less than a capture kernel reads."""
+    zeros = bytes(8 * MiB)
+    with open(path, "r+b") as f:
+        fd, size, off = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while off < size:
+            hole = os.lseek(fd, off, os.SEEK_HOLE)
+            if hole >= size:
+                break
+            end = min(size, _next_data(fd, hole, size))
+            while hole < end:
+                hole += os.pwrite(fd, zeros[:min(len(zeros), end - hole)], hole)
+            off = end
+
+
+def _next_data(fd, off, size):
+    try:
+        return os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:      # ENXIO: a hole up to the end
+        return size
 
 
 # -- makedumpfile builds -------------------------------------------------------------
@@ -124,11 +152,13 @@ def timed(argv, out_path, *, env=None):
             "rss_kb": rss, "bytes_out": size, "error": "" if proc.returncode == 0 else err.strip()[-300:]}
 
 
-def contenders(inp, builds, threads, quick, cores):
-    """(name, group, argv-builder) for one input."""
+def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
+    """(name, group, argv-builder) for one input; ``mdf_threads``: makedumpfile
+    --num-threads rows too (1.7.6 here: on every synthetic input 8-13x slower than one
+    thread, so not by default)."""
     fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
     out = []
-    levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31]}[inp["kind"]]
+    levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31], "kernel": [1, 31]}[inp["kind"]]
     codecs = ["zstd", "lz4"] if quick or inp["kind"] == "huge" else ["zstd", "lz4", "lzo", "zlib", "none"]
     if inp["kind"] == "huge":  # memory across thread counts; one makedumpfile row (about a minute a run)
         builds = builds[:1]
@@ -146,9 +176,12 @@ def contenders(inp, builds, threads, quick, cores):
                 flags = flags[:1]
             for flag in flags:
                 codec = {"-l": "lzo", "-c": "zlib", "-z": "zstd"}[flag]
-                out.append((f"{b['name']} {flag} -d{level}", b["name"],
-                            lambda o, e=b["exe"], fl=flag, lv=level: [e, fl, "-d", str(lv), inp["path"], o],
-                            {"codec": codec, "level": level, "threads": 1}))
+                for t in [1] + list(mdf_threads):
+                    more = ["--num-threads", str(t)] if t > 1 else []
+                    out.append((f"{b['name']} {' '.join(more + [flag])} -d{level}", b["name"],
+                                lambda o, e=b["exe"], fl=flag, lv=level, m=more: [e] + m + [fl, "-d", str(lv),
+                                                                                        inp["path"], o],
+                                {"codec": codec, "level": level, "threads": t}))
     if inp["kind"] not in ("sparse", "huge"):
         out.append(("cp", "cp", lambda o: ["cp", "--sparse=never", inp["path"], o], {"codec": "none", "level": 0,
                                                                                       "threads": 1}))
@@ -205,7 +238,14 @@ def main(argv=None):
     p.add_argument("--scratch", default="/dev/shm/fastdump-bench", help="where dumps are written (tmpfs)")
     p.add_argument("--inputs", help="comma-separated input names to keep")
     p.add_argument("--no-fetch", action="store_true", help="do not download Debian 13's makedumpfile")
+    p.add_argument("--mdf-threads", default="", help="also makedumpfile --num-threads N rows (comma-separated)")
     args = p.parse_args(argv)
+    mdf_threads = [int(t) for t in args.mdf_threads.split(",") if t]
+    # an installed fastdump (and the capture initrd, fastdump.initrd) has its .pyc files:
+    # compiling the sources on every run (PYTHONDONTWRITEBYTECODE) is not part of a dump
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(CACHE, "pyc"))
+    subprocess.run([sys.executable, "-m", "fastdump", "--help"], stdout=subprocess.DEVNULL, check=False)
     cores = len(os.sched_getaffinity(0))
     reps = args.reps or (1 if args.quick else 3)
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, 2, cores, 4, 8})
@@ -225,7 +265,7 @@ def main(argv=None):
     for inp in inputs:
         print(f"bench: {inp['name']}", file=sys.stderr)
         entry = dict(inp, ceilings=ceilings(inp, cores), runs={})
-        cands = contenders(inp, builds, threads, args.quick, cores)
+        cands = contenders(inp, builds, threads, args.quick, cores, mdf_threads)
         samples = {name: [] for name, *_ in cands}
         for rep in range(1 if inp["kind"] == "huge" else reps):
             order = list(cands)

@@ -112,13 +112,9 @@ def library_versions():
 
 
 # ------------------------------------------------------------ SIGBUS guard --
-# A mapped page that cannot be delivered (a saved vmcore truncated while it is being
-# read, an NFS server error) raises SIGBUS on the access.  A worker arms a
-# thread-local jump point around one window; the handler jumps back there and the
-# window is read again with pread, where the same failure is an errno and the page
-# is recorded as unreadable.  A SIGBUS on any other thread goes to the handler that
-# was there before (Python's faulthandler, or the default: die).
-cdef extern from "sigbus.h":
+# A SIGBUS in a mapping is caught per window (fd_sigbus.h); the window is read again
+# with pread, where the same failure is an errno and the page is recorded as unreadable.
+cdef extern from "fd_sigbus.h":
     int fd_bus_install() nogil
     int fd_bus_arm() nogil
     void fd_bus_disarm() nogil
@@ -645,7 +641,7 @@ cdef class Job:
         A page is found either in the job's mmap window (zero-copy: the codec reads
         the mapping directly) or in its slot of inbuf (pread of coalesced runs, partial
         pages, dense windows)."""
-        cdef uint64_t i, pfn, a, off, lo, hi
+        cdef uint64_t i, nxt, pfn, a, off, lo, hi
         cdef size_t ps = self.src.page_size, ext_i = 0, k = 0
         cdef uint64_t* ext = self.src.ext
         cdef const uint8_t* p
@@ -655,10 +651,14 @@ cdef class Job:
         self.out_len = 0
         self.n_collected = 0
         self.zero_copy = self.src.use_mmap and not self.mmap_broken and not self.dense
-        for i in range(self.start, self.end):
+        nxt = self.start
+        while nxt < self.end:
+            # sparse windows (-d 31 keeps a few pages in many): whole empty bytes skipped
+            i = nxt if self.dense else _next_bit(self.bitmap, nxt, self.end, True)
+            if i >= self.end:
+                break
+            nxt = i + 1
             want = _bit(self.bitmap, i)
-            if not want and not self.dense:
-                continue
             if k >= <size_t>self.capacity:
                 self.err_no = 75  # EOVERFLOW: planner gave too many pages
                 return 75

@@ -5,8 +5,12 @@ the dropped pfns equal the truth; impossible struct pages never drop; unknown
 layouts keep pages and say why; memory stays bounded; no dropped page is read.
 """
 
+import json
+import os
 import random
 import resource
+import subprocess
+import sys
 import tracemalloc
 
 import pytest
@@ -331,15 +335,35 @@ class RecordingSource:
         return self._src.read_phys(addr, size, **kw)
 
 
+class FilelessSource(RecordingSource):
+    """A source without a file (as a kdump-compressed input): read through read_phys."""
+
+    def __getattr__(self, name):
+        if name in ("fd", "extent_array"):
+            raise AttributeError(name)
+        return getattr(self._src, name)
+
+
 @pytest.mark.parametrize("encoding", ["5.10", "7.1"])
-def test_no_dropped_page_is_read(tmp_path_factory, encoding):
+@pytest.mark.parametrize("reader", [RecordingSource, FilelessSource])
+def test_no_dropped_page_is_read(tmp_path_factory, encoding, reader):
+    """Python reads are recorded; the C scanner reads its file only inside the spans
+    it is given (checked in Scanner._read), so those are recorded as what it may read."""
     path, layout = write_vmcore(tmp_path_factory, "rec", encoding=encoding)
     with ElfSource(path) as raw:
-        src = RecordingSource(raw)
-        judge = make_judge(src, 31, warn=lambda m: None)
+        src = reader(raw)
+        judge = make_judge(src, 31, warn=lambda m: None, threads=2)
+        struct_map = judge._struct_map
+
+        def recording_map(start, end):
+            chunks, spans = struct_map(start, end)
+            src.reads.extend((spans[i + 1], spans[i + 1] + spans[i + 2]) for i in range(0, len(spans), 3))
+            return chunks, spans
+        judge._struct_map = recording_map
         dropped, _ = dropped_set(src, judge)
         judge.self_check()
         assert dropped == layout.dropped_pfns(31) and src.reads
+        assert isinstance(src, FilelessSource) == (judge.threads == 1)   # read_phys: one thread
         read_pfns = set()
         for a, b in src.reads:
             read_pfns.update(range(a // 4096, (b - 1) // 4096 + 1))
@@ -376,3 +400,72 @@ def test_64gib_sparse_bounded_memory(tmp_path_factory):
         assert dropped == sum(b - a for a, b in layout.dropped_runs(31))
         assert peak < 16 * 2**20
         assert judge.self_check()["nr_free_pages"] == layout.nr_free_pages
+
+
+# -- threads and zero-copy reads ------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ["6.1", "6.12", "7.1"])
+def test_threaded_parts_equal_one_scan(tmp_path_factory, monkeypatch, encoding):
+    """A range cut into parts for threads gives exactly one scan's result, also when
+    blocks (buddy, compound, hugetlb) cross the cuts: the part after such a cut is
+    scanned again with the carry.  Cuts every 64 pfns put many blocks across them."""
+    path, layout = write_vmcore(tmp_path_factory, "parts", encoding=encoding)
+    with ElfSource(path) as src:
+        one = make_judge(src, 31, warn=lambda m: None, threads=1)
+        want, want_counts = dropped_set(src, one)
+        monkeypatch.setattr(judge_mod, "PART_PFNS", 64)
+        monkeypatch.setattr(judge_mod, "BATCH", 64)
+        monkeypatch.setattr(judge_mod, "PARTS_PER_THREAD", 1 << 20)
+        for use_mmap in (True, False):
+            many = make_judge(src, 31, warn=lambda m: None, threads=2, use_mmap=use_mmap)
+            redone = []
+            scan_parts = many._scan_parts
+
+            def counting(parts, keep, counts, carry):
+                redone.append(len(parts))
+                return scan_parts(parts, keep, counts, carry)
+            many._scan_parts = counting
+            got, got_counts = dropped_set(src, many)
+            assert max(redone) > 100 and many.parts_rescanned > 10   # really cut, across blocks
+            assert got == want == layout.dropped_pfns(31)
+            assert got_counts == want_counts
+            a, b = many.stats(), one.stats()
+            del a["struct_page_bytes_read"], b["struct_page_bytes_read"]   # more batches, more page[1]s
+            assert a == b
+
+
+SCAN_SIGBUS_PROBE = r"""
+import json, os, sys
+import fastdump.engine                      # both modules' SIGBUS guards installed
+from fastdump.kernel.judge import bitmap_with_range, make_judge
+from fastdump.source import ElfSource
+
+path, cut = sys.argv[1], int(sys.argv[2])
+src = ElfSource(path)
+judge = make_judge(src, 31, warn=lambda m: None, threads=1, use_mmap=True)
+(first, end), = [r for r in src.present_runs() if r[1] - r[0] > 1000]
+judge.classify(first, first + 64, bitmap_with_range(64, 0, 64))   # the scanner maps the whole file
+os.truncate(path, cut)                      # its mappings now reach past the end
+keep = bitmap_with_range(end - first - 64, 0, end - first - 64)
+counts = judge.classify(first + 64, end, keep)
+print(json.dumps({"sigbus": judge._scanners[0].sigbus_batches, "unclassified": counts["unclassified"],
+                  "kept": int.from_bytes(keep, "little").bit_count(), "n": end - first - 64}))
+"""
+
+
+def test_sigbus_while_scanning_struct_pages(tmp_path_factory, tmp_path):
+    """A vmcore that shrinks while its struct pages are mapped: the batch is scanned
+    again with pread, which cannot read them either: those pages are kept, unclassified."""
+    src_path, layout = write_vmcore(tmp_path_factory, "shrink", encoding="6.12")
+    path = str(tmp_path / "shrinking")
+    with open(src_path, "rb") as f, open(path, "wb") as g:
+        g.write(f.read())
+    with ElfSource(path) as s:
+        area = layout._area_start
+        cut = next(off + area - a for a, b, off in s.extents if a <= area < b)
+    r = subprocess.run([sys.executable, "-c", SCAN_SIGBUS_PROBE, path, str(cut)], capture_output=True,
+                       text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    seen = json.loads(r.stdout)
+    assert seen["sigbus"] > 0, seen                  # the mapping really faulted
+    assert seen["kept"] == seen["n"] and seen["unclassified"] == seen["n"], seen

@@ -398,10 +398,10 @@ def test_credentials_file_must_be_private(rgw, bucket, vmcore, tmp_path):
     config.write_text(f'targets = ["s3://{bucket}/"]\ns3_credentials = "{creds}"\ncompress = "zstd"\n'
                       f'dump_level = [1]\nsource = "{vmcore}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    r = fastdump_cli("--config", str(config), env=env, check=False)
+    r = fastdump_cli("--settings", str(config), env=env, check=False)
     assert r.returncode != 0 and "readable by others" in r.stderr and "Traceback" not in r.stderr
     os.chmod(creds, 0o600)
-    fastdump_cli("--config", str(config), env=env)
+    fastdump_cli("--settings", str(config), env=env)
     assert [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
 
 

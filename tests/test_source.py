@@ -255,3 +255,26 @@ def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
     r = fastdump_cli("convert", str(src), str(tmp_path / "out"), check=False, timeout=60)
     assert "Traceback" not in r.stderr and r.returncode in (0, 1)
     assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])
+
+
+def test_default_read_mode(vmcore, monkeypatch):
+    """mmap windows by default for /proc/vmcore only; a saved vmcore is read with pread
+    (cheaper than mapping page-cache windows), for the pages and the struct pages alike."""
+    from fastdump.engine import CopyEngine
+    from fastdump.kernel.judge import make_judge
+    from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
+    from fastdump.testing.kernel_layout import KernelLayout
+    with ElfSource(vmcore) as s:
+        assert CopyEngine(s).use_mmap is False
+        assert CopyEngine(s, use_mmap=True).use_mmap is True
+        monkeypatch.setattr(ElfSource, "is_proc_vmcore", lambda self: True)
+        assert CopyEngine(s).use_mmap is True
+    monkeypatch.undo()
+    path = os.path.join(os.path.dirname(vmcore), "kernel.vmcore")
+    layout = KernelLayout(default_ram_ranges(64 * MiB), encoding="6.1", seed=3)
+    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB), layout=layout).write(path)
+    with ElfSource(path) as s:
+        judge = make_judge(s, 31, warn=lambda m: None)
+        assert judge._scanner().use_mmap is False
+        monkeypatch.setattr(ElfSource, "is_proc_vmcore", lambda self: True)
+        assert judge._scanner().use_mmap is True

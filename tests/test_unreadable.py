@@ -115,6 +115,7 @@ def test_mmap_failure_falls_back_to_pread(vmcore, source_pages, shim, tmp_path):
 
 SIGBUS_PROBE = r"""
 import json, os, sys
+import fastdump._pagescan  # noqa: F401  (its SIGBUS guard, installed last, passes the engine's faults on)
 from fastdump.copy.engine import CopyEngine
 from fastdump.copy.pipeline import _cycles, _runs_bitmap
 from fastdump.sources.vmcore import ElfSource

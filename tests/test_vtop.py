@@ -70,3 +70,22 @@ def test_runs_follow_large_pages(made):
     assert sum(n for _, _, n in runs) == 2 * MiB
     if name != "vmemmap_4k":
         assert len(runs) == 1
+
+
+def test_runs_can_skip_unmapped_pages(made):
+    """A range whose first half translates by no rule (just below the direct map):
+    the translatable part, exactly; the rest left out instead of failing the range."""
+    name, src, layout = made
+    vt = X86_64Vtop(src)
+    va = vt.page_offset - 8 * MiB
+    size = 16 * MiB
+    with pytest.raises(TranslationError):
+        vt.runs(va, size)
+    runs = vt.runs(va, size, skip_unmapped=True)
+    assert runs and runs[0][0] == vt.page_offset and sum(n for _, _, n in runs) == 8 * MiB
+    for v, pa, n in runs:
+        assert v + n <= va + size
+        for off in (0, n // 2, n - 1):
+            assert vt.translate(v + off) == pa + off
+    with pytest.raises(TranslationError):
+        vt.translate(vt.page_offset - 1)

@@ -7,7 +7,6 @@ codec states) is reused: memory is ``jobs x window`` whatever the dump size.
 """
 
 import os
-import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,14 +18,16 @@ DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
 
 
-def _mappable(fd):
-    """mmap windows by default for regular files and /proc/vmcore: the codec then reads
-    the pages in place, with no copy (a SIGBUS in a mapping is caught by the core, and
-    the window is read again with pread); pread for devices such as /dev/oldmem."""
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
-        return False
+def _mappable(source):
+    """mmap windows by default for /proc/vmcore only: its read() copies page by page in
+    the kernel, its mapping is the old memory itself, so the codec reads the pages in
+    place (a SIGBUS in a mapping is caught by the core, and the window is read again
+    with pread).  A saved vmcore (a regular file) is read with pread of coalesced runs:
+    mapping, faulting in and unmapping page-cache windows costs more CPU than the copy
+    (measured: -l -d 31 of an 8 GiB dense vmcore 0.33 against 0.50 CPU-seconds); and
+    devices such as /dev/oldmem are read with pread too."""
+    is_proc_vmcore = getattr(source, "is_proc_vmcore", None)
+    return bool(is_proc_vmcore and is_proc_vmcore())
 
 
 def default_threads():
@@ -49,7 +50,8 @@ class CopyEngine:
         window = min(window, max(BUFFER_BUDGET // (2 * njobs), 64 * page))
         self.window_pages = max(16, window // page)
         if use_mmap is None:
-            use_mmap = _mappable(source.fd)
+            use_mmap = _mappable(source)
+        self.use_mmap = bool(use_mmap)
         self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
         self.codec = codecs.by_name(codec).core
         self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]

@@ -146,8 +146,9 @@ def _cycles(max_pfn, lo=0, hi=None):
         yield c0, min(c0 + CYCLE_PFNS, max_pfn)
 
 
-def _make_judge(source, level, warn):
-    """The page classifier for this dump level, or None when only zero pages matter."""
+def _make_judge(source, level, warn, engine):
+    """The page classifier for this dump level, or None when only zero pages matter; it
+    reads struct pages on the engine's threads, as the engine reads pages."""
     try:
         from ..kernel.judge import make_judge
     except ImportError:
@@ -155,10 +156,11 @@ def _make_judge(source, level, warn):
             raise UsageError(f"dump level {level}: excluding cache, user or free pages (bits 2, 4, 8, 16) "
                              "is not available in this build") from None
         return None
+    how = {"threads": engine.threads, "use_mmap": engine.use_mmap}
     if level & DumpLevel.CLASSES:
-        return make_judge(source, level, warn=warn)
+        return make_judge(source, level, warn=warn, **how)
     try:
-        judge = make_judge(source, level, warn=warn)
+        judge = make_judge(source, level, warn=warn, **how)
     except FastdumpError as e:  # levels 0 and 1 must copy whatever the VMCOREINFO says
         warn(f"page classification unavailable ({e}); hwpoisoned/offline pages are kept")
         return None
@@ -384,7 +386,7 @@ class Dump:
 
     # -- pass 1: what to keep ---------------------------------------------------
     def _plan(self, src, level, engine):
-        judge = _make_judge(src, level, self.warn)
+        judge = _make_judge(src, level, self.warn, engine)
         spill = self._spill_dir()
         plan = Plan(level=level, keep=BitmapStore(spill))
         present_runs, stored_runs = src.present_runs(), src.stored_runs()

@@ -34,7 +34,8 @@ def estimate(source, *, warn=print_to_stderr):
     "scan_always": bool, "zero_pages": None, "notes": [...]}``.  ``kept`` does
     not subtract zero pages (bit 1), which only reading the pages can find.
     Raises FastdumpError if the dump cannot be classified."""
-    judge = make_judge(source, MAX_LEVEL, warn=warn)
+    from ..copy.engine import default_threads
+    judge = make_judge(source, MAX_LEVEL, warn=warn, threads=default_threads())
     pages, present = _classify_everything(judge, source)
     vi = source.vmcoreinfo
     scan_always = judge.needs_struct_pages and "PG_hwpoison" in vi.numbers

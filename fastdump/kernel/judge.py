@@ -1,9 +1,13 @@
 """The page judge: which pages a dump level drops, decided from struct pages.
 
 The pipeline asks, for one cycle of pfns at a time, ``classify(start, end,
-keep)``; the judge reads the struct pages of those pfns (kernel metadata only,
-never page contents) in bounded batches, lets the C scanner decide, and clears
-the bits of dropped pages.
+keep)``; the judge finds where the struct pages of those pfns lie (Python, once
+per mem_section), and the C scanner reads them straight from the source in
+bounded batches (kernel metadata only, never page contents), decides, and clears
+the bits of dropped pages.  Large ranges are split over threads: each part is
+scanned as if no block reached into it, and the rare part that a block from the
+part before does reach into is scanned again with that carry, so the result is
+exactly that of one scan from the start.
 
     judge = make_judge(source, dump_level)
     if judge.needs_struct_pages:
@@ -12,8 +16,8 @@ the bits of dropped pages.
 
 import sys
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 
-from .. import _core
 from ..errors import FastdumpError
 from . import limits, pagetypes
 from .memmap import MemMap
@@ -26,7 +30,10 @@ except ImportError:  # pragma: no cover - the extension is built with the packag
     _pagescan = None
 
 EM_X86_64 = 62
-BATCH = 8192          # struct pages per read: 512 KiB with SIZE(page)=64
+BATCH = 8192          # struct pages per read: 512 KiB with SIZE(page)=64 (as _pagescan's BATCH)
+PART_PFNS = 1 << 18   # smallest part of a range given to a thread (1 GiB of 4 KiB pages)
+PARTS_PER_THREAD = 2  # parts are handed out as threads become free: some balance
+U64 = (1 << 64) - 1
 NCOUNTS = 10
 C_FREE_SEEN, C_PROTECTED, C_SLAB = 7, 8, 9
 
@@ -59,8 +66,13 @@ class PageJudge:
 
     needs_struct_pages = False
 
-    def __init__(self, source, dump_level, *, warn=print_to_stderr):
+    def __init__(self, source, dump_level, *, warn=print_to_stderr, threads=1, use_mmap=None):
         self.source = source
+        # a source without a file is read through read_phys, with the GIL: one thread
+        self.threads = max(1, threads or 1) if self._reads_file() else 1
+        self.use_mmap = use_mmap
+        self._scanners = []
+        self.parts_rescanned = 0   # parts a block from the part before reached into
         self.dump_level = dump_level
         self.warn = warn
         self.totals = [0] * NCOUNTS
@@ -158,61 +170,97 @@ class PageJudge:
         self.bytes_read += size
         return out
 
-    def _batches(self, start, end):
-        """Yield ``(a, b, records or None, va)`` covering [start, end)."""
+    def _read_or_none(self, pa, size):
+        """read_phys for the scanner of a source without a file: None when unreadable."""
+        try:
+            return self.source.read_phys(pa, size)
+        except FastdumpError:
+            return None
+
+    def _reads_file(self):
+        return hasattr(self.source, "extent_array") and getattr(self.source, "fd", -1) >= 0
+
+    def _scanner(self):
+        """A C scanner reading the source's file (mmap windows or pread), or read_phys."""
+        src = self.source
+        if self._reads_file():
+            use_mmap = self.use_mmap
+            if use_mmap is None:
+                from ..copy.engine import _mappable
+                use_mmap = _mappable(src)
+            return _pagescan.Scanner(self.params, fd=src.fd, extents=src.extent_array(), use_mmap=use_mmap)
+        return _pagescan.Scanner(self.params, read_phys=self._read_or_none)
+
+    def _spans(self, va, size, spans):
+        """Append to ``spans`` the (va, pa, length) pieces of [va, va+size) that translate:
+        one step per page-table leaf (2 MiB)."""
+        for piece in self.vtop.runs(va, min(size, U64 - va), skip_unmapped=True):
+            spans.extend(piece)
+
+    def _struct_map(self, start, end):
+        """Where the struct pages of [start, end) are, for Scanner.scan_chunks: per
+        mem_section run (a, b, has memory map, va, spans) and the spans, translated
+        one record past its end (a batch reads its last page's page[1])."""
         mm = self.memmap
+        chunks, spans = array("Q"), array("Q")
         for a0, b0, va0 in mm.chunks(start, end):
-            a = a0
-            while a < b0:
-                b = min(b0, a - a % BATCH + BATCH)
-                a_next = b
-                if va0 is None:
-                    yield a, b, None, None
-                    a = a_next
-                    continue
-                va = va0 + (a - a0) * mm.struct_size
-                recs = None
-                for extra in (1, 0):
-                    try:
-                        recs = self._read(va, b - a + extra)
-                        break
-                    except (FastdumpError, TranslationError):
-                        continue
-                if recs is None and b - a > 64:
-                    # some struct pages unreadable: go page of struct pages by page
-                    step = 64
-                    for x in range(a, b, step):
-                        y = min(b, x + step)
-                        try:
-                            r = self._read(va + (x - a) * mm.struct_size, y - x)
-                        except (FastdumpError, TranslationError):
-                            r = None
-                        yield x, y, r, va + (x - a) * mm.struct_size
-                else:
-                    yield a, b, recs, va
-                a = a_next
+            lo = len(spans) // 3
+            if va0 is not None:
+                self._spans(va0, (b0 - a0 + 1) * mm.struct_size, spans)
+            chunks.extend((a0, b0, va0 is not None, va0 or 0, lo, len(spans) // 3))
+        return chunks, spans
 
     def _scan(self, start, end, keep, counts, carry):
         """Scan [start, end) with ``keep`` (bit 0 = start); returns the final carry."""
-        for a, b, recs, va in self._batches(start, end):
-            off = a - start
-            if recs is None:
-                counts[6] += _core.bitmap_count_range(keep, off, off + (b - a))
-                carry = None
-                continue
-            view = memoryview(keep)[off >> 3:] if off & 7 == 0 else None
-            if view is None:  # not byte aligned (only for odd starts): copy through a small buffer
-                sub = bytearray(((b - a) + 7) >> 3)
-                for i in range(b - a):
-                    if keep[(off + i) >> 3] >> ((off + i) & 7) & 1:
-                        sub[i >> 3] |= 1 << (i & 7)
-                carry = _pagescan.scan(recs, a, b - a, sub, self.params, carry, counts, va0=va)
-                for i in range(b - a):
-                    if not sub[i >> 3] >> (i & 7) & 1:
-                        keep[(off + i) >> 3] &= ~(1 << ((off + i) & 7)) & 0xFF
-                continue
-            carry = _pagescan.scan(recs, a, b - a, view, self.params, carry, counts, va0=va)
-        return carry
+        return self._scan_parts([(start, end, 0, self._struct_map(start, end))], keep, counts, carry)
+
+    def _parts(self, start, end):
+        """[start, end) cut for the threads, or None.  Cuts lie on multiples of BATCH,
+        where one scan's batches end too: every part is read and scanned in the same
+        batches as by one scan."""
+        if self.threads < 2 or start % 8 or end - start < 2 * PART_PFNS:
+            return None
+        step = max(PART_PFNS, -(-(end - start) // (PARTS_PER_THREAD * self.threads)))
+        step += -step % BATCH
+        cuts = list(range(start - start % BATCH + step, end, step))
+        bounds = [start] + cuts + [end]
+        return [(a, b, a - start, self._struct_map(a, b)) for a, b in zip(bounds, bounds[1:]) if a < b]
+
+    def _scan_parts(self, parts, keep, counts, carry):
+        """Scan the parts (consecutive), on threads when more than one; exact: a part
+        whose real incoming carry is not None is scanned again with it."""
+        while len(self._scanners) < min(len(parts), self.threads):
+            self._scanners.append(self._scanner())
+        if len(parts) == 1:
+            a, b, kb, (chunks, spans) = parts[0]
+            carry, n = self._scanners[0].scan_chunks(chunks, spans, keep, kb, a, carry, counts)
+            self.bytes_read += n
+            return carry
+        saved = bytes(keep)
+        free = list(self._scanners)
+
+        def run(i, carry_in):
+            a, b, kb, (chunks, spans) = parts[i]
+            sc = free.pop()
+            try:
+                c = array("Q", [0] * NCOUNTS)
+                return (c,) + sc.scan_chunks(chunks, spans, keep, kb, a, carry_in, c)
+            finally:
+                free.append(sc)
+
+        with ThreadPoolExecutor(len(self._scanners), thread_name_prefix="fastdump-scan") as pool:
+            results = list(pool.map(run, range(len(parts)), [carry] + [None] * (len(parts) - 1)))
+        for i in range(1, len(parts)):
+            if results[i - 1][1] is not None:    # a block reaches into part i: scan it again
+                a, b, kb, _ = parts[i]
+                keep[kb >> 3:(kb + b - a + 7) >> 3] = saved[kb >> 3:(kb + b - a + 7) >> 3]
+                results[i] = run(i, results[i - 1][1])
+                self.parts_rescanned += 1
+        for c, _, n in results:
+            for k in range(NCOUNTS):
+                counts[k] += c[k]
+            self.bytes_read += n
+        return results[-1][1]
 
     def _resolve_tail(self, pfn):
         """Carry for a block whose head lies before ``pfn`` (pfn is one of its tails)."""
@@ -265,7 +313,11 @@ class PageJudge:
                 carry = self._scan(pre, start_pfn, bytearray((start_pfn - pre + 7) >> 3), scratch, None)
             if carry is None:
                 carry = self._resolve_tail(start_pfn)
-        carry = self._scan(start_pfn, end_pfn, keep, counts, carry)
+        parts = self._parts(start_pfn, end_pfn)
+        if parts is None:
+            carry = self._scan(start_pfn, end_pfn, keep, counts, carry)
+        else:
+            carry = self._scan_parts(parts, keep, counts, carry)
         self._carry, self._carry_end = carry, end_pfn
         for i in range(NCOUNTS):
             self.totals[i] += counts[i]
@@ -347,15 +399,17 @@ class PageJudge:
         return out
 
 
-def make_judge(source, dump_level, *, warn=print_to_stderr):
-    """A :class:`PageJudge` for ``source`` at ``dump_level`` (0..31).
+def make_judge(source, dump_level, *, warn=print_to_stderr, threads=1, use_mmap=None):
+    """A :class:`PageJudge` for ``source`` at ``dump_level`` (0..31), scanning on
+    ``threads`` threads, reading the source's file through mmap windows or pread
+    (``use_mmap``; default: as the copy engine does).
 
     Raises FastdumpError (one line) when the level needs classification (bits
     2|4|8|16) and VMCOREINFO is missing or unusable."""
     level = int(dump_level)
     if not 0 <= level <= 31:
         raise FastdumpError(f"dump level {level} is out of range 0..31")
-    judge = PageJudge(source, level, warn=warn)
+    judge = PageJudge(source, level, warn=warn, threads=threads, use_mmap=use_mmap)
     wants = level & (DL_CACHE | DL_CACHE_PRI | DL_USER | DL_FREE)
     vi = getattr(source, "vmcoreinfo", None)
     if vi is None:

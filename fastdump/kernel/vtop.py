@@ -179,14 +179,22 @@ class X86_64Vtop:
                 raise
             return pa
 
-    def runs(self, va, size):
-        """``[(va, pa, length)]``: physically contiguous pieces of ``[va, va+size)``."""
+    def runs(self, va, size, *, skip_unmapped=False):
+        """``[(va, pa, length)]``: physically contiguous pieces of ``[va, va+size)``.
+        With ``skip_unmapped``, 4 KiB pages that do not translate are left out (pieces
+        are then merged only where both addresses continue) instead of raising."""
         out = []
         end = va + size
         while va < end:
-            pa = self.translate(va)
+            try:
+                pa = self.translate(va)
+            except TranslationError:
+                if not skip_unmapped:
+                    raise
+                va = (va | 0xFFF) + 1
+                continue
             n = min(end, self._leaf_end(va)) - va
-            if out and out[-1][1] + out[-1][2] == pa:
+            if out and out[-1][1] + out[-1][2] == pa and out[-1][0] + out[-1][2] == va:
                 v0, p0, l0 = out[-1]
                 out[-1] = (v0, p0, l0 + n)
             else:
