@@ -241,7 +241,7 @@ def main(argv=None):
     p.add_argument("--mdf-threads", default="", help="also makedumpfile --num-threads N rows (comma-separated)")
     args = p.parse_args(argv)
     mdf_threads = [int(t) for t in args.mdf_threads.split(",") if t]
-    # an installed fastdump (and the capture initrd, fastdump.initrd) has its .pyc files:
+    # an installed fastdump (and the capture initrd, fastdump.deploy.initrd) has its .pyc files:
     # compiling the sources on every run (PYTHONDONTWRITEBYTECODE) is not part of a dump
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(CACHE, "pyc"))

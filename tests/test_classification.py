@@ -436,9 +436,9 @@ def test_threaded_parts_equal_one_scan(tmp_path_factory, monkeypatch, encoding):
 
 SCAN_SIGBUS_PROBE = r"""
 import json, os, sys
-import fastdump.engine                      # both modules' SIGBUS guards installed
+import fastdump.copy.engine                      # both modules' SIGBUS guards installed
 from fastdump.kernel.judge import bitmap_with_range, make_judge
-from fastdump.source import ElfSource
+from fastdump.sources.vmcore import ElfSource
 
 path, cut = sys.argv[1], int(sys.argv[2])
 src = ElfSource(path)

@@ -260,7 +260,7 @@ def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
 def test_default_read_mode(vmcore, monkeypatch):
     """mmap windows by default for /proc/vmcore only; a saved vmcore is read with pread
     (cheaper than mapping page-cache windows), for the pages and the struct pages alike."""
-    from fastdump.engine import CopyEngine
+    from fastdump.copy.engine import CopyEngine
     from fastdump.kernel.judge import make_judge
     from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
     from fastdump.testing.kernel_layout import KernelLayout
