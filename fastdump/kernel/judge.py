@@ -18,6 +18,7 @@ import sys
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 
+from .._pageclass import PageClass
 from ..errors import FastdumpError
 from . import limits, pagetypes
 from .memmap import MemMap
@@ -34,8 +35,9 @@ BATCH = 8192          # struct pages per read: 512 KiB with SIZE(page)=64 (as _p
 PART_PFNS = 1 << 18   # smallest part of a range given to a thread (1 GiB of 4 KiB pages)
 PARTS_PER_THREAD = 2  # parts are handed out as threads become free: some balance
 U64 = (1 << 64) - 1
-NCOUNTS = 10
-C_FREE_SEEN, C_PROTECTED, C_SLAB = 7, 8, 9
+NCOUNTS = int(PageClass.NCOUNTS)
+C_FREE, C_FREE_SEEN, C_PROTECTED, C_SLAB = (int(c) for c in (PageClass.C_FREE, PageClass.C_FREE_SEEN,
+                                                             PageClass.C_PROTECTED, PageClass.C_SLAB))
 
 
 def print_to_stderr(msg):
@@ -80,6 +82,7 @@ class PageJudge:
         self.effective_level = 0
         self._carry, self._carry_end = None, None
         self.bytes_read = 0
+        self.pcp, self.pcp_note, self.pcp_dropped = None, None, 0
 
     # -- set-up ------------------------------------------------------------
     def _setup(self, effective_level):
@@ -120,6 +123,19 @@ class PageJudge:
         self.effective_level = level
         self.needs_struct_pages = True
         self.max_block = 1 << (enc.nr_orders - 1)
+        self.pcp = self._per_cpu_free() if level & DL_FREE and enc.can(DL_FREE) else None
+
+    def _per_cpu_free(self):
+        """The pages on the per-CPU free lists, proven free with the kernel's own types
+        (``kernel/pcp.py``); None, with a one-line note, when this kernel cannot say."""
+        from .pcp import PcpPages, find_pcp_free
+        from .types import NotAvailable
+        try:
+            return PcpPages(find_pcp_free(self.source.kernel, self.memmap))
+        except NotAvailable as e:
+            self.pcp_note = f"pages on per-CPU free lists are kept: {e}"
+            self.warn(self.pcp_note)
+            return None
 
     def _check_reserved_bit(self, enc):
         """PG_reserved (inferred as PG_private - 1) if the kernel image's own pages carry it.
@@ -319,6 +335,10 @@ class PageJudge:
         else:
             carry = self._scan_parts(parts, keep, counts, carry)
         self._carry, self._carry_end = carry, end_pfn
+        if self.pcp is not None:     # not PageBuddy, so the scanner kept them: proven free here
+            n = self.pcp.clear(keep, start_pfn, end_pfn)
+            counts[C_FREE] += n
+            self.pcp_dropped += n
         for i in range(NCOUNTS):
             self.totals[i] += counts[i]
         return self._as_dict(counts)
@@ -329,6 +349,10 @@ class PageJudge:
 
     def stats(self):
         d = self._as_dict(self.totals)
+        if self.pcp is not None:
+            d.update(self.pcp.result.stats(), pcp_dropped=self.pcp_dropped)
+        elif self.pcp_note:
+            d.update(pcp_note=self.pcp_note)
         d.update(free_seen=self.totals[C_FREE_SEEN], protected=self.totals[C_PROTECTED],
                  slab=self.totals[C_SLAB], struct_page_bytes_read=self.bytes_read,
                  image_reserved_bit_checked=bool(getattr(self, "image_reserved_mask", 0)))
@@ -396,6 +420,9 @@ class PageJudge:
         out = {"free_pages_found": found, "nr_free_pages": kernel, "zones": zones}
         if kernel:
             out["ratio"] = found / kernel
+        if self.pcp is not None:    # per-CPU free pages are not in NR_FREE_PAGES: their own count
+            r = self.pcp.result
+            out.update(pcp_free_pages=r.pages, pcp_count_sum=r.counted, pcp_sets_kept=r.lists_rejected)
         return out
 
 
