@@ -10,7 +10,7 @@ fastdump goes in the way the README's "Deploy" section says (a clean clone of HE
 install``, ``fastdump setup kdump-tools``); kdump-tools keeps Debian's defaults, with
 USE_KDUMP=1.  The root becomes an ext4 image (``mkfs.ext4 -d``), cached in
 ``.cache/e2e/distro/<key>/`` with the kernel and initramfs from its /boot; the key covers the
-package list, the guest files and the fastdump commit, so a re-run only boots.
+package list, the guest files and the installed fastdump sources, so a re-run only boots.
 
 The boot (QEMU, TCG, ``-no-reboot``, 1 GiB): systemd starts kdump-tools.service
 (``kdump-config load``); ``fastdump-e2e-crash.service`` waits until ``kdump-config status``
@@ -35,6 +35,10 @@ import time
 
 from .paths import CACHE, HERE, REPO, StepError, run
 from .qemu import Phase, base_cmd, log_tail, run_guest
+
+if os.path.dirname(HERE) not in sys.path:      # tests/support.py, as pytest finds it
+    sys.path.insert(0, os.path.dirname(HERE))
+import support  # noqa: E402
 
 RELEASE = "bookworm"
 BASE_TAR = os.path.join(os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh"),
@@ -72,8 +76,10 @@ printf '/dev/vda / ext4 defaults 0 1\n' > /etc/fstab
 passwd -d root
 install -m 0755 /root/guest/fastdump-e2e-crash /root/guest/fastdump-e2e-capture /usr/local/sbin/
 install -m 0644 /root/guest/fastdump-e2e-crash.service /etc/systemd/system/
-mkdir -p /etc/systemd/system/kdump-tools-dump.service.d
-install -m 0644 /root/guest/kdump-tools-dump.conf /etc/systemd/system/kdump-tools-dump.service.d/fastdump-e2e.conf
+for unit in kdump-tools kdump-tools-dump; do
+    mkdir -p /etc/systemd/system/$unit.service.d
+    install -m 0644 /root/guest/kdump-tools-e2e.conf /etc/systemd/system/$unit.service.d/fastdump-e2e.conf
+done
 systemctl enable fastdump-e2e-crash.service kdump-tools.service
 rm -rf /root/guest /var/cache/apt/archives/*.deb /var/lib/apt/lists/*_Packages*
 """
@@ -139,11 +145,17 @@ exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     return run(cmd, timeout=timeout, what=what)
 
 
+#: what ``pip install .`` builds from: a commit that changes none of these reuses the root
+INSTALLED = ("fastdump", "src", "setup.py", "pyproject.toml", "MANIFEST.in")
+
+
 def cache_key():
-    """Package list, build script, guest files, README's Deploy block and the fastdump commit."""
+    """Package list, build script, guest files, README's Deploy block and the fastdump that is
+    installed (the git trees of INSTALLED at HEAD); and HEAD, which the root is cloned from."""
     commit = run(["git", "-C", REPO, "rev-parse", "HEAD"], timeout=30).stdout.strip()
+    trees = run(["git", "-C", REPO, "ls-tree", "HEAD", "--", *INSTALLED], timeout=30).stdout
     h = hashlib.sha1()
-    for part in (RELEASE, " ".join(PACKAGES), BUILD_SCRIPT, "\n".join(readme_deploy_commands()), commit):
+    for part in (RELEASE, " ".join(PACKAGES), BUILD_SCRIPT, "\n".join(readme_deploy_commands()), trees):
         h.update(part.encode() + b"\0")
     for path in sorted(glob.glob(os.path.join(GUEST_FILES, "*"))):
         with open(path, "rb") as f:
@@ -212,13 +224,177 @@ def make_image(image, root):
          "-d", root, image], timeout=900, what="mkfs.ext4 of the guest root")
 
 
+def boot(info, work, crashkernel=CRASHKERNEL, log=print):
+    """Boot a fresh copy of the root: crash, capture, reboot.  Returns {phase: seconds}."""
+    os.makedirs(work, exist_ok=True)
+    image, raw = os.path.join(work, "root.img"), os.path.join(work, "vmcore.raw")
+    run(["cp", "--sparse=always", info["image"], image], timeout=600, what="copying the root image")
+    if os.path.exists(raw):
+        os.unlink(raw)
+    with open(raw, "wb") as f:
+        f.truncate((MEM_MIB + 256) << 20)      # the raw /proc/vmcore lands here (dd onto /dev/vdb)
+    append = "root=/dev/vda rw console=ttyS0 crashkernel=" + crashkernel
+    cmd = base_cmd(info["kernel"], info["initrd"], append, MEM_MIB, "tcg")
+    cmd += ["-drive", "file=%s,format=raw,if=virtio" % image, "-drive", "file=%s,format=raw,if=virtio" % raw]
+    phases = [Phase("first kernel", "Linux version", 120),
+              Phase("systemd", "Welcome to", 300),
+              Phase("kdump ready", MARK + "first kernel: kdump ready", 900),
+              Phase("capture kernel", MARK + "capture kernel:", 600),
+              Phase("raw copy", MARK + "raw copy done", 900),
+              Phase("savecore", "saved vmcore in", 900)]
+    fails = [(MARK + "FAIL", "the guest reported a failure"),
+             ("Kernel panic - not syncing: VFS", "the root file system was not found")]
+    log("distro: booting (TCG, %d MiB, crashkernel=%s); serial log %s/serial.log" % (MEM_MIB, crashkernel, work))
+    return run_guest(cmd, os.path.join(work, "serial.log"), phases, fails, total_timeout=2400, exit_timeout=180)
+
+
+def pull_crash_dir(work):
+    """/var/crash of the guest's root image, copied out with debugfs (no mount)."""
+    dest = os.path.join(work, "out")
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.makedirs(dest)
+    run(["debugfs", "-R", "rdump /var/crash " + dest, os.path.join(work, "root.img")], timeout=600,
+        what="debugfs rdump /var/crash")
+    stamps = [d for d in glob.glob(os.path.join(dest, "crash", "2*")) if os.path.isdir(d)]
+    if len(stamps) != 1:
+        raise StepError("/var/crash holds %d dump directories, not one: %r\n%s"
+                        % (len(stamps), os.listdir(os.path.join(dest, "crash")),
+                           log_tail(os.path.join(work, "serial.log"))))
+    return stamps[0]
+
+
+def console_facts(serial_log):
+    """What the guest said on the console: vmcore size, capture kernel memory, fastdump's peak."""
+    with open(serial_log, "rb") as f:
+        text = f.read().decode("utf-8", "replace").replace("\r", "")
+    facts = {"fallback": re.findall(r"makedumpfile: fastdump failed.*", text)}
+    m = re.search(re.escape(MARK) + r"capture kernel: unit=(\S+) (\S+) vmcore_size=(\d+) MemTotal: (\d+) kB MemAvailable: (\d+) kB",
+                  text)
+    if not m:
+        raise StepError("the capture kernel did not report its memory and vmcore size\n" + log_tail(serial_log))
+    facts.update(capture_unit=m.group(1), capture_release=m.group(2), vmcore_size=int(m.group(3)),
+                 capture_memtotal_kib=int(m.group(4)), capture_memavailable_kib=int(m.group(5)))
+    peaks = {}
+    for kib, pid, args in re.findall(re.escape(MARK) + r"fastdump VmHWM (\d+) kB \(pid (\d+)\) args: (.*)", text):
+        what = "dmesg" if "--dump-dmesg" in args else "dump"
+        peaks[what] = max(peaks.get(what, 0), int(kib))
+    facts["fastdump_peak_kib"] = peaks
+    m = re.search(re.escape(MARK) + r"raw copy done in (\d+) s", text)
+    facts["raw_copy_seconds"] = int(m.group(1)) if m else None
+    return facts
+
+
+def max_pfn(elf_path):
+    """One past the highest pfn any PT_LOAD of the raw vmcore holds."""
+    from elftools.elf.elffile import ELFFile
+    with open(elf_path, "rb") as f:
+        return max((s["p_paddr"] + s["p_memsz"] + 4095) // 4096
+                   for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
+
+
+def check(work, facts, log=print):
+    """Judge what kdump-tools saved against the raw copy of the same /proc/vmcore, with
+    libkdumpfile and makedumpfile (never fastdump's own reader).  Returns the findings; raises
+    StepError listing every check that failed."""
+    stampdir = pull_crash_dir(work)
+    stamp = os.path.basename(stampdir)
+    dump, dmesg = os.path.join(stampdir, "dump." + stamp), os.path.join(stampdir, "dmesg." + stamp)
+    raw = os.path.join(work, "vmcore.raw")
+    os.truncate(raw, facts["vmcore_size"])
+    problems = []
+    if facts["fallback"]:
+        problems.append("the shim fell back to makedumpfile.distrib: %s" % facts["fallback"])
+    if sorted(os.listdir(stampdir)) != sorted(["dump." + stamp, "dmesg." + stamp]):
+        problems.append("%s holds %r, not dump.%s and dmesg.%s" % (stampdir, os.listdir(stampdir), stamp, stamp))
+    found = {"stamp": stamp, "dump_bytes": os.path.getsize(dump) if os.path.exists(dump) else None}
+    top = max_pfn(raw)
+    # the page-for-page check: every page of the saved dump is the raw vmcore's page
+    rebuilt = os.path.join(work, "dump.rebuilt")
+    if os.path.exists(rebuilt):
+        os.unlink(rebuilt)
+    with open(dump, "rb") as f:      # kdump-tools saves a flattened stream; makedumpfile(8)'s way back
+        r = subprocess.run([support.need_tool("makedumpfile"), "-R", rebuilt], stdin=f, capture_output=True,
+                           text=True, timeout=600)
+    if r.returncode:
+        raise StepError("makedumpfile -R of the saved dump: %s" % r.stderr.strip()[-1000:])
+    fmt, pages = support.kdumpfile_digests(rebuilt, top)
+    _, source = support.kdumpfile_digests(raw, top)
+    wrong = [p for p, h in pages.items() if source.get(p) != h]
+    found.update(format=fmt, pages_saved=len(pages), pages_source=len(source), pages_wrong=len(wrong))
+    if fmt != "diskdump":
+        problems.append("the rebuilt dump is %s, not a kdump-compressed file" % fmt)
+    if wrong:
+        problems.append("%d saved pages differ from the raw vmcore, e.g. pfn %s" % (len(wrong), [hex(p) for p in wrong[:5]]))
+    # the level: makedumpfile -d 31 on the same raw vmcore keeps these pages
+    reference = os.path.join(work, "makedumpfile-d31")
+    if os.path.exists(reference):
+        os.unlink(reference)
+    run([support.need_tool("makedumpfile"), "-c", "-d", "31", raw, reference], timeout=900,
+        what="makedumpfile -d 31 on the raw vmcore")
+    _, kept = support.kdumpfile_digests(reference, top)
+    found.update(makedumpfile_pages=len(kept), only_fastdump=sorted(set(pages) - set(kept))[:20],
+                 only_makedumpfile=sorted(set(kept) - set(pages))[:20],
+                 n_only_fastdump=len(set(pages) - set(kept)), n_only_makedumpfile=len(set(kept) - set(pages)))
+    # the kernel log kdump-config saved (through the shim: fastdump) against both tools' on the raw copy
+    with open(dmesg, "rb") as f:
+        saved = f.read()
+    theirs = os.path.join(work, "dmesg.makedumpfile")
+    if os.path.exists(theirs):
+        os.unlink(theirs)
+    run([support.need_tool("makedumpfile"), "--dump-dmesg", raw, theirs], timeout=300, what="makedumpfile --dump-dmesg")
+    with open(theirs, "rb") as f:
+        if f.read() != saved:
+            problems.append("dmesg.%s differs from makedumpfile --dump-dmesg of the raw vmcore" % stamp)
+    ours = subprocess.run([sys.executable, "-m", "fastdump", "dmesg", raw], cwd=REPO, capture_output=True, timeout=300)
+    if ours.returncode or ours.stdout != saved:
+        problems.append("dmesg.%s differs from fastdump dmesg of the raw vmcore (status %d)" % (stamp, ours.returncode))
+    found["dmesg_bytes"] = len(saved)
+    if b"sysrq" not in saved.lower():
+        problems.append("dmesg.%s does not show the sysrq crash" % stamp)
+    if problems:
+        raise StepError("kdump-tools' dump failed its checks:\n  " + "\n  ".join(problems)
+                        + "\nfindings: " + json.dumps(found))
+    return found
+
+
+def flow(crashkernel=CRASHKERNEL, log=print):
+    """Build (or reuse) the guest, boot it, crash it, check the dump kdump-tools saved.
+    Returns the findings, also written to .cache/e2e/distro/<key>/run-<crashkernel>/result.json."""
+    info = build(log=log)
+    work = os.path.join(DISTRO_CACHE, info["key"], "run-" + re.sub(r"[^0-9A-Za-z]+", "_", crashkernel))
+    t0 = time.monotonic()
+    phases = boot(info, work, crashkernel, log=log)
+    facts = console_facts(os.path.join(work, "serial.log"))
+    found = check(work, facts, log=log)
+    result = {"crashkernel": crashkernel, "guest_mib": MEM_MIB, "kernel": info["release"], "phases": phases,
+              "boot_and_check_seconds": round(time.monotonic() - t0, 1), **facts, **found}
+    with open(os.path.join(work, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    for name in ("root.img", "dump.rebuilt", "makedumpfile-d31"):     # large, and rebuilt by every run
+        path = os.path.join(work, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.distro", description=__doc__.split("\n")[0])
-    ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--build-only", action="store_true", help="build (or find) the guest root, do not boot")
+    ap.add_argument("--crashkernel", action="append",
+                    help="crashkernel= value(s) to try, in order (default %s)" % CRASHKERNEL)
     args = ap.parse_args(argv)
-    info = build()
-    print(json.dumps(info, indent=1))
-    return 0
+    if args.build_only:
+        print(json.dumps(build(), indent=1))
+        return 0
+    status = 0
+    for ck in args.crashkernel or [CRASHKERNEL]:
+        try:
+            print(json.dumps(flow(ck), indent=1))
+        except StepError as e:
+            print("distro: crashkernel=%s: %s" % (ck, e), file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":
