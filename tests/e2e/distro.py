@@ -23,6 +23,7 @@ checks it (``check``).
 """
 
 import argparse
+import difflib
 import glob
 import hashlib
 import json
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from . import crashtool, kernels
 from .paths import CACHE, HERE, REPO, StepError, run
 from .qemu import Phase, base_cmd, log_tail, run_guest
 
@@ -41,6 +43,7 @@ if os.path.dirname(HERE) not in sys.path:      # tests/support.py, as pytest fin
 import support  # noqa: E402
 
 RELEASE = "bookworm"
+KERNEL_KEY = "6.1"      # kernels.py's key for bookworm's kernel: where the debug vmlinux comes from
 BASE_TAR = os.path.join(os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh"),
                         RELEASE + "-base.tar")
 DISTRO_CACHE = os.path.join(CACHE, "distro")
@@ -238,27 +241,40 @@ def first_boot(image, kernel, initrd, out, log=print):
               [(MARK + "FAIL", "the guest reported a failure")], total_timeout=1500, exit_timeout=180)
 
 
+def replace_file(image, path, data, mode, work):
+    """Put ``data`` at ``path`` in the ext4 image (debugfs; owner root), replacing what is there."""
+    local = os.path.join(work, os.path.basename(path) + ".new")
+    with open(local, "wb") as f:
+        f.write(data)
+    for request in ("rm " + path, "write %s %s" % (local, path), "sif %s mode 0%o" % (path, 0o100000 | mode)):
+        run(["debugfs", "-w", "-R", request, image], timeout=120, what="debugfs " + request)
+    r = run(["debugfs", "-R", "stat " + path, image], timeout=120, what="debugfs stat " + path)
+    if "Mode:  0%o" % mode not in r.stdout:
+        raise StepError("debugfs did not write %s with mode 0%o:\n%s" % (path, mode, r.stdout[-800:]))
+
+
 def set_makedump_args(image, args, work):
-    """MAKEDUMP_ARGS in the image's /etc/default/kdump-tools, as a sysadmin sets it (debugfs)."""
+    """MAKEDUMP_ARGS in the image's /etc/default/kdump-tools, as a sysadmin sets it."""
     r = subprocess.run(["debugfs", "-R", "cat /etc/default/kdump-tools", image], capture_output=True,
                        text=True, timeout=120)
     if r.returncode or "USE_KDUMP=1" not in r.stdout:
         raise StepError("cannot read /etc/default/kdump-tools from the image: %s" % r.stderr[-500:])
-    local = os.path.join(work, "kdump-tools.default")
-    with open(local, "w") as f:
-        f.write(r.stdout.rstrip("\n") + '\nMAKEDUMP_ARGS="%s"\n' % args)
-    os.chmod(local, 0o644)
-    for request in ("rm /etc/default/kdump-tools", "write %s /etc/default/kdump-tools" % local):
-        run(["debugfs", "-w", "-R", request, image], timeout=120, what="debugfs " + request)
+    text = r.stdout.rstrip("\n") + '\nMAKEDUMP_ARGS="%s"\n' % args
+    replace_file(image, "/etc/default/kdump-tools", text.encode(), 0o644, work)
 
 
-def boot(info, work, crashkernel=CRASHKERNEL, makedump_args=None, log=print):
-    """Boot a fresh copy of the root: crash, capture, reboot.  Returns {phase: seconds}."""
+def boot(info, work, crashkernel=CRASHKERNEL, makedump_args=None, makedumpfile=None, log=print):
+    """Boot a fresh copy of the root: crash, capture, reboot.  Returns {phase: seconds}.
+    ``makedumpfile``: a file to put at /usr/bin/makedumpfile instead of the shim (to see the
+    checks fail, e.g. with the wrapper tests/e2e/README.md once showed)."""
     os.makedirs(work, exist_ok=True)
     image, raw = os.path.join(work, "root.img"), os.path.join(work, "vmcore.raw")
     run(["cp", "--sparse=always", info["image"], image], timeout=600, what="copying the root image")
     if makedump_args is not None:
         set_makedump_args(image, makedump_args, work)
+    if makedumpfile is not None:
+        with open(makedumpfile, "rb") as f:
+            replace_file(image, "/usr/bin/makedumpfile", f.read(), 0o755, work)
     if os.path.exists(raw):
         os.unlink(raw)
     with open(raw, "wb") as f:
@@ -390,6 +406,7 @@ def check(work, facts, log=print):
     if ours.returncode or ours.stdout != saved:
         problems.append("dmesg.%s differs from fastdump dmesg of the raw vmcore (status %d)" % (stamp, ours.returncode))
     found["dmesg_bytes"] = len(saved)
+    problems += crash_agrees(raw, rebuilt, facts["capture_release"], work)
     if b"sysrq" not in saved.lower():
         problems.append("dmesg.%s does not show the sysrq crash" % stamp)
     if problems:
@@ -398,15 +415,16 @@ def check(work, facts, log=print):
     return found
 
 
-def flow(crashkernel=CRASHKERNEL, makedump_args=None, log=print):
+def flow(crashkernel=CRASHKERNEL, makedump_args=None, makedumpfile=None, log=print):
     """Build (or reuse) the guest, boot it, crash it, check the dump kdump-tools saved.
     ``makedump_args``: MAKEDUMP_ARGS to set (None: kdump-config's default, ``-F -c -d 31``).
     Returns the findings, also in .cache/e2e/distro/<key>/run-<crashkernel>[-<args>]/result.json."""
     info = build(log=log)
     name = "run-" + crashkernel + ("" if makedump_args is None else "-" + makedump_args)
+    name += "" if makedumpfile is None else "-" + os.path.basename(makedumpfile)
     work = os.path.join(DISTRO_CACHE, info["key"], re.sub(r"[^0-9A-Za-z]+", "_", name))
     t0 = time.monotonic()
-    phases = boot(info, work, crashkernel, makedump_args, log=log)
+    phases = boot(info, work, crashkernel, makedump_args, makedumpfile, log=log)
     facts = console_facts(os.path.join(work, "serial.log"))
     found = check(work, facts, log=log)
     result = {"crashkernel": crashkernel, "makedump_args": makedump_args, "guest_mib": MEM_MIB,
@@ -421,6 +439,27 @@ def flow(crashkernel=CRASHKERNEL, makedump_args=None, log=print):
     return result
 
 
+def crash_agrees(raw, dump, release, work):
+    """crash with the debug vmlinux (kernels.py's, for the kernel of KERNEL_KEY) prints the same
+    for the saved dump as for the raw vmcore: [] or the problems."""
+    try:
+        vmlinux = kernels.debug_vmlinux(KERNEL_KEY)
+    except kernels.FetchError as e:
+        return ["no debug vmlinux for crash: %s" % e]
+    if not os.path.basename(vmlinux).startswith("vmlinux-%s_" % release):
+        return ["the debug vmlinux %s is not the guest kernel's (%s)" % (vmlinux, release)]
+    rc, out = crashtool.crash(vmlinux, [raw], work)
+    if rc or "PANIC:" not in out:
+        return ["crash cannot read the raw vmcore (exit %d): %s" % (rc, out[-1500:])]
+    want = crashtool.without_dump_names(out, [raw])
+    rc, out = crashtool.crash(vmlinux, [dump], work)
+    got = crashtool.without_dump_names(out, [dump])
+    if rc or got != want:
+        return ["crash prints something else for the saved dump than for the raw vmcore (exit %d):\n%s"
+                % (rc, "\n".join(difflib.unified_diff(want, got, "raw", "dump", lineterm=""))[-3000:])]
+    return []
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.distro", description=__doc__.split("\n")[0])
     ap.add_argument("--build-only", action="store_true", help="build (or find) the guest root, do not boot")
@@ -428,6 +467,8 @@ def main(argv=None):
                     help="crashkernel= value(s) to try, in order (default %s)" % CRASHKERNEL)
     ap.add_argument("--makedump-args", action="append",
                     help="MAKEDUMP_ARGS value(s) to try, e.g. '-z -d 31' (default: kdump-tools' own)")
+    ap.add_argument("--makedumpfile", metavar="FILE",
+                    help="put FILE at /usr/bin/makedumpfile instead of the shim (to see the checks fail)")
     args = ap.parse_args(argv)
     if args.build_only:
         print(json.dumps(build(), indent=1))
@@ -436,7 +477,7 @@ def main(argv=None):
     for ck in args.crashkernel or [CRASHKERNEL]:
         for mda in args.makedump_args or [None]:
             try:
-                print(json.dumps(flow(ck, mda), indent=1))
+                print(json.dumps(flow(ck, mda, args.makedumpfile), indent=1))
             except StepError as e:
                 print("distro: crashkernel=%s MAKEDUMP_ARGS=%s: %s" % (ck, mda, e), file=sys.stderr)
                 status = 1
