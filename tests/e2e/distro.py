@@ -1,16 +1,18 @@
 """A whole Debian 12 guest, systemd and Debian's kdump-tools, saving its crash dump through fastdump.
 
     python3 -m tests.e2e.distro                 # build the root (cached), boot, crash, check
-    python3 -m tests.e2e.distro --crashkernel 384M-:96M
+    python3 -m tests.e2e.distro --makedump-args "-z -d 31" --crashkernel 384M-:112M
 
 The root is Debian packages only: the cached debootstrap base of ``.ci/fresh-machine``
 (/var/cache/fastdump-fresh/bookworm-base.tar, copied, never changed) plus ``apt-get install`` from
 this machine's configured Debian archives, in a chroot inside a private mount namespace.
 fastdump goes in the way the README's "Deploy" section says (a clean clone of HEAD, ``pip
 install``, ``fastdump setup kdump-tools``); kdump-tools keeps Debian's defaults, with
-USE_KDUMP=1.  The root becomes an ext4 image (``mkfs.ext4 -d``), cached in
-``.cache/e2e/distro/<key>/`` with the kernel and initramfs from its /boot; the key covers the
-package list, the guest files and the installed fastdump sources, so a re-run only boots.
+USE_KDUMP=1.  Two cached layers in ``.cache/e2e/distro/``: ``system-<key>/`` (the packages and
+the guest files; booted once as an installed machine is, where kdump-tools builds its capture
+initrd; the kernel and initramfs from its /boot) and ``<key>/`` (a copy of it with fastdump
+deployed, as an ext4 image made with ``mkfs.ext4 -d``), so a change to fastdump rebuilds only
+the second layer and a re-run only boots.
 
 The boot (QEMU, TCG, ``-no-reboot``, 1 GiB): systemd starts kdump-tools.service
 (``kdump-config load``); ``fastdump-e2e-crash.service`` waits until ``kdump-config status``
@@ -58,19 +60,14 @@ MEM_MIB = 1024
 IMAGE_MIB = 4096
 MARK = "FASTDUMP-E2E: "
 
-#: the root's own set-up, run in the chroot: the packages, then fastdump as the README says
-BUILD_SCRIPT = r"""
+#: the system layer, run in the chroot: Debian's packages, kdump-tools enabled, the guest's units
+SYSTEM_SCRIPT = r"""
 set -ex
 export DEBIAN_FRONTEND=noninteractive
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
 echo 'kdump-tools kdump-tools/use_kdump boolean true' | debconf-set-selections
 apt-get update -q
 apt-get install -y -q --no-install-recommends {packages}
-echo 'APT::Get::Assume-Yes "true";' > /etc/apt/apt.conf.d/90fastdump-e2e-yes   # the sysadmin's "yes"
-cd /root/fastdump
-{deploy}
-cd /
-rm /etc/apt/apt.conf.d/90fastdump-e2e-yes
 rm -f /usr/sbin/policy-rc.d
 sed -i 's/^USE_KDUMP=.*/USE_KDUMP=1/' /etc/default/kdump-tools
 grep -q '^USE_KDUMP=1' /etc/default/kdump-tools
@@ -84,7 +81,18 @@ for unit in kdump-tools kdump-tools-dump; do
     install -m 0644 /root/guest/kdump-tools-e2e.conf /etc/systemd/system/$unit.service.d/fastdump-e2e.conf
 done
 systemctl enable fastdump-e2e-crash.service kdump-tools.service
-rm -rf /root/guest /var/cache/apt/archives/*.deb /var/lib/apt/lists/*_Packages*
+rm -rf /root/guest /var/cache/apt/archives/*.deb
+"""
+
+#: the fastdump layer, run in the chroot in a clean clone: the README's Deploy lines as written
+DEPLOY_SCRIPT = r"""
+set -ex
+export DEBIAN_FRONTEND=noninteractive
+echo 'APT::Get::Assume-Yes "true";' > /etc/apt/apt.conf.d/90fastdump-e2e-yes   # the sysadmin's "yes"
+cd /root/fastdump
+{deploy}
+cd /
+rm /etc/apt/apt.conf.d/90fastdump-e2e-yes
 """
 
 
@@ -152,71 +160,118 @@ exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
 INSTALLED = ("fastdump", "src", "setup.py", "pyproject.toml", "MANIFEST.in")
 
 
-def cache_key():
-    """Package list, build script, guest files, README's Deploy block and the fastdump that is
-    installed (the git trees of INSTALLED at HEAD); and HEAD, which the root is cloned from."""
-    commit = run(["git", "-C", REPO, "rev-parse", "HEAD"], timeout=30).stdout.strip()
-    trees = run(["git", "-C", REPO, "ls-tree", "HEAD", "--", *INSTALLED], timeout=30).stdout
+def _key(*parts):
     h = hashlib.sha1()
-    for part in (RELEASE, " ".join(PACKAGES), BUILD_SCRIPT, "\n".join(readme_deploy_commands()), trees):
+    for part in parts:
         h.update(part.encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def system_key():
+    """The system layer: release, package list, its script and the guest files."""
+    files = []
     for path in sorted(glob.glob(os.path.join(GUEST_FILES, "*"))):
         with open(path, "rb") as f:
-            h.update(os.path.basename(path).encode() + b"\0" + f.read())
-    return h.hexdigest()[:12], commit
+            files.append(os.path.basename(path) + ":" + hashlib.sha1(f.read()).hexdigest())
+    return "system-" + _key(RELEASE, " ".join(PACKAGES), SYSTEM_SCRIPT, *files)
+
+
+def cache_key():
+    """(key, HEAD): the system layer's key, the README's Deploy lines and the fastdump that is
+    installed (the git trees of INSTALLED at HEAD, which the root's clone is checked out at)."""
+    commit = run(["git", "-C", REPO, "rev-parse", "HEAD"], timeout=30).stdout.strip()
+    trees = run(["git", "-C", REPO, "ls-tree", "HEAD", "--", *INSTALLED], timeout=30).stdout
+    return _key(system_key(), DEPLOY_SCRIPT, "\n".join(readme_deploy_commands()), trees), commit
+
+
+def build_system(log=print):
+    """The system layer, a root directory built once per system_key(): Debian's packages, then
+    the installed machine's first boot (``first_boot``), whose /var/lib/kdump (kdump-tools'
+    capture initrd) is copied back into the directory.  Returns its folder."""
+    out = os.path.join(DISTRO_CACHE, system_key())
+    if os.path.exists(os.path.join(out, "system.json")):
+        return out
+    if not os.path.exists(BASE_TAR):
+        raise StepError("%s missing: run `bash .ci/fresh-machine %s setup` once (it builds the base root)"
+                        % (BASE_TAR, RELEASE))
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    root = os.path.join(out, "root")
+    os.makedirs(root)
+    t0 = time.monotonic()
+    log("distro: system layer from %s in %s" % (BASE_TAR, root))
+    run(["tar", "-C", root, "-xf", BASE_TAR], timeout=600, what="unpacking the base root")
+    site_setup(root)
+    shutil.copytree(GUEST_FILES, os.path.join(root, "root/guest"))
+    r = chroot(root, SYSTEM_SCRIPT.format(packages=" ".join(PACKAGES)), timeout=3600,
+               what="building the guest's system (apt-get)")
+    with open(os.path.join(out, "build.log"), "w") as f:
+        f.write(r.stdout)
+    kernels = sorted(glob.glob(os.path.join(root, "boot", "vmlinuz-*")))
+    if len(kernels) != 1:
+        raise StepError("the root's /boot holds %d kernels: %r" % (len(kernels), kernels))
+    release = os.path.basename(kernels[0])[len("vmlinuz-"):]
+    initrd = os.path.join(root, "boot", "initrd.img-" + release)
+    if not os.path.exists(initrd):
+        raise StepError("the root has no initramfs %s (update-initramfs did not run)" % initrd)
+    shutil.copy(kernels[0], os.path.join(out, "vmlinuz"))
+    shutil.copy(initrd, os.path.join(out, "initrd.img"))
+    image = os.path.join(out, "first-boot.img")
+    make_image(image, root)
+    first_boot(image, os.path.join(out, "vmlinuz"), os.path.join(out, "initrd.img"), out, log)
+    shutil.rmtree(os.path.join(root, "var/lib/kdump"), ignore_errors=True)
+    run(["debugfs", "-R", "rdump /var/lib/kdump " + os.path.join(root, "var/lib"), image], timeout=300,
+        what="debugfs rdump /var/lib/kdump")
+    if not glob.glob(os.path.join(root, "var/lib/kdump/initrd.img-*")):
+        raise StepError("kdump-tools built no capture initrd in the first boot\n"
+                        + log_tail(os.path.join(out, "first-boot.log")))
+    os.unlink(image)
+    with open(os.path.join(out, "system.json"), "w") as f:
+        json.dump({"release": release, "seconds": round(time.monotonic() - t0, 1), "packages": list(PACKAGES)}, f)
+    log("distro: system layer built in %.0f s (kernel %s)" % (time.monotonic() - t0, release))
+    return out
 
 
 def build(log=print):
-    """The guest: {'image', 'kernel', 'initrd', 'key', ...}, built once per cache key."""
+    """The guest: {'image', 'kernel', 'initrd', 'key', ...}.  The fastdump layer (a copy of the
+    system layer, the README's Deploy lines in a clean clone of HEAD, then an ext4 image) is
+    built once per cache_key(); other cached guests are removed."""
     key, commit = cache_key()
     out = os.path.join(DISTRO_CACHE, key)
     manifest = os.path.join(out, "build.json")
     if os.path.exists(manifest):
         with open(manifest) as f:
             return json.load(f)
-    if not os.path.exists(BASE_TAR):
-        raise StepError("%s missing: run `bash .ci/fresh-machine %s setup` once (it builds the base root)"
-                        % (BASE_TAR, RELEASE))
     if os.geteuid() != 0:
         raise StepError("building the Debian guest needs root (chroot, mount namespace)")
-    os.makedirs(out, exist_ok=True)
-    root = os.path.join(out, "root")
-    if os.path.exists(root):
-        shutil.rmtree(root)
-    os.makedirs(root)
+    system = build_system(log)
     t0 = time.monotonic()
-    log("distro: root from %s in %s" % (BASE_TAR, root))
-    run(["tar", "-C", root, "-xf", BASE_TAR], timeout=600, what="unpacking the base root")
-    site_setup(root)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    root = os.path.join(out, "root")
+    run(["cp", "-a", os.path.join(system, "root"), root], timeout=900, what="copying the system layer")
     clone = os.path.join(root, "root/fastdump")
     run(["git", "clone", "-q", "--no-hardlinks", REPO, clone], timeout=300, what="git clone")
     run(["git", "-C", clone, "checkout", "-q", commit], timeout=60, what="git checkout")
-    shutil.copytree(GUEST_FILES, os.path.join(root, "root/guest"))
-    script = BUILD_SCRIPT.format(packages=" ".join(PACKAGES), deploy="\n".join(readme_deploy_commands()))
-    r = chroot(root, script, timeout=3600, what="building the guest root (apt-get, pip, fastdump setup)")
+    r = chroot(root, DEPLOY_SCRIPT.format(deploy="\n".join(readme_deploy_commands())), timeout=1800,
+               what="deploying fastdump as the README says (pip, fastdump setup kdump-tools)")
     with open(os.path.join(out, "build.log"), "w") as f:
         f.write(r.stdout)
-    boot = os.path.join(root, "boot")
-    kernels = sorted(glob.glob(os.path.join(boot, "vmlinuz-*")))
-    if len(kernels) != 1:
-        raise StepError("the root's /boot holds %d kernels: %r" % (len(kernels), kernels))
-    release = os.path.basename(kernels[0])[len("vmlinuz-"):]
-    initrd = os.path.join(boot, "initrd.img-" + release)
-    if not os.path.exists(initrd):
-        raise StepError("the root has no initramfs %s (update-initramfs did not run)" % initrd)
-    shutil.copy(kernels[0], os.path.join(out, "vmlinuz"))
-    shutil.copy(initrd, os.path.join(out, "initrd.img"))
     image = os.path.join(out, "root.img")
-    make_image(image + ".part", root)
+    make_image(image, root)
     shutil.rmtree(root)
-    first_boot(image + ".part", os.path.join(out, "vmlinuz"), os.path.join(out, "initrd.img"), out, log)
-    os.replace(image + ".part", image)
-    info = {"key": key, "commit": commit, "release": release, "image": image,
-            "kernel": os.path.join(out, "vmlinuz"), "initrd": os.path.join(out, "initrd.img"),
+    with open(os.path.join(system, "system.json")) as f:
+        release = json.load(f)["release"]
+    info = {"key": key, "system": os.path.basename(system), "commit": commit, "release": release, "image": image,
+            "kernel": os.path.join(system, "vmlinuz"), "initrd": os.path.join(system, "initrd.img"),
             "build_seconds": round(time.monotonic() - t0, 1), "packages": list(PACKAGES)}
     with open(manifest, "w") as f:
         json.dump(info, f, indent=1)
-    log("distro: guest %s built in %.0f s (kernel %s)" % (key, info["build_seconds"], release))
+    for name in os.listdir(DISTRO_CACHE):      # older guests: several GB each
+        if name not in (key, os.path.basename(system)):
+            shutil.rmtree(os.path.join(DISTRO_CACHE, name), ignore_errors=True)
+    log("distro: guest %s (fastdump %s) built in %.0f s" % (key, commit[:12], info["build_seconds"]))
     return info
 
 
