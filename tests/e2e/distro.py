@@ -415,6 +415,10 @@ def check(work, facts, log=print):
     if sorted(os.listdir(stampdir)) != sorted(["dump." + stamp, "dmesg." + stamp]):
         problems.append("%s holds %r, not dump.%s and dmesg.%s" % (stampdir, os.listdir(stampdir), stamp, stamp))
     found = {"stamp": stamp, "dump_bytes": os.path.getsize(dump) if os.path.exists(dump) else None}
+    if not found["dump_bytes"]:        # makedumpfile -R spins on an empty stream: say it here
+        problems.append("dump.%s is %s although kdump-config said it saved it"
+                        % (stamp, "missing" if found["dump_bytes"] is None else "empty (0 bytes)"))
+        raise StepError("kdump-tools' dump failed its checks:\n  " + "\n  ".join(problems))
     top, partial = ram_pfns(raw)
     # the page-for-page check: every page of the saved dump is the raw vmcore's page
     rebuilt = os.path.join(work, "dump.rebuilt")
