@@ -400,10 +400,10 @@ def ram_pfns(elf_path):
     return max((b + 4095) // 4096 for _, b in loads), partial
 
 
-def check(work, facts, log=print):
-    """Judge what kdump-tools saved against the raw copy of the same /proc/vmcore, with
-    libkdumpfile and makedumpfile (never fastdump's own reader).  Returns the findings; raises
-    StepError listing every check that failed."""
+def check(work, facts, level=31):
+    """Judge what kdump-tools saved (at dump level ``level``) against the raw copy of the same
+    /proc/vmcore, with libkdumpfile, makedumpfile and crash (never fastdump's own reader).
+    Returns the findings; raises StepError listing every check that failed."""
     stampdir = pull_crash_dir(work)
     stamp = os.path.basename(stampdir)
     dump, dmesg = os.path.join(stampdir, "dump." + stamp), os.path.join(stampdir, "dmesg." + stamp)
@@ -437,24 +437,25 @@ def check(work, facts, log=print):
         problems.append("the rebuilt dump is %s, not a kdump-compressed file" % fmt)
     if wrong:
         problems.append("%d saved pages differ from the raw vmcore, e.g. pfn %s" % (len(wrong), [hex(p) for p in wrong[:5]]))
-    # the level: fastdump keeps what makedumpfile -d 31 keeps from the same raw vmcore, and
+    # the level: fastdump keeps what makedumpfile -d LEVEL keeps from the same raw vmcore, and
     # beyond that only pages a PT_LOAD covers in part (makedumpfile drops those, fastdump keeps
     # the part the vmcore holds)
-    reference = os.path.join(work, "makedumpfile-d31")
+    reference = os.path.join(work, "makedumpfile-reference")
     if os.path.exists(reference):
         os.unlink(reference)
-    run([support.need_tool("makedumpfile"), "-c", "-d", "31", raw, reference], timeout=900,
-        what="makedumpfile -d 31 on the raw vmcore")
+    run([support.need_tool("makedumpfile"), "-c", "-d", str(level), raw, reference], timeout=900,
+        what="makedumpfile -d %d on the raw vmcore" % level)
     _, kept = support.kdumpfile_digests(reference, top)
     found.update(makedumpfile_pages=len(kept), only_fastdump=sorted(set(pages) - set(kept))[:20],
                  only_makedumpfile=sorted(set(kept) - set(pages))[:20],
                  n_only_fastdump=len(set(pages) - set(kept)), n_only_makedumpfile=len(set(kept) - set(pages)))
     if set(kept) - set(pages):
-        problems.append("%d pages makedumpfile -d 31 keeps are missing, e.g. pfn %s"
-                        % (found["n_only_makedumpfile"], [hex(p) for p in found["only_makedumpfile"][:5]]))
+        problems.append("%d pages makedumpfile -d %d keeps are missing, e.g. pfn %s"
+                        % (found["n_only_makedumpfile"], level, [hex(p) for p in found["only_makedumpfile"][:5]]))
     if set(pages) - set(kept) - partial:
-        problems.append("%d whole pages kept that makedumpfile -d 31 drops, e.g. pfn %s"
-                        % (len(set(pages) - set(kept) - partial), [hex(p) for p in sorted(set(pages) - set(kept) - partial)[:5]]))
+        extra = sorted(set(pages) - set(kept) - partial)
+        problems.append("%d whole pages kept that makedumpfile -d %d drops, e.g. pfn %s"
+                        % (len(extra), level, [hex(p) for p in extra[:5]]))
     # the kernel log kdump-config saved (through the shim: fastdump) against both tools' on the raw copy
     with open(dmesg, "rb") as f:
         saved = f.read()
@@ -489,13 +490,14 @@ def flow(crashkernel=CRASHKERNEL, makedump_args=None, makedumpfile=None, log=pri
     t0 = time.monotonic()
     phases = boot(info, work, crashkernel, makedump_args, makedumpfile, log=log)
     facts = console_facts(os.path.join(work, "serial.log"))
-    found = check(work, facts, log=log)
+    level = re.search(r"-d\s*(\d+)", makedump_args or "-d 31")      # kdump-config's default: -d 31
+    found = check(work, facts, int(level.group(1)) if level else 31)
     result = {"crashkernel": crashkernel, "makedump_args": makedump_args, "guest_mib": MEM_MIB,
               "kernel": info["release"], "phases": phases,
               "boot_and_check_seconds": round(time.monotonic() - t0, 1), **facts, **found}
     with open(os.path.join(work, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
-    for name in ("root.img", "dump.rebuilt", "makedumpfile-d31"):     # large, and rebuilt by every run
+    for name in ("root.img", "dump.rebuilt", "makedumpfile-reference"):     # large, and rebuilt by every run
         path = os.path.join(work, name)
         if os.path.exists(path):
             os.unlink(path)
