@@ -18,12 +18,11 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 
 import pytest
 
-from . import fixtures, kernels, markers
+from . import crashtool, fixtures, kernels, markers
 from .paths import CACHE, HERE, StepError
 
 if os.environ.get("FASTDUMP_E2E", "1") == "0":
@@ -278,26 +277,11 @@ def test_fastdump_peak_memory_fits_capture_kernel(e2e):
 
 # ----------------------------------------------------------------------------- crash
 
-CRASH_COMMANDS = ("sys", "bt", "log", "kmem -i")
-
-
 def _crash(vmlinux, dumps, tmp_path):
-    """(exit status, output) of Debian's crash running CRASH_COMMANDS on ``dumps``."""
-    exe = shutil.which("crash")
-    if exe is None:
-        pytest.fail("crash is not installed (bash .ci/setup-host installs Debian's)")
-    cmds = tmp_path / "crash.cmds"
-    cmds.write_text("\n".join(CRASH_COMMANDS + ("quit",)) + "\n")
-    r = subprocess.run([exe, "-i", str(cmds), vmlinux, *dumps], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
-    return r.returncode, r.stdout
-
-
-def _without_dump_names(out, dumps):
-    """crash's output minus the header lines that name the dump files (DUMPFILES lists
-    the parts of a split set one per line)."""
-    return [line for line in out.splitlines()
-            if not line.lstrip().startswith(("DUMPFILE", "DUMPFILES")) and line.split()[:1] not in [[d] for d in dumps]]
+    try:
+        return crashtool.crash(vmlinux, dumps, tmp_path)
+    except StepError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +303,7 @@ def crash_raw(e2e, tmp_path_factory):
             or "it stops after its banner; `crash -d1` names the read that fails"))
     for cmd_marker in ("RELEASE: " + m["kernel"]["release"], "machine_kexec", "TOTAL MEM"):
         assert cmd_marker in out, (cmd_marker, out[-3000:])
-    return vmlinux, _without_dump_names(out, [raw_path(outdir)])
+    return vmlinux, crashtool.without_dump_names(out, [raw_path(outdir)])
 
 
 def test_crash_reads_fastdump_dumps_as_it_reads_the_raw_vmcore(e2e, crash_raw, tmp_path):
@@ -338,6 +322,6 @@ def test_crash_reads_fastdump_dumps_as_it_reads_the_raw_vmcore(e2e, crash_raw, t
     dumps["host split -d 31, 3 parts"] = parts
     for what, files in dumps.items():
         rc, out = _crash(vmlinux, files, tmp_path)
-        got = _without_dump_names(out, files)
+        got = crashtool.without_dump_names(out, files)
         assert rc == 0 and got == want, "%s: crash output differs from the raw vmcore's:\n%s" % (
             what, "\n".join(difflib.unified_diff(want, got, "raw", what, lineterm=""))[-4000:])
