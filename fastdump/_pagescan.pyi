@@ -2,7 +2,7 @@
 checks this stub against the built module with mypy's stubtest."""
 
 from _typeshed import ReadableBuffer, WriteableBuffer
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 NCOUNTS: int
 #: where a compound page left off at the end of a batch: (until pfn, class, head va, verify)
@@ -15,3 +15,12 @@ class ScanParams:
 
 def scan(records: ReadableBuffer, start_pfn: int, npfn: int, keep: WriteableBuffer, params: ScanParams,
          carry: Optional[_Carry], counts: WriteableBuffer, va0: Optional[int] = None) -> Optional[_Carry]: ...
+
+class Scanner:
+    """One thread's struct page scanner: reads the source's file (mmap window or pread) or read_phys."""
+    use_mmap: bool
+    sigbus_batches: int
+    def __new__(cls, params: ScanParams, *, fd: int = -1, extents: Optional[ReadableBuffer] = None,
+                 use_mmap: bool = False, read_phys: Optional[Callable[[int, int], Optional[bytes]]] = None) -> "Scanner": ...
+    def scan_chunks(self, chunks: ReadableBuffer, spans: ReadableBuffer, keep: WriteableBuffer, kb0: int,
+                    start: int, carry: Optional[_Carry], counts: WriteableBuffer) -> Tuple[Optional[_Carry], int]: ...
