@@ -28,6 +28,14 @@ from support import digests, elf_pages, kdumpfile_digests, need_tool
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh")
 BASE = os.path.join(CACHE, "bookworm-base.tar")
+
+
+def ensure_base(path, release="bookworm"):
+    """The cached debootstrap root of ``.ci/fresh-machine``; built (once) when missing."""
+    if not os.path.exists(path):
+        top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        r = subprocess.run(["bash", ".ci/fresh-machine", release, "base"], cwd=top, capture_output=True, text=True)
+        assert r.returncode == 0 and os.path.exists(path), (r.stdout + r.stderr)[-3000:]
 APT = ("dracut-core", "cpio", "linux-image-amd64", "python3-pip", "python3-dev", "build-essential", "libzstd-dev",
        "liblz4-dev", "zlib1g-dev", "liblzo2-dev", "libsnappy-dev")
 PIP = ("Cython>=3.0", "setuptools>=61", "wheel", "tqdm")
@@ -162,7 +170,7 @@ def deployed(tmp_path_factory):
     for tool in ("unshare", "chroot", "tar", "cpio", "git"):
         need_tool(tool)
     assert os.geteuid() == 0, "this test chroots into a throwaway Debian root: run it as root"
-    assert os.path.exists(BASE), f"{BASE} is missing: `bash .ci/fresh-machine bookworm setup` builds it"
+    ensure_base(BASE)
     root = prepared_root(str(tmp_path_factory.mktemp("dracut") / "root"))
     worktree_copy(os.path.join(root, "root/fastdump"))
     r = in_root(root, DEPLOY)

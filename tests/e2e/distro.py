@@ -191,9 +191,11 @@ def build_system(log=print):
     out = os.path.join(DISTRO_CACHE, system_key())
     if os.path.exists(os.path.join(out, "system.json")):
         return out
-    if not os.path.exists(BASE_TAR):
-        raise StepError("%s missing: run `bash .ci/fresh-machine %s setup` once (it builds the base root)"
-                        % (BASE_TAR, RELEASE))
+    if not os.path.exists(BASE_TAR):     # .ci/fresh-machine's cached debootstrap root, built once
+        top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        r = subprocess.run(["bash", ".ci/fresh-machine", RELEASE, "base"], cwd=top, capture_output=True, text=True)
+        if r.returncode or not os.path.exists(BASE_TAR):
+            raise StepError("building %s failed: %s" % (BASE_TAR, (r.stdout + r.stderr)[-2000:]))
     if os.path.exists(out):
         shutil.rmtree(out)
     root = os.path.join(out, "root")
