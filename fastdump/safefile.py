@@ -21,7 +21,7 @@ import stat
 import tempfile
 import time
 
-from .errors import TargetError
+from .errors import TargetError, UsageError
 
 INCOMPLETE_SUFFIX = ".incomplete"
 
@@ -233,3 +233,14 @@ def _sweep_tempdirs(beside):
             pass
         finally:
             os.close(fd)
+
+
+def require_private(path, what):
+    """A secret file (an ssh key, S3 credentials) that others may read is refused, as ssh
+    refuses such a key, with a one-line UsageError naming ``what`` it is."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UsageError(f"{what} {path}: {e.strerror}") from None
+    if st.st_mode & 0o077:
+        raise UsageError(f"{what} {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")

@@ -336,12 +336,7 @@ def ssh_argv(s, remote_command):
 
 def check_key(path):
     """ssh refuses a private key others can read; so do we, with a clearer message."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise UsageError(f"ssh key {path}: {e.strerror}") from None
-    if st.st_mode & 0o077:
-        raise UsageError(f"ssh key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+    safefile.require_private(path, "ssh key")
 
 
 def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):

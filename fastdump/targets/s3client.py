@@ -22,11 +22,11 @@ import os
 import re
 import socket
 import ssl
-import stat
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
+from .. import safefile
 from ..errors import NoSpaceError, TargetError, UsageError
 
 RETRIES = 5                  # attempts after the first, for connection errors and 5xx
@@ -92,13 +92,7 @@ class Credentials:
 
 def check_private(path):
     """A credentials file others may read is refused (as ssh refuses such a key)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise UsageError(f"S3 credentials file {path}: {e.strerror}") from None
-    if st.st_mode & 0o077:
-        raise UsageError(f"S3 credentials file {path} is readable by others "
-                         f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+    safefile.require_private(path, "S3 credentials file")
 
 
 def read_credentials_file(path, profile):
