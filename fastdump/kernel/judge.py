@@ -130,12 +130,16 @@ class PageJudge:
         (``kernel/pcp.py``); None, with a one-line note, when this kernel cannot say."""
         from .pcp import PcpPages, find_pcp_free
         from .types import NotAvailable
+        from .types.kernel import Kernel
+        kernel = getattr(self.source, "kernel", None) or Kernel(self.source)
         try:
-            return PcpPages(find_pcp_free(self.source.kernel, self.memmap))
+            return PcpPages(find_pcp_free(kernel, self.memmap))
         except NotAvailable as e:
             self.pcp_note = f"pages on per-CPU free lists are kept: {e}"
             self.warn(self.pcp_note)
             return None
+        finally:
+            kernel.forget()
 
     def _check_reserved_bit(self, enc):
         """PG_reserved (inferred as PG_private - 1) if the kernel image's own pages carry it.

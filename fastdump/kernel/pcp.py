@@ -53,8 +53,8 @@ def find_pcp_free(kernel, memmap):
 
     Raises NotAvailable when the kernel's types or symbols cannot say where the lists are."""
     k = kernel
+    cpus = _online_cpus(k)          # symbols first: BTF's load lets the name tables go
     layout = _Layout(k)
-    cpus = _online_cpus(k)
     result = PcpResult()
     for zone_va in _zones(k, layout):
         zone = _Zone(k, layout, zone_va)

@@ -13,7 +13,9 @@ count and offset is bounded by the section it lies in; reference loops are
 cut; a blob that does not parse is NotAvailable.
 """
 
+import bisect
 import struct
+from array import array
 
 from . import NotAvailable
 
@@ -42,7 +44,11 @@ class Type:
 
 
 class Btf:
-    """Parsed BTF: types by id, and struct/union/typedef names to ids."""
+    """Parsed BTF: types by id, and struct/union/typedef names to ids.
+
+    Memory stays small (a capture kernel has little): the blob is kept as it is, with the
+    position of each type's record and a sorted index of the names fastdump looks up;
+    a type is decoded when it is asked for."""
 
     def __init__(self, blob):
         if len(blob) < _HDR.size:
@@ -55,57 +61,99 @@ class Btf:
         body = len(blob) - hdr_len
         if type_off + type_len > body or str_off + str_len > body or type_len % 4:
             raise NotAvailable("BTF: sections run past the blob")
-        self._strings = blob[hdr_len + str_off:hdr_len + str_off + str_len]
-        self.types = [None]             # id 0: void
-        self.by_name = {}
-        self.enumerators = {}           # enumerator name -> value (the first one of a name)
-        self._parse(blob, hdr_len + type_off, hdr_len + type_off + type_len)
+        self._blob = blob               # kept whole: the names are looked up inside it, not copied
+        self._str0, self._str_end = hdr_len + str_off, hdr_len + str_off + str_len
+        self._at = array("I", [0])      # id -> record position; id 0: void
+        self._cache = {}
+        self._enumerators = None
+        self._index(hdr_len + type_off, hdr_len + type_off + type_len)
+
+    def __len__(self):
+        return len(self._at)
 
     def _name(self, off):
-        if off >= len(self._strings):
+        start = self._str0 + off
+        if start >= self._str_end:
             raise NotAvailable("BTF: a name lies outside the string section")
-        end = self._strings.find(b"\0", off)
-        return self._strings[off:end if end >= 0 else len(self._strings)].decode("ascii", "replace")
+        end = self._blob.find(b"\0", start, self._str_end)
+        return bytes(self._blob[start:end if end >= 0 else self._str_end]).decode("ascii", "replace")
 
-    def _parse(self, blob, pos, end):
+    def _index(self, pos, end):
+        """Check every record's extent and kind; remember where each is and, sorted by name
+        offset, the named structs/unions and the named typedefs and scalars."""
+        blob, structs, others = self._blob, array("Q"), array("Q")   # name offset << 32 | type id
         while pos < end:
             if pos + _TYPE.size > end:
                 raise NotAvailable("BTF: a type record is cut short")
-            name_off, info, size_or_type = _TYPE.unpack_from(blob, pos)
-            pos += _TYPE.size
-            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+            name_off, info, _ = _TYPE.unpack_from(blob, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             if kind not in _EXTRA and kind not in (PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
                                                   TYPE_TAG):
-                raise NotAvailable(f"BTF: unknown kind {kind} (type {len(self.types)})")
+                raise NotAvailable(f"BTF: unknown kind {kind} (type {len(self._at)})")
+            if name_off >= self._str_end - self._str0:
+                raise NotAvailable("BTF: a name lies outside the string section")
             fixed, per = _EXTRA.get(kind, (0, 0))
-            extra = fixed + per * vlen
-            if pos + extra > end:
+            if pos + _TYPE.size + fixed + per * vlen > end:
                 raise NotAvailable("BTF: a type's data runs past the type section")
-            t = Type(kind, self._name(name_off) if name_off else "", size_or_type, size_or_type)
-            if kind == ARRAY:
-                t.ref, _index, t.nelems = struct.unpack_from("<III", blob, pos)
-            elif kind in (ENUM, ENUM64):
-                step = 8 if kind == ENUM else 12
-                for i in range(vlen):
-                    e_name, lo = struct.unpack_from("<Ii" if kind == ENUM else "<II", blob, pos + step * i)
-                    value = lo if kind == ENUM else lo | struct.unpack_from("<i", blob, pos + step * i + 8)[0] << 32
-                    self.enumerators.setdefault(self._name(e_name), value)
-            elif kind in (STRUCT, UNION):
-                t.members = []
-                for i in range(vlen):
-                    m_name, m_type, m_off = struct.unpack_from("<III", blob, pos + 12 * i)
-                    bits, bitsize = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
-                    t.members.append((self._name(m_name) if m_name else "", m_type, bits, bitsize))
-            pos += extra
-            self.types.append(t)
-            if t.name and kind in (STRUCT, UNION, TYPEDEF, ENUM, ENUM64, INT, FLOAT):
-                self.by_name.setdefault((kind if kind in (STRUCT, UNION) else TYPEDEF, t.name), len(self.types) - 1)
+            if name_off:
+                if kind in (STRUCT, UNION):
+                    structs.append(name_off << 32 | len(self._at))
+                elif kind in (TYPEDEF, ENUM, ENUM64, INT, FLOAT):
+                    others.append(name_off << 32 | len(self._at))
+            self._at.append(pos)
+            pos += _TYPE.size + fixed + per * vlen
+        self._structs = _SortedIndex(structs)
+        self._others = _SortedIndex(others)
 
-    # -- questions --------------------------------------------------------------
     def get(self, tid):
-        if not 0 < tid < len(self.types):
+        if not 0 < tid < len(self._at):
             raise NotAvailable(f"BTF: type id {tid} out of range")
-        return self.types[tid]
+        t = self._cache.get(tid)
+        if t is None:
+            t = self._cache[tid] = self._decode(self._at[tid])
+        return t
+
+    def _decode(self, pos):
+        blob = self._blob
+        name_off, info, size_or_type = _TYPE.unpack_from(blob, pos)
+        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        pos += _TYPE.size
+        t = Type(kind, self._name(name_off) if name_off else "", size_or_type, size_or_type)
+        if kind == ARRAY:
+            t.ref, _index, t.nelems = struct.unpack_from("<III", blob, pos)
+        elif kind in (STRUCT, UNION):
+            t.members = []
+            for i in range(vlen):
+                m_name, m_type, m_off = struct.unpack_from("<III", blob, pos + 12 * i)
+                bits, bitsize = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
+                t.members.append((self._name(m_name) if m_name else "", m_type, bits, bitsize))
+        return t
+
+    @property
+    def enumerators(self):
+        """Enumerator name -> value (the first one of a name), decoded on first use."""
+        if self._enumerators is None:
+            out = {}
+            for pos in self._at[1:]:
+                _, info, _ = _TYPE.unpack_from(self._blob, pos)
+                kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+                if kind not in (ENUM, ENUM64):
+                    continue
+                step, at = (8 if kind == ENUM else 12), pos + _TYPE.size
+                for i in range(vlen):
+                    e_name, lo = struct.unpack_from("<Ii" if kind == ENUM else "<II", self._blob, at + step * i)
+                    value = lo if kind == ENUM else lo | struct.unpack_from("<i", self._blob, at + step * i + 8)[0] << 32
+                    out.setdefault(self._name(e_name), value)
+            self._enumerators = out
+        return self._enumerators
+
+    def _name_offset(self, name):
+        """Where ``name`` is in the string section (kernel BTF has each string once), or None."""
+        key = name.encode("ascii", "replace") + b"\0"
+        if self._blob.startswith(key, self._str0, self._str_end):
+            return 0
+        at = self._blob.find(b"\0" + key, self._str0, self._str_end)
+        return None if at < 0 else at + 1 - self._str0
 
     def resolve(self, tid):
         """Follow typedef/const/volatile/restrict/type tags to the type they name."""
@@ -130,11 +178,11 @@ class Btf:
         raise NotAvailable(f"BTF: type {t.name or tid} has no size")
 
     def struct_id(self, name):
-        for kind in (STRUCT, UNION):
-            tid = self.by_name.get((kind, name))
-            if tid is not None:
-                return tid
-        tid = self.by_name.get((TYPEDEF, name))
+        off = self._name_offset(name)
+        tid = None if off is None else self._structs.first(off)
+        if tid is not None:
+            return tid
+        tid = None if off is None else self._others.first(off)
         if tid is not None:
             return self.resolve(tid)[0]
         raise NotAvailable(f"BTF: no struct or union {name!r}")
@@ -179,4 +227,18 @@ class Btf:
                 inner = self._find(m_type, name, depth + 1)
                 if inner is not None:
                     return m_bits + inner[0], inner[1], inner[2]
+        return None
+
+
+class _SortedIndex:
+    """(name offset, type id) pairs packed as ``offset << 32 | id`` and sorted: the first id
+    of a name by bisection, in 8 bytes a name."""
+
+    def __init__(self, packed):
+        self.keys = array("Q", sorted(packed))
+
+    def first(self, key):
+        i = bisect.bisect_left(self.keys, key << 32)
+        if i < len(self.keys) and self.keys[i] >> 32 == key:
+            return self.keys[i] & 0xFFFFFFFF
         return None

@@ -23,6 +23,8 @@ any table is out of bounds, the symbols are "not available" — never wrong.
 """
 
 import struct
+import sys
+from array import array
 
 from ..vtop import U64
 from . import NotAvailable
@@ -40,10 +42,15 @@ _TABLES = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kalls
 
 
 class Symbols:
-    """Name -> address (and type letter) for every kallsyms symbol of the crashed kernel."""
+    """Name -> address (and type letter) of the crashed kernel's kallsyms symbols.
 
-    def __init__(self, read, vmcoreinfo):
-        """``read(va, size)`` returns kernel virtual memory (raising on what is missing)."""
+    Memory stays small (a capture kernel has little): the tables are kept as they are in
+    the dump (a few MiB) and a name is found by decoding the names in order, once per
+    name asked (a fraction of a second); answers are remembered."""
+
+    def __init__(self, read, vmcoreinfo, *, prefetch=()):
+        """``read(va, size)`` returns kernel virtual memory (raising on what is missing);
+        ``prefetch``: names looked up in the same pass as VMCOREINFO's own symbols."""
         vi = vmcoreinfo
         missing = [t for t in _TABLES if vi is None or t not in vi.symbols]
         if missing:
@@ -56,22 +63,21 @@ class Symbols:
         count = struct.unpack("<I", _read(read, where["kallsyms_num_syms"], 4))[0]
         if not 0 < count <= MAX_SYMBOLS:
             raise NotAvailable(f"kallsyms: kallsyms_num_syms={count} is not plausible")
-        tokens = self._tokens(where)
-        names, types = self._names(where["kallsyms_names"], count, tokens)
-        offsets = struct.unpack(f"<{count}i", _read(read, where["kallsyms_offsets"], 4 * count))
+        self.count = count
+        self._where = where
+        self._tokens = self._token_strings(where)
+        self._names, self._starts = self._names_table(where["kallsyms_names"], count)
+        self._offsets = array("i", _read(read, where["kallsyms_offsets"], 4 * count))
+        if sys.byteorder != "little":
+            self._offsets.byteswap()
         base = None
         if "kallsyms_relative_base" in where:
             base = struct.unpack("<Q", _read(read, where["kallsyms_relative_base"], 8))[0]
-        self.rule, addresses = _choose_rule(offsets, base, where["kallsyms_offsets"], names, vi)
-        self.count = count
-        self._by_name = {}
-        self._type = {}
-        for name, kind, addr in zip(names, types, addresses):
-            if name not in self._by_name:          # the first of same-named statics, as kallsyms_lookup_name
-                self._by_name[name] = addr
-                self._type[name] = kind
+        self._found = {}            # name -> (index, type letter); None: not a symbol
+        self.rule, self._addr_of = _choose_rule(self._offsets, base, where["kallsyms_offsets"], self, vi,
+                                                prefetch)
 
-    def _tokens(self, where):
+    def _token_strings(self, where):
         index = struct.unpack("<256H", _read(self._read, where["kallsyms_token_index"], 512))
         span = max(index) + KSYM_NAME_LEN
         table = _read(self._read, where["kallsyms_token_table"], span, partial=True)
@@ -83,40 +89,81 @@ class Symbols:
             tokens.append(table[off:end])
         return tokens
 
-    def _names(self, va, count, tokens):
-        names, types = [], []
+    def _names_table(self, va, count):
+        """kallsyms_names as it is (every entry checked to lie inside it) and where each entry starts."""
         buf = _Stream(self._read, va)
+        raw, starts = bytearray(), array("I")
         for _ in range(count):
-            length = buf.take(1)[0]
+            starts.append(len(raw))
+            head = buf.take(1)
+            length = head[0]
             if length & 0x80:
-                length = (length & 0x7F) | (buf.take(1)[0] << 7)
+                head += buf.take(1)
+                length = (length & 0x7F) | (head[1] << 7)
             if length == 0:
                 raise NotAvailable("kallsyms: a kallsyms_names entry is empty")
-            full = b"".join(tokens[t] for t in buf.take(length))
-            if len(full) < 2 or len(full) > KSYM_NAME_LEN:
-                raise NotAvailable("kallsyms: a symbol name has an impossible length")
-            types.append(chr(full[0]))
-            names.append(full[1:].decode("ascii", "replace"))
-        return names, types
+            raw += head
+            raw += buf.take(length)
+        return raw, starts
+
+    def _decode(self, i):
+        raw, pos = self._names, self._starts[i]
+        length = raw[pos]
+        pos += 1
+        if length & 0x80:
+            length = (length & 0x7F) | (raw[pos] << 7)
+            pos += 1
+        tokens = self._tokens
+        full = b"".join([tokens[t] for t in raw[pos:pos + length]])
+        if len(full) < 2 or len(full) > KSYM_NAME_LEN:
+            raise NotAvailable("kallsyms: a symbol name has an impossible length")
+        return full
+
+    def find(self, names):
+        """Look ``names`` up in one pass over the table (the first of same-named statics wins,
+        as kallsyms_lookup_name); remembers the answers."""
+        wanted = {n.encode("ascii", "replace") for n in names if n not in self._found}
+        if wanted:
+            self._tables()
+            for i in range(self.count):
+                full = self._decode(i)
+                name = full[1:]
+                if name in wanted:
+                    self._found[name.decode("ascii")] = (i, chr(full[0]))
+                    wanted.discard(name)
+                    if not wanted:
+                        break
+            for n in wanted:
+                self._found[n.decode("ascii", "replace")] = None
+        return {n: self._found.get(n) for n in names}
+
+    def compact(self):
+        """Keep only the names already found; the tables (a few MiB) go, and a name not asked
+        before is then read from the dump again (once, all the tables)."""
+        self._names = None
+
+    def _tables(self):
+        if self._names is None:
+            self._names, self._starts = self._names_table(self._where["kallsyms_names"], self.count)
 
     # -- look-ups -------------------------------------------------------------
     def address(self, name):
         """The address of ``name``; NotAvailable when the kernel has no such symbol."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise NotAvailable(f"kallsyms: no symbol {name!r}") from None
+        hit = self.find([name])[name]
+        if hit is None:
+            raise NotAvailable(f"kallsyms: no symbol {name!r}")
+        return self._addr_of(hit[0], self._offsets[hit[0]])
 
     def kind(self, name):
         """The type letter /proc/kallsyms shows (``T`` text, ``D`` data, ``b`` local bss...)."""
         self.address(name)
-        return self._type[name]
+        return self._found[name][1]
 
     def __contains__(self, name):
-        return name in self._by_name
+        return self.find([name])[name] is not None
 
     def __len__(self):
-        return len(self._by_name)
+        return self.count
 
 
 class _Stream:
@@ -172,7 +219,7 @@ def _rules(offsets, base, offsets_va):
     yield "place-relative", lambda i, o: (offsets_va + 4 * i + o) & U64
 
 
-def _choose_rule(offsets, base, offsets_va, names, vi):
+def _choose_rule(offsets, base, offsets_va, symbols, vi, prefetch=()):
     """The one rule under which VMCOREINFO's own symbols are where it says."""
     checks = []
     for name in vi.symbols:
@@ -182,13 +229,11 @@ def _choose_rule(offsets, base, offsets_va, names, vi):
             checks.append((name, vi.symbols[name]))
         except Exception:           # a garbled VMCOREINFO line: not a witness
             continue
-    index = {}
-    for i, n in enumerate(names):
-        index.setdefault(n, i)
-    witnesses = [(index[n], va) for n, va in checks if n in index]
+    found = symbols.find([n for n, _ in checks] + list(prefetch))      # one pass over the names
+    witnesses = [(found[n][0], va) for n, va in checks if found[n] is not None]
     if len(witnesses) < 3:
         raise NotAvailable("kallsyms: too few VMCOREINFO symbols to check the tables against")
     for rule, addr_of in _rules(offsets, base, offsets_va):
         if all(addr_of(i, offsets[i]) == va for i, va in witnesses):
-            return rule, [addr_of(i, o) for i, o in enumerate(offsets)]
+            return rule, addr_of
     raise NotAvailable("kallsyms: no address rule puts VMCOREINFO's symbols where it says")

@@ -19,6 +19,8 @@ from . import NotAvailable
 from .btf import Btf, MAX_BTF_BYTES
 from .kallsyms import Symbols
 
+#: symbols found in the same pass as the checks (BTF, and what the per-CPU free lists need)
+PREFETCH = ("__start_BTF", "__stop_BTF", "nr_cpu_ids", "__cpu_online_mask", "__per_cpu_offset")
 #: no kernel struct is near this; a larger answer means a corrupt BTF
 MAX_STRUCT_BYTES = 1 << 24
 
@@ -80,7 +82,8 @@ class Kernel:
     @property
     def symbols(self):
         if self._symbols is None:
-            self._symbols = self._once("symbols", lambda: Symbols(self.read, self.dump.vmcoreinfo))
+            self._symbols = self._once("symbols", lambda: Symbols(self.read, self.dump.vmcoreinfo,
+                                                                  prefetch=PREFETCH))
         return self._symbols
 
     @property
@@ -91,9 +94,13 @@ class Kernel:
 
     def _load_btf(self):
         start, stop = self.symbols.address("__start_BTF"), self.symbols.address("__stop_BTF")
+        self.symbols.compact()          # the name tables are not needed while BTF is in memory
         if not 0 < stop - start <= MAX_BTF_BYTES:
             raise NotAvailable(f"BTF: __stop_BTF - __start_BTF = {stop - start} bytes is not plausible")
-        btf = Btf(self.read(start, stop - start))
+        blob = bytearray(stop - start)        # read in pieces: one copy of the blob, not two
+        for off in range(0, len(blob), 1 << 20):
+            blob[off:off + (1 << 20)] = self.read(start + off, min(1 << 20, len(blob) - off))
+        btf = Btf(blob)
         _agree_with_vmcoreinfo(btf, self.dump.vmcoreinfo)
         return btf
 
@@ -137,11 +144,16 @@ class Kernel:
             raise NotAvailable(f"{struct_name}.{path} is a bitfield")
         return m.offset
 
+    def forget(self):
+        """Let go of the tables (a few MiB): a capture kernel needs that memory for the copy.
+        They are read again if asked for."""
+        self._symbols = self._btf = None
+
     def available(self):
         """One line: what this dump can answer."""
         parts = []
         for what, get in (("kallsyms", lambda: f"{len(self.symbols)} symbols"),
-                          ("BTF", lambda: f"{len(self.btf.types) - 1} types")):
+                          ("BTF", lambda: f"{len(self.btf) - 1} types")):
             try:
                 parts.append(f"{what}: {get()}")
             except NotAvailable as e:
