@@ -34,7 +34,7 @@ from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_
 from fastdump.testing.kernel_layout import KernelLayout, MiB
 from fastdump.testing.printk_layout import PrintkLayout
 
-from support import digests, elf_pages, kdumpfile_digests, need_tool
+from support import digests, dmesg_without_caller_column, elf_pages, kdumpfile_digests, need_tool
 
 RAM = 64 * MiB
 #: an option makedumpfile 1.7.2 accepts (and ignores on a vmcore that is not Xen's) and fastdump
@@ -282,14 +282,5 @@ def test_kdump_config_dmesg_through_fastdump(tmp_path, kdump_tools):
     dump = saved_dump(r, crash, dmesg=True)
     assert "saved dmesg content in" in r.stdout + r.stderr and "makedumpfile.distrib" not in r.stderr, r.stderr
     stamp = os.path.basename(os.path.dirname(dump))
-    # makedumpfile prints bytes >= 0x80 through a signed char: \xffffffc3 for \xc3 (as in test_dmesg),
-    # and from 1.7.5 on (Debian 13) a caller column "[    T1] " that fastdump's makedumpfile
-    # form, like 1.7.2 (Debian 12), leaves out: the log itself must be the same
-    # (continuation lines are indented by its width too)
-    theirs_text = re.sub(rb"\\xffffff([0-9a-f]{2})", rb"\\x\1", theirs.read_bytes())
-    column = re.compile(rb"(?m)^(\[\s*\d+\.\d{6}\] )\[\s*[TC]\d+\] ")
-    m = column.search(theirs_text)
-    if m:
-        theirs_text = column.sub(rb"\1", theirs_text)
-        theirs_text = re.sub(rb"(?m)^" + b" " * (m.end() - m.end(1)) + rb"(?= )", b"", theirs_text)
+    theirs_text = dmesg_without_caller_column(theirs.read_bytes())
     assert (crash / stamp / f"dmesg.{stamp}").read_bytes() == theirs_text

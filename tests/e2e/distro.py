@@ -479,8 +479,8 @@ def check(work, facts, level=31):
     if os.path.exists(theirs):
         os.unlink(theirs)
     run([support.need_tool("makedumpfile"), "--dump-dmesg", raw, theirs], timeout=300, what="makedumpfile --dump-dmesg")
-    with open(theirs, "rb") as f:
-        if f.read() != saved:
+    with open(theirs, "rb") as f:       # Debian 13's makedumpfile adds a caller column: left out
+        if support.dmesg_without_caller_column(f.read()) != saved:
             problems.append("dmesg.%s differs from makedumpfile --dump-dmesg of the raw vmcore" % stamp)
     ours = subprocess.run([sys.executable, "-m", "fastdump", "dmesg", raw], cwd=REPO, capture_output=True, timeout=300)
     if ours.returncode or ours.stdout != saved:
