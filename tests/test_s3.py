@@ -226,15 +226,7 @@ def test_radosgw_killed_mid_upload_leaves_no_object_and_the_fallback_gets_the_du
     local = tmp_path / "local"
     proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/", "--target", str(local)],
                             env=rgw.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_upload(rgw, bucket, proc)
-        rgw.kill_rgw()
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        rgw.start_rgw()
-    assert _abort_open_uploads(rgw, bucket), "the killed upload should be left open, not completed"
+    err = _kill_rgw_mid_upload(rgw, bucket, proc)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "failed" in err and "trying" in err
     source = elf_pages(big_vmcore)
@@ -353,18 +345,25 @@ def test_endpoint_with_a_password_is_refused(rgw, vmcore):
     assert r.returncode != 0 and "hunter2" not in r.stderr and "Traceback" not in r.stderr
 
 
-def test_radosgw_killed_with_no_fallback_exits_non_zero(rgw, bucket, big_vmcore):
-    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _kill_rgw_mid_upload(rgw, bucket, proc):
+    """Stop radosgw once the run's upload has begun, start it again after the run; the
+    upload must have been left open, never completed.  Returns the run's stderr."""
     try:
         _wait_for_upload(rgw, bucket, proc)
         rgw.kill_rgw()
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
         rgw.start_rgw()
     assert _abort_open_uploads(rgw, bucket), "the killed upload should be left open, not completed"
+    return err
+
+
+def test_radosgw_killed_with_no_fallback_exits_non_zero(rgw, bucket, big_vmcore):
+    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = _kill_rgw_mid_upload(rgw, bucket, proc)
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert len(err.strip().splitlines()[-1]) < 400
     assert objects(rgw, bucket) == {}
