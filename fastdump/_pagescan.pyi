@@ -4,7 +4,6 @@ checks this stub against the built module with mypy's stubtest."""
 from _typeshed import ReadableBuffer, WriteableBuffer
 from typing import Any, Callable, Optional, Tuple
 
-NCOUNTS: int
 #: where a compound page left off at the end of a batch: (until pfn, class, head va, verify)
 _Carry = Tuple[int, int, int, int]
 

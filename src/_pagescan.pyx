@@ -33,31 +33,14 @@ cdef extern from "fd_sigbus.h":
 
 fd_bus_install()
 
-# class indexes (counts[]) -- keep in sync with fastdump.kernel.pagetypes.CLASSES
-DEF C_FREE = 0
-DEF C_CACHE = 1
-DEF C_CACHE_PRI = 2
-DEF C_USER = 3
-DEF C_HWPOISON = 4
-DEF C_OFFLINE = 5
-DEF C_UNCLASSIFIED = 6
-DEF C_FREE_SEEN = 7       # buddy/unaccepted pages seen (any dump level), for the self-check
-DEF C_PROTECTED = 8       # would have been dropped but lie in the kernel image
-DEF C_SLAB = 9            # slab pages seen (kept)
-NCOUNTS = 10
+# class indexes (counts[]) and layout modes: one definition, fastdump/_pageclass.pxd
+from fastdump._pageclass cimport (
+    C_FREE, C_CACHE, C_CACHE_PRIVATE, C_USER, C_HWPOISON, C_OFFLINE, C_UNCLASSIFIED, C_FREE_SEEN,
+    C_PROTECTED, C_SLAB, NCOUNTS, TYPE_FULL, TYPE_TOPBYTE, ORDER_U8, ORDER_FLAGS, HUGETLB_DTOR,
+    HUGETLB_FLAG, HUGETLB_TYPE)
 
-DEF TYPE_NONE = 0
-DEF TYPE_FULL = 1
-DEF TYPE_TOPBYTE = 2
-DEF ORDER_NONE = 0
-DEF ORDER_U8 = 1
-DEF ORDER_FLAGS = 2
-DEF HUGETLB_NONE = 0
-DEF HUGETLB_DTOR = 1
-DEF HUGETLB_FLAG = 2
-DEF HUGETLB_TYPE = 3
-
-DEF MAX_COMPOUND_ORDER = 30
+cdef enum:
+    MAX_COMPOUND_ORDER = 30
 
 
 cdef struct Params:
@@ -153,7 +136,7 @@ cdef inline void drop(uint8_t* keep, Py_ssize_t i, int cls, uint64_t pfn, const 
     if not (keep[i >> 3] & bit):
         return
     if P.prot_start <= pfn < P.prot_end and not image_page_released(P, r):
-        counts[C_PROTECTED] += 1
+        counts[<int>C_PROTECTED] += 1
         return
     keep[i >> 3] &= <uint8_t>~bit
     counts[cls] += 1
@@ -194,7 +177,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
         if (P.slab and (flags & P.slab) != 0) or type_is(P, mc, P.has_slabtype, P.slabtype):
             is_slab = 1
         if is_slab:
-            counts[C_SLAB] += 1
+            counts[<int>C_SLAB] += 1
         # -- free (buddy) --------------------------------------------------
         if not is_slab and type_is(P, mc, P.has_buddy, P.buddy):
             private_ = rd64(r, P.off_private)
@@ -202,10 +185,10 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
                     or (pfn & ((1ULL << private_) - 1)) != 0
                     or (pfn >> P.section_shift) != ((pfn + (1ULL << private_) - 1) >> P.section_shift)):
                 if present(keep, kb + i):
-                    counts[C_UNCLASSIFIED] += 1
+                    counts[<int>C_UNCLASSIFIED] += 1
                 continue
             nr = 1ULL << private_
-            counts[C_FREE_SEEN] += nr
+            counts[<int>C_FREE_SEEN] += nr
             if lvl & 16:
                 drop(keep, kb + i, C_FREE, pfn, r, P, counts)
                 if nr > 1:
@@ -217,9 +200,9 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
             nr = 1ULL << (P.nr_orders - 1)
             if (pfn & (nr - 1)) != 0:
                 if present(keep, kb + i):
-                    counts[C_UNCLASSIFIED] += 1
+                    counts[<int>C_UNCLASSIFIED] += 1
                 continue
-            counts[C_FREE_SEEN] += nr
+            counts[<int>C_FREE_SEEN] += nr
             if lvl & 16:
                 drop(keep, kb + i, C_FREE, pfn, r, P, counts)
                 C.until = pfn + nr
@@ -244,7 +227,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
                 hugetlb = type_is(P, mc, 1, P.hugetlbtype)
             if order >= MAX_COMPOUND_ORDER or (pfn & ((1ULL << order) - 1)) != 0:
                 if present(keep, kb + i):
-                    counts[C_UNCLASSIFIED] += 1
+                    counts[<int>C_UNCLASSIFIED] += 1
                 continue
             if order > 0 and not (P.off_chead >= 0 and P.have_va):
                 order = 0              # cannot verify tails: head alone, tails kept
@@ -261,7 +244,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
         if (lvl & 2) and is_cache and not is_priv and not is_anon:
             cls = C_CACHE
         elif (lvl & 4) and is_cache and not is_anon:
-            cls = C_CACHE_PRI if is_priv else C_CACHE
+            cls = C_CACHE_PRIVATE if is_priv else C_CACHE
         elif (lvl & 8) and (is_anon or hugetlb) and not is_slab:
             cls = C_USER
         elif P.hwpoison and (flags & P.hwpoison):
@@ -270,7 +253,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
             cls = C_OFFLINE
         if cls < 0:
             continue
-        if cls == C_CACHE or cls == C_CACHE_PRI:
+        if cls == C_CACHE or cls == C_CACHE_PRIVATE:
             if P.lru == 0 and P.swapcache == 0:
                 continue
         nr = 1ULL << order
@@ -286,7 +269,7 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
                     break
             if not ok:
                 if present(keep, kb + i):
-                    counts[C_UNCLASSIFIED] += 1
+                    counts[<int>C_UNCLASSIFIED] += 1
                 continue
         drop(keep, kb + i, cls, pfn, r, P, counts)
         if nr > 1:
@@ -386,12 +369,12 @@ def scan(const uint8_t[::1] records, uint64_t start_pfn, Py_ssize_t npfn, uint8_
 
 # ------------------------------------------------------------------ whole ranges --
 
-DEF BATCH = 8192              # pfns per batch: the same batches as one scan() call each
-DEF SMALL = 64                # a batch that cannot be read whole is tried in pieces of this
-DEF MAP_WINDOW = 4194304      # bytes mapped at once per scanner (counted in RSS while mapped)
-DEF NCOUNTS_C = 10            # = NCOUNTS
-DEF CHUNK_FIELDS = 6          # a, b, has_va, va, first span, end span
-DEF U64MAX = 0xFFFFFFFFFFFFFFFF
+cdef enum:
+    BATCH = 8192              # pfns per batch: the same batches as one scan() call each
+    SMALL = 64                # a batch that cannot be read whole is tried in pieces of this
+    MAP_WINDOW = 4194304      # bytes mapped at once per scanner (counted in RSS while mapped)
+    CHUNK_FIELDS = 6          # a, b, has_va, va, first span, end span
+cdef uint64_t U64MAX = 0xFFFFFFFFFFFFFFFFULL
 
 
 cdef struct Span:
@@ -429,7 +412,7 @@ cdef class Scanner:
     cdef readonly int sigbus_batches
     # a batch's state before it ran, to run it again with pread after a SIGBUS
     cdef uint8_t saved_keep[1026]       # BATCH / 8 + 2
-    cdef uint64_t saved_counts[NCOUNTS_C]
+    cdef uint64_t saved_counts[NCOUNTS]
     cdef Carry saved_carry
     cdef uint64_t saved_nbytes
 
@@ -629,7 +612,7 @@ cdef class Scanner:
         if rc <= 0:
             return rc
         if b - a <= SMALL:
-            counts[C_UNCLASSIFIED] += bits_set(keep, kb, b - a)
+            counts[<int>C_UNCLASSIFIED] += bits_set(keep, kb, b - a)
             memset(C, 0, sizeof(Carry))
             return 0
         x = a
@@ -639,7 +622,7 @@ cdef class Scanner:
             if rc < 0:
                 return rc
             if rc:
-                counts[C_UNCLASSIFIED] += bits_set(keep, kb + (x - a), y - x)
+                counts[<int>C_UNCLASSIFIED] += bits_set(keep, kb + (x - a), y - x)
                 memset(C, 0, sizeof(Carry))
             x = y
         return 0
@@ -647,13 +630,13 @@ cdef class Scanner:
     cdef void _save(self, const uint8_t* keep, Py_ssize_t kb, uint64_t n, const Carry* C,
                     const uint64_t* counts) noexcept nogil:
         memcpy(self.saved_keep, keep + (kb >> 3), ((kb + n + 7) >> 3) - (kb >> 3))
-        memcpy(self.saved_counts, counts, NCOUNTS_C * sizeof(uint64_t))
+        memcpy(self.saved_counts, counts, NCOUNTS * sizeof(uint64_t))
         self.saved_carry = C[0]
         self.saved_nbytes = self.nbytes
 
     cdef void _restore(self, uint8_t* keep, Py_ssize_t kb, uint64_t n, Carry* C, uint64_t* counts) noexcept nogil:
         memcpy(keep + (kb >> 3), self.saved_keep, ((kb + n + 7) >> 3) - (kb >> 3))
-        memcpy(counts, self.saved_counts, NCOUNTS_C * sizeof(uint64_t))
+        memcpy(counts, self.saved_counts, NCOUNTS * sizeof(uint64_t))
         C[0] = self.saved_carry
         self.nbytes = self.saved_nbytes
 
@@ -669,7 +652,7 @@ cdef class Scanner:
                 b = min(b0, a - a % BATCH + BATCH)
                 kb = kb0 + <Py_ssize_t>(a - start)
                 if not ch[CHUNK_FIELDS * c + 2]:            # no memory map here
-                    counts[C_UNCLASSIFIED] += bits_set(keep, kb, b - a)
+                    counts[<int>C_UNCLASSIFIED] += bits_set(keep, kb, b - a)
                     memset(C, 0, sizeof(Carry))
                     a = b
                     continue

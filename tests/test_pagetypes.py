@@ -90,7 +90,5 @@ def test_page_classes_come_from_one_enum():
     (fastdump/_pageclass.pxd); the names are part of --stats-json."""
     from fastdump._pageclass import PageClass
 
-    from fastdump import _pagescan
     assert pt.CLASSES == ("free", "cache", "cache_private", "user", "hwpoison", "offline", "unclassified")
     assert [PageClass["C_" + c.upper()] for c in pt.CLASSES] == list(range(len(pt.CLASSES)))
-    assert _pagescan.NCOUNTS == PageClass.NCOUNTS

@@ -23,17 +23,15 @@ Eras (x86_64), as seen in VMCOREINFO:
 
 from dataclasses import dataclass, field
 
-from .._pageclass import PageClass
+from .._pageclass import HugetlbMode, OrderMode, PageClass, TypeMode
 from .levels import DumpLevel
 
 U32 = 0xFFFFFFFF
 
-# type_mode
-TYPE_NONE, TYPE_FULL, TYPE_TOPBYTE = 0, 1, 2
-# order_mode
-ORDER_NONE, ORDER_U8, ORDER_FLAGS = 0, 1, 2
-# hugetlb_mode
-HUGETLB_NONE, HUGETLB_DTOR, HUGETLB_FLAG, HUGETLB_TYPE = 0, 1, 2, 3
+# the layout modes the compiled scan takes (fastdump/_pageclass.pxd defines them once)
+TYPE_NONE, TYPE_FULL, TYPE_TOPBYTE = TypeMode
+ORDER_NONE, ORDER_U8, ORDER_FLAGS = OrderMode
+HUGETLB_NONE, HUGETLB_DTOR, HUGETLB_FLAG, HUGETLB_TYPE = HugetlbMode
 
 # the names judge.py uses
 DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE,

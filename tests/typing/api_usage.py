@@ -6,7 +6,8 @@ import pathlib
 from typing import Dict, List, Optional
 
 import fastdump
-from fastdump import _core, _pagescan
+from fastdump import _core
+from fastdump._pageclass import PageClass
 from fastdump.errors import FastdumpError, UsageError
 
 
@@ -35,5 +36,5 @@ def capture(src: str, dest: pathlib.Path) -> int:
 def core(buf: bytearray) -> int:
     versions: Dict[str, str] = _core.library_versions()
     runs = _core.bitmap_runs(buf, len(buf) * 8)
-    counts = bytearray(8 * _pagescan.NCOUNTS)
+    counts = bytearray(8 * PageClass.NCOUNTS)
     return _core.bitmap_count(buf, len(buf) * 8) + len(versions) + sum(b - a for a, b in runs) + len(counts)
