@@ -14,7 +14,7 @@ import os
 import struct
 
 from ..errors import FastdumpError, FormatError, TargetError
-from ..targets.sinks import FileSink
+from ..targets.sinks import FileSink, InOrderSink
 from . import kdump, salvage
 
 SIGNATURE = b"makedumpfile"
@@ -30,15 +30,13 @@ def stream_header():
     return HEADER.pack(SIGNATURE.ljust(16, b"\0"), TYPE_FLAT_HEADER, VERSION).ljust(4096, b"\0")
 
 
-class FlatSink:
+class FlatSink(InOrderSink):
     """A sink that turns ``pwrite(data, offset)`` into flattened records on a stream."""
 
     def __init__(self, stream, *, name="<stdout>", fsync=False):
+        super().__init__(name)
         self.stream = stream
-        self.name = name
         self.fsync = fsync
-        self.bytes_written = 0
-        self.size = 0
         self.path = self.temp_path = name
         self._write(stream_header())
 
@@ -56,18 +54,7 @@ class FlatSink:
             return  # a zero-sized record would end makedumpfile -R early
         self._write(RECORD.pack(offset, n))
         self._write(data)
-        self.bytes_written += n
-        self.size = max(self.size, offset + n)
-
-    def reserve(self, size, *, allocate=False):
-        """A rebuilt stream has only the records sent: nothing to do here."""
-
-    def settle(self):
-        """Records go out in order: a failed one raised before the writer counted it."""
-        return []
-
-    def barrier(self):
-        """A stream keeps its order: the header records go out first by themselves."""
+        self._count(data, offset)
 
     def commit(self):
         self._write(END)

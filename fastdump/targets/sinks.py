@@ -273,28 +273,39 @@ class LimitedSink:
         return getattr(self._sink, name)
 
 
-class NullSink:
-    """``--dry-run``: everything is computed and counted, nothing is written."""
-
-    fd, temp_path, path = -1, None, None
+class InOrderSink:
+    """A sink whose bytes leave in the order they are written (a stream, or nowhere):
+    there is nothing to lay out in advance, to settle, or to order, only to count."""
 
     def __init__(self, name):
         self.name = name
         self.bytes_written = self.size = 0
 
-    def pwrite(self, data, offset):
+    def _count(self, data, offset):
+        """Count one write; returns its size."""
         n = data.nbytes if isinstance(data, memoryview) else len(data)
         self.bytes_written += n
         self.size = max(self.size, offset + n)
+        return n
 
     def reserve(self, size, *, allocate=False):
         """Nothing to lay out."""
 
     def settle(self):
+        """Writes go out in order: a failed one raised before the writer counted it."""
         return []
 
     def barrier(self):
-        """Nothing to order."""
+        """The order of writes is the order they arrive in."""
+
+
+class NullSink(InOrderSink):
+    """``--dry-run``: everything is computed and counted, nothing is written."""
+
+    fd, temp_path, path = -1, None, None
+
+    def pwrite(self, data, offset):
+        self._count(data, offset)
 
     def commit(self):
         return self.name
