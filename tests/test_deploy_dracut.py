@@ -20,10 +20,9 @@ import subprocess
 
 import pytest
 
-from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout, MiB
+from fastdump.testing.kernel_layout import MiB
 
-from support import digests, elf_pages, kdumpfile_digests, need_tool
+from support import kdumpfile_digests, kernel_vmcore, need_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("FASTDUMP_FRESH_CACHE", "/var/cache/fastdump-fresh")
@@ -157,11 +156,7 @@ echo o > /proc/sysrq-trigger
 
 @pytest.fixture(scope="module")
 def vmcore(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("src") / "vmcore")
-    layout = KernelLayout(default_ram_ranges(RAM), seed=7)
-    SyntheticVmcore(VmcoreSpec(ram_size=RAM), layout=layout).write(path)
-    pages = elf_pages(path)
-    return {"path": path, "pages": digests(pages), "kept31": set(pages) - layout.dropped_pfns(31)}
+    return kernel_vmcore(tmp_path_factory.mktemp("src") / "vmcore", RAM)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_
 from fastdump.testing.kernel_layout import KernelLayout, MiB
 from fastdump.testing.printk_layout import PrintkLayout
 
-from support import digests, dmesg_without_caller_column, elf_pages, kdumpfile_digests, need_tool
+from support import dmesg_without_caller_column, kdumpfile_digests, kernel_vmcore, need_tool
 
 RAM = 64 * MiB
 #: an option makedumpfile 1.7.2 accepts (and ignores on a vmcore that is not Xen's) and fastdump
@@ -59,11 +59,7 @@ def kdump_tools(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vmcore(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("src") / "vmcore")
-    layout = KernelLayout(default_ram_ranges(RAM), seed=7)
-    SyntheticVmcore(VmcoreSpec(ram_size=RAM), layout=layout).write(path)
-    pages = elf_pages(path)
-    return {"path": path, "pages": digests(pages), "kept31": set(pages) - layout.dropped_pfns(31)}
+    return kernel_vmcore(tmp_path_factory.mktemp("src") / "vmcore", RAM)
 
 
 def scratch_root(path, kdump_tools):
