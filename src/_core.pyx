@@ -14,11 +14,12 @@ from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memcpy, memset, memcmp
 from libc.errno cimport errno
 from posix.unistd cimport pread, lseek
-from posix.stat cimport struct_stat, fstat, S_ISREG
+from posix.stat cimport struct_stat, fstat
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 from cpython.buffer cimport PyBUF_WRITABLE
 
 from compressors cimport *
+from source_file cimport copy_extents, mappable_bytes
 
 if lzo_init() != LZO_E_OK:
     raise ImportError("liblzo2 failed to initialise")
@@ -350,19 +351,11 @@ cdef class Source:
     cdef readonly int page_size
 
     def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False):
-        cdef const uint64_t[::1] e = extents
         self.fd = fd
         self.page_size = page_size
         self.use_mmap = use_mmap
-        cdef struct_stat st
-        self.map_limit = <uint64_t>st.st_size if fd >= 0 and fstat(fd, &st) == 0 and S_ISREG(st.st_mode) \
-            else <uint64_t>-1
-        self.n_ext = e.shape[0] // 3
-        self.ext = <uint64_t*>malloc(max(1, e.shape[0]) * sizeof(uint64_t))
-        if self.ext == NULL:
-            raise MemoryError()
-        if e.shape[0]:
-            memcpy(self.ext, &e[0], e.shape[0] * sizeof(uint64_t))
+        self.map_limit = mappable_bytes(fd)
+        self.ext = copy_extents(extents, &self.n_ext)
 
     def __dealloc__(self):
         free(self.ext)

@@ -23,7 +23,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno
 from posix.unistd cimport pread
-from posix.stat cimport struct_stat, fstat, S_ISREG
+from source_file cimport copy_extents, mappable_bytes
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 
 cdef extern from "fd_sigbus.h":
@@ -402,7 +402,7 @@ cdef class Scanner:
     cdef bint mmap_broken
     cdef uint64_t map_limit
     cdef uint64_t* ext
-    cdef Py_ssize_t n_ext
+    cdef size_t n_ext
     cdef object read_phys
     cdef object error
     cdef uint8_t* buf
@@ -417,27 +417,18 @@ cdef class Scanner:
     cdef uint64_t saved_nbytes
 
     def __cinit__(self, ScanParams params, *, int fd=-1, extents=None, bint use_mmap=False, read_phys=None):
-        cdef struct_stat st
-        cdef const uint64_t[::1] e
         self.params = params
         self.fd = fd
         self.read_phys = read_phys
         if (fd < 0) == (read_phys is None):
             raise ValueError("a Scanner reads either a file (fd, extents) or read_phys")
         self.use_mmap = use_mmap and fd >= 0
-        self.map_limit = <uint64_t>st.st_size if fd >= 0 and fstat(fd, &st) == 0 and S_ISREG(st.st_mode) \
-            else <uint64_t>-1
+        self.map_limit = mappable_bytes(fd)
         self.buf = <uint8_t*>malloc((BATCH + 1) * params.p.rec)
         if self.buf == NULL:
             raise MemoryError()
         if fd >= 0:
-            e = extents
-            self.n_ext = e.shape[0] // 3
-            self.ext = <uint64_t*>malloc(max(1, e.shape[0]) * sizeof(uint64_t))
-            if self.ext == NULL:
-                raise MemoryError()
-            if e.shape[0]:
-                memcpy(self.ext, &e[0], e.shape[0] * sizeof(uint64_t))
+            self.ext = copy_extents(extents, &self.n_ext)
 
     def __dealloc__(self):
         if self.map_base != NULL:
@@ -479,7 +470,7 @@ cdef class Scanner:
     cdef int _read_file(self, uint64_t pa, size_t n, uint8_t* dst, const uint8_t** out) noexcept nogil:
         """Physical [pa, pa+n) from the file: 0, or 1 when some bytes are not in the dump
         or cannot be read.  With ``out`` and a mapping, a pointer into it (no copy)."""
-        cdef Py_ssize_t lo = 0, hi = self.n_ext, i
+        cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>self.n_ext, i
         cdef uint64_t* x
         cdef uint64_t cur = pa, end = pa + n, take, off
         cdef const uint8_t* p
@@ -494,7 +485,7 @@ cdef class Scanner:
         if i < 0:
             return 1
         while cur < end:
-            if i >= self.n_ext:
+            if i >= <Py_ssize_t>self.n_ext:
                 return 1
             x = self.ext + 3 * i
             if x[0] > cur or x[1] <= cur:
