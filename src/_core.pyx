@@ -19,7 +19,7 @@ from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 from cpython.buffer cimport PyBUF_WRITABLE
 
 from compressors cimport *
-from source_file cimport copy_extents, mappable_bytes
+from source_file cimport copy_extents, map_window, mappable_bytes
 
 if lzo_init() != LZO_E_OK:
     raise ImportError("liblzo2 failed to initialise")
@@ -485,7 +485,7 @@ cdef class Job:
         A window never crosses the extent's page-aligned chunk: /proc/vmcore refuses
         mappings that span two PT_LOADs.  Before the old window goes, the pages that
         still point into it are packed (zero-copy windows)."""
-        cdef uint64_t moff, mend, clo, chi, limit
+        cdef uint64_t moff
         if not self.src.use_mmap or self.mmap_broken or off + n > self.src.map_limit:
             return NULL
         if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
@@ -494,18 +494,7 @@ cdef class Job:
                     self._pack_upto(self.n_collected)
                 munmap(self.map_base, self.map_len)
                 self.map_base = NULL
-            clo = lo & ~(<uint64_t>4095)
-            chi = (hi + 4095) & ~(<uint64_t>4095)
-            limit = (self.src.map_limit + 4095) & ~(<uint64_t>4095)
-            if chi > limit:
-                chi = limit
-            moff = off & ~(<uint64_t>MAP_WINDOW - 1)
-            if moff < clo:
-                moff = clo
-            mend = (off + n + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
-            if mend > chi:
-                mend = chi
-            self.map_len = mend - moff
+            moff = map_window(off, n, lo, hi, self.src.map_limit, MAP_WINDOW, &self.map_len)
             self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
             if <void*>self.map_base == MAP_FAILED:
                 self.map_base = NULL

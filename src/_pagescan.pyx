@@ -23,7 +23,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno
 from posix.unistd cimport pread
-from source_file cimport copy_extents, mappable_bytes
+from source_file cimport copy_extents, map_window, mappable_bytes
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 
 cdef extern from "fd_sigbus.h":
@@ -441,24 +441,14 @@ cdef class Scanner:
         """File bytes [off, off+n) through this scanner's window, which never leaves the
         extent's file bytes [lo, hi) (/proc/vmcore maps no two PT_LOADs at once) nor
         the file; NULL when they cannot be mapped (then pread from here on)."""
-        cdef uint64_t moff, mend, clo, chi
+        cdef uint64_t moff
         if not self.use_mmap or self.mmap_broken or off + n > self.map_limit:
             return NULL
         if self.map_base == NULL or off < self.map_off or off + n > self.map_off + self.map_len:
             if self.map_base != NULL:
                 munmap(self.map_base, self.map_len)
                 self.map_base = NULL
-            clo = lo & ~(<uint64_t>4095)
-            chi = (hi + 4095) & ~(<uint64_t>4095)
-            if chi > ((self.map_limit + 4095) & ~(<uint64_t>4095)):
-                chi = (self.map_limit + 4095) & ~(<uint64_t>4095)
-            moff = off & ~(<uint64_t>MAP_WINDOW - 1)
-            if moff < clo:
-                moff = clo
-            mend = (off + n + MAP_WINDOW - 1) & ~(<uint64_t>MAP_WINDOW - 1)
-            if mend > chi:
-                mend = chi
-            self.map_len = mend - moff
+            moff = map_window(off, n, lo, hi, self.map_limit, MAP_WINDOW, &self.map_len)
             self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.fd, moff)
             if <void*>self.map_base == MAP_FAILED:
                 self.map_base = NULL

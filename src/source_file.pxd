@@ -26,3 +26,24 @@ cdef inline uint64_t* copy_extents(const uint64_t[::1] e, size_t* n_ext) except 
         memcpy(ext, &e[0], e.shape[0] * sizeof(uint64_t))
     n_ext[0] = e.shape[0] // 3
     return ext
+
+
+cdef inline uint64_t map_window(uint64_t off, size_t n, uint64_t lo, uint64_t hi, uint64_t map_limit,
+                                uint64_t window, uint64_t* length) noexcept nogil:
+    """Where to map the file so that bytes [off, off+n) are in view: its offset (the
+    length in ``length``), aligned to ``window`` but never outside the extent's
+    page-rounded bytes [lo, hi) (/proc/vmcore refuses a mapping that spans two PT_LOADs)
+    nor past the file's last page (a mapped read there is SIGBUS)."""
+    cdef uint64_t clo = lo & ~(<uint64_t>4095)
+    cdef uint64_t chi = (hi + 4095) & ~(<uint64_t>4095)
+    cdef uint64_t limit = (map_limit + 4095) & ~(<uint64_t>4095)
+    cdef uint64_t moff = off & ~(window - 1)
+    cdef uint64_t mend = (off + n + window - 1) & ~(window - 1)
+    if chi > limit:
+        chi = limit
+    if moff < clo:
+        moff = clo
+    if mend > chi:
+        mend = chi
+    length[0] = mend - moff
+    return moff
