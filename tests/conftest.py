@@ -6,24 +6,55 @@ import pytest
 from fastdump.testing.generator import MiB, make_vmcore
 
 
-@pytest.fixture(scope="session")
-def generated_vmcore(tmp_path_factory):
-    """``generated_vmcore(**spec)``: the path of a synthetic vmcore (make_vmcore's keywords),
-    generated once per spec for the whole run.  Only for tests that read it: the run fails at
-    its end if one of them was changed (a test that alters its source makes its own)."""
-    made = {}
+class _Generated:
+    """Synthetic vmcores made once per spec for the whole run (``get(spec, write)``: ``write(path)``
+    makes one and returns what the caller needs beside the path).  Only for tests that read them:
+    the run fails at its end if one was changed (a test that alters its source makes its own)."""
 
-    def get(**spec):
+    def __init__(self, tmp_path_factory):
+        self.tmp = tmp_path_factory
+        self.made = {}
+
+    def get(self, spec, write):
         key = repr(sorted(spec.items()))
-        if key not in made:
-            path = str(tmp_path_factory.mktemp("generated") / "vmcore")
-            make_vmcore(path, **spec)
-            made[key] = path, _identity(path)
-        return made[key][0]
+        if key not in self.made:
+            path = str(self.tmp.mktemp("generated") / "vmcore")
+            extra = write(path)
+            self.made[key] = path, extra, _identity(path)
+        return self.made[key][:2]
 
-    yield get
-    changed = [path for path, ident in made.values() if _identity(path) != ident]
-    assert not changed, f"tests changed shared generated vmcores: {changed}"
+    def check_unchanged(self):
+        changed = [path for path, _, ident in self.made.values() if _identity(path) != ident]
+        assert not changed, f"tests changed shared generated vmcores: {changed}"
+
+
+@pytest.fixture(scope="session")
+def _generated(tmp_path_factory):
+    made = _Generated(tmp_path_factory)
+    yield made
+    made.check_unchanged()
+
+
+@pytest.fixture(scope="session")
+def generated_vmcore(_generated):
+    """``generated_vmcore(**spec)``: the path of a synthetic vmcore (make_vmcore's keywords),
+    generated once per spec for the whole run; never to be changed by a test."""
+    def get(**spec):
+        return _generated.get(spec, lambda path: make_vmcore(path, **spec))[0]
+    return get
+
+
+@pytest.fixture(scope="session")
+def generated_kernel(_generated):
+    """``generated_kernel(ram_size, printk=None, sparse=False, **layout)``: (path, layout) of a
+    synthetic vmcore of a kernel (``KernelLayout`` keywords: encoding, seed, ...; ``printk`` a
+    kernel-log kind), generated once per spec for the whole run; never to be changed by a test."""
+    from support import write_kernel_vmcore
+
+    def get(ram_size, **spec):
+        return _generated.get(dict(spec, ram_size=ram_size, kernel=True),
+                              lambda path: write_kernel_vmcore(path, ram_size, **spec))
+    return get
 
 
 def _identity(path):

@@ -134,13 +134,23 @@ def dmesg_without_caller_column(text):
     return text
 
 
-def kernel_vmcore(path, ram_size, *, seed=7):
-    """A synthetic vmcore with a kernel layout, written to ``path``: what the deployment tests
-    feed a collector and judge its dump against (page digests, and the pages -d 31 keeps)."""
+def write_kernel_vmcore(path, ram_size, *, printk=None, sparse=False, **layout_kw):
+    """Write a synthetic vmcore of a kernel to ``path`` (``KernelLayout`` keywords: encoding,
+    seed, ...; ``printk`` a kernel-log kind); returns its layout, the truth a dump is judged by."""
     from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
     from fastdump.testing.kernel_layout import KernelLayout
+    from fastdump.testing.printk_layout import PrintkLayout
 
-    layout = KernelLayout(default_ram_ranges(ram_size), seed=seed)
-    SyntheticVmcore(VmcoreSpec(ram_size=ram_size), layout=layout).write(str(path))
+    layout = KernelLayout(default_ram_ranges(ram_size), **layout_kw)
+    if printk:
+        layout = PrintkLayout(layout, kind=printk)
+    SyntheticVmcore(VmcoreSpec(ram_size=ram_size, sparse=sparse), layout=layout).write(str(path))
+    return layout
+
+
+def kernel_vmcore(path, ram_size, *, seed=7):
+    """A synthetic kernel's vmcore, written to ``path``: what the deployment tests feed a
+    collector and judge its dump against (page digests, and the pages -d 31 keeps)."""
+    layout = write_kernel_vmcore(path, ram_size, seed=seed)
     pages = elf_pages(str(path))
     return {"path": str(path), "pages": digests(pages), "kept31": set(pages) - layout.dropped_pfns(31)}

@@ -17,8 +17,7 @@ import pytest
 
 from fastdump.errors import FastdumpError
 from fastdump.sources.vmcore import ElfSource
-from fastdump.testing.generator import GiB, MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout
+from fastdump.testing.generator import GiB, MiB
 
 judge_mod = pytest.importorskip("fastdump.kernel.judge")
 if judge_mod._pagescan is None:
@@ -31,12 +30,13 @@ LEVELS = [0, 2, 4, 8, 16, 31]
 RAM = 160 * MiB
 
 
-def write_vmcore(tmp_path_factory, name, ram=RAM, sparse=False, **kw):
-    path = str(tmp_path_factory.mktemp("vmc") / f"{name}.vmcore")
-    kw.setdefault("seed", 11)
-    layout = KernelLayout(default_ram_ranges(ram), **kw)
-    SyntheticVmcore(VmcoreSpec(ram_size=ram, sparse=sparse), layout=layout).write(path)
-    return path, layout
+@pytest.fixture(scope="session")
+def write_vmcore(generated_kernel):
+    """``write_vmcore(ram=RAM, sparse=False, **layout)``: (path, layout), made once per spec."""
+    def get(ram=RAM, sparse=False, **kw):
+        kw.setdefault("seed", 11)
+        return generated_kernel(ram, sparse=sparse, **kw)
+    return get
 
 
 def dropped_set(src, judge, *, chunk=None, order=None, rng=None):
@@ -72,8 +72,8 @@ def dropped_set(src, judge, *, chunk=None, order=None, rng=None):
 
 
 @pytest.fixture(scope="module", params=ENCODINGS)
-def encoded(request, tmp_path_factory):
-    path, layout = write_vmcore(tmp_path_factory, request.param.replace(".", "_"), encoding=request.param)
+def encoded(request, write_vmcore):
+    path, layout = write_vmcore(encoding=request.param)
     src = ElfSource(path)
     yield request.param, src, layout
     src.close()
@@ -167,8 +167,8 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_layout_variants(tmp_path_factory, variant):
-    path, layout = write_vmcore(tmp_path_factory, variant, **VARIANTS[variant])
+def test_layout_variants(write_vmcore, variant):
+    path, layout = write_vmcore(**VARIANTS[variant])
     with ElfSource(path) as src:
         msgs = []
         judge = make_judge(src, 31, warn=msgs.append)
@@ -183,11 +183,11 @@ def test_layout_variants(tmp_path_factory, variant):
 
 @pytest.mark.parametrize("encoding", ["4.x", "6.12"])
 @pytest.mark.parametrize("how", ["image_not_reserved", "no_pg_private"])
-def test_unverified_reserved_bit_keeps_whole_image(tmp_path_factory, encoding, how):
+def test_unverified_reserved_bit_keeps_whole_image(write_vmcore, encoding, how):
     """PG_reserved is inferred (PG_private - 1); when the image's own pages do not
     carry it, or PG_private is unknown, every kernel-image page is kept."""
     kw = dict(image_reserved=False) if how == "image_not_reserved" else dict(drop_keys={"NUMBER(PG_private)"})
-    path, layout = write_vmcore(tmp_path_factory, how, encoding=encoding, **kw)
+    path, layout = write_vmcore(encoding=encoding, **kw)
     with ElfSource(path) as src:
         judge = make_judge(src, 31, warn=lambda m: None)
         dropped, _ = dropped_set(src, judge)
@@ -204,8 +204,8 @@ def test_unverified_reserved_bit_keeps_whole_image(tmp_path_factory, encoding, h
     ("NUMBER(PG_lru)", 4, "cache_private"),
     ("OFFSET(page.mapping)", 8, "user"),
 ])
-def test_unknown_layout_keeps_and_warns(tmp_path_factory, key, level, kept_class):
-    path, layout = write_vmcore(tmp_path_factory, "nokey", encoding="6.12", drop_keys={key})
+def test_unknown_layout_keeps_and_warns(write_vmcore, key, level, kept_class):
+    path, layout = write_vmcore(encoding="6.12", drop_keys={key})
     with ElfSource(path) as src:
         msgs = []
         judge = make_judge(src, level, warn=msgs.append)
@@ -216,10 +216,10 @@ def test_unknown_layout_keeps_and_warns(tmp_path_factory, key, level, kept_class
         assert dropped <= layout.dropped_pfns(31)
 
 
-def test_missing_compound_info_keeps_tails(tmp_path_factory):
+def test_missing_compound_info_keeps_tails(write_vmcore):
     """A 7.x kernel seen by a tool that only knows compound_head: without either
     key, tails must not be dropped as if they were pages of their own."""
-    path, layout = write_vmcore(tmp_path_factory, "nochead", encoding="7.1",
+    path, layout = write_vmcore(encoding="7.1",
                                 drop_keys={"OFFSET(page.compound_info)"})
     with ElfSource(path) as src:
         msgs = []
@@ -229,9 +229,8 @@ def test_missing_compound_info_keeps_tails(tmp_path_factory):
         assert dropped <= layout.dropped_pfns(31)
 
 
-def test_no_vmcoreinfo_raises_only_when_needed(tmp_path):
-    path = str(tmp_path / "plain.vmcore")
-    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB)).write(path)
+def test_no_vmcoreinfo_raises_only_when_needed(generated_vmcore):
+    path = generated_vmcore(ram_size=64 * MiB)
     with ElfSource(path) as src:
         src.vmcoreinfo = None
         with pytest.raises(FastdumpError) as e:
@@ -241,8 +240,8 @@ def test_no_vmcoreinfo_raises_only_when_needed(tmp_path):
         assert not make_judge(src, 0).needs_struct_pages
 
 
-def test_unusable_struct_page_raises(tmp_path_factory):
-    path, _ = write_vmcore(tmp_path_factory, "nosize", encoding="6.12", drop_keys={"SIZE(page)"})
+def test_unusable_struct_page_raises(write_vmcore):
+    path, _ = write_vmcore(encoding="6.12", drop_keys={"SIZE(page)"})
     with ElfSource(path) as src:
         with pytest.raises(FastdumpError) as e:
             make_judge(src, 31)
@@ -268,8 +267,8 @@ BOGUS_VALUES = [
 
 
 @pytest.fixture(scope="module")
-def plain_612(tmp_path_factory):
-    path, _ = write_vmcore(tmp_path_factory, "bogus", ram=64 * MiB, encoding="6.12")
+def plain_612(write_vmcore):
+    path, _ = write_vmcore(ram=64 * MiB, encoding="6.12")
     with ElfSource(path) as src:
         yield src
 
@@ -312,8 +311,8 @@ def test_plausible_values_of_real_kernels_pass(plain_612):
         limits.check(VmcoreInfo(extra + "\n" + good), ps)
 
 
-def test_level_without_classification_reads_nothing(tmp_path_factory):
-    path, layout = write_vmcore(tmp_path_factory, "nohw", encoding="6.12", drop_keys={"NUMBER(PG_hwpoison)"})
+def test_level_without_classification_reads_nothing(write_vmcore):
+    path, layout = write_vmcore(encoding="6.12", drop_keys={"NUMBER(PG_hwpoison)"})
     with ElfSource(path) as src:
         j = make_judge(src, 1)
         assert not j.needs_struct_pages
@@ -349,10 +348,10 @@ class FilelessSource(RecordingSource):
 
 @pytest.mark.parametrize("encoding", ["5.10", "7.1"])
 @pytest.mark.parametrize("reader", [RecordingSource, FilelessSource])
-def test_no_dropped_page_is_read(tmp_path_factory, encoding, reader):
+def test_no_dropped_page_is_read(write_vmcore, encoding, reader):
     """Python reads are recorded; the C scanner reads its file only inside the spans
     it is given (checked in Scanner._read), so those are recorded as what it may read."""
-    path, layout = write_vmcore(tmp_path_factory, "rec", encoding=encoding)
+    path, layout = write_vmcore(encoding=encoding)
     with ElfSource(path) as raw:
         src = reader(raw)
         judge = make_judge(src, 31, warn=lambda m: None, threads=2)
@@ -380,8 +379,8 @@ def test_no_dropped_page_is_read(tmp_path_factory, encoding, reader):
 
 # -- big sparse dumps: bounded memory ------------------------------------------------------------
 
-def test_64gib_sparse_bounded_memory(tmp_path_factory):
-    path, layout = write_vmcore(tmp_path_factory, "big", ram=64 * GiB, sparse=True, encoding="6.12", seed=5)
+def test_64gib_sparse_bounded_memory(write_vmcore):
+    path, layout = write_vmcore(ram=64 * GiB, sparse=True, encoding="6.12", seed=5)
     with ElfSource(path) as src:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
@@ -408,11 +407,11 @@ def test_64gib_sparse_bounded_memory(tmp_path_factory):
 # -- threads and zero-copy reads ------------------------------------------------------------------
 
 @pytest.mark.parametrize("encoding", ["6.1", "6.12", "7.1"])
-def test_threaded_parts_equal_one_scan(tmp_path_factory, monkeypatch, encoding):
+def test_threaded_parts_equal_one_scan(write_vmcore, monkeypatch, encoding):
     """A range cut into parts for threads gives exactly one scan's result, also when
     blocks (buddy, compound, hugetlb) cross the cuts: the part after such a cut is
     scanned again with the carry.  Cuts every 64 pfns put many blocks across them."""
-    path, layout = write_vmcore(tmp_path_factory, "parts", encoding=encoding)
+    path, layout = write_vmcore(encoding=encoding)
     with ElfSource(path) as src:
         one = make_judge(src, 31, warn=lambda m: None, threads=1)
         want, want_counts = dropped_set(src, one)
@@ -456,10 +455,10 @@ print(json.dumps({"sigbus": judge._scanners[0].sigbus_batches, "unclassified": c
 """
 
 
-def test_sigbus_while_scanning_struct_pages(tmp_path_factory, tmp_path):
+def test_sigbus_while_scanning_struct_pages(write_vmcore, tmp_path):
     """A vmcore that shrinks while its struct pages are mapped: the batch is scanned
     again with pread, which cannot read them either: those pages are kept, unclassified."""
-    src_path, layout = write_vmcore(tmp_path_factory, "shrink", encoding="6.12")
+    src_path, layout = write_vmcore(encoding="6.12")
     path = str(tmp_path / "shrinking")
     with open(src_path, "rb") as f, open(path, "wb") as g:
         g.write(f.read())

@@ -553,13 +553,9 @@ def test_no_room_anywhere_saves_the_log_then_what_fits(logged_vmcore, tmp_path, 
     check_leftover(kept, "kdump", vmcore, min_pages=100)
 
 
-def test_no_room_for_the_level_asked_falls_back_to_31(tmp_path_factory, tmp_path):
+def test_no_room_for_the_level_asked_falls_back_to_31(tmp_path_factory, tmp_path, generated_kernel):
     """Room for level 31 but not for the level asked: a complete dump at level 31, exit 0."""
-    from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
-    from fastdump.testing.kernel_layout import KernelLayout
-    vmcore = str(tmp_path / "classes.vmcore")
-    ram = 96 * MiB
-    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=KernelLayout(default_ram_ranges(ram), seed=11)).write(vmcore)
+    vmcore, _ = generated_kernel(96 * MiB, seed=11)
     small = str(tmp_path / "at31")
     assert run("-z", "-d", "31", vmcore, small).returncode == 0
     full = str(tmp_path / "at0")

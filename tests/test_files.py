@@ -17,22 +17,17 @@ import time
 import pytest
 
 import fastdump
-from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout
-from fastdump.testing.printk_layout import PrintkLayout
+from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests
 
 VICTIM = b"precious data that is not fastdump's\n"
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, generated_kernel):
     """A small vmcore with a kernel log, and the dumps the other writers start from."""
     d = tmp_path_factory.mktemp("inputs")
-    src = str(d / "vmcore")
-    ram = 64 * MiB
-    layout = PrintkLayout(KernelLayout(default_ram_ranges(ram), encoding="6.12", seed=3))
-    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=layout).write(src)
+    src, _ = generated_kernel(64 * MiB, encoding="6.12", seed=3, printk="lockless")
     kdump_file, flat = str(d / "dump"), str(d / "flat")
     fastdump_cli("-z", "-d", "31", src, kdump_file)
     with open(flat, "wb") as f:
@@ -237,12 +232,9 @@ def test_concurrent_run_with_force_cannot_take_over_a_dump_being_written(tmp_pat
     assert got == digests(elf_pages(src))
 
 
-def test_level_list_does_not_replace_an_existing_dump(tmp_path):
+def test_level_list_does_not_replace_an_existing_dump(tmp_path, generated_kernel):
     """-d 1,31 with no room for level 1: the retry at 31 must still honour 'no -f'."""
-    src = str(tmp_path / "vmcore")
-    ram = 160 * MiB
-    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=KernelLayout(default_ram_ranges(ram), encoding="6.12",
-                                                                  seed=5)).write(src)
+    src, _ = generated_kernel(160 * MiB, encoding="6.12", seed=5)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], check=True)

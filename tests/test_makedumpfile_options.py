@@ -30,9 +30,7 @@ from dataclasses import dataclass
 import pytest
 from support import digests, elf_pages, kdumpfile_digests, need_tool
 
-from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout, MiB
-from fastdump.testing.printk_layout import PrintkLayout
+from fastdump.testing.kernel_layout import MiB
 
 RAM = 64 * MiB
 MAX_PFN = RAM // 4096 + 4096
@@ -135,7 +133,7 @@ ROWS = {
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, generated_kernel):
     """The vmcore (with a kernel log), its VMCOREINFO as a file, a settings file, and makedumpfile's
     own flattened stream and split parts of it (inputs of -R and --reassemble)."""
     sys.path.insert(0, TOP)
@@ -143,9 +141,7 @@ def world(tmp_path_factory):
     builds = makedumpfile_builds(lambda text: None)
     assert len(builds) == 2, f"need Debian 12's and Debian 13's makedumpfile, found {builds}"
     d = tmp_path_factory.mktemp("mdf")
-    vmcore = str(d / "vmcore")
-    layout = PrintkLayout(KernelLayout(default_ram_ranges(RAM), seed=7))
-    SyntheticVmcore(VmcoreSpec(ram_size=RAM), layout=layout).write(vmcore)
+    vmcore, layout = generated_kernel(RAM, seed=7, printk="lockless")
     source = elf_pages(vmcore)
     info = d / "vmcoreinfo"
     from fastdump.sources.vmcore import ElfSource

@@ -257,22 +257,19 @@ def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
     assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])
 
 
-def test_default_read_mode(vmcore, monkeypatch):
+def test_default_read_mode(vmcore, monkeypatch, generated_kernel):
     """mmap windows by default for /proc/vmcore only; a saved vmcore is read with pread
     (cheaper than mapping page-cache windows), for the pages and the struct pages alike."""
     from fastdump.copy.engine import CopyEngine
     from fastdump.kernel.judge import make_judge
-    from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-    from fastdump.testing.kernel_layout import KernelLayout
+    from fastdump.testing.generator import MiB
     with ElfSource(vmcore) as s:
         assert CopyEngine(s).use_mmap is False
         assert CopyEngine(s, use_mmap=True).use_mmap is True
         monkeypatch.setattr(ElfSource, "is_proc_vmcore", lambda self: True)
         assert CopyEngine(s).use_mmap is True
     monkeypatch.undo()
-    path = os.path.join(os.path.dirname(vmcore), "kernel.vmcore")
-    layout = KernelLayout(default_ram_ranges(64 * MiB), encoding="6.1", seed=3)
-    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB), layout=layout).write(path)
+    path, layout = generated_kernel(64 * MiB, encoding="6.1", seed=3)
     with ElfSource(path) as s:
         judge = make_judge(s, 31, warn=lambda m: None)
         assert judge._scanner().use_mmap is False

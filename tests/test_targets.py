@@ -13,22 +13,16 @@ import pytest
 
 import fastdump
 from fastdump.formats import kdump
-from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout
+from fastdump.testing.generator import MiB
 from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile)
 
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 
 
 @pytest.fixture(scope="module")
-def kvmcore(tmp_path_factory):
+def kvmcore(generated_kernel):
     """A 6.12-layout vmcore with free, cache and user pages and a printk buffer."""
-    from fastdump.testing.printk_layout import PrintkLayout
-    path = str(tmp_path_factory.mktemp("k") / "vmcore")
-    ram = 160 * MiB
-    layout = PrintkLayout(KernelLayout(default_ram_ranges(ram), encoding="6.12", seed=5))
-    SyntheticVmcore(VmcoreSpec(ram_size=ram), layout=layout).write(path)
-    return path, layout
+    return generated_kernel(160 * MiB, encoding="6.12", seed=5, printk="lockless")
 
 
 def _pipe(cmd_a, cmd_b, **kw):

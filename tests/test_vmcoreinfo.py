@@ -4,8 +4,7 @@ import re
 import pytest
 
 from fastdump.errors import VmcoreinfoError
-from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout
+from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec
 from fastdump.kernel.vmcoreinfo import VmcoreInfo
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile
 
@@ -127,10 +126,8 @@ def test_makedumpfiles_dump_of_it_is_accepted(garbled, tmp_path):
     assert kdumpfile_digests(conv, max_pfn)[1] == kdumpfile_digests(theirs, max_pfn)[1]
 
 
-def test_a_garbled_key_that_classification_needs_fails_only_those_levels(tmp_path):
-    path = str(tmp_path / "vmcore")
-    layout = KernelLayout(default_ram_ranges(96 * MiB), extra_keys=["NUMBER(PG_lru)=0xzz"])
-    SyntheticVmcore(VmcoreSpec(ram_size=96 * MiB), layout=layout).write(path)
+def test_a_garbled_key_that_classification_needs_fails_only_those_levels(tmp_path, generated_kernel):
+    path, layout = generated_kernel(96 * MiB, extra_keys=["NUMBER(PG_lru)=0xzz"])
     r = fastdump_cli("-d", "31", path, str(tmp_path / "d31"), check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "NUMBER(PG_lru)" in r.stderr.splitlines()[-1]

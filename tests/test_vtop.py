@@ -7,8 +7,8 @@ import pytest
 from fastdump.kernel.memmap import MemMap
 from fastdump.kernel.vtop import TranslationError, X86_64Vtop
 from fastdump.sources.vmcore import ElfSource
-from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import PAGE_OFFSET, KernelLayout
+from fastdump.testing.generator import MiB
+from fastdump.testing.kernel_layout import PAGE_OFFSET
 
 VARIANTS = {
     "4level": {}, "5level": {"five_level": True}, "vmemmap_4k": {"vmemmap_4k": True},
@@ -20,12 +20,10 @@ VMEMMAP_VARIANTS = sorted(n for n, kw in VARIANTS.items() if kw.get("memory_mode
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
-def made(request, tmp_path_factory):
+def made(request, generated_kernel):
     kw = dict(VARIANTS[request.param])
     kw.setdefault("encoding", "6.12")
-    layout = KernelLayout(default_ram_ranges(160 * MiB), seed=2, **kw)
-    path = str(tmp_path_factory.mktemp("vtop") / "v.vmcore")
-    SyntheticVmcore(VmcoreSpec(ram_size=160 * MiB), layout=layout).write(path)
+    path, layout = generated_kernel(160 * MiB, seed=2, **kw)
     src = ElfSource(path)
     yield request.param, src, layout
     src.close()
