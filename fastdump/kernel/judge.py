@@ -190,9 +190,9 @@ class PageJudge:
         return out
 
     def _read_or_none(self, pa, size):
-        """read_phys for the scanner of a source without a file: None when unreadable."""
+        """Physical reads for the scanner of a source without a file: None when unreadable."""
         try:
-            return self.source.read_phys(pa, size)
+            return self.mem.read_phys(pa, size)
         except FastdumpError:
             return None
 
