@@ -1,12 +1,13 @@
 """One dump from source to target: cycles -> judgement -> copy engine -> format.
 
-Two passes.  The first decides, cycle by cycle, which pages to keep (from struct
-pages, never from page contents; for ELF also which pages are zero) and keeps
-the bitmaps: in memory up to a cap, beyond it in a temporary file.  Only then is
-a target opened: its room is checked against an estimate, and the second pass
-reads, compresses and writes the kept pages.  A target that fails is left marked
-incomplete and the next one (or the next dump level, for ``-d 11,31``) is tried
-with the same first pass.
+Two passes.  The first (``plan.py``) decides, cycle by cycle, which pages to keep
+(from struct pages, never from page contents; for ELF also which pages are zero)
+and keeps the bitmaps: in memory up to a cap, beyond it in a temporary file.  Only
+then is a target opened: its room is checked against an estimate (``room.py``),
+and the second pass (``kdump_copy.py``, ``elf_copy.py``) reads, compresses and
+writes the kept pages.  A target that fails is left marked incomplete and the
+next one (or the next dump level, for ``-d 11,31``) is tried with the same first
+pass.  This module only drives that: targets, levels and the last resort.
 """
 
 import functools
