@@ -92,7 +92,8 @@ def threads_arg(value):
 
 @dataclass(frozen=True)
 class DumpOptions:
-    """The checked options of one dump (see ``pipeline.dump`` for their meaning)."""
+    """The checked options of one dump (see ``pipeline.dump`` for their meaning): built
+    once by ``check`` from the API, the command line or the settings file, then only read."""
 
     source: str
     targets: tuple
@@ -140,6 +141,8 @@ class DumpOptions:
         if mem_map is not None and not isinstance(mem_map, str):
             raise UsageError("mem_map must be a string of START-END ranges")
         targets = tuple(t if isinstance(t, Target) else parse_target(path_arg(t, "target")) for t in targets)
+        if not targets and not split:
+            raise UsageError("no target given")
         if split and (fmt != "kdump" or flat):
             raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         if flat and any(isinstance(t, FileTarget) for t in targets):

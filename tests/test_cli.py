@@ -215,3 +215,12 @@ def test_bad_config_values_are_usage_errors(vmcore, tmp_path, line):
     assert "internal error" not in one_line_error(r)
     assert r.returncode == 2
     assert os.listdir(tmp_path) == ["c.toml"]
+
+
+def test_options_are_checked_before_anything_runs(vmcore, tmp_path):
+    """The command line builds its one DumpOptions first: a combination only that check
+    refuses (-F to a file) fails before --vtop prints its translation, and writes nothing."""
+    out = tmp_path / "vmcore"
+    r = fastdump_cli("--vtop", "0xffffffff81000000", "-F", "-l", vmcore, str(out), check=False)
+    assert "-F writes a stream" in one_line_error(r)
+    assert r.stdout == "" and not out.exists()

@@ -117,7 +117,7 @@ SIGBUS_PROBE = r"""
 import json, os, sys
 import fastdump._pagescan  # noqa: F401  (its SIGBUS guard, installed last, passes the engine's faults on)
 from fastdump.copy.engine import CopyEngine
-from fastdump.copy.pipeline import _cycles, _runs_bitmap
+from fastdump.copy.plan import cycles, runs_bitmap
 from fastdump.sources.vmcore import ElfSource
 
 path = sys.argv[1]
@@ -131,8 +131,8 @@ def commit(job):
     if job.unreadable_pages:
         seen["unreadable"] += job.unreadable_pfns()
 
-for c0, c1 in _cycles(src.max_pfn):
-    bm = _runs_bitmap(src.stored_runs(), c0, c1)
+for c0, c1 in cycles(src.max_pfn):
+    bm = runs_bitmap(src.stored_runs(), c0, c1)
     engine.run(engine.windows(bm, c0, c1 - c0), commit, zero_check=True)
 seen["sigbus_windows"] = sum(j.sigbus_windows for j in engine.jobs)
 print(json.dumps(seen))

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from fastdump.kernel.memmap import MemMap
+from fastdump.kernel.memory import KernelMemory
 from fastdump.kernel.vtop import TranslationError, X86_64Vtop
 from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB
@@ -32,7 +33,7 @@ def made(request, generated_kernel):
 def test_struct_pages_translate(made):
     name, src, layout = made
     vt = X86_64Vtop(src)
-    mm = MemMap(src, vt)
+    mm = MemMap(src, KernelMemory(src))
     rng = random.Random(1)
     pfns = [p for a, b in src.present_runs() for p in (a, b - 1)] + \
            [rng.randrange(a, b) for a, b in src.present_runs() for _ in range(200)]

@@ -149,7 +149,7 @@ def load_config(path):
 
 
 def _run_dump(argv):
-    from ..copy.pipeline import dump
+    from ..copy.pipeline import run
     from ..copy.progress import Progress
     from ..targets.kinds import StdoutTarget, parse_target
 
@@ -193,8 +193,8 @@ def _run_dump(argv):
                "dmesg": args.dmesg, "split_block_pfns": args.splitblock_size // 4, "mem_map": args.mem_map,
                "iomem": args.iomem, "vmcoreinfo_file": args.vmcoreinfo_file, "direct_io": args.direct_io,
                "size_limit": args.size_limit, "dry_run": args.dry_run}
+    options = DumpOptions.check(source=source, **options)
     if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
-        DumpOptions.check(source=source, **options)
         return 0
     tuning_note = mdf.note(args)
     if tuning_note:
@@ -202,7 +202,7 @@ def _run_dump(argv):
     to_stdout = any(isinstance(t, StdoutTarget) for t in parsed)
     if args.vtop:
         mdf.print_vtop(source, args.vtop, sys.stderr if to_stdout else sys.stdout)
-    stats = dump(source, None, progress=progress, warn=lambda t: say(f"warning: {t}"), **options)
+    stats = run(options, progress=progress, warn=lambda t: say(f"warning: {t}"))
     if args.show_stats:
         mdf.print_report(stats, sys.stderr if to_stdout else sys.stdout)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0

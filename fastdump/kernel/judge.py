@@ -22,8 +22,9 @@ from .._pageclass import PageClass
 from ..errors import FastdumpError
 from . import limits, pagetypes
 from .memmap import MemMap
+from .memory import KernelMemory
 from .pagetypes import CLASSES, DL_CACHE, DL_CACHE_PRI, DL_FREE, DL_USER
-from .vtop import KERNEL_MAP_START, TranslationError, X86_64Vtop
+from .vtop import KERNEL_MAP_START, TranslationError
 
 try:
     from .. import _pagescan
@@ -90,8 +91,8 @@ class PageJudge:
         if _pagescan is None:
             raise FastdumpError("page classification needs the compiled extension fastdump._pagescan")
         limits.check(vi, src.page_size)
-        self.vtop = X86_64Vtop(src, vi)
-        self.memmap = MemMap(src, self.vtop, vi, warn=self.warn)
+        self.mem = KernelMemory(src, vi)
+        self.memmap = MemMap(src, self.mem, warn=self.warn)
         enc = pagetypes.detect(vi, src.page_size)
         if enc.struct_size != self.memmap.struct_size or enc.off_flags < 0:
             raise FastdumpError("struct page layout unusable: " + "; ".join(enc.problems))
@@ -109,7 +110,7 @@ class PageJudge:
         prot = [(p.paddr // ps, -(-(p.paddr + p.memsz) // ps)) for p in getattr(src, "loads", [])
                 if p.vaddr >= KERNEL_MAP_START and p.memsz]
         if not prot:  # no kernel-text PT_LOAD (a converted kdump file): ask the page tables
-            image = self.vtop.kernel_image_range()
+            image = self.mem.kernel_image_range()
             if image is not None:
                 prot = [(image[0] // ps, -(-image[1] // ps))]
         if prot:
@@ -162,7 +163,7 @@ class PageJudge:
             if va is None:
                 continue
             try:
-                pa = self.vtop.translate(va)
+                pa = self.mem.translate(va)
             except (FastdumpError, TranslationError):
                 continue
             if pa is not None and self.protect[0] <= pa // ps < self.protect[1]:
@@ -184,16 +185,14 @@ class PageJudge:
     # -- reading struct pages ----------------------------------------------------
     def _read(self, va, count):
         size = count * self.memmap.struct_size
-        out = bytearray()
-        for _, pa, n in self.vtop.runs(va, size):
-            out += self.source.read_phys(pa, n)
+        out = self.mem.read(va, size)
         self.bytes_read += size
         return out
 
     def _read_or_none(self, pa, size):
-        """read_phys for the scanner of a source without a file: None when unreadable."""
+        """Physical reads for the scanner of a source without a file: None when unreadable."""
         try:
-            return self.source.read_phys(pa, size)
+            return self.mem.read_phys(pa, size)
         except FastdumpError:
             return None
 
@@ -214,7 +213,7 @@ class PageJudge:
     def _spans(self, va, size, spans):
         """Append to ``spans`` the (va, pa, length) pieces of [va, va+size) that translate:
         one step per page-table leaf (2 MiB)."""
-        for piece in self.vtop.runs(va, min(size, U64 - va), skip_unmapped=True):
+        for piece in self.mem.runs(va, min(size, U64 - va), skip_unmapped=True):
             spans.extend(piece)
 
     def _struct_map(self, start, end):
@@ -381,7 +380,7 @@ class PageJudge:
         if vi is None or any(k not in vi.offsets for k in need) or "zone" not in vi.sizes:
             return None, []
         idx = vi.numbers.get("NR_FREE_PAGES", 0)
-        vt = self.vtop if self.needs_struct_pages else X86_64Vtop(self.source, vi)
+        vt = self.mem if self.needs_struct_pages else KernelMemory(self.source, vi)
         pgdats = []
         try:
             if "node_data" in vi.symbols:

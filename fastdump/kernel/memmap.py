@@ -34,11 +34,12 @@ def _is_kernel_va(v):
 
 
 class MemMap:
-    """``struct page`` locations.  ``warn(msg)`` receives one-line notes."""
+    """``struct page`` locations, read through ``mem`` (a KernelMemory).  ``warn(msg)``
+    receives one-line notes."""
 
-    def __init__(self, source, vtop, vmci=None, warn=None):
-        self.source, self.vtop = source, vtop
-        self.vmci = vi = vmci if vmci is not None else source.vmcoreinfo
+    def __init__(self, source, mem, warn=None):
+        self.source, self.mem = source, mem
+        self.vmci = vi = mem.vmcoreinfo
         self.warn = warn or (lambda m: None)
         self.page_size = source.page_size
         limits.check(vi, self.page_size)   # every size, length and bit count used below is sane
@@ -61,7 +62,7 @@ class MemMap:
         vi = self.vmci
         sym = vi.symbol("mem_map")
         try:
-            self.mem_map = self.vtop.read_u64(sym)
+            self.mem_map = self.mem.u64(sym)
         except FastdumpError as e:
             raise MemmapError(f"cannot read the mem_map pointer at {sym:#x}: {e}") from None
         if not _is_kernel_va(self.mem_map):
@@ -101,7 +102,7 @@ class MemMap:
         problems = self._validate()
         if problems:
             try:
-                deref = self.vtop.read_u64(sym)
+                deref = self.mem.u64(sym)
             except FastdumpError:
                 deref = None
             if deref and _is_kernel_va(deref):
@@ -129,7 +130,7 @@ class MemMap:
                 return None
             root = self._roots.get(root_nr)
             if root is None:
-                root = self.vtop.read_u64(self.mem_section + root_nr * 8)
+                root = self.mem.u64(self.mem_section + root_nr * 8)
                 self._roots[root_nr] = root
             if root == 0:
                 return None
@@ -148,7 +149,7 @@ class MemMap:
         va = self._section_struct_va(nr)
         value = None
         if va is not None:
-            word = self.vtop.read_u64(va + self.off_map)
+            word = self.mem.u64(va + self.off_map)
             if word & SECTION_MARKED_PRESENT and word & SECTION_HAS_MEM_MAP:
                 decoded = word & ~SECTION_FLAG_MASK & U64
                 if not _is_kernel_va((decoded + (nr << self.section_shift) * self.struct_size) & U64):
@@ -228,13 +229,13 @@ class MemMap:
             size = self.struct_size
             while pfn < b:
                 try:
-                    pieces = self.vtop.runs(va + (pfn - a) * size, (b - pfn) * size)
+                    pieces = self.mem.runs(va + (pfn - a) * size, (b - pfn) * size)
                 except TranslationError:
                     # find the translatable part page by page (rare: holes in vmemmap)
                     step = max(1, self.page_size // size)
                     nxt = min(b, pfn + step - (pfn % step))
                     try:
-                        pa = self.vtop.translate(va + (pfn - a) * size)
+                        pa = self.mem.translate(va + (pfn - a) * size)
                         out.append((pfn, nxt, pa))
                     except TranslationError:
                         pass

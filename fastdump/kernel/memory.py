@@ -1,7 +1,8 @@
 """The crashed kernel's memory, read through one object.
 
 As drgn's program memory reader does for its users, ``KernelMemory`` is the one
-way the kernel-memory readers (the log, utsname) look at the crashed kernel:
+way the kernel-memory readers (the log, utsname, the page judge and its memory
+map) look at the crashed kernel:
 virtual addresses go through the kernel's own page tables (``vtop.py``, with the
 kernel-image and direct-map offsets as fallbacks), physical reads go to the
 source (an ELF vmcore, a raw memory image or a dump), and VMCOREINFO keys are
@@ -39,6 +40,15 @@ class KernelMemory:
     def translate(self, va):
         """The physical address of kernel virtual address ``va`` (TranslationError if none)."""
         return self.vtop.translate(va & U64)
+
+    def runs(self, va, size, *, skip_unmapped=False):
+        """``(va, pa, n)`` pieces of a virtual range, each contiguous in physical memory:
+        where a caller that reads in bulk (the compiled struct-page scanner) reads."""
+        return self.vtop.runs(va & U64, size, skip_unmapped=skip_unmapped)
+
+    def kernel_image_range(self):
+        """Physical ``(start, end)`` of the kernel image, or None."""
+        return self.vtop.kernel_image_range()
 
     def read_phys(self, pa, size):
         if pa < 0 or size < 0 or pa + size > U64:
