@@ -38,8 +38,6 @@ REFUSED = (
     (("--diskset",), True, "sadump disk sets are not supported by fastdump"),
     (("-g",), True, ("generating VMCOREINFO from a vmlinux needs its debug info, which fastdump does not "
                      "read; run makedumpfile -g, then fastdump -i FILE")),
-    (("--config",), True, ("makedumpfile's erase/filter config is not supported by fastdump "
-                           "(fastdump's own TOML settings file is --settings FILE)")),
 )
 
 _WHY = {flag: why for flags, _, why in TUNING + REFUSED for flag in flags}
@@ -70,6 +68,9 @@ def add_arguments(p):
     for flags, value in [(f, v) for f, v, _ in REFUSED]:
         p.add_argument(*flags, action=_Refuse, nargs=None if value else 0, metavar="X" if value else None,
                        help=f"refused: {_WHY[flags[0]]}")
+    p.add_argument("--config", dest="erase_config", metavar="FILE",
+                   help="makedumpfile's filter config: erase the kernel data it names (makedumpfile.conf(5)), "
+                        "found with the dump's own kallsyms and BTF (fastdump's TOML settings: --settings)")
     p.add_argument("-L", dest="size_limit", type=memparse, metavar="SIZE",
                    help="stop when the dump would exceed SIZE bytes (K, M, G, T suffixes): the dump is left "
                         "flagged incomplete and the run fails, as makedumpfile")
@@ -92,11 +93,9 @@ def check(args):
         raise UsageError("-e needs --work-dir (as in makedumpfile)")
     if args.vmcoreinfo_file and args.vmlinux:
         raise UsageError("-i and -x cannot be used together (as in makedumpfile)")
-    for option, value in args.refused:
-        if option == "--config":
-            if not args.vmlinux:
-                raise UsageError("--config (makedumpfile's filter config) needs -x VMLINUX" + _toml_hint(value))
-            raise UsageError(f"--config: {_WHY[option]}" + _toml_hint(value))
+    if args.erase_config and _toml_hint(args.erase_config):
+        raise UsageError(f"--config is makedumpfile's filter config{_toml_hint(args.erase_config)}")
+    for option, _ in args.refused:
         raise UsageError(f"{option}: {_WHY[option]}")
 
 

@@ -196,8 +196,10 @@ class Dump:
     def __init__(self, source, targets, *, levels=(0,), compress="none", threads=None, format="kdump",
                  progress="auto", force=False, window_bytes=None, use_mmap=None, elf_class=None,
                  warn=None, flat=False, split_parts=None, dmesg=True, split_block_pfns=SPLITBLOCK_PFNS,
-                 mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False, size_limit=None, dry_run=False):
+                 mem_map=None, iomem=None, vmcoreinfo_file=None, direct_io=False, size_limit=None, dry_run=False,
+                 erase_config=None, vmlinux=None):
         """Takes options already checked by ``DumpOptions.check`` (``dump`` does that)."""
+        self.erase_config, self.vmlinux, self.erase = erase_config, vmlinux, None
         self.size_limit, self.dry_run = size_limit, dry_run
         levels = list(levels)
         self.direct_io = direct_io
@@ -242,6 +244,8 @@ class Dump:
                     self.warn("no VMCOREINFO note: only zero pages can be filtered")
                 engine = CopyEngine(src, codec=self.compress, threads=self.threads,
                                     window_bytes=self.window_bytes, use_mmap=self.use_mmap)
+                if self.erase_config:
+                    self._set_erase(src, engine)
                 self.utsname = read_utsname(src)
                 self.host, self.when = host_name(self.utsname), time.localtime()
                 if self.split_parts:
@@ -260,6 +264,15 @@ class Dump:
         stats.warnings = list(self.warnings)
         self.stats = stats
         return stats
+
+    def _set_erase(self, src, engine):
+        """makedumpfile's --config: the named bytes, found before any page is read, are
+        overwritten in every page the engine copies (estimates and plans included)."""
+        from ..kernel import erase
+        self.erase = erase.resolve(erase.load(self.erase_config), src.kernel, vmlinux=self.vmlinux)
+        engine.core_source.set_erase(self.erase.table)
+        self.progress.message(f"erasing {self.erase.nbytes} bytes in {len(self.erase)} pieces "
+                              f"({self.erase_config})")
 
     def _open_source(self):
         """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
@@ -622,7 +635,8 @@ class Dump:
             vmcoreinfo_desc_offset=vm.desc_offset if vm else 0, vmcoreinfo_size=len(vm.desc) if vm else 0,
             nr_cpus=src.nr_cpus, utsname=self.utsname,
             crashtime=src.vmcoreinfo.crashtime if src.vmcoreinfo else None,
-            phys_base=src.vmcoreinfo.phys_base if src.vmcoreinfo else 0, split=split)
+            phys_base=src.vmcoreinfo.phys_base if src.vmcoreinfo else 0, split=split,
+            eraseinfo=self.erase.eraseinfo if self.erase else b"")
 
     def _tally(self, stats, job, *, zeros=True):
         stats.bytes_read += job.bytes_read
@@ -781,7 +795,7 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
          flat: bool = False, split: Optional[Sequence[PathArg]] = None, dmesg: bool = True,
          split_block_pfns: int = SPLITBLOCK_PFNS, mem_map: Optional[str] = None, iomem: Optional[PathArg] = None,
          vmcoreinfo_file: Optional[PathArg] = None, direct_io: bool = False, size_limit: Optional[int] = None,
-         dry_run: bool = False) -> Stats:
+         dry_run: bool = False, erase_config: Optional[PathArg] = None, vmlinux: Optional[PathArg] = None) -> Stats:
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
@@ -794,7 +808,9 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
     them tried in order.  ``split`` is a list of part files.  Raises
     FastdumpError on failure, leaving what was written marked incomplete.
     ``size_limit`` (makedumpfile -L) bounds the dump's size as a full target would;
-    ``dry_run`` does everything but create or write any file.
+    ``dry_run`` does everything but create or write any file.  ``erase_config`` is
+    makedumpfile's filter config (``--config``): the data it names is erased in the dump,
+    found with the dump's own kallsyms and BTF (``vmlinux``: makedumpfile's ``-x``).
     """
     if not isinstance(progress, Progress):
         progress = choice_arg(progress or "quiet", "progress mode", PROGRESS)
@@ -805,13 +821,13 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
         compress=compress, format=format, threads=threads, window_bytes=window_bytes, use_mmap=use_mmap,
         elf_class=elf_class, force=force, flat=flat, dmesg=dmesg, direct_io=direct_io, split=split,
         split_block_pfns=split_block_pfns, mem_map=mem_map, iomem=iomem, vmcoreinfo_file=vmcoreinfo_file,
-        stats_json=stats_json, size_limit=size_limit, dry_run=dry_run)
+        stats_json=stats_json, size_limit=size_limit, dry_run=dry_run, erase_config=erase_config, vmlinux=vmlinux)
     d = Dump(o.source, o.targets, levels=o.levels, compress=o.compress, threads=o.threads, format=o.format,
              progress=progress, force=o.force, window_bytes=o.window_bytes, use_mmap=o.use_mmap,
              elf_class=o.elf_class, warn=warn, flat=o.flat, split_parts=o.split, dmesg=o.dmesg,
              split_block_pfns=o.split_block_pfns, mem_map=o.mem_map, iomem=o.iomem,
              vmcoreinfo_file=o.vmcoreinfo_file, direct_io=o.direct_io, size_limit=o.size_limit,
-             dry_run=o.dry_run)
+             dry_run=o.dry_run, erase_config=o.erase_config, vmlinux=o.vmlinux)
     stats = d.run()
     if o.stats_json:
         try:
