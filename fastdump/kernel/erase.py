@@ -374,7 +374,7 @@ class _Resolver:
             if node in seen:
                 self._fail(where, "the list loops without returning to its head")
             seen.add(node)
-            yield node - link_off if link_off else node
+            yield node
         self._fail(where, f"the list has more than {MAX_LOOP} entries")
 
     # -- to pages ---------------------------------------------------------------------------
