@@ -54,9 +54,11 @@ class Secrets:
         self.vars = {}                         # name: (va, type id)
         at = DATA + PAGE - 30                  # secret_buf crosses a page boundary
         for name, tid, size in (("secret_buf", c100, 100), ("secret_s1", s1, 88), ("secret_items", items, 96),
-                                ("secret_head", lh, 16), ("secret_chain", cnode_p, 8), ("init_uts_ns", uts, 400)):
+                                ("secret_head", lh, 16), ("secret_chain", cnode_p, 8), ("init_uts_ns", uts, 400),
+                                ("lonely", void_p, 8)):
             self.vars[name] = (at if name != "init_uts_ns" else TEXT_VA + SyntheticVmcore.UTS_OFFSET, tid)
             at += (size + 63) & ~63
+        self.vars["lonely"] = (DATA + 0x8000, void_p)     # the only non-zero bytes of its page
         b.datasec(".data", 4096, [(b.var(n, tid), 0, 8) for n, (_, tid) in self.vars.items()])
         self.writes, self.erased = [], []      # (va, bytes); (va, length, fill)
         self._lay_out()
@@ -93,6 +95,8 @@ class Secrets:
             self._put(c, b"cnode-%d." % i + struct.pack("<Q", chain[i + 1] if i + 1 < len(chain) else 0))
             self.erased.append((c, 4, ord("X")))
         self.erased.append((v["init_uts_ns"] + 4 + 65, 65, ord("X")))   # nodename (utsname at +4 here)
+        self._put(v["lonely"], struct.pack("<Q", heap) + bytes(PAGE - 8))
+        self.erased.append((v["lonely"], 8, 0))
 
     def symbols(self):
         syms = [("_stext", "T", TEXT_VA), ("init_top_pgt", "D", TEXT_VA + SyntheticVmcore.PGD_OFFSET),
@@ -119,6 +123,7 @@ endfor
 for c in secret_chain via next
     erase c.data size 4
 endfor
+erase lonely nullify
 """
 
 
@@ -195,17 +200,22 @@ def test_kdump_erases_exactly_the_named_bytes(world, source, tmp_path, codec):
     assert lines[:6] == ["erase secret_buf size 100", "erase secret_s1.buffer size 25", "erase secret_s1.name size 11",
                          "erase secret_s1.addr1 nullify", "erase secret_s1.addr2 size 200",
                          "erase init_uts_ns.name.nodename size 65"]
-    assert lines[6:] == ["erase it.name size 16"] * 4 + ["erase n.data size 8"] * 3 + ["erase c.data size 4"] * 3
+    assert lines[6:] == (["erase it.name size 16"] * 4 + ["erase n.data size 8"] * 3 + ["erase c.data size 4"] * 3
+                         + ["erase lonely nullify"])
     r = run("verify", out)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_zero_detection_sees_the_erased_page(world, source, tmp_path):
-    """A page that is zero only after nullify would be dropped at -d 1: the test is after the erase."""
+    """The page that is zero only after ``nullify`` is stored as a zero page at -d 1, as
+    makedumpfile tests for zeros after filtering."""
     out = str(tmp_path / "dump")
     assert run("-z", "-d", "1", "--config", world["conf"], world["V"], out).returncode == 0
     got = kdumpfile_digests(out, 64 * MiB // PAGE)[1]
     check_pages(world, source, got, level=1)
+    pfn = pa(world["secrets"].vars["lonely"][0]) // PAGE
+    with fastdump.open(out) as d:
+        assert d.descriptor(pfn).offset == d.zero_page_offset()
 
 
 def test_elf_flat_and_split_erase_the_same(world, source, tmp_path):
