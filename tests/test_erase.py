@@ -287,3 +287,47 @@ def test_a_kernel_without_kallsyms_is_one_line(tmp_path):
     r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "kallsyms" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_verify_counts_erased_pages_and_holds_them_to_the_eraseinfo(world, tmp_path):
+    """verify against the source: the erased pages are not "equal to the source" and not
+    corrupt; a dump whose eraseinfo records fewer bytes than differ fails."""
+    from fastdump.commands.verify import verify
+    for fmt, left_out in (("kdump", 0), ("elf", 1)):     # -E -d 1 may leave the nullified (zero) page out
+        out = str(tmp_path / fmt)
+        assert run("--format", fmt, "-d", "1", "--config", world["conf"], world["V"], out).returncode == 0
+        r = verify(out, world["V"])
+        assert r["ok"], r["verdict"]
+        assert len(world["expect"]) - left_out <= r["pages_erased"] <= len(world["expect"])
+        assert "erased bytes (eraseinfo)" in r["verdict"]
+    with fastdump.open(str(tmp_path / "kdump")) as d:
+        at, size = d.offset_eraseinfo, d.size_eraseinfo
+    with open(tmp_path / "kdump", "r+b") as f:          # one record says less than was erased
+        f.seek(at)
+        text = f.read(size).replace(b"size 100", b"size 001")
+        f.seek(at)
+        f.write(text)
+    r = verify(str(tmp_path / "kdump"), world["V"])
+    assert not r["ok"] and any("eraseinfo records only" in p for p in r["problems"]), r["problems"]
+
+
+def test_elf_dump_carries_the_eraseinfo_note(world, tmp_path):
+    out = str(tmp_path / "elf")
+    assert run("-E", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    with fastdump.open(out) as d:
+        notes = [n for n in d.notes if n.name == b"ERASEINFO"]
+    assert len(notes) == 1 and notes[0].type == 0
+    assert notes[0].desc.decode().startswith("erase secret_buf size 100\nerase secret_s1.buffer size 25\n")
+
+
+def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path):
+    """makedumpfile reads the erased dump and copies its eraseinfo into its own output."""
+    from support import makedumpfile
+    out = str(tmp_path / "dump")
+    assert run("-c", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    r = makedumpfile("-c", "-d", "1", out, str(tmp_path / "again"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with fastdump.open(out) as a, fastdump.open(str(tmp_path / "again")) as b:
+        assert a.read_at(a.offset_eraseinfo, a.size_eraseinfo) == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
+    got = kdumpfile_digests(str(tmp_path / "again"), 64 * MiB // PAGE)[1]
+    check_pages(world, source, got, level=1)

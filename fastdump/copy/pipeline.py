@@ -688,7 +688,8 @@ class Dump:
 
     def _copy_elf(self, src, plan, engine, sink, stats):
         elfclass = self._elfclass(src)
-        writer = self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass)
+        writer = self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass,
+                                                     eraseinfo=self.erase.eraseinfo if self.erase else b"")
         writer.write_prologue()
         sink.reserve(writer.total_size)   # a killed run: readers find zeros under the incomplete flag, not EOF
         sink.barrier()               # header and notes on disk before any page data

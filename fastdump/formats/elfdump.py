@@ -100,13 +100,16 @@ def check_fits_elf32(loads, *, with_offsets=False):
 class ElfDumpWriter:
     """Builds the header once every piece is known, then writes page data in order."""
 
-    def __init__(self, sink, source, segments, *, elfclass=None):
+    def __init__(self, sink, source, segments, *, elfclass=None, eraseinfo=b""):
+        """``eraseinfo``: makedumpfile's record of erased data (``--config``), as it writes
+        it for ELF: one more note, named ERASEINFO, after the source's."""
         self.sink = sink
         self.source = source
         self.elfclass = elfclass or source.elfclass
-        self.notes = source.note_bytes
+        self.notes = source.note_bytes + (elf.build_note(b"ERASEINFO", 0, eraseinfo) if eraseinfo else b"")
         self.segments = segments
-        self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass)
+        self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass,
+                                                                    len(self.notes))
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
@@ -118,12 +121,13 @@ class ElfDumpWriter:
         self.marks = []           # their PT_FASTDUMP_UNREADABLE headers (after finish)
 
     @staticmethod
-    def layout(source, segments, elfclass):
+    def layout(source, segments, elfclass, notes_len=None):
         """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
         loads = [ph for seg in segments for ph in seg.phdrs()]
         note_offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS)
         data_len = sum(ph.filesz for ph in loads)
-        offset = note_offset + len(source.note_bytes) + 4 * -(-data_len // source.page_size)
+        notes_len = len(source.note_bytes) if notes_len is None else notes_len
+        offset = note_offset + notes_len + 4 * -(-data_len // source.page_size)
         for ph in loads:
             ph.offset = offset if ph.filesz else 0
             offset += ph.filesz
