@@ -102,6 +102,7 @@ class Secrets:
         syms = [("_stext", "T", TEXT_VA), ("init_top_pgt", "D", TEXT_VA + SyntheticVmcore.PGD_OFFSET),
                 ("__start_BTF", "R", BTF_AT), ("__stop_BTF", "R", BTF_AT + len(self.btf.blob()))]
         syms += [(n, "D", va) for n, (va, _) in self.vars.items()]
+        syms += [("__per_cpu_start", "D", 0), ("a_percpu_var", "D", 0x1000)]
         return sorted(syms, key=lambda s: s[2])
 
 
@@ -204,6 +205,8 @@ def test_kdump_erases_exactly_the_named_bytes(world, source, tmp_path, codec):
                          + ["erase lonely nullify"])
     r = run("verify", out)
     assert r.returncode == 0, r.stdout + r.stderr
+    r = run("info", out)
+    assert "  erased:      erase init_uts_ns.name.nodename size 65\n" in r.stdout, r.stdout
 
 
 def test_zero_detection_sees_the_erased_page(world, source, tmp_path):
@@ -269,6 +272,7 @@ def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says
     ("erase secret_s1.addr1", "void *: give size N or nullify"),
     ("erase secret_buf nullify", "not a pointer"),
     ("erase secret_buf size secret_items", "is not an integer"),
+    ("erase a_percpu_var size 8", "per-CPU variable"),
 ])
 def test_what_cannot_be_resolved_writes_no_dump(world, tmp_path, line, says):
     conf = tmp_path / "bad.conf"
@@ -318,6 +322,7 @@ def test_elf_dump_carries_the_eraseinfo_note(world, tmp_path):
         notes = [n for n in d.notes if n.name == b"ERASEINFO"]
     assert len(notes) == 1 and notes[0].type == 0
     assert notes[0].desc.decode().startswith("erase secret_buf size 100\nerase secret_s1.buffer size 25\n")
+    assert "  erased:      erase lonely nullify\n" in run("info", out).stdout
 
 
 def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path):

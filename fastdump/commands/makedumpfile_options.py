@@ -6,9 +6,10 @@ makedumpfile accepts is either implemented by the main parser (``cli.build_parse
 with a one-line note when it only tunes makedumpfile's own memory use or debug output, or
 refused with one line when fastdump cannot honour it.  makedumpfile's rules between options
 (its check_param_for_*) are enforced here and in ``DumpOptions.check``, so ``--check-params``
-answers as makedumpfile would.  fastdump is more lenient in three places only: ``--num-threads``
-with ``--split`` or ``-E``, ``--non-cyclic`` (gone from makedumpfile), and no target without
-``-F`` when stdout is not a terminal (kdump-utils' ssh form for a collector not named makedumpfile).
+answers as makedumpfile would.  fastdump is more lenient in four places only: ``--num-threads``
+with ``--split`` or ``-E``, ``--non-cyclic`` (gone from makedumpfile), ``--config`` without ``-x``
+(the dump's own kallsyms and BTF locate the data), and no target without ``-F`` when stdout is
+not a terminal (kdump-utils' ssh form for a collector not named makedumpfile).
 """
 
 import argparse

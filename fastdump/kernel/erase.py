@@ -36,6 +36,7 @@ MAX_STRLEN = 1024             # makedumpfile's bound on a char * string
 MAX_LOOP = 1 << 20            # elements of one list or array walked at most
 MAX_ERASED = 1 << 30          # bytes one command may erase
 PAGE = 4096
+KERNEL_SPACE = 0xFFFF800000000000   # x86_64: below it, kallsyms gives per-CPU offsets
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _EXPR = re.compile(rf"{_IDENT}(\.{_IDENT})*")
 _SIZE = re.compile(r"([0-9]+)([kKmM]?)")
@@ -210,16 +211,21 @@ class _Resolver:
     # -- expressions --------------------------------------------------------------
     def _var_type(self, where, name, *, required):
         """The BTF type id of global variable ``name``; None when not known and not ``required``."""
-        tid = self.k.btf.variable(name)
+        try:
+            tid = self.k.btf.variable(name)
+        except NotAvailable:
+            if required:
+                raise
+            tid = None
         if tid is None and self.vmlinux:
-            tid = self._vmlinux_type(where, name)
+            tid = self._vmlinux_type(where, name, required=required)
         if tid is None and required:
             self._fail(where, f"the kernel's BTF does not give the type of {name} (it lists per-CPU "
                               "variables only, unless built with pahole's global_var): give -x VMLINUX, "
                               f"or erase {name} size N")
         return tid
 
-    def _vmlinux_type(self, where, name):
+    def _vmlinux_type(self, where, name, *, required):
         """The struct/union that the vmlinux's debug info gives ``name`` (via gdb), as a BTF id."""
         gdb = shutil.which("gdb")
         if gdb is None:
@@ -230,9 +236,11 @@ class _Resolver:
         except (OSError, subprocess.SubprocessError) as e:
             self._fail(where, f"gdb could not read {self.vmlinux}: {e}")
         m = re.search(r"^type = (?:struct|union) (\w+)$", out, re.M)
-        if not m:
+        if m:
+            return self.k.btf.struct_id(m.group(1))
+        if required:
             self._fail(where, f"{self.vmlinux} does not give {name} a struct or union type")
-        return self.k.btf.struct_id(m.group(1))
+        return None
 
     def _deref(self, where, v):
         """A pointer's target (typed by what it points to)."""
@@ -254,7 +262,10 @@ class _Resolver:
         if first in scope:
             v = scope[first]
         else:
-            v = _Value(self.k.symbol(first), self._var_type(where, first, required=bool(members)))
+            va = self.k.symbol(first)
+            if va < KERNEL_SPACE:
+                self._fail(where, f"{first} is a per-CPU variable (one copy per CPU): not supported")
+            v = _Value(va, self._var_type(where, first, required=bool(members)))
         btf = self.k.btf
         for name in members:
             _, t = btf.resolve(v.tid)
