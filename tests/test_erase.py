@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import PAGE, elf_pages, kdumpfile_digests
 
 import fastdump
@@ -33,7 +35,8 @@ def pa(va):
 class Secrets:
     """The made-up kernel's variables, their BTF, and the bytes a config below must erase."""
 
-    def __init__(self):
+    def __init__(self, *, cyclic=False):
+        self.cyclic = cyclic               # the via-list loops back to its 2nd node, never to its head
         b = self.btf = BtfBuilder()
         u8, u32, u64 = b.int("char", 1), b.int("unsigned int", 4), b.int("long unsigned int", 8)
         c100, c50, c16, c8, c65 = (b.array(u8, n, u32) for n in (100, 50, 16, 8, 65))
@@ -92,7 +95,8 @@ class Secrets:
         chain = [heap + 0x3000 + 0x40 * i for i in range(3)]
         self._put(v["secret_chain"], struct.pack("<Q", chain[0]))
         for i, c in enumerate(chain):
-            self._put(c, b"cnode-%d." % i + struct.pack("<Q", chain[i + 1] if i + 1 < len(chain) else 0))
+            last = chain[1] if self.cyclic else 0
+            self._put(c, b"cnode-%d." % i + struct.pack("<Q", chain[i + 1] if i + 1 < len(chain) else last))
             self.erased.append((c, 4, ord("X")))
         self.erased.append((v["init_uts_ns"] + 4 + 65, 65, ord("X")))   # nodename (utsname at +4 here)
         self._put(v["lonely"], struct.pack("<Q", heap) + bytes(PAGE - 8))
@@ -336,3 +340,27 @@ def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path)
         assert a.read_at(a.offset_eraseinfo, a.size_eraseinfo) == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
     got = kdumpfile_digests(str(tmp_path / "again"), 64 * MiB // PAGE)[1]
     check_pages(world, source, got, level=1)
+
+
+def test_a_list_that_loops_short_of_its_head_is_an_error(tmp_path):
+    path = str(tmp_path / "vmcore")
+    EraseVmcore(Secrets(cyclic=True), ram_size=64 * MiB).write(path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("for c in secret_chain via next\n    erase c.data\nendfor\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and f"{conf}:1" in r.stderr and "loops" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+WORDS = ["erase", "size", "nullify", "for", "in", "via", "within", "endfor", "[vmlinux]", "[mod]", "a", "a.b",
+         "x:y", "12", "1K", "0", "2M", "#", ".", "..", "\x00", "é", "[", "]"]
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.lists(st.sampled_from(WORDS) | st.text(max_size=8), max_size=6).map(" ".join), max_size=12))
+def test_any_text_parses_or_is_one_config_error(lines):
+    from fastdump.kernel.erase import ConfigError, parse
+    try:
+        parse("\n".join(lines), "f")
+    except ConfigError as e:
+        assert str(e).startswith("f:") and "\n" not in str(e)
