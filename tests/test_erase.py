@@ -364,3 +364,17 @@ def test_any_text_parses_or_is_one_config_error(lines):
         parse("\n".join(lines), "f")
     except ConfigError as e:
         assert str(e).startswith("f:") and "\n" not in str(e)
+
+
+@pytest.mark.parametrize("start,to", [("kdump", "kdump"), ("kdump", "elf"), ("elf", "kdump"), ("elf", "elf")])
+def test_convert_carries_the_eraseinfo(world, tmp_path, start, to):
+    """A dump made from an erased dump records the erasure too (makedumpfile copies it when
+    re-filtering), once, and verifies against the source."""
+    first, out = str(tmp_path / "first"), str(tmp_path / "out")
+    assert run("--format", start, "-d", "0", "--config", world["conf"], world["V"], first).returncode == 0
+    r = run("convert", "-d", "1", "--format", to, first, out)
+    assert r.returncode == 0, r.stderr
+    lines = run("info", out).stdout.count("  erased:      ")
+    assert lines == CONFIG.count("erase") + 3 + 2 + 2       # the loop bodies ran 4, 3 and 3 times
+    r = run("verify", out, world["V"])
+    assert r.returncode == 0 and "erased bytes (eraseinfo)" in r.stdout, r.stdout + r.stderr

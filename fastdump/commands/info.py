@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 from ..formats import codecs
+from ..kernel.erase import recorded
 from ..sources.opener import open_dump
 from .parsing import Parser
 
@@ -39,18 +40,10 @@ def page_census(d):
     return {"dumped": stored, "not_stored": described - stored, **({"unreadable": unreadable} if unreadable else {})}
 
 
-def eraseinfo_of(d):
-    """makedumpfile's record of erased data (``--config``) in an opened dump: the kdump
-    eraseinfo section or the ELF ERASEINFO note; b"" when there is none."""
-    if getattr(d, "format", None) == "kdump":
-        return d.read_at(d.offset_eraseinfo, d.size_eraseinfo) if d.offset_eraseinfo and d.size_eraseinfo else b""
-    return b"".join(n.desc for n in getattr(d, "notes", ()) if n.name == b"ERASEINFO")
-
-
 def summary(path):
     with open_dump(path) as d:
         info = d.describe()
-        info["eraseinfo"] = eraseinfo_of(d).decode("ascii", "replace").rstrip("\0").splitlines()
+        info["eraseinfo"] = recorded(d).decode("ascii", "replace").rstrip("\0").splitlines()
         vmci = d.vmcoreinfo
         info["kernel"] = vmci.osrelease if vmci else None
         info["crashtime"] = vmci.crashtime if vmci else None

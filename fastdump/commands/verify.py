@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _core
 from ..errors import FastdumpError, FormatError
 from ..formats import checksums, codecs, kdump
+from ..kernel.erase import recorded
 from ..options import path_arg, threads_arg
 from ..sources.opener import open_dump, sniff
 from ..sources.vmcore import ElfSource
-from .info import eraseinfo_of
 from .parsing import Parser
 
 CHUNK = 8192          # descriptors per task
@@ -218,7 +218,7 @@ def _check_kdump(r, source, threads, result, problems):
         problems.add("the checksum trailer is not one of a kdump-compressed dump")
         sums = None
     codec_counts = {}
-    erased = _Erased(erase_budget(eraseinfo_of(r)))
+    erased = _Erased(erase_budget(recorded(r)))
     counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
@@ -418,7 +418,7 @@ def _check_elf(d, source, threads, result, problems):
     counts = {"checked": 0, "compared": 0}
     lock = threading.Lock()
     block = 4 << 20
-    erased = _Erased(erase_budget(eraseinfo_of(d)))
+    erased = _Erased(erase_budget(recorded(d)))
 
     def task(arg):
         phys, size, off = arg

@@ -274,6 +274,11 @@ class Dump:
         self.progress.message(f"erasing {self.erase.nbytes} bytes in {len(self.erase)} pieces "
                               f"({self.erase_config})")
 
+    def _eraseinfo(self, src):
+        """What the dump records as erased: what its source recorded, then this run's."""
+        from ..kernel.erase import recorded
+        return recorded(src) + (self.erase.eraseinfo if self.erase else b"")
+
     def _open_source(self):
         """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
         if self.mem_map or self.iomem or os.path.realpath(self.source_path) == "/dev/oldmem":
@@ -636,7 +641,7 @@ class Dump:
             nr_cpus=src.nr_cpus, utsname=self.utsname,
             crashtime=src.vmcoreinfo.crashtime if src.vmcoreinfo else None,
             phys_base=src.vmcoreinfo.phys_base if src.vmcoreinfo else 0, split=split,
-            eraseinfo=self.erase.eraseinfo if self.erase else b"")
+            eraseinfo=self._eraseinfo(src))
 
     def _tally(self, stats, job, *, zeros=True):
         stats.bytes_read += job.bytes_read
@@ -689,7 +694,7 @@ class Dump:
     def _copy_elf(self, src, plan, engine, sink, stats):
         elfclass = self._elfclass(src)
         writer = self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass,
-                                                     eraseinfo=self.erase.eraseinfo if self.erase else b"")
+                                                     eraseinfo=self._eraseinfo(src))
         writer.write_prologue()
         sink.reserve(writer.total_size)   # a killed run: readers find zeros under the incomplete flag, not EOF
         sink.barrier()               # header and notes on disk before any page data

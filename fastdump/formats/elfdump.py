@@ -97,16 +97,22 @@ def check_fits_elf32(loads, *, with_offsets=False):
                              f"offsets reach past 4 GiB; use ELF64")
 
 
+ERASEINFO = b"ERASEINFO"    # makedumpfile's note name for its record of erased data
+
+
 class ElfDumpWriter:
     """Builds the header once every piece is known, then writes page data in order."""
 
     def __init__(self, sink, source, segments, *, elfclass=None, eraseinfo=b""):
-        """``eraseinfo``: makedumpfile's record of erased data (``--config``), as it writes
-        it for ELF: one more note, named ERASEINFO, after the source's."""
+        """``eraseinfo``: makedumpfile's record of erased data (``--config``, and what the
+        source recorded), as it writes it for ELF: one note named ERASEINFO after the
+        source's other notes."""
         self.sink = sink
         self.source = source
         self.elfclass = elfclass or source.elfclass
-        self.notes = source.note_bytes + (elf.build_note(b"ERASEINFO", 0, eraseinfo) if eraseinfo else b"")
+        self.notes = b"".join(elf.build_note(n.name, n.type, n.desc) for n in source.notes
+                              if n.name != ERASEINFO) if eraseinfo else source.note_bytes
+        self.notes += elf.build_note(ERASEINFO, 0, eraseinfo) if eraseinfo else b""
         self.segments = segments
         self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass,
                                                                     len(self.notes))

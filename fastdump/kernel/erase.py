@@ -27,6 +27,7 @@ import subprocess
 from array import array
 
 from ..errors import FastdumpError, UsageError
+from ..formats.elfdump import ERASEINFO as NOTE_NAME
 from .types import NotAvailable
 from .types import btf as B
 
@@ -146,6 +147,16 @@ def _loop(where, args):
     if args[3] == "within" and m:
         return Loop(where, ident, target, within=(m.group(1), m.group(2)))
     raise ConfigError(f"{where}: after the list: via NEXT or within STRUCT:MEMBER, not {' '.join(args[3:])!r:.60}")
+
+
+def recorded(dump):
+    """The eraseinfo an opened dump already carries (a kdump dump's eraseinfo section, or the
+    ERASEINFO notes of an ELF dump or vmcore); b"" when none.  A dump made from it carries it on,
+    as makedumpfile's re-filtering does."""
+    if getattr(dump, "format", None) == "kdump":
+        return dump.read_at(dump.offset_eraseinfo, dump.size_eraseinfo) \
+            if dump.offset_eraseinfo and dump.size_eraseinfo else b""
+    return b"".join(n.desc for n in getattr(dump, "notes", ()) if n.name == NOTE_NAME)
 
 
 def load(path):
