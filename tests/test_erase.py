@@ -213,6 +213,19 @@ def test_kdump_erases_exactly_the_named_bytes(world, source, tmp_path, codec):
     assert "  erased:      erase init_uts_ns.name.nodename size 65\n" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("read", ["--mmap", "--non-mmap"])
+def test_pages_read_through_a_mapping_are_erased_in_a_copy(world, source, tmp_path, read):
+    """--mmap compresses pages straight from the mapping (/proc/vmcore's default): an erased
+    page is copied out first, and the source file is left as it was."""
+    out = str(tmp_path / "dump")
+    with open(world["V"], "rb") as f:
+        before = hashlib.sha1(f.read()).hexdigest()
+    assert run(read, "-z", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    check_pages(world, source, kdumpfile_digests(out, 64 * MiB // PAGE)[1])
+    with open(world["V"], "rb") as f:
+        assert hashlib.sha1(f.read()).hexdigest() == before
+
+
 def test_zero_detection_sees_the_erased_page(world, source, tmp_path):
     """The page that is zero only after ``nullify`` is stored as a zero page at -d 1, as
     makedumpfile tests for zeros after filtering."""
