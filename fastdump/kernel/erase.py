@@ -309,18 +309,16 @@ class _Resolver:
                     self._fail(where, f"nullify: {cmd.expr} is not a pointer")
                 self._add(v.va, 8, NULLIFY_FILL, f"erase {cmd.expr} nullify\n")
                 return
-            if t is not None and t.kind == B.PTR:      # erase what the pointer points to
+            size = None
+            if t is not None and t.kind == B.PTR:        # erase what the pointer points to
                 target = self.k.btf.resolve(t.ref)[1] if t.ref else None
-                if cmd.size is None and (target is None or target.kind == B.INT and target.size == 1):
-                    if target is None:
-                        self._fail(where, f"{cmd.expr} is a void *: give size N or nullify")
-                    v = self._deref(where, v)
-                    size = self._strlen(where, v.va)
-                else:
-                    v = self._deref(where, v)
-                    size = None
-            else:
-                size = None
+                if target is None and cmd.size is None:
+                    self._fail(where, f"{cmd.expr} is a void *: give size N or nullify")
+                v = self._deref(where, v)
+                if cmd.size is None and target.kind == B.INT and target.size == 1:
+                    size = self._strlen(v.va)            # a char *: its string
+                    if size == 0:
+                        return                           # an empty string: nothing to erase
             if cmd.size is not None:
                 size = cmd.size if isinstance(cmd.size, int) else self._int(where, cmd.size, scope)
             elif size is None:
@@ -333,7 +331,7 @@ class _Resolver:
         except NotAvailable as e:
             self._fail(where, f"{cmd.expr}: {e}")
 
-    def _strlen(self, where, va):
+    def _strlen(self, va):
         data = self._read_upto(va, MAX_STRLEN)
         n = data.find(b"\0")
         return n if n >= 0 else len(data)
