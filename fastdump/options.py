@@ -116,12 +116,15 @@ class DumpOptions:
     stats_json: str
     size_limit: int
     dry_run: bool
+    erase_config: str
+    vmlinux: str
 
     @classmethod
     def check(cls, *, source, target=None, targets=None, level=0, compress="none", format="kdump", threads=None,
               window_bytes=None, use_mmap=None, elf_class=None, force=False, flat=False, dmesg=True,
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
-              vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False):
+              vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False, erase_config=None,
+              vmlinux=None):
         from .targets.kinds import FileTarget, Target, parse_target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
@@ -160,4 +163,14 @@ class DumpOptions:
             vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
             stats_json=_optional_path(stats_json, "stats file"),
             size_limit=int_arg(size_limit, "size limit", 1, (1 << 63) - 1, optional=True),
-            dry_run=bool_arg(dry_run, "dry_run"))
+            dry_run=bool_arg(dry_run, "dry_run"), erase_config=_erase_config(erase_config),
+            vmlinux=_optional_path(vmlinux, "vmlinux"))
+
+
+def _erase_config(value):
+    """makedumpfile's filter config, its syntax checked now (a bad line fails before anything opens)."""
+    path = _optional_path(value, "filter config")
+    if path is not None:
+        from .kernel.erase import load
+        load(path)
+    return path

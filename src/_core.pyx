@@ -348,6 +348,8 @@ cdef class Source:
     cdef uint64_t map_limit  # bytes of the file that may be mapped (its size; past it, SIGBUS)
     cdef uint64_t* ext      # triples: phys_start, phys_end, file_offset
     cdef size_t n_ext
+    cdef uint64_t* erase    # quadruples: pfn, offset in page, length, fill (sorted; see set_erase)
+    cdef size_t n_erase
     cdef readonly int page_size
 
     def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False):
@@ -359,6 +361,28 @@ cdef class Source:
 
     def __dealloc__(self):
         free(self.ext)
+        free(self.erase)
+
+    def set_erase(self, table):
+        """Bytes to overwrite in every page copied from now on (makedumpfile's --config):
+        uint64 quadruples (pfn, offset, length, fill), sorted by pfn, each inside one page.
+        Applied by every job before its zero test and compression."""
+        cdef const uint64_t[::1] e = table
+        cdef size_t n = e.shape[0] // 4, i
+        if e.shape[0] % 4:
+            raise ValueError("the erase table holds quadruples")
+        for i in range(n):
+            if e[4 * i + 1] + e[4 * i + 2] > <uint64_t>self.page_size or e[4 * i + 3] > 0xFF \
+                    or (i and e[4 * i] < e[4 * i - 4]):
+                raise ValueError("erase entry out of its page, bad fill, or not sorted by pfn")
+        free(self.erase)
+        self.erase = <uint64_t*>malloc(max(1, n) * 4 * sizeof(uint64_t))
+        if self.erase == NULL:
+            self.n_erase = 0
+            raise MemoryError()
+        if n:
+            memcpy(self.erase, &e[0], n * 4 * sizeof(uint64_t))
+        self.n_erase = n
 
 
 cdef class Job:
@@ -728,6 +752,30 @@ cdef class Job:
             return 0
         return r if r < ps else 0
 
+    cdef const uint8_t* _erase(self, size_t k, const uint8_t* page) noexcept nogil:
+        """Overwrite the page's erased bytes (if any) in its own slot: a page seen through
+        the mapping or the shared zero block is copied there first.  Binary search, so
+        pages without erased bytes cost one lookup."""
+        cdef uint64_t* e = self.src.erase
+        cdef uint64_t pfn = self.pfn_arr[k]
+        cdef size_t lo = 0, hi = self.src.n_erase, mid, ps = self.src.page_size
+        cdef uint8_t* slot = self.inbuf + k * ps
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if e[4 * mid] < pfn:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo >= self.src.n_erase or e[4 * lo] != pfn:
+            return page
+        if page != slot:
+            memcpy(slot, page, ps)
+        while lo < self.src.n_erase and e[4 * lo] == pfn:
+            memset(slot + e[4 * lo + 1], <int>e[4 * lo + 3], e[4 * lo + 2])
+            lo += 1
+        self.page_ptr[k] = slot
+        return slot
+
     cdef void _pack_upto(self, size_t end) noexcept nogil:
         """Zero-test and compress pages [packed, end) into outbuf (their bytes are in
         place: the pending read run is read first)."""
@@ -739,6 +787,8 @@ cdef class Job:
             if self.flag_arr[k] & PAGE_UNREADABLE:
                 self.size_arr[k] = 0
                 continue
+            if self.src.n_erase and not (self.flag_arr[k] & PAGE_FILLED):
+                page = self._erase(k, page)
             if self.zero_check and not (self.flag_arr[k] & PAGE_FILLED) and (page == self.zeros or _is_zero(page, ps)):
                 self.flag_arr[k] |= PAGE_ZERO
                 self.size_arr[k] = 0

@@ -43,7 +43,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass
 class Row:
-    args: str             # {V} vmcore, {O} {O1} {O2} outputs, {D} a directory, {I} a VMCOREINFO file, {T} a TOML file
+    args: str             # {V} vmcore, {O} {O1} {O2} outputs, {D} a directory, {I} a VMCOREINFO file, {T} a TOML file,
+                          # {C} a filter config (makedumpfile.conf), {B} one with a bad line
     expect: int           # exit status class, fastdump's and (unless own/differs) makedumpfile's
     writes: str = ""      # what a successful run leaves: dump, flat (stdout), split, dmesg, stdout (text), cut (-L),
                           # none, kept (the file there before)
@@ -120,9 +121,16 @@ ROWS = {
     "-e": Row(f"-e -c {D31}", 1),
     "--num-threads": Row(f"--num-threads 2 -c {D31}", 0, "dump"),
     "--non-mmap": Row(f"--non-mmap -c {D31}", 0, "dump"),
+    # makedumpfile's filter config: this synthetic kernel has no kallsyms (fastdump) nor a vmlinux
+    # (makedumpfile); a settings file given as --config is named; a bad line fails before anything runs
+    "--config": Row(f"--config {{C}} -c {D31}", 1, says="kallsyms"),
+    "--config -x": Row(f"--config {{C}} -x {{V}} -c {D31}", 1, own="init_dwarf_info", says="kallsyms"),
+    "--config bad line": Row(f"--config {{B}} -c {D31}", 1, says=":2: expected erase, for or endfor"),
+    "--check-params --config bad line": Row("--check-params --config {B} -c -d 31 vmcore dumpfile", 1, "none",
+                                            says=":2: expected erase, for or endfor"),
+    "--config TOML without -x": Row(f"--config {{T}} -c {D31}", 1, says="--settings"),
+    "--config TOML -x": Row(f"--config {{T}} -x {{V}} -c {D31}", 1, own="init_dwarf_info"),
     # refused
-    "--config without -x": Row(f"--config {{T}} -c {D31}", 1, says="--settings"),
-    "--config -x": Row(f"--config {{T}} -x {{V}} -c {D31}", 1, own="init_dwarf_info"),
     "--eppic": Row(f"--eppic {{T}} -c {D31}", 1),
     "-X": Row(f"-X -c {D31}", 1),
     "--xen-syms": Row(f"--xen-syms {{V}} -c {D31}", 1, differs="Xen option"),
@@ -149,18 +157,21 @@ def world(tmp_path_factory, generated_kernel):
         info.write_bytes(src.vmcoreinfo_note.desc)
     toml = d / "fastdump.toml"
     toml.write_text('dump_level = 31\ncompress = "zstd"\n')
+    (d / "filter.conf").write_text("[vmlinux]\nerase init_uts_ns.name.nodename\n")
+    (d / "bad.conf").write_text("[vmlinux]\nscrub init_uts_ns\n")
     mdf = builds[0]["exe"]
     with open(d / "stream", "wb") as f:
         subprocess.run([mdf, "-F", "-c", "-d", "31", vmcore], stdout=f, check=True, stderr=subprocess.DEVNULL)
     subprocess.run([mdf, "--split", "-c", "-d", "31", vmcore, str(d / "part1"), str(d / "part2")], check=True,
                    capture_output=True)
-    return {"dir": d, "V": vmcore, "I": str(info), "T": str(toml), "P1": str(d / "part1"), "P2": str(d / "part2"),
+    return {"dir": d, "V": vmcore, "I": str(info), "T": str(toml), "C": str(d / "filter.conf"),
+            "B": str(d / "bad.conf"), "P1": str(d / "part1"), "P2": str(d / "part2"),
             "builds": builds, "pages": digests(source), "kept31": set(source) - layout.dropped_pfns(31)}
 
 
 def run(argv, row, world, work):
     """(exit status, output text) of one run in its own directory ``work``."""
-    names = {k: world[k] for k in ("V", "I", "T", "P1", "P2")}
+    names = {k: world[k] for k in ("V", "I", "T", "C", "B", "P1", "P2")}
     names.update(D=str(work), O=str(work / "out"), O1=str(work / "out1"), O2=str(work / "out2"))
     args = [a.format(**names) for a in row.args.split()]
     if row.writes == "kept" or row.args.startswith("-f "):

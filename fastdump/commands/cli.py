@@ -96,7 +96,7 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
     p.add_argument("-x", dest="vmlinux", metavar="VMLINUX", help="accepted for makedumpfile compatibility; "
-                   "fastdump needs only the VMCOREINFO note")
+                   "fastdump needs only the VMCOREINFO note (with --config: names the types BTF does not give)")
     p.add_argument("-i", dest="vmcoreinfo_file", metavar="FILE", help="VMCOREINFO text (makedumpfile -i / -g "
                    "output) for raw memory or a vmcore without the note")
     p.add_argument("--mem-map", metavar="RANGES", help="raw memory source (/dev/oldmem copy): physical RAM "
@@ -192,7 +192,8 @@ def _run_dump(argv):
                "elf_class": args.elf_class, "stats_json": args.stats_json, "flat": flat, "split": split,
                "dmesg": args.dmesg, "split_block_pfns": args.splitblock_size // 4, "mem_map": args.mem_map,
                "iomem": args.iomem, "vmcoreinfo_file": args.vmcoreinfo_file, "direct_io": args.direct_io,
-               "size_limit": args.size_limit, "dry_run": args.dry_run}
+               "size_limit": args.size_limit, "dry_run": args.dry_run, "erase_config": args.erase_config,
+               "vmlinux": args.vmlinux if args.erase_config else None}
     options = DumpOptions.check(source=source, **options)
     if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
         return 0

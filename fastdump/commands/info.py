@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 from ..formats import codecs
+from ..kernel.erase import recorded
 from ..sources.opener import open_dump
 from .parsing import Parser
 
@@ -42,6 +43,7 @@ def page_census(d):
 def summary(path):
     with open_dump(path) as d:
         info = d.describe()
+        info["eraseinfo"] = recorded(d).decode("ascii", "replace").rstrip("\0").splitlines()
         vmci = d.vmcoreinfo
         info["kernel"] = vmci.osrelease if vmci else None
         info["crashtime"] = vmci.crashtime if vmci else None
@@ -64,4 +66,6 @@ def main(argv):
         if key in info:
             print(f"  {key + ':':<12} {info[key]}")
     print("  pages:       " + ", ".join(f"{k} {v}" for k, v in info["pages"].items()))
+    for line in info["eraseinfo"]:
+        print(f"  erased:      {line}")
     return 0

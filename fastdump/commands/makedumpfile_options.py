@@ -6,9 +6,10 @@ makedumpfile accepts is either implemented by the main parser (``cli.build_parse
 with a one-line note when it only tunes makedumpfile's own memory use or debug output, or
 refused with one line when fastdump cannot honour it.  makedumpfile's rules between options
 (its check_param_for_*) are enforced here and in ``DumpOptions.check``, so ``--check-params``
-answers as makedumpfile would.  fastdump is more lenient in three places only: ``--num-threads``
-with ``--split`` or ``-E``, ``--non-cyclic`` (gone from makedumpfile), and no target without
-``-F`` when stdout is not a terminal (kdump-utils' ssh form for a collector not named makedumpfile).
+answers as makedumpfile would.  fastdump is more lenient in four places only: ``--num-threads``
+with ``--split`` or ``-E``, ``--non-cyclic`` (gone from makedumpfile), ``--config`` without ``-x``
+(the dump's own kallsyms and BTF locate the data), and no target without ``-F`` when stdout is
+not a terminal (kdump-utils' ssh form for a collector not named makedumpfile).
 """
 
 import argparse
@@ -38,8 +39,6 @@ REFUSED = (
     (("--diskset",), True, "sadump disk sets are not supported by fastdump"),
     (("-g",), True, ("generating VMCOREINFO from a vmlinux needs its debug info, which fastdump does not "
                      "read; run makedumpfile -g, then fastdump -i FILE")),
-    (("--config",), True, ("makedumpfile's erase/filter config is not supported by fastdump "
-                           "(fastdump's own TOML settings file is --settings FILE)")),
 )
 
 _WHY = {flag: why for flags, _, why in TUNING + REFUSED for flag in flags}
@@ -70,6 +69,9 @@ def add_arguments(p):
     for flags, value in [(f, v) for f, v, _ in REFUSED]:
         p.add_argument(*flags, action=_Refuse, nargs=None if value else 0, metavar="X" if value else None,
                        help=f"refused: {_WHY[flags[0]]}")
+    p.add_argument("--config", dest="erase_config", metavar="FILE",
+                   help="makedumpfile's filter config: erase the kernel data it names (makedumpfile.conf(5)), "
+                        "found with the dump's own kallsyms and BTF (fastdump's TOML settings: --settings)")
     p.add_argument("-L", dest="size_limit", type=memparse, metavar="SIZE",
                    help="stop when the dump would exceed SIZE bytes (K, M, G, T suffixes): the dump is left "
                         "flagged incomplete and the run fails, as makedumpfile")
@@ -92,11 +94,9 @@ def check(args):
         raise UsageError("-e needs --work-dir (as in makedumpfile)")
     if args.vmcoreinfo_file and args.vmlinux:
         raise UsageError("-i and -x cannot be used together (as in makedumpfile)")
-    for option, value in args.refused:
-        if option == "--config":
-            if not args.vmlinux:
-                raise UsageError("--config (makedumpfile's filter config) needs -x VMLINUX" + _toml_hint(value))
-            raise UsageError(f"--config: {_WHY[option]}" + _toml_hint(value))
+    if args.erase_config and _toml_hint(args.erase_config):
+        raise UsageError(f"--config is makedumpfile's filter config{_toml_hint(args.erase_config)}")
+    for option, _ in args.refused:
         raise UsageError(f"{option}: {_WHY[option]}")
 
 

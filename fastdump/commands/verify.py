@@ -12,7 +12,11 @@ block and the zero block (ELF: each page-size block of the data, the headers
 and notes) are checked against them, so a changed byte is found without the
 source and named by pfn.  ELF: every segment lies within the file, and a second copy of memory
 (the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
-page the dump stores must equal the source's.
+page the dump stores must equal the source's, except where the dump records erased data
+(makedumpfile's eraseinfo, ``--config``): a page may then differ from the source only in
+bytes the dump holds as the erase fills ('X', or 0 for nullify), and all such bytes
+together may not exceed what the eraseinfo says was erased.  Those pages are counted as
+erased, not as equal to the source.
 
 Every page is decoded by the reader's own decoder (the compiled core, every
 codec, GIL released), on a thread pool in chunks of descriptors.  Prints one
@@ -33,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _core
 from ..errors import FastdumpError, FormatError
 from ..formats import checksums, codecs, kdump
+from ..kernel.erase import recorded
 from ..options import path_arg, threads_arg
 from ..sources.opener import open_dump, sniff
 from ..sources.vmcore import ElfSource
@@ -42,6 +47,52 @@ CHUNK = 8192          # descriptors per task
 MAX_PROBLEMS = 20     # messages kept (all are counted)
 SPAN_GAP = 256 << 10  # page data closer than this is read with one pread
 DESC = kdump.DESC
+
+
+def erase_budget(text):
+    """Bytes makedumpfile's eraseinfo text says were erased (``erase EXPR size N`` /
+    ``erase EXPR nullify``, a pointer: 8 bytes), or None when there is no record."""
+    if not text:
+        return None
+    total = 0
+    for line in text.decode("ascii", "replace").splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == "erase" and words[2] == "size" and words[3].isdigit():
+            total += int(words[3])
+        elif len(words) == 3 and words[0] == "erase" and words[2] == "nullify":
+            total += 8
+    return total
+
+
+class _Erased:
+    """Pages that differ from the source only in erase fills, within the dump's eraseinfo."""
+
+    FILLS = (0x58, 0)
+
+    def __init__(self, budget):
+        self.budget, self.by_pfn = budget, {}
+        self.lock = threading.Lock()
+
+    def accounts_for(self, pfn, got, want):
+        """True when page ``pfn`` (``got``) differs from the source's (``want``) only in
+        erase fills; counted once per pfn (an ELF dump may store a page twice)."""
+        if self.budget is None:
+            return False
+        n = 0
+        for a, b in zip(got, want):
+            if a != b:
+                if a not in self.FILLS:
+                    return False
+                n += 1
+        with self.lock:
+            self.by_pfn[pfn] = n
+        return True
+
+    def report(self, result, problems):
+        result["pages_erased"], result["bytes_erased"] = len(self.by_pfn), sum(self.by_pfn.values())
+        if self.budget is not None and result["bytes_erased"] > self.budget:
+            problems.add(f"{result['bytes_erased']} bytes differ from the source as erased, but the eraseinfo "
+                         f"records only {self.budget}")
 
 
 class _Problems:
@@ -167,6 +218,7 @@ def _check_kdump(r, source, threads, result, problems):
         problems.add("the checksum trailer is not one of a kdump-compressed dump")
         sums = None
     codec_counts = {}
+    erased = _Erased(erase_budget(recorded(r)))
     counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
@@ -248,7 +300,9 @@ def _check_kdump(r, source, threads, result, problems):
                 buf, a = src_pages[cur]
                 at = (pfn - a) * ps
                 if buf[at:at + ps] != page:
-                    problems.add(f"pfn {pfn:#x}: differs from the source page")
+                    if not erased.accounts_for(pfn, page, buf[at:at + ps]):
+                        problems.add(f"pfn {pfn:#x}: differs from the source page")
+                    continue
                 compared += 1
         for k, page in want.items():
             if isinstance(page, str):
@@ -268,6 +322,7 @@ def _check_kdump(r, source, threads, result, problems):
                 codec_counts[k] = codec_counts.get(k, 0) + v
 
     _run_tasks(task, _chunks(r.dumped_runs(), CHUNK), threads)
+    erased.report(result, problems)
     first = counts.get("min_offset")
     if first is not None and data_start <= r.file_size and not r.incomplete:
         gap = r.data_gap(first)
@@ -363,6 +418,7 @@ def _check_elf(d, source, threads, result, problems):
     counts = {"checked": 0, "compared": 0}
     lock = threading.Lock()
     block = 4 << 20
+    erased = _Erased(erase_budget(recorded(d)))
 
     def task(arg):
         phys, size, off = arg
@@ -381,18 +437,25 @@ def _check_elf(d, source, threads, result, problems):
             want, what = d.read_phys(phys, size, zero_fill=True), "differs between the PT_LOADs that store it"
         else:
             want = None
+        n_erased = 0
         if want is not None and want != data:
-            bad = next(k for k in range(0, size) if want[k] != data[k])
-            problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) {what}")
+            differ = [k for k in range(0, size, ps) if want[k:k + ps] != data[k:k + ps]]
+            left = [k for k in differ
+                    if not erased.accounts_for((phys + k) // ps, data[k:k + ps], want[k:k + ps])]
+            n_erased = len(differ) - len(left)
+            if left:
+                bad = next(k for k in range(left[0], size) if want[k] != data[k])
+                problems.add(f"physical {phys + bad:#x} (pfn {(phys + bad) // ps:#x}) {what}")
         with lock:
             counts["checked"] += pages
-            counts["compared"] += pages if source is not None else 0
+            counts["compared"] += pages - n_erased if source is not None else 0
 
     work = []
     for phys, end, off in d.segment_extents:
         for k in range(0, end - phys, block):
             work.append((phys + k, min(block, end - phys - k), off + k))
     _run_tasks(task, work, threads)
+    erased.report(result, problems)
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
     result["pages_unreadable"] = sum(b - a for a, b in d.unreadable_runs)
@@ -504,6 +567,9 @@ def _verdict(r):
     used = ", ".join(f"{k} {v}" for k, v in sorted(r["codecs"].items()))
     if r["ok"]:
         cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
+        if r.get("pages_erased"):
+            cmp += (f", {r['pages_erased']} equal to it but for {r['bytes_erased']} erased bytes "
+                    f"(eraseinfo)")
         used = f" ({used})" if used else ""
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""

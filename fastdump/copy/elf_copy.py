@@ -10,9 +10,9 @@ from .plan import cycles
 class ElfCopy:
     """Copies ``plan``'s non-zero kept pages of ``src`` into ``sink`` as ``elfclass`` ELF."""
 
-    def __init__(self, src, plan, engine, sink, *, elfclass, progress):
+    def __init__(self, src, plan, engine, sink, *, elfclass, progress, eraseinfo=b""):
         self.src, self.plan, self.engine, self.progress = src, plan, engine, progress
-        self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass)
+        self.writer = elfdump.ElfDumpWriter(sink, src, plan.segments, elfclass=elfclass, eraseinfo=eraseinfo)
 
     def run(self, stats):
         src, plan, engine, writer, sink = self.src, self.plan, self.engine, self.writer, self.writer.sink

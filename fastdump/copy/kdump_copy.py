@@ -18,7 +18,7 @@ COMMITS_REMEMBERED = 1024     # windows a full disk may still lose after they we
 class KdumpCopy:
     """Copies ``plan``'s pages of ``src`` into ``sink``; ``split`` is a part's pfn range."""
 
-    def __init__(self, src, plan, engine, sink, *, codec, utsname, progress, split=None):
+    def __init__(self, src, plan, engine, sink, *, codec, utsname, progress, split=None, eraseinfo=b""):
         self.src, self.plan, self.engine, self.progress, self.split = src, plan, engine, progress, split
         vm, info = src.vmcoreinfo_note, src.vmcoreinfo
         self.writer = kdump.KdumpWriter(
@@ -26,7 +26,7 @@ class KdumpCopy:
             codec=codec, notes=src.note_bytes,
             vmcoreinfo_desc_offset=vm.desc_offset if vm else 0, vmcoreinfo_size=len(vm.desc) if vm else 0,
             nr_cpus=src.nr_cpus, utsname=utsname, crashtime=info.crashtime if info else None,
-            phys_base=info.phys_base if info else 0, split=split)
+            phys_base=info.phys_base if info else 0, split=split, eraseinfo=eraseinfo)
         self.committed = deque(maxlen=COMMITS_REMEMBERED)   # (done_to, desc_off, data_off) per window
 
     def run(self, stats):

@@ -48,6 +48,7 @@ class _Run:
     host: str
     when: Any
     elfclass: Optional[int]       # the ELF class to write; None for a kdump dump
+    eraseinfo: bytes              # what the dump records as erased (its source's record, then this run's)
     plans: dict = field(default_factory=dict)       # dump level -> Plan (pass 1 is done once per level)
     leftovers: dict = field(default_factory=dict)   # target spec -> (path, inode) of the incomplete file left
     log_saved: Optional[str] = None                 # the kernel log saved when no target had room
@@ -136,9 +137,11 @@ class Dump:
                 o = self.o
                 engine = CopyEngine(src, codec=o.compress, threads=o.threads,
                                     window_bytes=o.window_bytes, use_mmap=o.use_mmap)
+                eraseinfo = self._set_erase(src, engine)
                 utsname = read_utsname(src)
                 r = _Run(src=src, engine=engine, utsname=utsname, host=host_name(utsname), when=time.localtime(),
-                         elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None)
+                         elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None,
+                         eraseinfo=eraseinfo)
                 stats = self._run_split(r) if o.split else self._run_targets(r)
         finally:
             for plan in (r.plans.values() if r else ()):
@@ -151,6 +154,18 @@ class Dump:
         stats.seconds = round(time.monotonic() - t0, 3)
         stats.warnings = list(self.warnings)
         return stats
+
+    def _set_erase(self, src, engine):
+        """makedumpfile's --config: the named bytes, found before any page is read, are
+        overwritten in every page the engine copies (estimates and plans included).
+        Returns what the dump records as erased: what its source recorded, then this run's."""
+        from ..kernel import erase
+        if not self.o.erase_config:
+            return erase.recorded(src)
+        found = erase.resolve(erase.load(self.o.erase_config), src.kernel, vmlinux=self.o.vmlinux)
+        engine.core_source.set_erase(found.table)
+        self.progress.message(f"erasing {found.nbytes} bytes in {len(found)} pieces ({self.o.erase_config})")
+        return erase.recorded(src) + found.eraseinfo
 
     def _open_source(self):
         """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
@@ -299,9 +314,10 @@ class Dump:
     def _copy(self, r, plan, sink, split=None):
         """The copy loop of this run's format, for one file."""
         if r.elfclass is not None:
-            return ElfCopy(r.src, plan, r.engine, sink, elfclass=r.elfclass, progress=self.progress)
+            return ElfCopy(r.src, plan, r.engine, sink, elfclass=r.elfclass, eraseinfo=r.eraseinfo,
+                           progress=self.progress)
         return KdumpCopy(r.src, plan, r.engine, sink, codec=self.o.compress, utsname=r.utsname,
-                         progress=self.progress, split=split)
+                         eraseinfo=r.eraseinfo, progress=self.progress, split=split)
 
     @staticmethod
     def _drop_leftover(r, target):
@@ -382,7 +398,7 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
          flat: bool = False, split: Optional[Sequence[PathArg]] = None, dmesg: bool = True,
          split_block_pfns: int = SPLITBLOCK_PFNS, mem_map: Optional[str] = None, iomem: Optional[PathArg] = None,
          vmcoreinfo_file: Optional[PathArg] = None, direct_io: bool = False, size_limit: Optional[int] = None,
-         dry_run: bool = False) -> Stats:
+         dry_run: bool = False, erase_config: Optional[PathArg] = None, vmlinux: Optional[PathArg] = None) -> Stats:
     """Copy ``source`` (an ELF vmcore) to ``target``; returns a Stats object.
 
     ``level`` is makedumpfile's dump level (0..31) or a list of levels to fall
@@ -395,7 +411,9 @@ def dump(source: PathArg, target: Optional[PathArg] = None, *, level: Union[int,
     them tried in order.  ``split`` is a list of part files.  Raises
     FastdumpError on failure, leaving what was written marked incomplete.
     ``size_limit`` (makedumpfile -L) bounds the dump's size as a full target would;
-    ``dry_run`` does everything but create or write any file.
+    ``dry_run`` does everything but create or write any file.  ``erase_config`` is
+    makedumpfile's filter config (``--config``): the data it names is erased in the dump,
+    found with the dump's own kallsyms and BTF (``vmlinux``: makedumpfile's ``-x``).
     """
     options = dict(locals())   # the keywords above are DumpOptions.check's, by the same names
     progress, warn = options.pop("progress"), options.pop("warn")

@@ -42,10 +42,10 @@ ENTRY = struct.Struct("<I")            # one entry of the array
 #: the trailer of a 64 TiB machine's kdump dump (a region per bitmap block) is about 24 MiB
 MAX_TRAILER = 256 << 20
 
-HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS = 1, 2, 3, 4, 5, 6
+HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS, ERASEINFO = 1, 2, 3, 4, 5, 6, 7
 KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP1: "1st bitmap",
               BITMAP2: "2nd bitmap", ZERO_PAGE: "shared zero page",
-              ELF_HEADERS: "ELF header, program headers and notes"}
+              ELF_HEADERS: "ELF header, program headers and notes", ERASEINFO: "eraseinfo"}
 
 
 def page_entry(data_crc, desc):

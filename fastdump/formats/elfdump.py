@@ -97,16 +97,25 @@ def check_fits_elf32(loads, *, with_offsets=False):
                              f"offsets reach past 4 GiB; use ELF64")
 
 
+ERASEINFO = b"ERASEINFO"    # makedumpfile's note name for its record of erased data
+
+
 class ElfDumpWriter:
     """Builds the header once every piece is known, then writes page data in order."""
 
-    def __init__(self, sink, source, segments, *, elfclass=None):
+    def __init__(self, sink, source, segments, *, elfclass=None, eraseinfo=b""):
+        """``eraseinfo``: makedumpfile's record of erased data (``--config``, and what the
+        source recorded), as it writes it for ELF: one note named ERASEINFO after the
+        source's other notes."""
         self.sink = sink
         self.source = source
         self.elfclass = elfclass or source.elfclass
-        self.notes = source.note_bytes
+        self.notes = b"".join(elf.build_note(n.name, n.type, n.desc) for n in source.notes
+                              if n.name != ERASEINFO) if eraseinfo else source.note_bytes
+        self.notes += elf.build_note(ERASEINFO, 0, eraseinfo) if eraseinfo else b""
         self.segments = segments
-        self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass)
+        self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass,
+                                                                    len(self.notes))
         if self.elfclass == elf.ELFCLASS32:
             self._check_fits_elf32()
         self.pages_written = 0
@@ -118,12 +127,13 @@ class ElfDumpWriter:
         self.marks = []           # their PT_FASTDUMP_UNREADABLE headers (after finish)
 
     @staticmethod
-    def layout(source, segments, elfclass):
+    def layout(source, segments, elfclass, notes_len=None):
         """Output PT_LOADs with their file offsets, the notes' offset, the file size."""
         loads = [ph for seg in segments for ph in seg.phdrs()]
         note_offset = elf.header_size(elfclass, 1 + len(loads) + RESERVED_PHDRS)
         data_len = sum(ph.filesz for ph in loads)
-        offset = note_offset + len(source.note_bytes) + 4 * -(-data_len // source.page_size)
+        notes_len = len(source.note_bytes) if notes_len is None else notes_len
+        offset = note_offset + notes_len + 4 * -(-data_len // source.page_size)
         for ph in loads:
             ph.offset = offset if ph.filesz else 0
             offset += ph.filesz

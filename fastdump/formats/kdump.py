@@ -104,8 +104,12 @@ class KdumpWriter:
     """Writes one kdump-compressed file through a sink with ``pwrite(data, offset)``."""
 
     def __init__(self, sink, *, page_size, max_mapnr, dump_level, codec, notes, vmcoreinfo_desc_offset,
-                 vmcoreinfo_size, nr_cpus, utsname, crashtime, phys_base, split=None):
+                 vmcoreinfo_size, nr_cpus, utsname, crashtime, phys_base, split=None, eraseinfo=b""):
+        """``eraseinfo``: makedumpfile's record of erased data (``--config``), written after
+        the last page's data and named in the sub header, as makedumpfile does."""
         self.sink = sink
+        self.eraseinfo = eraseinfo
+        self.eraseinfo_at = 0
         self.page_size = page_size
         self.layout = KdumpLayout(block_size=page_size, max_mapnr=max_mapnr, note_size=len(notes))
         self.dump_level = dump_level
@@ -144,11 +148,15 @@ class KdumpWriter:
             start_pfn=min(start, 0xFFFFFFFF), end_pfn=min(end, 0xFFFFFFFF),
             offset_vmcoreinfo=lay.offset_note + vm_off if vm_size else 0, size_vmcoreinfo=vm_size,
             offset_note=lay.offset_note if self.notes else 0, size_note=len(self.notes),
-            offset_eraseinfo=0, size_eraseinfo=0, start_pfn_64=start, end_pfn_64=end, max_mapnr_64=lay.max_mapnr)
+            offset_eraseinfo=self.eraseinfo_at, size_eraseinfo=len(self.eraseinfo) if self.eraseinfo_at else 0,
+            start_pfn_64=start, end_pfn_64=end, max_mapnr_64=lay.max_mapnr)
 
     def write_prologue(self):
         """Header (marked incomplete until ``finish``), sub header and notes."""
         self.sink.pwrite(self.header_bytes(incomplete=True).ljust(self.page_size, b"\0"), 0)
+        self._write_sub_header()
+
+    def _write_sub_header(self):
         sub = self.sub_header_bytes() + self.notes
         self.sink.pwrite(sub, self.page_size)
         self.sums.region(checksums.SUB_HEADER, self.page_size,
@@ -227,6 +235,12 @@ class KdumpWriter:
             self._unclaim_unwritten(bitmaps)
         header = self.header_bytes(incomplete=incomplete)
         if not incomplete and self.desc_off is not None:
+            if self.eraseinfo:         # only a complete dump names it: a cut one may lack it
+                self.sink.pwrite(self.eraseinfo, self.data_off)
+                self.sums.region(checksums.ERASEINFO, self.data_off, self.eraseinfo)
+                self.eraseinfo_at = self.data_off
+                self.data_off += len(self.eraseinfo)
+                self._write_sub_header()
             self.sums.region(checksums.HEADER, 0, header.ljust(self.page_size, b"\0"))
             self.sink.pwrite(self.sums.trailer(self.data_off, array_off=self.crc_off,
                                                array_count=self.crcs_written), self.data_off)

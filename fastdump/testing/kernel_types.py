@@ -119,6 +119,14 @@ class BtfBuilder:
     def const(self, to):
         return self._add(10, "", 0, to)
 
+    def var(self, name, type_id):
+        """A global variable (linkage 1: global allocated), as pahole's global_var encodes it."""
+        return self._add(14, name, 0, type_id, struct.pack("<I", 1))
+
+    def datasec(self, name, size, entries):
+        """``entries``: [(var id, offset, size)]."""
+        return self._add(15, name, len(entries), size, b"".join(struct.pack("<III", *e) for e in entries))
+
     def blob(self):
         hdr_len = 24
         return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, hdr_len, 0, len(self.types), len(self.types),

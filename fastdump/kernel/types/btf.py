@@ -66,6 +66,7 @@ class Btf:
         self._at = array("I", [0])      # id -> record position; id 0: void
         self._cache = {}
         self._enumerators = None
+        self._vars = None
         self._index(hdr_len + type_off, hdr_len + type_off + type_len)
 
     def __len__(self):
@@ -176,6 +177,19 @@ class Btf:
         if t.kind == ARRAY:
             return t.nelems * self.sizeof(t.ref, depth + 1)
         raise NotAvailable(f"BTF: type {t.name or tid} has no size")
+
+    def variable(self, name):
+        """Type id of the variable ``name`` (BTF lists per-CPU variables, and all globals on
+        kernels built with pahole's global_var), or None.  The VARs are indexed on first use."""
+        if self._vars is None:
+            self._vars = {}
+            for tid in range(1, len(self._at)):
+                info = _TYPE.unpack_from(self._blob, self._at[tid])[1]
+                if (info >> 24) & 0x1F == VAR:
+                    t = self.get(tid)
+                    self._vars.setdefault(t.name, t.ref)
+                    del self._cache[tid]
+        return self._vars.get(name)
 
     def struct_id(self, name):
         off = self._name_offset(name)

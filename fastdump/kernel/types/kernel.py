@@ -63,6 +63,13 @@ class Kernel:
             self._memory = KernelMemory(self.dump, error=NotAvailable)
         return self._memory.read(va, size)
 
+    def translate(self, va):
+        """The physical address of kernel virtual address ``va`` (NotAvailable if none)."""
+        self.read(va, 1)               # the same checks (and memory object) as a read
+        if self._memory is None:
+            raise NotAvailable("this kernel's memory is not read through its page tables")
+        return self._memory.translate(va)
+
     def read_u64(self, va):
         return struct.unpack("<Q", self.read(va, 8))[0]
 

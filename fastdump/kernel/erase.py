@@ -1,0 +1,415 @@
+"""makedumpfile's filter config (``--config FILE``, makedumpfile.conf(5)): kernel data to erase.
+
+    [vmlinux]
+    erase init_uts_ns.name.nodename
+    erase mystruct.buffer size 1K
+    erase mystruct.addr size mystruct.addr_size
+    erase mystruct.addr nullify
+    for node in node_list within struct_name:list_member
+        erase node.secret
+    endfor
+
+``parse`` turns the file into commands (any bad line: one UsageError naming file:line);
+``resolve`` finds every named byte in the crashed kernel with its own kallsyms and
+BTF (``kernel/types``), without a debug vmlinux, and returns an :class:`EraseList`:
+the bytes as (pfn, offset, length, fill) pieces, each inside one page, which the copy
+core overwrites in every page it copies, and the eraseinfo text makedumpfile records
+in the dump.  As makedumpfile: ``erase`` fills with 'X', ``nullify`` sets a pointer to
+0, a pointer member is followed to the data it points to, a ``char *`` erases its
+string (at most 1024 bytes).  Anything that cannot be resolved is an error, never a
+dump that silently keeps the secret.
+"""
+
+import re
+import shutil
+import struct
+import subprocess
+from array import array
+
+from ..errors import FastdumpError, UsageError
+from ..formats.elfdump import ERASEINFO as NOTE_NAME
+from .types import NotAvailable
+from .types import btf as B
+
+ERASE_FILL = ord("X")         # makedumpfile's erase character
+NULLIFY_FILL = 0
+MAX_STRLEN = 1024             # makedumpfile's bound on a char * string
+MAX_LOOP = 1 << 20            # elements of one list or array walked at most
+MAX_ERASED = 1 << 30          # bytes one command may erase
+PAGE = 4096
+KERNEL_SPACE = 0xFFFF800000000000   # x86_64: below it, kallsyms gives per-CPU offsets
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_EXPR = re.compile(rf"{_IDENT}(\.{_IDENT})*")
+_SIZE = re.compile(r"([0-9]+)([kKmM]?)")
+
+
+class ConfigError(UsageError):
+    """A line of the filter config that makedumpfile's syntax does not allow."""
+
+
+class EraseError(FastdumpError):
+    """A command that names data this dump cannot locate."""
+
+
+class Erase:
+    """One ``erase`` command: ``expr`` (``sym.member...`` or ``id.member...`` in a loop) and
+    ``size`` (None, an int, or an expression) or ``nullify``."""
+
+    def __init__(self, where, expr, size=None, nullify=False):
+        self.where, self.expr, self.size, self.nullify = where, expr, size, nullify
+
+
+class Loop:
+    """``for ID in LIST [via NEXT | within STRUCT:MEMBER]`` ... ``endfor``."""
+
+    def __init__(self, where, ident, target, via=None, within=None):
+        self.where, self.ident, self.target, self.via, self.within = where, ident, target, via, within
+        self.body = []
+
+
+def parse(text, path="config"):
+    """The commands of the ``[vmlinux]`` section (and of the unnamed start); module
+    sections are refused: fastdump reads no module's types."""
+    commands, loop = [], None
+    for n, raw in enumerate(text.splitlines(), 1):
+        where = f"{path}:{n}"
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        m = re.fullmatch(r"\[\s*(\S+)\s*\]", line)
+        if m:
+            if m.group(1) != "vmlinux":
+                raise ConfigError(f"{where}: module section [{m.group(1)}] is not supported "
+                                  "(fastdump erases only vmlinux data)")
+            if loop:
+                raise ConfigError(f"{where}: section inside a for loop (missing endfor)")
+            continue
+        if words[0] == "erase":
+            cmd = _erase(where, words[1:])
+            (loop.body if loop else commands).append(cmd)
+        elif words[0] == "for":
+            if loop:
+                raise ConfigError(f"{where}: for loops cannot be nested")
+            loop = _loop(where, words[1:])
+        elif words == ["endfor"]:
+            if not loop:
+                raise ConfigError(f"{where}: endfor without for")
+            if not loop.body:
+                raise ConfigError(f"{where}: empty for loop")
+            commands.append(loop)
+            loop = None
+        else:
+            raise ConfigError(f"{where}: expected erase, for or endfor, not {words[0]!r:.40}")
+    if loop:
+        raise ConfigError(f"{loop.where}: for without endfor")
+    return commands
+
+
+def _expr(where, word, what):
+    if not _EXPR.fullmatch(word):
+        raise ConfigError(f"{where}: bad {what} {word!r:.60} (SYMBOL[.member...])")
+    return word
+
+
+def _erase(where, args):
+    if not args:
+        raise ConfigError(f"{where}: erase needs a symbol")
+    expr = _expr(where, args[0], "symbol")
+    rest = args[1:]
+    if not rest:
+        return Erase(where, expr)
+    if rest == ["nullify"]:
+        return Erase(where, expr, nullify=True)
+    if rest[0] == "size" and len(rest) == 2:
+        m = _SIZE.fullmatch(rest[1])
+        if m:
+            size = int(m.group(1)) << {"": 0, "k": 10, "m": 20}[m.group(2).lower()]
+            if not 0 < size <= MAX_ERASED:
+                raise ConfigError(f"{where}: size {rest[1]} is out of range 1..{MAX_ERASED}")
+            return Erase(where, expr, size=size)
+        return Erase(where, expr, size=_expr(where, rest[1], "size"))
+    raise ConfigError(f"{where}: after the symbol: size N[K|M], size SYMBOL or nullify, not {' '.join(rest)!r:.60}")
+
+
+def _loop(where, args):
+    if len(args) not in (3, 5) or args[1] != "in":
+        raise ConfigError(f"{where}: for ID in LIST [via NEXT | within STRUCT:MEMBER]")
+    ident = args[0]
+    if not re.fullmatch(_IDENT, ident):
+        raise ConfigError(f"{where}: bad loop variable {ident!r:.40}")
+    target = _expr(where, args[2], "list")
+    if len(args) == 3:
+        return Loop(where, ident, target)
+    if args[3] == "via" and re.fullmatch(_IDENT, args[4]):
+        return Loop(where, ident, target, via=args[4])
+    m = re.fullmatch(rf"({_IDENT}):({_IDENT})", args[4])
+    if args[3] == "within" and m:
+        return Loop(where, ident, target, within=(m.group(1), m.group(2)))
+    raise ConfigError(f"{where}: after the list: via NEXT or within STRUCT:MEMBER, not {' '.join(args[3:])!r:.60}")
+
+
+def recorded(dump):
+    """The eraseinfo an opened dump already carries (a kdump dump's eraseinfo section, or the
+    ERASEINFO notes of an ELF dump or vmcore); b"" when none.  A dump made from it carries it on,
+    as makedumpfile's re-filtering does."""
+    if getattr(dump, "format", None) == "kdump":
+        return dump.read_at(dump.offset_eraseinfo, dump.size_eraseinfo) \
+            if dump.offset_eraseinfo and dump.size_eraseinfo else b""
+    return b"".join(n.desc for n in getattr(dump, "notes", ()) if n.name == NOTE_NAME)
+
+
+def load(path):
+    """parse() of a file; an unreadable file is one line."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 20).decode("utf-8")
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a text file") from None
+    return parse(text, path)
+
+
+# -- resolution -----------------------------------------------------------------------
+class EraseList:
+    """What to erase: ``table`` (u64 quadruples pfn, offset, length, fill, sorted, each inside
+    one page) for the copy core, and ``eraseinfo``, makedumpfile's text record."""
+
+    def __init__(self, pieces, eraseinfo):
+        pieces.sort()
+        self.table = array("Q", [v for p in pieces for v in p])
+        self.eraseinfo = eraseinfo.encode()
+        self.nbytes = sum(p[2] for p in pieces)
+
+    def __len__(self):
+        return len(self.table) // 4
+
+
+def resolve(commands, kernel, *, vmlinux=None):
+    """The commands' bytes in ``kernel`` (a ``kernel.types.Kernel``).  Variable types come
+    from the dump's BTF; with ``vmlinux``, a type BTF does not list is named by the
+    vmlinux's debug info (its layout still from BTF)."""
+    r = _Resolver(kernel, vmlinux)
+    try:
+        for cmd in commands:
+            if isinstance(cmd, Loop):
+                r.loop(cmd)
+            else:
+                r.erase(cmd, {})
+        pieces = r.pieces()
+    finally:
+        kernel.forget()          # a capture kernel needs the memory for the copy
+    return EraseList(pieces, "".join(r.info))
+
+
+class _Value:
+    __slots__ = ("va", "tid")
+
+    def __init__(self, va, tid):
+        self.va, self.tid = va, tid
+
+
+class _Resolver:
+    def __init__(self, kernel, vmlinux):
+        self.k, self.vmlinux = kernel, vmlinux
+        self.ranges = []          # (va, size, fill)
+        self.info = []
+
+    def _fail(self, where, text):
+        raise EraseError(f"{where}: {text}")
+
+    # -- expressions --------------------------------------------------------------
+    def _var_type(self, where, name, *, required):
+        """The BTF type id of global variable ``name``; None when not known and not ``required``."""
+        try:
+            tid = self.k.btf.variable(name)
+        except NotAvailable:
+            if required:
+                raise
+            tid = None
+        if tid is None and self.vmlinux:
+            tid = self._vmlinux_type(where, name, required=required)
+        if tid is None and required:
+            self._fail(where, f"the kernel's BTF does not give the type of {name} (it lists per-CPU "
+                              "variables only, unless built with pahole's global_var): give -x VMLINUX, "
+                              f"or erase {name} size N")
+        return tid
+
+    def _vmlinux_type(self, where, name, *, required):
+        """The struct/union that the vmlinux's debug info gives ``name`` (via gdb), as a BTF id."""
+        gdb = shutil.which("gdb")
+        if gdb is None:
+            self._fail(where, f"-x VMLINUX needs gdb to read the type of {name}")
+        try:
+            out = subprocess.run([gdb, "-batch", "-nx", "-ex", f"whatis {name}", self.vmlinux],
+                                 capture_output=True, text=True, timeout=300).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            self._fail(where, f"gdb could not read {self.vmlinux}: {e}")
+        m = re.search(r"^type = (?:struct|union) (\w+)$", out, re.M)
+        if m:
+            return self.k.btf.struct_id(m.group(1))
+        if required:
+            self._fail(where, f"{self.vmlinux} does not give {name} a struct or union type")
+        return None
+
+    def _deref(self, where, v):
+        """A pointer's target (typed by what it points to)."""
+        _, t = self.k.btf.resolve(v.tid)
+        va = self._u64(where, v.va)
+        if va == 0:
+            self._fail(where, "a NULL pointer on the way")
+        return _Value(va, t.ref)
+
+    def _u64(self, where, va):
+        try:
+            return struct.unpack("<Q", self.k.read(va, 8))[0]
+        except NotAvailable as e:
+            self._fail(where, str(e))
+
+    def value(self, where, expr, scope):
+        """The object ``expr`` names (a trailing pointer is not followed)."""
+        first, *members = expr.split(".")
+        if first in scope:
+            v = scope[first]
+        else:
+            va = self.k.symbol(first)
+            if va < KERNEL_SPACE:
+                self._fail(where, f"{first} is a per-CPU variable (one copy per CPU): not supported")
+            v = _Value(va, self._var_type(where, first, required=bool(members)))
+        btf = self.k.btf
+        for name in members:
+            _, t = btf.resolve(v.tid)
+            if t.kind == B.PTR:
+                v = self._deref(where, v)
+                _, t = btf.resolve(v.tid)
+            if t.kind not in (B.STRUCT, B.UNION):
+                self._fail(where, f"{expr}: cannot take member {name} of a non-struct")
+            bits, tid, bit_size = btf.member(v.tid, name)
+            if bit_size or bits % 8:
+                self._fail(where, f"{expr}: {name} is a bitfield")
+            v = _Value(v.va + bits // 8, tid)
+        return v
+
+    def _int(self, where, expr, scope):
+        v = self.value(where, expr, scope)
+        _, t = self.k.btf.resolve(v.tid) if v.tid else (None, None)
+        if t is None or t.kind not in (B.INT, B.ENUM) or t.size not in (1, 2, 4, 8):
+            self._fail(where, f"size {expr} is not an integer")
+        return int.from_bytes(self.k.read(v.va, t.size), "little")
+
+    # -- commands ---------------------------------------------------------------------
+    def erase(self, cmd, scope):
+        where = cmd.where
+        try:
+            v = self.value(where, cmd.expr, scope)
+            t = self.k.btf.resolve(v.tid)[1] if v.tid else None
+            if cmd.nullify:
+                if t is None or t.kind != B.PTR:
+                    self._fail(where, f"nullify: {cmd.expr} is not a pointer")
+                self._add(v.va, 8, NULLIFY_FILL, f"erase {cmd.expr} nullify\n")
+                return
+            size = None
+            if t is not None and t.kind == B.PTR:        # erase what the pointer points to
+                target = self.k.btf.resolve(t.ref)[1] if t.ref else None
+                if target is None and cmd.size is None:
+                    self._fail(where, f"{cmd.expr} is a void *: give size N or nullify")
+                v = self._deref(where, v)
+                if cmd.size is None and target.kind == B.INT and target.size == 1:
+                    size = self._strlen(v.va)            # a char *: its string
+                    if size == 0:
+                        return                           # an empty string: nothing to erase
+            if cmd.size is not None:
+                size = cmd.size if isinstance(cmd.size, int) else self._int(where, cmd.size, scope)
+            elif size is None:
+                if v.tid is None:
+                    self._fail(where, f"the size of {cmd.expr} is not known: give size N")
+                size = self.k.btf.sizeof(v.tid)
+            if not 0 < size <= MAX_ERASED:
+                self._fail(where, f"{cmd.expr}: size {size} is out of range")
+            self._add(v.va, size, ERASE_FILL, f"erase {cmd.expr} size {size}\n")
+        except NotAvailable as e:
+            self._fail(where, f"{cmd.expr}: {e}")
+
+    def _strlen(self, va):
+        data = self._read_upto(va, MAX_STRLEN)
+        n = data.find(b"\0")
+        return n if n >= 0 else len(data)
+
+    def _read_upto(self, va, size):
+        out = b""
+        while len(out) < size:
+            n = min(size - len(out), PAGE - (va + len(out)) % PAGE)
+            try:
+                out += self.k.read(va + len(out), n)
+            except NotAvailable:
+                break
+        return out
+
+    def _add(self, va, size, fill, info):
+        self.ranges.append((va, size, fill))
+        self.info.append(info)
+
+    def loop(self, lp):
+        where = lp.where
+        try:
+            for element in self._elements(lp):
+                for cmd in lp.body:
+                    self.erase(cmd, {lp.ident: element})
+        except NotAvailable as e:
+            self._fail(where, f"for {lp.ident} in {lp.target}: {e}")
+
+    def _elements(self, lp):
+        btf, where = self.k.btf, lp.where
+        if lp.within:                          # a list_head: its entries' containing structs
+            st, member = lp.within
+            head = self.value(where, lp.target, {}).va
+            sid = btf.struct_id(st)
+            off = self.k.offsetof(st, member)
+            yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))
+            return
+        v = self.value(where, lp.target, {})
+        _, t = btf.resolve(v.tid)
+        if lp.via:                             # a struct (or pointer to one) linked by ``via``
+            if t.kind == B.PTR:
+                v = self._deref(where, v)
+            bits, _, _ = btf.member(v.tid, lp.via)
+            yield v
+            yield from (_Value(node, v.tid) for node in self._walk(where, v.va, bits // 8, v.va))
+            return
+        if t.kind != B.ARRAY:
+            self._fail(where, f"{lp.target} is not an array (use via or within for lists)")
+        size = btf.sizeof(t.ref)
+        for i in range(t.nelems):
+            yield _Value(v.va + i * size, t.ref)
+
+    def _walk(self, where, node, link_off, stop):
+        """Nodes after ``node`` following the pointer at ``link_off``, until NULL or ``stop``;
+        bounded, and a cycle that misses ``stop`` is an error."""
+        seen = set()
+        for _ in range(MAX_LOOP):
+            node = self._u64(where, node + link_off)
+            if node == 0 or node == stop:
+                return
+            if node in seen:
+                self._fail(where, "the list loops without returning to its head")
+            seen.add(node)
+            yield node
+        self._fail(where, f"the list has more than {MAX_LOOP} entries")
+
+    # -- to pages ---------------------------------------------------------------------------
+    def pieces(self):
+        """(pfn, offset, length, fill) of every range, split at page boundaries (each page
+        of a range is translated on its own: virtual pages need not be contiguous)."""
+        out = []
+        for va, size, fill in self.ranges:
+            at = va
+            while at < va + size:
+                n = min(va + size - at, PAGE - at % PAGE)
+                try:
+                    pa = self.k.translate(at)
+                except FastdumpError as e:
+                    raise EraseError(f"erase at {at:#x}: {e}") from None
+                out.append((pa // PAGE, pa % PAGE, n, fill))
+                at += n
+        return out

@@ -1,0 +1,393 @@
+"""makedumpfile's filter config (--config) on a synthetic kernel with kallsyms and BTF in its
+memory: exactly the named bytes change (to 'X', or 0 for nullify), in every format and codec,
+judged by libkdumpfile / pyelftools against the source page by page; the eraseinfo record is
+makedumpfile's; bad lines are one line and exit 2; what cannot be resolved writes no dump.
+Real kernels against Debian's makedumpfile: tests/e2e/test_erase_real.py."""
+
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import PAGE, elf_pages, kdumpfile_digests
+
+import fastdump
+from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec
+from fastdump.testing.kernel_types import BtfBuilder, kallsyms_tables
+
+MiB = 1 << 20
+TEXT_VA = SyntheticVmcore.KERNEL_VIRT          # phys 16 MiB (phys_base 0)
+PHYS = 16 * MiB
+DATA = TEXT_VA + 0x1200000                     # our variables, from here
+TABLES = TEXT_VA + 0x1000000
+BTF_AT = TEXT_VA + 0x1100000
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pa(va):
+    return va - TEXT_VA + PHYS
+
+
+class Secrets:
+    """The made-up kernel's variables, their BTF, and the bytes a config below must erase."""
+
+    def __init__(self, *, cyclic=False):
+        self.cyclic = cyclic               # the via-list loops back to its 2nd node, never to its head
+        b = self.btf = BtfBuilder()
+        u8, u32, u64 = b.int("char", 1), b.int("unsigned int", 4), b.int("long unsigned int", 8)
+        c100, c50, c16, c8, c65 = (b.array(u8, n, u32) for n in (100, 50, 16, 8, 65))
+        uts_name = b.struct("new_utsname", 390, [(f, c65, 8 * 65 * i) for i, f in enumerate(
+            ("sysname", "nodename", "release", "version", "machine", "domainname"))])
+        uts = b.struct("uts_namespace", 400, [("kref", u32, 0), ("name", uts_name, 32)])
+        void_p = b.ptr(0)
+        s1 = b.struct("s1", 88, [("name", b.ptr(u8), 0), ("addr1", void_p, 64), ("addr2", void_p, 128),
+                                 ("buffer", c50, 192), ("len", u64, 640)])
+        item = b.struct("item", 24, [("key", u64, 0), ("name", c16, 64)])
+        items = b.array(item, 4, u32)
+        lh_p = b.ptr(b.count + 2)              # points to the struct defined next
+        lh = b.struct("list_head", 16, [("next", lh_p, 0), ("prev", lh_p, 64)])
+        b.struct("node", 24, [("data", c8, 0), ("link", lh, 64)])
+        cnode_p = b.ptr(b.count + 2)
+        cnode = b.struct("cnode", 16, [("data", c8, 0), ("next", cnode_p, 64)])
+        assert b.count == cnode
+        self.vars = {}                         # name: (va, type id)
+        at = DATA + PAGE - 30                  # secret_buf crosses a page boundary
+        for name, tid, size in (("secret_buf", c100, 100), ("secret_s1", s1, 88), ("secret_items", items, 96),
+                                ("secret_head", lh, 16), ("secret_chain", cnode_p, 8), ("init_uts_ns", uts, 400),
+                                ("lonely", void_p, 8)):
+            self.vars[name] = (at if name != "init_uts_ns" else TEXT_VA + SyntheticVmcore.UTS_OFFSET, tid)
+            at += (size + 63) & ~63
+        self.vars["lonely"] = (DATA + 0x8000, void_p)     # the only non-zero bytes of its page
+        b.datasec(".data", 4096, [(b.var(n, tid), 0, 8) for n, (_, tid) in self.vars.items()])
+        self.writes, self.erased = [], []      # (va, bytes); (va, length, fill)
+        self._lay_out()
+
+    def _put(self, va, data):
+        self.writes.append((va, data))
+
+    def _lay_out(self):
+        v = {n: va for n, (va, _) in self.vars.items()}
+        heap = DATA + 0x10000
+        self._put(v["secret_buf"], b"SECRET-BUF-" * 9 + b"X")
+        self.erased.append((v["secret_buf"], 100, ord("X")))
+        name_va, a1, a2 = heap, heap + 0x100, heap + 0x1000 - 100    # addr2's data crosses a page
+        self._put(name_va, b"Hello World\0")
+        self._put(a1, b"A1DATA" * 10)
+        self._put(a2, bytes(range(1, 201)))
+        self._put(v["secret_s1"], struct.pack("<QQQ", name_va, a1, a2) + b"B" * 50 + bytes(6) + struct.pack("<Q", 200))
+        self.erased += [(v["secret_s1"] + 24, 25, ord("X")), (name_va, 11, ord("X")),
+                        (v["secret_s1"] + 8, 8, 0), (a2, 200, ord("X"))]
+        for i in range(4):
+            self._put(v["secret_items"] + 24 * i, struct.pack("<Q", 0x1111 * (i + 1)) + b"item-name-%d-....." % i)
+            self.erased.append((v["secret_items"] + 24 * i + 8, 16, ord("X")))
+        nodes = [heap + 0x2000 + 0x40 * i for i in range(3)]
+        links = [n + 8 for n in nodes]
+        ring = [v["secret_head"]] + links
+        for i, at in enumerate(ring):
+            self._put(at, struct.pack("<QQ", ring[(i + 1) % len(ring)], ring[i - 1]))
+        for i, n in enumerate(nodes):
+            self._put(n, b"node-%d.." % i)
+            self.erased.append((n, 8, ord("X")))
+        chain = [heap + 0x3000 + 0x40 * i for i in range(3)]
+        self._put(v["secret_chain"], struct.pack("<Q", chain[0]))
+        for i, c in enumerate(chain):
+            last = chain[1] if self.cyclic else 0
+            self._put(c, b"cnode-%d." % i + struct.pack("<Q", chain[i + 1] if i + 1 < len(chain) else last))
+            self.erased.append((c, 4, ord("X")))
+        self.erased.append((v["init_uts_ns"] + 4 + 65, 65, ord("X")))   # nodename (utsname at +4 here)
+        self._put(v["lonely"], struct.pack("<Q", heap) + bytes(PAGE - 8))
+        self.erased.append((v["lonely"], 8, 0))
+
+    def symbols(self):
+        syms = [("_stext", "T", TEXT_VA), ("init_top_pgt", "D", TEXT_VA + SyntheticVmcore.PGD_OFFSET),
+                ("__start_BTF", "R", BTF_AT), ("__stop_BTF", "R", BTF_AT + len(self.btf.blob()))]
+        syms += [(n, "D", va) for n, (va, _) in self.vars.items()]
+        syms += [("__per_cpu_start", "D", 0), ("a_percpu_var", "D", 0x1000)]
+        return sorted(syms, key=lambda s: s[2])
+
+
+CONFIG = """\
+# the man page's example, on the made-up kernel's variables
+[vmlinux]
+erase secret_buf
+erase secret_s1.buffer size 25
+erase secret_s1.name
+erase secret_s1.addr1 nullify
+erase secret_s1.addr2 size secret_s1.len
+erase init_uts_ns.name.nodename
+for it in secret_items
+    erase it.name
+endfor
+for n in secret_head within node:link
+    erase n.data
+endfor
+for c in secret_chain via next
+    erase c.data size 4
+endfor
+erase lonely nullify
+"""
+
+
+class EraseVmcore(SyntheticVmcore):
+    def __init__(self, secrets, **spec):
+        self.secrets = secrets
+        self.tables = kallsyms_tables(secrets.symbols(), base=TEXT_VA, table_va=TABLES, rule="absolute-percpu")
+        super().__init__(VmcoreSpec(**spec))
+
+    def kernel_image_lines(self):
+        # utsname sits 4 bytes into init_uts_ns here, as OFFSET(uts_namespace.name)=4 says: BTF must agree
+        return super().kernel_image_lines() + [f"SYMBOL({k})={va:x}" for k, (va, _) in self.tables.items()]
+
+    def kernel_image_writes(self):
+        writes = super().kernel_image_writes()
+        writes += [(pa(va), data) for va, data in self.tables.values()]
+        writes += [(pa(BTF_AT), self.secrets.btf.blob())]
+        return writes + [(pa(va), data) for va, data in self.secrets.writes]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("erase")
+    s = Secrets()
+    path = str(d / "vmcore")
+    EraseVmcore(s, ram_size=64 * MiB).write(path)
+    conf = d / "erase.conf"
+    conf.write_text(CONFIG)
+    with fastdump.open(path) as src:
+        pages = {}
+        for va, n, fill in s.erased:
+            for i in range(n):
+                a = pa(va + i)
+                page = pages.setdefault(a // PAGE, bytearray(src.read_phys(a // PAGE * PAGE, PAGE)))
+                page[a % PAGE] = fill
+    return {"V": path, "conf": str(conf), "dir": d, "secrets": s, "expect": pages}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, cwd=cwd or TOP,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def source(world):
+    """The same dump without --config, as libkdumpfile reads it."""
+    out = str(world["dir"] / "plain")
+    r = run("-c", "-d", "0", world["V"], out)
+    assert r.returncode == 0, r.stderr
+    return kdumpfile_digests(out, 64 * MiB // PAGE)[1]
+
+
+def check_pages(world, source, got, *, level=0):
+    """Every page the dump holds is the source's, except the erased ones: the source's with
+    exactly the named bytes set to the fill."""
+    expect = {pfn: hashlib.sha1(bytes(p)).hexdigest() for pfn, p in world["expect"].items()}
+    assert set(expect) <= set(got)
+    changed = {pfn for pfn in got if got[pfn] != source[pfn]}
+    assert changed == set(expect)
+    for pfn in expect:
+        assert got[pfn] == expect[pfn], f"pfn {pfn:#x}"
+    assert len(got) > 1000 if level == 0 else True
+
+
+@pytest.mark.parametrize("codec", ["none", "zlib", "lzo", "snappy", "zstd"])
+def test_kdump_erases_exactly_the_named_bytes(world, source, tmp_path, codec):
+    out = str(tmp_path / "dump")
+    r = run("--compress", codec, "-d", "0", "--config", world["conf"], world["V"], out)
+    assert r.returncode == 0, r.stderr
+    check_pages(world, source, kdumpfile_digests(out, 64 * MiB // PAGE)[1])
+    with fastdump.open(out) as d:
+        info = d.read_at(d.offset_eraseinfo, d.size_eraseinfo).decode()
+    lines = info.splitlines()
+    assert lines[:6] == ["erase secret_buf size 100", "erase secret_s1.buffer size 25", "erase secret_s1.name size 11",
+                         "erase secret_s1.addr1 nullify", "erase secret_s1.addr2 size 200",
+                         "erase init_uts_ns.name.nodename size 65"]
+    assert lines[6:] == (["erase it.name size 16"] * 4 + ["erase n.data size 8"] * 3 + ["erase c.data size 4"] * 3
+                         + ["erase lonely nullify"])
+    r = run("verify", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("info", out)
+    assert "  erased:      erase init_uts_ns.name.nodename size 65\n" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("read", ["--mmap", "--non-mmap"])
+def test_pages_read_through_a_mapping_are_erased_in_a_copy(world, source, tmp_path, read):
+    """--mmap compresses pages straight from the mapping (/proc/vmcore's default): an erased
+    page is copied out first, and the source file is left as it was."""
+    out = str(tmp_path / "dump")
+    with open(world["V"], "rb") as f:
+        before = hashlib.sha1(f.read()).hexdigest()
+    assert run(read, "-z", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    check_pages(world, source, kdumpfile_digests(out, 64 * MiB // PAGE)[1])
+    with open(world["V"], "rb") as f:
+        assert hashlib.sha1(f.read()).hexdigest() == before
+
+
+def test_zero_detection_sees_the_erased_page(world, source, tmp_path):
+    """The page that is zero only after ``nullify`` is stored as a zero page at -d 1, as
+    makedumpfile tests for zeros after filtering."""
+    out = str(tmp_path / "dump")
+    assert run("-z", "-d", "1", "--config", world["conf"], world["V"], out).returncode == 0
+    got = kdumpfile_digests(out, 64 * MiB // PAGE)[1]
+    check_pages(world, source, got, level=1)
+    pfn = pa(world["secrets"].vars["lonely"][0]) // PAGE
+    with fastdump.open(out) as d:
+        assert d.descriptor(pfn).offset == d.zero_page_offset()
+
+
+def test_elf_flat_and_split_erase_the_same(world, source, tmp_path):
+    elf = str(tmp_path / "elf")
+    assert run("-E", "-d", "0", "--config", world["conf"], world["V"], elf).returncode == 0
+    pages = elf_pages(elf)
+    check_pages(world, source, {p: hashlib.sha1(b).hexdigest() for p, b in pages.items() if p < 64 * MiB // PAGE})
+    flat = tmp_path / "flat"
+    with open(flat, "wb") as f:
+        r = subprocess.run([sys.executable, "-m", "fastdump", "-F", "-c", "-d", "0", "--config", world["conf"],
+                            world["V"]], stdout=f, stderr=subprocess.PIPE, cwd=TOP, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(flat, "rb") as f:
+        assert subprocess.run([sys.executable, "-m", "fastdump", "-R", str(tmp_path / "rebuilt")], stdin=f,
+                              cwd=TOP, timeout=600).returncode == 0
+    check_pages(world, source, kdumpfile_digests(str(tmp_path / "rebuilt"), 64 * MiB // PAGE)[1])
+    parts = [str(tmp_path / "p1"), str(tmp_path / "p2")]
+    assert run("--split", "-c", "-d", "0", "--config", world["conf"], world["V"], *parts).returncode == 0
+    assert run("--reassemble", *parts, str(tmp_path / "joined")).returncode == 0
+    check_pages(world, source, kdumpfile_digests(str(tmp_path / "joined"), 64 * MiB // PAGE)[1])
+
+
+@pytest.mark.parametrize("line,says", [
+    ("erase", "erase needs a symbol"),
+    ("erase a..b", "bad symbol"),
+    ("erase a size", "size N[K|M]"),
+    ("erase a size 0", "out of range"),
+    ("erase a nullify now", "size N[K|M]"),
+    ("remove a", "expected erase, for or endfor"),
+    ("for x in", "for ID in LIST"),
+    ("for x in a via", "for ID in LIST"),
+    ("for x in a within node", "via NEXT or within STRUCT:MEMBER"),
+    ("endfor", "endfor without for"),
+    ("for x in a\nerase x", "for without endfor"),
+    ("for x in a\nendfor", "empty for loop"),
+    ("[mymodule]\nerase a", "module section [mymodule] is not supported"),
+])
+def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[vmlinux]\n" + line + "\n")
+    r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and f"{conf}:" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("line,says", [
+    ("erase no_such_symbol", "no_such_symbol"),
+    ("erase secret_s1.nope", "no member 'nope'"),
+    ("erase _stext.x", "does not give the type of _stext"),
+    ("erase secret_s1.addr1", "void *: give size N or nullify"),
+    ("erase secret_buf nullify", "not a pointer"),
+    ("erase secret_buf size secret_items", "is not an integer"),
+    ("erase a_percpu_var size 8", "per-CPU variable"),
+])
+def test_what_cannot_be_resolved_writes_no_dump(world, tmp_path, line, says):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(line + "\n")
+    r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and f"{conf}:1" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_kernel_without_kallsyms_is_one_line(tmp_path):
+    path = str(tmp_path / "vmcore")
+    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB)).write(path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("erase init_uts_ns size 8\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "kallsyms" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_verify_counts_erased_pages_and_holds_them_to_the_eraseinfo(world, tmp_path):
+    """verify against the source: the erased pages are not "equal to the source" and not
+    corrupt; a dump whose eraseinfo records fewer bytes than differ fails."""
+    from fastdump.commands.verify import verify
+    for fmt, left_out in (("kdump", 0), ("elf", 1)):     # -E -d 1 may leave the nullified (zero) page out
+        out = str(tmp_path / fmt)
+        assert run("--format", fmt, "-d", "1", "--config", world["conf"], world["V"], out).returncode == 0
+        r = verify(out, world["V"])
+        assert r["ok"], r["verdict"]
+        assert len(world["expect"]) - left_out <= r["pages_erased"] <= len(world["expect"])
+        assert "erased bytes (eraseinfo)" in r["verdict"]
+    with fastdump.open(str(tmp_path / "kdump")) as d:
+        at, size = d.offset_eraseinfo, d.size_eraseinfo
+    with open(tmp_path / "kdump", "r+b") as f:          # one record says less than was erased
+        f.seek(at)
+        text = f.read(size).replace(b"size 100", b"size 001")
+        f.seek(at)
+        f.write(text)
+    r = verify(str(tmp_path / "kdump"), world["V"])
+    assert not r["ok"] and any("eraseinfo records only" in p for p in r["problems"]), r["problems"]
+
+
+def test_elf_dump_carries_the_eraseinfo_note(world, tmp_path):
+    out = str(tmp_path / "elf")
+    assert run("-E", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    with fastdump.open(out) as d:
+        notes = [n for n in d.notes if n.name == b"ERASEINFO"]
+    assert len(notes) == 1 and notes[0].type == 0
+    assert notes[0].desc.decode().startswith("erase secret_buf size 100\nerase secret_s1.buffer size 25\n")
+    assert "  erased:      erase lonely nullify\n" in run("info", out).stdout
+
+
+def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path):
+    """makedumpfile reads the erased dump and copies its eraseinfo into its own output."""
+    from support import makedumpfile
+    out = str(tmp_path / "dump")
+    assert run("-c", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
+    r = makedumpfile("-c", "-d", "1", out, str(tmp_path / "again"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with fastdump.open(out) as a, fastdump.open(str(tmp_path / "again")) as b:
+        assert a.read_at(a.offset_eraseinfo, a.size_eraseinfo) == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
+    got = kdumpfile_digests(str(tmp_path / "again"), 64 * MiB // PAGE)[1]
+    check_pages(world, source, got, level=1)
+
+
+def test_a_list_that_loops_short_of_its_head_is_an_error(tmp_path):
+    path = str(tmp_path / "vmcore")
+    EraseVmcore(Secrets(cyclic=True), ram_size=64 * MiB).write(path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("for c in secret_chain via next\n    erase c.data\nendfor\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and f"{conf}:1" in r.stderr and "loops" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+WORDS = ["erase", "size", "nullify", "for", "in", "via", "within", "endfor", "[vmlinux]", "[mod]", "a", "a.b",
+         "x:y", "12", "1K", "0", "2M", "#", ".", "..", "\x00", "é", "[", "]"]
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.lists(st.sampled_from(WORDS) | st.text(max_size=8), max_size=6).map(" ".join), max_size=12))
+def test_any_text_parses_or_is_one_config_error(lines):
+    from fastdump.kernel.erase import ConfigError, parse
+    try:
+        parse("\n".join(lines), "f")
+    except ConfigError as e:
+        assert str(e).startswith("f:") and "\n" not in str(e)
+
+
+@pytest.mark.parametrize("start,to", [("kdump", "kdump"), ("kdump", "elf"), ("elf", "kdump"), ("elf", "elf")])
+def test_convert_carries_the_eraseinfo(world, tmp_path, start, to):
+    """A dump made from an erased dump records the erasure too (makedumpfile copies it when
+    re-filtering), once, and verifies against the source."""
+    first, out = str(tmp_path / "first"), str(tmp_path / "out")
+    assert run("--format", start, "-d", "0", "--config", world["conf"], world["V"], first).returncode == 0
+    r = run("convert", "-d", "1", "--format", to, first, out)
+    assert r.returncode == 0, r.stderr
+    lines = run("info", out).stdout.count("  erased:      ")
+    assert lines == CONFIG.count("erase") + 3 + 2 + 2       # the loop bodies ran 4, 3 and 3 times
+    r = run("verify", out, world["V"])
+    assert r.returncode == 0 and "erased bytes (eraseinfo)" in r.stdout, r.stdout + r.stderr
