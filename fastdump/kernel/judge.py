@@ -22,6 +22,7 @@ from .._pageclass import PageClass
 from ..errors import FastdumpError
 from . import limits, pagetypes
 from .memmap import MemMap
+from .levels import MAX_LEVEL
 from .memory import KernelMemory
 from .pagetypes import CLASSES, DL_CACHE, DL_CACHE_PRI, DL_FREE, DL_USER
 from .vtop import KERNEL_MAP_START, TranslationError
@@ -430,15 +431,15 @@ class PageJudge:
 
 
 def make_judge(source, dump_level, *, warn=print_to_stderr, threads=1, use_mmap=None):
-    """A :class:`PageJudge` for ``source`` at ``dump_level`` (0..31), scanning on
+    """A :class:`PageJudge` for ``source`` at ``dump_level`` (0..MAX_LEVEL), scanning on
     ``threads`` threads, reading the source's file through mmap windows or pread
     (``use_mmap``; default: as the copy engine does).
 
-    Raises FastdumpError (one line) when the level needs classification (bits
-    2|4|8|16) and VMCOREINFO is missing or unusable."""
+    Raises FastdumpError (one line) when the level needs classification (any bit
+    but ZERO) and VMCOREINFO is missing or unusable."""
     level = int(dump_level)
-    if not 0 <= level <= 31:
-        raise FastdumpError(f"dump level {level} is out of range 0..31")
+    if not 0 <= level <= MAX_LEVEL:
+        raise FastdumpError(f"dump level {level} is out of range 0..{MAX_LEVEL}")
     judge = PageJudge(source, level, warn=warn, threads=threads, use_mmap=use_mmap)
     wants = level & (DL_CACHE | DL_CACHE_PRI | DL_USER | DL_FREE)
     vi = getattr(source, "vmcoreinfo", None)
