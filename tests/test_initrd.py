@@ -8,6 +8,7 @@ import glob
 import gzip
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -182,7 +183,8 @@ EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /dump; Access_Type = RW; Squa
 GUEST_MIB = 768
 #: /etc/fastdump/first.sh of the booted image: load this same image (kept by retain_initrd) as
 #: the capture kernel's, with an NFS target on the host (QEMU's user network: 10.0.2.2), crash
-FIRST = """cmdline="console=ttyS0 nr_cpus=1 irqpoll reset_devices panic=1 fastdump.final=shell \\
+FIRST = """hostname fdtest-nfs     # the crashed kernel's name: the capture kernel's is "(none)"
+cmdline="console=ttyS0 nr_cpus=1 irqpoll reset_devices panic=1 fastdump.final=shell \\
 fastdump.out=nfs:10.0.2.2:/dump"
 kexec -p /boot/vmlinuz --initrd=/sys/firmware/initrd --append="$cmdline" || { log "fdtest: kexec -p failed"; finish; }
 echo c > /proc/sysrq-trigger
@@ -279,6 +281,7 @@ def test_booted_image_dumps_to_nfs(tmp_path, nfs_netns):
     log = console(cmd, tmp_path / "serial.log", "fastdump-init: fastdump exit status", raw)
     assert "fastdump-init: fastdump exit status 0" in log and "fdtest-raw-0" in log, log[-3000:]
     (dump,) = glob.glob(str(export / "*" / "vmcore"))
+    assert re.fullmatch(r"fdtest-nfs-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", os.path.basename(os.path.dirname(dump))), dump
     source = str(export / "vmcore.raw")
     _, want = kdumpfile_digests(source, GUEST_MIB << 8)
     fmt, pages = kdumpfile_digests(dump, max(want) + 1)
