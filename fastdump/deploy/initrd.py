@@ -23,10 +23,10 @@ What /init does (busybox ash):
    ``/etc/fastdump/capture.sh`` if packed, else the built-in capture step:
    mount ``fastdump.out=DEV`` (a device, or LABEL=x / UUID=x; file system type
    from ``fastdump.fstype=``, default auto) on /out, or ``fastdump.out=nfs:IP:/PATH``
-   (the kernel's NFS client, NFSv4.1 by default: one TCP port, no rpcbind or mountd on the
-   server and no lock daemon here, which busybox has not; ``fastdump.nfsopts=`` replaces the
-   options, e.g. ``vers=4.2,port=2050`` or ``vers=3,nolock``; pack ``nfsv4`` (or ``nfsv3``)
-   and the NIC driver with ``--module``), or send
+   (the kernel's NFS client, NFSv4.1 by default: one TCP port, no rpcbind or mountd needed on
+   the server, no lock daemon here (busybox has none); ``fastdump.nfsopts=`` replaces the
+   options before ``addr=``, e.g. ``vers=4.2,port=2050`` or ``vers=3,nolock``; pack ``nfsv4``
+   (or ``nfsv3``) and the NIC driver with ``--module``), or send
    the dump to ``fastdump.out=ssh://USER@HOST/DIR`` (``--ssh auto``; the key and
    known_hosts with ``--add``, named in fastdump.args).  Network targets first bring
    up ``fastdump.net=dhcp`` (default; busybox udhcpc) or ``IFACE,ADDR/PREFIX[,GW]``.
