@@ -1,12 +1,14 @@
 """`fastdump initrd`: the image runs fastdump as a capture kernel would, from nothing but itself.
 
 The image is unpacked and fastdump runs in a chroot of it (a private mount namespace with /proc
-and /dev), with stderr on a terminal as /init gives it the console.  Booting it is tests/e2e."""
+and /dev), with stderr on a terminal as /init gives it the console.  The harness (tests/e2e) boots
+it with a disk target; the NFS target is booted here, against nfs-ganesha in a network namespace."""
 
 import glob
 import gzip
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -164,3 +166,128 @@ def test_image_brings_up_the_network(image, tmp_path, mode):
             server.wait(timeout=10)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+#: the smallest nfs-ganesha set-up that serves NFSv4 (one TCP port; no rpcbind, mountd, statd
+#: or dbus): one VFS export of {export} as /dump, root not squashed, no grace period.  Debian
+#: 13's 6.5 stops when PR_SET_IO_FLUSHER is refused (EPERM on this kind of machine) unless told
+#: it may; Debian 12's 4.3 only warns that it does not know that parameter.
+GANESHA = """NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = 2049; Enable_NLM = false; Enable_RQUOTA = false;
+    Enable_UDP = false; allow_set_io_flusher_fail = true; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {state}; }}
+NFS_KRB5 {{ Active_krb5 = false; }}
+EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /dump; Access_Type = RW; Squash = No_Root_Squash;
+    Protocols = 4; Transports = TCP; SecType = sys; FSAL {{ Name = VFS; }} }}
+"""
+
+GUEST_MIB = 768
+#: /etc/fastdump/first.sh of the booted image: load this same image (kept by retain_initrd) as
+#: the capture kernel's, with an NFS target on the host (QEMU's user network: 10.0.2.2), crash
+FIRST = """hostname fdtest-nfs     # the crashed kernel's name: the capture kernel's is "(none)"
+cmdline="console=ttyS0 nr_cpus=1 irqpoll reset_devices panic=1 fastdump.final=shell \\
+fastdump.out=nfs:10.0.2.2:/dump"
+kexec -p /boot/vmlinuz --initrd=/sys/firmware/initrd --append="$cmdline" || { log "fdtest: kexec -p failed"; finish; }
+echo c > /proc/sysrq-trigger
+"""
+
+
+@pytest.fixture
+def nfs_netns(tmp_path):
+    """(network namespace, export dir): nfs-ganesha serving ``export`` on the namespace's
+    loopback, where QEMU's user network, started in the same namespace, sends 10.0.2.2."""
+    ganesha = need_tool("ganesha.nfsd")
+    ns = f"fdnfs{os.getpid() % 100000}"
+    export, state = tmp_path / "export", tmp_path / "ganesha"
+    export.mkdir()
+    state.mkdir()
+    conf = state / "ganesha.conf"
+    conf.write_text(GANESHA.format(export=export, state=state))
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    server = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", ns, ganesha, "-F", "-f", str(conf), "-L", str(state / "log"),
+                                   "-p", str(state / "pid")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for _ in range(60):
+            listening = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn", "sport", "= :2049"],
+                                       capture_output=True, text=True).stdout
+            if listening.strip() or server.poll() is not None:
+                break
+            time.sleep(0.5)
+        log = (state / "log").read_text(errors="replace") if (state / "log").exists() else ""
+        assert listening.strip(), f"nfs-ganesha did not listen on 2049: {log[-2000:]}"
+        yield ns, export
+    finally:
+        if server:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def console(cmd, serial, until, script=None, timeout=600):
+    """Run QEMU ``cmd`` with the serial console on its stdin and in ``serial``; when ``until``
+    shows there, type ``script`` (once); wait for QEMU to exit.  Returns the console text."""
+    with open(f"{serial}.qemu-stderr", "wb") as err:
+        q = subprocess.Popen(cmd + ["-chardev", f"stdio,id=con,signal=off,logfile={serial}", "-serial", "chardev:con"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+    deadline, typed = time.monotonic() + timeout, False
+    try:
+        while q.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            if script and not typed and until in text:
+                q.stdin.write(script.encode())
+                q.stdin.flush()
+                typed = True
+        if q.poll() is None:
+            q.kill()
+            q.wait()
+            pytest.fail(f"the guest did not power off in {timeout} s: {serial.read_text(errors='replace')[-3000:]}")
+    finally:
+        q.stdin.close()
+    return serial.read_text(errors="replace")
+
+
+@pytest.mark.e2e     # a Debian kernel from the harness's cache, booted under QEMU: about 1.5 min
+@pytest.mark.slow
+def test_booted_image_dumps_to_nfs(tmp_path, nfs_netns):
+    """``fastdump.out=nfs:IP:/PATH`` for real: the image boots a Debian kernel in QEMU (the
+    harness's 6.12), loads itself as the capture initrd and crashes; in the capture kernel /init
+    brings up the network (DHCP from QEMU), mounts the export of an nfs-ganesha on this machine
+    and runs its default ``fastdump -d 31 -z /proc/vmcore /out/``.  Then (fastdump.final=shell)
+    the test has the console copy /proc/vmcore raw to the export too, and the dump is read page
+    for page with libkdumpfile against that raw copy, and against fastdump run here on it."""
+    from e2e import kernels
+    from e2e.qemu import base_cmd
+    ns, export = nfs_netns
+    info = kernels.fetch("6.12", log=lambda *a: None)
+    first = tmp_path / "first.sh"
+    first.write_text(FIRST)
+    img = tmp_path / "initrd.img"
+    r = subprocess.run(["python3", "-m", "fastdump", "initrd", "-o", str(img), "--kexec", "auto",
+                        "--kmod-root", info["root"], "--kver", info["release"],
+                        "--module", "virtio_pci,virtio_net,nfsv4", "--add", f"{info['vmlinuz']}:/boot/vmlinuz",
+                        "--add", f"{first}:/etc/fastdump/first.sh"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    cmd = ["ip", "netns", "exec", ns] + base_cmd(
+        info["vmlinuz"], str(img), "console=ttyS0 crashkernel=256M retain_initrd panic=-1", GUEST_MIB,
+        os.environ.get("FASTDUMP_E2E_ACCEL", "tcg")) + ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    raw = "mount -t nfs -o vers=4.1,addr=10.0.2.2 10.0.2.2:/dump /out && cat /proc/vmcore > /out/vmcore.raw && " \
+          "umount /out && echo fdtest-raw-$?\npoweroff -f\n"
+    # /init ends in the shell (fastdump.final=shell) whether or not it mounted and dumped
+    log = console(cmd, tmp_path / "serial.log", "built-in shell (ash)", raw)
+    assert "fastdump-init: fastdump exit status 0" in log and "fdtest-raw-0" in log, log[-3000:]
+    (dump,) = glob.glob(str(export / "*" / "vmcore"))
+    assert re.fullmatch(r"fdtest-nfs-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", os.path.basename(os.path.dirname(dump))), dump
+    source = str(export / "vmcore.raw")
+    _, want = kdumpfile_digests(source, GUEST_MIB << 8)
+    fmt, pages = kdumpfile_digests(dump, max(want) + 1)
+    assert fmt == "diskdump" and pages, fmt
+    assert {p for p, h in pages.items() if want.get(p) != h} == set()
+    here = str(tmp_path / "here.kdump")
+    subprocess.run(["python3", "-m", "fastdump", "-d", "31", "-z", source, here], check=True, capture_output=True)
+    assert set(pages) == set(kdumpfile_digests(here, max(want) + 1)[1])

@@ -23,7 +23,10 @@ What /init does (busybox ash):
    ``/etc/fastdump/capture.sh`` if packed, else the built-in capture step:
    mount ``fastdump.out=DEV`` (a device, or LABEL=x / UUID=x; file system type
    from ``fastdump.fstype=``, default auto) on /out, or ``fastdump.out=nfs:IP:/PATH``
-   (the kernel's NFS client: pack nfs and the NIC driver with ``--module``), or send
+   (the kernel's NFS client, NFSv4.1 by default: one TCP port, no rpcbind or mountd needed on
+   the server, no lock daemon here (busybox has none); ``fastdump.nfsopts=`` replaces the
+   options before ``addr=``, e.g. ``vers=4.2,port=2050`` or ``vers=3,nolock``; pack ``nfsv4``
+   (or ``nfsv3``) and the NIC driver with ``--module``), or send
    the dump to ``fastdump.out=ssh://USER@HOST/DIR`` (``--ssh auto``; the key and
    known_hosts with ``--add``, named in fastdump.args).  Network targets first bring
    up ``fastdump.net=dhcp`` (default; busybox udhcpc) or ``IFACE,ADDR/PREFIX[,GW]``.
@@ -414,10 +417,11 @@ if [ -e /proc/vmcore ]; then
                 fastdump $args /proc/vmcore "$spec"
                 log "fastdump exit status $?"
                 finish ;;
-            nfs:*)   # nfs:SERVER-IP:/PATH, mounted by the kernel's NFS client (NFSv3, no locking)
+            nfs:*)   # nfs:SERVER-IP:/PATH: the kernel's own NFS client parses the options
                 net_up || finish
                 export=${spec#nfs:}; server=${export%%:*}
-                mount -t nfs -o "nolock,vers=3,addr=$server" "$export" /out || { log "cannot mount $export"; finish; } ;;
+                opts="$(param fastdump.nfsopts vers=4.1),addr=$server"
+                mount -t nfs -o "$opts" "$export" /out || { log "cannot mount $export ($opts)"; finish; } ;;
             *)
                 dev=$(wait_dev "$spec" 30) || { log "device $spec did not appear"; finish; }
                 fstype=$(param fastdump.fstype auto)

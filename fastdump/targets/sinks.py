@@ -67,7 +67,10 @@ class FileSink:
                 except OSError as e:
                     if e.errno == errno.ENOSPC:
                         full = True    # the file is laid out (holes read as zeros): fail now
-                    elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    # not supported: EBADF is glibc's stand-in where the file system has no
+                    # fallocate (NFS before 4.2): it reads each block first, which our write-only
+                    # file refuses before anything is written
+                    elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
                         raise
         except OSError as e:
             raise TargetError(f"{self.temp_path}: {e.strerror}") from None

@@ -212,6 +212,24 @@ def fetch(key, log=print):
     return info
 
 
+def _unpack_member(deb, member, dest, hops=3):
+    """Unpack one file of ``deb`` into ``dest``; a symlink in the package is followed inside
+    it (sid's -dbg has boot/vmlinux-* -> ../lib/modules/*/vmlinux).  Returns its path."""
+    unpack = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    r = subprocess.run(["tar", "-xf", "-", "-C", dest, "--occurrence=1", member], stdin=unpack.stdout,
+                       stderr=subprocess.PIPE, text=True, timeout=900)
+    unpack.stdout.close()
+    unpack.kill()
+    unpack.wait()
+    got = os.path.join(dest, member)
+    if r.returncode == 0 and os.path.islink(got) and hops > 0:
+        target = os.path.normpath(os.path.join(os.path.dirname(member), os.readlink(got)))
+        return _unpack_member(deb, "./" + target.lstrip("/"), dest, hops - 1)
+    if r.returncode != 0 or not os.path.isfile(got) or os.path.islink(got):
+        raise FetchError("no %s in %s: %s" % (member, deb, r.stderr.strip()[-500:]))
+    return got
+
+
 def debug_vmlinux(key, log=print):
     """The vmlinux with debug info of the kernel ``fetch(key)`` gives, from Debian's
     ``linux-image-<release>-dbg`` of the same version (0.9-1 GB; only vmlinux is kept:
@@ -234,18 +252,9 @@ def debug_vmlinux(key, log=print):
     log("e2e: fetching %s %s (%s)" % (pkg, version, info["suite"]))
     debs = os.path.join(kdir, "dbg")
     deb = apt.download(pkg, version, debs)
-    member = "./usr/lib/debug/boot/vmlinux-" + release
     tmp = os.path.join(kdir, "dbg", "root")
     os.makedirs(tmp, exist_ok=True)
-    unpack = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
-    r = subprocess.run(["tar", "-xf", "-", "-C", tmp, "--occurrence=1", member], stdin=unpack.stdout,
-                       stderr=subprocess.PIPE, text=True, timeout=900)
-    unpack.stdout.close()
-    unpack.kill()
-    unpack.wait()
-    got = os.path.join(tmp, member)
-    if r.returncode != 0 or not os.path.exists(got):
-        raise FetchError("no %s in %s: %s" % (member, deb, r.stderr.strip()[-500:]))
+    got = _unpack_member(deb, "./usr/lib/debug/boot/vmlinux-" + release, tmp)
     os.replace(got, path)
     shutil.rmtree(os.path.join(kdir, "dbg"))   # the rest of the package (modules' debug info) is not needed
     return path
