@@ -30,6 +30,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def osd_class_dir():
+    """The OSD's object classes (cls_rgw, cls_version, ...: radosgw calls them on every
+    start).  Debian 13's Ceph 18 ships the default as a relative path,
+    ``lib/x86_64-linux-gnu/rados-classes``, which the OSD resolves against its working
+    directory: anywhere but ``/`` it loads no class and radosgw fails with EOPNOTSUPP
+    ("Couldn't init storage provider (RADOS)").  Made absolute under the install prefix."""
+    r = subprocess.run(["ceph-osd", "-c", "/dev/null", "--show-config-value", "osd_class_dir"],
+                       capture_output=True, text=True, timeout=30)
+    path = r.stdout.strip()
+    if not os.path.isabs(path):
+        path = os.path.join("/usr", path)
+    if not os.path.isfile(os.path.join(path, "libcls_rgw.so")):
+        raise AssertionError(f"no RADOS object classes in {path!r} (ceph-osd said {r.stdout + r.stderr!r})")
+    return path
+
+
 class Rgw:
     """The cluster: ``start()``, then ``endpoint``, ``env()``, ``admin(...)``; ``stop()``."""
 
@@ -67,6 +83,7 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 osd objectstore = memstore
+osd class dir = {osd_class_dir()}
 memstore device bytes = 4294967296
 run dir = {b}/run
 admin socket = {b}/run/$name.asok
