@@ -431,3 +431,37 @@ def test_the_cluster_listens_on_loopback_only(rgw):
     pids = {p.pid for p in rgw.procs.values()}
     ours = [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
     assert len(ours) >= 3 and all(addr.startswith("127.0.0.1:") for addr in ours), ours
+
+
+def test_https_is_verified_against_the_ca_bundle(rgw, bucket, vmcore):
+    """TLS is checked: a certificate the system's CAs did not sign is refused (one line,
+    non-zero); with ``AWS_CA_BUNDLE`` naming its CA the same upload goes through."""
+    env = {k: v for k, v in rgw.env(AWS_ENDPOINT_URL=rgw.https_endpoint).items() if "SSL_CERT" not in k}
+    r = run(rgw, "-z", "-d", "31", vmcore, f"s3://{bucket}/", check=False, env=env)
+    assert r.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in r.stderr and "Traceback" not in r.stderr
+    run(rgw, "-z", "-d", "31", vmcore, f"s3://{bucket}/", env=rgw.env(AWS_ENDPOINT_URL=rgw.https_endpoint,
+                                                                       AWS_CA_BUNDLE=rgw.ca))
+    assert [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+
+
+def test_capture_image_uploads_over_https_with_its_own_client_and_ca_bundle(rgw, bucket, vmcore, source_pages,
+                                                                           tmp_path, monkeypatch):
+    """``fastdump initrd`` (and the dracut module: one file list, deploy/payload.py) packs the
+    s3:// client and the CA bundle this machine trusts, where the packed OpenSSL reads it by
+    default: the image's fastdump, alone in a chroot of it with no SSL_CERT_* set, uploads over
+    https to a server whose certificate only that bundle vouches for."""
+    from test_initrd import build_image, in_image
+    monkeypatch.setenv("SSL_CERT_FILE", rgw.ca)          # what the building machine trusts
+    root = build_image(tmp_path)
+    subprocess.run(["cp", vmcore, str(root / "vmcore")], check=True)
+    env = {k: v for k, v in rgw.env(AWS_ENDPOINT_URL=rgw.https_endpoint).items() if "SSL_CERT" not in k}
+    r = subprocess.run(in_image(root, ["/usr/bin/fastdump", "-z", "-d", "31", "/vmcore", f"s3://{bucket}/fleet/"]),
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    keys = objects(rgw, bucket, "fleet/")
+    (key,) = [k for k in keys if k.endswith("/vmcore")]
+    assert key[:-len("vmcore")] + "manifest.json" in keys
+    local = tmp_path / "vmcore.kdump"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    fmt, pages = kdumpfile_digests(str(local), max(source_pages) + 1)
+    assert fmt == "diskdump" and pages and pages == digests({p: source_pages[p] for p in pages})
