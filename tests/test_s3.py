@@ -124,6 +124,51 @@ def test_every_part_boundary_holds(rgw, bucket, tmp_path):
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
 
 
+def _leftovers(rgw, bucket):
+    """Objects other than a dump's three, and open uploads: what a run must not leave."""
+    stray = [k for k in objects(rgw, bucket) if k.rsplit("/", 1)[-1] not in ("vmcore", "manifest.json",
+                                                                             "vmcore-dmesg.txt")]
+    return stray, _uploads(rgw, bucket)
+
+
+def test_past_the_part_limit_segments_are_copied_in(rgw, bucket, tmp_path):
+    """Limits made small (12 parts: 8 sent directly, then segments of 3 slices copied in as
+    one part each): a 14-slice dump is stored whole, page-exact, as 8 + 2 parts (the ETag
+    counts them), with no segment object or open upload left."""
+    src = str(tmp_path / "vmcore.src")
+    make_vmcore(src, ram_size=64 * MiB, seed=5)
+    run(rgw, "-d", "0", src, f"s3://{bucket}/", env=rgw.env(FASTDUMP_TEST_S3_PARTS="12,8,3"))
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    size = objects(rgw, bucket)[key]
+    slices = -(-size // (5 * MiB))
+    assert 8 + 3 < slices <= 8 + 2 * 3            # one full segment, folded as it filled, and a short one
+    assert client(rgw).head_object(bucket, key)["etag"].strip('"').endswith("-10")
+    assert _leftovers(rgw, bucket) == ([], [])
+    local, reference = tmp_path / "vmcore", tmp_path / "reference"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    fastdump_cli("-d", "0", src, str(reference))
+    assert local.read_bytes()[4096:] == reference.read_bytes()[4096:]   # block 0 holds the dump's time
+    source = elf_pages(src)
+    assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
+    m = json.loads(client(rgw).get_object(bucket, key[:-len("vmcore")] + "manifest.json"))
+    data = local.read_bytes()
+    assert m["part_sha256"] == [hashlib.sha256(data[i:i + 5 * MiB]).hexdigest() for i in range(0, size, 5 * MiB)]
+
+
+def test_a_dump_past_every_segment_fails_cleanly_and_leaves_nothing(rgw, bucket, big_vmcore, tmp_path):
+    """10 parts (8 direct, 2 segments of 3 slices: 70 MiB at most) and a 256 MiB dump: one
+    line, segments deleted or aborted, no object, and the next target gets the dump."""
+    local = tmp_path / "local"
+    env = rgw.env(FASTDUMP_TEST_S3_PARTS="10,8,3")
+    alone = run(rgw, "-d", "0", big_vmcore, f"s3://{bucket}/", env=env, check=False)
+    assert alone.returncode != 0 and "Traceback" not in alone.stderr
+    assert "outgrows 14 parts of 5 MiB" in alone.stderr.strip().splitlines()[-1]
+    assert objects(rgw, bucket) == {} and _uploads(rgw, bucket) == []
+    fallback = run(rgw, "-d", "0", big_vmcore, f"s3://{bucket}/", "--target", str(local), env=env)
+    assert "outgrows" in fallback.stderr and local.exists()
+    assert objects(rgw, bucket) == {} and _uploads(rgw, bucket) == []
+
+
 def test_open_reads_a_dump_in_place_with_ranged_reads(rgw, bucket, oops_vmcore, tmp_path, monkeypatch):
     import fastdump
     from fastdump.sources import s3object
@@ -184,13 +229,15 @@ def _abort_open_uploads(rgw, bucket):
     return len(found)
 
 
-def _wait_for_upload(rgw, bucket, proc, timeout=60):
-    """Until a multipart upload of ``bucket`` has parts on the server."""
+def _wait_for_upload(rgw, bucket, proc, timeout=60, key_holds=""):
+    """Until a multipart upload of ``bucket`` (of a key holding ``key_holds``) has parts on the server."""
     c = client(rgw)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"fastdump ended before the upload started: {proc.communicate()}"
         for key, upload in _uploads(rgw, bucket):
+            if key_holds.encode() not in key:
+                continue
             _, _, parts = c.request("GET", bucket, key.decode(), query={"uploadId": upload.decode()})
             if b"<PartNumber>2</PartNumber>" in parts:
                 return
@@ -306,14 +353,17 @@ def test_dropped_connection_mid_part_is_retried(rgw, bucket, big_vmcore, tmp_pat
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
 
 
-def test_interrupted_run_aborts_its_upload(rgw, bucket, big_vmcore):
+@pytest.mark.parametrize("layout", [None, "10000,2,1000"])
+def test_interrupted_run_aborts_its_upload(rgw, bucket, big_vmcore, layout):
     """Server up, run stopped (SIGTERM, as a capture kernel's timeout does): the upload is
-    aborted, so neither an object nor an open upload is left."""
+    aborted, so neither an object nor an open upload is left; with the limits made small, the
+    run is stopped while it fills a segment, whose upload is aborted too."""
     import signal
-    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=rgw.env(),
+    env = rgw.env(FASTDUMP_TEST_S3_PARTS=layout) if layout else rgw.env()
+    proc = subprocess.Popen(FASTDUMP + ["-d", "0", big_vmcore, f"s3://{bucket}/crash/"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_upload(rgw, bucket, proc)
+        _wait_for_upload(rgw, bucket, proc, key_holds=".segment-" if layout else "")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
