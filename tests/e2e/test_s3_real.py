@@ -9,6 +9,7 @@ FASTDUMP_E2E_CACHE; a missing one is built by booting the kernel)."""
 import hashlib
 import json
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -121,7 +122,9 @@ def test_crash_reads_the_stored_dump_as_it_reads_the_raw_vmcore(stored, tmp_path
         vmlinux = kernels.debug_vmlinux(key, log=lambda *a: None)
         rc, out = crashtool.crash(vmlinux, [raw], tmp_path)
         if rc != 0 or "PANIC:" not in out:
-            pytest.xfail(f"crash cannot read the raw vmcore of {key} either (exit {rc})")
+            version = subprocess.run(["crash", "--version"], stdout=subprocess.PIPE, text=True).stdout.split()
+            pytest.xfail(f"crash {version[1] if len(version) > 1 else '?'} cannot read the raw vmcore "
+                         f"of {key} either (exit {rc})")
         want = crashtool.without_dump_names(out, [raw])
         rc, out = crashtool.crash(vmlinux, [local], tmp_path)
     except (kernels.FetchError, StepError) as e:
