@@ -30,6 +30,42 @@ def free_port():
         return s.getsockname()[1]
 
 
+def osd_class_dir():
+    """The OSD's object classes (cls_rgw, cls_version, ...: radosgw calls them on every
+    start).  Debian 13's Ceph 18 ships the default as a relative path,
+    ``lib/x86_64-linux-gnu/rados-classes``, which the OSD resolves against its working
+    directory: anywhere but ``/`` it loads no class and radosgw fails with EOPNOTSUPP
+    ("Couldn't init storage provider (RADOS)").  Made absolute under the install prefix."""
+    r = subprocess.run(["ceph-osd", "-c", "/dev/null", "--show-config-value", "osd_class_dir"],
+                       capture_output=True, text=True, timeout=30)
+    path = r.stdout.strip()
+    if not os.path.isabs(path):
+        path = os.path.join("/usr", path)
+    if not os.path.isfile(os.path.join(path, "libcls_rgw.so")):
+        raise AssertionError(f"no RADOS object classes in {path!r} (ceph-osd said {r.stdout + r.stderr!r})")
+    return path
+
+
+def make_tls(d):
+    """A throwaway CA and a certificate for 127.0.0.1 it signs: radosgw's https endpoint."""
+    openssl = need_tool("openssl")
+    ca, ca_key, cert, key, csr = (os.path.join(d, n) for n in ("ca.pem", "ca.key", "rgw.pem", "rgw.key", "rgw.csr"))
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in ([openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+                  "-subj", "/CN=fastdump test CA", "-addext", "basicConstraints = critical, CA:TRUE",
+                  "-addext", "keyUsage = critical, keyCertSign, cRLSign"],   # Python 3.13 verifies strictly
+                 [openssl, "req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={HOST}"]):
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName = IP:{HOST}\nbasicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
+                "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+    subprocess.run([openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-out", cert, "-days", "2", "-extfile", ext], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
 class Rgw:
     """The cluster: ``start()``, then ``endpoint``, ``env()``, ``admin(...)``; ``stop()``."""
 
@@ -38,8 +74,10 @@ class Rgw:
             need_tool(tool)
         self.base = tempfile.mkdtemp(prefix="fdtest-rgw-")
         self.procs = {}
-        self.mon_port, self.port = free_port(), free_port()
+        self.mon_port, self.port, self.tls_port = free_port(), free_port(), free_port()
         self.endpoint = f"http://{HOST}:{self.port}"
+        self.https_endpoint = f"https://{HOST}:{self.tls_port}"     # its certificate: signed by ``self.ca``
+        self.ca, cert, key = make_tls(self.base)
         self.conf = os.path.join(self.base, "ceph.conf")
         self.fsid = str(uuid.uuid4())
         self.access_key, self.secret_key = "FDTESTACCESSKEY00001", uuid.uuid4().hex
@@ -67,6 +105,7 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 osd objectstore = memstore
+osd class dir = {osd_class_dir()}
 memstore device bytes = 4294967296
 run dir = {b}/run
 admin socket = {b}/run/$name.asok
@@ -75,7 +114,7 @@ mon data = {b}/mon/$id
 osd data = {b}/osd/$id
 keyring = {b}/keyring
 [client.rgw.fdtest]
-rgw frontends = beast endpoint={HOST}:{self.port}
+rgw frontends = beast endpoint={HOST}:{self.port} ssl_endpoint={HOST}:{self.tls_port} ssl_certificate={cert} ssl_private_key={key}
 rgw data = {b}/rgw
 rgw dns name = {HOST}
 """)

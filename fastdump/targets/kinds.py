@@ -238,7 +238,7 @@ class S3Target(Target):
         self.client = self.sink = None
 
     def _open(self, *, host, when, flat, force, direct=False):
-        from .s3 import S3Sink
+        from .s3 import S3Sink, limits_from_env
         from .s3client import Credentials, S3Client
         if flat:
             raise UsageError("-F writes a stream: an s3:// target stores the dump itself")
@@ -249,7 +249,7 @@ class S3Target(Target):
         if not force and any(k == key for k, _ in self.client.list_objects(self.bucket, key)):
             raise TargetError(f"s3://{self.bucket}/{key} exists (use -f to replace it)")
         self.dump_path = f"s3://{self.bucket}/{key}"
-        self.sink = S3Sink(self.client, self.bucket, key)
+        self.sink = S3Sink(self.client, self.bucket, key, **limits_from_env(os.environ))
         return self.sink
 
     def after_dump(self, src, stats, warn, *, dmesg=True):

@@ -10,9 +10,17 @@ data, descriptors and page checksums are written in order, so at any moment
 only the held parts, the one part each of those streams is filling and one in
 flight are in memory (5 MiB each: 15..25 MiB).
 
+Past S3's 10000 parts: the first ``direct_parts`` slices are parts of the
+upload itself (44 GiB, so smaller dumps pay nothing more); the slices after them
+go, 5 MiB parts as ever, into segment uploads of ``segment_parts`` slices
+(5 GiB, the largest part there is) beside the dump (``vmcore.segment-NNNN``),
+and each segment, once complete, becomes one part of the dump by UploadPartCopy
+(a copy inside the store) and is deleted: up to 1000 segments, 4.9 TiB more,
+with the same part buffers in memory.
+
 Nothing is visible in the bucket until ``CompleteMultipartUpload``; a run that
-fails aborts the upload (and if the server is gone, the upload stays
-incomplete, which no listing shows as an object).
+fails aborts the upload and its segments (and if the server is gone, the upload
+stays incomplete, which no listing shows as an object).
 """
 
 import json
@@ -20,25 +28,55 @@ import queue
 import threading
 import time
 
-from ..errors import FastdumpError, TargetError
+from ..errors import FastdumpError, TargetError, UsageError
 
-PART_SIZE = 5 << 20          # S3's smallest part (memory: ~6 parts); at most 10000 parts: 48 GiB
-MAX_PARTS = 10000
+PART_SIZE = 5 << 20          # S3's smallest part (memory: ~6 parts)
+MAX_PARTS = 10000            # S3's most parts of one upload
+DIRECT_PARTS = 9000          # slices sent as parts of the dump's upload: 44 GiB
+SEGMENT_PARTS = 1024         # slices per segment: 5 GiB, the largest part (and copied part) S3 takes
+
+
+def limits_from_env(environ):
+    """``FASTDUMP_TEST_S3_PARTS=MAX,DIRECT,PER_SEGMENT``: the part limits with small numbers,
+    so the tests reach them with dumps of tens of MiB (S3Sink's keywords; none: S3's)."""
+    value = environ.get("FASTDUMP_TEST_S3_PARTS")
+    if not value:
+        return {}
+    try:
+        max_parts, direct, per_segment = (int(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"FASTDUMP_TEST_S3_PARTS={value!r}: give MAX,DIRECT,PER_SEGMENT") from None
+    return {"max_parts": max_parts, "direct_parts": direct, "segment_parts": per_segment}
+
+
+class Segment:
+    """One segment upload: slices past the direct ones, copied into the dump as one part."""
+
+    def __init__(self, index, key):
+        self.index, self.key = index, key
+        self.upload_id = None
+        self.etags = {}              # part number in the segment -> ETag
+        self.stored = False          # completed: an object to copy from and then delete
 
 
 class S3Sink:
     """``pwrite(data, offset)`` into a multipart upload of ``s3://bucket/key``."""
 
-    def __init__(self, client, bucket, key, *, part_size=PART_SIZE):
+    def __init__(self, client, bucket, key, *, part_size=PART_SIZE, max_parts=MAX_PARTS,
+                 direct_parts=DIRECT_PARTS, segment_parts=SEGMENT_PARTS):
         self.client, self.bucket, self.key, self.part = client, bucket, key, part_size
+        self.direct, self.per_segment = direct_parts, segment_parts
+        self.max_slices = direct_parts + (max_parts - direct_parts) * segment_parts
+        self.segments = {}                    # index -> Segment (created by the uploader)
+        self.etags = {}                       # part number of the dump's upload -> ETag
         self.name = self.path = f"s3://{bucket}/{key}"
         self.temp_path = None                 # no local file to clean up
         self.bytes_written = self.size = 0
         self.buffers = {}                     # part number -> bytearray
         self.covered = {}                     # part number -> sorted, merged [start, end) written
         self.held = set()                     # written before the barrier: sent at commit
-        self.sent = {}                        # part number -> ETag
-        self.part_sha256 = {}                 # part number -> SHA-256 of its bytes (the manifest's checksums)
+        self.sent = set()                     # slices (5 MiB each; slice n = bytes from (n-1)*part) sent
+        self.part_sha256 = {}                 # slice -> SHA-256 of its bytes (the manifest's checksums)
         #: where the time goes: the uploader busy (hash + send + store), the copy waiting for it
         self.seconds = {"uploading": 0.0, "stalled": 0.0}
         self.past_barrier = False
@@ -59,8 +97,9 @@ class S3Sink:
             take = min(len(view), self.part - at)
             if number in self.sent:
                 raise TargetError(f"{self.name}: part {number} was already sent and cannot change")
-            if number > MAX_PARTS:
-                raise TargetError(f"{self.name}: the dump outgrows {MAX_PARTS} parts of {self.part >> 20} MiB")
+            if number > self.max_slices:
+                raise TargetError(f"{self.name}: the dump outgrows {self.max_slices} parts of "
+                                  f"{self.part >> 20} MiB (S3 takes {MAX_PARTS} parts, 5 GiB each at most)")
             buf = self.buffers.get(number)
             if buf is None:
                 buf = self.buffers[number] = bytearray(self.part)
@@ -91,7 +130,7 @@ class S3Sink:
         filling the next part overlaps one upload and memory stays a few parts."""
         body = self.buffers.pop(number) if body is None else body
         self.covered.pop(number, None)
-        self.sent[number] = None
+        self.sent.add(number)
         t0 = time.monotonic()
         while not self.idle.acquire(timeout=1):
             self._check()
@@ -108,14 +147,39 @@ class S3Sink:
             if self.error is None:
                 t0 = time.monotonic()
                 try:
-                    self.sent[number], self.part_sha256[number] = self.client.upload_part(
-                        self.bucket, self.key, self.upload_id, number, body)
+                    self._store(number, body)
                     self.seconds["uploading"] += time.monotonic() - t0
                 except FastdumpError as e:
                     self.error = e
                 except Exception as e:       # a bug must not hang the copy
                     self.error = TargetError(f"{self.name}: upload failed: {e}")
             self.idle.release()
+
+    def _store(self, number, body):
+        """Slice ``number`` into the dump's upload, or into its segment (which, once full,
+        becomes one part of the dump)."""
+        if number <= self.direct:
+            self.etags[number], self.part_sha256[number] = self.client.upload_part(
+                self.bucket, self.key, self.upload_id, number, body)
+            return
+        index, at = divmod(number - self.direct - 1, self.per_segment)
+        seg = self.segments.get(index)
+        if seg is None:
+            seg = self.segments[index] = Segment(index, f"{self.key}.segment-{index + 1:04d}")
+            seg.upload_id = self.client.create_multipart(self.bucket, seg.key)
+        seg.etags[at + 1], self.part_sha256[number] = self.client.upload_part(
+            self.bucket, seg.key, seg.upload_id, at + 1, body)
+        if len(seg.etags) == self.per_segment:
+            self._fold(seg)
+
+    def _fold(self, seg):
+        """Complete a segment, copy it into the dump as part ``direct + 1 + index``, delete it."""
+        self.client.complete_multipart(self.bucket, seg.key, seg.upload_id, seg.etags)
+        seg.stored = True
+        self.etags[self.direct + 1 + seg.index] = self.client.upload_part_copy(
+            self.bucket, self.key, self.upload_id, self.direct + 1 + seg.index, seg.key)
+        self.client.delete_object(self.bucket, seg.key)
+        seg.stored = False
 
     def _check(self):
         if self.error is not None:
@@ -153,7 +217,10 @@ class S3Sink:
             self._send(number, body)
         self._drain()
         self._check()
-        etag = self.client.complete_multipart(self.bucket, self.key, self.upload_id, self.sent)
+        for seg in self.segments.values():      # the last one, short of a full segment
+            if self.direct + 1 + seg.index not in self.etags:
+                self._fold(seg)
+        etag = self.client.complete_multipart(self.bucket, self.key, self.upload_id, self.etags)
         self.etag = etag.strip('"')
         length = int(self.client.head_object(self.bucket, self.key).get("content-length", -1))
         if length != self.size:
@@ -167,6 +234,11 @@ class S3Sink:
         self._drain()
         self.buffers.clear()
         try:
+            for seg in self.segments.values():    # nothing of them stays either
+                if seg.stored:
+                    self.client.delete_object(self.bucket, seg.key)
+                elif seg.upload_id and self.direct + 1 + seg.index not in self.etags:
+                    self.client.abort_multipart(self.bucket, seg.key, seg.upload_id)
             self.client.abort_multipart(self.bucket, self.key, self.upload_id)
             return f"an aborted upload to {self.name}: no object was stored"
         except FastdumpError:

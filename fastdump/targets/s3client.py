@@ -253,6 +253,18 @@ class S3Client:
             raise _error(f"s3://{bucket}/{key}", 200, data)
         return _text(root, "ETag") or ""
 
+    def upload_part_copy(self, bucket, key, upload_id, number, source_key):
+        """ETag of part ``number`` made inside the store from the whole object ``source_key``."""
+        data = self.request("PUT", bucket, key, query={"partNumber": number, "uploadId": upload_id},
+                            headers={"x-amz-copy-source": f"/{_quote(bucket)}/{_quote(source_key, safe='-_.~/')}"})[2]
+        root = ET.fromstring(data)
+        if _local(root.tag) == "Error":      # a copy may answer 200 and still fail
+            raise _error(f"s3://{bucket}/{key}", 200, data)
+        return _text(root, "ETag") or ""
+
+    def delete_object(self, bucket, key):
+        self.request("DELETE", bucket, key, ok=(200, 204))
+
     def abort_multipart(self, bucket, key, upload_id):
         self.request("DELETE", bucket, key, query={"uploadId": upload_id}, ok=(200, 204), retries=1)
 
