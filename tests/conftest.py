@@ -99,6 +99,11 @@ SLOW = ("test_packaging.py::test_sdist", "test_bench_smoke.py::", "test_ssh.py::
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    # pyproject's --basetemp is .cache/pytest-tmp, whose parent a fresh clone does not have yet
+    # (pytest makes the basetemp itself, not its parents)
+    basetemp = config.option.basetemp
+    if basetemp:
+        os.makedirs(os.path.dirname(os.path.abspath(basetemp)), exist_ok=True)
 
 
 def pytest_collection_modifyitems(config, items):
