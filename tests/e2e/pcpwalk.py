@@ -57,7 +57,7 @@ class StructPages:
 
     def _pgdats(self):
         vi = self.judge.source.vmcoreinfo
-        vt = self.judge.vtop
+        vt = self.judge.mem.vtop
         n = max(1, min(vi.lengths.get("node_data", 1), 64))
         raw = vt.read(vi.symbols["node_data"], 8 * n)
         ptrs = [int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(n)]
@@ -113,7 +113,7 @@ class StructPages:
 
     def _list_slot(self, va, near):
         """Does ``va`` hold a list_head: empty, or both links point at struct pages' lru?"""
-        raw = self.judge.vtop.read(va, 16)
+        raw = self.judge.mem.vtop.read(va, 16)
         nxt, prev = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
         if nxt == va and prev == va:
             return True
@@ -178,8 +178,8 @@ class StructPages:
                 p = self.pfn_of_lru(node, pfn)
                 if p is None:
                     heads.append(node)
-                    nxt = int.from_bytes(self.judge.vtop.read(node, 8), "little")
-                    back = int.from_bytes(self.judge.vtop.read(node + 8, 8), "little")
+                    nxt = int.from_bytes(self.judge.mem.vtop.read(node, 8), "little")
+                    back = int.from_bytes(self.judge.mem.vtop.read(node + 8, 8), "little")
                 else:
                     rr = self.rec(p)
                     if not self.free_unlisted(rr):
