@@ -185,6 +185,18 @@ class EraseList:
     def __len__(self):
         return len(self.table) // 4
 
+    def overlay(self, pa, data):
+        """``data`` read at physical ``pa``, erased as the copy core erases pages: whatever
+        fastdump writes into a dump from the crashed kernel's memory outside the page copy
+        (the kdump header's utsname) reads through this, so no erased byte survives there."""
+        out, t, end = bytearray(data), self.table, pa + len(data)
+        for i in range(0, len(t), 4):
+            lo = t[i] * PAGE + t[i + 1]
+            a, b = max(lo, pa), min(lo + t[i + 2], end)
+            if a < b:
+                out[a - pa:b - pa] = bytes([t[i + 3]]) * (b - a)
+        return bytes(out)
+
 
 def resolve(commands, kernel, *, vmlinux=None):
     """The commands' bytes in ``kernel`` (a ``kernel.types.Kernel``).  Variable types come
