@@ -427,6 +427,16 @@ def test_an_unproven_type_is_refused_in_one_line(tmp_path, kw, says):
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_loop_over_a_global_without_a_var_is_one_line(tmp_path):
+    path = without_vars(tmp_path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("for it in secret_items\n    erase it.name\nendfor\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "does not give the type of secret_items" in r.stderr and f"{conf}:1" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_a_list_that_loops_short_of_its_head_is_an_error(tmp_path):
     path = str(tmp_path / "vmcore")
     EraseVmcore(Secrets(cyclic=True), ram_size=64 * MiB).write(path)

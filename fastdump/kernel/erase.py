@@ -440,6 +440,9 @@ class _Resolver:
             yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))
             return
         v = self.value(where, lp.target, {})
+        if v.tid is None:
+            self._fail(where, f"the kernel's BTF does not give the type of {lp.target} (no VAR for it): "
+                              "give -x VMLINUX")
         _, t = btf.resolve(v.tid)
         if lp.via:                             # a struct (or pointer to one) linked by ``via``
             if t.kind == B.PTR:
