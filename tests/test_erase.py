@@ -5,6 +5,7 @@ makedumpfile's; bad lines are one line and exit 2; what cannot be resolved write
 Real kernels against Debian's makedumpfile: tests/e2e/test_erase_real.py."""
 
 import hashlib
+import json
 import os
 import struct
 import subprocess
@@ -35,14 +36,20 @@ def pa(va):
 class Secrets:
     """The made-up kernel's variables, their BTF, and the bytes a config below must erase."""
 
-    def __init__(self, *, cyclic=False):
+    def __init__(self, *, cyclic=False, global_vars=True, rivals=(), uts_size=400, uts_extent=448):
+        """``global_vars=False``: BTF has VARs for per-CPU variables only (as Debian's); ``rivals``:
+        (name, size, offset of ``name``) of more structs with member path name.nodename;
+        ``uts_extent``: where the next symbol after init_uts_ns lies."""
         self.cyclic = cyclic               # the via-list loops back to its 2nd node, never to its head
+        self.uts_extent = uts_extent
         b = self.btf = BtfBuilder()
         u8, u32, u64 = b.int("char", 1), b.int("unsigned int", 4), b.int("long unsigned int", 8)
         c100, c50, c16, c8, c65 = (b.array(u8, n, u32) for n in (100, 50, 16, 8, 65))
         uts_name = b.struct("new_utsname", 390, [(f, c65, 8 * 65 * i) for i, f in enumerate(
             ("sysname", "nodename", "release", "version", "machine", "domainname"))])
-        uts = b.struct("uts_namespace", 400, [("kref", u32, 0), ("name", uts_name, 32)])
+        uts = b.struct("uts_namespace", uts_size, [("kref", u32, 0), ("name", uts_name, 32)])
+        for rival, size, at in rivals:
+            b.struct(rival, size, [("name", uts_name, 8 * at)])
         void_p = b.ptr(0)
         s1 = b.struct("s1", 88, [("name", b.ptr(u8), 0), ("addr1", void_p, 64), ("addr2", void_p, 128),
                                  ("buffer", c50, 192), ("len", u64, 640)])
@@ -62,7 +69,9 @@ class Secrets:
             self.vars[name] = (at if name != "init_uts_ns" else TEXT_VA + SyntheticVmcore.UTS_OFFSET, tid)
             at += (size + 63) & ~63
         self.vars["lonely"] = (DATA + 0x8000, void_p)     # the only non-zero bytes of its page
-        b.datasec(".data", 4096, [(b.var(n, tid), 0, 8) for n, (_, tid) in self.vars.items()])
+        if global_vars:
+            b.datasec(".data", 4096, [(b.var(n, tid), 0, 8) for n, (_, tid) in self.vars.items()])
+        b.datasec(".data..percpu", 4096, [(b.var("a_percpu_var", u64), 0x1000, 8)])
         self.writes, self.erased = [], []      # (va, bytes); (va, length, fill)
         self._lay_out()
 
@@ -106,6 +115,7 @@ class Secrets:
         syms = [("_stext", "T", TEXT_VA), ("init_top_pgt", "D", TEXT_VA + SyntheticVmcore.PGD_OFFSET),
                 ("__start_BTF", "R", BTF_AT), ("__stop_BTF", "R", BTF_AT + len(self.btf.blob()))]
         syms += [(n, "D", va) for n, (va, _) in self.vars.items()]
+        syms += [("uts_next", "D", self.vars["init_uts_ns"][0] + self.uts_extent)]
         syms += [("__per_cpu_start", "D", 0), ("a_percpu_var", "D", 0x1000)]
         return sorted(syms, key=lambda s: s[2])
 
@@ -285,7 +295,7 @@ def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says
 @pytest.mark.parametrize("line,says", [
     ("erase no_such_symbol", "no_such_symbol"),
     ("erase secret_s1.nope", "no member 'nope'"),
-    ("erase _stext.x", "does not give the type of _stext"),
+    ("erase _stext.x", "no struct type with member path x fits _stext"),
     ("erase secret_s1.addr1", "void *: give size N or nullify"),
     ("erase secret_buf nullify", "not a pointer"),
     ("erase secret_buf size secret_items", "is not an integer"),
@@ -353,6 +363,78 @@ def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path)
         assert a.read_at(a.offset_eraseinfo, a.size_eraseinfo) == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
     got = kdumpfile_digests(str(tmp_path / "again"), 64 * MiB // PAGE)[1]
     check_pages(world, source, got, level=1)
+
+
+@pytest.mark.parametrize("fmt", [[], ["-E"]])
+def test_an_erased_secret_is_nowhere_in_the_dump_and_counted(world, source, tmp_path, fmt):
+    """The kdump header's utsname is read through the same erase as the pages: the erased nodename
+    is in no byte of the file (makedumpfile leaves it in the header); the statistics count it."""
+    secret = b"\0fastdump-synthetic\0"         # the nodename (the release ends in it too)
+    plain, out, js = (str(tmp_path / n) for n in ("plain", "dump", "stats.json"))
+    assert run(*fmt, "--compress", "none", "-d", "0", world["V"], plain).returncode == 0
+    with open(plain, "rb") as f:
+        assert secret in f.read()                  # the test can fail: the secret is in the unerased dump
+    r = run(*fmt, "--compress", "none", "-d", "0", "--config", world["conf"], "--stats-json", js, world["V"], out)
+    assert r.returncode == 0, r.stderr
+    with open(out, "rb") as f:
+        assert secret not in f.read()
+    with open(js) as f:
+        stats = json.load(f)
+    nbytes = sum(n for _, n, _ in world["secrets"].erased)
+    pieces = sum(len({pa(va + i) // PAGE for i in range(n)}) for va, n, _ in world["secrets"].erased)
+    assert (stats["erased_bytes"], stats["erased_pieces"]) == (nbytes, pieces)
+    if not fmt:
+        check_pages(world, source, kdumpfile_digests(out, 64 * MiB // PAGE)[1])
+
+
+def without_vars(tmp_path, **kw):
+    """A made-up kernel whose BTF, as Debian's, has no VAR for ordinary globals."""
+    path = str(tmp_path / "vmcore")
+    EraseVmcore(Secrets(global_vars=False, **kw), ram_size=64 * MiB).write(path)
+    return path
+
+
+def resolve_in(path, text):
+    from fastdump.kernel import erase
+    with fastdump.open(path) as d:
+        return erase.resolve(erase.parse(text), d.kernel)
+
+
+@pytest.mark.parametrize("rivals", [(), [("same_layout", 400, 4)], [("too_big", 4096, 64)]])
+def test_a_globals_type_is_proven_by_its_member_path(world, tmp_path, rivals):
+    """No VAR: the one struct with path name.nodename (or all that lay it out alike, or all that fit
+    before the next symbol) gives the type; the erase is the one the VAR gives."""
+    text = "erase init_uts_ns.name.nodename\nerase init_uts_ns.name.domainname size 8\n"
+    got = resolve_in(without_vars(tmp_path, rivals=rivals), text)
+    want = resolve_in(world["V"], text)
+    assert list(got.table) == list(want.table) and got.eraseinfo == want.eraseinfo
+    assert got.nbytes == 65 + 8
+
+
+@pytest.mark.parametrize("kw,says", [
+    ({"rivals": [("other_ns", 400, 64)]}, "init_uts_ns.name.nodename is ambiguous without -x: 2 struct types "
+                                          "have member path name.nodename laid out differently; give -x VMLINUX"),
+    ({"uts_extent": 392}, "no struct type with member path name.nodename fits init_uts_ns (1 larger than its "
+                          "392 bytes); give -x VMLINUX"),
+])
+def test_an_unproven_type_is_refused_in_one_line(tmp_path, kw, says):
+    path = without_vars(tmp_path, **kw)
+    conf = tmp_path / "c.conf"
+    conf.write_text("erase init_uts_ns.name.nodename\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and f"{conf}:1" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_loop_over_a_global_without_a_var_is_one_line(tmp_path):
+    path = without_vars(tmp_path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("for it in secret_items\n    erase it.name\nendfor\n")
+    r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "does not give the type of secret_items" in r.stderr and f"{conf}:1" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_a_list_that_loops_short_of_its_head_is_an_error(tmp_path):

@@ -49,6 +49,7 @@ class _Run:
     when: Any
     elfclass: Optional[int]       # the ELF class to write; None for a kdump dump
     eraseinfo: bytes              # what the dump records as erased (its source's record, then this run's)
+    erased: Any = None            # this run's erase.EraseList (--config), or None
     plans: dict = field(default_factory=dict)       # dump level -> Plan (pass 1 is done once per level)
     leftovers: dict = field(default_factory=dict)   # target spec -> (path, inode) of the incomplete file left
     log_saved: Optional[str] = None                 # the kernel log saved when no target had room
@@ -137,11 +138,11 @@ class Dump:
                 o = self.o
                 engine = CopyEngine(src, codec=o.compress, threads=o.threads,
                                     window_bytes=o.window_bytes, use_mmap=o.use_mmap)
-                eraseinfo = self._set_erase(src, engine)
-                utsname = read_utsname(src)
+                eraseinfo, erased = self._set_erase(src, engine)
+                utsname = read_utsname(src, erased)
                 r = _Run(src=src, engine=engine, utsname=utsname, host=host_name(utsname), when=time.localtime(),
                          elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None,
-                         eraseinfo=eraseinfo)
+                         eraseinfo=eraseinfo, erased=erased)
                 stats = self._run_split(r) if o.split else self._run_targets(r)
         finally:
             for plan in (r.plans.values() if r else ()):
@@ -158,14 +159,15 @@ class Dump:
     def _set_erase(self, src, engine):
         """makedumpfile's --config: the named bytes, found before any page is read, are
         overwritten in every page the engine copies (estimates and plans included).
-        Returns what the dump records as erased: what its source recorded, then this run's."""
+        Returns what the dump records as erased (what its source recorded, then this run's)
+        and this run's EraseList (None without --config)."""
         from ..kernel import erase
         if not self.o.erase_config:
-            return erase.recorded(src)
+            return erase.recorded(src), None
         found = erase.resolve(erase.load(self.o.erase_config), src.kernel, vmlinux=self.o.vmlinux)
         engine.core_source.set_erase(found.table)
         self.progress.message(f"erasing {found.nbytes} bytes in {len(found)} pieces ({self.o.erase_config})")
-        return erase.recorded(src) + found.eraseinfo
+        return erase.recorded(src) + found.eraseinfo, found
 
     def _open_source(self):
         """An ELF vmcore, or raw memory (/dev/oldmem) when a memory map is given."""
@@ -189,7 +191,8 @@ class Dump:
     def _new_stats(self, r, target, level):
         o = self.o
         return Stats(source=o.source, target=target.spec if target else "", format=o.format,
-                     compress=o.compress, dump_level=level, threads=r.engine.threads)
+                     compress=o.compress, dump_level=level, threads=r.engine.threads,
+                     erased_bytes=r.erased.nbytes if r.erased else 0, erased_pieces=len(r.erased or ()))
 
     def _plan(self, r, level) -> Plan:
         """Pass 1 at ``level``, once per run."""

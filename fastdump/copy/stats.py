@@ -24,6 +24,8 @@ class Stats:
     pages_unreadable: int = 0   # the source gave an error: missing from the dump, listed below
     unreadable_pfns: List[int] = field(default_factory=list)   # the first UNREADABLE_LISTED of them
     excluded: Dict[str, int] = field(default_factory=dict)  # pages dropped per class
+    erased_bytes: int = 0       # bytes --config erased (in every page that holds them)
+    erased_pieces: int = 0      # of them, runs inside one page each
     bytes_read: int = 0
     bytes_written: int = 0
     estimated_bytes: int = 0

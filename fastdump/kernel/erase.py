@@ -185,6 +185,18 @@ class EraseList:
     def __len__(self):
         return len(self.table) // 4
 
+    def overlay(self, pa, data):
+        """``data`` read at physical ``pa``, erased as the copy core erases pages: whatever
+        fastdump writes into a dump from the crashed kernel's memory outside the page copy
+        (the kdump header's utsname) reads through this, so no erased byte survives there."""
+        out, t, end = bytearray(data), self.table, pa + len(data)
+        for i in range(0, len(t), 4):
+            lo = t[i] * PAGE + t[i + 1]
+            a, b = max(lo, pa), min(lo + t[i + 2], end)
+            if a < b:
+                out[a - pa:b - pa] = bytes([t[i + 3]]) * (b - a)
+        return bytes(out)
+
 
 def resolve(commands, kernel, *, vmlinux=None):
     """The commands' bytes in ``kernel`` (a ``kernel.types.Kernel``).  Variable types come
@@ -220,21 +232,64 @@ class _Resolver:
         raise EraseError(f"{where}: {text}")
 
     # -- expressions --------------------------------------------------------------
-    def _var_type(self, where, name, *, required):
-        """The BTF type id of global variable ``name``; None when not known and not ``required``."""
+    def _var_type(self, where, name, members):
+        """The BTF type id of global variable ``name``: its BTF VAR, else the vmlinux's debug
+        info (-x), else the one type its ``members`` path proves; None when not known and
+        no member is taken."""
         try:
             tid = self.k.btf.variable(name)
         except NotAvailable:
-            if required:
+            if members:
                 raise
-            tid = None
+            return None                  # erase SYMBOL size N needs no type
         if tid is None and self.vmlinux:
-            tid = self._vmlinux_type(where, name, required=required)
-        if tid is None and required:
-            self._fail(where, f"the kernel's BTF does not give the type of {name} (it lists per-CPU "
-                              "variables only, unless built with pahole's global_var): give -x VMLINUX, "
-                              f"or erase {name} size N")
+            tid = self._vmlinux_type(where, name, required=bool(members))
+        if tid is None and members:
+            tid = self._type_from_path(where, name, members)
         return tid
+
+    def _type_from_path(self, where, name, members):
+        """Debian's BTF has no VAR for an ordinary global, but ``name.a.b`` says its type has
+        member path a.b: every struct or union that has it and fits before the next symbol
+        is a candidate, and one is taken only when all lay out the path alike (same offsets,
+        pointers followed at the same steps, same final type shape).  Otherwise: refused."""
+        btf, path = self.k.btf, ".".join(members)
+        extent = self.k.symbols.extent(name)
+        shapes, too_big = {}, 0
+        for tid in btf.containers(members[0]):
+            try:
+                shape = self._path(where, name, tid, members)
+                size = btf.sizeof(tid)
+            except (EraseError, NotAvailable):
+                continue
+            if extent is not None and size > extent:
+                too_big += 1
+                continue
+            shapes.setdefault((tuple(shape[0]), self._shape(shape[1])), tid)
+        if len(shapes) == 1:
+            return next(iter(shapes.values()))
+        if not shapes:
+            self._fail(where, f"{name}.{path}: no struct type with member path {path} fits {name}"
+                              + (f" ({too_big} larger than its {extent} bytes)" if too_big else "")
+                              + "; give -x VMLINUX")
+        self._fail(where, f"{name}.{path} is ambiguous without -x: {len(shapes)} struct types have member "
+                          f"path {path} laid out differently; give -x VMLINUX")
+
+    def _shape(self, tid):
+        """What an erase of a member of type ``tid`` depends on: kind and size, and for a
+        pointer the kind and size of what it points to."""
+        btf = self.k.btf
+
+        def kind_size(t):
+            if not t:
+                return None
+            tid, typ = btf.resolve(t)
+            try:
+                return typ.kind, btf.sizeof(tid)
+            except NotAvailable:
+                return typ.kind, None
+        _, t = btf.resolve(tid)
+        return kind_size(tid), kind_size(t.ref) if t.kind == B.PTR else None
 
     def _vmlinux_type(self, where, name, *, required):
         """The struct/union that the vmlinux's debug info gives ``name`` (via gdb), as a BTF id."""
@@ -276,20 +331,36 @@ class _Resolver:
             va = self.k.symbol(first)
             if va < KERNEL_SPACE:
                 self._fail(where, f"{first} is a per-CPU variable (one copy per CPU): not supported")
-            v = _Value(va, self._var_type(where, first, required=bool(members)))
-        btf = self.k.btf
+            v = _Value(va, self._var_type(where, first, members))
+        if not members:
+            return v
+        steps, tid = self._path(where, expr, v.tid, members)
+        va = v.va
+        for deref, off in steps:
+            if deref:
+                va = self._u64(where, va)
+                if va == 0:
+                    self._fail(where, "a NULL pointer on the way")
+            va += off
+        return _Value(va, tid)
+
+    def _path(self, where, expr, tid, members):
+        """How ``members`` lie from type ``tid``: [(follow the pointer first?, byte offset)]
+        per member, and the last member's type id."""
+        btf, steps = self.k.btf, []
         for name in members:
-            _, t = btf.resolve(v.tid)
-            if t.kind == B.PTR:
-                v = self._deref(where, v)
-                _, t = btf.resolve(v.tid)
+            _, t = btf.resolve(tid)
+            deref = t.kind == B.PTR
+            if deref:
+                tid = t.ref
+                _, t = btf.resolve(tid)
             if t.kind not in (B.STRUCT, B.UNION):
                 self._fail(where, f"{expr}: cannot take member {name} of a non-struct")
-            bits, tid, bit_size = btf.member(v.tid, name)
+            bits, tid, bit_size = btf.member(tid, name)
             if bit_size or bits % 8:
                 self._fail(where, f"{expr}: {name} is a bitfield")
-            v = _Value(v.va + bits // 8, tid)
-        return v
+            steps.append((deref, bits // 8))
+        return steps, tid
 
     def _int(self, where, expr, scope):
         v = self.value(where, expr, scope)
@@ -369,6 +440,9 @@ class _Resolver:
             yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))
             return
         v = self.value(where, lp.target, {})
+        if v.tid is None:
+            self._fail(where, f"the kernel's BTF does not give the type of {lp.target} (no VAR for it): "
+                              "give -x VMLINUX")
         _, t = btf.resolve(v.tid)
         if lp.via:                             # a struct (or pointer to one) linked by ``via``
             if t.kind == B.PTR:

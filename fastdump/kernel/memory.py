@@ -30,8 +30,10 @@ class KernelMemory:
     ``strict=False`` a byte that is missing or does not translate reads as zero
     and is counted in ``missing``, so one lost page loses only what is on it."""
 
-    def __init__(self, source, vmcoreinfo=None, *, error=FastdumpError):
+    def __init__(self, source, vmcoreinfo=None, *, error=FastdumpError, erased=None):
+        """``erased``: an erase.EraseList (--config) whose bytes every read sees erased."""
         self.source = source
+        self.erased = erased
         self.vmcoreinfo = vmcoreinfo if vmcoreinfo is not None else source.vmcoreinfo
         self.vtop = X86_64Vtop(source, self.vmcoreinfo)
         self.error = error
@@ -53,7 +55,8 @@ class KernelMemory:
     def read_phys(self, pa, size):
         if pa < 0 or size < 0 or pa + size > U64:
             raise self.error(f"physical range {pa:#x}+{size:#x} is outside memory")
-        return self.source.read_phys(pa, size)
+        data = self.source.read_phys(pa, size)
+        return self.erased.overlay(pa, data) if self.erased else data
 
     def read(self, va, size, *, strict=True):
         """``size`` bytes at kernel virtual address ``va``, page by page."""

@@ -11,8 +11,9 @@ FIELD = 65
 MACHINES = {62: "x86_64", 3: "i686"}
 
 
-def read_utsname(source):
-    """Six strings: sysname, nodename, release, version, machine, domainname."""
+def read_utsname(source, erased=None):
+    """Six strings: sysname, nodename, release, version, machine, domainname; ``erased``
+    (--config's EraseList): read as the dump holds them, an erased nodename erased here too."""
     vmci = source.vmcoreinfo
     machine = MACHINES.get(getattr(source, "machine", 62), "x86_64")
     fallback = ["Linux", "(none)", (vmci.osrelease if vmci else None) or "unknown", "#1", machine, "(none)"]
@@ -20,7 +21,7 @@ def read_utsname(source):
         return fallback
     try:
         name_off = vmci.offsets.get("uts_namespace.name", 4)
-        raw = KernelMemory(source, vmci).read(vmci.symbols["init_uts_ns"] + name_off, 6 * FIELD)
+        raw = KernelMemory(source, vmci, erased=erased).read(vmci.symbols["init_uts_ns"] + name_off, 6 * FIELD)
     except Exception:   # a garbled key, memory not in the dump: the header gets the plausible fallback
         return fallback
     fields = [raw[i * FIELD:(i + 1) * FIELD].split(b"\0", 1)[0].decode("ascii", "replace") for i in range(6)]

@@ -4,11 +4,13 @@ Per kernel (FASTDUMP_E2E_KERNELS): the same filter config (a member path, and an
 ``size``) through fastdump and through makedumpfile 1.7.6 with the debug vmlinux.  Every page
 both dumps hold is byte-identical (the erased page included, read by libkdumpfile), the
 eraseinfo records are the same text, the erased bytes are 'X', and fastdump's dump differs from
-its own dump without --config in exactly that page.  Without -x, the member path needs a
-variable type Debian's BTF does not list: one line naming -x, and no dump.  The guest workload
+its own dump without --config in exactly that page.  Without -x (Debian's BTF has no VAR for
+init_uts_ns: its type is proven from the member path), the dump is the same, byte for byte.
+crash (sys, bt, log, kmem -i) reads the erased dump as the plain one, but for the node name.  The guest workload
 plants no secret of its own (the nodename is the guest's "(none)"): the test erases it anyway.
 """
 
+import difflib
 import os
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from support import kdumpfile_digests
 
 import fastdump
 
-from . import fixtures, kernels
+from . import crashtool, fixtures, kernels
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "[vmlinux]\nerase init_uts_ns.name.nodename\nerase init_uts_ns.name.domainname size 8\n"
@@ -49,10 +51,9 @@ def test_erase_matches_makedumpfile(real, tmp_path):
     vmlinux = kernels.debug_vmlinux(key, log=lambda *a: None)
     conf = tmp_path / "erase.conf"
     conf.write_text(CONFIG)
-    r = fastdump_run("-c", "-d", "31", "--config", str(conf), raw, str(tmp_path / "nox"))
-    assert r.returncode == 1 and "-x VMLINUX" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert not os.path.exists(tmp_path / "nox")
-    ours, plain, theirs = (str(tmp_path / n) for n in ("ours", "plain", "theirs"))
+    ours, plain, theirs, nox = (str(tmp_path / n) for n in ("ours", "plain", "theirs", "nox"))
+    r = fastdump_run("-c", "-d", "31", "--config", str(conf), raw, nox)
+    assert r.returncode == 0, r.stderr
     r = fastdump_run("-c", "-d", "31", "-x", vmlinux, "--config", str(conf), raw, ours)
     assert r.returncode == 0, r.stderr
     assert fastdump_run("-c", "-d", "31", raw, plain).returncode == 0
@@ -61,7 +62,8 @@ def test_erase_matches_makedumpfile(real, tmp_path):
     assert m.returncode == 0, (m.stdout + m.stderr)[-2000:]
     with fastdump.open(raw) as d:
         max_pfn = d.max_pfn
-    a, p, b = (kdumpfile_digests(f, max_pfn)[1] for f in (ours, plain, theirs))
+    a, p, b, n = (kdumpfile_digests(f, max_pfn)[1] for f in (ours, plain, theirs, nox))
+    assert n == a
     changed = sorted(pfn for pfn in a if a[pfn] != p.get(pfn))
     assert len(changed) == 1, changed[:8]                   # nodename and domainname share a page
     common = set(a) & set(b)
@@ -78,3 +80,25 @@ def test_erase_matches_makedumpfile(real, tmp_path):
     assert page[pa % 4096 + 65:pa % 4096 + 130] == b"X" * 65
     r = fastdump_run("verify", ours, raw)
     assert r.returncode == 0 and "1 equal to it but for" in r.stdout, r.stdout + r.stderr
+    crash_reads_it(vmlinux, ours, plain, tmp_path)
+
+
+def crash_reads_it(vmlinux, erased, plain, tmp_path):
+    """crash (debug vmlinux) prints the same for the erased dump as for the plain one, but its
+    warning that kernel data was erased (it reads the eraseinfo) and the node name, now 65 X
+    (makedumpfile's erase leaves no NUL: crash runs on into the release)."""
+    rc, want = crashtool.crash(vmlinux, [plain], tmp_path)
+    if rc != 0 or "KERNEL:" not in want:
+        pytest.xfail(f"this crash cannot read the plain dump either (exit {rc})")
+    rc, got = crashtool.crash(vmlinux, [erased], tmp_path)
+    assert rc == 0 and "KERNEL:" in got, got[-2000:]
+    want, got = crashtool.without_dump_names(want, [plain]), crashtool.without_dump_names(got, [erased])
+    assert "Kernel data has been erased from this dumpfile" in " ".join(got)
+    gone = [line for line in difflib.ndiff(want, got) if line[:2] == "- "]
+    new = [line[2:].split() for line in difflib.ndiff(want, got) if line[:2] == "+ "]
+    assert gone and all(line.split()[1:2] == ["NODENAME:"] for line in gone), gone
+    nodes = [w for w in new if w[:1] == ["NODENAME:"]]
+    assert len(nodes) == len(gone) and all(w[1].startswith("X" * 65) for w in nodes), new
+    assert all(w[:1] == ["NODENAME:"] or "erased" in w or w[:1] in ([], ["WARNING:"]) or
+               " ".join(w) in ("the crash session to fail entirely, may cause commands to fail,",
+                               "or may result in unpredictable", "runtime behavior.") for w in new), new

@@ -221,6 +221,20 @@ class Btf:
                 bits += 8 * i * self.sizeof(tid)
         return bits, tid, bitsize
 
+    def containers(self, name):
+        """Ids of every struct and union (named or not) with a member ``name`` (anonymous
+        members looked into): the types a variable used as ``var.name...`` can have.
+        Decoded without caching (a kernel has tens of thousands)."""
+        out = []
+        for tid in range(1, len(self._at)):
+            info = _TYPE.unpack_from(self._blob, self._at[tid])[1]
+            if (info >> 24) & 0x1F not in (STRUCT, UNION):
+                continue
+            names = [m[0] for m in self._decode(self._at[tid]).members]
+            if name in names or ("" in names and self._find(tid, name, 0) is not None):
+                out.append(tid)
+        return out
+
     def length(self, tid):
         """Element count of an array type (through typedefs)."""
         _, t = self.resolve(tid)

@@ -159,6 +159,13 @@ class Symbols:
         self.address(name)
         return self._found[name][1]
 
+    def extent(self, name):
+        """Bytes from ``name`` to the next higher symbol address (the most its object can
+        take), or None when no symbol lies above it."""
+        at = self.address(name)
+        above = [a for a in (self._addr_of(i, o) for i, o in enumerate(self._offsets)) if a > at]
+        return min(above) - at if above else None
+
     def __contains__(self, name):
         return self.find([name])[name] is not None
 
