@@ -78,3 +78,33 @@ def test_erase_matches_makedumpfile(real, tmp_path):
     assert page[pa % 4096 + 65:pa % 4096 + 130] == b"X" * 65
     r = fastdump_run("verify", ours, raw)
     assert r.returncode == 0 and "1 equal to it but for" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_planted_secret_is_gone(real, tmp_path):
+    """The guest set its host name to a fresh secret (guest/first.sh).  Erased by a filter
+    config makedumpfile accepts as it is, and without -x, its bytes are nowhere in the dump
+    file (the page of init_uts_ns, the header's utsname), while the same dump without
+    --config holds them; the dumps differ in that page and the header only."""
+    key, outdir = real
+    with open(os.path.join(outdir, "first", "nodename"), "rb") as f:
+        secret = f.read().strip()
+    assert secret.startswith(b"fdsecret-") and len(secret) > 12
+    raw = os.path.join(outdir, "vmcore.raw")
+    conf = tmp_path / "erase.conf"
+    conf.write_text("[vmlinux]\nerase init_uts_ns.name.nodename\n")
+    plain, erased = str(tmp_path / "plain"), str(tmp_path / "erased")
+    # uncompressed, so that every stored byte can be searched
+    assert fastdump_run("-d", "31", raw, plain).returncode == 0
+    r = fastdump_run("-d", "31", "--config", str(conf), raw, erased)
+    assert r.returncode == 0, r.stderr
+    with open(plain, "rb") as f:
+        assert secret in f.read()
+    with open(erased, "rb") as f:
+        data = f.read()
+    where = [hex(i) for i in range(len(data)) if data.startswith(secret, i)][:8] if secret in data else []
+    assert not where, f"the secret is still in the dump at file offsets {where}"
+    with fastdump.open(raw) as d:
+        max_pfn = d.max_pfn
+        page = d.kernel.translate(d.kernel.symbol("init_uts_ns")) // 4096
+    e, p = (kdumpfile_digests(f, max_pfn)[1] for f in (erased, plain))
+    assert set(e) == set(p) and [pfn for pfn in e if e[pfn] != p[pfn]] == [page]
