@@ -10,6 +10,7 @@ plants no secret of its own (the nodename is the guest's "(none)"): the test era
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -101,8 +102,8 @@ def test_the_planted_secret_is_gone(real, tmp_path):
         assert secret in f.read()
     with open(erased, "rb") as f:
         data = f.read()
-    where = [hex(i) for i in range(len(data)) if data.startswith(secret, i)][:8] if secret in data else []
-    assert not where, f"the secret is still in the dump at file offsets {where}"
+    where = [m.start() for m in re.finditer(re.escape(secret), data)]
+    assert not where, f"the secret is still in the dump at file offsets {[hex(w) for w in where[:8]]}"
     with fastdump.open(raw) as d:
         max_pfn = d.max_pfn
         page = d.kernel.translate(d.kernel.symbol("init_uts_ns")) // 4096
