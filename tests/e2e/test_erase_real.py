@@ -7,11 +7,12 @@ eraseinfo records are the same text, the erased bytes are 'X', and fastdump's du
 its own dump without --config in exactly that page.  Without -x (Debian's BTF has no VAR for
 init_uts_ns: its type is proven from the member path), the dump is the same, byte for byte.
 crash (sys, bt, log, kmem -i) reads the erased dump as the plain one, but for the node name.  The guest workload
-plants no secret of its own (the nodename is the guest's "(none)"): the test erases it anyway.
+plants a fresh secret as its host name (guest/first.sh): erased, its bytes are nowhere in the dump.
 """
 
 import difflib
 import os
+import re
 import subprocess
 import sys
 
@@ -102,3 +103,33 @@ def crash_reads_it(vmlinux, erased, plain, tmp_path):
     assert all(w[:1] == ["NODENAME:"] or "erased" in w or w[:1] in ([], ["WARNING:"]) or
                " ".join(w) in ("the crash session to fail entirely, may cause commands to fail,",
                                "or may result in unpredictable", "runtime behavior.") for w in new), new
+
+
+def test_the_planted_secret_is_gone(real, tmp_path):
+    """The guest set its host name to a fresh secret (guest/first.sh).  Erased by a filter
+    config makedumpfile accepts as it is, and without -x, its bytes are nowhere in the dump
+    file (the page of init_uts_ns, the header's utsname), while the same dump without
+    --config holds them; the dumps differ in that page and the header only."""
+    key, outdir = real
+    with open(os.path.join(outdir, "first", "nodename"), "rb") as f:
+        secret = f.read().strip()
+    assert secret.startswith(b"fdsecret-") and len(secret) > 12
+    raw = os.path.join(outdir, "vmcore.raw")
+    conf = tmp_path / "erase.conf"
+    conf.write_text("[vmlinux]\nerase init_uts_ns.name.nodename\n")
+    plain, erased = str(tmp_path / "plain"), str(tmp_path / "erased")
+    # uncompressed, so that every stored byte can be searched
+    assert fastdump_run("-d", "31", raw, plain).returncode == 0
+    r = fastdump_run("-d", "31", "--config", str(conf), raw, erased)
+    assert r.returncode == 0, r.stderr
+    with open(plain, "rb") as f:
+        assert secret in f.read()
+    with open(erased, "rb") as f:
+        data = f.read()
+    where = [m.start() for m in re.finditer(re.escape(secret), data)]
+    assert not where, f"the secret is still in the dump at file offsets {[hex(w) for w in where[:8]]}"
+    with fastdump.open(raw) as d:
+        max_pfn = d.max_pfn
+        page = d.kernel.translate(d.kernel.symbol("init_uts_ns")) // 4096
+    e, p = (kdumpfile_digests(f, max_pfn)[1] for f in (erased, plain))
+    assert set(e) == set(p) and [pfn for pfn in e if e[pfn] != p[pfn]] == [page]

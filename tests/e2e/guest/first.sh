@@ -8,6 +8,11 @@ mount -t ext4 "$out" /out || { log "e2e: cannot mount $out"; finish; }
 mkdir -p /out/first
 mount -t tmpfs -o size=90% tmpfs /mnt/tmpfs
 cat /proc/cmdline > /out/first/cmdline
+# a secret in a kernel global the workload controls, the host name (init_uts_ns.name.nodename),
+# for tests/e2e/test_erase_real.py to erase with makedumpfile's filter config
+secret="fdsecret-$(cut -c1-8 /proc/sys/kernel/random/uuid)$(cut -c25-36 /proc/sys/kernel/random/uuid)"
+echo "$secret" > /proc/sys/kernel/hostname
+echo "$secret" > /out/first/nodename
 uname -r > /out/first/release
 cat /proc/iomem > /out/first/iomem 2>/dev/null
 fdpython /work/e2e/workload.py /work/e2e/config.json
