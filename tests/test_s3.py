@@ -564,7 +564,8 @@ def test_held_bytes_stay_bounded_whatever_the_memory(rgw, bucket, tmp_path, top)
     assert kdumpfile_digests(str(local), pfns)[1] == digests(elf_pages(src))
 
 
-def test_unreadable_page_in_a_bitmap_part_sent_early_is_rebuilt(rgw, bucket, tib_vmcore, shim, tmp_path):
+def test_unreadable_page_in_a_bitmap_part_sent_early_is_rebuilt(rgw, bucket, tib_vmcore, tmp_path,
+                                                                 shim):  # noqa: F811 (the fixture imported)
     """Pages that give EIO lose their 2nd-bitmap bits after that part of the bitmap went up:
     the part is sent again, rebuilt, and the dump equals the file target's, byte for byte."""
     src, pfns = tib_vmcore
