@@ -10,6 +10,7 @@ fastdump's dumps also carry checksums of everything stored, where those readers
 do not look (``checksums.py``).
 """
 
+import bisect
 import os
 import stat
 import struct
@@ -129,7 +130,7 @@ class KdumpWriter:
                                       bitmap_len=self.layout.bitmap_len)
         self.done_to = None   # every kept pfn below this has its descriptor and data written
         self.incomplete = True          # what the header on the target says
-        self.unreadable = array("Q")    # pfns taken out of the 2nd bitmap during the copy
+        self.unreadable = array("Q")    # pfns taken out of the 2nd bitmap, ascending (commits go in pfn order)
         self.unclaimed = False          # the 2nd bitmap lost the pages never written (a failed dump)
 
     # -- headers --------------------------------------------------------------
@@ -223,7 +224,7 @@ class KdumpWriter:
         see them as not dumped (they stay in the 1st bitmap: memory that existed)."""
         bitmap, base = job.bitmap, job.window[0] - job.window_start
         pfns = job.unreadable_pfns()
-        self.unreadable.extend(pfns)
+        self.unreadable.extend(sorted(pfns))   # windows commit in pfn order: the array stays sorted
         for pfn in pfns:
             i = pfn - base
             bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
@@ -282,9 +283,9 @@ class KdumpWriter:
                 bits = present
                 if second:
                     bits = bytearray(dumpable)
-                    for pfn in self.unreadable:        # as _drop_from_bitmap2 left them
-                        if 0 <= pfn - c0 < 8 * len(bits):
-                            bits[(pfn - c0) >> 3] &= ~(1 << ((pfn - c0) & 7)) & 0xFF
+                    bad = self.unreadable
+                    for pfn in bad[bisect.bisect_left(bad, c0):bisect.bisect_left(bad, c0 + 8 * len(bits))]:
+                        bits[(pfn - c0) >> 3] &= ~(1 << ((pfn - c0) & 7)) & 0xFF   # as _drop_from_bitmap2 did
                 put(base + c0 // 8, bits)
         return out
 
