@@ -10,11 +10,16 @@ import uuid
 
 import pytest
 
+from fastdump.errors import EXIT_PARTIAL
+from fastdump.formats.kdump import KdumpReader
+from fastdump.sources.vmcore import ElfSource
+from fastdump.targets.s3 import PART_SIZE
 from fastdump.targets.s3client import Credentials, S3Client
-from fastdump.testing.generator import MiB, SyntheticVmcore, VmcoreSpec, make_vmcore
+from fastdump.testing.generator import GiB, MiB, SyntheticVmcore, VmcoreSpec, make_vmcore
 from fastdump.testing.printk_layout import Msg, PrintkLayout, default_messages
 from rgw import Rgw
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile
+from test_unreadable import shim  # noqa: F401  (the EIO shim, a fixture)
 
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 OOPS = [b"BUG: kernel NULL pointer dereference, address: 0000000000000008",
@@ -514,3 +519,81 @@ def test_capture_image_uploads_over_https_with_its_own_client_and_ca_bundle(rgw,
     local.write_bytes(client(rgw).get_object(bucket, key))
     fmt, pages = kdumpfile_digests(str(local), max(source_pages) + 1)
     assert fmt == "diskdump" and pages and pages == digests({p: source_pages[p] for p in pages})
+
+
+# -- the header and bitmaps: sent as soon as final, rebuilt when changed, never all held -----------
+
+#: the most part buffers an s3:// dump holds at once, whatever the RAM: the part with the header,
+#: one each for the two bitmaps being written, the one shared by the bitmaps' end and the
+#: descriptor table, one each for the descriptors, page checksums and page data
+HELD_BOUND = 6 * PART_SIZE
+
+
+def spread_vmcore(path, top):
+    """RAM at both ends of ``top`` bytes of address space and none between: bitmaps as large
+    as a machine with that much memory has (``top`` / 32 Ki each: 32 MiB at 1 TiB), a dump of
+    under 100 MiB.  Returns (path, the pfn ranges of its memory, as kdumpfile_pages takes them)."""
+    low, high = (1 * MiB, 64 * MiB), (top - 32 * MiB, top)
+    make_vmcore(path, ram_size=96 * MiB, ram_ranges=[(0x1000, 0x9FC00), low, high], sparse=True, seed=13)
+    return path, f"0:{low[1] >> 12},{high[0] >> 12}:{high[1] >> 12}"
+
+
+@pytest.fixture(scope="module")
+def tib_vmcore(tmp_path_factory):
+    return spread_vmcore(str(tmp_path_factory.mktemp("tib") / "vmcore"), 1024 * GiB)
+
+
+def _dump_key(rgw, bucket):
+    (key,) = [k for k in objects(rgw, bucket) if k.endswith("/vmcore")]
+    return key
+
+
+@pytest.mark.parametrize("top", [64 * GiB, 1024 * GiB])
+def test_held_bytes_stay_bounded_whatever_the_memory(rgw, bucket, tmp_path, top):
+    """At 1 TiB the two bitmaps are 64 MiB: more than the sink may hold (it held all of
+    them until the end before).  The dump is still page-exact."""
+    src, pfns = spread_vmcore(str(tmp_path / "vmcore"), top)
+    run(rgw, "-c", "-d", "1", src, f"s3://{bucket}/")
+    key = _dump_key(rgw, bucket)
+    m = json.loads(client(rgw).get_object(bucket, key[:-len("vmcore")] + "manifest.json"))
+    local = tmp_path / "got"
+    local.write_bytes(client(rgw).get_object(bucket, key))
+    bitmaps = 2 * KdumpReader(str(local)).bitmap_len
+    assert bitmaps == top >> 14
+    assert 0 < m["buffer_peak_bytes"] <= HELD_BOUND, (m["buffer_peak_bytes"] >> 20, bitmaps >> 20)
+    assert kdumpfile_digests(str(local), pfns)[1] == digests(elf_pages(src))
+
+
+def test_unreadable_page_in_a_bitmap_part_sent_early_is_rebuilt(rgw, bucket, tib_vmcore, tmp_path,
+                                                                 shim):  # noqa: F811 (the fixture imported)
+    """Pages that give EIO lose their 2nd-bitmap bits after that part of the bitmap went up:
+    the part is sent again, rebuilt, and the dump equals the file target's, byte for byte."""
+    src, pfns = tib_vmcore
+    bad = [0x2000, 0x2001, 0x2005]
+    with ElfSource(src) as s:
+        start, _, off = [e for e in s.extents if e[0] <= bad[0] << 12 < e[1]][0]
+    env = dict(LD_PRELOAD=shim, EIO_FILE=os.path.realpath(src), EIO_START=str(off + (bad[0] << 12) - start),
+               EIO_LEN=str((bad[-1] - bad[0] + 1) * 4096))
+    args = ["-c", "-d", "1", "--non-mmap", src]
+    for target, environ in ((f"s3://{bucket}/", rgw.env(**env)), (str(tmp_path / "file"), dict(os.environ, **env))):
+        r = run(rgw, *args, target, env=environ, check=False)
+        assert r.returncode == EXIT_PARTIAL and "Traceback" not in r.stderr, r.stderr
+    local = tmp_path / "got"
+    local.write_bytes(client(rgw).get_object(bucket, _dump_key(rgw, bucket)))
+    dump = KdumpReader(str(local))
+    part = (dump.bitmap2_off + (bad[0] >> 3)) // PART_SIZE + 1
+    assert 1 < part < dump.desc_off // PART_SIZE + 1       # neither the header's part nor the held one
+    assert local.read_bytes()[4096:] == (tmp_path / "file").read_bytes()[4096:]
+    source = digests(elf_pages(src))
+    lost = set(range(bad[0], bad[-1] + 1))
+    assert kdumpfile_digests(str(local), pfns)[1] == {p: d for p, d in source.items() if p not in lost}
+
+
+def test_radosgw_killed_after_the_bitmaps_went_up_leaves_no_object(rgw, bucket, tib_vmcore):
+    """Parts of the bitmaps are in the upload from the start; killed mid-run, it stays an
+    open upload, never an object."""
+    proc = subprocess.Popen(FASTDUMP + ["-d", "1", tib_vmcore[0], f"s3://{bucket}/crash/"], env=rgw.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = _kill_rgw_mid_upload(rgw, bucket, proc)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert objects(rgw, bucket) == {}

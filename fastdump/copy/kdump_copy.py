@@ -32,11 +32,14 @@ class KdumpCopy:
     def run(self, stats):
         """Header, bitmaps, then every kept page of the part (default: all)."""
         src, plan, engine, writer = self.src, self.plan, self.engine, self.writer
+        self.present_runs = src.present_runs()
+        rebuildable = getattr(writer.sink, "rebuildable", None)    # a sink that sends early (s3)
+        if rebuildable is not None:
+            rebuildable(writer.layout.desc_table, lambda off, n: writer.remake(off, n, self.cycle_bitmaps))
         writer.write_prologue()        # the header (flagged incomplete) first, then the rest laid out
         writer.sink.reserve(writer.layout.desc_table + kdump.DESC.size * plan.num_dumpable, allocate=True)
-        present_runs = src.present_runs()
-        for c0, c1 in cycles(src.max_pfn):
-            writer.write_bitmaps(c0, runs_bitmap(present_runs, c0, c1), plan.keep.get(c0))
+        for c0, present, dumpable in self.cycle_bitmaps(0, src.max_pfn):
+            writer.write_bitmaps(c0, present, dumpable)
         writer.pad_bitmaps()
         writer.sink.barrier()        # header, notes and bitmaps on disk before any page data
         lo, hi = self.split or (0, src.max_pfn)
@@ -62,6 +65,12 @@ class KdumpCopy:
                              - (stats.pages_unreadable - unreadable0))
         if plan.level & DumpLevel.ZERO:
             stats.excluded["zero"] = stats.pages_zero
+
+    def cycle_bitmaps(self, lo, hi):
+        """``(c0, present, dumpable)`` of each cycle meeting pfns lo..hi: the bitmaps' bytes,
+        the same when written and when rebuilt (``KdumpWriter.remake``)."""
+        for c0, c1 in cycles(self.src.max_pfn, lo, hi):
+            yield c0, runs_bitmap(self.present_runs, c0, c1), self.plan.keep.get(c0)
 
     def trust_only_durable(self, lost):
         """Pages count as written only if their descriptors and data reached the file:

@@ -10,9 +10,11 @@ fastdump's dumps also carry checksums of everything stored, where those readers
 do not look (``checksums.py``).
 """
 
+import bisect
 import os
 import stat
 import struct
+from array import array
 from collections import namedtuple
 
 from .. import _core
@@ -127,6 +129,9 @@ class KdumpWriter:
         self.sums = checksums.Builder(block_size=page_size, bitmap1=self.layout.bitmap1,
                                       bitmap_len=self.layout.bitmap_len)
         self.done_to = None   # every kept pfn below this has its descriptor and data written
+        self.incomplete = True          # what the header on the target says
+        self.unreadable = array("Q")    # pfns taken out of the 2nd bitmap, ascending (commits go in pfn order)
+        self.unclaimed = False          # the 2nd bitmap lost the pages never written (a failed dump)
 
     # -- headers --------------------------------------------------------------
     def header_bytes(self, *, incomplete):
@@ -153,6 +158,7 @@ class KdumpWriter:
 
     def write_prologue(self):
         """Header (marked incomplete until ``finish``), sub header and notes."""
+        self.incomplete = True
         self.sink.pwrite(self.header_bytes(incomplete=True).ljust(self.page_size, b"\0"), 0)
         self._write_sub_header()
 
@@ -217,7 +223,9 @@ class KdumpWriter:
         """Unreadable pages got no descriptor: clear their 2nd-bitmap bits, so readers
         see them as not dumped (they stay in the 1st bitmap: memory that existed)."""
         bitmap, base = job.bitmap, job.window[0] - job.window_start
-        for pfn in job.unreadable_pfns():
+        pfns = job.unreadable_pfns()
+        self.unreadable.extend(sorted(pfns))   # windows commit in pfn order: the array stays sorted
+        for pfn in pfns:
             i = pfn - base
             bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
             self.sink.pwrite(bytes([bitmap[i >> 3]]), self.layout.bitmap2 + (pfn >> 3))
@@ -233,6 +241,7 @@ class KdumpWriter:
         written (the bitmap blocks exist already, so this works on a full disk)."""
         if incomplete and bitmaps is not None and self.desc_off is not None:
             self._unclaim_unwritten(bitmaps)
+        self.incomplete = incomplete
         header = self.header_bytes(incomplete=incomplete)
         if not incomplete and self.desc_off is not None:
             if self.eraseinfo:         # only a complete dump names it: a cut one may lack it
@@ -248,7 +257,40 @@ class KdumpWriter:
             self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
         self.sink.pwrite(header, 0)
 
+    def remake(self, offset, n, cycle_bitmaps):
+        """Bytes ``[offset, offset+n)`` before the descriptor table as they stand now, rebuilt
+        from the header fields, ``cycle_bitmaps(lo, hi)`` (``(c0, present, dumpable)`` of each
+        cycle meeting pfns lo..hi, as ``write_bitmaps`` got them) and the unreadable pfns:
+        a sink that sent those bytes early sends them again from this (targets/s3.py),
+        so it never keeps a copy.  Only a complete dump's (a failed one is not rebuilt)."""
+        lay = self.layout
+        if self.unclaimed or offset + n > lay.desc_table:
+            raise FormatError("only a complete dump's header and bitmaps are rebuilt")
+        out = bytearray(n)
+
+        def put(at, data):
+            a, b = max(at, offset), min(at + len(data), offset + n)
+            if a < b:
+                out[a - offset:b - offset] = data[a - at:b - at]
+
+        put(0, self.header_bytes(incomplete=self.incomplete))
+        put(self.page_size, self.sub_header_bytes() + self.notes)
+        for base, second in ((lay.bitmap1, False), (lay.bitmap2, True)):
+            a, b = max(offset - base, 0), min(offset + n - base, lay.bitmap_len)
+            if a >= b:
+                continue
+            for c0, present, dumpable in cycle_bitmaps(8 * a, 8 * b):
+                bits = present
+                if second:
+                    bits = bytearray(dumpable)
+                    bad = self.unreadable
+                    for pfn in bad[bisect.bisect_left(bad, c0):bisect.bisect_left(bad, c0 + 8 * len(bits))]:
+                        bits[(pfn - c0) >> 3] &= ~(1 << ((pfn - c0) & 7)) & 0xFF   # as _drop_from_bitmap2 did
+                put(base + c0 // 8, bits)
+        return out
+
     def _unclaim_unwritten(self, bitmaps):
+        self.unclaimed = True
         lo = self.split[0] if self.split else 0
         first = max(self.done_to or 0, lo)
         hi = self.split[1] if self.split else self.layout.max_mapnr

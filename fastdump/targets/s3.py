@@ -3,12 +3,22 @@
 The object is cut into fixed parts: part n holds bytes ``[(n-1)*P, n*P)``, so it
 is byte for byte the file a file target would hold (no padding, no ``-R`` step).
 A part goes up, in a background thread, as soon as every byte of it is written.
-Parts written before the writer's ``barrier`` (header, notes, bitmaps: the
-writer patches them at the end) are held and go up at ``commit``, together with
-any part a hole left short (sent as zeros, as a file reads there).  The page
-data, descriptors and page checksums are written in order, so at any moment
-only the held parts, the one part each of those streams is filling and one in
-flight are in memory (5 MiB each: 15..25 MiB).
+
+What the writer changes later (the header's incomplete flag, the sub header,
+2nd-bitmap bits of pages found unreadable) lies before its descriptor table, and
+the writer can rebuild any of those bytes from what the run holds anyway (its
+header fields, the plan's bitmaps, the source's present runs, the unreadable
+pfns): it says so with ``rebuildable(end, remake)``.  Parts wholly below ``end``
+then go up as soon as they are complete (the rest of them at the barrier); a
+later write into one only marks it stale, and ``commit`` uploads it again from
+``remake`` under the same part number (S3 keeps the last upload of a part).
+No copy of a sent part is kept.  Only the part holding ``end`` mixes rebuildable
+bytes with descriptors and is held to the end.  A writer that declares nothing
+has everything before its barrier held, as it may patch any of it.
+
+The page data, descriptors and page checksums are written in order, so at any
+moment only the held part(s), the one part each stream is filling and one in
+flight are in memory (5 MiB each: a constant, whatever the machine's RAM).
 
 Past S3's 10000 parts: the first ``direct_parts`` slices are parts of the
 upload itself (44 GiB, so smaller dumps pay nothing more); the slices after them
@@ -80,6 +90,9 @@ class S3Sink:
         #: where the time goes: the uploader busy (hash + send + store), the copy waiting for it
         self.seconds = {"uploading": 0.0, "stalled": 0.0}
         self.past_barrier = False
+        self.remake_end, self.remake = 0, None   # bytes [0, remake_end) can be rebuilt by remake(off, n)
+        self.stale = set()                    # sent parts written again since: sent anew at commit
+        self.buffer_peak = 0                  # most bytes of parts held in memory at once
         self.upload_id = client.create_multipart(bucket, key)
         self.error = None
         self.queue = queue.Queue()
@@ -96,16 +109,24 @@ class S3Sink:
             number, at = offset // self.part + 1, offset % self.part
             take = min(len(view), self.part - at)
             if number in self.sent:
-                raise TargetError(f"{self.name}: part {number} was already sent and cannot change")
+                if number * self.part > self.remake_end:
+                    raise TargetError(f"{self.name}: part {number} was already sent and cannot change")
+                self.stale.add(number)        # rebuilt at commit, not kept
+                view, offset = view[take:], offset + take
+                continue
             if number > self.max_slices:
                 raise TargetError(f"{self.name}: the dump outgrows {self.max_slices} parts of "
                                   f"{self.part >> 20} MiB (S3 takes {MAX_PARTS} parts, 5 GiB each at most)")
             buf = self.buffers.get(number)
             if buf is None:
                 buf = self.buffers[number] = bytearray(self.part)
+                self.buffer_peak = max(self.buffer_peak, len(self.buffers) * self.part)
             buf[at:at + take] = view[:take]
             self._cover(number, at, at + take)
-            if not self.past_barrier:
+            if number * self.part <= self.remake_end:
+                if self.covered[number] == [[0, self.part]]:
+                    self._send(number)
+            elif not self.past_barrier:
                 self.held.add(number)
             elif number not in self.held and self.covered[number] == [[0, self.part]]:
                 self._send(number)
@@ -194,9 +215,19 @@ class S3Sink:
         """The object is as long as the file would be: unwritten bytes go up as zeros."""
         self.size = max(self.size, size)
 
+    def rebuildable(self, end, remake):
+        """``remake(offset, n)`` rebuilds any bytes below ``end`` as they are meant to be at
+        the end: such parts go up once complete, and again if written after that.  Only
+        parts of the upload itself (not a segment, copied in once complete) can go again."""
+        self.remake_end, self.remake = min(end, self.direct * self.part), remake
+
     def barrier(self):
-        """What is written so far is the header and the bitmaps: held until commit."""
+        """What is written so far is the header and the bitmaps: the rebuildable parts go
+        up now (gaps read as zeros, as in a file), the others are held until commit."""
         self._check()
+        for number in sorted(self.buffers):
+            if number * self.part <= self.remake_end:
+                self._send(number)
         self.past_barrier = True
 
     def settle(self):
@@ -208,6 +239,9 @@ class S3Sink:
         """Send every part not sent yet (short ones padded with zeros, the last one
         cut to the size), complete the upload and check the object's length."""
         last = max(1, -(-self.size // self.part))
+        for number in sorted(self.stale):
+            self._send(number, self.remake((number - 1) * self.part, self.part))
+        self.stale.clear()
         for number in range(1, last + 1):
             if number in self.sent:       # sent or on its way
                 continue
@@ -260,6 +294,7 @@ def manifest(src, stats, log, sink):
            "etag": getattr(sink, "etag", None), "part_size": sink.part,
            "part_sha256": [sink.part_sha256[n] for n in sorted(sink.part_sha256)],
            "upload_seconds": {k: round(v, 3) for k, v in sink.seconds.items()},
+           "buffer_peak_bytes": sink.buffer_peak,
            "pages": {"scanned": stats.pages_scanned, "kept": stats.pages_kept, "zero": stats.pages_zero,
                      "unreadable": stats.pages_unreadable, "excluded": stats.excluded},
            "incomplete": stats.incomplete, "log": "vmcore-dmesg.txt" if log is not None else None}

@@ -1,6 +1,7 @@
 """Run under /usr/bin/python3 (Debian's python3-libkdumpfile): print "pfn sha1" for
 every page libkdumpfile can read from a dump, so tests compare with an
 independent reader.  Usage: kdumpfile_pages.py DUMP MAX_PFN [zero_excluded|cut]
+(MAX_PFN may be pfn ranges instead, ``FIRST:END,...``: the memory of a sparse machine)
 ("cut": a dump cut short; a page libkdumpfile reports as corrupt is counted on
 the first line, not fatal: only a crash of the reader is)."""
 import hashlib
@@ -9,7 +10,8 @@ import sys
 import kdumpfile
 from kdumpfile.exceptions import KDumpBaseException, NoDataException
 
-path, max_pfn = sys.argv[1], int(sys.argv[2])
+path, limit = sys.argv[1], sys.argv[2]
+ranges = [tuple(int(x) for x in r.split(":")) for r in limit.split(",")] if ":" in limit else [(0, int(limit))]
 k = kdumpfile.kdumpfile(path)
 mode = sys.argv[3] if len(sys.argv) > 3 else ""
 try:
@@ -21,7 +23,7 @@ if mode == "zero":
     k.attr["file.zero_excluded"] = 1
 tolerated = KDumpBaseException if mode == "cut" else NoDataException
 out, bad = [], 0
-for pfn in range(max_pfn):
+for pfn in (pfn for first, end in ranges for pfn in range(first, end)):
     try:
         data = k.read(kdumpfile.KDUMP_MACHPHYSADDR, pfn * 4096, 4096)
     except tolerated as e:
