@@ -63,6 +63,17 @@ def _identity(path):
 
 
 @pytest.fixture(scope="session")
+def rgw():
+    """A single-node Ceph RGW on 127.0.0.1 (tests/rgw.py), started once for the whole run."""
+    from rgw import Rgw
+    r = Rgw()
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
 def vmcore(generated_vmcore):
     """A 96 MiB-RAM synthetic vmcore: PC-like holes, partial page, kernel-text duplicate."""
     return generated_vmcore(ram_size=96 * MiB, seed=7)

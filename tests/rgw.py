@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from support import need_tool
+from support import need_tool, stop_process
 
 HOST = "127.0.0.1"
 
@@ -197,12 +197,6 @@ rgw dns name = {HOST}
     def stop(self):
         for name in ("rgw", "osd", "mon"):
             p = self.procs.pop(name, None)
-            if p is None or p.poll() is not None:
-                continue
-            p.terminate()
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            if p is not None:
+                stop_process(p)
         shutil.rmtree(self.base, ignore_errors=True)

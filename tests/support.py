@@ -154,3 +154,16 @@ def kernel_vmcore(path, ram_size, *, seed=7):
     layout = write_kernel_vmcore(path, ram_size, seed=seed)
     pages = elf_pages(str(path))
     return {"path": str(path), "pages": digests(pages), "kept31": set(pages) - layout.dropped_pfns(31)}
+
+
+def stop_process(proc, timeout=20):
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` s: the test servers'
+    (radosgw, nfs-ganesha, sshd, udhcpd) way out, reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support import digests, kdumpfile_digests, need_tool
+from support import digests, kdumpfile_digests, need_tool, stop_process
 from test_ssh import sshd_plain  # noqa: F401  (the fixture: a real sshd on loopback, no fastdump there)
 
 
@@ -162,8 +162,7 @@ def test_image_brings_up_the_network(image, tmp_path, mode):
         assert f"network: {guest_if} 10.213.7." in r.stdout, r.stdout
     finally:
         if server:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_process(server, timeout=10)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -219,12 +218,7 @@ def nfs_netns(tmp_path):
         yield ns, export
     finally:
         if server:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server, timeout=30)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 

@@ -17,7 +17,6 @@ from fastdump.targets.s3 import PART_SIZE
 from fastdump.targets.s3client import Credentials, S3Client
 from fastdump.testing.generator import GiB, MiB, SyntheticVmcore, VmcoreSpec, make_vmcore
 from fastdump.testing.printk_layout import Msg, PrintkLayout, default_messages
-from rgw import Rgw
 from support import digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile
 from test_unreadable import shim  # noqa: F401  (the EIO shim, a fixture)
 
@@ -26,15 +25,6 @@ OOPS = [b"BUG: kernel NULL pointer dereference, address: 0000000000000008",
         b"Oops: 0000 [#1] PREEMPT SMP NOPTI",
         b"Call Trace:\n <TASK>\n ? show_regs+0x6d/0x80\n ext4_writepages+0x1a2/0x5c0 [ext4]\n"
         b" do_writepages+0xcf/0x1e0\n filemap_fdatawrite_wbc+0x63/0x90\n </TASK>"]
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    r = Rgw()
-    try:
-        yield r.start()
-    finally:
-        r.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import fastdump
-from support import digests, fastdump_cli, kdumpfile_digests, need_tool
+from support import digests, fastdump_cli, kdumpfile_digests, need_tool, stop_process
 
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 
@@ -68,11 +68,7 @@ class Sshd:
         return ["--ssh-key", str(self.userkey), "--known-hosts", str(self.known)]
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, timeout=10)
         subprocess.run(["pkill", "-f", str(self.config)], check=False)
         shutil.rmtree(self.keys_dir, ignore_errors=True)
 

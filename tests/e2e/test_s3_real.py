@@ -14,7 +14,6 @@ import uuid
 
 import pytest
 
-from rgw import Rgw
 from support import fastdump_cli, kdumpfile_digests
 
 from . import crashtool, fixtures, kernels, markers
@@ -34,15 +33,6 @@ def partial_page(raw, pfn):
                 f.seek(off + a - paddr)
                 page[a - pfn * markers.PAGE:b - pfn * markers.PAGE] = f.read(b - a)
     return bytes(page)
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    r = Rgw()
-    try:
-        yield r.start()
-    finally:
-        r.stop()
 
 
 @pytest.fixture(scope="module", params=fixtures.KEYS)
