@@ -284,12 +284,18 @@ def test_elf_flat_and_split_erase_the_same(world, source, tmp_path):
     ("[mymodule]\nerase a", "module section [mymodule] is not supported"),
 ])
 def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says):
+    refused(world, tmp_path, "[vmlinux]\n" + line + "\n", status=2, says=says, where=":")
+
+
+def refused(world, tmp_path, config, *, status, says, where):
+    """A run with ``config`` fails with ``status`` and one line holding ``says`` and the config's
+    ``FILE{where}``, and leaves no file at all beside the config (no dump, temporary or part)."""
     conf = tmp_path / "bad.conf"
-    conf.write_text("[vmlinux]\n" + line + "\n")
+    conf.write_text(config)
     r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert says in r.stderr and f"{conf}:" in r.stderr, r.stderr
-    assert not os.path.exists(tmp_path / "out")
+    assert r.returncode == status and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and f"{conf}{where}" in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == ["bad.conf"]
 
 
 @pytest.mark.parametrize("line,says", [
@@ -302,12 +308,7 @@ def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says
     ("erase a_percpu_var size 8", "per-CPU variable"),
 ])
 def test_what_cannot_be_resolved_writes_no_dump(world, tmp_path, line, says):
-    conf = tmp_path / "bad.conf"
-    conf.write_text(line + "\n")
-    r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert says in r.stderr and f"{conf}:1" in r.stderr, r.stderr
-    assert not os.path.exists(tmp_path / "out")
+    refused(world, tmp_path, line + "\n", status=1, says=says, where=":1")
 
 
 def test_a_kernel_without_kallsyms_is_one_line(tmp_path):
