@@ -5,6 +5,7 @@ it owns its writer and remembers how far the file is known to be written, so a
 failed attempt can be finished as a readable, incomplete dump.
 """
 
+from array import array
 from collections import deque
 
 from .. import _core
@@ -35,6 +36,7 @@ class KdumpCopy:
         self.present_runs = src.present_runs()
         rebuildable = getattr(writer.sink, "rebuildable", None)    # a sink that sends early (s3)
         if rebuildable is not None:
+            writer.unreadable = array("Q")      # remake needs them
             rebuildable(writer.layout.desc_table, lambda off, n: writer.remake(off, n, self.cycle_bitmaps))
         writer.write_prologue()        # the header (flagged incomplete) first, then the rest laid out
         writer.sink.reserve(writer.layout.desc_table + kdump.DESC.size * plan.num_dumpable, allocate=True)

@@ -14,7 +14,6 @@ import bisect
 import os
 import stat
 import struct
-from array import array
 from collections import namedtuple
 
 from .. import _core
@@ -130,7 +129,9 @@ class KdumpWriter:
                                       bitmap_len=self.layout.bitmap_len)
         self.done_to = None   # every kept pfn below this has its descriptor and data written
         self.incomplete = True          # what the header on the target says
-        self.unreadable = array("Q")    # pfns taken out of the 2nd bitmap, ascending (commits go in pfn order)
+        #: pfns taken out of the 2nd bitmap, ascending (commits go in pfn order); kept only for a
+        #: sink that may ask for the bitmaps again (``remake``), so no other target pays 8 bytes per bad page
+        self.unreadable = None
         self.unclaimed = False          # the 2nd bitmap lost the pages never written (a failed dump)
 
     # -- headers --------------------------------------------------------------
@@ -224,7 +225,8 @@ class KdumpWriter:
         see them as not dumped (they stay in the 1st bitmap: memory that existed)."""
         bitmap, base = job.bitmap, job.window[0] - job.window_start
         pfns = job.unreadable_pfns()
-        self.unreadable.extend(sorted(pfns))   # windows commit in pfn order: the array stays sorted
+        if self.unreadable is not None:
+            self.unreadable.extend(sorted(pfns))   # windows commit in pfn order: the array stays sorted
         for pfn in pfns:
             i = pfn - base
             bitmap[i >> 3] &= ~(1 << (i & 7)) & 0xFF
@@ -264,7 +266,7 @@ class KdumpWriter:
         a sink that sent those bytes early sends them again from this (targets/s3.py),
         so it never keeps a copy.  Only a complete dump's (a failed one is not rebuilt)."""
         lay = self.layout
-        if self.unclaimed or offset + n > lay.desc_table:
+        if self.unclaimed or self.unreadable is None or offset + n > lay.desc_table:
             raise FormatError("only a complete dump's header and bitmaps are rebuilt")
         out = bytearray(n)
 
