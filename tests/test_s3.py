@@ -114,7 +114,7 @@ def test_every_part_boundary_holds(rgw, bucket, tmp_path):
     local.write_bytes(client(rgw).get_object(bucket, key))
     local_ref = tmp_path / "ref"
     fastdump_cli("-d", "0", src, str(local_ref))
-    assert local.read_bytes()[4096:] == local_ref.read_bytes()[4096:]   # block 0 holds the dump's time
+    assert local.read_bytes() == local_ref.read_bytes()     # the header too: its final, complete one
     source = elf_pages(src)
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
 
@@ -142,7 +142,7 @@ def test_past_the_part_limit_segments_are_copied_in(rgw, bucket, tmp_path):
     local, reference = tmp_path / "vmcore", tmp_path / "reference"
     local.write_bytes(client(rgw).get_object(bucket, key))
     fastdump_cli("-d", "0", src, str(reference))
-    assert local.read_bytes()[4096:] == reference.read_bytes()[4096:]   # block 0 holds the dump's time
+    assert local.read_bytes() == reference.read_bytes()     # the header too: its final, complete one
     source = elf_pages(src)
     assert kdumpfile_digests(str(local), max(source) + 1)[1] == digests(source)
     m = json.loads(client(rgw).get_object(bucket, key[:-len("vmcore")] + "manifest.json"))
@@ -548,8 +548,10 @@ def test_held_bytes_stay_bounded_whatever_the_memory(rgw, bucket, tmp_path, top)
     m = json.loads(client(rgw).get_object(bucket, key[:-len("vmcore")] + "manifest.json"))
     local = tmp_path / "got"
     local.write_bytes(client(rgw).get_object(bucket, key))
-    bitmaps = 2 * KdumpReader(str(local)).bitmap_len
+    dump = KdumpReader(str(local))
+    bitmaps = 2 * dump.bitmap_len
     assert bitmaps == top >> 14
+    assert not dump.incomplete              # part 1, sent early, went again with the final header
     assert 0 < m["buffer_peak_bytes"] <= HELD_BOUND, (m["buffer_peak_bytes"] >> 20, bitmaps >> 20)
     assert kdumpfile_digests(str(local), pfns)[1] == digests(elf_pages(src))
 
@@ -573,7 +575,7 @@ def test_unreadable_page_in_a_bitmap_part_sent_early_is_rebuilt(rgw, bucket, tib
     dump = KdumpReader(str(local))
     part = (dump.bitmap2_off + (bad[0] >> 3)) // PART_SIZE + 1
     assert 1 < part < dump.desc_off // PART_SIZE + 1       # neither the header's part nor the held one
-    assert local.read_bytes()[4096:] == (tmp_path / "file").read_bytes()[4096:]
+    assert local.read_bytes() == (tmp_path / "file").read_bytes()   # the header part, sent again at the end, too
     source = digests(elf_pages(src))
     lost = set(range(bad[0], bad[-1] + 1))
     assert kdumpfile_digests(str(local), pfns)[1] == {p: d for p, d in source.items() if p not in lost}
@@ -587,3 +589,15 @@ def test_radosgw_killed_after_the_bitmaps_went_up_leaves_no_object(rgw, bucket, 
     err = _kill_rgw_mid_upload(rgw, bucket, proc)
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert objects(rgw, bucket) == {}
+
+
+@pytest.mark.parametrize("value", ["5,8,3", "10,-1,3", "0,0,0", "10,8,0", "20000,8,3", "10,8,2000", "a,b,c"])
+def test_the_test_part_limits_are_checked_up_front(value):
+    """FASTDUMP_TEST_S3_PARTS outside what S3 allows is a usage error before any upload
+    starts, not a failure half way through one."""
+    from fastdump.errors import UsageError
+    from fastdump.targets.s3 import limits_from_env
+    with pytest.raises(UsageError):
+        limits_from_env({"FASTDUMP_TEST_S3_PARTS": value})
+    assert limits_from_env({"FASTDUMP_TEST_S3_PARTS": "12,8,3"}) == {"max_parts": 12, "direct_parts": 8,
+                                                                    "segment_parts": 3}

@@ -28,9 +28,12 @@ and each segment, once complete, becomes one part of the dump by UploadPartCopy
 (a copy inside the store) and is deleted: up to 1000 segments, 4.9 TiB more,
 with the same part buffers in memory.
 
-Nothing is visible in the bucket until ``CompleteMultipartUpload``; a run that
-fails aborts the upload and its segments (and if the server is gone, the upload
-stays incomplete, which no listing shows as an object).
+Nothing of the dump is visible in the bucket until ``CompleteMultipartUpload``
+(a segment is an object of its own from its completion until it is copied in and
+deleted, named ``vmcore.segment-NNNN``); a run that fails aborts the upload and
+deletes or aborts its segments (and if the server is gone, the upload stays
+incomplete, which no listing shows as an object).  A dump whose length the
+store gets wrong after completing is deleted again.
 """
 
 import json
@@ -56,6 +59,9 @@ def limits_from_env(environ):
         max_parts, direct, per_segment = (int(v) for v in value.split(","))
     except ValueError:
         raise UsageError(f"FASTDUMP_TEST_S3_PARTS={value!r}: give MAX,DIRECT,PER_SEGMENT") from None
+    if not (1 <= direct < max_parts <= MAX_PARTS and 1 <= per_segment <= SEGMENT_PARTS):
+        raise UsageError(f"FASTDUMP_TEST_S3_PARTS={value!r}: needs 1 <= DIRECT < MAX <= {MAX_PARTS} "
+                         f"and 1 <= PER_SEGMENT <= {SEGMENT_PARTS} (a setting for tests only)")
     return {"max_parts": max_parts, "direct_parts": direct, "segment_parts": per_segment}
 
 
@@ -92,7 +98,7 @@ class S3Sink:
         self.past_barrier = False
         self.remake_end, self.remake = 0, None   # bytes [0, remake_end) can be rebuilt by remake(off, n)
         self.stale = set()                    # sent parts written again since: sent anew at commit
-        self.buffer_peak = 0                  # most bytes of parts held in memory at once
+        self.buffer_peak = 0                  # most bytes of parts in memory at once (the one in flight included)
         self.upload_id = client.create_multipart(bucket, key)
         self.error = None
         self.queue = queue.Queue()
@@ -120,7 +126,7 @@ class S3Sink:
             buf = self.buffers.get(number)
             if buf is None:
                 buf = self.buffers[number] = bytearray(self.part)
-                self.buffer_peak = max(self.buffer_peak, len(self.buffers) * self.part)
+                self.buffer_peak = max(self.buffer_peak, (len(self.buffers) + 1) * self.part)
             buf[at:at + take] = view[:take]
             self._cover(number, at, at + take)
             if number * self.part <= self.remake_end:
@@ -256,9 +262,14 @@ class S3Sink:
                 self._fold(seg)
         etag = self.client.complete_multipart(self.bucket, self.key, self.upload_id, self.etags)
         self.etag = etag.strip('"')
-        length = int(self.client.head_object(self.bucket, self.key).get("content-length", -1))
-        if length != self.size:
-            raise TargetError(f"{self.name}: the store holds {length} bytes, {self.size} were sent")
+        try:
+            length = int(self.client.head_object(self.bucket, self.key).get("content-length", -1))
+            if length != self.size:
+                raise TargetError(f"{self.name}: the store holds {length} bytes, {self.size} were sent")
+        except FastdumpError:     # a complete-looking object that is not the dump: it goes
+            self._cleanup(lambda: self.client.delete_object(self.bucket, self.key))
+            self.upload_id = None
+            raise
         return self.name
 
     def abandon(self):
@@ -267,16 +278,27 @@ class S3Sink:
         self.error = self.error or TargetError("abandoned")
         self._drain()
         self.buffers.clear()
+        left = []
+        for seg in self.segments.values():    # nothing of them stays either; each tried on its own
+            if seg.stored:
+                if not self._cleanup(lambda: self.client.delete_object(self.bucket, seg.key)):
+                    left.append(f"segment object {seg.key}")
+            elif seg.upload_id and self.direct + 1 + seg.index not in self.etags:
+                self._cleanup(lambda: self.client.abort_multipart(self.bucket, seg.key, seg.upload_id))
+        aborted = self.upload_id is None or self._cleanup(
+            lambda: self.client.abort_multipart(self.bucket, self.key, self.upload_id))
+        what = "an aborted upload" if aborted else "an unfinished upload (server unreachable)"
+        return (f"{what} to {self.name}: no dump object was stored"
+                + (f"; left behind: {', '.join(left)}" if left else ""))
+
+    @staticmethod
+    def _cleanup(call):
+        """One clean-up request; False when the server refused or could not be reached."""
         try:
-            for seg in self.segments.values():    # nothing of them stays either
-                if seg.stored:
-                    self.client.delete_object(self.bucket, seg.key)
-                elif seg.upload_id and self.direct + 1 + seg.index not in self.etags:
-                    self.client.abort_multipart(self.bucket, seg.key, seg.upload_id)
-            self.client.abort_multipart(self.bucket, self.key, self.upload_id)
-            return f"an aborted upload to {self.name}: no object was stored"
+            call()
+            return True
         except FastdumpError:
-            return f"an unfinished upload to {self.name} (server unreachable): no object was stored"
+            return False
 
 
 def manifest(src, stats, log, sink):
