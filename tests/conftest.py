@@ -110,11 +110,14 @@ SLOW = ("test_packaging.py::test_sdist", "test_bench_smoke.py::", "test_ssh.py::
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    # pyproject's --basetemp is .cache/pytest-tmp, whose parent a fresh clone does not have yet
-    # (pytest makes the basetemp itself, not its parents)
-    basetemp = config.option.basetemp
-    if basetemp:
-        os.makedirs(os.path.dirname(os.path.abspath(basetemp)), exist_ok=True)
+    # Temp files on the checkout's disk, not /tmp: Debian 13 mounts /tmp as a tmpfs of half the
+    # RAM, which the suite's vmcores and throwaway Debian roots outgrow.  As pytest's temp root,
+    # not as --basetemp: a given basetemp is emptied by every run (two runs in one checkout
+    # would delete each other's files) and never cleaned up after a passing one.
+    if not config.option.basetemp and "PYTEST_DEBUG_TEMPROOT" not in os.environ:
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "pytest")
+        os.makedirs(root, exist_ok=True)
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = root
 
 
 def pytest_collection_modifyitems(config, items):
