@@ -255,10 +255,11 @@ def _run_fastdump(*args, cwd):
 
 
 def test_dry_run_creates_nothing_for_any_target(world, tmp_path):
-    """A directory target, a file with its kernel log, split parts and statistics-free runs:
-    the dry run counts what it would write and leaves the directory as it was."""
+    """A directory target, a file with its kernel log, split parts and --stats-json: the dry
+    run counts what it would write and leaves the directory as it was."""
     (tmp_path / "dir").mkdir()
     for args in (["-c", "-d", "31", world["V"], str(tmp_path / "dir") + "/"],
+                 ["-c", "-d", "31", "--stats-json", str(tmp_path / "stats.json"), world["V"], str(tmp_path / "g")],
                  ["-c", "-d", "31", "-L", "1M", world["V"], str(tmp_path / "f")],
                  ["--split", "-c", "-d", "31", world["V"], str(tmp_path / "p1"), str(tmp_path / "p2")]):
         r = _run_fastdump("--dry-run", *args, cwd=tmp_path)

@@ -383,7 +383,7 @@ def run(options: DumpOptions, *, progress: Union[str, Progress] = "quiet",
     """One dump of checked ``options``; the statistics file too, when asked for."""
     d = Dump(options, progress=progress, warn=warn)
     stats = d.run()
-    if options.stats_json:
+    if options.stats_json and not options.dry_run:   # --dry-run creates no file at all
         try:
             safefile.write_file(options.stats_json, json.dumps(stats.to_dict(), indent=1).encode(),
                                 force=options.force)
