@@ -374,7 +374,6 @@ cdef enum:
     SMALL = 64                # a batch that cannot be read whole is tried in pieces of this
     MAP_WINDOW = 4194304      # bytes mapped at once per scanner (counted in RSS while mapped)
     CHUNK_FIELDS = 6          # a, b, has_va, va, first span, end span
-cdef uint64_t U64MAX = 0xFFFFFFFFFFFFFFFFULL
 
 
 cdef struct Span:

@@ -36,11 +36,11 @@ cdef inline uint64_t map_window(uint64_t off, size_t n, uint64_t lo, uint64_t hi
     nor past the file's last page (a mapped read there is SIGBUS)."""
     cdef uint64_t clo = lo & ~(<uint64_t>4095)
     cdef uint64_t chi = (hi + 4095) & ~(<uint64_t>4095)
-    cdef uint64_t limit = (map_limit + 4095) & ~(<uint64_t>4095)
     cdef uint64_t moff = off & ~(window - 1)
     cdef uint64_t mend = (off + n + window - 1) & ~(window - 1)
-    if chi > limit:
-        chi = limit
+    # no limit (a device): rounding it up would wrap to 0 and no mapping would ever be made
+    if map_limit != <uint64_t>-1 and chi > ((map_limit + 4095) & ~(<uint64_t>4095)):
+        chi = (map_limit + 4095) & ~(<uint64_t>4095)
     if moff < clo:
         moff = clo
     if mend > chi:
