@@ -30,9 +30,7 @@ import subprocess
 
 import pytest
 
-from fastdump.testing.generator import SyntheticVmcore, VmcoreSpec, default_ram_ranges
-from fastdump.testing.kernel_layout import KernelLayout, MiB
-from fastdump.testing.printk_layout import PrintkLayout
+from fastdump.testing.kernel_layout import MiB
 
 from support import dmesg_without_caller_column, kdumpfile_digests, kernel_vmcore, need_tool
 
@@ -263,12 +261,10 @@ def test_setup_refuses_when_not_root(monkeypatch, capsys):
     assert "must be run as root" in capsys.readouterr().err
 
 
-def test_kdump_config_dmesg_through_fastdump(tmp_path, kdump_tools):
+def test_kdump_config_dmesg_through_fastdump(tmp_path, kdump_tools, generated_kernel):
     """kdump-config's ``makedumpfile --dump-dmesg /proc/vmcore FILE``: fastdump writes what the
     distribution's makedumpfile writes for the same vmcore."""
-    src = str(tmp_path / "printk.vmcore")
-    layout = PrintkLayout(KernelLayout(default_ram_ranges(RAM), seed=7))
-    SyntheticVmcore(VmcoreSpec(ram_size=RAM), layout=layout).write(src)
+    src, _ = generated_kernel(RAM, seed=7, printk="lockless")
     theirs = tmp_path / "theirs.txt"
     r = subprocess.run([need_tool("makedumpfile"), "--dump-dmesg", src, str(theirs)], capture_output=True, text=True)
     assert r.returncode == 0, f"makedumpfile --dump-dmesg: {r.stderr[-500:]}"
