@@ -115,8 +115,11 @@ def boot_guest(key, cmd, serial, phases, fails, timeout, log):
 
 
 def run_kernel(key, with_fastdump="auto", levels=(31,), mem_mib=2048, crashkernel="256M",
-               fd_compress="-z", md_compress="-l", log=print, timeout=3600, extra_runs=()):
-    """The whole flow for one kernel; returns the manifest dict."""
+               fd_compress="-z", md_compress="-l", log=print, timeout=3600, extra_runs=(),
+               classes_mib=None):
+    """The whole flow for one kernel; returns the manifest dict.  ``classes_mib``
+    overrides some of the workload's sizes (a big guest filled with user data and cache)."""
+    classes_mib = dict(CLASSES_MIB, **(classes_mib or {}))
     t_start = time.monotonic()
     timings = {}
     if with_fastdump == "auto":
@@ -144,11 +147,11 @@ def run_kernel(key, with_fastdump="auto", levels=(31,), mem_mib=2048, crashkerne
     shutil.copy(initrd, os.path.join(stage, "boot", "initrd.img"))
     for n in ("first.sh", "workload.py", "arm.sh"):
         shutil.copy(os.path.join(GUEST, n), os.path.join(stage, "e2e", n))
-    cfg = {"classes_mib": CLASSES_MIB, "record_dir": "/out/first", "tmpfs_dir": "/mnt/tmpfs",
+    cfg = {"classes_mib": classes_mib, "record_dir": "/out/first", "tmpfs_dir": "/mnt/tmpfs",
            "cache_file": "/work/cache.bin", "arm_script": "/work/e2e/arm.sh"}
     with open(os.path.join(stage, "e2e", "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    work_mib = 64 + CLASSES_MIB["cache"] * 2 + (os.path.getsize(initrd) >> 19) + 32
+    work_mib = 64 + classes_mib["cache"] * 2 + (os.path.getsize(initrd) >> 19) + 32
     make_ext4(os.path.join(work, "work.img"), "fdwork", stage, work_mib)
 
     # out disk: the capture job
@@ -251,6 +254,9 @@ def main(argv=None):
     p.add_argument("--levels", default="1,31", help="dump levels, comma list (default 1,31)")
     p.add_argument("--mem", type=int, default=2048, help="guest MiB (default 2048)")
     p.add_argument("--crashkernel", default="256M")
+    p.add_argument("--classes-mib", default="", metavar="CLASS=MIB,...",
+                   help="workload sizes to override, e.g. user=6144,cache=5120 (default %s)"
+                        % ",".join("%s=%d" % kv for kv in CLASSES_MIB.items()))
     p.add_argument("--fastdump-args", "--fastdump-compress", dest="fastdump_compress", default="-z",
                    help="fastdump options besides -d (default -z), e.g. '-z --non-mmap'")
     p.add_argument("--makedumpfile-compress", default="-l",
@@ -259,6 +265,12 @@ def main(argv=None):
                    help="one more capture-kernel step (@VMCORE, @OUT are substituted); e.g. "
                         "'mmapprobe.txt|fdpython /out/e2e/mmapprobe.py @VMCORE'")
     a = p.parse_args(argv)
+    sizes = {}
+    for item in filter(None, a.classes_mib.split(",")):
+        name, _, mib = item.partition("=")
+        if name not in CLASSES_MIB or not mib.isdigit():
+            p.error("--classes-mib: %r is not CLASS=MIB with CLASS one of %s" % (item, ", ".join(CLASSES_MIB)))
+        sizes[name] = int(mib)
     keys = list(kernels.KERNELS) if a.kernels == "all" else [k for k in a.kernels.split(",") if k]
     failed = []
     summary = {}
@@ -267,7 +279,7 @@ def main(argv=None):
         try:
             m = run_kernel(key, a.fastdump, [int(x) for x in a.levels.split(",")], a.mem,
                            a.crashkernel, a.fastdump_compress, a.makedumpfile_compress,
-                           extra_runs=a.extra_run)
+                           extra_runs=a.extra_run, classes_mib=sizes)
             summary[key] = {"seconds": round(time.monotonic() - t, 1), "timings": m["timings"],
                             "runs": {n: {k: r.get(k) for k in ("rc", "seconds", "maxrss_kib", "size")}
                                      for n, r in m["runs"].items()}}
