@@ -404,24 +404,34 @@ def resolve_in(path, text):
 @pytest.mark.parametrize("rivals", [(), [("same_layout", 400, 4)], [("too_big", 4096, 64)]])
 def test_a_globals_type_is_proven_by_its_member_path(world, tmp_path, rivals):
     """No VAR: the one struct with path name.nodename (or all that lay it out alike, or all that fit
-    before the next symbol) gives the type; the erase is the one the VAR gives."""
-    text = "erase init_uts_ns.name.nodename\nerase init_uts_ns.name.domainname size 8\n"
+    before the next symbol) gives the type; the erase is the one the VAR gives.  A list head
+    whose pointers the within-loop follows needs only its address."""
+    text = ("erase init_uts_ns.name.nodename\nerase init_uts_ns.name.domainname size 8\n"
+            "for n in secret_head within node:link\n    erase n.data\nendfor\n")
     got = resolve_in(without_vars(tmp_path, rivals=rivals), text)
     want = resolve_in(world["V"], text)
     assert list(got.table) == list(want.table) and got.eraseinfo == want.eraseinfo
-    assert got.nbytes == 65 + 8
+    assert got.nbytes == 65 + 8 + 3 * 8
 
 
-@pytest.mark.parametrize("kw,says", [
-    ({"rivals": [("other_ns", 400, 64)]}, "init_uts_ns.name.nodename is ambiguous without -x: 2 struct types "
-                                          "have member path name.nodename laid out differently; give -x VMLINUX"),
-    ({"uts_extent": 392}, "no struct type with member path name.nodename fits init_uts_ns (1 larger than its "
-                          "392 bytes); give -x VMLINUX"),
+POINTER = "secret_chain may be a pointer (it holds kernel address 0x%x) and the kernel's BTF does not give its " \
+          "type (no VAR for it): give -x VMLINUX" % (DATA + 0x13000)
+
+
+@pytest.mark.parametrize("kw,line,says", [
+    ({"rivals": [("other_ns", 400, 64)]}, "erase init_uts_ns.name.nodename",
+     "init_uts_ns.name.nodename is ambiguous without -x: 2 struct types "
+     "have member path name.nodename laid out differently; give -x VMLINUX"),
+    ({"uts_extent": 392}, "erase init_uts_ns.name.nodename",
+     "no struct type with member path name.nodename fits init_uts_ns (1 larger than its 392 bytes); give -x VMLINUX"),
+    # secret_chain is a struct cnode *: makedumpfile erases what it points to, not its own 8 bytes
+    ({}, "erase secret_chain size 4", POINTER),
+    ({}, "erase secret_chain.data", POINTER),
 ])
-def test_an_unproven_type_is_refused_in_one_line(tmp_path, kw, says):
+def test_an_unproven_type_is_refused_in_one_line(tmp_path, kw, line, says):
     path = without_vars(tmp_path, **kw)
     conf = tmp_path / "c.conf"
-    conf.write_text("erase init_uts_ns.name.nodename\n")
+    conf.write_text(line + "\n")
     r = run("-d", "0", "--config", str(conf), path, str(tmp_path / "out"))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert says in r.stderr and f"{conf}:1" in r.stderr, r.stderr

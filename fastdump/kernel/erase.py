@@ -232,21 +232,39 @@ class _Resolver:
         raise EraseError(f"{where}: {text}")
 
     # -- expressions --------------------------------------------------------------
-    def _var_type(self, where, name, members):
+    def _var_type(self, where, name, members, *, address_only=False):
         """The BTF type id of global variable ``name``: its BTF VAR, else the vmlinux's debug
         info (-x), else the one type its ``members`` path proves; None when not known and
-        no member is taken."""
+        no member is taken (``address_only``: the caller uses only its address)."""
         try:
             tid = self.k.btf.variable(name)
         except NotAvailable:
             if members:
                 raise
+            if not address_only:
+                self._not_a_pointer(where, name)
             return None                  # erase SYMBOL size N needs no type
         if tid is None and self.vmlinux:
             tid = self._vmlinux_type(where, name, required=bool(members))
+        if tid is None and (members or not address_only):
+            self._not_a_pointer(where, name)
         if tid is None and members:
             tid = self._type_from_path(where, name, members)
         return tid
+
+    def _not_a_pointer(self, where, name):
+        """A global of unknown type may be a pointer, which makedumpfile follows: taking its own
+        bytes for the data would erase the wrong thing and keep the secret.  Refused unless its
+        first 8 bytes are readable and no kernel address this dump can translate."""
+        value = self._u64(where, self.k.symbol(name))        # unreadable: cannot tell, refused
+        if value < KERNEL_SPACE:
+            return
+        try:
+            self.k.translate(value)
+        except FastdumpError:
+            return
+        self._fail(where, f"{name} may be a pointer (it holds kernel address {value:#x}) and the kernel's BTF "
+                          "does not give its type (no VAR for it): give -x VMLINUX")
 
     def _type_from_path(self, where, name, members):
         """Debian's BTF has no VAR for an ordinary global, but ``name.a.b`` says its type has
@@ -322,7 +340,7 @@ class _Resolver:
         except NotAvailable as e:
             self._fail(where, str(e))
 
-    def value(self, where, expr, scope):
+    def value(self, where, expr, scope, *, address_only=False):
         """The object ``expr`` names (a trailing pointer is not followed)."""
         first, *members = expr.split(".")
         if first in scope:
@@ -331,7 +349,7 @@ class _Resolver:
             va = self.k.symbol(first)
             if va < KERNEL_SPACE:
                 self._fail(where, f"{first} is a per-CPU variable (one copy per CPU): not supported")
-            v = _Value(va, self._var_type(where, first, members))
+            v = _Value(va, self._var_type(where, first, members, address_only=address_only))
         if not members:
             return v
         steps, tid = self._path(where, expr, v.tid, members)
@@ -434,7 +452,7 @@ class _Resolver:
         btf, where = self.k.btf, lp.where
         if lp.within:                          # a list_head: its entries' containing structs
             st, member = lp.within
-            head = self.value(where, lp.target, {}).va
+            head = self.value(where, lp.target, {}, address_only=True).va
             sid = btf.struct_id(st)
             off = self.k.offsetof(st, member)
             yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))
