@@ -264,8 +264,26 @@ def test_elf_flat_and_split_erase_the_same(world, source, tmp_path):
     check_pages(world, source, kdumpfile_digests(str(tmp_path / "rebuilt"), 64 * MiB // PAGE)[1])
     parts = [str(tmp_path / "p1"), str(tmp_path / "p2")]
     assert run("--split", "-c", "-d", "0", "--config", world["conf"], world["V"], *parts).returncode == 0
-    assert run("--reassemble", *parts, str(tmp_path / "joined")).returncode == 0
-    check_pages(world, source, kdumpfile_digests(str(tmp_path / "joined"), 64 * MiB // PAGE)[1])
+    joined = str(tmp_path / "joined")
+    assert run("--reassemble", *parts, joined).returncode == 0
+    check_pages(world, source, kdumpfile_digests(joined, 64 * MiB // PAGE)[1])
+    same_eraseinfo_as_makedumpfile_sees(joined, tmp_path)     # written after the data, named by the header
+    assert "  erased:      erase lonely nullify\n" in run("info", joined).stdout
+    r = run("verify", joined, world["V"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def same_eraseinfo_as_makedumpfile_sees(path, tmp_path):
+    """``path``'s eraseinfo is the config's record, and makedumpfile re-filtering it copies it."""
+    from support import makedumpfile
+    again = str(tmp_path / "again")
+    r = makedumpfile("-c", "-d", "1", path, again)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with fastdump.open(path) as a, fastdump.open(again) as b:
+        info = a.read_at(a.offset_eraseinfo, a.size_eraseinfo)
+        assert info == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
+    assert info.startswith(b"erase secret_buf size 100\n") and info.endswith(b"erase lonely nullify\n")
+    return again
 
 
 @pytest.mark.parametrize("line,says", [
@@ -373,14 +391,9 @@ def test_elf_dump_carries_the_eraseinfo_note(world, tmp_path):
 
 def test_makedumpfile_refilters_and_keeps_the_eraseinfo(world, source, tmp_path):
     """makedumpfile reads the erased dump and copies its eraseinfo into its own output."""
-    from support import makedumpfile
     out = str(tmp_path / "dump")
     assert run("-c", "-d", "0", "--config", world["conf"], world["V"], out).returncode == 0
-    r = makedumpfile("-c", "-d", "1", out, str(tmp_path / "again"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    with fastdump.open(out) as a, fastdump.open(str(tmp_path / "again")) as b:
-        assert a.read_at(a.offset_eraseinfo, a.size_eraseinfo) == b.read_at(b.offset_eraseinfo, b.size_eraseinfo)
-    got = kdumpfile_digests(str(tmp_path / "again"), 64 * MiB // PAGE)[1]
+    got = kdumpfile_digests(same_eraseinfo_as_makedumpfile_sees(out, tmp_path), 64 * MiB // PAGE)[1]
     check_pages(world, source, got, level=1)
 
 
