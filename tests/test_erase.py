@@ -515,3 +515,16 @@ def test_convert_carries_the_eraseinfo(world, tmp_path, start, to):
     assert lines == CONFIG.count("erase") + 3 + 2 + 2       # the loop bodies ran 4, 3 and 3 times
     r = run("verify", out, world["V"])
     assert r.returncode == 0 and "their positions are not checked" in r.stdout, r.stdout + r.stderr
+
+
+def test_elf_to_kdump_to_elf_records_the_erasure_once(world, tmp_path):
+    """The kdump step keeps the ELF's notes (its ERASEINFO note among them) beside its eraseinfo:
+    the ELF made from it holds one ERASEINFO note, not that one and the eraseinfo's too."""
+    first, mid, out = (str(tmp_path / n) for n in ("first", "mid", "out"))
+    assert run("-E", "-d", "0", "--config", world["conf"], world["V"], first).returncode == 0
+    assert run("convert", "-d", "0", "--format", "kdump", first, mid).returncode == 0
+    r = run("convert", "-d", "0", "--format", "elf", mid, out)
+    assert r.returncode == 0, r.stderr
+    with fastdump.open(first) as a, fastdump.open(out) as b:
+        want = [n.desc for n in a.notes if n.name == b"ERASEINFO"]
+        assert [n.desc for n in b.notes if n.name == b"ERASEINFO"] == want and len(want) == 1
