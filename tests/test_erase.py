@@ -329,6 +329,21 @@ def test_what_cannot_be_resolved_writes_no_dump(world, tmp_path, line, says):
     refused(world, tmp_path, line + "\n", status=1, says=says, where=":1")
 
 
+def test_a_null_pointer_on_the_way_skips_the_command(world, tmp_path):
+    """secret_chain's third node ends the list (next is NULL): nothing lies behind it, so the
+    commands (and the loop) through it are skipped and recorded nowhere, as makedumpfile does,
+    and the rest is erased."""
+    end = "secret_chain.next.next.next"
+    text = f"erase {end}.data\nerase {end}\nerase {end}.data nullify\nfor c in {end} via next\n" \
+           "    erase c.data\nendfor\nerase secret_buf\n"
+    got = resolve_in(world["V"], text)
+    assert got.eraseinfo == b"erase secret_buf size 100\n" and got.nbytes == 100
+    conf = tmp_path / "c.conf"
+    conf.write_text(text)
+    r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
+    assert r.returncode == 0 and os.path.exists(tmp_path / "out"), r.stderr
+
+
 def test_a_kernel_without_kallsyms_is_one_line(tmp_path):
     path = str(tmp_path / "vmcore")
     SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB)).write(path)

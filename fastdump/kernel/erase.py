@@ -16,8 +16,9 @@ the bytes as (pfn, offset, length, fill) pieces, each inside one page, which the
 core overwrites in every page it copies, and the eraseinfo text makedumpfile records
 in the dump.  As makedumpfile: ``erase`` fills with 'X', ``nullify`` sets a pointer to
 0, a pointer member is followed to the data it points to, a ``char *`` erases its
-string (at most 1024 bytes).  Anything that cannot be resolved is an error, never a
-dump that silently keeps the secret.
+string (at most 1024 bytes), a NULL pointer on the way skips the command (nothing
+lies behind it).  Anything else that cannot be resolved is an error, never a dump
+that silently keeps the secret.
 """
 
 import re
@@ -49,6 +50,11 @@ class ConfigError(UsageError):
 
 class EraseError(FastdumpError):
     """A command that names data this dump cannot locate."""
+
+
+class _Null(Exception):
+    """A NULL pointer met on the way: nothing lies behind it to erase, so makedumpfile skips
+    the command (or loop), records nothing for it and goes on."""
 
 
 class Erase:
@@ -331,7 +337,7 @@ class _Resolver:
         _, t = self.k.btf.resolve(v.tid)
         va = self._u64(where, v.va)
         if va == 0:
-            self._fail(where, "a NULL pointer on the way")
+            raise _Null
         return _Value(va, t.ref)
 
     def _u64(self, where, va):
@@ -358,7 +364,7 @@ class _Resolver:
             if deref:
                 va = self._u64(where, va)
                 if va == 0:
-                    self._fail(where, "a NULL pointer on the way")
+                    raise _Null
             va += off
         return _Value(va, tid)
 
@@ -417,6 +423,8 @@ class _Resolver:
             if not 0 < size <= MAX_ERASED:
                 self._fail(where, f"{cmd.expr}: size {size} is out of range")
             self._add(v.va, size, ERASE_FILL, f"erase {cmd.expr} size {size}\n")
+        except _Null:
+            return
         except NotAvailable as e:
             self._fail(where, f"{cmd.expr}: {e}")
 
@@ -445,6 +453,8 @@ class _Resolver:
             for element in self._elements(lp):
                 for cmd in lp.body:
                     self.erase(cmd, {lp.ident: element})
+        except _Null:
+            return
         except NotAvailable as e:
             self._fail(where, f"for {lp.ident} in {lp.target}: {e}")
 
