@@ -73,6 +73,7 @@ class Secrets:
             b.datasec(".data", 4096, [(b.var(n, tid), 0, 8) for n, (_, tid) in self.vars.items()])
         b.datasec(".data..percpu", 4096, [(b.var("a_percpu_var", u64), 0x1000, 8)])
         self.writes, self.erased = [], []      # (va, bytes); (va, length, fill)
+        self.more_symbols = []                 # (name, type, va) kallsyms lists besides the variables
         self._lay_out()
 
     def _put(self, va, data):
@@ -116,7 +117,7 @@ class Secrets:
                 ("__start_BTF", "R", BTF_AT), ("__stop_BTF", "R", BTF_AT + len(self.btf.blob()))]
         syms += [(n, "D", va) for n, (va, _) in self.vars.items()]
         syms += [("uts_next", "D", self.vars["init_uts_ns"][0] + self.uts_extent)]
-        syms += [("__per_cpu_start", "D", 0), ("a_percpu_var", "D", 0x1000)]
+        syms += [("__per_cpu_start", "D", 0), ("a_percpu_var", "D", 0x1000)] + self.more_symbols
         return sorted(syms, key=lambda s: s[2])
 
 
@@ -143,10 +144,10 @@ erase lonely nullify
 
 
 class EraseVmcore(SyntheticVmcore):
-    def __init__(self, secrets, **spec):
+    def __init__(self, secrets, layout=None, **spec):
         self.secrets = secrets
         self.tables = kallsyms_tables(secrets.symbols(), base=TEXT_VA, table_va=TABLES, rule="absolute-percpu")
-        super().__init__(VmcoreSpec(**spec))
+        super().__init__(VmcoreSpec(**spec), layout=layout)
 
     def kernel_image_lines(self):
         # utsname sits 4 bytes into init_uts_ns here, as OFFSET(uts_namespace.name)=4 says: BTF must agree
@@ -342,6 +343,31 @@ def test_a_null_pointer_on_the_way_skips_the_command(world, tmp_path):
     conf.write_text(text)
     r = run("-d", "0", "--config", str(conf), world["V"], str(tmp_path / "out"))
     assert r.returncode == 0 and os.path.exists(tmp_path / "out"), r.stderr
+
+
+def test_the_kernel_log_beside_the_dump_is_erased_too(tmp_path):
+    """A secret a config erases that lies in the kernel log: vmcore-dmesg.txt beside a directory
+    target's dump reads the log as the dump holds it (the dump's own log shows 'X' there too)."""
+    from fastdump.testing.printk_layout import Msg, PrintkLayout
+
+    def kernel_log():
+        return PrintkLayout(None, kind="plain", messages=[Msg(b"hello", 1000), Msg(b"the password is hunter2", 2000)])
+    probe = kernel_log()
+    SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB), layout=probe)     # bound to the same memory: the log's place
+    probe._build()
+    at, buf = probe.buffers["log_buf"]
+    s = Secrets()
+    s.more_symbols.append(("log_secret", "D", TEXT_VA + at + bytes(buf).index(b"hunter2") - PHYS))
+    path, conf, crash = str(tmp_path / "vmcore"), tmp_path / "c.conf", tmp_path / "crash"
+    EraseVmcore(s, layout=kernel_log(), ram_size=64 * MiB).write(path)
+    conf.write_text("erase log_secret size 7\n")
+    crash.mkdir()
+    r = run("-d", "0", "--config", str(conf), path, str(crash) + "/")
+    assert r.returncode == 0, r.stderr
+    (sub,) = crash.iterdir()
+    log = (sub / "vmcore-dmesg.txt").read_text()
+    assert "the password is XXXXXXX" in log and "hunter2" not in log, log
+    assert run("dmesg", str(sub / "vmcore")).stdout == log
 
 
 def test_a_kernel_without_kallsyms_is_one_line(tmp_path):

@@ -287,7 +287,7 @@ class Dump:
         """The kernel log beside the first local target that takes it."""
         try:
             from ..kernel.dmesg import extract_dmesg
-            text = extract_dmesg(r.src).encode()
+            text = extract_dmesg(r.src, erased=r.erased).encode()
         except (ImportError, FastdumpError) as e:
             self.warn(f"kernel log not saved: {e}")
             return
@@ -339,13 +339,13 @@ class Dump:
         o = self.o
         if o.dry_run:
             return
-        target.after_dump(r.src, stats, self.warn, dmesg=o.dmesg)
+        target.after_dump(r.src, stats, self.warn, dmesg=o.dmesg, erased=r.erased)
         path = target.dmesg_path()
         if path is None or not o.dmesg or path == r.log_saved:
             return
         try:
             from ..kernel.dmesg import extract_dmesg
-            text = extract_dmesg(r.src)
+            text = extract_dmesg(r.src, erased=r.erased)
         except ImportError:
             return
         except FastdumpError as e:

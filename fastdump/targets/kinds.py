@@ -98,8 +98,9 @@ class Target:
     def _open(self, *, host, when, flat, force, direct):
         raise NotImplementedError
 
-    def after_dump(self, src, stats, warn, *, dmesg=True):
-        """Once the dump is complete: whatever else this kind of target keeps beside it."""
+    def after_dump(self, src, stats, warn, *, dmesg=True, erased=None):
+        """Once the dump is complete: whatever else this kind of target keeps beside it
+        (``erased``: the run's --config EraseList, for what it reads from the kernel)."""
 
 
 def _free_bytes_at(directory):
@@ -252,14 +253,14 @@ class S3Target(Target):
         self.sink = S3Sink(self.client, self.bucket, key, **limits_from_env(os.environ))
         return self.sink
 
-    def after_dump(self, src, stats, warn, *, dmesg=True):
+    def after_dump(self, src, stats, warn, *, dmesg=True, erased=None):
         """The kernel log (unless --no-dmesg) and the manifest: a dump already stored
         never fails over them."""
         from .s3 import manifest
         log = None
         try:
             from ..kernel.dmesg import extract_dmesg
-            log = extract_dmesg(src) if dmesg else None
+            log = extract_dmesg(src, erased=erased) if dmesg else None
         except (ImportError, FastdumpError) as e:
             warn(f"no vmcore-dmesg.txt: {e}")
         try:
@@ -267,7 +268,7 @@ class S3Target(Target):
                 self.client.put_object(self.bucket, self.dir_key + "vmcore-dmesg.txt", log.encode(),
                                        "text/plain; charset=utf-8")
             self.client.put_object(self.bucket, self.dir_key + "manifest.json",
-                                   manifest(src, stats, log, self.sink), "application/json")
+                                   manifest(src, stats, log, self.sink, erased), "application/json")
         except FastdumpError as e:
             warn(f"{self.spec}: the dump is stored, but not its log or manifest: {e}")
 
