@@ -370,6 +370,19 @@ def test_the_kernel_log_beside_the_dump_is_erased_too(tmp_path):
     assert run("dmesg", str(sub / "vmcore")).stdout == log
 
 
+def test_a_directory_target_names_no_erased_nodename(world, tmp_path):
+    """The dump's directory is named after the host: not 'XXXX...' nor the secret when the config
+    erases the nodename, but "host"."""
+    names = []
+    for config in ([], ["--config", world["conf"]]):
+        crash = tmp_path / str(len(names))
+        crash.mkdir()
+        r = run("-d", "31", *config, world["V"], str(crash) + "/")
+        assert r.returncode == 0, r.stderr
+        names += [p.name.rsplit("-", 4)[0] for p in crash.iterdir()]    # HOST-YYYY-MM-DD-HH:MM:SS
+    assert names == ["fastdump-synthetic", "host"]
+
+
 def test_a_kernel_without_kallsyms_is_one_line(tmp_path):
     path = str(tmp_path / "vmcore")
     SyntheticVmcore(VmcoreSpec(ram_size=64 * MiB)).write(path)

@@ -140,7 +140,8 @@ class Dump:
                                     window_bytes=o.window_bytes, use_mmap=o.use_mmap)
                 eraseinfo, erased = self._set_erase(src, engine)
                 utsname = read_utsname(src, erased)
-                r = _Run(src=src, engine=engine, utsname=utsname, host=host_name(utsname), when=time.localtime(),
+                host = host_name(utsname, read_utsname(src) if erased else None)
+                r = _Run(src=src, engine=engine, utsname=utsname, host=host, when=time.localtime(),
                          elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None,
                          eraseinfo=eraseinfo, erased=erased)
                 stats = self._run_split(r) if o.split else self._run_targets(r)

@@ -375,8 +375,13 @@ def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):
     return FileTarget(spec, path=spec)
 
 
-def host_name(utsname):
+def host_name(utsname, unerased=None):
+    """The crashed host's name for a target's directory: its nodename; "host" when --config
+    erased any of it (``unerased``: the utsname read without the erase), so the name neither
+    shows the fill nor gives the secret away; else this machine's name."""
     node = utsname[1] if utsname and len(utsname) > 1 else ""
+    if unerased is not None and len(unerased) > 1 and unerased[1] != node:
+        return "host"
     if node and node != "(none)":
         return node
     try:
