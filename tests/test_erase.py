@@ -306,6 +306,12 @@ def test_bad_lines_are_one_line_naming_file_and_line(world, tmp_path, line, says
     refused(world, tmp_path, "[vmlinux]\n" + line + "\n", status=2, says=says, where=":")
 
 
+def test_a_config_longer_than_a_mib_is_refused_not_cut(world, tmp_path):
+    """Past 1 MiB the commands would be lost: the file is refused whole."""
+    refused(world, tmp_path, "#" * (1 << 20) + "\nerase secret_buf\n", status=2, says="longer than 1048576 bytes",
+            where="")
+
+
 def refused(world, tmp_path, config, *, status, says, where):
     """A run with ``config`` fails with ``status`` and one line holding ``says`` and the config's
     ``FILE{where}``, and leaves no file at all beside the config (no dump, temporary or part)."""

@@ -37,6 +37,7 @@ NULLIFY_FILL = 0
 MAX_STRLEN = 1024             # makedumpfile's bound on a char * string
 MAX_LOOP = 1 << 20            # elements of one list or array walked at most
 MAX_ERASED = 1 << 30          # bytes one command may erase
+MAX_CONFIG = 1 << 20          # bytes of a config file
 PAGE = 4096
 KERNEL_SPACE = 0xFFFF800000000000   # x86_64: below it, kallsyms gives per-CPU offsets
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -166,10 +167,14 @@ def recorded(dump):
 
 
 def load(path):
-    """parse() of a file; an unreadable file is one line."""
+    """parse() of a file; an unreadable or longer than MAX_CONFIG file is one line (never
+    parsed in part: the commands past a cut would silently not be erased)."""
     try:
         with open(path, "rb") as f:
-            text = f.read(1 << 20).decode("utf-8")
+            data = f.read(MAX_CONFIG + 1)
+        if len(data) > MAX_CONFIG:
+            raise ConfigError(f"--config {path}: longer than {MAX_CONFIG} bytes")
+        text = data.decode("utf-8")
     except OSError as e:
         raise UsageError(f"--config {path}: {e.strerror}") from None
     except UnicodeDecodeError:
