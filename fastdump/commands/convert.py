@@ -15,7 +15,8 @@ from .. import safefile
 from ..errors import FormatError, UsageError
 from ..formats import codecs, elf
 from ..formats.flat import rearrange
-from ..kernel.erase import NOTE_NAME, recorded
+from ..formats.elfdump import notes_recording
+from ..kernel.erase import recorded
 from ..options import path_arg
 from ..sources.opener import open_dump, sniff
 from .cli import _levels
@@ -48,7 +49,7 @@ def kdump_to_elf(reader, path):
         for i, (x, y) in enumerate(inner):
             pieces.append((x, y, inner[i + 1][0] if i + 1 < len(inner) else b))
     erased = recorded(reader)             # carried on as the ELF note, so the output records it too
-    notes = reader.note_bytes + (elf.build_note(NOTE_NAME, 0, erased) if erased else b"")
+    notes = notes_recording(reader, erased)
     hdr = elf.header_size(elf.ELFCLASS64, 1 + len(pieces))
     offset = -(-(hdr + len(notes)) // ps) * ps
     phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]

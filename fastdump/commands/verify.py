@@ -14,9 +14,10 @@ source and named by pfn.  ELF: every segment lies within the file, and a second 
 (the kernel-text PT_LOAD) equals the first.  With SOURCE (an ELF vmcore) every
 page the dump stores must equal the source's, except where the dump records erased data
 (makedumpfile's eraseinfo, ``--config``): a page may then differ from the source only in
-bytes the dump holds as the erase fills ('X', or 0 for nullify), and all such bytes
-together may not exceed what the eraseinfo says was erased.  Those pages are counted as
-erased, not as equal to the source.
+bytes the dump holds as the erase fills, and the 'X' bytes together may not exceed what
+the eraseinfo's size lines record, the 0 bytes 8 per nullify line.  Their positions are
+not checked (the verdict says so).  Those pages are counted as erased, not as equal to
+the source.  Without SOURCE nothing is excused.
 
 Every page is decoded by the reader's own decoder (the compiled core, every
 codec, GIL released), on a thread pool in chunks of descriptors.  Prints one
@@ -50,27 +51,29 @@ DESC = kdump.DESC
 
 
 def erase_budget(text):
-    """Bytes makedumpfile's eraseinfo text says were erased (``erase EXPR size N`` /
-    ``erase EXPR nullify``, a pointer: 8 bytes), or None when there is no record."""
+    """Bytes makedumpfile's eraseinfo text says were erased, by fill: {'X': the sum of the
+    ``erase EXPR size N`` lines, 0: 8 per ``erase EXPR nullify`` line (a pointer)}, or None
+    when there is no record."""
     if not text:
         return None
-    total = 0
+    total = {0x58: 0, 0: 0}
     for line in text.decode("ascii", "replace").splitlines():
         words = line.split()
         if len(words) == 4 and words[0] == "erase" and words[2] == "size" and words[3].isdigit():
-            total += int(words[3])
+            total[0x58] += int(words[3])
         elif len(words) == 3 and words[0] == "erase" and words[2] == "nullify":
-            total += 8
+            total[0] += 8
     return total
 
 
 class _Erased:
-    """Pages that differ from the source only in erase fills, within the dump's eraseinfo."""
+    """Pages that differ from the SOURCE only in erase fills, each fill's count within what the
+    dump's eraseinfo records for it ('X': size lines, 0: nullify lines).  Only the counts are
+    held to the record, not the positions; without a SOURCE nothing is excused (two copies of a
+    page in one dump were erased alike)."""
 
-    FILLS = (0x58, 0)
-
-    def __init__(self, budget):
-        self.budget, self.by_pfn = budget, {}
+    def __init__(self, budget, source):
+        self.budget, self.by_pfn = (budget if source is not None else None), {}
         self.lock = threading.Lock()
 
     def accounts_for(self, pfn, got, want):
@@ -78,21 +81,23 @@ class _Erased:
         erase fills; counted once per pfn (an ELF dump may store a page twice)."""
         if self.budget is None:
             return False
-        n = 0
+        n = dict.fromkeys(self.budget, 0)
         for a, b in zip(got, want):
             if a != b:
-                if a not in self.FILLS:
+                if a not in n:
                     return False
-                n += 1
+                n[a] += 1
         with self.lock:
             self.by_pfn[pfn] = n
         return True
 
     def report(self, result, problems):
-        result["pages_erased"], result["bytes_erased"] = len(self.by_pfn), sum(self.by_pfn.values())
-        if self.budget is not None and result["bytes_erased"] > self.budget:
-            problems.add(f"{result['bytes_erased']} bytes differ from the source as erased, but the eraseinfo "
-                         f"records only {self.budget}")
+        got = {fill: sum(n[fill] for n in self.by_pfn.values()) for fill in self.budget or ()}
+        result["pages_erased"], result["bytes_erased"] = len(self.by_pfn), sum(got.values())
+        for fill, n in got.items():
+            if n > self.budget[fill]:
+                problems.add(f"{n} bytes differ from the source as {'X' if fill else '0 (nullify)'} erase fill, "
+                             f"but the eraseinfo records only {self.budget[fill]}")
 
 
 class _Problems:
@@ -218,7 +223,7 @@ def _check_kdump(r, source, threads, result, problems):
         problems.add("the checksum trailer is not one of a kdump-compressed dump")
         sums = None
     codec_counts = {}
-    erased = _Erased(erase_budget(recorded(r)))
+    erased = _Erased(erase_budget(recorded(r)), source)
     counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
     counts_lock = threading.Lock()
     def task(arg):
@@ -418,7 +423,7 @@ def _check_elf(d, source, threads, result, problems):
     counts = {"checked": 0, "compared": 0}
     lock = threading.Lock()
     block = 4 << 20
-    erased = _Erased(erase_budget(recorded(d)))
+    erased = _Erased(erase_budget(recorded(d)), source)
 
     def task(arg):
         phys, size, off = arg
@@ -568,8 +573,8 @@ def _verdict(r):
     if r["ok"]:
         cmp = f", {r['pages_compared']} equal to the source" if r["source"] else ""
         if r.get("pages_erased"):
-            cmp += (f", {r['pages_erased']} equal to it but for {r['bytes_erased']} erased bytes "
-                    f"(eraseinfo)")
+            cmp += (f", {r['pages_erased']} differ only in {r['bytes_erased']} erase-fill bytes, within what "
+                    "the eraseinfo records; their positions are not checked")
         used = f" ({used})" if used else ""
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""

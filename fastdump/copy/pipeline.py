@@ -140,7 +140,8 @@ class Dump:
                                     window_bytes=o.window_bytes, use_mmap=o.use_mmap)
                 eraseinfo, erased = self._set_erase(src, engine)
                 utsname = read_utsname(src, erased)
-                r = _Run(src=src, engine=engine, utsname=utsname, host=host_name(utsname), when=time.localtime(),
+                host = host_name(utsname, read_utsname(src) if erased else None)
+                r = _Run(src=src, engine=engine, utsname=utsname, host=host, when=time.localtime(),
                          elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None,
                          eraseinfo=eraseinfo, erased=erased)
                 stats = self._run_split(r) if o.split else self._run_targets(r)
@@ -287,7 +288,7 @@ class Dump:
         """The kernel log beside the first local target that takes it."""
         try:
             from ..kernel.dmesg import extract_dmesg
-            text = extract_dmesg(r.src).encode()
+            text = extract_dmesg(r.src, erased=r.erased).encode()
         except (ImportError, FastdumpError) as e:
             self.warn(f"kernel log not saved: {e}")
             return
@@ -339,13 +340,13 @@ class Dump:
         o = self.o
         if o.dry_run:
             return
-        target.after_dump(r.src, stats, self.warn, dmesg=o.dmesg)
+        target.after_dump(r.src, stats, self.warn, dmesg=o.dmesg, erased=r.erased)
         path = target.dmesg_path()
         if path is None or not o.dmesg or path == r.log_saved:
             return
         try:
             from ..kernel.dmesg import extract_dmesg
-            text = extract_dmesg(r.src)
+            text = extract_dmesg(r.src, erased=r.erased)
         except ImportError:
             return
         except FastdumpError as e:

@@ -100,6 +100,16 @@ def check_fits_elf32(loads, *, with_offsets=False):
 ERASEINFO = b"ERASEINFO"    # makedumpfile's note name for its record of erased data
 
 
+def notes_recording(source, eraseinfo):
+    """``source``'s note bytes with ``eraseinfo`` as its one ERASEINFO note, after the others:
+    any ERASEINFO note the source had is dropped, as ``eraseinfo`` already holds its record
+    (kernel/erase.recorded), so a dump made from a dump records each erasure once."""
+    if not eraseinfo:
+        return source.note_bytes
+    return b"".join(elf.build_note(n.name, n.type, n.desc) for n in source.notes if n.name != ERASEINFO) \
+        + elf.build_note(ERASEINFO, 0, eraseinfo)
+
+
 class ElfDumpWriter:
     """Builds the header once every piece is known, then writes page data in order."""
 
@@ -110,9 +120,7 @@ class ElfDumpWriter:
         self.sink = sink
         self.source = source
         self.elfclass = elfclass or source.elfclass
-        self.notes = b"".join(elf.build_note(n.name, n.type, n.desc) for n in source.notes
-                              if n.name != ERASEINFO) if eraseinfo else source.note_bytes
-        self.notes += elf.build_note(ERASEINFO, 0, eraseinfo) if eraseinfo else b""
+        self.notes = notes_recording(source, eraseinfo)
         self.segments = segments
         self.loads, self.note_offset, self.total_size = self.layout(source, segments, self.elfclass,
                                                                     len(self.notes))

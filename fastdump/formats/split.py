@@ -5,7 +5,8 @@ full bitmaps; each holds the descriptors and data of one pfn range.  The result
 is one ordinary kdump-compressed file: the part-0 sub header with the split
 fields cleared, the same notes and bitmaps, then all descriptors and data with
 offsets rewritten.  A part's zero pages (descriptors pointing at its own zero
-block) point at the new file's shared zero block.  The result carries checksums
+block) point at the new file's shared zero block.  A part's eraseinfo (``--config``) is written after the data and named
+by the sub header, as makedumpfile does.  The result carries checksums
 of its own (``checksums.py``), unless a part was incomplete.
 """
 
@@ -15,6 +16,7 @@ import zlib
 
 from ..errors import FastdumpError, FormatError
 from ..targets.sinks import FileSink
+from ..kernel.erase import recorded
 from . import checksums, kdump, salvage
 
 CHUNK = 1 << 10  # descriptors per step (on a full disk, what is lost is at most one step)
@@ -45,7 +47,10 @@ def reassemble(paths, target, *, force=False):
     first = parts[0]
     try:
         head = bytearray(first.prologue())
-        whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0)
+        # the eraseinfo goes after the data, as makedumpfile places it: named once it is written
+        whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0,
+                                          offset_eraseinfo=0, size_eraseinfo=0)
+        eraseinfo = next((info for info in map(recorded, parts) if info), b"")
         kdump.SUB_HEADER.pack_into(head, first.block_size, *whole)
         total = first.n_descriptors(all_parts=True)
         desc_table = first.desc_off
@@ -109,6 +114,14 @@ def reassemble(paths, target, *, force=False):
                 crc_out += len(crcs)
                 pages += n
         if not any(p.incomplete for p in parts):   # an incomplete result carries no checksums
+            if eraseinfo:
+                sink.pwrite(eraseinfo, data_out)
+                sums.region(checksums.ERASEINFO, data_out, eraseinfo)
+                whole = whole._replace(offset_eraseinfo=data_out, size_eraseinfo=len(eraseinfo))
+                kdump.SUB_HEADER.pack_into(head, bs, *whole)
+                sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
+                sink.pwrite(bytes(head[bs:]), bs)
+                data_out += len(eraseinfo)
             sink.pwrite(sums.trailer(data_out, array_off=crc_off, array_count=pages), data_out)
         sink.barrier()
         sink.pwrite(final_head, 0)

@@ -359,16 +359,17 @@ def generation(vi):
     return None
 
 
-def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
+def extract_dmesg(dump, *, caller=False, partial=False, problems=None, erased=None):
     """The kernel log of ``dump`` (an opened source/dump, or a path) as text.
 
-    ``problems``, if a list, receives one line per thing that was skipped or
+    ``erased``: the run's erase.EraseList (--config): the log read as the dump holds it,
+    so a file beside the dump keeps no erased byte.  ``problems``, if a list, receives one line per thing that was skipped or
     repaired (corrupt records, missing pages).  Raises FastdumpError when no
     log can be extracted."""
     if isinstance(dump, (str, bytes, os.PathLike)):
         from ..sources.opener import open_dump
         with open_dump(dump) as d:
-            return extract_dmesg(d, caller=caller, partial=partial, problems=problems)
+            return extract_dmesg(d, caller=caller, partial=partial, problems=problems, erased=erased)
     problems = problems if problems is not None else []
     vi = getattr(dump, "vmcoreinfo", None)
     if vi is None:
@@ -380,7 +381,7 @@ def extract_dmesg(dump, *, caller=False, partial=False, problems=None):
     machine = getattr(dump, "machine", None)
     if machine is not None and machine != 62:     # EM_X86_64
         raise DmesgError(f"kernel log extraction supports x86_64 dumps only (ELF machine {machine})")
-    mem = KernelMemory(dump, vi, error=DmesgError)
+    mem = KernelMemory(dump, vi, error=DmesgError, erased=erased)
     try:
         if kind == "lockless":
             return _lockless(mem, vi, caller=caller, partial=partial, problems=problems)

@@ -16,8 +16,9 @@ the bytes as (pfn, offset, length, fill) pieces, each inside one page, which the
 core overwrites in every page it copies, and the eraseinfo text makedumpfile records
 in the dump.  As makedumpfile: ``erase`` fills with 'X', ``nullify`` sets a pointer to
 0, a pointer member is followed to the data it points to, a ``char *`` erases its
-string (at most 1024 bytes).  Anything that cannot be resolved is an error, never a
-dump that silently keeps the secret.
+string (at most 1024 bytes), a NULL pointer on the way skips the command (nothing
+lies behind it).  Anything else that cannot be resolved is an error, never a dump
+that silently keeps the secret.
 """
 
 import re
@@ -36,6 +37,7 @@ NULLIFY_FILL = 0
 MAX_STRLEN = 1024             # makedumpfile's bound on a char * string
 MAX_LOOP = 1 << 20            # elements of one list or array walked at most
 MAX_ERASED = 1 << 30          # bytes one command may erase
+MAX_CONFIG = 1 << 20          # bytes of a config file
 PAGE = 4096
 KERNEL_SPACE = 0xFFFF800000000000   # x86_64: below it, kallsyms gives per-CPU offsets
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -49,6 +51,11 @@ class ConfigError(UsageError):
 
 class EraseError(FastdumpError):
     """A command that names data this dump cannot locate."""
+
+
+class _Null(Exception):
+    """A NULL pointer met on the way: nothing lies behind it to erase, so makedumpfile skips
+    the command (or loop), records nothing for it and goes on."""
 
 
 class Erase:
@@ -160,10 +167,14 @@ def recorded(dump):
 
 
 def load(path):
-    """parse() of a file; an unreadable file is one line."""
+    """parse() of a file; an unreadable or longer than MAX_CONFIG file is one line (never
+    parsed in part: the commands past a cut would silently not be erased)."""
     try:
         with open(path, "rb") as f:
-            text = f.read(1 << 20).decode("utf-8")
+            data = f.read(MAX_CONFIG + 1)
+        if len(data) > MAX_CONFIG:
+            raise ConfigError(f"--config {path}: longer than {MAX_CONFIG} bytes")
+        text = data.decode("utf-8")
     except OSError as e:
         raise UsageError(f"--config {path}: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -232,21 +243,39 @@ class _Resolver:
         raise EraseError(f"{where}: {text}")
 
     # -- expressions --------------------------------------------------------------
-    def _var_type(self, where, name, members):
+    def _var_type(self, where, name, members, *, address_only=False):
         """The BTF type id of global variable ``name``: its BTF VAR, else the vmlinux's debug
         info (-x), else the one type its ``members`` path proves; None when not known and
-        no member is taken."""
+        no member is taken (``address_only``: the caller uses only its address)."""
         try:
             tid = self.k.btf.variable(name)
         except NotAvailable:
             if members:
                 raise
+            if not address_only:
+                self._not_a_pointer(where, name)
             return None                  # erase SYMBOL size N needs no type
         if tid is None and self.vmlinux:
             tid = self._vmlinux_type(where, name, required=bool(members))
+        if tid is None and (members or not address_only):
+            self._not_a_pointer(where, name)
         if tid is None and members:
             tid = self._type_from_path(where, name, members)
         return tid
+
+    def _not_a_pointer(self, where, name):
+        """A global of unknown type may be a pointer, which makedumpfile follows: taking its own
+        bytes for the data would erase the wrong thing and keep the secret.  Refused unless its
+        first 8 bytes are readable and no kernel address this dump can translate."""
+        value = self._u64(where, self.k.symbol(name))        # unreadable: cannot tell, refused
+        if value < KERNEL_SPACE:
+            return
+        try:
+            self.k.translate(value)
+        except FastdumpError:
+            return
+        self._fail(where, f"{name} may be a pointer (it holds kernel address {value:#x}) and the kernel's BTF "
+                          "does not give its type (no VAR for it): give -x VMLINUX")
 
     def _type_from_path(self, where, name, members):
         """Debian's BTF has no VAR for an ordinary global, but ``name.a.b`` says its type has
@@ -313,7 +342,7 @@ class _Resolver:
         _, t = self.k.btf.resolve(v.tid)
         va = self._u64(where, v.va)
         if va == 0:
-            self._fail(where, "a NULL pointer on the way")
+            raise _Null
         return _Value(va, t.ref)
 
     def _u64(self, where, va):
@@ -322,7 +351,7 @@ class _Resolver:
         except NotAvailable as e:
             self._fail(where, str(e))
 
-    def value(self, where, expr, scope):
+    def value(self, where, expr, scope, *, address_only=False):
         """The object ``expr`` names (a trailing pointer is not followed)."""
         first, *members = expr.split(".")
         if first in scope:
@@ -331,7 +360,7 @@ class _Resolver:
             va = self.k.symbol(first)
             if va < KERNEL_SPACE:
                 self._fail(where, f"{first} is a per-CPU variable (one copy per CPU): not supported")
-            v = _Value(va, self._var_type(where, first, members))
+            v = _Value(va, self._var_type(where, first, members, address_only=address_only))
         if not members:
             return v
         steps, tid = self._path(where, expr, v.tid, members)
@@ -340,7 +369,7 @@ class _Resolver:
             if deref:
                 va = self._u64(where, va)
                 if va == 0:
-                    self._fail(where, "a NULL pointer on the way")
+                    raise _Null
             va += off
         return _Value(va, tid)
 
@@ -399,6 +428,8 @@ class _Resolver:
             if not 0 < size <= MAX_ERASED:
                 self._fail(where, f"{cmd.expr}: size {size} is out of range")
             self._add(v.va, size, ERASE_FILL, f"erase {cmd.expr} size {size}\n")
+        except _Null:
+            return
         except NotAvailable as e:
             self._fail(where, f"{cmd.expr}: {e}")
 
@@ -427,6 +458,8 @@ class _Resolver:
             for element in self._elements(lp):
                 for cmd in lp.body:
                     self.erase(cmd, {lp.ident: element})
+        except _Null:
+            return
         except NotAvailable as e:
             self._fail(where, f"for {lp.ident} in {lp.target}: {e}")
 
@@ -434,7 +467,7 @@ class _Resolver:
         btf, where = self.k.btf, lp.where
         if lp.within:                          # a list_head: its entries' containing structs
             st, member = lp.within
-            head = self.value(where, lp.target, {}).va
+            head = self.value(where, lp.target, {}, address_only=True).va
             sid = btf.struct_id(st)
             off = self.k.offsetof(st, member)
             yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))

@@ -98,8 +98,9 @@ class Target:
     def _open(self, *, host, when, flat, force, direct):
         raise NotImplementedError
 
-    def after_dump(self, src, stats, warn, *, dmesg=True):
-        """Once the dump is complete: whatever else this kind of target keeps beside it."""
+    def after_dump(self, src, stats, warn, *, dmesg=True, erased=None):
+        """Once the dump is complete: whatever else this kind of target keeps beside it
+        (``erased``: the run's --config EraseList, for what it reads from the kernel)."""
 
 
 def _free_bytes_at(directory):
@@ -252,14 +253,14 @@ class S3Target(Target):
         self.sink = S3Sink(self.client, self.bucket, key, **limits_from_env(os.environ))
         return self.sink
 
-    def after_dump(self, src, stats, warn, *, dmesg=True):
+    def after_dump(self, src, stats, warn, *, dmesg=True, erased=None):
         """The kernel log (unless --no-dmesg) and the manifest: a dump already stored
         never fails over them."""
         from .s3 import manifest
         log = None
         try:
             from ..kernel.dmesg import extract_dmesg
-            log = extract_dmesg(src) if dmesg else None
+            log = extract_dmesg(src, erased=erased) if dmesg else None
         except (ImportError, FastdumpError) as e:
             warn(f"no vmcore-dmesg.txt: {e}")
         try:
@@ -267,7 +268,7 @@ class S3Target(Target):
                 self.client.put_object(self.bucket, self.dir_key + "vmcore-dmesg.txt", log.encode(),
                                        "text/plain; charset=utf-8")
             self.client.put_object(self.bucket, self.dir_key + "manifest.json",
-                                   manifest(src, stats, log, self.sink), "application/json")
+                                   manifest(src, stats, log, self.sink, erased), "application/json")
         except FastdumpError as e:
             warn(f"{self.spec}: the dump is stored, but not its log or manifest: {e}")
 
@@ -374,8 +375,13 @@ def parse_target(spec, *, ssh_key=None, known_hosts=None, s3_credentials=None):
     return FileTarget(spec, path=spec)
 
 
-def host_name(utsname):
+def host_name(utsname, unerased=None):
+    """The crashed host's name for a target's directory: its nodename; "host" when --config
+    erased any of it (``unerased``: the utsname read without the erase), so the name neither
+    shows the fill nor gives the secret away; else this machine's name."""
     node = utsname[1] if utsname and len(utsname) > 1 else ""
+    if unerased is not None and len(unerased) > 1 and unerased[1] != node:
+        return "host"
     if node and node != "(none)":
         return node
     try:

@@ -301,14 +301,14 @@ class S3Sink:
             return False
 
 
-def manifest(src, stats, log, sink):
+def manifest(src, stats, log, sink, erased=None):
     """The JSON kept beside a dump, all a fleet needs to triage without opening it:
     kernel, crash time, panic line and backtrace signature, level, codec, sizes, pages."""
     from ..kernel.oops import summarize
     from ..kernel.utsname import read_utsname
     vi = getattr(src, "vmcoreinfo", None)
     crashtime = vi.crashtime if vi is not None else None
-    uts = read_utsname(src)
+    uts = read_utsname(src, erased)         # an erased nodename is no host name here either
     doc = {"manifest_version": 1, "object": sink.name, "format": stats.format,
            "host": uts[1] if len(uts) > 1 else None, "kernel_release": uts[2] if len(uts) > 2 else None,
            "crash_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(crashtime)) if crashtime else None,
