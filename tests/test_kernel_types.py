@@ -102,6 +102,52 @@ def test_btf_loops_and_bad_sections_are_not_available():
         Btf(b"\0" * 64)
 
 
+def test_btf_enumerators_by_name_first_of_a_name_negative_and_64_bit():
+    b = sample_btf()
+    b.enum("migratetype", [("MIGRATE_UNMOVABLE", 0), ("MIGRATE_PCPTYPES", 3), ("NEG", -5)])
+    b.enum("other", [("MIGRATE_PCPTYPES", 9)])                    # a second of the name: not taken
+    b.enum("big", [("HUGE", 1 << 40), ("HUGE_NEG", -(1 << 40))])
+    btf = Btf(b.blob())
+    for name, value in [("MIGRATE_PCPTYPES", 3), ("NEG", -5), ("MIGRATE_UNMOVABLE", 0), ("HUGE", 1 << 40),
+                        ("HUGE_NEG", -(1 << 40)), ("nothing", None), ("page", None)]:
+        assert btf.enumerator(name) == value, name
+        assert btf.enumerators.get(name) == value, name         # the decoded table agrees
+
+
+def test_btf_records_past_the_section_and_names_outside_are_refused():
+    b = sample_btf()
+    blob = bytearray(b.blob())
+    struct.pack_into("<I", blob, 24, 1 << 30)                   # first type's name offset: outside
+    with pytest.raises(NotAvailable, match="type 1 names a string outside"):
+        Btf(bytes(blob))
+    blob = bytearray(b.blob())
+    struct.pack_into("<I", blob, 24 + 4, (4 << 24) | 0xFFFF)    # a struct of 65535 members: past the section
+    with pytest.raises(NotAvailable, match="running past"):
+        Btf(bytes(blob))
+
+
+def test_kallsyms_names_read_in_small_pieces_give_the_same_answers(monkeypatch):
+    """Entries (the two-byte big symbol too) cut at every piece boundary are resumed."""
+    from fastdump.kernel.types import kallsyms
+    mem, vi = make()
+    whole = Symbols(mem.read, vi)
+    for chunk in (7, 64, 301):
+        monkeypatch.setattr(kallsyms, "NAMES_CHUNK", chunk)
+        syms = Symbols(mem.read, vi)
+        for name in ("jiffies", "x" * 300, "a_static", "_stext", "runqueues"):
+            assert syms.address(name) == whole.address(name) and syms.kind(name) == whole.kind(name)
+
+
+def test_kallsyms_name_of_impossible_length_is_not_available():
+    """A name that expands past KSYM_NAME_LEN (tokens of 5+ bytes) before the wanted ones."""
+    def patch(layout):
+        va, names = layout["kallsyms_names"]
+        layout["kallsyms_names"] = (va, bytes([0x80 | 0x7F, 1]) + bytes([2]) * 255 + names[1 + names[0]:])
+    mem, vi = make(patch=patch)
+    with pytest.raises(NotAvailable, match="impossible length"):
+        Symbols(mem.read, vi)
+
+
 # -- the accessor ------------------------------------------------------------------------
 class FakeDump:
     machine = 62

@@ -91,8 +91,9 @@ def test_sdist_wheel_holds_every_module_typed(built):
     modules = {str(p.relative_to(root)) for p in (root / "fastdump").rglob("*.py")}
     assert modules and not modules - names, f"modules missing from the wheel: {sorted(modules - names)}"
     so = [n for n in names if n.endswith(".so")]
-    assert any("_core" in n for n in so) and any("_pagescan" in n for n in so)
+    assert all(any(m in n for n in so) for m in ("_core", "_pagescan", "_kerneltables")), so
     for typed in ("fastdump/py.typed", "fastdump/_core.pyi", "fastdump/_pagescan.pyi", "fastdump/_pageclass.pyi",
+                  "fastdump/_kerneltables.pyi",
                   "fastdump/deploy/dracut/99fastdump/module-setup.sh"):
         assert typed in names, typed
     assert any(n.endswith("entry_points.txt") for n in names)
@@ -170,7 +171,8 @@ def test_public_api_types():
 def test_compiled_stubs_match_the_built_modules():
     """Every name the compiled modules define is in their stub, with the same parameters."""
     r = run_tool("mypy.stubtest", "--mypy-config-file", "pyproject.toml", "--ignore-disjoint-bases",
-                 "--allowlist", "tests/stubtest-allowlist.txt", "fastdump._core", "fastdump._pagescan", "fastdump._pageclass")
+                 "--allowlist", "tests/stubtest-allowlist.txt", "fastdump._core", "fastdump._pagescan", "fastdump._pageclass",
+                 "fastdump._kerneltables")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
 
 

@@ -113,6 +113,14 @@ class BtfBuilder:
                                      (((m[3] if len(m) > 3 else 0) << 24) | m[2]) if kflag else m[2]) for m in members)
         return self._add(5 if union else 4, name, len(members), size, extra, kflag)
 
+    def enum(self, name, values, size=4):
+        """``values``: [(name, value)]; an ENUM64 when a value does not fit 32 bits signed."""
+        if all(-(1 << 31) <= v < 1 << 31 for _, v in values):
+            extra = b"".join(struct.pack("<Ii", self._name(n), v) for n, v in values)
+            return self._add(6, name, len(values), size, extra)
+        extra = b"".join(struct.pack("<IIi", self._name(n), v & 0xFFFFFFFF, v >> 32) for n, v in values)
+        return self._add(19, name, len(values), 8, extra)
+
     def typedef(self, name, to):
         return self._add(8, name, 0, to)
 

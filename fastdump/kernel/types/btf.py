@@ -17,6 +17,7 @@ import bisect
 import struct
 from array import array
 
+from ..._kerneltables import TableError, btf_enumerator, btf_records
 from . import NotAvailable
 
 MAGIC = 0xEB9F
@@ -27,9 +28,6 @@ MAX_DEPTH = 64          # typedef/const/array chains and nested anonymous member
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
 _MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
-#: bytes of kind-specific data after a btf_type: fixed, and per vlen item
-_EXTRA = {INT: (4, 0), ARRAY: (12, 0), STRUCT: (0, 12), UNION: (0, 12), ENUM: (0, 8), FUNC_PROTO: (0, 8),
-          VAR: (4, 0), DATASEC: (0, 12), DECL_TAG: (4, 0), ENUM64: (0, 12)}
 _HDR = struct.Struct("<HBBIIIII")
 _TYPE = struct.Struct("<III")
 
@@ -81,30 +79,15 @@ class Btf:
 
     def _index(self, pos, end):
         """Check every record's extent and kind; remember where each is and, sorted by name
-        offset, the named structs/unions and the named typedefs and scalars."""
-        blob, structs, others = self._blob, array("Q"), array("Q")   # name offset << 32 | type id
-        while pos < end:
-            if pos + _TYPE.size > end:
-                raise NotAvailable("BTF: a type record is cut short")
-            name_off, info, _ = _TYPE.unpack_from(blob, pos)
-            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            if kind not in _EXTRA and kind not in (PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
-                                                  TYPE_TAG):
-                raise NotAvailable(f"BTF: unknown kind {kind} (type {len(self._at)})")
-            if name_off >= self._str_end - self._str0:
-                raise NotAvailable("BTF: a name lies outside the string section")
-            fixed, per = _EXTRA.get(kind, (0, 0))
-            if pos + _TYPE.size + fixed + per * vlen > end:
-                raise NotAvailable("BTF: a type's data runs past the type section")
-            if name_off:
-                if kind in (STRUCT, UNION):
-                    structs.append(name_off << 32 | len(self._at))
-                elif kind in (TYPEDEF, ENUM, ENUM64, INT, FLOAT):
-                    others.append(name_off << 32 | len(self._at))
-            self._at.append(pos)
-            pos += _TYPE.size + fixed + per * vlen
-        self._structs = _SortedIndex(structs)
-        self._others = _SortedIndex(others)
+        offset, the named structs/unions and the named typedefs and scalars.  The walk
+        is compiled (fastdump/_kerneltables): 150,000 records took 0.1 s in Python."""
+        try:
+            at, structs, others = btf_records(self._blob, pos, end, self._str_end - self._str0)
+        except TableError as e:
+            raise NotAvailable(f"BTF: {e}") from None
+        self._at.frombytes(at)
+        self._structs = _SortedIndex(array("Q", structs))
+        self._others = _SortedIndex(array("Q", others))
 
     def get(self, tid):
         if not 0 < tid < len(self._at):
@@ -147,6 +130,14 @@ class Btf:
                     out.setdefault(self._name(e_name), value)
             self._enumerators = out
         return self._enumerators
+
+    def enumerator(self, name):
+        """The value of enumerator ``name`` (the first one of that name), or None; found by
+        its string's offset with a compiled walk, without decoding every enum."""
+        if self._enumerators is not None:
+            return self._enumerators.get(name)
+        off = self._name_offset(name)
+        return None if off is None else btf_enumerator(self._blob, self._at, off)
 
     def _name_offset(self, name):
         """Where ``name`` is in the string section (kernel BTF has each string once), or None."""

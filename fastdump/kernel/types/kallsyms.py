@@ -26,6 +26,7 @@ import struct
 import sys
 from array import array
 
+from ..._kerneltables import TableError, kallsyms_entries, kallsyms_find
 from ..vtop import U64
 from . import NotAvailable
 
@@ -34,6 +35,8 @@ MAX_SYMBOLS = 4_000_000
 #: kallsyms_names is at most a few bytes per token per symbol
 MAX_NAMES_BYTES = 64 << 20
 KSYM_NAME_LEN = 512
+#: kallsyms_names is read in pieces of this size
+NAMES_CHUNK = 1 << 20
 #: VMCOREINFO symbols that are not the address of a same-named kallsyms symbol:
 #: arrays given by value (mem_section, vmemmap), and x86's alias swapper_pg_dir.
 _NOT_ADDRESSES = {"mem_section", "vmemmap", "swapper_pg_dir", "node_data", "contig_page_data"}
@@ -46,7 +49,7 @@ class Symbols:
 
     Memory stays small (a capture kernel has little): the tables are kept as they are in
     the dump (a few MiB) and a name is found by decoding the names in order, once per
-    name asked (a fraction of a second); answers are remembered."""
+    batch of names asked (milliseconds, compiled); answers are remembered."""
 
     def __init__(self, read, vmcoreinfo, *, prefetch=()):
         """``read(va, size)`` returns kernel virtual memory (raising on what is missing);
@@ -90,51 +93,38 @@ class Symbols:
         return tokens
 
     def _names_table(self, va, count):
-        """kallsyms_names as it is (every entry checked to lie inside it) and where each entry starts."""
-        buf = _Stream(self._read, va)
-        raw, starts = bytearray(), array("I")
-        for _ in range(count):
-            starts.append(len(raw))
-            head = buf.take(1)
-            length = head[0]
-            if length & 0x80:
-                head += buf.take(1)
-                length = (length & 0x7F) | (head[1] << 7)
-            if length == 0:
-                raise NotAvailable("kallsyms: a kallsyms_names entry is empty")
-            raw += head
-            raw += buf.take(length)
-        return raw, starts
-
-    def _decode(self, i):
-        raw, pos = self._names, self._starts[i]
-        length = raw[pos]
-        pos += 1
-        if length & 0x80:
-            length = (length & 0x7F) | (raw[pos] << 7)
-            pos += 1
-        tokens = self._tokens
-        full = b"".join([tokens[t] for t in raw[pos:pos + length]])
-        if len(full) < 2 or len(full) > KSYM_NAME_LEN:
-            raise NotAvailable("kallsyms: a symbol name has an impossible length")
-        return full
+        """kallsyms_names as read (every entry checked to lie inside it) and where each entry
+        starts, read forward in pieces until ``count`` entries are whole."""
+        raw, starts = bytearray(), array("I", bytes(4 * count))
+        done = pos = 0
+        while done < count:
+            if len(raw) >= MAX_NAMES_BYTES:
+                raise NotAvailable("kallsyms: kallsyms_names runs past any plausible size")
+            more = _read(self._read, va + len(raw), NAMES_CHUNK, partial=True)
+            raw += more
+            try:
+                done, pos = kallsyms_entries(raw, count, starts, done, pos)
+            except TableError as e:
+                raise NotAvailable(f"kallsyms: {e}") from None
+            if done < count and len(more) < NAMES_CHUNK:
+                raise NotAvailable("kallsyms: kallsyms_names is cut short")
+        del raw[pos:]
+        return bytes(raw), starts
 
     def find(self, names):
         """Look ``names`` up in one pass over the table (the first of same-named statics wins,
-        as kallsyms_lookup_name); remembers the answers."""
+        as kallsyms_lookup_name); remembers the answers.  The decoding loop is compiled
+        (fastdump/_kerneltables): a pass over a 6.12 kernel's 170,000 names takes
+        milliseconds, not the 0.2 s it took in Python."""
         wanted = {n.encode("ascii", "replace") for n in names if n not in self._found}
         if wanted:
             self._tables()
-            for i in range(self.count):
-                full = self._decode(i)
-                name = full[1:]
-                if name in wanted:
-                    self._found[name.decode("ascii")] = (i, chr(full[0]))
-                    wanted.discard(name)
-                    if not wanted:
-                        break
-            for n in wanted:
-                self._found[n.decode("ascii", "replace")] = None
+            try:
+                hits = kallsyms_find(self._names, self._starts, self._tokens, wanted)
+            except TableError as e:
+                raise NotAvailable(f"kallsyms: {e}") from None
+            for name in wanted:
+                self._found[name.decode("ascii", "replace")] = hits.get(name)
         return {n: self._found.get(n) for n in names}
 
     def compact(self):
@@ -171,28 +161,6 @@ class Symbols:
 
     def __len__(self):
         return self.count
-
-
-class _Stream:
-    """Bytes of kernel memory read forward in large pieces, bounded by MAX_NAMES_BYTES."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, read, va):
-        self.read, self.va, self.data, self.pos, self.fetched = read, va, b"", 0, 0
-
-    def take(self, n):
-        if len(self.data) - self.pos < n:
-            if self.fetched >= MAX_NAMES_BYTES:
-                raise NotAvailable("kallsyms: kallsyms_names runs past any plausible size")
-            more = _read(self.read, self.va + self.fetched, self.CHUNK, partial=True)
-            self.data, self.pos = self.data[self.pos:] + more, 0
-            self.fetched += len(more)
-            if len(self.data) < n:
-                raise NotAvailable("kallsyms: kallsyms_names is cut short")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
 
 
 def _read(read, va, size, *, partial=False):

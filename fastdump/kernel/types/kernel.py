@@ -140,10 +140,10 @@ class Kernel:
 
     def enumerator(self, name):
         """The value of an enum constant (``MIGRATE_PCPTYPES``)."""
-        try:
-            return self.btf.enumerators[name]
-        except KeyError:
-            raise NotAvailable(f"BTF: no enumerator {name}") from None
+        value = self.btf.enumerator(name)
+        if value is None:
+            raise NotAvailable(f"BTF: no enumerator {name}")
+        return value
 
     def offsetof(self, struct_name, path):
         m = self.member(struct_name, path)
