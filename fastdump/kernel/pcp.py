@@ -105,6 +105,8 @@ class _Layout:
         except NotAvailable:
             self.page_link = k.offsetof("page", "lru")
         self.page_refcount = k.offsetof("page", "_refcount")
+        # the bytes of a struct page the walk reads: its list link and its reference count
+        self.page_read = max(self.page_link + 16, self.page_refcount + 4)
         types = k.enumerator("MIGRATE_PCPTYPES")
         low = types * (PAGE_ALLOC_COSTLY_ORDER + 1)
         if self.nr_lists == types:
@@ -171,13 +173,14 @@ def _walk_cpu(k, memmap, layout, zone, pcp):
             if found >= count or nxt in seen:
                 raise _Reject(f"list {i} holds more than count={count} pages or loops")
             seen.add(nxt)
-            link = k.read(nxt, 16)
+            page = k.read(nxt - layout.page_link, layout.page_read)    # one read per entry: link and refcount
+            link = page[layout.page_link:layout.page_link + 16]
             if int.from_bytes(link[8:], "little") != cur:
                 raise _Reject(f"list {i}: a link's prev does not point back")
             pfn = memmap.pfn_of_struct_va(nxt - layout.page_link, zone.start)
             if pfn is None or not zone.start <= pfn or pfn + (1 << order) > zone.end or pfn % (1 << order):
                 raise _Reject(f"list {i}: an entry is not a struct page of this zone")
-            if k.read_u32(nxt - layout.page_link + layout.page_refcount) != 0:
+            if int.from_bytes(page[layout.page_refcount:layout.page_refcount + 4], "little") != 0:
                 raise _Reject(f"list {i}: pfn {pfn} has references")
             runs.append((pfn, 1 << order))
             found += 1 << order
