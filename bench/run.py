@@ -66,7 +66,38 @@ def build_inputs(quick, keep=None):
         if keep and f"real-{kernel}" not in keep:
             continue
         inputs.append({"name": f"real-{kernel}", "kind": "real", "path": raw, "ram": os.path.getsize(raw)})
+    for raw in sorted(glob.glob(os.path.join(BIG_REAL, "*", "vmcore.raw"))):
+        name = f"real{round(os.path.getsize(raw) / GiB)}G-{os.path.basename(os.path.dirname(raw))}"
+        if not keep or name in keep:
+            inputs.append({"name": name, "kind": "bigreal", "path": raw, "ram": os.path.getsize(raw)})
     return inputs
+
+
+#: the big real guest (``--make-big-real``): its own e2e cache, the kernels shared with tests/e2e
+BIG_REAL = os.path.join(CACHE, "e2e")
+BIG_REAL_MIB = 16384
+#: what the guest's workload fills: 6 GiB user data, 4.5 GiB page cache, some shmem and tmpfs,
+#: 1 GiB freed; the rest is the kernel, free memory and the capture kernel's reserve
+BIG_REAL_CLASSES = "user=6144,cache=4608,shmem=512,tmpfs=512,free=1024"
+
+
+def make_big_real(kernel, log):
+    """Boot ``kernel`` in a 16 GiB QEMU guest (tests/e2e/run.py), fill its memory, crash it
+    and keep the capture kernel's raw /proc/vmcore (dense, as dd wrote it): about 8 minutes
+    under TCG, 16 GiB of disk for the vmcore (33 GiB while the guest's disk exists)."""
+    os.makedirs(BIG_REAL, exist_ok=True)
+    for shared in ("kernels", "apt"):           # the Debian kernels tests/e2e already fetched
+        link, target = os.path.join(BIG_REAL, shared), os.path.join(TOP, ".cache", "e2e", shared)
+        os.makedirs(target, exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+    log(f"booting a {BIG_REAL_MIB} MiB {kernel} guest for the big real vmcore")
+    r = subprocess.run([sys.executable, "-m", "tests.e2e.run", "--kernels", kernel, "--mem", str(BIG_REAL_MIB),
+                        "--levels", "31", "--no-fastdump", "--classes-mib", BIG_REAL_CLASSES], cwd=TOP,
+                       env=dict(os.environ, FASTDUMP_E2E_CACHE=BIG_REAL))
+    shutil.rmtree(os.path.join(BIG_REAL, "work"), ignore_errors=True)
+    if r.returncode:
+        log(f"the big real vmcore of {kernel} could not be made (tests.e2e.run exit {r.returncode})")
 
 
 def fill_holes(path):
@@ -94,41 +125,60 @@ def _next_data(fd, off, size):
 
 # -- makedumpfile builds -------------------------------------------------------------
 def makedumpfile_builds(log, fetch=True):
-    """The installed makedumpfile, and Debian 13's 1.7.6 (which has zstd) unpacked from its .deb."""
+    """The installed makedumpfile; Debian 13's 1.7.6 (which has zstd) unpacked from its .deb;
+    and sid's newest (1.7.8 in November 2026: the first Debian build that classifies 6.12's
+    pages right), unpacked with the sid C library it needs and run through that library's
+    loader.  Each build: name, argv (the command), version, lzo, zstd."""
     builds = []
     sysmdf = shutil.which("makedumpfile")
     if sysmdf:
-        builds.append({"name": "makedumpfile", "exe": sysmdf, "env": {}})
-    dest = os.path.join(TOP, ".cache", "tools", "makedumpfile-trixie")
-    def unpacked():
-        return next((p for p in (os.path.join(dest, "usr", d, "makedumpfile") for d in ("sbin", "bin"))
-                     if os.path.exists(p)), os.path.join(dest, "usr", "sbin", "makedumpfile"))
-    exe = unpacked()
-    if not os.path.exists(exe) and fetch:
-        try:
-            sys.path.insert(0, TOP)
-            from tests.e2e.kernels import Apt
-            apt = Apt("trixie")
-            apt.update()
-            fields = apt.show("makedumpfile")
-            deb = apt.download("makedumpfile", fields["Version"], os.path.join(dest, "debs"))
-            subprocess.run(["dpkg-deb", "-x", deb, dest], check=True)
-        except Exception as e:  # noqa: BLE001 - reported in the results, not fatal
-            log(f"Debian 13 makedumpfile not available: {e}")
-        exe = unpacked()
-    if os.path.exists(exe):
-        r = subprocess.run([exe, "-v"], capture_output=True, text=True)
-        if r.returncode == 0 or "version" in r.stdout + r.stderr:
-            builds.append({"name": "makedumpfile-deb13", "exe": exe, "env": {}})
-        else:
-            log(f"Debian 13 makedumpfile does not run here: {(r.stdout + r.stderr).strip()[:200]}")
-    for b in builds:
-        out = subprocess.run([b["exe"], "-v"], capture_output=True, text=True)
+        builds.append({"name": "makedumpfile", "argv": [sysmdf]})
+    trixie = _unpacked("trixie", ["makedumpfile"], log, fetch)
+    if trixie:
+        builds.append({"name": "makedumpfile-deb13", "argv": [trixie["exe"]]})
+    sid = _unpacked("sid", SID_PACKAGES, log, fetch)
+    if sid:
+        builds.append({"name": "makedumpfile-sid", "argv": [sid["loader"], "--library-path", sid["libs"], sid["exe"]]})
+    for b in list(builds):
+        out = subprocess.run(b["argv"] + ["-v"], capture_output=True, text=True)
         text = out.stdout + out.stderr
-        b["version"] = text.split("version", 1)[1].split()[0] if "version" in text else "?"
+        if "version" not in text:
+            log(f"{b['name']} does not run here: {text.strip()[:200]}")
+            builds.remove(b)
+            continue
+        b["version"] = text.split("version", 1)[1].split()[0]
         b["zstd"] = any(line.split()[:2] == ["zstd", "enabled"] for line in text.splitlines())
         b["lzo"] = any(line.split()[:2] == ["lzo", "enabled"] for line in text.splitlines())
     return builds
+
+
+#: sid's makedumpfile and the libraries of its Depends that Debian 12 has too old (glibc >= 2.38)
+SID_PACKAGES = ["makedumpfile", "libc6", "libdw1t64", "libelf1t64", "liblzo2-2", "libzstd1", "zlib1g",
+                "libbz2-1.0", "liblzma5"]
+
+
+def _unpacked(suite, packages, log, fetch):
+    """``packages`` of Debian ``suite`` unpacked into .cache/tools/makedumpfile-<suite>/ (once):
+    {exe, loader, libs}, or None when they cannot be fetched."""
+    dest = os.path.join(TOP, ".cache", "tools", f"makedumpfile-{suite}")
+    def found():
+        exe = next((p for p in (os.path.join(dest, "usr", d, "makedumpfile") for d in ("sbin", "bin"))
+                    if os.path.exists(p)), None)
+        return exe and {"exe": exe, "loader": os.path.join(dest, "usr", "lib64", "ld-linux-x86-64.so.2"),
+                        "libs": os.path.join(dest, "usr", "lib", "x86_64-linux-gnu")}
+    if not found() and fetch:
+        try:
+            sys.path.insert(0, TOP)
+            from tests.e2e.kernels import Apt
+            apt = Apt(suite)
+            apt.update()
+            for pkg in packages:
+                fields = apt.show(pkg)
+                deb = apt.download(pkg, fields["Version"], os.path.join(dest, "debs"))
+                subprocess.run(["dpkg-deb", "-x", deb, dest], check=True)
+        except Exception as e:  # noqa: BLE001 - reported in the results, not fatal
+            log(f"makedumpfile from Debian {suite} not available: {e}")
+    return found()
 
 
 # -- one timed run ----------------------------------------------------------------------
@@ -158,8 +208,10 @@ def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
     thread, so not by default)."""
     fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
     out = []
-    levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31], "kernel": [1, 31]}[inp["kind"]]
-    codecs = ["zstd", "lz4"] if quick or inp["kind"] == "huge" else ["zstd", "lz4", "lzo", "zlib", "none"]
+    levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31], "kernel": [1, 31],
+              "bigreal": [31]}[inp["kind"]]
+    codecs = (["zstd", "lz4"] if quick or inp["kind"] == "huge" else ["zstd", "lz4", "lzo", "zlib"]
+              if inp["kind"] == "bigreal" else ["zstd", "lz4", "lzo", "zlib", "none"])
     if inp["kind"] == "huge":  # memory across thread counts; one makedumpfile row (about a minute a run)
         builds = builds[:1]
     for level in levels:
@@ -179,10 +231,10 @@ def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
                 for t in [1] + list(mdf_threads):
                     more = ["--num-threads", str(t)] if t > 1 else []
                     out.append((f"{b['name']} {' '.join(more + [flag])} -d{level}", b["name"],
-                                lambda o, e=b["exe"], fl=flag, lv=level, m=more: [e] + m + [fl, "-d", str(lv),
+                                lambda o, e=b["argv"], fl=flag, lv=level, m=more: e + m + [fl, "-d", str(lv),
                                                                                         inp["path"], o],
                                 {"codec": codec, "level": level, "threads": t}))
-    if inp["kind"] not in ("sparse", "huge"):
+    if inp["kind"] not in ("sparse", "huge", "bigreal"):      # 16 GiB copied to a tmpfs would not fit
         out.append(("cp", "cp", lambda o: ["cp", "--sparse=never", inp["path"], o], {"codec": "none", "level": 0,
                                                                                       "threads": 1}))
     return out
@@ -238,6 +290,8 @@ def main(argv=None):
     p.add_argument("--scratch", default="/dev/shm/fastdump-bench", help="where dumps are written (tmpfs)")
     p.add_argument("--inputs", help="comma-separated input names to keep")
     p.add_argument("--no-fetch", action="store_true", help="do not download Debian 13's makedumpfile")
+    p.add_argument("--make-big-real", metavar="KERNEL", nargs="?", const="6.12",
+                   help="first make the 16 GiB real vmcore of a filled guest (default kernel 6.12; about 8 min)")
     p.add_argument("--mdf-threads", default="", help="also makedumpfile --num-threads N rows (comma-separated)")
     args = p.parse_args(argv)
     mdf_threads = [int(t) for t in args.mdf_threads.split(",") if t]
@@ -255,6 +309,8 @@ def main(argv=None):
     log = lambda m: (notes.append(m), print(f"bench: {m}", file=sys.stderr))  # noqa: E731
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.scratch, exist_ok=True)
+    if args.make_big_real and not glob.glob(os.path.join(BIG_REAL, args.make_big_real, "vmcore.raw")):
+        make_big_real(args.make_big_real, log)
     inputs = build_inputs(args.quick, args.inputs.split(",") if args.inputs else None)
     builds = makedumpfile_builds(log, fetch=not args.no_fetch)
     if not any(b["zstd"] for b in builds):
