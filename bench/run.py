@@ -124,11 +124,11 @@ def _next_data(fd, off, size):
 
 
 # -- makedumpfile builds -------------------------------------------------------------
-def makedumpfile_builds(log, fetch=True):
+def makedumpfile_builds(log, fetch=True, with_sid=True):
     """The installed makedumpfile; Debian 13's 1.7.6 (which has zstd) unpacked from its .deb;
     and sid's newest (1.7.8 in November 2026: the first Debian build that classifies 6.12's
     pages right), unpacked with the sid C library it needs and run through that library's
-    loader.  Each build: name, argv (the command), version, lzo, zstd."""
+    loader (``with_sid``).  Each build: name, argv (the command), version, lzo, zstd."""
     builds = []
     sysmdf = shutil.which("makedumpfile")
     if sysmdf:
@@ -136,7 +136,7 @@ def makedumpfile_builds(log, fetch=True):
     trixie = _unpacked("trixie", ["makedumpfile"], log, fetch)
     if trixie:
         builds.append({"name": "makedumpfile-deb13", "argv": [trixie["exe"]]})
-    sid = _unpacked("sid", SID_PACKAGES, log, fetch)
+    sid = with_sid and _unpacked("sid", SID_PACKAGES, log, fetch)
     if sid:
         builds.append({"name": "makedumpfile-sid", "argv": [sid["loader"], "--library-path", sid["libs"], sid["exe"]]})
     for b in list(builds):

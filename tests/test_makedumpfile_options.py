@@ -146,7 +146,7 @@ def world(tmp_path_factory, generated_kernel):
     own flattened stream and split parts of it (inputs of -R and --reassemble)."""
     sys.path.insert(0, TOP)
     from bench.run import makedumpfile_builds
-    builds = makedumpfile_builds(lambda text: None)
+    builds = makedumpfile_builds(lambda text: None, with_sid=False)
     assert len(builds) == 2, f"need Debian 12's and Debian 13's makedumpfile, found {builds}"
     d = tmp_path_factory.mktemp("mdf")
     vmcore, layout = generated_kernel(RAM, seed=7, printk="lockless")
@@ -159,10 +159,10 @@ def world(tmp_path_factory, generated_kernel):
     toml.write_text('dump_level = 31\ncompress = "zstd"\n')
     (d / "filter.conf").write_text("[vmlinux]\nerase init_uts_ns.name.nodename\n")
     (d / "bad.conf").write_text("[vmlinux]\nscrub init_uts_ns\n")
-    mdf = builds[0]["exe"]
+    mdf = builds[0]["argv"]
     with open(d / "stream", "wb") as f:
-        subprocess.run([mdf, "-F", "-c", "-d", "31", vmcore], stdout=f, check=True, stderr=subprocess.DEVNULL)
-    subprocess.run([mdf, "--split", "-c", "-d", "31", vmcore, str(d / "part1"), str(d / "part2")], check=True,
+        subprocess.run(mdf + ["-F", "-c", "-d", "31", vmcore], stdout=f, check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(mdf + ["--split", "-c", "-d", "31", vmcore, str(d / "part1"), str(d / "part2")], check=True,
                    capture_output=True)
     return {"dir": d, "V": vmcore, "I": str(info), "T": str(toml), "C": str(d / "filter.conf"),
             "B": str(d / "bad.conf"), "P1": str(d / "part1"), "P2": str(d / "part2"),
@@ -221,7 +221,7 @@ def test_option_line(name, world, tmp_path):
     for build in world["builds"]:
         theirs_dir = tmp_path / build["name"]
         theirs_dir.mkdir()
-        their_status, their_text = run([build["exe"]], row, world, theirs_dir)
+        their_status, their_text = run(build["argv"], row, world, theirs_dir)
         their_class = 1 if their_status else 0
         if row.own and their_class != row.expect:
             assert row.own in their_text, f"{build['name']} exit {their_status}: {their_text[-1500:]}"

@@ -35,10 +35,10 @@ def real(request):
 def newest_makedumpfile():
     sys.path.insert(0, TOP)
     from bench.run import makedumpfile_builds
-    builds = makedumpfile_builds(lambda text: None)
+    builds = makedumpfile_builds(lambda text: None, with_sid=False)
     found = [b for b in builds if b["name"] == "makedumpfile-deb13"]
     assert found, f"need Debian 13's makedumpfile (1.7.6: it reads 6.12), found {builds}"
-    return found[0]["exe"]
+    return found[0]["argv"]
 
 
 def fastdump_run(*args):
@@ -58,7 +58,7 @@ def test_erase_matches_makedumpfile(real, tmp_path):
     r = fastdump_run("-c", "-d", "31", "-x", vmlinux, "--config", str(conf), raw, ours)
     assert r.returncode == 0, r.stderr
     assert fastdump_run("-c", "-d", "31", raw, plain).returncode == 0
-    m = subprocess.run([newest_makedumpfile(), "-c", "-d", "31", "-x", vmlinux, "--config", str(conf), raw, theirs],
+    m = subprocess.run(newest_makedumpfile() + ["-c", "-d", "31", "-x", vmlinux, "--config", str(conf), raw, theirs],
                        capture_output=True, text=True, timeout=1200)
     assert m.returncode == 0, (m.stdout + m.stderr)[-2000:]
     with fastdump.open(raw) as d:
