@@ -355,6 +355,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     plot(results, os.path.join(args.out, "throughput.png"), log)
+    plot_cost_per_gib(results, os.path.join(args.out, "cost_per_gib.png"), log)
     print(md)
     return 0
 
@@ -442,6 +443,57 @@ def plot(results, path, log):
     ax.set_ylabel("source MB/s")
     ax.set_title(f"{inp['name']}: throughput vs threads")
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def cost_per_gib(results):
+    """{series: [(RAM GiB, wall seconds per GiB of RAM, input kind)]} of the -d 31 rows: fastdump
+    per codec at the machine's thread count, makedumpfile per build and flag."""
+    cores = results["machine"]["cores"]
+    series = {}
+    for inp in results["inputs"]:
+        gib = inp["ram"] / GiB
+        for name, r in inp["runs"].items():
+            if not r.get("ok") or r["level"] != 31:
+                continue
+            if r["group"] == "fastdump":
+                if r["threads"] != cores:
+                    continue
+                label = f"fastdump {r['codec']}"
+            else:
+                label = name.replace(" -d31", "")
+            series.setdefault(label, []).append((gib, r["wall"] / gib, inp["kind"]))
+    return {k: sorted(v) for k, v in sorted(series.items())}
+
+
+def plot_cost_per_gib(results, path, log):
+    """Seconds per GiB of RAM at -d 31 against RAM size, log-log, every contender of the run.
+    Inputs whose zero pages are file holes (sparse-*) have hollow markers: fastdump skips the
+    holes, /proc/vmcore has none."""
+    series = cost_per_gib(results)
+    if not any(len(v) > 1 for v in series.values()):
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed: no plot (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, pts in series.items():
+        style = "-" if label.startswith("fastdump") else "--"
+        line, = ax.plot([g for g, _, _ in pts], [c for _, c, _ in pts], style, label=label)
+        for g, c, kind in pts:
+            hollow = kind in ("sparse", "huge")
+            ax.plot([g], [c], "o", color=line.get_color(), markerfacecolor="none" if hollow else line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("RAM of the dumped machine, GiB (hollow: zero pages are file holes)")
+    ax.set_ylabel("wall seconds per GiB of RAM, -d 31")
+    ax.set_title("cost per GiB at -d 31")
+    ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
