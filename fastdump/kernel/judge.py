@@ -85,6 +85,7 @@ class PageJudge:
         self._carry, self._carry_end = None, None
         self.bytes_read = 0
         self.pcp, self.pcp_note, self.pcp_dropped = None, None, 0
+        self._pcp_pending = False
 
     # -- set-up ------------------------------------------------------------
     def _setup(self, effective_level):
@@ -125,7 +126,15 @@ class PageJudge:
         self.effective_level = level
         self.needs_struct_pages = True
         self.max_block = 1 << (enc.nr_orders - 1)
-        self.pcp = self._per_cpu_free() if level & DL_FREE and enc.can(DL_FREE) else None
+        # walked on first need: during the first scan, whose threads run without the GIL
+        self._pcp_pending = bool(level & DL_FREE and enc.can(DL_FREE))
+
+    def _pcp(self):
+        """The per-CPU free pages (a PcpPages) or None; found once, when first asked."""
+        if self._pcp_pending:
+            self._pcp_pending = False
+            self.pcp = self._per_cpu_free()
+        return self.pcp
 
     def _per_cpu_free(self):
         """The pages on the per-CPU free lists, proven free with the kernel's own types
@@ -269,7 +278,9 @@ class PageJudge:
                 free.append(sc)
 
         with ThreadPoolExecutor(len(self._scanners), thread_name_prefix="fastdump-scan") as pool:
-            results = list(pool.map(run, range(len(parts)), [carry] + [None] * (len(parts) - 1)))
+            futures = [pool.submit(run, i, carry if i == 0 else None) for i in range(len(parts))]
+            self._pcp()          # Python, while the scanners run in C without the GIL
+            results = [f.result() for f in futures]
         for i in range(1, len(parts)):
             if results[i - 1][1] is not None:    # a block reaches into part i: scan it again
                 a, b, kb, _ = parts[i]
@@ -339,7 +350,7 @@ class PageJudge:
         else:
             carry = self._scan_parts(parts, keep, counts, carry)
         self._carry, self._carry_end = carry, end_pfn
-        if self.pcp is not None:     # not PageBuddy, so the scanner kept them: proven free here
+        if self._pcp() is not None:     # not PageBuddy, so the scanner kept them: proven free here
             n = self.pcp.clear(keep, start_pfn, end_pfn)
             counts[C_FREE] += n
             self.pcp_dropped += n
@@ -353,7 +364,7 @@ class PageJudge:
 
     def stats(self):
         d = self._as_dict(self.totals)
-        if self.pcp is not None:
+        if self._pcp() is not None:
             d.update(self.pcp.result.stats(), pcp_dropped=self.pcp_dropped)
         elif self.pcp_note:
             d.update(pcp_note=self.pcp_note)
@@ -424,7 +435,7 @@ class PageJudge:
         out = {"free_pages_found": found, "nr_free_pages": kernel, "zones": zones}
         if kernel:
             out["ratio"] = found / kernel
-        if self.pcp is not None:    # per-CPU free pages are not in NR_FREE_PAGES: their own count
+        if self._pcp() is not None:    # per-CPU free pages are not in NR_FREE_PAGES: their own count
             r = self.pcp.result
             out.update(pcp_free_pages=r.pages, pcp_count_sum=r.counted, pcp_sets_kept=r.lists_rejected)
         return out

@@ -59,7 +59,17 @@ class KernelMemory:
         return self.erased.overlay(pa, data) if self.erased else data
 
     def read(self, va, size, *, strict=True):
-        """``size`` bytes at kernel virtual address ``va``, page by page."""
+        """``size`` bytes at kernel virtual address ``va``: one read per physically contiguous
+        piece (the kernel image, a BTF blob of megabytes: a few reads, not one per page);
+        when any of it is missing, page by page, as below."""
+        if size > PAGE:
+            try:
+                out = bytearray()
+                for _, pa, n in self.vtop.runs(va & U64, size):
+                    out += self.read_phys(pa, n)
+                return bytes(out)
+            except FastdumpError:       # a TranslationError too
+                pass        # say which page, or zero-fill it: the careful way
         out = bytearray()
         end = va + size
         while va < end:
