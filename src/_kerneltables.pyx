@@ -11,7 +11,7 @@ tables mean; here are only the loops, bounded by the buffers they are given.
 * ``kallsyms_find(raw, starts, tokens, wanted)``: the first entry whose decoded name
   (type letter dropped) is each wanted name;
 * ``btf_records(blob, pos, end)``: where each BTF type record lies, and its kind;
-* ``btf_enumerator(blob, at, name_off)``: the first enumerator named by a string offset.
+* ``btf_enumerator(blob, at, str0, str_end, name)``: the first enumerator of a name.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
@@ -286,16 +286,21 @@ def btf_records(const uint8_t[::1] blob not None, Py_ssize_t pos, Py_ssize_t end
         free(others.data)
 
 
-def btf_enumerator(const uint8_t[::1] blob not None, const uint32_t[::1] at not None, uint32_t name_off):
-    """The value of the first enumerator (in type id order) whose name is at ``name_off``
-    of the string section, or None.  ``at``: record positions as ``btf_records`` gave
-    (index 0 unused: id 0 is void)."""
-    cdef Py_ssize_t i, n = at.shape[0], size = blob.shape[0]
+def btf_enumerator(const uint8_t[::1] blob not None, const uint32_t[::1] at not None,
+                   Py_ssize_t str0, Py_ssize_t str_end, bytes name not None):
+    """The value of the first enumerator (in type id order) named ``name``, or None.
+    Names are compared as strings of the string section [str0, str_end), so a BTF whose
+    strings are not deduplicated reads alike.  ``at``: record positions as ``btf_records``
+    gave (index 0 unused: id 0 is void)."""
+    cdef Py_ssize_t i, n = at.shape[0], size = blob.shape[0], nlen = len(name), so
+    cdef const char* want = name
     cdef uint32_t info, vlen, j
     cdef int kind, step
     cdef const uint8_t* e
     cdef int64_t value = 0
     cdef int hit = 0
+    if str0 < 0 or str_end > size or str0 > str_end:
+        raise ValueError("string section outside the blob")
     with nogil:
         for i in range(1, n):
             if <Py_ssize_t>at[i] + 12 > size:
@@ -310,13 +315,15 @@ def btf_enumerator(const uint8_t[::1] blob not None, const uint32_t[::1] at not 
                 break
             for j in range(vlen):
                 e = &blob[at[i] + 12 + step * j]
-                if rd32(e) == name_off:
-                    if kind == K_ENUM:
-                        value = <int32_t>rd32(e + 4)
-                    else:
-                        value = <int64_t>((<uint64_t><int32_t>rd32(e + 8) << 32) | rd32(e + 4))
-                    hit = 1
-                    break
+                so = str0 + <Py_ssize_t>rd32(e)
+                if so + nlen >= str_end or memcmp(&blob[so], want, nlen) != 0 or blob[so + nlen] != 0:
+                    continue
+                if kind == K_ENUM:
+                    value = <int32_t>rd32(e + 4)
+                else:
+                    value = <int64_t>((<uint64_t><int32_t>rd32(e + 8) << 32) | rd32(e + 4))
+                hit = 1
+                break
             if hit:
                 break
     return value if hit else None

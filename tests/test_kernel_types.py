@@ -104,6 +104,7 @@ def test_btf_loops_and_bad_sections_are_not_available():
 
 def test_btf_enumerators_by_name_first_of_a_name_negative_and_64_bit():
     b = sample_btf()
+    b.struct("uses_the_name", 4, [("MIGRATE_PCPTYPES", 1, 0)])   # the same string first, not deduplicated
     b.enum("migratetype", [("MIGRATE_UNMOVABLE", 0), ("MIGRATE_PCPTYPES", 3), ("NEG", -5)])
     b.enum("other", [("MIGRATE_PCPTYPES", 9)])                    # a second of the name: not taken
     b.enum("big", [("HUGE", 1 << 40), ("HUGE_NEG", -(1 << 40))])

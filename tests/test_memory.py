@@ -32,6 +32,21 @@ def test_same_bytes_from_every_source(sources):
     assert KernelMemory(dump).vtop.walk(va) == KernelMemory(elf).translate(va)
 
 
+def test_a_long_read_in_one_piece_equals_the_page_by_page_read(sources):
+    """Ranges over a page are read per physically contiguous piece; the bytes are those of
+    reading each page apart, and a range that runs into a missing page still fails there."""
+    for src in sources:
+        mem = KernelMemory(src, error=DmesgError)
+        vi = src.vmcoreinfo
+        va = vi.symbols["init_uts_ns"] - 5000          # a range over three pages of the image
+        whole = mem.read(va, 3 * 4096 + 123)
+        pieces = b"".join(mem.read(a, min(va + 3 * 4096 + 123, (a | 4095) + 1) - a)
+                          for a in [va] + list(range((va | 4095) + 1, va + 3 * 4096 + 123, 4096)))
+        assert len(whole) == 3 * 4096 + 123 and whole == pieces
+        with pytest.raises(DmesgError, match=f"^kernel address {UNMAPPED:#x} is not readable"):
+            mem.read(UNMAPPED, 2 * 4096)
+
+
 def test_missing_memory_is_one_line_in_the_callers_class_or_counted(sources):
     for src in sources:
         mem = KernelMemory(src, error=DmesgError)

@@ -132,12 +132,12 @@ class Btf:
         return self._enumerators
 
     def enumerator(self, name):
-        """The value of enumerator ``name`` (the first one of that name), or None; found by
-        its string's offset with a compiled walk, without decoding every enum."""
+        """The value of enumerator ``name`` (the first one of that name), or None; found with
+        a compiled walk over the enums, without decoding them all."""
         if self._enumerators is not None:
             return self._enumerators.get(name)
-        off = self._name_offset(name)
-        return None if off is None else btf_enumerator(self._blob, self._at, off)
+        return btf_enumerator(self._blob, self._at, self._str0, self._str_end,
+                              name.encode("ascii", "replace"))
 
     def _name_offset(self, name):
         """Where ``name`` is in the string section (kernel BTF has each string once), or None."""
