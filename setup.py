@@ -1,4 +1,4 @@
-"""Build fastdump's Cython core against the system's libzstd, liblz4 and zlib."""
+"""Build fastdump's Cython core against the system's compression libraries."""
 
 import glob
 import os
@@ -7,8 +7,9 @@ import sys
 from setuptools import Extension, setup
 
 # Which system library each Cython module links, and the Debian package with its header.
-NEEDS = {"_core": ["zstd", "lz4", "z", "lzo2", "snappy"]}
+NEEDS = {"_core": ["zstd", "lz4", "z", "deflate", "lzo2", "snappy"]}
 HEADERS = {"zstd": ("zstd.h", "libzstd-dev"), "lz4": ("lz4.h", "liblz4-dev"), "z": ("zlib.h", "zlib1g-dev"),
+           "deflate": ("libdeflate.h", "libdeflate-dev"),
            "lzo2": ("lzo/lzo1x.h", "liblzo2-dev"), "snappy": ("snappy-c.h", "libsnappy-dev")}
 INCLUDE_DIRS = ["/usr/include", "/usr/local/include"] + os.environ.get("CPATH", "").split(":")
 #: declarations and C shared by the .pyx files: a change rebuilds every module
@@ -23,8 +24,8 @@ def check_headers():
             missing.append(f"{header} (Debian package {package})")
     if missing:
         sys.exit("fastdump: cannot build the core, missing " + ", ".join(missing)
-                 + ". Install them, e.g. `apt-get install libzstd-dev liblz4-dev zlib1g-dev liblzo2-dev"
-                   " libsnappy-dev`,"
+                 + ". Install them, e.g. `apt-get install libzstd-dev liblz4-dev zlib1g-dev libdeflate-dev"
+                   " liblzo2-dev libsnappy-dev`,"
                    " or run `bash .ci/setup-host`.")
 
 

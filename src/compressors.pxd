@@ -1,6 +1,8 @@
 """The compression libraries' C API as fastdump's compiled core uses it: one
 declaration per function, shared by every .pyx that compresses or decodes pages."""
 
+from libc.stdint cimport uint32_t
+
 cdef extern from "zstd.h" nogil:
     ctypedef struct ZSTD_CCtx:
         pass
@@ -20,25 +22,23 @@ cdef extern from "lz4.h" nogil:
     int LZ4_versionNumber()
 
 cdef extern from "zlib.h" nogil:
-    ctypedef struct z_stream:
-        const unsigned char* next_in
-        unsigned int avail_in
-        unsigned char* next_out
-        unsigned int avail_out
-        void* zalloc
-        void* zfree
-        void* opaque
-    int deflateInit(z_stream*, int)
-    int deflateReset(z_stream*)
-    int deflate(z_stream*, int)
-    int deflateEnd(z_stream*)
     unsigned long compressBound(unsigned long)
     int uncompress(unsigned char*, unsigned long*, const unsigned char*, unsigned long)
-    unsigned long crc32(unsigned long, const unsigned char*, unsigned int)
     const char* zlibVersion()
     int Z_OK
-    int Z_STREAM_END
-    int Z_FINISH
+
+# zlib-format pages (makedumpfile -c) are written by libdeflate: the same stream format
+# that every reader inflates with zlib, made 1.3-2.3 times faster than by zlib's deflate,
+# and its CRC-32 (zlib's polynomial and values) about 3 times faster than zlib's
+cdef extern from "libdeflate.h" nogil:
+    cdef struct libdeflate_compressor:
+        pass
+    libdeflate_compressor* libdeflate_alloc_compressor(int)
+    void libdeflate_free_compressor(libdeflate_compressor*)
+    size_t libdeflate_zlib_compress(libdeflate_compressor*, const void*, size_t, void*, size_t)
+    size_t libdeflate_zlib_compress_bound(libdeflate_compressor*, size_t)
+    uint32_t libdeflate_crc32(uint32_t, const void*, size_t)
+    const char* LIBDEFLATE_VERSION_STRING
 
 cdef extern from "lzo/lzo1x.h" nogil:
     ctypedef unsigned long lzo_uint

@@ -36,7 +36,7 @@ def ensure_base(path, release="bookworm"):
         r = subprocess.run(["bash", ".ci/fresh-machine", release, "base"], cwd=top, capture_output=True, text=True)
         assert r.returncode == 0 and os.path.exists(path), (r.stdout + r.stderr)[-3000:]
 APT = ("dracut-core", "cpio", "linux-image-amd64", "python3-pip", "python3-dev", "build-essential", "libzstd-dev",
-       "liblz4-dev", "zlib1g-dev", "liblzo2-dev", "libsnappy-dev")
+       "liblz4-dev", "zlib1g-dev", "libdeflate-dev", "liblzo2-dev", "libsnappy-dev")
 PIP = ("Cython>=3.0", "setuptools>=61", "wheel", "tqdm")
 PREPARE = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
            f"apt-get install -y -q --no-install-recommends {' '.join(APT)} && apt-get clean && "

@@ -14,7 +14,7 @@ these entries, so what one packs the other packs too:
   hmac, xml.etree and their shared libraries, libssl and libcrypto) and the CA bundle TLS
   verifies with, at the path the packed OpenSSL reads by default (``openssl_cafile``),
 * the fastdump package under ``/opt/fastdump`` with its compiled modules and their libraries
-  (libzstd, liblz4, libz, liblzo2, libsnappy: whatever ldd names),
+  (libzstd, liblz4, libz, libdeflate, liblzo2, libsnappy: whatever ldd names),
 * the launcher ``/usr/bin/fastdump``: the interpreter by absolute path, ``-S`` (no site
   packages: tqdm and friends are optional and never needed), PYTHONPATH=/opt/fastdump.
 

@@ -54,7 +54,7 @@ GUEST_FILES = os.path.join(HERE, "guest", "distro")
 #: needs to build fastdump with the distribution's python3
 PACKAGES = ("systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "kdump-tools",
             "kexec-tools", "makedumpfile", "python3", "python3-pip", "python3-dev", "gcc",
-            "libzstd-dev", "liblz4-dev", "zlib1g-dev", "liblzo2-dev", "libsnappy-dev")
+            "libzstd-dev", "liblz4-dev", "zlib1g-dev", "libdeflate-dev", "liblzo2-dev", "libsnappy-dev")
 CRASHKERNEL = "384M-:128M"      # Debian 12's default (/etc/default/grub.d/kdump-tools.cfg)
 MEM_MIB = 1024
 IMAGE_MIB = 4096
