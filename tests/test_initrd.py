@@ -156,8 +156,11 @@ def test_image_brings_up_the_network(image, tmp_path, mode):
         addr = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", guest_if],
                               capture_output=True, text=True).stdout
         route = subprocess.run(["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True).stdout
-        want = "10.213.7.5" if mode == "dhcp" else "10.213.7.9/24"
-        assert want in addr and "/24" in addr, addr
+        got = addr.split(" inet ", 1)[1].split()[0] if " inet " in addr else ""
+        if mode == "dhcp":      # any address of udhcpd's pool (.50-.60, picked from the MAC)
+            assert got.endswith("/24") and 50 <= int(got.split("/")[0].rsplit(".", 1)[1]) <= 60, addr
+        else:
+            assert got == "10.213.7.9/24", addr
         assert "default via 10.213.7.1" in route, route
         assert f"network: {guest_if} 10.213.7." in r.stdout, r.stdout
     finally:
