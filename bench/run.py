@@ -182,6 +182,10 @@ def _unpacked(suite, packages, log, fetch):
 
 
 # -- one timed run ----------------------------------------------------------------------
+#: beside each fastdump dump: its ``--stats-json`` (where its time went, what it read and kept)
+STATS = ".stats.json"
+
+
 def timed(argv, out_path, *, env=None):
     """Run one contender under GNU time: a process forked from this (large) one would
     report this process's memory as its own peak RSS."""
@@ -198,8 +202,16 @@ def timed(argv, out_path, *, env=None):
         elapsed, user, system, rss = wall, 0.0, 0.0, 0
     err = proc.stderr.decode(errors="replace")
     size = os.path.getsize(out_path) if os.path.exists(out_path) else 0
-    return {"ok": proc.returncode == 0, "code": proc.returncode, "wall": elapsed, "cpu": user + system,
-            "rss_kb": rss, "bytes_out": size, "error": "" if proc.returncode == 0 else err.strip()[-300:]}
+    r = {"ok": proc.returncode == 0, "code": proc.returncode, "wall": elapsed, "cpu": user + system,
+         "rss_kb": rss, "bytes_out": size, "error": "" if proc.returncode == 0 else err.strip()[-300:]}
+    try:
+        with open(out_path + STATS) as f:
+            st = json.load(f)
+        r["phases"] = dict(st["phase_seconds"], outside=max(0.0, elapsed - st["seconds"]))
+        r.update(bytes_read=st["bytes_read"], pages_kept=st["pages_kept"])
+    except (OSError, ValueError, KeyError):
+        pass          # makedumpfile and cp rows
+    return r
 
 
 def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
@@ -220,8 +232,8 @@ def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
                       sorted({cores, 8}) if inp["kind"] == "huge" else [cores]):
                 out.append((f"fastdump {codec} -d{level} t{t}", "fastdump",
                             lambda o, c=codec, lv=level, t=t: fd + ["--compress", c, "-d", str(lv), "--threads", str(t),
-                                                                    inp["path"], o], {"codec": codec, "level": level,
-                                                                                      "threads": t}))
+                                                                    "--stats-json", o + STATS, inp["path"], o],
+                            {"codec": codec, "level": level, "threads": t}))
         for b in builds:
             flags = (["-l"] if b["lzo"] else []) + ([] if quick else ["-c"]) + (["-z"] if b["zstd"] else [])
             if inp["kind"] == "huge":
@@ -293,7 +305,10 @@ def main(argv=None):
     p.add_argument("--make-big-real", metavar="KERNEL", nargs="?", const="6.12",
                    help="first make the 16 GiB real vmcore of a filled guest (default kernel 6.12; about 8 min)")
     p.add_argument("--mdf-threads", default="", help="also makedumpfile --num-threads N rows (comma-separated)")
+    p.add_argument("--results", metavar="PATH", nargs="?", const=os.path.join(HERE, "RESULTS.md"),
+                   help="also write the whole report (targets, time split, bounds) there (default bench/RESULTS.md)")
     args = p.parse_args(argv)
+    command = " ".join(["python3 -m bench.run"] + list(sys.argv[1:] if argv is None else argv))
     mdf_threads = [int(t) for t in args.mdf_threads.split(",") if t]
     # an installed fastdump (and the capture initrd, fastdump.deploy.initrd) has its .pyc files:
     # compiling the sources on every run (PYTHONDONTWRITEBYTECODE) is not part of a dump
@@ -315,7 +330,7 @@ def main(argv=None):
     builds = makedumpfile_builds(log, fetch=not args.no_fetch)
     if not any(b["zstd"] for b in builds):
         log("no makedumpfile here has zstd: fastdump zstd is compared with makedumpfile -l (lzo)")
-    results = {"machine": {"cores": cores, "python": sys.version.split()[0]}, "notes": notes,
+    results = {"machine": {"cores": cores, "python": sys.version.split()[0], "os": os_name()}, "notes": notes,
                "makedumpfile": builds, "inputs": []}
     rng = random.Random(1)
     for inp in inputs:
@@ -343,6 +358,9 @@ def main(argv=None):
                 continue
             med = {k: statistics.median(r[k] for r in ok) for k in ("wall", "cpu", "rss_kb", "bytes_out")}
             med.update({k: ok[0][k] for k in ("codec", "level", "threads", "group")}, ok=True, reps=len(ok))
+            if all("phases" in r for r in ok):
+                med["phases"] = {k: statistics.median(r["phases"][k] for r in ok) for k in ok[0]["phases"]}
+                med.update(bytes_read=ok[0]["bytes_read"], pages_kept=ok[0]["pages_kept"])
             med["source_MBps"] = inp_bytes(inp) / med["wall"] / 1e6
             entry["runs"][name] = med
         derive(entry, cores)
@@ -356,8 +374,21 @@ def main(argv=None):
         f.write(md)
     plot(results, os.path.join(args.out, "throughput.png"), log)
     plot_cost_per_gib(results, os.path.join(args.out, "cost_per_gib.png"), log)
+    if args.results:
+        from bench.report import render
+        with open(args.results, "w") as f:
+            f.write(render(results, command))
     print(md)
     return 0
+
+
+def os_name():
+    try:
+        with open("/etc/os-release") as f:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        return fields.get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        return ""
 
 
 def inp_bytes(inp):

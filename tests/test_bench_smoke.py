@@ -1,4 +1,4 @@
-"""The bench command itself runs and writes its three outputs (no timing is asserted)."""
+"""The bench command itself runs and writes its outputs and report (no timing is asserted)."""
 
 import json
 import os
@@ -11,7 +11,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def test_bench_quick_runs(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--inputs", "dense-128M", "--threads", "1",
-                        "--no-fetch", "--out", str(out), "--scratch", str(tmp_path / "scratch")],
+                        "--no-fetch", "--out", str(out), "--scratch", str(tmp_path / "scratch"),
+                        "--results", str(out / "RESULTS.md")],
                        cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
@@ -22,6 +23,11 @@ def test_bench_quick_runs(tmp_path):
     assert inp["ceilings"]["codec"]["zstd"]["per_core_MBps"] > 0
     assert "| contender |" in (out / "results.md").read_text()
     assert (out / "throughput.png").stat().st_size > 1000
+    phases = runs["fastdump zstd -d1 t1"]["phases"]     # from fastdump's own --stats-json
+    assert set(phases) == {"outside", "open", "classify", "write"} and phases["write"] > 0
+    report = (out / "RESULTS.md").read_text()           # bench/RESULTS.md's generator
+    assert "## Targets of the performance issue" in report and "## Where fastdump's time goes" in report
+    assert "| peak RSS at most 64 MiB |" in report and "dense-128M" in report
 
 
 def test_fill_holes_makes_a_dense_file(tmp_path):

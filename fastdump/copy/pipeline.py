@@ -53,6 +53,8 @@ class _Run:
     plans: dict = field(default_factory=dict)       # dump level -> Plan (pass 1 is done once per level)
     leftovers: dict = field(default_factory=dict)   # target spec -> (path, inode) of the incomplete file left
     log_saved: Optional[str] = None                 # the kernel log saved when no target had room
+    opened: float = 0.0                             # seconds to open the source (notes, VMCOREINFO, erase)
+    classify_seconds: float = 0.0                   # seconds in pass 1 (every level planned)
 
 
 def _own_file(sink):
@@ -143,7 +145,7 @@ class Dump:
                 host = host_name(utsname, read_utsname(src) if erased else None)
                 r = _Run(src=src, engine=engine, utsname=utsname, host=host, when=time.localtime(),
                          elfclass=elf_class(src, o.elf_class) if o.format == "elf" else None,
-                         eraseinfo=eraseinfo, erased=erased)
+                         eraseinfo=eraseinfo, erased=erased, opened=time.monotonic() - t0)
                 stats = self._run_split(r) if o.split else self._run_targets(r)
         finally:
             for plan in (r.plans.values() if r else ()):
@@ -154,6 +156,8 @@ class Dump:
             self.warn(f"{stats.pages_unreadable} source pages could not be read and are missing "
                       f"from the dump (first: {first})")
         stats.seconds = round(time.monotonic() - t0, 3)
+        stats.phase_seconds = {"open": round(r.opened, 3), "classify": round(r.classify_seconds, 3),
+                               "write": round(max(0.0, stats.seconds - r.opened - r.classify_seconds), 3)}
         stats.warnings = list(self.warnings)
         return stats
 
@@ -199,8 +203,10 @@ class Dump:
         """Pass 1 at ``level``, once per run."""
         if level not in r.plans:
             spill = next((d for d in (t.local_dir() for t in self.targets) if d), None)
+            t = time.monotonic()
             r.plans[level] = make_plan(r.src, level, r.engine, elfclass=r.elfclass, spill_dir=spill,
                                        progress=self.progress, warn=self.warn)
+            r.classify_seconds += time.monotonic() - t
         return r.plans[level]
 
     def _run_targets(self, r):

@@ -30,6 +30,8 @@ class Stats:
     bytes_written: int = 0
     estimated_bytes: int = 0
     seconds: float = 0.0
+    #: where ``seconds`` went: opening the source, pass 1 (classification) and pass 2 (the copy and writes)
+    phase_seconds: Dict[str, float] = field(default_factory=dict)
     incomplete: bool = False
     warnings: List[str] = field(default_factory=list)
     self_check: Dict[str, Any] = field(default_factory=dict)

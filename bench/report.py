@@ -1,0 +1,182 @@
+"""bench/RESULTS.md from one run's results: the targets of the performance issue judged on
+this run's rows, where each fastdump row's time went, and each row's physical bound.
+
+Every number comes from the run (``results.json``); nothing here is typed in by hand, so
+``python3 -m bench.run --results`` regenerates the whole file.
+"""
+
+import datetime
+import platform
+
+GiB = 1 << 30
+
+#: (target text, input kinds, level, fastdump codec, makedumpfile codec, least ratio)
+SPEED_TARGETS = [
+    ("`-l -d 31`, 16 GiB real guest", ("bigreal",), 31, "lzo", "lzo", 2.5),
+    ("`-c -d 31`, 16 GiB real guest", ("bigreal",), 31, "zlib", "zlib", 2.5),
+    ("`-z -d 1`, dense 2 GiB real guests", ("real",), 1, "zstd", "zstd", 2.0),
+    ("`-l -d 1`, dense 2 GiB real guests", ("real",), 1, "lzo", "lzo", 2.0),
+]
+RSS_LIMIT_MIB = 64
+#: cost per GiB counts as flat while no larger machine costs more than this much of the smallest's
+FLAT_SLACK = 1.10
+
+
+def bound_seconds(entry, run, cores):
+    """The least wall time the row's work can take on ``cores`` cores: the bytes fastdump had
+    to read, at the speed of reading the source into nothing (one core), plus its kept pages
+    through the codec at the per-core speed measured on this input, both spread over every
+    core.  None without fastdump's statistics for the same codec and level."""
+    fd = fastdump_row(entry, run["level"], run["codec"], cores)
+    if not fd or "bytes_read" not in fd:
+        return None
+    c = entry["ceilings"]
+    read = fd["bytes_read"] / (c["read_MBps"] * 1e6)
+    codec = c["codec"].get(run["codec"])
+    work = fd["pages_kept"] * 4096 / (codec["per_core_MBps"] * 1e6) if codec else 0.0
+    return (read + work) / cores
+
+
+def fastdump_row(entry, level, codec, cores):
+    return next((r for r in entry["runs"].values() if r.get("ok") and r["group"] == "fastdump"
+                 and r["level"] == level and r["codec"] == codec and r["threads"] == cores), None)
+
+
+def best_makedumpfile(entry, level, codec):
+    """(name, row) of the fastest makedumpfile row at this level and codec (one thread), or None."""
+    rows = [(n, r) for n, r in entry["runs"].items() if r.get("ok") and r["group"].startswith("makedumpfile")
+            and r["level"] == level and r["codec"] == codec and r["threads"] == 1]
+    return min(rows, key=lambda nr: nr[1]["wall"]) if rows else None
+
+
+def judge_speed(results):
+    cores = results["machine"]["cores"]
+    lines = []
+    for text, kinds, level, fcodec, mcodec, least in SPEED_TARGETS:
+        found = []
+        for entry in results["inputs"]:
+            if entry["kind"] not in kinds:
+                continue
+            fd, mdf = fastdump_row(entry, level, fcodec, cores), best_makedumpfile(entry, level, mcodec)
+            if fd and mdf:
+                found.append((entry["name"], fd, mdf))
+        if not found:
+            lines.append(f"| {text}: at least {least}x | not measured in this run (no such input or row) | – |")
+            continue
+        parts, met = [], True
+        for name, fd, (mname, mdf) in found:
+            ratio = mdf["wall"] / fd["wall"]
+            met &= ratio >= least
+            parts.append(f"{name}: {ratio:.2f}x ({fd['wall']:.2f} s against {mname} {mdf['wall']:.2f} s)")
+        lines.append(f"| {text}: at least {least}x the fastest makedumpfile | {'; '.join(parts)} | "
+                     f"{'yes' if met else 'no'} |")
+    return lines
+
+
+def judge_cost_per_gib(results):
+    """fastdump's wall seconds per GiB of RAM at -d 31 (every codec at the machine's
+    threads), smallest machine against each larger one."""
+    cores = results["machine"]["cores"]
+    by_codec = {}
+    for entry in results["inputs"]:
+        for r in entry["runs"].values():
+            if r.get("ok") and r["group"] == "fastdump" and r["level"] == 31 and r["threads"] == cores:
+                by_codec.setdefault(r["codec"], []).append((entry["ram"] / GiB, r["wall"] / (entry["ram"] / GiB),
+                                                            entry["name"]))
+    rows = []
+    for codec, pts in sorted(by_codec.items()):
+        pts.sort()
+        if len(pts) < 2:
+            continue
+        flat = all(c <= pts[0][1] * FLAT_SLACK for _, c, _ in pts[1:])
+        shown = ", ".join(f"{n} {c * 1000:.1f} ms" for _, c, n in pts)
+        rows.append(f"| cost per GiB of RAM at `-d 31` flat or falling ({codec}) | {shown} | "
+                    f"{'yes' if flat else 'no'} |")
+    return rows or ["| cost per GiB of RAM at `-d 31` flat or falling | not measured: fewer than two sizes | – |"]
+
+
+def judge_rss_and_size(results):
+    worst_rss, worst_size = (0, ""), (0.0, "")
+    for entry in results["inputs"]:
+        for name, r in entry["runs"].items():
+            if not (r.get("ok") and r["group"] == "fastdump"):
+                continue
+            if r["rss_kb"] > worst_rss[0]:
+                worst_rss = (r["rss_kb"], f"{entry['name']} {name}")
+            for base, ratio in r.get("size_vs", {}).items():
+                if ratio > worst_size[0]:
+                    worst_size = (ratio, f"{entry['name']} {name} against {base}")
+    rss_mib = worst_rss[0] / 1024
+    rows = [f"| peak RSS at most {RSS_LIMIT_MIB} MiB | largest {rss_mib:.0f} MiB ({worst_rss[1]}) | "
+            f"{'yes' if rss_mib <= RSS_LIMIT_MIB else 'no'} |"]
+    if worst_size[1]:
+        rows.append(f"| output no larger than makedumpfile's at the same codec and level | largest ratio "
+                    f"{worst_size[0]:.3f} ({worst_size[1]}) | {'yes' if worst_size[0] <= 1.0 else 'no'} |")
+    return rows
+
+
+def time_split(results):
+    """Where each fastdump row's wall time went, from its own ``--stats-json``."""
+    cores = results["machine"]["cores"]
+    lines = ["| input | fastdump row | wall s | outside the dump (interpreter, imports, exit) | open the source "
+             "| pass 1: classify | pass 2: read, compress, write | physical bound s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for entry in results["inputs"]:
+        for name, r in sorted(entry["runs"].items()):
+            ph = r.get("phases")
+            if not (r.get("ok") and r["group"] == "fastdump" and ph and r["threads"] == cores):
+                continue
+            b = bound_seconds(entry, r, cores)
+            lines.append(f"| {entry['name']} | {name} | {r['wall']:.2f} | {ph['outside']:.3f} | {ph['open']:.3f} | "
+                         f"{ph['classify']:.3f} | {ph['write']:.3f} | {'' if b is None else f'{b:.3f}'} |")
+    return lines
+
+
+def input_table(entry, cores):
+    c = entry["ceilings"]
+    lines = [f"### {entry['name']} ({entry['ram'] / GiB:.3g} GiB RAM)", "",
+             "ceilings: " + ", ".join(f"{k} {v['per_core_MBps']:.0f} MB/s per core" for k, v in c["codec"].items())
+             + f"; reading the source into nothing {c['read_MBps']:.0f} MB/s", "",
+             "| contender | wall s | cpu s | peak RSS MiB | output MB | bound s | vs makedumpfile (same level) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in sorted(entry["runs"].items(), key=lambda kv: kv[1].get("wall", 1e9)):
+        if not r.get("ok"):
+            lines.append(f"| {name} | failed: {r.get('error', '')[:80]} | | | | | |")
+            continue
+        b = bound_seconds(entry, r, cores)
+        vs = ", ".join(f"{k} {v}x" for k, v in r.get("speedup", {}).items())
+        lines.append(f"| {name} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_kb'] / 1024:.0f} | "
+                     f"{r['bytes_out'] / 1e6:.1f} | {'' if b is None else f'{b:.3f}'} | {vs} |")
+    return lines + [""]
+
+
+def render(results, command, when=None):
+    m = results["machine"]
+    when = when or datetime.date.today().isoformat()
+    lines = ["# fastdump bench results", "",
+             f"Made by `{command}` on {when}: {m['cores']} cores, {m.get('os') or platform.platform()}, "
+             f"Python {m['python']}. Every number below comes from that one run; nothing is typed in "
+             "by hand. Contenders ran alternately, in a shuffled order, and each figure is the median "
+             "of the repetitions. Dumps were written to a tmpfs and the inputs were in the page cache.", "",
+             "makedumpfile builds in the run:", ""]
+    lines += [f"- {b['name']} {b['version']}: lzo {'yes' if b['lzo'] else 'no'}, zstd {'yes' if b['zstd'] else 'no'}"
+              for b in results["makedumpfile"]]
+    lines += [f"- note: {n}" for n in results["notes"]]
+    lines += ["", "## Targets of the performance issue", "",
+              "Ratios are makedumpfile's wall time over fastdump's (fastdump on every core), against the "
+              "fastest makedumpfile build of the run at the same codec and level.", "",
+              "| target | measured | met? |", "|---|---|---|"]
+    lines += judge_speed(results) + judge_cost_per_gib(results) + judge_rss_and_size(results)
+    lines += ["", "## Where fastdump's time goes", "",
+              "From each run's own `--stats-json` (`phase_seconds`), medians over the repetitions; "
+              "outside the dump is the wall time the process took beyond the dump itself. The physical "
+              "bound is the least time the same work can take here: the bytes fastdump read, at the "
+              "speed of reading this source into nothing, plus its kept pages through the codec at the "
+              "per-core speed measured on this input, spread over every core.", ""]
+    lines += time_split(results)
+    lines += ["", "## Every row", ""]
+    for entry in results["inputs"]:
+        lines += input_table(entry, m["cores"])
+    lines += ["Plots of this run: `bench/out/cost_per_gib.png` (seconds per GiB of RAM at `-d 31`, "
+              "2 GiB to 1 TiB) and `bench/out/throughput.png`."]
+    return "\n".join(lines) + "\n"
