@@ -1,5 +1,6 @@
 import inspect
 import os
+import shutil
 
 import pytest
 
@@ -7,24 +8,46 @@ from fastdump.testing.generator import MiB, make_vmcore
 
 
 class _Generated:
-    """Synthetic vmcores made once per spec for the whole run (``get(spec, write)``: ``write(path)``
+    """Synthetic vmcores made once per spec and shared (``get(spec, write)``: ``write(path)``
     makes one and returns what the caller needs beside the path).  Only for tests that read them:
-    the run fails at its end if one was changed (a test that alters its source makes its own)."""
+    the run fails at its end if one was changed (a test that alters its source makes its own).
 
-    def __init__(self, tmp_path_factory):
+    They are dense files of up to 1 GiB, so they do not all stay for the whole run: past
+    ``budget`` bytes, the least recently asked for are deleted (and made again if asked for
+    again), except those asked for by the module that runs now (its module-scoped fixtures hold
+    their paths) and the pinned ones (held by session-scoped fixtures)."""
+
+    def __init__(self, tmp_path_factory, budget=1536 * MiB):
         self.tmp = tmp_path_factory
-        self.made = {}
+        self.budget = budget
+        self.made = {}          # key -> (path, extra, identity, module that last asked, pinned)
+        self.module = None      # the module whose tests run now (set by _generated_module)
 
-    def get(self, spec, write):
+    def get(self, spec, write, *, pin=False):
         key = repr(sorted(spec.items()))
         if key not in self.made:
             path = str(self.tmp.mktemp("generated") / "vmcore")
             extra = write(path)
-            self.made[key] = path, extra, _identity(path)
-        return self.made[key][:2]
+            self.made[key] = path, extra, _identity(path), self.module, pin
+        path, extra, ident, _, pinned = self.made.pop(key)
+        self.made[key] = path, extra, ident, self.module, pinned or pin    # most recent last
+        self._evict()
+        return path, extra
+
+    def _evict(self):
+        total = sum(ident[1] for _, _, ident, _, _ in self.made.values())
+        for key, (path, _, ident, module, pinned) in list(self.made.items()):
+            if total <= self.budget:
+                break
+            if pinned or module == self.module:
+                continue
+            assert _identity(path) == ident, f"a test changed a shared generated vmcore: {path}"
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+            del self.made[key]
+            total -= ident[1]
 
     def check_unchanged(self):
-        changed = [path for path, _, ident in self.made.values() if _identity(path) != ident]
+        changed = [path for path, _, ident, _, _ in self.made.values() if _identity(path) != ident]
         assert not changed, f"tests changed shared generated vmcores: {changed}"
 
 
@@ -33,6 +56,12 @@ def _generated(tmp_path_factory):
     made = _Generated(tmp_path_factory)
     yield made
     made.check_unchanged()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _generated_module(request, _generated):
+    """Which module runs now: the shared vmcores it asked for are not deleted under it."""
+    _generated.module = request.module.__name__
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +103,10 @@ def rgw():
 
 
 @pytest.fixture(scope="session")
-def vmcore(generated_vmcore):
+def vmcore(_generated):
     """A 96 MiB-RAM synthetic vmcore: PC-like holes, partial page, kernel-text duplicate."""
-    return generated_vmcore(ram_size=96 * MiB, seed=7)
+    spec = {"ram_size": 96 * MiB, "seed": 7}
+    return _generated.get(spec, lambda path: make_vmcore(path, **spec), pin=True)[0]
 
 
 @pytest.fixture(scope="session")

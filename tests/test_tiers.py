@@ -23,3 +23,30 @@ def test_tools_marker_follows_what_a_test_runs():
     assert "tests/test_unreadable.py::test_mmap_failure_falls_back_to_pread" in tools       # fixture (gcc)
     assert not {"tests/test_kdump.py::test_header_fields",
                 "tests/test_faults.py::test_mode_0600_whatever_the_umask"} & tools
+
+
+def test_shared_vmcores_stay_within_their_budget(tmp_path_factory):
+    """conftest's shared generated vmcores: past the budget the least recently asked for go,
+    never one the running module asked for, never a pinned one; one asked for again is made again."""
+    from conftest import _Generated
+    made = []
+
+    def write(path):
+        made.append(path)
+        with open(path, "wb") as f:
+            f.write(bytes(1 << 20))
+        return len(made)
+
+    g = _Generated(tmp_path_factory, budget=(2 << 20) + 1)
+    g.module = "a"
+    pinned, _ = g.get({"n": 0}, write, pin=True)
+    first, _ = g.get({"n": 1}, write)
+    second, _ = g.get({"n": 2}, write)            # over budget, but module a asked for every one
+    assert all(os.path.exists(p) for p in (pinned, first, second))
+    g.module = "b"
+    third, _ = g.get({"n": 3}, write)
+    assert not os.path.exists(first) and not os.path.exists(second)   # oldest of module a: gone
+    assert os.path.exists(pinned) and os.path.exists(third)
+    again, extra = g.get({"n": 1}, write)
+    assert os.path.exists(again) and extra == 5 and len(made) == 5
+    g.check_unchanged()
