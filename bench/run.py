@@ -222,6 +222,8 @@ def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
     out = []
     levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31], "kernel": [1, 31],
               "bigreal": [31]}[inp["kind"]]
+    if inp["kind"] == "kernel" and inp["ram"] > 2 * GiB:
+        levels = [31]    # kernel-8G stands for cost per GiB at -d 31; -d 1 there is kernel-2G's rows, 4x longer
     codecs = (["zstd", "lz4"] if quick or inp["kind"] == "huge" else ["zstd", "lz4", "lzo", "zlib"]
               if inp["kind"] == "bigreal" else ["zstd", "lz4", "lzo", "zlib", "none"])
     if inp["kind"] == "huge":  # memory across thread counts; one makedumpfile row (about a minute a run)
