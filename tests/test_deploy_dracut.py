@@ -13,6 +13,7 @@ libkdumpfile on this machine.  A missing module in the packed interpreter ("No m
 'encodings'") fails here.
 """
 
+import glob
 import hashlib
 import os
 import shutil
@@ -92,6 +93,9 @@ def prepared_root(dest):
         assert r.returncode == 0, f"preparing the dracut root failed: {(r.stdout + r.stderr)[-3000:]}"
         subprocess.run(["tar", "-C", dest, "-cf", tar + ".part", "."], check=True)
         os.rename(tar + ".part", tar)
+        for old in glob.glob(os.path.join(CACHE, "bookworm-dracut-*.tar")):   # 1.2 GB each
+            if old != tar:
+                os.unlink(old)
     else:
         subprocess.run(["tar", "-C", dest, "-xf", tar], check=True)
         site_network(dest)
