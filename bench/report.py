@@ -162,9 +162,10 @@ def input_table(entry, cores):
     return lines + [""]
 
 
-def render(results, command, when=None):
+def render(results, command=None, when=None):
     m = results["machine"]
-    when = when or datetime.date.today().isoformat()
+    command = command or results.get("command", "python3 -m bench.run --results")
+    when = when or results.get("date") or datetime.date.today().isoformat()
     lines = ["# fastdump bench results", "",
              f"Made by `{command}` on {when}: {m['cores']} cores, {m.get('os') or platform.platform()}, "
              f"Python {m['python']}. Every number below comes from that one run; nothing is typed in "
@@ -182,9 +183,10 @@ def render(results, command, when=None):
     lines += ["", "## Where fastdump's time goes", "",
               "From each run's own `--stats-json` (`phase_seconds`), medians over the repetitions; "
               "outside the dump is the wall time the process took beyond the dump itself. The physical "
-              "bound is the least time the same work can take here: the bytes fastdump read, at the "
-              "speed of reading this source into nothing, plus its kept pages through the codec at the "
-              "per-core speed measured on this input, spread over every core.", ""]
+              "bound is the least time the same work can take here: the bytes that must be read (the "
+              f"pages fastdump copied, and {STRUCT_PAGE} bytes of struct page per pfn when the level "
+              "classifies) at the speed of reading this source into nothing, plus the kept pages through "
+              "the codec at the per-core speed measured on this input, spread over every core.", ""]
     lines += time_split(results)
     lines += ["", "## Every row", ""]
     for entry in results["inputs"]:

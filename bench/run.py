@@ -342,7 +342,8 @@ def main(argv=None):
     builds = makedumpfile_builds(log, fetch=not args.no_fetch)
     if not any(b["zstd"] for b in builds):
         log("no makedumpfile here has zstd: fastdump zstd is compared with makedumpfile -l (lzo)")
-    results = {"machine": {"cores": cores, "python": sys.version.split()[0], "os": os_name()}, "notes": notes,
+    results = {"command": command, "date": time.strftime("%Y-%m-%d"),
+               "machine": {"cores": cores, "python": sys.version.split()[0], "os": os_name()}, "notes": notes,
                "makedumpfile": builds, "inputs": []}
     rng = random.Random(1)
     for inp in inputs:
@@ -390,7 +391,7 @@ def main(argv=None):
     if args.results:
         from bench.report import render
         with open(args.results, "w") as f:
-            f.write(render(results, command))
+            f.write(render(results))
     print(md)
     return 0
 
