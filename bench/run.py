@@ -70,6 +70,10 @@ def build_inputs(quick, keep=None):
         name = f"real{round(os.path.getsize(raw) / GiB)}G-{os.path.basename(os.path.dirname(raw))}"
         if not keep or name in keep:
             inputs.append({"name": name, "kind": "bigreal", "path": raw, "ram": os.path.getsize(raw)})
+    missing = sorted(set(keep or ()) - {i["name"] for i in inputs})
+    if missing:     # a named input that is not there would leave its targets silently unmeasured
+        sys.exit(f"bench: no input {', '.join(missing)}: real-<kernel> comes from a tests/e2e run "
+                 f"(python3 -m tests.e2e.run), real16G-<kernel> from --make-big-real")
     return inputs
 
 
@@ -267,12 +271,13 @@ def ceilings(inp, cores):
         # kernel's own, which compress unlike the rest
         sample = bytearray()
         total = sum(end - start for start, end, _ in src.extents)
-        step = max(MiB, total // 256 // MiB * MiB)
+        step = -(-total // (256 * MiB)) * MiB          # rounded up: at most 256 pieces
         for start, end, off in src.extents:
             for at in range(0, end - start, step):
-                take = min(MiB, end - start - at)
+                take = min(MiB, end - start - at, 256 * MiB - len(sample))
                 take -= take % 4096
-                sample += os.pread(src.fd, take, off + at)
+                if take > 0:
+                    sample += os.pread(src.fd, take, off + at)
         kept = bytes(sample)
     pages = [kept[i:i + 4096] for i in range(0, len(kept), 4096)]
     nonzero = b"".join(p for p in pages if p.count(0) != 4096)
@@ -342,7 +347,7 @@ def main(argv=None):
     builds = makedumpfile_builds(log, fetch=not args.no_fetch)
     if not any(b["zstd"] for b in builds):
         log("no makedumpfile here has zstd: fastdump zstd is compared with makedumpfile -l (lzo)")
-    results = {"command": command, "date": time.strftime("%Y-%m-%d"),
+    results = {"command": command, "date": time.strftime("%Y-%m-%d"), "scratch": args.scratch,
                "machine": {"cores": cores, "python": sys.version.split()[0], "os": os_name()}, "notes": notes,
                "makedumpfile": builds, "inputs": []}
     rng = random.Random(1)

@@ -20,7 +20,7 @@ class _Generated:
     def __init__(self, tmp_path_factory, budget=1536 * MiB):
         self.tmp = tmp_path_factory
         self.budget = budget
-        self.made = {}          # key -> (path, extra, identity, module that last asked, pinned)
+        self.made = {}          # key -> (path, extra, identity, module that last asked, pinned, disk bytes)
         self.module = None      # the module whose tests run now (set by _generated_module)
 
     def get(self, spec, write, *, pin=False):
@@ -28,15 +28,15 @@ class _Generated:
         if key not in self.made:
             path = str(self.tmp.mktemp("generated") / "vmcore")
             extra = write(path)
-            self.made[key] = path, extra, _identity(path), self.module, pin
-        path, extra, ident, _, pinned = self.made.pop(key)
-        self.made[key] = path, extra, ident, self.module, pinned or pin    # most recent last
+            self.made[key] = path, extra, _identity(path), self.module, pin, os.stat(path).st_blocks * 512
+        path, extra, ident, _, pinned, used = self.made.pop(key)
+        self.made[key] = path, extra, ident, self.module, pinned or pin, used    # most recent last
         self._evict()
         return path, extra
 
     def _evict(self):
-        total = sum(ident[1] for _, _, ident, _, _ in self.made.values())
-        for key, (path, _, ident, module, pinned) in list(self.made.items()):
+        total = sum(entry[5] for entry in self.made.values())    # disk used: a sparse one counts little
+        for key, (path, _, ident, module, pinned, used) in list(self.made.items()):
             if total <= self.budget:
                 break
             if pinned or module == self.module:
@@ -44,10 +44,10 @@ class _Generated:
             assert _identity(path) == ident, f"a test changed a shared generated vmcore: {path}"
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             del self.made[key]
-            total -= ident[1]
+            total -= used
 
     def check_unchanged(self):
-        changed = [path for path, _, ident, _, _ in self.made.values() if _identity(path) != ident]
+        changed = [path for path, _, ident, *_ in self.made.values() if _identity(path) != ident]
         assert not changed, f"tests changed shared generated vmcores: {changed}"
 
 

@@ -28,6 +28,34 @@ def test_bench_quick_runs(tmp_path):
     report = (out / "RESULTS.md").read_text()           # bench/RESULTS.md's generator
     assert "## Targets of the performance issue" in report and "## Where fastdump's time goes" in report
     assert "| peak RSS at most 64 MiB |" in report and "dense-128M" in report
+    again = out / "again.md"                            # rendered again from results.json alone
+    r = subprocess.run([sys.executable, "-m", "bench.report", str(out / "results.json"), str(again)],
+                       cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and again.read_text() == report, r.stderr
+
+
+def _run(group, level, codec, wall, ok=True, threads=1, rss_kb=30000):
+    return {"ok": ok, "group": group, "level": level, "codec": codec, "wall": wall, "threads": threads,
+            "rss_kb": rss_kb}
+
+
+def test_report_never_counts_a_failed_or_missing_row_as_met():
+    """bench/report.py: a target is met only on rows that exist and ran."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from bench import report
+    inp = {"name": "real-x", "kind": "real", "ram": 2 << 30, "ceilings": {"codec": {}, "read_MBps": 0},
+           "runs": {"fastdump zstd -d1 t2": _run("fastdump", 1, "zstd", 0.1, threads=2),
+                    "makedumpfile -z -d1": _run("makedumpfile", 1, "zstd", 1.0),
+                    "fastdump lzo -d1 t2": _run("fastdump", 1, "lzo", 0.0, ok=False, threads=2),
+                    "makedumpfile -l -d1": _run("makedumpfile", 1, "lzo", 1.0)}}
+    results = {"machine": {"cores": 2}, "inputs": [inp]}
+    rows = {line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip() for line in report.judge_speed(results)}
+    assert rows["`-z -d 1`, dense 2 GiB real guests: at least 2.0x the fastest makedumpfile"] == "yes"
+    assert rows["`-l -d 1`, dense 2 GiB real guests: at least 2.0x the fastest makedumpfile"] == "–"
+    assert all(v == "–" for k, v in rows.items() if "16 GiB" in k)      # no such input: not measured
+    rss = report.judge_rss_and_size(results)[0]
+    assert rss.endswith("| – |") and "1 fastdump rows failed" in rss      # a failed run has no peak RSS
+    assert report.bound_seconds(inp, inp["runs"]["fastdump zstd -d1 t2"], 2) is None   # no speeds: no bound
 
 
 def test_fill_holes_makes_a_dense_file(tmp_path):

@@ -44,7 +44,7 @@ def test_dump_makedumpfile_spelling(vmcore, tmp_path):
     assert stats["pages_kept"] > 0 and stats["excluded"]["zero"] == stats["pages_zero"] > 0
     assert 0 <= os.path.getsize(out) - stats["bytes_written"] < 3 * 4096   # only header padding is not written
     phases = stats["phase_seconds"]    # where the time went (the bench reads it)
-    assert set(phases) == {"open", "classify", "write"} and phases["classify"] > 0 and phases["write"] > 0
+    assert set(phases) == {"open", "classify", "write"} and phases["write"] > 0 and phases["classify"] >= 0
     assert abs(sum(phases.values()) - stats["seconds"]) < 0.01
     with fastdump.open(out) as d:
         assert d.describe()["compression"] == "zlib"

@@ -13,6 +13,7 @@ libkdumpfile on this machine.  A missing module in the packed interpreter ("No m
 'encodings'") fails here.
 """
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -93,9 +94,10 @@ def prepared_root(dest):
         assert r.returncode == 0, f"preparing the dracut root failed: {(r.stdout + r.stderr)[-3000:]}"
         subprocess.run(["tar", "-C", dest, "-cf", tar + ".part", "."], check=True)
         os.rename(tar + ".part", tar)
-        for old in glob.glob(os.path.join(CACHE, "bookworm-dracut-*.tar")):   # 1.2 GB each
+        for old in glob.glob(os.path.join(CACHE, "bookworm-dracut-*.tar*")):   # 1.2 GB each, and cut ones
             if old != tar:
-                os.unlink(old)
+                with contextlib.suppress(FileNotFoundError):    # another run may have removed it
+                    os.unlink(old)
     else:
         subprocess.run(["tar", "-C", dest, "-xf", tar], check=True)
         site_network(dest)

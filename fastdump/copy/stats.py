@@ -30,7 +30,8 @@ class Stats:
     bytes_written: int = 0
     estimated_bytes: int = 0
     seconds: float = 0.0
-    #: where ``seconds`` went: opening the source, pass 1 (classification) and pass 2 (the copy and writes)
+    #: where ``seconds`` went: opening the source, pass 1 (classification), and the rest ("write":
+    #: the room check, pass 2's reads, compression and writes, retries, the kernel log beside the dump)
     phase_seconds: Dict[str, float] = field(default_factory=dict)
     incomplete: bool = False
     warnings: List[str] = field(default_factory=list)
