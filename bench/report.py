@@ -54,8 +54,8 @@ def bound_seconds(entry, run, cores):
 
 
 def fastdump_row(entry, level, codec, cores):
-    return next((r for r in entry["runs"].values() if r.get("ok") and r["group"] == "fastdump"
-                 and r["level"] == level and r["codec"] == codec and r["threads"] == cores), None)
+    """The input's fastdump row that ran at this level and codec on every core, or None."""
+    return next((r for _, r in _fastdump_rows(entry, level, codec, cores) if r.get("ok")), None)
 
 
 def best_makedumpfile(entry, level, codec):

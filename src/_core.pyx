@@ -472,7 +472,7 @@ cdef class Job:
         elif codec == CODEC_ZLIB:
             # libdeflate's level 2, not 1: its level 1 stores up to 4 % more than zlib's level 1
             # (makedumpfile's) on some pages; level 2 stores less on every input measured
-            # (bench/RESULTS.md) and is still faster than zlib's level 1
+            # (bench/README.md) and is still faster than zlib's level 1
             self.deflater = libdeflate_alloc_compressor(2)
             if self.deflater == NULL:
                 raise MemoryError()

@@ -28,7 +28,7 @@ cdef extern from "zlib.h" nogil:
     int Z_OK
 
 # zlib-format pages (makedumpfile -c) are written by libdeflate: the same stream format
-# that every reader inflates with zlib, made 1.3-2.3 times faster than by zlib's deflate,
+# that every reader inflates with zlib, made 1.2-2.3 times faster than by zlib's deflate,
 # and its CRC-32 (zlib's polynomial and values) about 3 times faster than zlib's
 cdef extern from "libdeflate.h" nogil:
     cdef struct libdeflate_compressor:
