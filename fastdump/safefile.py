@@ -16,9 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
 import time
 
 from .errors import TargetError, UsageError
@@ -198,6 +196,8 @@ def private_tempdir(beside):
     """A fresh 0700 directory for temporaries, in ``beside``; removed afterwards.
     It is locked while in use, so one that a killed run (SIGKILL) left behind is
     found unlocked and removed by the next run that makes one there."""
+    import shutil                   # here: only convert needs them, and they cost start-up
+    import tempfile
     _sweep_tempdirs(beside)
     try:
         d = tempfile.mkdtemp(prefix=TEMPDIR_PREFIX, dir=beside)
@@ -213,6 +213,7 @@ def private_tempdir(beside):
 
 
 def _sweep_tempdirs(beside):
+    import shutil
     try:
         names = [n for n in os.listdir(beside) if n.startswith(TEMPDIR_PREFIX)]
     except OSError:

@@ -85,6 +85,29 @@ def kallsyms_entries(const uint8_t[::1] raw not None, uint32_t count, uint32_t[:
     return i, p
 
 
+cdef inline int tokens_spell(const uint8_t* tt, const uint32_t* tok_off, const uint8_t* toks,
+                             uint32_t ntoks, const uint8_t* want, uint8_t* letter) noexcept nogil:
+    """1 when the tokens ``toks`` expand to a type letter (stored in ``letter``) followed by
+    ``want``, whose length the caller has matched; compared token by token, so that most
+    names are rejected at their first token, without being decoded."""
+    cdef uint32_t j, t, tl, at = 0
+    cdef const uint8_t* piece
+    for j in range(ntoks):
+        t = toks[j]
+        tl = tok_off[t + 1] - tok_off[t]
+        if tl == 0:
+            continue
+        piece = tt + tok_off[t]
+        if at == 0:
+            letter[0] = piece[0]
+            if tl > 1 and memcmp(piece + 1, want, tl - 1) != 0:
+                return 0
+        elif memcmp(piece, want + at - 1, tl) != 0:
+            return 0
+        at += tl
+    return 1
+
+
 def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts not None,
                   tokens, wanted):
     """``tokens``: the 256 token expansions (bytes); ``wanted``: names (bytes, no type
@@ -97,14 +120,16 @@ def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts no
     cdef bytes table
     cdef const uint8_t* tt
     cdef Py_ssize_t k, nw, left, n = raw.shape[0]
-    cdef uint32_t i = 0, pos, length, j, outlen, t, tl
-    cdef uint8_t name[KSYM_NAME_LEN + 1]
-    cdef uint8_t lenmask[KSYM_NAME_LEN + 1]
+    cdef uint32_t i = 0, pos, length, j, outlen, t
+    cdef uint8_t letter = 0
+    cdef int32_t by_len[KSYM_NAME_LEN + 2]     # first wanted name of each decoded length, or -1
     cdef int bad = 0
     cdef const char** wp
     cdef uint32_t* wl
     cdef int64_t* hit_at
     cdef uint8_t* hit_type
+    cdef int32_t* same_len                      # the next wanted name of the same length, or -1
+    cdef int32_t cand
     if len(tokens) != 256:
         raise ValueError("256 tokens expected")
     table = b"".join(tokens)
@@ -120,16 +145,18 @@ def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts no
     wl = <uint32_t*>malloc(nw * sizeof(uint32_t))
     hit_at = <int64_t*>malloc(nw * sizeof(int64_t))
     hit_type = <uint8_t*>malloc(nw)
+    same_len = <int32_t*>malloc(nw * sizeof(int32_t))
     try:
-        if wp == NULL or wl == NULL or hit_at == NULL or hit_type == NULL:
+        if wp == NULL or wl == NULL or hit_at == NULL or hit_type == NULL or same_len == NULL:
             raise MemoryError()
-        for k in range(KSYM_NAME_LEN + 1):
-            lenmask[k] = 0
+        for k in range(KSYM_NAME_LEN + 2):
+            by_len[k] = -1
         for k in range(nw):
             wp[k] = <const char*>(<bytes>names[k])
             wl[k] = <uint32_t>len(names[k])
             hit_at[k] = -1
-            lenmask[wl[k] + 1] = 1          # + the type letter
+            same_len[k] = by_len[wl[k] + 1]          # + the type letter
+            by_len[wl[k] + 1] = <int32_t>k
         left = nw
         with nogil:
             while i < count and left > 0:
@@ -148,25 +175,24 @@ def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts no
                 if pos + length > n:
                     bad = 2
                     break
+                # the decoded length first (a table look-up per token); only a name as long
+                # as a wanted one is decoded and compared, and only with those
                 outlen = 0
                 for j in range(length):
                     t = raw[pos + j]
-                    tl = tok_off[t + 1] - tok_off[t]
-                    if outlen + tl > KSYM_NAME_LEN:
-                        outlen = KSYM_NAME_LEN + 1
-                        break
-                    memcpy(name + outlen, tt + tok_off[t], tl)
-                    outlen += tl
+                    outlen += tok_off[t + 1] - tok_off[t]
                 if outlen < 2 or outlen > KSYM_NAME_LEN:
                     bad = 1
                     break
-                if lenmask[outlen]:
-                    for k in range(nw):
-                        if hit_at[k] < 0 and wl[k] == outlen - 1 and memcmp(name + 1, wp[k], outlen - 1) == 0:
-                            hit_at[k] = i
-                            hit_type[k] = name[0]
-                            left -= 1
-                            break
+                cand = by_len[outlen]
+                while cand >= 0:
+                    if hit_at[cand] < 0 and tokens_spell(tt, tok_off, &raw[pos], length,
+                                                         <const uint8_t*>wp[cand], &letter):
+                        hit_at[cand] = i
+                        hit_type[cand] = letter
+                        left -= 1
+                        break
+                    cand = same_len[cand]
                 i += 1
         if bad == 1:
             raise TableError(f"kallsyms symbol {i} has an impossible length")
@@ -178,6 +204,7 @@ def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts no
         free(wl)
         free(hit_at)
         free(hit_type)
+        free(same_len)
 
 
 # -- BTF ----------------------------------------------------------------------------------

@@ -179,3 +179,36 @@ def test_btf_that_disagrees_with_vmcoreinfo_is_not_used(offsets):
     with pytest.raises(NotAvailable, match="VMCOREINFO"):     # remembered, one line every time
         k.offsetof("page", "flags")
     assert "BTF: not available" in k.available()
+
+
+def test_kallsyms_find_agrees_with_a_plain_decoding():
+    """The compiled search rejects names token by token, without decoding them; it must find
+    what decoding every name and comparing would: near misses of the same length (one
+    letter off, first or last), names that are prefixes of others, empty tokens, and the
+    first of two same-named entries."""
+    import random
+    from array import array
+    from fastdump._kerneltables import kallsyms_entries, kallsyms_find
+    rnd = random.Random(13)
+    tokens = [b""] + [bytes(rnd.choice(b"Ttdb_abcxyz") for _ in range(rnd.randint(1, 4)))
+                      for _ in range(255)]
+    entries = []
+    for _ in range(3000):
+        entries.append([rnd.randrange(1, 256) for _ in range(rnd.randint(1, 9))] + [0] * rnd.randint(0, 2))
+    decoded = [b"".join(tokens[t] for t in e) for e in entries]
+    keep = [i for i, d in enumerate(decoded) if len(d) >= 2]
+    entries, decoded = [entries[i] for i in keep], [decoded[i] for i in keep]
+    raw = b"".join(bytes([len(e)]) + bytes(e) for e in entries)
+    starts = array("I", bytes(4 * len(entries)))
+    assert kallsyms_entries(raw, len(entries), starts) == (len(entries), len(raw))
+    names = [d[1:] for d in decoded]
+    wanted = set(rnd.sample(names, 40))
+    for n in list(wanted)[:20]:           # the same length, one letter off at either end
+        wanted.add(b"#" + n[1:])
+        wanted.add(n[:-1] + b"#")
+        wanted.add(n[:-1])
+    expect = {}
+    for i, n in enumerate(names):
+        if n in wanted and n not in expect:
+            expect[n] = (i, chr(decoded[i][0]))
+    assert kallsyms_find(raw, starts, tokens, wanted) == expect

@@ -11,7 +11,6 @@ pass.  This module only drives that: targets, levels and the last resort.
 """
 
 import functools
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -392,6 +391,7 @@ def run(options: DumpOptions, *, progress: Union[str, Progress] = "quiet",
     stats = d.run()
     if options.stats_json and not options.dry_run:   # --dry-run creates no file at all
         try:
+            import json
             safefile.write_file(options.stats_json, json.dumps(stats.to_dict(), indent=1).encode(),
                                 force=options.force)
         except FastdumpError as e:   # the dump is saved: statistics must not turn it into a failure

@@ -8,7 +8,6 @@ temporary file, reused by every target and retry at the same dump level.
 
 import bisect
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -44,6 +43,7 @@ class BitmapStore:
             self.used += len(bitmap)
             return
         if self.file is None:
+            import tempfile             # only past the cap: start-up need not pay for it
             self.file = tempfile.TemporaryFile(dir=self.spill_dir, prefix=".fastdump-bitmap-")
         self.file.seek(0, os.SEEK_END)
         self.index[key] = (self.file.tell(), len(bitmap))

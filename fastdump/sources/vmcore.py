@@ -195,10 +195,17 @@ class ElfSource(ReadOnlyFile):
     def read_phys(self, addr, size, *, zero_fill=False):
         """Bytes at physical ``addr``; raises NotPresentError for bytes not stored
         (unless ``zero_fill``, which fills them with zeros as crash does)."""
-        out = bytearray(size)
         end = addr + size
+        pieces = list(self._extents_in(addr, end))
+        if len(pieces) == 1 and pieces[0][0] <= addr and end <= pieces[0][1]:
+            s, e, off = pieces[0]        # the usual case: one extent holds it all, no assembly
+            data = self._read_in_extent(off + addr - s, size, off, off + (e - s))
+            if len(data) != size:
+                raise SourceError(f"{self.path}: short read at physical {addr:#x}")
+            return data
+        out = bytearray(size)
         covered = 0
-        for s, e, off in self._extents_in(addr, end):
+        for s, e, off in pieces:
             lo, hi = max(s, addr), min(e, end)
             data = self._read_in_extent(off + lo - s, hi - lo, off, off + (e - s))
             if len(data) != hi - lo:

@@ -19,9 +19,7 @@ one remote command line quotes every path.
 import os
 import re
 import shlex
-import socket
 import stat
-import subprocess
 import time
 
 from . import devices
@@ -221,6 +219,7 @@ class SshTarget(Target):
                   f" > {d}/README; fi")
         argv = ssh_argv(s, script)
         try:
+            import subprocess           # here: only ssh needs it, and it costs start-up
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
         except OSError as e:
@@ -291,6 +290,7 @@ class SshSink(FlatSink):
         try:
             super()._write(data)
         except TargetError:
+            import subprocess
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -315,6 +315,7 @@ class SshSink(FlatSink):
             self.proc.stdin.close()
         except OSError:
             pass
+        import subprocess
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -384,7 +385,4 @@ def host_name(utsname, unerased=None):
         return "host"
     if node and node != "(none)":
         return node
-    try:
-        return socket.gethostname() or "localhost"
-    except OSError:
-        return "localhost"
+    return os.uname().nodename or "localhost"      # what gethostname() returns on Linux
