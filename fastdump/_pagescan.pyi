@@ -15,6 +15,13 @@ class ScanParams:
 def scan(records: ReadableBuffer, start_pfn: int, npfn: int, keep: WriteableBuffer, params: ScanParams,
          carry: Optional[_Carry], counts: WriteableBuffer, va0: Optional[int] = None) -> Optional[_Carry]: ...
 
+#: follow_list's statuses
+FOLLOW_OK: int
+FOLLOW_TOO_MANY: int
+FOLLOW_BAD_PREV: int
+FOLLOW_REFERENCED: int
+FOLLOW_UNREADABLE: int
+
 class Scanner:
     """One thread's struct page scanner: reads the source's file (mmap window or pread) or read_phys."""
     use_mmap: bool
@@ -23,3 +30,5 @@ class Scanner:
                  use_mmap: bool = False, read_phys: Optional[Callable[[int, int], Optional[bytes]]] = None) -> "Scanner": ...
     def scan_chunks(self, chunks: ReadableBuffer, spans: ReadableBuffer, keep: WriteableBuffer, kb0: int,
                     start: int, carry: Optional[_Carry], counts: WriteableBuffer) -> Tuple[Optional[_Carry], int]: ...
+    def follow_list(self, spans: ReadableBuffer, first: int, head: int, link_off: int, ref_off: int,
+                    limit: int) -> Tuple[int, Any]: ...

@@ -19,9 +19,10 @@ one Scanner per thread scans its own part of memory in parallel.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno
+from array import array
 from posix.unistd cimport pread
 from source_file cimport copy_extents, map_window, mappable_bytes
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
@@ -375,6 +376,18 @@ cdef enum:
     MAP_WINDOW = 4194304      # bytes mapped at once per scanner (counted in RSS while mapped)
     CHUNK_FIELDS = 6          # a, b, has_va, va, first span, end span
 
+# follow_list's outcomes (kernel/pcp.py words them)
+cdef enum:
+    F_OK = 0
+    F_TOO_MANY = 1
+    F_BAD_PREV = 2
+    F_REFERENCED = 3
+    F_UNREADABLE = 4
+    F_ERROR = -1               # read_phys raised (``error``)
+    F_NO_MEMORY = -2
+FOLLOW_OK, FOLLOW_TOO_MANY, FOLLOW_BAD_PREV, FOLLOW_REFERENCED, FOLLOW_UNREADABLE = (
+    F_OK, F_TOO_MANY, F_BAD_PREV, F_REFERENCED, F_UNREADABLE)
+
 
 cdef struct Span:
     uint64_t va, pa, n         # virtual va..va+n is physical pa..pa+n
@@ -414,6 +427,9 @@ cdef class Scanner:
     cdef uint64_t saved_counts[NCOUNTS]
     cdef Carry saved_carry
     cdef uint64_t saved_nbytes
+    # follow_list's entries (heap: a SIGBUS jump leaves them as they were)
+    cdef uint64_t* ring
+    cdef uint64_t ring_n, ring_cap
 
     def __cinit__(self, ScanParams params, *, int fd=-1, extents=None, bint use_mmap=False, read_phys=None):
         self.params = params
@@ -434,6 +450,7 @@ cdef class Scanner:
             munmap(self.map_base, self.map_len)
         free(self.buf)
         free(self.ext)
+        free(self.ring)
 
     # -- reading ----------------------------------------------------------------
     cdef const uint8_t* _map(self, uint64_t off, size_t n, uint64_t lo, uint64_t hi) noexcept nogil:
@@ -693,3 +710,84 @@ cdef class Scanner:
                 raise err
         carry = (C.until, C.cls, C.head_va, C.verify) if C.until else None
         return carry, self.nbytes
+
+    # -- the per-CPU free lists ---------------------------------------------------
+    cdef int _follow(self, const Span* sp, Py_ssize_t nsp, uint64_t first, uint64_t head,
+                     uint32_t link_off, uint32_t ref_off, uint64_t limit) noexcept nogil:
+        """The walk of follow_list: its status; the entries in ``ring``."""
+        cdef uint32_t lo = min(link_off, ref_off)
+        cdef uint32_t n = max(link_off + 16, ref_off + 4) - lo
+        cdef uint64_t cur = head, nxt = first, page
+        cdef uint64_t* grown
+        cdef const uint8_t* p
+        cdef int rc
+        self.ring_n = 0
+        while nxt != head:
+            if self.ring_n >= limit:
+                return F_TOO_MANY
+            if self.ring_n == self.ring_cap:
+                grown = <uint64_t*>realloc(self.ring, (self.ring_cap * 2 + 256) * sizeof(uint64_t))
+                if grown == NULL:
+                    return F_NO_MEMORY
+                self.ring, self.ring_cap = grown, self.ring_cap * 2 + 256
+            page = nxt - link_off
+            self.ring[self.ring_n] = page
+            self.ring_n += 1
+            rc = self._read(sp, nsp, page + lo, n, &p)
+            if rc < 0:
+                return F_ERROR
+            if rc:
+                return F_UNREADABLE
+            if rd64(p, link_off + 8 - lo) != cur:
+                return F_BAD_PREV
+            if rd32(p, ref_off - lo) != 0:
+                return F_REFERENCED
+            cur, nxt = nxt, rd64(p, link_off - lo)
+        return F_OK
+
+    cdef int _follow_guarded(self, const Span* sp, Py_ssize_t nsp, uint64_t first, uint64_t head,
+                             uint32_t link_off, uint32_t ref_off, uint64_t limit) noexcept nogil:
+        """_follow under the SIGBUS guard, as a scan batch: again with pread after one."""
+        cdef int status
+        if self.read_phys is not None:
+            return self._follow(sp, nsp, first, head, link_off, ref_off, limit)
+        if fd_bus_arm() == 0:
+            status = self._follow(sp, nsp, first, head, link_off, ref_off, limit)
+            fd_bus_disarm()
+            return status
+        if self.map_base != NULL:
+            munmap(self.map_base, self.map_len)
+            self.map_base = NULL
+        self.mmap_broken = True
+        self.sigbus_batches += 1
+        return self._follow(sp, nsp, first, head, link_off, ref_off, limit)
+
+    def follow_list(self, const uint64_t[::1] spans not None, uint64_t first, uint64_t head,
+                    uint32_t link_off, uint32_t ref_off, uint64_t limit):
+        """Follow a ring of struct pages linked by the list_head at ``link_off`` (a per-CPU
+        free list, kernel/pcp.py) from ``first``, the head's next, back to ``head``, reading
+        each struct page through ``spans`` (va, pa, length triples sorted by va).  Every
+        entry's prev must point back and its u32 at ``ref_off`` (_refcount) must be 0.
+
+        Returns (status, array('Q') of the entries' struct page addresses in list order):
+        FOLLOW_OK when the ring closed; else the status of the first entry that failed
+        (the last address), or FOLLOW_TOO_MANY when entry ``limit`` + 1 was reached (too
+        many pages, or a loop).  No Python runs per entry: a CPU's lists can hold
+        thousands of pages, and a big machine has hundreds of CPUs."""
+        cdef Py_ssize_t nsp = spans.shape[0] // 3
+        cdef const Span* sp = <const Span*>&spans[0] if nsp else NULL
+        cdef int status
+        if link_off > 4096 or ref_off > 4096:
+            raise ValueError("a struct page member past 4096 bytes")
+        self.error = None
+        with nogil:
+            status = self._follow_guarded(sp, nsp, first, head, link_off, ref_off, limit)
+        if status == F_ERROR:
+            err, self.error = self.error, None
+            raise err
+        if status == F_NO_MEMORY:
+            raise MemoryError()
+        out = array("Q")
+        if self.ring_n:
+            out.frombytes((<char*>self.ring)[:self.ring_n * sizeof(uint64_t)])
+        return status, out

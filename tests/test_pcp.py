@@ -2,6 +2,7 @@
 lists that check out; a loop, a foreign page, a bad back link, a referenced page or a count
 that does not add up keeps that CPU's pages.  Real kernels: tests/e2e/test_kernel_types_real.py."""
 
+import os
 import struct
 
 import pytest
@@ -65,6 +66,49 @@ class FakeMemmap:
         return (va - VMEMMAP) // PAGE
 
 
+class CompiledFollow:
+    """find_pcp_free's follow() as the page judge gives it: _pagescan's compiled walk, on a
+    file holding the struct pages of pfns 0..8191 (vmemmap read through one span)."""
+
+    def __init__(self, machine, tmp_path):
+        from array import array
+        from fastdump import _pagescan
+        from fastdump.kernel import pagetypes
+        from test_pagetypes import K510
+        image = bytearray(8192 * PAGE)
+        for va, data in machine.regions.items():
+            if VMEMMAP <= va < VMEMMAP + len(image):
+                image[va - VMEMMAP:va - VMEMMAP + len(data)] = data
+        path = tmp_path / "struct-pages"
+        path.write_bytes(bytes(image))
+        self.fd = os.open(path, os.O_RDONLY)
+        params = _pagescan.ScanParams(pagetypes.detect(VmcoreInfo(K510)), level=31, section_shift=15)
+        self.scanner = _pagescan.Scanner(params, fd=self.fd, extents=array("Q", [0, len(image), 0]),
+                                         use_mmap=True)
+        # only the struct pages the machine has are translated, as in a vmemmap with holes
+        self.spans = array("Q", [v for va in sorted(machine.regions) if VMEMMAP <= va < VMEMMAP + len(image)
+                                 for v in (va, va - VMEMMAP, PAGE)])
+
+    def __call__(self, zone_start, zone_end, first, head, limit, link_off, ref_off):
+        return self.scanner.follow_list(self.spans, first, head, link_off, ref_off, limit)
+
+
+@pytest.fixture(params=["reading", "compiled"])
+def walk(request, tmp_path):
+    """find_pcp_free with either follow(): each entry read through the kernel's memory
+    (the default), or the compiled walk over a file."""
+    def run(machine, kernel=None):
+        kernel = kernel or machine.build()
+        if request.param == "reading":
+            return find_pcp_free(kernel, FakeMemmap())
+        follow = CompiledFollow(machine, tmp_path)
+        try:
+            return find_pcp_free(kernel, FakeMemmap(), follow)
+        finally:
+            os.close(follow.fd)
+    return run
+
+
 class Machine:
     """Two CPUs, one node, zone 0 empty, zone 1 spanning pfns 4096..8192."""
 
@@ -114,12 +158,12 @@ class Machine:
         return FakeKernel(PageMemory(self.regions.items()))
 
 
-def test_lists_that_check_out_are_dropped_with_their_orders():
+def test_lists_that_check_out_are_dropped_with_their_orders(walk):
     m = Machine()
     m.lists[0][1] = [5000, 5001]           # order 0, movable
     m.lists[0][3] = [5002]                 # order 1
     m.lists[1][12] = [4608]                # pageblock order (THP list)
-    r = find_pcp_free(m.build(), FakeMemmap())
+    r = walk(m)
     assert r.runs == [(4608, 512), (5000, 1), (5001, 1), (5002, 2)]
     assert r.pages == r.counted == 516 and r.lists_ok == 2 and r.lists_rejected == 0
 
@@ -131,15 +175,15 @@ def test_lists_that_check_out_are_dropped_with_their_orders():
     (lambda m: m.lists[0].__setitem__(1, [5000, 5001]) or {"refcount": {VMEMMAP + 5001 * PAGE + LINK: 1}},
      "references"),
 ])
-def test_a_list_that_does_not_check_out_keeps_that_cpus_pages(spoil, reason):
+def test_a_list_that_does_not_check_out_keeps_that_cpus_pages(spoil, reason, walk):
     m = Machine()
     m.lists[1][1] = [6000]
-    r = find_pcp_free(m.build(**spoil(m)), FakeMemmap())
+    r = walk(m, m.build(**spoil(m)))
     assert r.runs == [(6000, 1)] and r.lists_rejected == 1
     assert reason in r.problems[0]
 
 
-def test_a_loop_or_a_broken_back_link_is_caught():
+def test_a_loop_or_a_broken_back_link_is_caught(walk):
     m = Machine()
     m.lists[0][1] = [5000, 5001]
     k = m.build()
@@ -147,12 +191,12 @@ def test_a_loop_or_a_broken_back_link_is_caught():
     page = bytearray(m.regions[b - LINK])
     struct.pack_into("<Q", page, LINK, a)               # 5001 -> 5000: a loop that never reaches the head
     m.regions[b - LINK] = bytes(page)
-    r = find_pcp_free(FakeKernel(PageMemory(m.regions.items())), FakeMemmap())
+    r = walk(m, FakeKernel(PageMemory(m.regions.items())))
     assert r.pages == 0 and ("prev does not point back" in r.problems[0] or "loops" in r.problems[0])
     page = bytearray(m.regions[a - LINK])
     struct.pack_into("<Q", page, LINK + 8, b)           # 5000's prev is not the head
     m.regions[a - LINK] = bytes(page)
-    r = find_pcp_free(FakeKernel(PageMemory(m.regions.items())), FakeMemmap())
+    r = walk(m, FakeKernel(PageMemory(m.regions.items())))
     assert r.pages == 0 and "prev does not point back" in r.problems[0]
     assert k is not None
 
@@ -180,3 +224,40 @@ def test_runs_are_cleared_from_a_cycle_bitmap_exactly():
     assert keep[511] == 0x3F
     later = bytearray(b"\xff" * 2)                        # the next cycle: pfns 4096..4111
     assert pages.clear(later, 4096, 4112) == 6 and later == bytearray(b"\xc0\xff")
+
+
+def test_an_entry_whose_struct_page_cannot_be_read_keeps_that_cpus_pages(walk):
+    m = Machine()
+    m.lists[0][1] = [5000, 5001]
+    m.lists[1][1] = [6000]
+    m.build()
+    page = bytearray(m.regions[VMEMMAP + 5000 * PAGE])
+    struct.pack_into("<Q", page, LINK, VMEMMAP + 7000 * PAGE + LINK)     # 7000's struct page is not there
+    m.regions[VMEMMAP + 5000 * PAGE] = bytes(page)
+    r = walk(m, FakeKernel(PageMemory(m.regions.items())))
+    assert r.runs == [(6000, 1)] and r.lists_rejected == 1
+    assert "struct page of pfn 7000 is not readable" in r.problems[0]
+
+
+def test_a_vmemmap_entry_in_a_section_without_memory_map_is_not_taken():
+    """With one virtual memory map, pfns are computed, not looked up one by one; the
+    mem_sections they fall in are still looked up, and one without a map rejects the list."""
+    class VmemmapMemmap:
+        vmemmap_base, struct_size, section_shift = VMEMMAP, PAGE, 10
+
+        def struct_va(self, pfn):
+            return None if pfn >> 10 == 5 else VMEMMAP + pfn * PAGE      # pfns 5120..6143: no map
+    m = Machine()
+    m.lists[0][1] = [5000, 5200]
+    m.lists[1][1] = [6200, 6300]
+    r = find_pcp_free(m.build(), VmemmapMemmap())
+    assert r.runs == [(6200, 1), (6300, 1)] and r.lists_ok == 1 and r.lists_rejected == 1
+    assert "not a struct page of this zone" in r.problems[0]
+
+
+def test_the_compiled_walk_and_the_reading_walk_say_the_same_statuses():
+    from fastdump import _pagescan
+    from fastdump.kernel import pcp
+    assert [_pagescan.FOLLOW_OK, _pagescan.FOLLOW_TOO_MANY, _pagescan.FOLLOW_BAD_PREV,
+            _pagescan.FOLLOW_REFERENCED, _pagescan.FOLLOW_UNREADABLE] == [
+        pcp.OK, pcp.TOO_MANY, pcp.BAD_PREV, pcp.REFERENCED, pcp.UNREADABLE]

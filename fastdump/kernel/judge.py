@@ -144,13 +144,25 @@ class PageJudge:
         from .types.kernel import Kernel
         kernel = getattr(self.source, "kernel", None) or Kernel(self.source)
         try:
-            return PcpPages(find_pcp_free(kernel, self.memmap))
+            return PcpPages(find_pcp_free(kernel, self.memmap, self._list_follower()))
         except NotAvailable as e:
             self.pcp_note = f"pages on per-CPU free lists are kept: {e}"
             self.warn(self.pcp_note)
             return None
         finally:
             kernel.forget()
+
+    def _list_follower(self):
+        """find_pcp_free's follow(): the compiled walk of a scanner of its own (the scan's
+        are busy), reading the zone's struct pages through their translation, made once
+        per zone (one page-table step per 2 MiB of struct pages)."""
+        scanner, spans = self._scanner(), {}
+
+        def follow(zone_start, zone_end, first, head, limit, link_off, ref_off):
+            if (zone_start, zone_end) not in spans:
+                spans[zone_start, zone_end] = self._struct_map(zone_start, zone_end)[1]
+            return scanner.follow_list(spans[zone_start, zone_end], first, head, link_off, ref_off, limit)
+        return follow
 
     def _check_reserved_bit(self, enc):
         """PG_reserved (inferred as PG_private - 1) if the kernel image's own pages carry it.

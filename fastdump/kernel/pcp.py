@@ -48,13 +48,19 @@ class PcpResult:
                 "pcp_problems": self.problems[:5]}
 
 
-def find_pcp_free(kernel, memmap):
+def find_pcp_free(kernel, memmap, follow=None):
     """Walk every online CPU's per-CPU free lists of every populated zone.
+
+    ``follow(zone_start, zone_end, first, head, limit, link_off, ref_off)`` walks one list
+    and returns (status, struct page addresses) as ``_pagescan.Scanner.follow_list`` does;
+    the page judge passes that compiled walk, bound to the zone's struct pages.  By
+    default each entry is read through ``kernel.read`` (no Scanner needed).
 
     Raises NotAvailable when the kernel's types or symbols cannot say where the lists are."""
     k = kernel
     cpus = _online_cpus(k)          # symbols first: BTF's load lets the name tables go
     layout = _Layout(k)
+    follow = follow or _reading_follow(k)
     result = PcpResult()
     for zone_va in _zones(k, layout):
         zone = _Zone(k, layout, zone_va)
@@ -63,7 +69,7 @@ def find_pcp_free(kernel, memmap):
         for cpu, offset in cpus:
             pcp = (zone.pcp_pointer + offset) & ((1 << 64) - 1)
             try:
-                runs, count = _walk_cpu(k, memmap, layout, zone, pcp)
+                runs, count = _walk_cpu(k, memmap, layout, zone, pcp, follow)
             except _Reject as e:
                 result.lists_rejected += 1
                 result.problems.append(f"cpu {cpu} zone {zone_va:#x}: {e}")
@@ -159,35 +165,78 @@ def _zones(k, layout):
             yield pgdat + layout.node_zones + z * layout.zone_size
 
 
-def _walk_cpu(k, memmap, layout, zone, pcp):
+def _walk_cpu(k, memmap, layout, zone, pcp, follow):
     raw = k.read(pcp, layout.pcp_size)
     count = int.from_bytes(raw[layout.pcp_count:layout.pcp_count + 4], "little", signed=True)
     if not 0 <= count <= MAX_PCP_PAGES:
         raise _Reject(f"per_cpu_pages.count={count}")
-    runs, found, seen = [], 0, set()
+    runs, found = [], 0
     for i, order in enumerate(layout.orders):
         head = pcp + layout.pcp_lists + 16 * i
-        cur = head
-        nxt = int.from_bytes(raw[layout.pcp_lists + 16 * i:layout.pcp_lists + 16 * i + 8], "little")
-        while nxt != head:
-            if found >= count or nxt in seen:
-                raise _Reject(f"list {i} holds more than count={count} pages or loops")
-            seen.add(nxt)
-            page = k.read(nxt - layout.page_link, layout.page_read)    # one read per entry: link and refcount
-            link = page[layout.page_link:layout.page_link + 16]
-            if int.from_bytes(link[8:], "little") != cur:
-                raise _Reject(f"list {i}: a link's prev does not point back")
-            pfn = memmap.pfn_of_struct_va(nxt - layout.page_link, zone.start)
-            if pfn is None or not zone.start <= pfn or pfn + (1 << order) > zone.end or pfn % (1 << order):
+        first = int.from_bytes(raw[layout.pcp_lists + 16 * i:layout.pcp_lists + 16 * i + 8], "little")
+        if first == head:
+            continue
+        status, pages = follow(zone.start, zone.end, first, head, (count - found) >> order,
+                               layout.page_link, layout.page_refcount)
+        pfns = _pfns(memmap, zone, pages)
+        for n, pfn in enumerate(pfns):
+            if pfn is None or pfn < zone.start or pfn + (1 << order) > zone.end or pfn % (1 << order):
                 raise _Reject(f"list {i}: an entry is not a struct page of this zone")
-            if int.from_bytes(page[layout.page_refcount:layout.page_refcount + 4], "little") != 0:
-                raise _Reject(f"list {i}: pfn {pfn} has references")
+            if n == len(pfns) - 1 and status:
+                raise _Reject(f"list {i}: {_FOLLOW_PROBLEMS.get(status, status)}".replace("PFN", str(pfn)))
             runs.append((pfn, 1 << order))
-            found += 1 << order
-            cur, nxt = nxt, int.from_bytes(link[:8], "little")
+        if status:          # past the limit: no entry of its own to blame
+            raise _Reject(f"list {i}: {_FOLLOW_PROBLEMS.get(status, status)}")
+        found += len(pfns) << order
     if found != count:
         raise _Reject(f"lists hold {found} pages, per_cpu_pages.count says {count}")
     return runs, count
+
+
+#: follow()'s statuses, the values of fastdump._pagescan's FOLLOW_* (tests/test_pcp.py checks),
+#: and how a rejection says them
+OK, TOO_MANY, BAD_PREV, REFERENCED, UNREADABLE = range(5)
+_FOLLOW_PROBLEMS = {TOO_MANY: "holds more pages than per_cpu_pages.count, or loops",
+                    BAD_PREV: "a link's prev does not point back", REFERENCED: "pfn PFN has references",
+                    UNREADABLE: "the struct page of pfn PFN is not readable"}
+
+
+def _pfns(memmap, zone, pages):
+    """The pfn of each struct page address (None where it is not one of the zone's map)."""
+    base = memmap.struct_va(zone.start) if getattr(memmap, "vmemmap_base", None) is not None else None
+    if base is None:
+        return [memmap.pfn_of_struct_va(va, zone.start) for va in pages]
+    # one virtual map for all memory (vmemmap): arithmetic per entry, and a look-up per
+    # mem_section that the entries fall in (it must have a memory map)
+    size, shift = memmap.struct_size, memmap.section_shift
+    pfns = [zone.start + (va - base) // size if va >= base and (va - base) % size == 0 else None
+            for va in pages]
+    mapped = {nr: memmap.struct_va(nr << shift) is not None
+              for nr in {pfn >> shift for pfn in pfns if pfn is not None}}
+    return [pfn if pfn is not None and mapped[pfn >> shift] else None for pfn in pfns]
+
+
+def _reading_follow(k):
+    """follow() through ``k.read``, one read per entry: for callers without a Scanner."""
+    def follow(zone_start, zone_end, first, head, limit, link_off, ref_off):
+        lo = min(link_off, ref_off)
+        size = max(link_off + 16, ref_off + 4) - lo
+        pages, cur, nxt = [], head, first
+        while nxt != head:
+            if len(pages) >= limit:
+                return TOO_MANY, pages
+            pages.append(nxt - link_off)
+            try:
+                raw = k.read(nxt - link_off + lo, size)
+            except FastdumpError:
+                return UNREADABLE, pages
+            if int.from_bytes(raw[link_off + 8 - lo:link_off + 16 - lo], "little") != cur:
+                return BAD_PREV, pages
+            if int.from_bytes(raw[ref_off - lo:ref_off + 4 - lo], "little") != 0:
+                return REFERENCED, pages
+            cur, nxt = nxt, int.from_bytes(raw[link_off - lo:link_off + 8 - lo], "little")
+        return OK, pages
+    return follow
 
 
 def _line(e):

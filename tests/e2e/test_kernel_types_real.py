@@ -79,14 +79,17 @@ def test_kallsyms_and_btf_from_the_dump(real):
 
 def test_per_cpu_free_lists_check_out(real):
     """Every online CPU's lists of every populated zone check out, and the pages on them add
-    up to the kernel's own per_cpu_pages.count."""
+    up to the kernel's own per_cpu_pages.count; the compiled walk finds what the reading one does."""
     from fastdump.kernel.judge import make_judge
     from fastdump.kernel.pcp import find_pcp_free
     key, outdir = real
     with fastdump.open(os.path.join(outdir, "vmcore.raw")) as d:
         if int(d.vmcoreinfo.osrelease.split(".")[0]) < 6:
             return                                  # no kallsyms: nothing to walk (see above)
-        r = find_pcp_free(d.kernel, make_judge(d, 16, warn=lambda m: None).memmap)
+        judge = make_judge(d, 16, warn=lambda m: None)
+        r = find_pcp_free(d.kernel, judge.memmap)
+        compiled = find_pcp_free(d.kernel, judge.memmap, judge._list_follower())   # as the judge walks
     print(f"{key}: {r.stats()}")
+    assert compiled.runs == r.runs and compiled.stats() == r.stats()
     assert r.lists_ok >= 2 and r.lists_rejected == 0, r.stats()
     assert r.pages == r.counted > 0
