@@ -23,6 +23,7 @@ Two kinds of rows say why makedumpfile answers differently:
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -222,6 +223,12 @@ def test_option_line(name, world, tmp_path):
         theirs_dir = tmp_path / build["name"]
         theirs_dir.mkdir()
         their_status, their_text = run(build["argv"], row, world, theirs_dir)
+        if their_status == -6 and "libgcc_s.so.1 must be installed" in their_text:
+            # makedumpfile 1.7.6's --num-threads sometimes aborts in pthread_exit on a busy
+            # machine (once in 4 runs of this row here): its bug, not an answer; once more
+            shutil.rmtree(theirs_dir)
+            theirs_dir.mkdir()
+            their_status, their_text = run(build["argv"], row, world, theirs_dir)
         their_class = 1 if their_status else 0
         if row.own and their_class != row.expect:
             assert row.own in their_text, f"{build['name']} exit {their_status}: {their_text[-1500:]}"

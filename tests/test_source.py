@@ -257,21 +257,26 @@ def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
     assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])
 
 
-def test_default_read_mode(vmcore, monkeypatch, generated_kernel):
-    """mmap windows by default for /proc/vmcore only; a saved vmcore is read with pread
-    (cheaper than mapping page-cache windows), for the pages and the struct pages alike."""
-    from fastdump.copy.engine import CopyEngine
+def test_default_read_mode(vmcore, generated_kernel):
+    """mmap windows by default for /proc/vmcore and saved vmcores (regular files), for the
+    pages and the struct pages alike; pread for anything else (a device such as
+    /dev/oldmem) and with --non-mmap."""
+    from fastdump.copy.engine import CopyEngine, _mappable
     from fastdump.kernel.judge import make_judge
     from fastdump.testing.generator import MiB
     with ElfSource(vmcore) as s:
-        assert CopyEngine(s).use_mmap is False
-        assert CopyEngine(s, use_mmap=True).use_mmap is True
-        monkeypatch.setattr(ElfSource, "is_proc_vmcore", lambda self: True)
         assert CopyEngine(s).use_mmap is True
-    monkeypatch.undo()
+        assert CopyEngine(s, use_mmap=False).use_mmap is False
+    r, w = os.pipe()
+    try:
+        assert _mappable(type("Device", (), {"fd": r})()) is False
+        assert _mappable(type("ProcVmcore", (), {"fd": r, "is_proc_vmcore": lambda self: True})()) is True
+    finally:
+        os.close(r)
+        os.close(w)
     path, layout = generated_kernel(64 * MiB, encoding="6.1", seed=3)
     with ElfSource(path) as s:
         judge = make_judge(s, 31, warn=lambda m: None)
-        assert judge._scanner().use_mmap is False
-        monkeypatch.setattr(ElfSource, "is_proc_vmcore", lambda self: True)
         assert judge._scanner().use_mmap is True
+        judge = make_judge(s, 31, warn=lambda m: None, use_mmap=False)
+        assert judge._scanner().use_mmap is False
