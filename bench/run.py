@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from fastdump.deploy.payload import LAUNCH_CODE
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 CACHE = os.path.join(TOP, ".cache", "bench")
@@ -222,7 +224,9 @@ def contenders(inp, builds, threads, quick, cores, mdf_threads=()):
     """(name, group, argv-builder) for one input; ``mdf_threads``: makedumpfile
     --num-threads rows too (1.7.6 here: on every synthetic input 8-13x slower than one
     thread, so not by default)."""
-    fd = [sys.executable, "-m", "fastdump", "-q", "-f"]
+    # as the launcher of an installed fastdump and of the capture initrd runs it (python3 -S,
+    # the package on PYTHONPATH): this machine's site packages are not part of a dump
+    fd = [sys.executable, "-S", "-c", LAUNCH_CODE, "-q", "-f"]
     out = []
     levels = {"dense": [1], "sparse": [31], "huge": [31], "real": [1, 31], "kernel": [1, 31],
               "bigreal": [31]}[inp["kind"]]
@@ -330,6 +334,7 @@ def main(argv=None):
     # an installed fastdump (and the capture initrd, fastdump.deploy.initrd) has its .pyc files:
     # compiling the sources on every run (PYTHONDONTWRITEBYTECODE) is not part of a dump
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPATH"] = TOP + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(CACHE, "pyc"))
     subprocess.run([sys.executable, "-m", "fastdump", "--help"], stdout=subprocess.DEVNULL, check=False)
     cores = len(os.sched_getaffinity(0))
