@@ -767,7 +767,9 @@ cdef class Scanner:
         """Follow a ring of struct pages linked by the list_head at ``link_off`` (a per-CPU
         free list, kernel/pcp.py) from ``first``, the head's next, back to ``head``, reading
         each struct page through ``spans`` (va, pa, length triples sorted by va).  Every
-        entry's prev must point back and its u32 at ``ref_off`` (_refcount) must be 0.
+        entry's prev must point back and its u32 at ``ref_off`` (_refcount) must be 0; so
+        a loop is caught at the first entry met twice (its prev cannot name both the entry
+        before it then and now), whatever ``limit`` a corrupt count gives.
 
         Returns (status, array('Q') of the entries' struct page addresses in list order):
         FOLLOW_OK when the ring closed; else the status of the first entry that failed

@@ -192,7 +192,7 @@ def test_a_loop_or_a_broken_back_link_is_caught(walk):
     struct.pack_into("<Q", page, LINK, a)               # 5001 -> 5000: a loop that never reaches the head
     m.regions[b - LINK] = bytes(page)
     r = walk(m, FakeKernel(PageMemory(m.regions.items())))
-    assert r.pages == 0 and ("prev does not point back" in r.problems[0] or "loops" in r.problems[0])
+    assert r.pages == 0 and ("prev does not point back" in r.problems[0] or "more pages" in r.problems[0])
     page = bytearray(m.regions[a - LINK])
     struct.pack_into("<Q", page, LINK + 8, b)           # 5000's prev is not the head
     m.regions[a - LINK] = bytes(page)
@@ -261,3 +261,24 @@ def test_the_compiled_walk_and_the_reading_walk_say_the_same_statuses():
     assert [_pagescan.FOLLOW_OK, _pagescan.FOLLOW_TOO_MANY, _pagescan.FOLLOW_BAD_PREV,
             _pagescan.FOLLOW_REFERENCED, _pagescan.FOLLOW_UNREADABLE] == [
         pcp.OK, pcp.TOO_MANY, pcp.BAD_PREV, pcp.REFERENCED, pcp.UNREADABLE]
+
+
+@pytest.mark.parametrize("kind", ["reading", "compiled"])
+def test_a_loop_is_caught_within_a_few_entries_whatever_the_count(kind, tmp_path):
+    """A corrupt count (up to MAX_PCP_PAGES) must not make a looping list walk millions of
+    entries or hold them: the first entry met twice has a prev that cannot point back."""
+    from fastdump.kernel import pcp
+    m = Machine()
+    m.lists[0][1] = [5000, 5001, 5002]
+    m.build()
+    a, c = VMEMMAP + 5000 * PAGE + LINK, VMEMMAP + 5002 * PAGE + LINK
+    page = bytearray(m.regions[c - LINK])
+    struct.pack_into("<Q", page, LINK, a)               # 5002 -> 5000: round and round
+    m.regions[c - LINK] = bytes(page)
+    kernel = FakeKernel(PageMemory(m.regions.items()))
+    follow = pcp._reading_follow(kernel) if kind == "reading" else CompiledFollow(m, tmp_path)
+    head = PERCPU_PTR + CPU_OFFSETS[0] + PCP_LISTS + 16
+    status, pages = follow(4096, 8192, a, head, pcp.MAX_PCP_PAGES, LINK, REFCOUNT)
+    if kind == "compiled":
+        os.close(follow.fd)
+    assert status == pcp.BAD_PREV and len(pages) == 4, (status, len(pages))

@@ -111,8 +111,6 @@ class _Layout:
         except NotAvailable:
             self.page_link = k.offsetof("page", "lru")
         self.page_refcount = k.offsetof("page", "_refcount")
-        # the bytes of a struct page the walk reads: its list link and its reference count
-        self.page_read = max(self.page_link + 16, self.page_refcount + 4)
         types = k.enumerator("MIGRATE_PCPTYPES")
         low = types * (PAGE_ALLOC_COSTLY_ORDER + 1)
         if self.nr_lists == types:
@@ -196,7 +194,7 @@ def _walk_cpu(k, memmap, layout, zone, pcp, follow):
 #: follow()'s statuses, the values of fastdump._pagescan's FOLLOW_* (tests/test_pcp.py checks),
 #: and how a rejection says them
 OK, TOO_MANY, BAD_PREV, REFERENCED, UNREADABLE = range(5)
-_FOLLOW_PROBLEMS = {TOO_MANY: "holds more pages than per_cpu_pages.count, or loops",
+_FOLLOW_PROBLEMS = {TOO_MANY: "holds more pages than per_cpu_pages.count",
                     BAD_PREV: "a link's prev does not point back", REFERENCED: "pfn PFN has references",
                     UNREADABLE: "the struct page of pfn PFN is not readable"}
 
