@@ -181,6 +181,8 @@ def kallsyms_find(const uint8_t[::1] raw not None, const uint32_t[::1] starts no
                 for j in range(length):
                     t = raw[pos + j]
                     outlen += tok_off[t + 1] - tok_off[t]
+                    if outlen > KSYM_NAME_LEN:      # no wrap, however long the tokens
+                        break
                 if outlen < 2 or outlen > KSYM_NAME_LEN:
                     bad = 1
                     break

@@ -282,3 +282,19 @@ def test_a_loop_is_caught_within_a_few_entries_whatever_the_count(kind, tmp_path
     if kind == "compiled":
         os.close(follow.fd)
     assert status == pcp.BAD_PREV and len(pages) == 4, (status, len(pages))
+
+
+def test_a_vmemmap_entry_in_a_section_mapped_elsewhere_is_not_taken():
+    """A section whose memory map does not lie where the one virtual map puts it (a corrupt
+    mem_section) does not vouch for the pfns that the arithmetic gives there."""
+    class MovedSection:
+        vmemmap_base, struct_size, section_shift = VMEMMAP, PAGE, 10
+
+        def struct_va(self, pfn):
+            return VMEMMAP + pfn * PAGE + (1 << 20 if pfn >> 10 == 6 else 0)   # pfns 6144..7167
+    m = Machine()
+    m.lists[0][1] = [5000]
+    m.lists[1][1] = [6200]
+    r = find_pcp_free(m.build(), MovedSection())
+    assert r.runs == [(5000, 1)] and r.lists_rejected == 1
+    assert "not a struct page of this zone" in r.problems[0]

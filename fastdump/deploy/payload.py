@@ -40,6 +40,7 @@ OPTIONAL_MODULES = (
     "encodings", "argparse", "json", "threading", "concurrent.futures",
     "concurrent.futures.thread", "queue", "mmap", "zlib", "struct", "errno",
     "signal", "time", "resource", "traceback", "linecache", "tokenize",
+    "tempfile", "shutil", "subprocess",     # imported where a bitmap spills, convert and -x need them
 )
 
 #: modules every capture environment imports, beyond what the collector runs load: the s3://

@@ -22,9 +22,7 @@ that silently keeps the secret.
 """
 
 import re
-import shutil
 import struct
-import subprocess
 from array import array
 
 from ..errors import FastdumpError, UsageError
@@ -322,6 +320,8 @@ class _Resolver:
 
     def _vmlinux_type(self, where, name, *, required):
         """The struct/union that the vmlinux's debug info gives ``name`` (via gdb), as a BTF id."""
+        import shutil               # here: only -x needs them, and every dump imports this module
+        import subprocess
         gdb = shutil.which("gdb")
         if gdb is None:
             self._fail(where, f"-x VMLINUX needs gdb to read the type of {name}")

@@ -154,14 +154,20 @@ class PageJudge:
 
     def _list_follower(self):
         """find_pcp_free's follow(): the compiled walk of a scanner of its own (the scan's
-        are busy), reading the zone's struct pages through their translation, made once
-        per zone (one page-table step per 2 MiB of struct pages)."""
-        scanner, spans = self._scanner(), {}
+        are busy), reading the zone's struct pages through their translation (one
+        page-table step per 2 MiB of struct pages), made for the zone being walked and
+        kept only while its CPUs' lists are (zones are walked one after another)."""
+        scanner, current = self._scanner(), [None, None]
 
         def follow(zone_start, zone_end, first, head, limit, link_off, ref_off):
-            if (zone_start, zone_end) not in spans:
-                spans[zone_start, zone_end] = self._struct_map(zone_start, zone_end)[1]
-            return scanner.follow_list(spans[zone_start, zone_end], first, head, link_off, ref_off, limit)
+            if current[0] != (zone_start, zone_end):
+                current[1] = None
+                _, spans = self._struct_map(zone_start, zone_end)
+                # sorted by address, as follow_list looks them up: without vmemmap, each
+                # section's memory map lies wherever it was allocated
+                triples = sorted(zip(spans[0::3], spans[1::3], spans[2::3]))
+                current[:] = [(zone_start, zone_end), array("Q", [v for t in triples for v in t])]
+            return scanner.follow_list(current[1], first, head, link_off, ref_off, limit)
         return follow
 
     def _check_reserved_bit(self, enc):

@@ -111,6 +111,8 @@ class _Layout:
         except NotAvailable:
             self.page_link = k.offsetof("page", "lru")
         self.page_refcount = k.offsetof("page", "_refcount")
+        if not (0 <= self.page_link <= 4096 - 16 and 0 <= self.page_refcount <= 4096 - 4):
+            raise NotAvailable("BTF: struct page's list link or _refcount lies past 4096 bytes")
         types = k.enumerator("MIGRATE_PCPTYPES")
         low = types * (PAGE_ALLOC_COSTLY_ORDER + 1)
         if self.nr_lists == types:
@@ -209,7 +211,8 @@ def _pfns(memmap, zone, pages):
     size, shift = memmap.struct_size, memmap.section_shift
     pfns = [zone.start + (va - base) // size if va >= base and (va - base) % size == 0 else None
             for va in pages]
-    mapped = {nr: memmap.struct_va(nr << shift) is not None
+    # each section the entries fall in must map its pfns where the arithmetic put them
+    mapped = {nr: memmap.struct_va(nr << shift) == base + ((nr << shift) - zone.start) * size
               for nr in {pfn >> shift for pfn in pfns if pfn is not None}}
     return [pfn if pfn is not None and mapped[pfn >> shift] else None for pfn in pfns]
 

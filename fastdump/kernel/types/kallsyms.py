@@ -48,8 +48,9 @@ class Symbols:
     """Name -> address (and type letter) of the crashed kernel's kallsyms symbols.
 
     Memory stays small (a capture kernel has little): the tables are kept as they are in
-    the dump (a few MiB) and a name is found by decoding the names in order, once per
-    batch of names asked (milliseconds, compiled); answers are remembered."""
+    the dump (a few MiB) and the names asked are found in one pass over the table per
+    batch (milliseconds, compiled: a name's tokens are compared with a wanted name of its
+    decoded length, without decoding the rest); answers are remembered."""
 
     def __init__(self, read, vmcoreinfo, *, prefetch=()):
         """``read(va, size)`` returns kernel virtual memory (raising on what is missing);
