@@ -172,10 +172,15 @@ def _unpacked(suite, packages, log, fetch):
                     if os.path.exists(p)), None)
         return exe and {"exe": exe, "loader": os.path.join(dest, "usr", "lib64", "ld-linux-x86-64.so.2"),
                         "libs": os.path.join(dest, "usr", "lib", "x86_64-linux-gnu")}
-    if not found() and fetch:
+    if not fetch:
+        return found()
+    sys.path.insert(0, TOP)
+    from tests.e2e.kernels import Apt
+    from tests.e2e.paths import locked
+    with locked(f"makedumpfile-{suite}"):    # the test workers unpack it on first use
+        if found():
+            return found()
         try:
-            sys.path.insert(0, TOP)
-            from tests.e2e.kernels import Apt
             apt = Apt(suite)
             apt.update()
             for pkg in packages:
@@ -184,7 +189,7 @@ def _unpacked(suite, packages, log, fetch):
                 subprocess.run(["dpkg-deb", "-x", deb, dest], check=True)
         except Exception as e:  # noqa: BLE001 - reported in the results, not fatal
             log(f"makedumpfile from Debian {suite} not available: {e}")
-    return found()
+        return found()
 
 
 # -- one timed run ----------------------------------------------------------------------

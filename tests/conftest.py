@@ -124,14 +124,15 @@ def out(tmp_path):
 # logic in a few minutes with:  python3 -m pytest -m "not e2e and not slow" tests
 MARKERS = {
     "e2e": "boots real Debian kernels in QEMU or fetches Debian packages (tests/e2e, real vmcores)",
-    "slow": "takes tens of seconds on its own (packaging, dropped-connection, bench, kill tests)",
+    "slow": "takes tens of seconds on its own (packaging, dropped-connection, bench, kill tests, "
+            "the whole Debian 12 guest)",
     "tools": "runs a program outside Python that .ci/setup-host installs (makedumpfile, crash, gdb, "
              "libkdumpfile's python3, sshd, gcc): everything support.need_tool finds",
 }
 E2E_FIXTURES = {"real", "real_dir"}           # the e2e harness's real vmcores, built on demand
 E2E_MODULES = {"test_classification_real.py", "test_deploy_kdump_tools.py"}
 SLOW = ("test_packaging.py::test_sdist", "test_bench_smoke.py::", "test_ssh.py::test_dropped_connection",
-        "test_deploy_dracut.py::",
+        "test_deploy_dracut.py::", "test_distro_kdump_tools.py::",
         "test_faults.py::test_sigkill", "test_files.py::test_concurrent", "tests/fuzz/test_fuzz.py::",
         "test_source.py::test_many_pt_loads", "test_s3.py::test_radosgw_", "test_s3.py::test_quota",
         "test_s3.py::test_dropped", "test_s3.py::test_interrupted")
@@ -165,6 +166,18 @@ def pytest_collection_modifyitems(config, items):
                                                                         if fixtures else ()) for d in defs]
         if any(_runs_tools(f, set()) for f in funcs if f is not None):
             item.add_marker("tools")
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
+
+
+def _worker_group(item):
+    """Which tests one pytest-xdist worker runs together (pyproject's addopts: ``-n 2 --dist
+    loadgroup``).  Every real-kernel test is one group: they share the harness's caches of
+    kernels, Debian package lists and guest runs (.cache/e2e), which are built on first use and
+    must not be built twice at once; the rest is grouped by module, so that a module-scoped
+    fixture (a built sdist, a dracut root, a radosgw) is made once."""
+    if item.get_closest_marker("e2e"):
+        return "e2e"
+    return item.nodeid.split("::", 1)[0]
 
 
 def _runs_tools(func, seen):

@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from . import aptsources
-from .paths import CACHE, StepError, run
+from .paths import CACHE, StepError, locked, run
 
 # key -> (suite, description).  The exact ABI is whatever the suite's
 # linux-image-amd64 meta package depends on today.
@@ -76,11 +76,12 @@ class Apt:
 
     def update(self, max_age=6 * 3600):
         stamp = os.path.join(self.dir, "updated")
-        if os.path.exists(stamp) and time.time() - os.stat(stamp).st_mtime < max_age:
-            return
-        run(["apt-get", "-q"] + self.opts + ["update"], timeout=600,
-            what="apt-get update for %s" % self.suite)
-        open(stamp, "w").close()
+        with locked("apt-" + self.suite):    # apt-get refuses a second update of the same lists
+            if os.path.exists(stamp) and time.time() - os.stat(stamp).st_mtime < max_age:
+                return
+            run(["apt-get", "-q"] + self.opts + ["update"], timeout=600,
+                what="apt-get update for %s" % self.suite)
+            open(stamp, "w").close()
 
     def candidate(self, pkg):
         """The version apt would install of ``pkg`` (highest over all the suites), or None."""
@@ -115,15 +116,16 @@ class Apt:
         """``pkg`` at exactly ``version`` into ``dest`` (kept there: a second call is free)."""
         os.makedirs(dest, exist_ok=True)
         pattern = os.path.join(dest, "%s_%s_*.deb" % (pkg, version.replace(":", "%3a")))
-        have = glob.glob(pattern)
-        if have:
+        with locked("apt-" + self.suite):
+            have = glob.glob(pattern)
+            if have:
+                return have[0]
+            run(["apt-get", "-q"] + self.opts + ["download", "%s=%s" % (pkg, version)],
+                cwd=dest, timeout=1800, what="apt-get download %s=%s" % (pkg, version))
+            have = glob.glob(pattern)
+            if not have:
+                raise FetchError("apt-get download %s=%s left no .deb" % (pkg, version))
             return have[0]
-        run(["apt-get", "-q"] + self.opts + ["download", "%s=%s" % (pkg, version)],
-            cwd=dest, timeout=1800, what="apt-get download %s=%s" % (pkg, version))
-        have = glob.glob(pattern)
-        if not have:
-            raise FetchError("apt-get download %s=%s left no .deb" % (pkg, version))
-        return have[0]
 
 
 def _depends(fields):

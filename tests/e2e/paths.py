@@ -1,5 +1,7 @@
 """Locations and a subprocess helper shared by the harness."""
 
+import contextlib
+import fcntl
 import os
 import subprocess
 
@@ -33,3 +35,17 @@ def run(cmd, timeout, what=None, cwd=None, env=None, check=True):
     if check and r.returncode != 0:
         raise StepError("%s: exit status %d\n%s" % (what, r.returncode, r.stdout[-3000:]))
     return r
+
+
+@contextlib.contextmanager
+def locked(name):
+    """Hold an exclusive lock named ``name`` (a file under CACHE/locks) while the block runs:
+    the test workers (pytest-xdist) and a bench run share the caches they fill on first use."""
+    folder = os.path.join(CACHE, "locks")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
