@@ -177,7 +177,7 @@ def _unpacked(suite, packages, log, fetch):
     sys.path.insert(0, TOP)
     from tests.e2e.kernels import Apt
     from tests.e2e.paths import locked
-    with locked(f"makedumpfile-{suite}"):    # the test workers unpack it on first use
+    with locked(dest + ".lock"):    # the test workers unpack it on first use
         if found():
             return found()
         try:

@@ -50,3 +50,37 @@ def test_shared_vmcores_stay_within_their_budget(tmp_path_factory):
     again, extra = g.get({"n": 1}, write)
     assert os.path.exists(again) and extra == 5 and len(made) == 5
     g.check_unchanged()
+
+
+
+GROUPS_PLUGIN = """
+import pytest
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    for i in items:
+        (g,) = [m.args[0] for m in i.iter_markers("xdist_group")]
+        print("GROUP", i.nodeid, g, "e2e" if i.get_closest_marker("e2e") else "-",
+              "slow" if i.get_closest_marker("slow") else "-", sep="\\t")
+"""
+
+
+def test_real_kernel_tests_share_one_worker(tmp_path):
+    """Every test on a real kernel is in the one xdist group "e2e" (they fill the harness's
+    caches on first use), whatever marked it: its folder, its module or its fixture; the others
+    are grouped by module.  The whole Debian 12 guest is in the slow tier (CI's Debian 13 pass
+    leaves it out)."""
+    (tmp_path / "print_groups.py").write_text(GROUPS_PLUGIN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "--collect-only", "-p", "no:cacheprovider",
+                        "-p", "print_groups", "tests"], cwd=TOP, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [line.split("\t")[1:] for line in r.stdout.splitlines() if line.startswith("GROUP\t")]
+    assert len(rows) > 500, r.stdout[-2000:]
+    real = {nodeid.split("[")[0] for nodeid, group, e2e, _ in rows if e2e == "e2e"}
+    assert {group for _, group, e2e, _ in rows if e2e == "e2e"} == {"e2e"}
+    assert all(group == nodeid.split("::")[0] for nodeid, group, e2e, _ in rows if e2e != "e2e")
+    assert {"tests/e2e/test_e2e.py::test_fastdump_page_for_page",           # its folder
+            "tests/test_classification_real.py::test_dropped_pages",        # its module
+            "tests/test_dmesg.py::test_real_vmcore"} <= real, sorted(real)   # its fixture
+    distro = [slow for nodeid, _, _, slow in rows if "test_distro_kdump_tools" in nodeid]
+    assert distro and set(distro) == {"slow"}

@@ -43,6 +43,7 @@ class Apt:
         self.dir = os.path.join(CACHE, "apt", suite)
         self.lists = os.path.join(self.dir, "lists")
         self.archives = os.path.join(self.dir, "archives")
+        self.lock = os.path.join(self.dir, "fetch.lock")     # held while apt-get writes here
         for d in (os.path.join(self.lists, "partial"), os.path.join(self.archives, "partial")):
             os.makedirs(d, exist_ok=True)
         self.sources = os.path.join(self.dir, "sources.list")
@@ -76,7 +77,7 @@ class Apt:
 
     def update(self, max_age=6 * 3600):
         stamp = os.path.join(self.dir, "updated")
-        with locked("apt-" + self.suite):    # apt-get refuses a second update of the same lists
+        with locked(self.lock):    # apt-get refuses a second update of the same lists
             if os.path.exists(stamp) and time.time() - os.stat(stamp).st_mtime < max_age:
                 return
             run(["apt-get", "-q"] + self.opts + ["update"], timeout=600,
@@ -116,7 +117,7 @@ class Apt:
         """``pkg`` at exactly ``version`` into ``dest`` (kept there: a second call is free)."""
         os.makedirs(dest, exist_ok=True)
         pattern = os.path.join(dest, "%s_%s_*.deb" % (pkg, version.replace(":", "%3a")))
-        with locked("apt-" + self.suite):
+        with locked(self.lock):
             have = glob.glob(pattern)
             if have:
                 return have[0]

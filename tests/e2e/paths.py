@@ -38,12 +38,11 @@ def run(cmd, timeout, what=None, cwd=None, env=None, check=True):
 
 
 @contextlib.contextmanager
-def locked(name):
-    """Hold an exclusive lock named ``name`` (a file under CACHE/locks) while the block runs:
-    the test workers (pytest-xdist) and a bench run share the caches they fill on first use."""
-    folder = os.path.join(CACHE, "locks")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, name + ".lock"), "a") as f:
+def locked(path):
+    """Hold an exclusive lock on the file ``path`` while the block runs: the test workers
+    (pytest-xdist) and a bench run share the caches they fill on first use."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
