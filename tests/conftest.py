@@ -151,6 +151,7 @@ def pytest_configure(config):
         os.environ["PYTEST_DEBUG_TEMPROOT"] = root
 
 
+@pytest.hookimpl(tryfirst=True)     # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Mark each test with its tier from where it lives and what it uses, so no test file
     has to remember to."""

@@ -84,3 +84,19 @@ def test_real_kernel_tests_share_one_worker(tmp_path):
             "tests/test_dmesg.py::test_real_vmcore"} <= real, sorted(real)   # its fixture
     distro = [slow for nodeid, _, _, slow in rows if "test_distro_kdump_tools" in nodeid]
     assert distro and set(distro) == {"slow"}
+
+
+def test_a_module_runs_on_one_worker():
+    """The groups reach pytest-xdist (conftest's marks come before its own hook reads them):
+    each module's tests all run on one worker."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-v", "-n", "2", "-p", "no:cacheprovider",
+                        "tests/test_vtop.py", "tests/test_pcp.py"], cwd=TOP, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    workers = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("[gw") and " PASSED " in line:
+            nodeid = line.split(" PASSED ")[1].strip()
+            workers.setdefault(nodeid.split("::")[0], set()).add(line.split("]")[0])
+    assert set(workers) == {"tests/test_vtop.py", "tests/test_pcp.py"}, r.stdout[-2000:]
+    assert all(len(w) == 1 for w in workers.values()), workers
