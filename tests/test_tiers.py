@@ -52,7 +52,6 @@ def test_shared_vmcores_stay_within_their_budget(tmp_path_factory):
     g.check_unchanged()
 
 
-
 GROUPS_PLUGIN = """
 import pytest
 @pytest.hookimpl(trylast=True)
