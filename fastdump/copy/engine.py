@@ -9,11 +9,11 @@ codec states) is reused: memory is ``jobs x window`` whatever the dump size.
 import os
 import stat
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
 from ..errors import SourceError
 from ..formats import codecs
+from ..workers import Pool
 
 DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
@@ -70,7 +70,7 @@ class CopyEngine:
         called in window order on this thread.  Returns when all are committed."""
         free = deque(self.jobs)
         pending = deque()
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="fastdump") as pool:
+        with Pool(self.threads, "fastdump") as pool:
             try:
                 for bitmap, base, start, end in windows:
                     if not free:

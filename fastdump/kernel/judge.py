@@ -16,10 +16,10 @@ exactly that of one scan from the start.
 
 import sys
 from array import array
-from concurrent.futures import ThreadPoolExecutor
 
 from .._pageclass import PageClass
 from ..errors import FastdumpError
+from ..workers import Pool
 from . import limits, pagetypes
 from .memmap import MemMap
 from .levels import MAX_LEVEL
@@ -295,7 +295,7 @@ class PageJudge:
             finally:
                 free.append(sc)
 
-        with ThreadPoolExecutor(len(self._scanners), thread_name_prefix="fastdump-scan") as pool:
+        with Pool(len(self._scanners), "fastdump-scan") as pool:
             futures = [pool.submit(run, i, carry if i == 0 else None) for i in range(len(parts))]
             self._pcp()          # Python, while the scanners run in C without the GIL
             results = [f.result() for f in futures]
