@@ -7,9 +7,9 @@ deep inside a run.  The small ``*_arg`` checks are also what the subcommands and
 the argparse types use for the same kinds of values.
 """
 
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass
-from typing import Union
 
 from .errors import UsageError
 from .formats.codecs import NAMES as CODECS
@@ -20,8 +20,11 @@ PROGRESS = ("auto", "bar", "lines", "quiet")
 #: far above any machine, small enough that nothing sized from it overflows
 MAX_THREADS = 4096
 MAX_WINDOW_BYTES = 1 << 30
-#: what the API takes as a path (``path_arg`` checks it; a file descriptor is refused)
-PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # typing is not imported at run time: about 5 ms of every start
+    from typing import Union
+    #: what the API takes as a path (``path_arg`` checks it; a file descriptor is refused)
+    PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 def path_arg(value: object, what: str) -> str:
@@ -90,10 +93,10 @@ def threads_arg(value):
     return int_arg(value, "thread count", 1, MAX_THREADS, optional=True)
 
 
-@dataclass(frozen=True)
 class DumpOptions:
     """The checked options of one dump (see ``pipeline.dump`` for their meaning): built
-    once by ``check`` from the API, the command line or the settings file, then only read."""
+    once by ``check`` from the API, the command line or the settings file, then only read
+    (a plain read-only class: dataclasses would cost every start its import)."""
 
     source: str
     targets: tuple
@@ -118,6 +121,24 @@ class DumpOptions:
     dry_run: bool
     erase_config: str
     vmlinux: str
+
+    __slots__ = (
+        "source", "targets", "levels", "compress", "format", "threads", "window_bytes", "use_mmap",
+        "elf_class", "force", "flat", "dmesg", "direct_io", "split", "split_block_pfns", "mem_map",
+        "iomem", "vmcoreinfo_file", "stats_json", "size_limit", "dry_run", "erase_config",
+        "vmlinux")
+
+    def __init__(self, **values):
+        if set(values) != set(self.__slots__):
+            raise TypeError(f"DumpOptions takes exactly {', '.join(self.__slots__)}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"DumpOptions are read-only ({name})")
+
+    def __repr__(self):
+        return f"DumpOptions({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
 
     @classmethod
     def check(cls, *, source, target=None, targets=None, level=0, compress="none", format="kdump", threads=None,

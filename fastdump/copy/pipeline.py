@@ -10,18 +10,18 @@ next one (or the next dump level, for ``-d 11,31``) is tried with the same first
 pass.  This module only drives that: targets, levels and the last resort.
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import safefile
 from ..errors import FastdumpError, Interrupted, NoSpaceError, TargetError, UsageError
 from ..formats import elf as elfmod
 from ..kernel.levels import MAX_LEVEL
 from ..kernel.utsname import read_utsname
-from ..options import PROGRESS, DumpOptions, PathArg, choice_arg
+from ..options import PROGRESS, DumpOptions, choice_arg
 from ..sources.vmcore import ElfSource
 from ..targets.kinds import FileTarget, host_name, parse_target
 from .elf_copy import ElfCopy
@@ -32,28 +32,32 @@ from .progress import Progress
 from .room import check_header_room, check_room
 from .stats import Stats
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # typing is not imported at run time: about 5 ms of every start
+    from typing import Callable, Optional, Sequence, Union
+
+    from ..options import PathArg
+
 __all__ = ["Dump", "Stats", "dump", "run"]
 
 SPLITBLOCK_PFNS = 1 << 18     # split parts start on 1 GiB boundaries (crash needs multiples of 64)
 
 
-@dataclass
 class _Run:
-    """What the attempts of one run share, made once the source is open."""
+    """What the attempts of one run share, made once the source is open: ``elfclass``, the
+    ELF class to write (None for a kdump dump); ``eraseinfo``, what the dump records as
+    erased (its source's record, then this run's); ``erased``, this run's
+    erase.EraseList (--config) or None."""
 
-    src: Any
-    engine: CopyEngine
-    utsname: Any
-    host: str
-    when: Any
-    elfclass: Optional[int]       # the ELF class to write; None for a kdump dump
-    eraseinfo: bytes              # what the dump records as erased (its source's record, then this run's)
-    erased: Any = None            # this run's erase.EraseList (--config), or None
-    plans: dict = field(default_factory=dict)       # dump level -> Plan (pass 1 is done once per level)
-    leftovers: dict = field(default_factory=dict)   # target spec -> (path, inode) of the incomplete file left
-    log_saved: Optional[str] = None                 # the kernel log saved when no target had room
-    opened: float = 0.0                             # seconds to open the source (notes, VMCOREINFO, erase)
-    classify_seconds: float = 0.0                   # seconds in pass 1 (every level planned)
+    log_saved = None          # the kernel log saved when no target had room
+    classify_seconds = 0.0    # seconds in pass 1 (every level planned)
+
+    def __init__(self, *, src, engine, utsname, host, when, elfclass, eraseinfo, erased=None, opened=0.0):
+        self.src, self.engine, self.utsname, self.host, self.when = src, engine, utsname, host, when
+        self.elfclass, self.eraseinfo, self.erased = elfclass, eraseinfo, erased
+        self.opened = opened      # seconds to open the source (notes, VMCOREINFO, erase)
+        self.plans = {}           # dump level -> Plan (pass 1 is done once per level)
+        self.leftovers = {}       # target spec -> (path, inode) of the incomplete file left
 
 
 def _own_file(sink):

@@ -8,8 +8,6 @@ temporary file, reused by every target and retry at the same dump level.
 
 import bisect
 import os
-from dataclasses import dataclass, field
-from typing import Optional
 
 from .. import _core
 from ..errors import FastdumpError, UsageError
@@ -119,22 +117,23 @@ def _make_judge(source, level, warn, engine):
     return judge if getattr(judge, "needs_struct_pages", True) else None
 
 
-@dataclass
 class Plan:
     """What the first pass decided for one dump level."""
 
-    level: int
-    keep: BitmapStore            # per cycle: pages to store (kdump: 2nd bitmap)
-    num_dumpable: int = 0
-    pages_scanned: int = 0
-    excluded: dict = field(default_factory=dict)
-    unclassified: int = 0
-    self_check: dict = field(default_factory=dict)
+    num_dumpable = 0
+    pages_scanned = 0
+    unclassified = 0
     # ELF only
-    reads: Optional[BitmapStore] = None    # per cycle: pages to read (kept and not zero)
-    segments: Optional[list] = None
-    pages_zero: int = 0
-    zero_bytes_read: int = 0
+    reads = None            # per cycle: pages to read (kept and not zero), a BitmapStore
+    segments = None         # a list
+    pages_zero = 0
+    zero_bytes_read = 0
+
+    def __init__(self, level, keep):
+        self.level = level
+        self.keep = keep             # per cycle: pages to store (kdump: 2nd bitmap), a BitmapStore
+        self.excluded = {}
+        self.self_check = {}
 
     def close(self):
         self.keep.close()

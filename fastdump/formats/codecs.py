@@ -5,18 +5,19 @@ writes or decodes a codec looks it up here (``by_name``, ``by_flag``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .. import _core
 
 
-@dataclass(frozen=True)
-class Codec:
-    name: str           # --compress NAME, verify's and info's counts
-    flag: int           # kdump page descriptor flag / header status bit; 0: stored raw
-    option: str | None  # makedumpfile's option letter, None when it has none
-    core: int           # the compiled core's codec id (_core.CODEC_*)
-    label: str          # how help texts name it
+class Codec(namedtuple("Codec", "name flag option core label")):
+    """One codec (a named tuple: read-only, and no dataclasses import at start-up):
+    ``name`` as --compress takes it (and verify's and info's counts); ``flag``, the kdump
+    page descriptor flag and header status bit (0: stored raw); ``option``, makedumpfile's
+    option letter (None when it has none); ``core``, the compiled core's codec id
+    (_core.CODEC_*); ``label``, how help texts name it."""
+
+    __slots__ = ()
 
     @property
     def standard(self):

@@ -6,7 +6,6 @@ PN_XNUM via section header 0, and 4-byte aligned notes.  Little-endian only
 """
 
 import struct
-from dataclasses import dataclass
 
 from ..errors import SourceError
 
@@ -30,35 +29,48 @@ _PHDR32 = struct.Struct("<IIIIIIII")   # type offset vaddr paddr filesz memsz fl
 _NHDR = struct.Struct("<III")
 
 
-@dataclass
-class Phdr:
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    paddr: int
-    filesz: int
-    memsz: int
-    align: int
+class _Fields:
+    """Plain mutable records named by ``__slots__`` (dataclasses would cost every start
+    its import, about 15 ms): equal when of one type with equal fields."""
+
+    __slots__ = ()
+
+    def _values(self):
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None      # mutable
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{n}={v!r}' for n, v in zip(self.__slots__, self._values()))})"
 
 
-@dataclass
-class Note:
-    name: bytes
-    type: int
-    desc: bytes
-    offset: int = 0       # offset of the note header inside the note segment
-    desc_offset: int = 0  # offset of desc inside the note segment
-    end: int = 0          # offset just past this note (padding included)
+class Phdr(_Fields):
+    __slots__ = ("type", "flags", "offset", "vaddr", "paddr", "filesz", "memsz", "align")
+
+    def __init__(self, type, flags, offset, vaddr, paddr, filesz, memsz, align):  # noqa: A002
+        self.type, self.flags, self.offset, self.vaddr = type, flags, offset, vaddr
+        self.paddr, self.filesz, self.memsz, self.align = paddr, filesz, memsz, align
 
 
-@dataclass
-class ElfHeader:
-    elfclass: int
-    machine: int
-    flags: int
-    phoff: int
-    phdrs: list
+class Note(_Fields):
+    """``offset``: of the note header inside the note segment; ``desc_offset``: of desc
+    inside it; ``end``: just past this note (padding included)."""
+
+    __slots__ = ("name", "type", "desc", "offset", "desc_offset", "end")
+
+    def __init__(self, name, type, desc, offset=0, desc_offset=0, end=0):  # noqa: A002
+        self.name, self.type, self.desc = name, type, desc
+        self.offset, self.desc_offset, self.end = offset, desc_offset, end
+
+
+class ElfHeader(_Fields):
+    __slots__ = ("elfclass", "machine", "flags", "phoff", "phdrs")
+
+    def __init__(self, elfclass, machine, flags, phoff, phdrs):
+        self.elfclass, self.machine, self.flags, self.phoff, self.phdrs = elfclass, machine, flags, phoff, phdrs
 
     @property
     def is64(self):

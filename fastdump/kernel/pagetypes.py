@@ -21,7 +21,6 @@ Eras (x86_64), as seen in VMCOREINFO:
   (tails then hold either head|1 or a mask|1 applied to their own address).
 """
 
-from dataclasses import dataclass, field
 
 from .._pageclass import HugetlbMode, OrderMode, PageClass, TypeMode
 from .levels import DumpLevel
@@ -41,8 +40,10 @@ DL_ZERO, DL_CACHE, DL_CACHE_PRI, DL_USER, DL_FREE = (DumpLevel.ZERO, DumpLevel.C
 CLASSES = tuple(c.name[2:].lower() for c in PageClass if c < PageClass.C_FREE_SEEN)
 
 
-@dataclass
 class PageEncoding:
+    """Offsets, masks and modes of one kernel's struct page, filled in by ``detect``
+    (a plain class: dataclasses would cost every start its import)."""
+
     struct_size: int = 64
     off_flags: int = 0
     off_mapping: int = -1
@@ -72,7 +73,9 @@ class PageEncoding:
     hugetlb_dtor: int = -1
     nr_orders: int = 11
     chead_name: str = ""
-    problems: list = field(default_factory=list)   # "what was not understood"
+
+    def __init__(self):
+        self.problems = []      # what was not understood
 
     def can(self, bit):
         """Can pages of dump-level ``bit`` be recognised at all?"""

@@ -5,8 +5,6 @@ import fcntl
 import os
 import stat
 
-from typing import TYPE_CHECKING
-
 from ..errors import FastdumpError
 
 #: what a vmcore, a dump or a memory image can be read from
@@ -34,6 +32,8 @@ def open_input(path, error=FastdumpError):
         raise
     return fd
 
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..kernel.types.kernel import Kernel
 

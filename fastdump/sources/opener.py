@@ -1,8 +1,9 @@
 """``fastdump.open``: any dump we can read, behind one small interface (``DumpReader``),
 with ``kernel``: the crashed kernel's symbols and types (:mod:`fastdump.kernel.types`)."""
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Iterator, List, Optional, Protocol, TypeVar
 
 from .files import open_input
 from ..errors import FormatError
@@ -10,37 +11,42 @@ from ..formats.elf import Note
 from ..formats.kdump import SIGNATURE as KDUMP_SIGNATURE, KdumpReader
 from ..kernel.types.kernel import Kernel
 from ..kernel.vmcoreinfo import VmcoreInfo
-from ..options import PathArg, path_arg
+from ..options import path_arg
 from .vmcore import ElfSource
 
-_Reader = TypeVar("_Reader", bound="DumpReader")
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # an interface for mypy; typing is not imported at run time (about 5 ms of every start)
+    from typing import Any, Dict, Iterator, List, Optional, Protocol, TypeVar
 
+    from ..options import PathArg
 
-class DumpReader(Protocol):
-    """What every reader ``fastdump.open`` returns offers (mypy checks each reader has it)."""
+    _Reader = TypeVar("_Reader", bound="DumpReader")
 
-    @property
-    def format(self) -> str: ...                       # "kdump" or "elf"
-    @property
-    def page_size(self) -> int: ...
-    @property
-    def vmcoreinfo(self) -> Optional[VmcoreInfo]: ...  # None when the dump carries none
-    @property
-    def notes(self) -> List[Note]: ...
-    @property
-    def note_bytes(self) -> bytes: ...
-    @property
-    def max_mapnr(self) -> int: ...                    # pfns the dump describes
-    def pfns(self) -> Iterator[int]: ...
-    def is_dumped(self, pfn: int) -> bool: ...
-    def read_pfn(self, pfn: int) -> bytes: ...
-    def read_phys(self, addr: int, size: int, *, zero_fill: bool = False) -> bytes: ...
-    def describe(self) -> Dict[str, Any]: ...
-    def close(self) -> None: ...
-    @property
-    def kernel(self) -> Kernel: ...                    # symbols and types, read on first use
-    def __enter__(self: _Reader) -> _Reader: ...
-    def __exit__(self, *exc: object) -> Any: ...
+    class DumpReader(Protocol):
+        """What every reader ``fastdump.open`` returns offers (mypy checks each reader has it)."""
+
+        @property
+        def format(self) -> str: ...                       # "kdump" or "elf"
+        @property
+        def page_size(self) -> int: ...
+        @property
+        def vmcoreinfo(self) -> Optional[VmcoreInfo]: ...  # None when the dump carries none
+        @property
+        def notes(self) -> List[Note]: ...
+        @property
+        def note_bytes(self) -> bytes: ...
+        @property
+        def max_mapnr(self) -> int: ...                    # pfns the dump describes
+        def pfns(self) -> Iterator[int]: ...
+        def is_dumped(self, pfn: int) -> bool: ...
+        def read_pfn(self, pfn: int) -> bytes: ...
+        def read_phys(self, addr: int, size: int, *, zero_fill: bool = False) -> bytes: ...
+        def describe(self) -> Dict[str, Any]: ...
+        def close(self) -> None: ...
+        @property
+        def kernel(self) -> Kernel: ...                    # symbols and types, read on first use
+        def __enter__(self: _Reader) -> _Reader: ...
+        def __exit__(self, *exc: object) -> Any: ...
 
 
 FLAT_SIGNATURE = b"makedumpfile\0"
