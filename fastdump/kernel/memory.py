@@ -64,10 +64,10 @@ class KernelMemory:
         when any of it is missing, page by page, as below."""
         if size > PAGE:
             try:
-                out = bytearray()
-                for _, pa, n in self.vtop.runs(va & U64, size):
-                    out += self.read_phys(pa, n)
-                return bytes(out)
+                pieces = [self.read_phys(pa, n) for _, pa, n in self.vtop.runs(va & U64, size)]
+                # one piece (the kernel image is contiguous) is returned as read: in a fresh
+                # process every megabyte copied is a megabyte of new pages to fault in
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
             except FastdumpError:       # a TranslationError too
                 pass        # say which page, or zero-fill it: the careful way
         out = bytearray()

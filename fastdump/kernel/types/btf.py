@@ -63,6 +63,7 @@ class Btf:
         self._str0, self._str_end = hdr_len + str_off, hdr_len + str_off + str_len
         self._at = array("I", [0])      # id -> record position; id 0: void
         self._cache = {}
+        self._struct_ids = {}         # name -> id, answered once (VMCOREINFO's check asks each struct often)
         self._enumerators = None
         self._vars = None
         self._index(hdr_len + type_off, hdr_len + type_off + type_len)
@@ -183,6 +184,12 @@ class Btf:
         return self._vars.get(name)
 
     def struct_id(self, name):
+        tid = self._struct_ids.get(name)
+        if tid is None:
+            tid = self._struct_ids[name] = self._find_struct(name)
+        return tid
+
+    def _find_struct(self, name):
         off = self._name_offset(name)
         tid = None if off is None else self._structs.first(off)
         if tid is not None:
