@@ -51,8 +51,8 @@ class Stats:
             setattr(self, name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        from copy import deepcopy
-        return {name: deepcopy(getattr(self, name)) for name in FIELDS}
+        """Every field, lists and dicts copied all the way down (the caller may change them)."""
+        return {name: _copied(getattr(self, name)) for name in FIELDS}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Stats) and self.to_dict() == other.to_dict()
@@ -76,3 +76,13 @@ class Stats:
 
 #: the fields, in the order ``to_dict`` (and ``--stats-json``) gives them
 FIELDS = tuple(vars(Stats)["__annotations__"])
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a field's value (numbers, strings, lists and dicts of them), without the
+    ``copy`` module, which a capture initrd's packed standard library need not hold."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
