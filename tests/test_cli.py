@@ -227,3 +227,36 @@ def test_options_are_checked_before_anything_runs(vmcore, tmp_path):
     r = fastdump_cli("--vtop", "0xffffffff81000000", "-F", "-l", vmcore, str(out), check=False)
     assert "-F writes a stream" in one_line_error(r)
     assert r.stdout == "" and not out.exists()
+
+
+def test_a_dump_does_not_import_what_start_up_was_rid_of(vmcore, tmp_path):
+    """dataclasses (with inspect, ast, dis), typing, concurrent.futures (with logging) and
+    shutil cost a dump about 50 ms of start-up together; none is needed to write one."""
+    code = ("import sys; from fastdump.commands.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = {'dataclasses', 'inspect', 'typing', 'concurrent.futures', 'logging', 'shutil'}; "
+            "print(sorted(heavy & set(sys.modules))); sys.exit(rc)")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastdump.__file__)))
+    for args in (["-l", "-d", "31"], ["-z", "-d", "1", "--stats-json", str(tmp_path / "s.json")]):
+        out = str(tmp_path / f"d{args[2]}")
+        r = subprocess.run([sys.executable, "-S", "-c", code, *args, vmcore, out], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == "[]", r.stdout
+
+
+@pytest.mark.parametrize("columns", ["50", "140", "0", "x", None])
+def test_help_width_is_what_argparse_would_ask_of_shutil(monkeypatch, columns):
+    """fastdump's parsers ask the width themselves (argparse would import shutil for it):
+    the same answer as shutil.get_terminal_size, less argparse's margin of 2."""
+    from fastdump.commands.parsing import help_width
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert help_width() == shutil.get_terminal_size().columns - 2
+
+
+def test_help_is_wrapped_to_that_width():
+    narrow = fastdump_cli("--help", env=dict(os.environ, COLUMNS="60")).stdout.splitlines()
+    wide = fastdump_cli("--help", env=dict(os.environ, COLUMNS="200")).stdout.splitlines()
+    assert len(narrow) > len(wide)
