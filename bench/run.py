@@ -366,6 +366,7 @@ def main(argv=None):
         entry = dict(inp, runs={})
         cands = contenders(inp, builds, threads, args.quick, cores, mdf_threads)
         samples = {name: [] for name, *_ in cands}
+        stored = {}         # name -> what its first run's dump stores, page by page
         for rep in range(1 if inp["kind"] == "huge" else reps):
             order = list(cands)
             rng.shuffle(order)
@@ -375,6 +376,8 @@ def main(argv=None):
                     os.unlink(f)
                 r = timed(make(out), out)
                 r.update(meta, group=group)
+                if rep == 0 and r["ok"] and name != "cp":
+                    stored[name] = stored_pages(out)
                 samples[name].append(r)
                 if not r["ok"]:
                     log(f"{inp['name']}: {name} failed: {r['error']}")
@@ -392,7 +395,7 @@ def main(argv=None):
             med["source_MBps"] = inp_bytes(inp) / med["wall"] / 1e6
             entry["runs"][name] = med
         entry["ceilings"] = ceilings(inp, cores)   # after the runs: the source as warm in the page cache as they had it
-        derive(entry, cores)
+        derive(entry, cores, stored)
         results["inputs"].append(entry)
     for f in glob.glob(os.path.join(args.scratch, "out*")):
         os.unlink(f)
@@ -426,8 +429,34 @@ def inp_bytes(inp):
         return sum(e - a for a, e, _ in s.extents)
 
 
-def derive(entry, cores):
+def stored_pages(path):
+    """(pfns, bytes each stores, file size) of a kdump dump: a page pointing at the
+    shared zero block stores none of its own."""
+    from array import array
+    from fastdump.formats.kdump import KdumpReader
+    with KdumpReader(path) as d:
+        pfns = array("Q", d.pfns())
+        descs = d.read_descriptors(0, len(pfns))
+        zero = d.zero_page_offset()
+        sizes = array("I", (0 if off == zero else size for off, size in zip(descs.offsets, descs.sizes)))
+        return pfns, sizes, d.file_size
+
+
+def same_pages_ratio(ours, theirs):
+    """Our file's size over theirs, each without the pages only it stores (their data
+    and descriptors): the comparison page for page, where two tools keep different
+    page sets (makedumpfile releases disagree on partial and slab pages)."""
+    def without(a, b):
+        keep = set(b[0])
+        only = [s for p, s in zip(a[0], a[1]) if p not in keep]
+        return a[2] - sum(only) - 24 * len(only)
+    base = without(theirs, ours)
+    return round(without(ours, theirs) / base, 5) if base > 0 else None
+
+
+def derive(entry, cores, stored=None):
     """Ratios against the baselines and thread scaling efficiency."""
+    stored = stored or {}
     runs = entry["runs"]
     base = {}
     for name, r in runs.items():
@@ -438,9 +467,11 @@ def derive(entry, cores):
             continue
         r["speedup"] = {b: round(w / r["wall"], 2) for b, w in base.items()
                         if b == "cp" or runs[b]["level"] == r["level"]}
-        r["size_vs"] = {b: round(r["bytes_out"] / runs[b]["bytes_out"], 3) for b in base
+        r["size_vs"] = {b: round(r["bytes_out"] / runs[b]["bytes_out"], 5) for b in base
                         if b != "cp" and runs[b]["bytes_out"] and runs[b]["level"] == r["level"]
                         and runs[b]["codec"] == r["codec"]}
+        pages = {b: same_pages_ratio(stored[name], stored[b]) for b in r["size_vs"] if name in stored and b in stored}
+        r["size_vs_pages"] = {b: v for b, v in pages.items() if v is not None}
     one = next((r for n, r in runs.items() if r.get("ok") and r["group"] == "fastdump" and r["codec"] == "zstd"
                 and r["level"] == 1 and r["threads"] == 1), None)
     if one:

@@ -318,14 +318,38 @@ def crc_blocks(const unsigned char[::1] data not None, size_t block, unsigned lo
     return bytes(out), c & 0xFFFFFFFF, have
 
 
-def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, const unsigned char[::1] sums not None,
-                         size_t page_size):
-    """Indices of the kdump descriptors in ``descs`` (24 bytes each) whose checksum
-    in ``sums`` (u32 LE each, as ``Job.page_crcs`` wrote it) does not match
-    crc32(stored bytes + descriptor) read back from ``fd``.  Never-written
-    descriptors (all zero) are skipped.  Page data is read in large spans, the
-    GIL released: the check costs no Python call per page."""
-    cdef size_t n = min(descs.shape[0] // 24, sums.shape[0] // 4), i
+cdef inline void _put_le64(uint8_t* p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[i] = (v >> (8 * i)) & 0xFF
+
+
+#: the top half of a kdump descriptor's page_flags when its low half is fastdump's checksum
+DESC_CHECKSUM_TAG = 0x66640001
+cdef uint64_t _DESC_TAG = DESC_CHECKSUM_TAG
+
+
+cdef inline uint64_t _desc_checksum(uint32_t data_crc, const uint8_t* d) noexcept nogil:
+    """page_flags of descriptor ``d``: the tag, then crc32 of the page's stored bytes
+    (``data_crc``) continued over the descriptor's size and flags.  The offset is left
+    out: a reassembled file moves the data, and a wrong offset reads other bytes anyway."""
+    return (_DESC_TAG << 32) | <uint32_t>libdeflate_crc32(data_crc, d + 8, 8)
+
+
+def desc_checksum(unsigned long data_crc, const unsigned char[::1] desc not None):
+    """``_desc_checksum`` for a descriptor packed in Python (split parts, reassembly)."""
+    if desc.shape[0] < 16:
+        raise ValueError("a descriptor is 24 bytes")
+    return _desc_checksum(<uint32_t>data_crc, &desc[0])
+
+
+def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t page_size):
+    """(indices of the kdump descriptors in ``descs`` (24 bytes each) whose page_flags
+    checksum does not match their stored bytes read back from ``fd``, how many carry
+    one).  Never-written descriptors (all zero) and untagged ones (another tool's)
+    are skipped.  Page data is read in large spans, the GIL released: the check costs
+    no Python call per page."""
+    cdef size_t n = descs.shape[0] // 24, i, tagged = 0
     cdef size_t span = 1 << 20
     cdef uint8_t* buf = <uint8_t*>malloc(span)
     cdef uint32_t* bad = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
@@ -336,17 +360,17 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, const 
     cdef ssize_t got, buf_len = 0
     cdef const uint8_t* d
     cdef const uint8_t* dp = &descs[0] if n else NULL
-    cdef const uint8_t* sp = &sums[0] if n else NULL
     if buf == NULL or bad == NULL:
         free(buf); free(bad)
         raise MemoryError()
     with nogil:
         for i in range(n):
             d = dp + 24 * i
+            if <uint64_t>_get_le64(d + 16) >> 32 != _DESC_TAG:
+                continue                                   # never written, or not ours
+            tagged += 1
             off = _get_le64(d)
             size = _get_le32(d + 8)
-            if off == 0 and size == 0 and _get_le64(d + 12) == 0 and _get_le32(d + 20) == 0:
-                continue                                   # never written (incomplete dump)
             if off <= 0 or size > page_size:
                 bad[nbad] = i; nbad += 1
                 continue
@@ -364,12 +388,12 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, const 
                 if off < hi_water:                         # a jump back: remember it (zero block)
                     memo_off, memo_size, memo_crc = off, size, c
                 hi_water = max(hi_water, off + size)
-            c = libdeflate_crc32(c, d, 24)
-            if <uint32_t>c != _get_le32(sp + 4 * i):
+            if _desc_checksum(<uint32_t>c, d) != <uint64_t>_get_le64(d + 16):
                 bad[nbad] = i; nbad += 1
     out = [bad[k] for k in range(nbad)]
     free(buf); free(bad)
-    return out
+    return out, tagged
+
 
 
 cdef inline bint _is_zero(const uint8_t* p, size_t n) noexcept nogil:
@@ -436,9 +460,7 @@ cdef class Job:
     cdef uint32_t* flag_arr
     cdef uint8_t* descbuf
     cdef uint32_t* crc_arr              # crc32 of each page's stored bytes (computed where they are packed)
-    cdef uint8_t* crcbuf                # per descriptor: crc32(stored bytes + descriptor), little-endian
     cdef uint32_t zero_crc
-    cdef int n_crcs
     cdef const uint8_t** page_ptr       # where each page's bytes are: its inbuf slot or the mmap window
     # codec states
     cdef ZSTD_CCtx* zctx
@@ -486,12 +508,11 @@ cdef class Job:
         self.flag_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.descbuf = <uint8_t*>malloc(capacity * 24)
         self.crc_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
-        self.crcbuf = <uint8_t*>malloc(capacity * 4)
         self.page_ptr = <const uint8_t**>malloc(capacity * sizeof(uint8_t*))
         self.zeros = <uint8_t*>calloc(1, ps)
         self.seek_holes = src.fd >= 0 and src.map_limit != <uint64_t>-1
         if not (self.inbuf and self.outbuf and self.pfn_arr and self.size_arr and self.flag_arr and self.descbuf
-                and self.page_ptr and self.zeros and self.crc_arr and self.crcbuf):
+                and self.page_ptr and self.zeros and self.crc_arr):
             raise MemoryError()
         self.zero_crc = libdeflate_crc32(0, self.zeros, ps)
         if codec == CODEC_ZSTD:
@@ -521,7 +542,7 @@ cdef class Job:
             munmap(self.map_base, self.map_len)
         free(self.inbuf); free(self.outbuf); free(self.pfn_arr)
         free(self.size_arr); free(self.flag_arr); free(self.descbuf); free(<void*>self.page_ptr); free(self.zeros)
-        free(self.crc_arr); free(self.crcbuf)
+        free(self.crc_arr)
         if self.zctx != NULL:
             ZSTD_freeCCtx(self.zctx)
         free(self.lz4state)
@@ -910,9 +931,9 @@ cdef class Job:
     def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag):
         """24-byte page descriptors for this window, data starting at ``data_offset``.
 
-        Zero pages point at the shared zero block; unreadable pages get none.
-        Each descriptor's checksum (``page_crcs``) is finished here, once its
-        offset is known.  Returns (view, data bytes)."""
+        Zero pages point at the shared zero block; unreadable pages get none.  Each
+        descriptor's page_flags carries its checksum (``_desc_checksum``: readers
+        leave the field alone).  Returns (view, data bytes)."""
         cdef uint32_t cflag = codec_flag
         cdef int k
         cdef int64_t off = data_offset
@@ -935,15 +956,8 @@ cdef class Job:
                     if self.flag_arr[k] & CODEC_MASK:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
-                _put_le32(self.crcbuf + 4 * (n - 1), libdeflate_crc32(self.crc_arr[k], d, 24))
-        self.n_crcs = n
+                _put_le64(d + 16, _desc_checksum(self.crc_arr[k], d))
         return _View.make(self.descbuf, 24 * <size_t>n), off - data_offset
-
-    @property
-    def page_crcs(self):
-        """One little-endian u32 per descriptor of the last ``kdump_descriptors``:
-        crc32 of the page's stored bytes followed by its 24-byte descriptor."""
-        return _View.make(self.crcbuf, 4 * <size_t>self.n_crcs)
 
     def compress_pages(self, const unsigned char[::1] pages not None):
         """Compress every page of ``pages`` on this thread (GIL released) and return the

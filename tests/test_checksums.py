@@ -67,7 +67,7 @@ def _elf_flip_positions(path):
 def _flip_positions(path):
     """Byte offsets spread over the whole file, plus some in every region: header,
     sub header and notes, both bitmaps, descriptors, a compressed and a raw page,
-    the page checksums, the trailer and both footer copies."""
+    the page checksums (in the descriptors), the trailer and both footer copies."""
     size = os.path.getsize(path)
     with fastdump.open(path) as d:
         sums = d.checksums()
@@ -80,9 +80,9 @@ def _flip_positions(path):
                    d.bitmap1_off + set1, d.bitmap1_off + d.bitmap_len - 1,
                    d.bitmap2_off + set2, d.bitmap2_off + d.bitmap_len // 2,
                    d.desc_off, d.desc_off + 11, d.desc_off + 24 * 5 + 17,
-                   sums.array_off, sums.array_end - 1, sums.trailer_off, sums.trailer_off + 40,
+                   d.desc_off + 24 * 7 + 16, d.desc_off + 24 * 9 + 23, sums.trailer_off, sums.trailer_off + 40,
                    size - 64, size - 40, size - 1]
-    raw = [off + size_ // 2 for off, size_, flags, _ in descs if flags == 0 and off != sums.array_off]
+    raw = [off + size_ // 2 for off, size_, flags, _ in descs if flags == 0 and off != d.zero_page_offset()]
     packed = [off + size_ - 1 for off, size_, flags, _ in descs if flags]
     spread = range(0, size, max(1, size // 20))
     return sorted(set(regions + raw[:3] + packed[:3] + list(spread)))
@@ -227,7 +227,7 @@ def test_split_parts_each_carry_checksums(vmcore, tmp_path):
         assert r["ok"] and r["checksums"] is True and r["pages_checksummed"] > 0, r["verdict"]
     with fastdump.open(parts[1]) as d:
         sums = d.checksums()
-        assert sums.array_count == d.n_descriptors()      # the array is sized for the part's own pages
+        assert sums.array_count == d.n_descriptors()      # the part's own pages
         pfn = list(d.pfns())[-1]
         off, size, _, _ = d.descriptor(pfn)
     with open(parts[1], "r+b") as f:
@@ -270,19 +270,29 @@ def test_cli_verdict(dumps):
     assert r.stdout.startswith("OK: ") and "checksums match" in r.stdout
 
 
-def test_trailer_is_after_the_last_page_and_the_array_before_the_first(dumps):
-    """Where the checksums are: nowhere a reader looks (no header field points at them)."""
+def test_trailer_ends_the_header_block_and_the_page_sums_are_in_the_descriptors(dumps):
+    """Where the checksums are: nowhere a reader looks (no header field points at them).
+    The page data starts where makedumpfile's would, right after the descriptor table
+    and the shared zero block; each descriptor's page_flags holds its page's checksum."""
     for codec in CODECS:
         path = dumps[codec]
         with fastdump.open(path) as d:
             sums = d.checksums()
-            ends = [d.descriptor(p)[0] + d.descriptor(p)[1] for p in d.pfns()]
-            starts = [d.descriptor(p)[0] for p in d.pfns() if d.descriptor(p)[0] >= sums.array_end]
-            assert max(ends) == sums.trailer_off and min(starts) == sums.array_end, codec
+            assert sums.scheme == checksums.IN_DESCRIPTORS and sums.array_count == d.n_descriptors()
+            descs = [d.descriptor(p) for p in d.pfns()]
+            ends = [off + size for off, size, _, _ in descs]
+            zero = d.zero_page_offset()
+            starts = [off for off, *_ in descs if off != zero]
+            table_end = kdump.DESC.size * d.n_descriptors() + d.desc_off
+            assert min(starts) == table_end + (d.page_size if zero is not None else 0), codec
+            assert {pf >> 32 for *_, pf in descs} == {checksums.DESC_TAG}, codec
             assert d.offset_eraseinfo == 0 and d.size_eraseinfo == 0
-            assert os.path.getsize(path) == sums.trailer_off + 24 * len(sums.regions) \
-                + checksums.HEAD.size + 2 * checksums.FOOTER.size
-            assert kdump.DESC.size * d.n_descriptors() + d.desc_off <= sums.array_off
+            # the trailer ends the header block, behind the header and its task pointers;
+            # the file ends with the last page's data, as makedumpfile's does
+            assert max(ends) == os.path.getsize(path), codec
+            assert kdump.HEADER.size + 8 * d.nr_cpus <= sums.trailer_off < d.block_size, codec
+            assert sums.trailer_off + len(d.read_at(sums.trailer_off, d.block_size - sums.trailer_off)) \
+                == d.block_size
     with fastdump.open(dumps["elf"]) as d:    # ELF: data checksums before the first PT_LOAD, the trailer after all
         size = os.path.getsize(dumps["elf"])
         sums = checksums.load(lambda o, n: os.pread(d.fd, n, o), size)
@@ -323,3 +333,92 @@ def test_failure_after_the_trailer_leaves_no_checksums(small, tmp_path, monkeypa
         fastdump.dump(small, out, level=1, compress="none" if fmt == "elf" else "zstd", format=fmt)
     r = verify(out + ".incomplete")
     assert r["incomplete"] and r["checksums"] is False and r["problem_count"] == 0, r["verdict"]
+
+
+def test_cut_short_dump_still_checks_its_pages(small, tmp_path, monkeypatch):
+    """The page checksums live in the descriptors, so a dump without a trailer (flagged
+    incomplete) still has every written page checked, and a changed byte is named."""
+    from fastdump.targets import sinks as output
+    from fastdump.errors import NoSpaceError
+
+    def full(self):
+        raise NoSpaceError(f"{self.temp_path}: no space left on device")
+    monkeypatch.setattr(output.FileSink, "commit", full)
+    out = str(tmp_path / "dump")
+    with pytest.raises(NoSpaceError):
+        fastdump.dump(small, out, level=1, compress="zstd")
+    path = out + ".incomplete"
+    r = verify(path)
+    assert r["incomplete"] and r["checksums"] is False and r["problem_count"] == 0, r["verdict"]
+    assert r["pages_checksummed"] == r["pages_checked"] > 0, r
+    with fastdump.open(path) as d:
+        pfn = [p for p in d.pfns() if d.descriptor(p)[3]][-1]
+        off, size, _, _ = d.descriptor(pfn)
+    with open(path, "r+b") as f:
+        f.seek(off + size // 2)
+        b = f.read(1)
+        f.seek(off + size // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    r = verify(path)
+    assert f"{pfn:#x}" in r["verdict"] and "checksum" in r["verdict"], r["verdict"]
+
+
+def test_makedumpfile_reassembly_keeps_the_page_checksums(vmcore, tmp_path):
+    """makedumpfile --reassemble moves the page data but copies each descriptor's
+    page_flags: the offset is not part of the checksum, so every page still checks
+    but the zero pages, which it points at a zero block of its own with page_flags 0
+    (the trailer is ours alone, and it is gone)."""
+    parts = [str(tmp_path / f"part{i}") for i in range(2)]
+    fastdump.dump(vmcore, level=1, compress="zlib", split=parts, split_block_pfns=1024)
+    out = str(tmp_path / "joined")
+    makedumpfile("--reassemble", *parts, out)
+    r = verify(out, vmcore)
+    assert r["ok"] and r["checksums"] is False, r["verdict"]
+    with fastdump.open(out) as d:
+        zero = d.zero_page_offset()
+        zeros = sum(d.descriptor(p)[0] == zero for p in d.pfns())
+    assert r["pages_checksummed"] == r["pages_checked"] - zeros > 0 and r["pages_checked"] == r["pages_compared"], r
+
+
+@pytest.mark.parametrize("bitmap_blocks, in_header", [(16, True), (400, True), (500, False)])
+def test_trailer_goes_in_the_header_block_while_it_fits(bitmap_blocks, in_header):
+    """4 bytes per bitmap block: up to some 50 GiB of RAM the trailer fits behind the
+    header and its task pointers; past that it follows the last page data.  Either
+    way the reader finds it, with every bitmap block as a region of its own."""
+    bs, end = 4096, 1 << 30
+    sums = checksums.Builder(block_size=bs, bitmap1=2 * bs, bitmap_len=bitmap_blocks * bs)
+    sums.bitmap(checksums.BITMAP2, 5 * bs, b"\x01" * bs)
+    header = kdump.SIGNATURE + bytes(kdump.HEADER.size - len(kdump.SIGNATURE))
+    block0, tail = kdump.seal(sums, header, page_size=bs, nr_cpus=8, end=end, count=7)
+    assert (tail == b"") == in_header
+    assert len(block0) == (bs if in_header else kdump.HEADER.size)
+    image = {0: bytes(block0), end: tail}
+
+    def read(off, n):
+        for at, data in image.items():
+            if at <= off < at + len(data):
+                return data[off - at:off - at + n]
+        return bytes(n)
+    got = checksums.load(read, end + len(tail), header_block=bs)
+    assert got.scheme == checksums.IN_DESCRIPTORS and got.array_count == 7 and got.problem is None
+    assert got.trailer_off == (bs - sums.trailer_size() if in_header else end)
+    assert not in_header or got.trailer_off >= kdump.HEADER.size + 8 * 8      # behind the 8 task pointers
+    kinds = Counter(kind for *_, kind in got.regions)
+    assert kinds[checksums.BITMAP1] == kinds[checksums.BITMAP2] == bitmap_blocks and kinds[checksums.HEADER] == 1
+    assert (2 * bs + (bitmap_blocks + 5) * bs, bs, zlib.crc32(b"\x01" * bs), checksums.BITMAP2) in got.regions
+    header_region = next(r for r in got.regions if r[3] == checksums.HEADER)
+    assert header_region[:2] == ((0, got.trailer_off) if in_header else (0, bs))
+
+
+def test_version_1_trailer_still_reads():
+    """A dump of an older fastdump (every region listed, page checksums in an array)
+    keeps its regions checked; its page array is not read (verify counts none)."""
+    regions = [(0, 4096, 123, checksums.HEADER), (8192, 4096, 456, checksums.BITMAP1)]
+    body = checksums.HEAD.pack(checksums.MAGIC, 1, checksums.ALGO_CRC32, checksums.PER_DESCRIPTOR, 4096,
+                               20480, 3, 0, 0, len(regions)) + b"".join(checksums.REGION.pack(*r) for r in regions)
+    at = 1 << 20
+    fields = checksums.FOOTER_MAGIC + struct.pack("<QQI", at, len(body), zlib.crc32(body))
+    footer = fields + struct.pack("<I", zlib.crc32(fields))
+    tail = body + footer + footer
+    got = checksums.load(lambda off, n: tail[off - at:off - at + n], at + len(tail), header_block=4096)
+    assert got.scheme == checksums.PER_DESCRIPTOR and got.regions == regions and got.trailer_off == at

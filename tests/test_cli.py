@@ -42,7 +42,9 @@ def test_dump_makedumpfile_spelling(vmcore, tmp_path):
     stats = json.load(open(stats_file))
     assert stats["dump_level"] == 1 and stats["compress"] == "zlib" and stats["threads"] == 2
     assert stats["pages_kept"] > 0 and stats["excluded"]["zero"] == stats["pages_zero"] > 0
-    assert 0 <= os.path.getsize(out) - stats["bytes_written"] < 3 * 4096   # only header padding is not written
+    # bytes handed to the file: each byte once but the header block, written first flagged
+    # incomplete and at the end with the checksum trailer; only header padding is not written
+    assert -4096 <= os.path.getsize(out) - stats["bytes_written"] < 3 * 4096
     phases = stats["phase_seconds"]    # where the time went (the bench reads it)
     assert set(phases) == {"open", "classify", "write"} and phases["write"] > 0 and phases["classify"] >= 0
     assert abs(sum(phases.values()) - stats["seconds"]) < 0.01

@@ -219,12 +219,15 @@ def _check_kdump(r, source, threads, result, problems):
                      f"({data_start} > {r.file_size})")
     sums = _check_sums(r.checksums, r.fd, r.file_size, result, problems,
                        bitmaps={checksums.BITMAP1: r.bitmap1_off, checksums.BITMAP2: r.bitmap2_off})
-    if sums is not None and sums.scheme != checksums.PER_DESCRIPTOR:
+    if sums is not None and sums.scheme not in (checksums.IN_DESCRIPTORS, checksums.PER_DESCRIPTOR):
         problems.add("the checksum trailer is not one of a kdump-compressed dump")
         sums = None
+    # page checksums in the descriptors, with a trailer or without (a dump cut short);
+    # an older fastdump's separate array (PER_DESCRIPTOR) is not read: its pages count as unchecksummed
+    page_sums = sums is None or sums.scheme == checksums.IN_DESCRIPTORS
     codec_counts = {}
     erased = _Erased(erase_budget(recorded(r)), source)
-    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0}
+    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0, "tagged": 0}
     counts_lock = threading.Lock()
     def task(arg):
         first_index, runs = arg
@@ -314,8 +317,8 @@ def _check_kdump(r, source, threads, result, problems):
                 n_bad = stored.count(k)
                 pfn = pfns[stored.index(k)]
                 problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
-        if sums is not None:     # after the structural checks: their message says more
-            _check_page_sums(r, sums, first_index, descs.raw, runs, problems, counts, counts_lock)
+        if page_sums:     # after the structural checks: their message says more
+            _check_page_sums(r, descs.raw, runs, problems, counts, counts_lock)
         written = [o for o in offs if o]
         with counts_lock:
             if written:
@@ -348,6 +351,9 @@ def _check_kdump(r, source, threads, result, problems):
                      f"incomplete")
     if sums is not None and sums.array_count != counts["checked"]:
         problems.add(f"the checksums cover {sums.array_count} pages, the descriptors hold {counts['checked']}")
+    elif sums is not None and page_sums and counts["tagged"] != counts["checked"]:
+        missing = counts["checked"] - counts["tagged"]
+        problems.add(f"{missing} page descriptors carry no checksum", missing)
 
 
 def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
@@ -377,22 +383,17 @@ def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
     return sums
 
 
-def _check_page_sums(r, sums, first_index, raw, runs, problems, counts, lock):
-    """Each descriptor of this task and its page's stored bytes against the page
-    checksum array (crc32 in the compiled core, page data read in large spans)."""
-    n = len(raw) // DESC.size
-    want_n = max(0, min(n, sums.array_count - first_index))
-    at = sums.array_off + 4 * first_index
-    stored = r.read_upto(at, 4 * want_n) if want_n else b""
-    if len(stored) < 4 * want_n:
-        problems.add(f"the checksums of descriptors {first_index + len(stored) // 4}.. are past the end of the file")
-    bad = _core.kdump_crc_mismatches(r.fd, raw[:DESC.size * (len(stored) // 4)], stored, r.page_size)
+def _check_page_sums(r, raw, runs, problems, counts, lock):
+    """Each descriptor of this task that carries a checksum (page_flags) against the
+    page's stored bytes (crc32 in the compiled core, page data read in large spans)."""
+    bad, tagged = _core.kdump_crc_mismatches(r.fd, raw, r.page_size)
     if bad:
         pfns = [p for a, b in runs for p in range(a, b)]
         shown = ", ".join(f"{pfns[i]:#x}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
         problems.add(f"{len(bad)} pages do not match their checksums (pfn {shown})", len(bad))
     with lock:
-        counts["checksummed"] += len(stored) // 4 - len(bad)
+        counts["checksummed"] += tagged - len(bad)
+        counts["tagged"] += tagged
 
 
 # -------------------------------------------------------------------- ELF ---

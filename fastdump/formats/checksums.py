@@ -5,16 +5,21 @@ DUMP`` without the source can then tell a flipped byte from a good page.  Where
 they live, so that crash, makedumpfile and libkdumpfile read the dump unchanged
 (they only follow header offsets and page descriptors):
 
-- a *page checksum array* in the page data area, right after the shared zero
-  block (before the first page's data): one u32 per descriptor, crc32 of the
-  page's stored bytes followed by its 24-byte descriptor.  It is sized when the
-  page count is known and filled window by window, so memory does not grow with
-  the dump; the crc of the stored bytes is computed by the compiled core on the
-  worker threads that pack the pages.
-- a *trailer* after the last page data: crc32 of every other region (the header
-  block, sub header and notes, each bitmap block, the zero block) and where the
-  array is, closed by a footer written twice, so that no single damaged byte can
-  hide that the dump has checksums.
+- a *page checksum* in each page descriptor's ``page_flags``, a field that
+  makedumpfile writes as 0 and no reader uses: the tag ``DESC_TAG`` in the top
+  half, in the low half crc32 of the page's stored bytes continued over the
+  descriptor's size and flags (``_core.desc_checksum``).  It costs the file no
+  byte (a dump is no larger than makedumpfile's for the same pages), a
+  descriptor is checked with the page it describes, and a dump cut short keeps
+  the checksums of the pages it has.  The crc of the stored bytes is computed by
+  the compiled core on the worker threads that pack the pages.
+- a *trailer*: crc32 of every other region (the header block, sub header and
+  notes, each bitmap block, the zero block), closed by a footer written twice, so
+  that no single damaged byte can hide that the dump has checksums.  It fills the
+  end of the header block, which the 464-byte disk_dump_header leaves empty (and
+  goes out in the same write that marks the dump complete), so the file is not one
+  byte larger than makedumpfile's; only where it does not fit there (a machine of
+  some 50 GiB and more: 48 bytes per 128 MiB of RAM) it follows the last page data.
 
 A filtered ELF dump (``elfdump.py``) has a crc32 of each page-size block of its
 PT_LOAD data, between the notes and that data, and after the data the same
@@ -26,20 +31,27 @@ import struct
 import zlib
 from array import array
 
+from .. import _core
+
 MAGIC = b"fastdump-sums\0\0\0"
-VERSION = 1
+VERSION = 2          # 1: every bitmap block a region of its own (read still)
 ALGO_CRC32 = 1
 #: magic, version, algorithm, scheme, block, array offset and count, data offset and length, regions
 HEAD = struct.Struct("<16sIIIIQQQQQ")
-#: what the array's entries cover: each kdump descriptor (crc32 of the page's stored
-#: bytes, then the descriptor), or each ``block`` bytes of the data region (ELF)
-PER_DESCRIPTOR, PER_BLOCK = 1, 2
+#: version 2, after HEAD: where the 1st bitmap starts and how many blocks each bitmap has; after
+#: the regions, one u32 crc32 per block of the 1st bitmap, then of the 2nd (8 bytes per 128 MiB of RAM)
+BITMAPS = struct.Struct("<QQ")
+#: where the page checksums are: an array of one u32 per kdump descriptor (fastdump
+#: before 2026-12-02; not checked now), an array of one per ``block`` bytes of the
+#: data region (ELF), or in each kdump descriptor's page_flags
+PER_DESCRIPTOR, PER_BLOCK, IN_DESCRIPTORS = 1, 2, 3
+DESC_TAG = _core.DESC_CHECKSUM_TAG
 REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
 FOOTER_MAGIC = b"FDSUMEND"
 FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
 ENTRY = struct.Struct("<I")            # one entry of the array
 
-#: the trailer of a 64 TiB machine's kdump dump (a region per bitmap block) is about 24 MiB
+#: the trailer of a 64 TiB machine's kdump dump (4 bytes per bitmap block) is about 4 MiB
 MAX_TRAILER = 256 << 20
 
 HEADER, SUB_HEADER, BITMAP1, BITMAP2, ZERO_PAGE, ELF_HEADERS, ERASEINFO = 1, 2, 3, 4, 5, 6, 7
@@ -48,10 +60,10 @@ KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP
               ELF_HEADERS: "ELF header, program headers and notes", ERASEINFO: "eraseinfo"}
 
 
-def page_entry(data_crc, desc):
-    """The array entry of one kdump page: crc32 of its stored bytes (``data_crc``),
-    continued over its descriptor's bytes (the compiled core computes the same)."""
-    return ENTRY.pack(zlib.crc32(desc, data_crc))
+def with_checksum(desc, data_crc):
+    """A packed kdump descriptor with its page_flags set to its checksum, ``data_crc``
+    being crc32 of the page's stored bytes (the compiled core does the same)."""
+    return desc[:16] + _core.desc_checksum(data_crc, desc).to_bytes(8, "little")
 
 
 def entries(raw):
@@ -84,17 +96,21 @@ class Builder:
             chunk = bytes(view[i:i + bs])
             self.bitmap_crcs[kind][(at + i) // bs] = zlib.crc32(chunk.ljust(bs, b"\0"))
 
-    def trailer(self, at, *, array_off, array_count, scheme=PER_DESCRIPTOR, data=(0, 0)):
-        """The trailer bytes to write at offset ``at``, right after the last page data;
-        ``data`` is the (offset, length) of the region a PER_BLOCK array covers."""
+    def trailer_size(self, *, more_regions=0):
+        """The length of ``trailer``'s bytes (with ``more_regions`` regions not yet given)."""
+        return HEAD.size + BITMAPS.size + REGION.size * (len(self.regions) + more_regions) \
+            + 4 * sum(map(len, self.bitmap_crcs.values())) + 2 * FOOTER.size
+
+    def trailer(self, at, *, array_off, array_count, scheme=IN_DESCRIPTORS, data=(0, 0)):
+        """The trailer bytes to write at offset ``at`` (after the last page data, or at
+        the end of a kdump header block); ``data`` is the (offset, length) of the region
+        a PER_BLOCK array covers."""
         regions = [(off, size, c, kind) for kind, (off, size, c) in sorted(self.regions.items())]
-        for kind in (BITMAP1, BITMAP2):
-            base = self.bitmap_off[kind]
-            regions += [(base + i * self.block_size, self.block_size, c, kind)
-                        for i, c in enumerate(self.bitmap_crcs[kind])]
         body = HEAD.pack(MAGIC, VERSION, ALGO_CRC32, scheme, self.block_size, array_off, array_count,
                          data[0], data[1], len(regions)) \
-            + b"".join(REGION.pack(*r) for r in regions)
+            + BITMAPS.pack(self.bitmap_off[BITMAP1], len(self.bitmap_crcs[BITMAP1])) \
+            + b"".join(REGION.pack(*r) for r in regions) \
+            + b"".join(struct.pack(f"<{len(c)}I", *c) for c in (self.bitmap_crcs[BITMAP1], self.bitmap_crcs[BITMAP2]))
         fields = FOOTER_MAGIC + struct.pack("<QQI", at, len(body), zlib.crc32(body))
         footer = fields + struct.pack("<I", zlib.crc32(fields))
         self.footer_at = at + len(body)
@@ -128,13 +144,21 @@ def _footer(raw):
     return off, length, body_crc
 
 
-def load(read, file_size):
+def load(read, file_size, *, header_block=None):
     """The trailer of a dump, through ``read(offset, size)``: a Sums, or None when
-    the dump has none (another tool's, an older fastdump's, or cut short).
+    the dump has none (another tool's, an older fastdump's, or cut short).  It ends
+    the file, or (a kdump dump, ``header_block`` its block size) the header block.
     Raises ValueError when there is one and it is damaged."""
-    if file_size < 2 * FOOTER.size:
+    found = _load_ending_at(read, file_size)
+    if found is None and header_block and 2 * FOOTER.size <= header_block <= file_size:
+        found = _load_ending_at(read, header_block)
+    return found
+
+
+def _load_ending_at(read, end):
+    if end < 2 * FOOTER.size:
         return None
-    raw = read(file_size - 2 * FOOTER.size, 2 * FOOTER.size)
+    raw = read(end - 2 * FOOTER.size, 2 * FOOTER.size)
     copies = [raw[:FOOTER.size], raw[FOOTER.size:]]
     found = [_footer(c) for c in copies]
     if not any(found):
@@ -145,15 +169,25 @@ def load(read, file_size):
     if copies[0] != copies[1]:
         problem = "one of the two copies of the checksum footer (the last 64 bytes) is damaged"
     off, length, body_crc = next(f for f in found if f)
-    if off + length + 2 * FOOTER.size != file_size or not HEAD.size <= length <= MAX_TRAILER:
+    if off + length + 2 * FOOTER.size != end or not HEAD.size <= length <= MAX_TRAILER:
         raise ValueError(f"the checksum trailer at {off:#x}+{length} does not end at the footer")
     body = read(off, length)
     if zlib.crc32(body) != body_crc:
         raise ValueError(f"the checksum trailer at {off:#x} is damaged")
     magic, version, algo, scheme, block, array_off, array_count, data_off, data_len, nregions = \
         HEAD.unpack_from(body)
-    if magic != MAGIC or version != VERSION or algo != ALGO_CRC32 or scheme not in (PER_DESCRIPTOR, PER_BLOCK) \
-            or not 0 < block <= 1 << 20 or HEAD.size + nregions * REGION.size != length:
+    bitmap_off, nblocks, at = 0, 0, HEAD.size
+    if version == VERSION and length >= HEAD.size + BITMAPS.size:
+        bitmap_off, nblocks = BITMAPS.unpack_from(body, HEAD.size)
+        at += BITMAPS.size
+    if magic != MAGIC or version not in (1, VERSION) or algo != ALGO_CRC32 \
+            or scheme not in (PER_DESCRIPTOR, PER_BLOCK, IN_DESCRIPTORS) or not 0 < block <= 1 << 20 \
+            or at + nregions * REGION.size + 8 * nblocks != length:
         raise ValueError(f"unknown checksum trailer (version {version}, algorithm {algo})")
-    regions = [REGION.unpack_from(body, HEAD.size + i * REGION.size) for i in range(nregions)]
+    regions = [REGION.unpack_from(body, at + i * REGION.size) for i in range(nregions)]
+    tail = body[at + nregions * REGION.size:]
+    crcs = struct.unpack(f"<{len(tail) // 4}I", tail)
+    for i, c in enumerate(crcs):     # version 2's bitmap blocks, as the regions they are
+        kind, k = (BITMAP1, i) if i < nblocks else (BITMAP2, i - nblocks)
+        regions.append((bitmap_off + block * (k + nblocks * (kind == BITMAP2)), block, c, kind))
     return Sums(scheme, block, array_off, array_count, (data_off, data_len), regions, off, problem)

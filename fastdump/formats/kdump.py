@@ -82,6 +82,22 @@ STATUS_KNOWN = codecs.FLAG_MASK | STATUS_INCOMPLETE | STATUS_EXCLUDED_VMEMMAP
 MAX_NOTE_BYTES = 64 << 20
 
 
+def seal(sums, header, *, page_size, nr_cpus, end, count):
+    """A complete dump's header block and checksum trailer (``checksums.Builder``
+    ``sums``, ``count`` descriptors): ``(bytes for offset 0, bytes for offset end)``.
+    The trailer fills the end of the header block when it fits there, behind the
+    header and its (never written) per-CPU task pointers, so the file is no larger
+    than makedumpfile's; the header block's checksum then covers the rest of it."""
+    size = sums.trailer_size(more_regions=checksums.HEADER not in sums.regions)
+    if size <= page_size - HEADER.size - 8 * max(nr_cpus, 0):
+        at = page_size - size
+        block = header.ljust(at, b"\0")
+        sums.region(checksums.HEADER, 0, block)
+        return block + sums.trailer(at, array_off=0, array_count=count), b""
+    sums.region(checksums.HEADER, 0, header.ljust(page_size, b"\0"))
+    return header, sums.trailer(end, array_off=0, array_count=count)
+
+
 def _blocks(n, block):
     return -(-n // block)
 
@@ -122,9 +138,9 @@ class KdumpWriter:
         self.crashtime = crashtime or 0
         self.phys_base = phys_base or 0
         self.split = split  # (start_pfn, end_pfn) for a --split part
-        self.desc_off = self.data_off = self.zero_off = self.crc_off = None
+        self.desc_off = self.data_off = self.zero_off = None
         self.pages_written = 0
-        self.crcs_written = 0
+        self.descs_written = 0
         self.sums = checksums.Builder(block_size=page_size, bitmap1=self.layout.bitmap1,
                                       bitmap_len=self.layout.bitmap_len)
         self.done_to = None   # every kept pfn below this has its descriptor and data written
@@ -133,6 +149,7 @@ class KdumpWriter:
         #: sink that may ask for the bitmaps again (``remake``), so no other target pays 8 bytes per bad page
         self.unreadable = None
         self.unclaimed = False          # the 2nd bitmap lost the pages never written (a failed dump)
+        self.sealed = None              # block 0 of a complete dump: header and checksum trailer
 
     # -- headers --------------------------------------------------------------
     def header_bytes(self, *, incomplete):
@@ -189,8 +206,8 @@ class KdumpWriter:
     # -- pages ----------------------------------------------------------------
     def start_pages(self, num_dumpable, *, desc_base=0, own=None):
         """The table holds ``num_dumpable`` descriptors (all parts' for a split part),
-        ``own`` (default: all) of them this file's; the page checksum array, sized
-        for those, sits between the zero block and the first page's data."""
+        ``own`` (default: all) of them this file's.  The page data follows the shared
+        zero block, as in makedumpfile's files: the checksums ride in the descriptors."""
         self.desc_off = self.layout.desc_table + DESC.size * desc_base
         self.data_off = self.layout.desc_table + DESC.size * num_dumpable
         if self.dump_level & DumpLevel.ZERO:
@@ -200,8 +217,6 @@ class KdumpWriter:
             self.data_off += self.page_size
         else:
             self.zero_off = 0
-        self.crc_off = self.data_off
-        self.data_off += 4 * (num_dumpable if own is None else own)
         self.pages_off = self.data_off     # where the first page's data goes
 
     def commit(self, job):
@@ -211,8 +226,7 @@ class KdumpWriter:
         descs, nbytes = job.kdump_descriptors(self.data_off, self.zero_off, self.codec_flag)
         self.sink.pwrite(job.data, self.data_off)
         self.sink.pwrite(descs, self.desc_off)
-        self.sink.pwrite(job.page_crcs, self.crc_off + 4 * self.crcs_written)
-        self.crcs_written += len(descs) // DESC.size
+        self.descs_written += len(descs) // DESC.size
         self.data_off += nbytes
         self.desc_off += len(descs)
         self.pages_written += job.n_pages
@@ -252,11 +266,15 @@ class KdumpWriter:
                 self.eraseinfo_at = self.data_off
                 self.data_off += len(self.eraseinfo)
                 self._write_sub_header()
-            self.sums.region(checksums.HEADER, 0, header.ljust(self.page_size, b"\0"))
-            self.sink.pwrite(self.sums.trailer(self.data_off, array_off=self.crc_off,
-                                               array_count=self.crcs_written), self.data_off)
+            header, tail = seal(self.sums, header, page_size=self.page_size, nr_cpus=self.nr_cpus,
+                                end=self.data_off, count=self.descs_written)
+            if tail:
+                self.sink.pwrite(tail, self.data_off)
+            self.sealed = header
         elif incomplete:
             self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
+            self.sealed = None
+            header = header.ljust(self.page_size, b"\0")
         self.sink.pwrite(header, 0)
 
     def remake(self, offset, n, cycle_bitmaps):
@@ -275,7 +293,7 @@ class KdumpWriter:
             if a < b:
                 out[a - offset:b - offset] = data[a - at:b - at]
 
-        put(0, self.header_bytes(incomplete=self.incomplete))
+        put(0, self.sealed or self.header_bytes(incomplete=self.incomplete))
         put(self.page_size, self.sub_header_bytes() + self.notes)
         for base, second in ((lay.bitmap1, False), (lay.bitmap2, True)):
             a, b = max(offset - base, 0), min(offset + n - base, lay.bitmap_len)
@@ -531,12 +549,6 @@ class KdumpReader(ReadOnlyFile):
         slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
         layout too), referenced or not."""
         table_end = self.desc_off + DESC.size * self.n_descriptors()
-        try:
-            sums = self.checksums()
-        except ValueError:
-            sums = None
-        if sums is not None and first_data == sums.array_end:
-            first_data = sums.array_off   # fastdump's page checksums come right before the data
         gap = first_data - table_end
         if gap < 0 or first_data > self.file_size:
             return None
@@ -556,7 +568,7 @@ class KdumpReader(ReadOnlyFile):
         when it has none.  Raises ValueError when they are there but damaged."""
         if not hasattr(self, "_sums"):
             try:
-                self._sums = checksums.load(self.read_at, self.file_size)
+                self._sums = checksums.load(self.read_at, self.file_size, header_block=self.block_size)
             except (ValueError, FormatError) as e:
                 self._sums = e
         if isinstance(self._sums, Exception):

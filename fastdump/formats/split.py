@@ -47,6 +47,7 @@ def reassemble(paths, target, *, force=False):
     first = parts[0]
     try:
         head = bytearray(first.prologue())
+        head[kdump.HEADER.size:first.block_size] = bytes(first.block_size - kdump.HEADER.size)   # a part's trailer
         # the eraseinfo goes after the data, as makedumpfile places it: named once it is written
         whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0,
                                           offset_eraseinfo=0, size_eraseinfo=0)
@@ -58,8 +59,6 @@ def reassemble(paths, target, *, force=False):
         zero_new = first.zero_page_offset()      # the same place in the whole file as in each part
         if zero_new is not None:
             data_start += first.block_size
-        crc_off = data_start                 # the page checksums, as KdumpWriter places them
-        data_start += 4 * total
         sums = checksums.Builder(block_size=first.block_size, bitmap1=first.bitmap1_off,
                                  bitmap_len=first.bitmap_len)
         sink = FileSink(target, force=force)
@@ -78,7 +77,6 @@ def reassemble(paths, target, *, force=False):
         bitmap1, bitmap2 = first.bitmap_regions()
         sink.pwrite(bitmap1 + bitmap2, first.bitmap1_off)
         bs = first.block_size
-        sums.region(checksums.HEADER, 0, head[:bs])
         sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
         sums.bitmap(checksums.BITMAP1, 0, bitmap1)
         sums.bitmap(checksums.BITMAP2, 0, bitmap2)
@@ -87,31 +85,29 @@ def reassemble(paths, target, *, force=False):
             sink.pwrite(bytes(bs), zero_new)
             sums.region(checksums.ZERO_PAGE, zero_new, bytes(bs))
         sink.barrier()
-        desc_out, data_out, pages, crc_out = desc_table, data_start, 0, crc_off
+        desc_out, data_out, pages = desc_table, data_start, 0
         for p in parts:
             count = p.n_descriptors()
             zero_old = p.zero_page_offset()
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
-                out, crcs = bytearray(), bytearray()
-                for off, size, flags, pflags in p.read_descriptors(i, n):
+                out = bytearray()
+                for off, size, flags, _ in p.read_descriptors(i, n):
                     if off == 0:                       # lost in an incomplete part: stays lost
-                        desc, data_crc = kdump.DESC.pack(0, 0, 0, 0), 0
-                    elif off == zero_old and zero_new is not None:
-                        desc, data_crc = kdump.DESC.pack(zero_new, size, flags, pflags), zero_crc
+                        out += kdump.DESC.pack(0, 0, 0, 0)
+                        continue
+                    if off == zero_old and zero_new is not None:
+                        desc, data_crc = kdump.DESC.pack(zero_new, size, flags, 0), zero_crc
                     else:
                         if size > p.block_size:
                             raise FormatError(f"{p.path}: page data larger than a page")
                         data = p.read_at(off, size)
                         sink.pwrite(data, data_out)
-                        desc, data_crc = kdump.DESC.pack(data_out, size, flags, pflags), zlib.crc32(data)
+                        desc, data_crc = kdump.DESC.pack(data_out, size, flags, 0), zlib.crc32(data)
                         data_out += size
-                    out += desc
-                    crcs += checksums.page_entry(data_crc, desc)
+                    out += checksums.with_checksum(desc, data_crc)
                 sink.pwrite(bytes(out), desc_out)
-                sink.pwrite(bytes(crcs), crc_out)
                 desc_out += len(out)
-                crc_out += len(crcs)
                 pages += n
         if not any(p.incomplete for p in parts):   # an incomplete result carries no checksums
             if eraseinfo:
@@ -122,7 +118,10 @@ def reassemble(paths, target, *, force=False):
                 sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
                 sink.pwrite(bytes(head[bs:]), bs)
                 data_out += len(eraseinfo)
-            sink.pwrite(sums.trailer(data_out, array_off=crc_off, array_count=pages), data_out)
+            final_head, tail = kdump.seal(sums, final_head, page_size=bs, nr_cpus=first.nr_cpus,
+                                          end=data_out, count=pages)
+            if tail:
+                sink.pwrite(tail, data_out)
         sink.barrier()
         sink.pwrite(final_head, 0)
         sink.commit()

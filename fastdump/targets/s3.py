@@ -16,7 +16,7 @@ No copy of a sent part is kept.  Only the part holding ``end`` mixes rebuildable
 bytes with descriptors and is held to the end.  A writer that declares nothing
 has everything before its barrier held, as it may patch any of it.
 
-The page data, descriptors and page checksums are written in order, so at any
+The page data and descriptors (with their checksums) are written in order, so at any
 moment only the held part(s), the one part each stream is filling and one in
 flight are in memory (5 MiB each: a constant, whatever the machine's RAM).
 
