@@ -98,3 +98,18 @@ def test_output_size_is_judged_page_for_page():
     assert size_row.endswith("| yes |") and "1.03000" in size_row and "kernel-x: 1.00000" in size_row
     run["size_vs_pages"] = {"makedumpfile -l -d31": 1.00001}
     assert report.judge_rss_and_size({"inputs": [inp]})[1].endswith("| no |")
+
+
+def test_only_comparable_rows_are_read_page_by_page():
+    """A dump is read back only where a fastdump row and a makedumpfile row share a codec
+    and level: not the 1 TiB input's (70 million kept pages, no lzo fastdump row there)."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from bench.run import contenders, size_compared
+    builds = [{"name": "makedumpfile", "lzo": True, "zstd": False, "argv": ["mdf"]}]
+    def names(kind):
+        return size_compared(contenders({"kind": kind, "path": "p", "name": "n", "ram": 2 << 30}, builds, [2],
+                                        False, 2))
+    assert names("huge") == set()
+    assert names("kernel") == {"fastdump lzo -d1 t2", "fastdump lzo -d31 t2", "fastdump zlib -d1 t2",
+                               "fastdump zlib -d31 t2", "makedumpfile -l -d1", "makedumpfile -l -d31",
+                               "makedumpfile -c -d1", "makedumpfile -c -d31"}
