@@ -515,7 +515,7 @@ def test_capture_image_uploads_over_https_with_its_own_client_and_ca_bundle(rgw,
 
 #: the most part buffers an s3:// dump holds at once, whatever the RAM: the part with the header,
 #: one each for the two bitmaps being written, the one shared by the bitmaps' end and the
-#: descriptor table, one each for the descriptors, page checksums and page data
+#: descriptor table, one each for the descriptors (which carry the page checksums) and page data
 HELD_BOUND = 6 * PART_SIZE
 
 
