@@ -422,3 +422,42 @@ def test_version_1_trailer_still_reads():
     tail = body + footer + footer
     got = checksums.load(lambda off, n: tail[off - at:off - at + n], at + len(tail), header_block=4096)
     assert got.scheme == checksums.PER_DESCRIPTOR and got.regions == regions and got.trailer_off == at
+
+
+def test_trailer_too_large_for_the_header_block_follows_the_data(tmp_path):
+    """The writer's other placement, end to end: 460 CPUs' task pointers leave the header
+    block no room, so the trailer follows the last page.  verify checks it, a changed
+    byte in the header block's padding or the trailer is found, libkdumpfile reads every
+    page."""
+    src = str(tmp_path / "vmcore")
+    SyntheticVmcore(VmcoreSpec(ram_size=32 * MiB, nr_cpus=460)).write(src)
+    out = str(tmp_path / "dump")
+    fastdump.dump(src, out, level=1, compress="zlib")
+    with fastdump.open(out) as d:
+        assert d.nr_cpus == 460
+        sums = d.checksums()
+        ends = max(d.descriptor(p)[0] + d.descriptor(p)[1] for p in d.pfns())
+    assert sums.trailer_off == ends > d.block_size
+    r = verify(out, src)
+    assert r["ok"] and r["checksums"] is True and r["pages_checksummed"] == r["pages_checked"] > 0, r["verdict"]
+    source_pages = elf_pages(src)
+    _, got = kdumpfile_digests(out, max(source_pages) + 1)
+    assert got == digests(source_pages)
+    missed = _flip_each(out, {3000: None, sums.trailer_off + 10: None}, 0x20)
+    assert not missed, missed
+
+
+@pytest.mark.parametrize("trailer", [(0, 0), (0, 1 << 40), (4000, 10)])
+def test_forged_footer_in_the_header_block_is_a_failure_not_a_crash(dumps, tmp_path, trailer):
+    """The header block's footer copies, right in their own crc but pointing anywhere:
+    one clear problem, as at the end of the file."""
+    path = str(tmp_path / "forged")
+    shutil.copy(dumps["zstd"], path)
+    off, length = trailer
+    fields = checksums.FOOTER_MAGIC + struct.pack("<QQI", off, length, 0)
+    footer = fields + struct.pack("<I", zlib.crc32(fields))
+    with open(path, "r+b") as f:
+        f.seek(4096 - 2 * checksums.FOOTER.size)
+        f.write(footer + footer)
+    r = verify(path)
+    assert not r["ok"] and r["checksums"] == "damaged" and "checksum trailer" in r["verdict"], r["verdict"]
