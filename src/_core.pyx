@@ -99,7 +99,6 @@ cdef extern from "<errno.h>" nogil:
     int ENXIO
 
 cdef enum:
-    MAP_WINDOW = 1 << 20         # mapped pages count in RSS: one window per job is resident
     PACK_CHUNK = 32            # pages gathered, then tested and compressed while cache-hot
 
 
@@ -412,11 +411,15 @@ cdef class Source:
     cdef uint64_t* erase    # quadruples: pfn, offset in page, length, fill (sorted; see set_erase)
     cdef size_t n_erase
     cdef readonly int page_size
+    cdef readonly uint64_t map_window  # bytes each job maps at once (a power of two)
 
-    def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False):
+    def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False, uint64_t map_window=1 << 20):
+        if map_window < 4096 or map_window & (map_window - 1):
+            raise ValueError("map_window must be a power of two of at least 4096 bytes")
         self.fd = fd
         self.page_size = page_size
         self.use_mmap = use_mmap
+        self.map_window = map_window
         self.map_limit = mappable_bytes(fd)
         self.ext = copy_extents(extents, &self.n_ext)
 
@@ -577,7 +580,7 @@ cdef class Job:
                     self._pack_upto(self.n_collected)
                 munmap(self.map_base, self.map_len)
                 self.map_base = NULL
-            moff = map_window(off, n, lo, hi, self.src.map_limit, MAP_WINDOW, &self.map_len)
+            moff = map_window(off, n, lo, hi, self.src.map_limit, self.src.map_window, &self.map_len)
             self.map_base = <uint8_t*>mmap(NULL, self.map_len, PROT_READ, MAP_SHARED, self.src.fd, moff)
             if <void*>self.map_base == MAP_FAILED:
                 self.map_base = NULL

@@ -1,5 +1,6 @@
 """ELF vmcore input: the shapes /proc/vmcore and other producers give."""
 
+import array
 import os
 import struct
 
@@ -121,6 +122,33 @@ def test_mmap_reads_equal_pread(vmcore):
             n = rng.randrange(1, 9000)
             assert a.read_phys(addr, n, zero_fill=True) == b.read_phys(addr, n, zero_fill=True)
         assert b.mmap_reads
+
+
+def test_map_windows_stay_in_budget_and_copy_the_same_bytes(vmcore, tmp_path, monkeypatch):
+    """Each job maps 1-4 MiB of the source at once, all jobs together at most MAPPED_BUDGET;
+    a window of one page (a remap for every page) or of 4 MiB gives the same dump bytes as
+    pread, at a sparse level and a dense one."""
+    import fastdump
+    from fastdump import _core
+    from fastdump.copy import engine
+    for njobs in range(1, 70):
+        w = engine.map_window_bytes(njobs)
+        assert w & (w - 1) == 0 and engine.MAP_WINDOW_RANGE[0] <= w <= engine.MAP_WINDOW_RANGE[1]
+        assert w * njobs <= engine.MAPPED_BUDGET or w == engine.MAP_WINDOW_RANGE[0]
+    assert engine.map_window_bytes(4) == 4 << 20
+    for bad in (0, 4095, 3 << 20):
+        with pytest.raises(ValueError, match="power of two"):
+            _core.Source(-1, array.array("Q"), 4096, False, bad)
+    for level in (1, 31):
+        outs = {}
+        for name, rng, mm in (("pread", None, False), ("page", (4096, 4096), True),
+                              ("4MiB", (4 << 20, 4 << 20), True)):
+            if rng:
+                monkeypatch.setattr(engine, "MAP_WINDOW_RANGE", rng)
+            out = tmp_path / f"{name}-{level}"
+            fastdump.dump(vmcore, str(out), level=level, compress="lz4", threads=2, use_mmap=mm)
+            outs[name] = out.read_bytes()
+        assert outs["page"] == outs["pread"] == outs["4MiB"], level
 
 
 @pytest.mark.parametrize("cmd", [["-d", "1", "FIFO", "OUT"], ["info", "FIFO"], ["verify", "FIFO"],

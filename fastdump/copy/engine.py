@@ -17,6 +17,20 @@ from ..workers import Pool
 
 DEFAULT_WINDOW_BYTES = 2 << 20
 BUFFER_BUDGET = 24 << 20  # all jobs' buffers together (in + out), whatever the thread count
+# Source bytes all jobs keep mapped together (a mapped page of a saved file counts in RSS).
+# Each job maps a power of two from 1 to 4 MiB: measured on 2 cores, 4 MiB windows instead
+# of 1 MiB took 7-9 % less CPU (half the mmap/munmap pairs, fewer TLB shootdowns); 8 MiB
+# gained nothing more.
+MAPPED_BUDGET = 16 << 20
+MAP_WINDOW_RANGE = (1 << 20, 4 << 20)
+
+
+def map_window_bytes(njobs):
+    """The largest power of two in MAP_WINDOW_RANGE that keeps ``njobs`` mapped windows
+    within MAPPED_BUDGET."""
+    lo, hi = MAP_WINDOW_RANGE
+    share = max(lo, min(hi, MAPPED_BUDGET // max(1, njobs)))
+    return 1 << (share.bit_length() - 1)
 
 
 def _mappable(source):
@@ -60,7 +74,8 @@ class CopyEngine:
         if use_mmap is None:
             use_mmap = _mappable(source)
         self.use_mmap = bool(use_mmap)
-        self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap))
+        self.core_source = _core.Source(source.fd, source.extent_array(), page, bool(use_mmap),
+                                        map_window_bytes(njobs))
         self.codec = codecs.by_name(codec).core
         self.jobs = [_core.Job(self.core_source, self.codec, self.window_pages) for _ in range(njobs)]
         self.source = source
