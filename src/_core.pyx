@@ -484,6 +484,7 @@ cdef class Job:
     cdef uint8_t* zeros
     cdef readonly bint used_pread_fallback
     cdef readonly int sigbus_windows    # windows redone with pread after a SIGBUS in the mapping
+    cdef readonly uint64_t windows_mapped  # mmap calls made (all runs): the window size at work
     # inputs of the current window
     cdef object bitmap_obj
     cdef const uint8_t* bitmap
@@ -589,6 +590,7 @@ cdef class Job:
                 self.used_pread_fallback = True
                 return NULL
             self.map_off = moff
+            self.windows_mapped += 1
         return self.map_base + (off - self.map_off)
 
     cdef bint _in_hole(self, uint64_t off, size_t n) noexcept nogil:

@@ -124,13 +124,18 @@ def test_mmap_reads_equal_pread(vmcore):
         assert b.mmap_reads
 
 
-def test_map_windows_stay_in_budget_and_copy_the_same_bytes(vmcore, tmp_path, monkeypatch):
-    """Each job maps 1-4 MiB of the source at once, all jobs together at most MAPPED_BUDGET;
-    a window of one page (a remap for every page) or of 4 MiB gives the same dump bytes as
-    pread, at a sparse level and a dense one."""
+def test_map_windows_stay_in_budget_and_copy_the_same_bytes(vmcore, source_pages, tmp_path, monkeypatch):
+    """Each job maps 1-4 MiB of the source at once, all jobs together at most MAPPED_BUDGET.
+    The size chosen is the one the core maps (a one-page window maps once per page read;
+    a job's run covers 2 MiB of pfns, which 1 MiB windows map twice and 4 MiB windows
+    once), and every size gives the same dump
+    bytes as pread, at a sparse level and a dense one; libkdumpfile reads the 4 MiB dump
+    page for page."""
     import fastdump
     from fastdump import _core
     from fastdump.copy import engine
+    from fastdump.copy.plan import cycles, runs_bitmap
+    from support import digests, kdumpfile_digests
     for njobs in range(1, 70):
         w = engine.map_window_bytes(njobs)
         assert w & (w - 1) == 0 and engine.MAP_WINDOW_RANGE[0] <= w <= engine.MAP_WINDOW_RANGE[1]
@@ -139,6 +144,24 @@ def test_map_windows_stay_in_budget_and_copy_the_same_bytes(vmcore, tmp_path, mo
     for bad in (0, 4095, 3 << 20):
         with pytest.raises(ValueError, match="power of two"):
             _core.Source(-1, array.array("Q"), 4096, False, bad)
+
+    def mapped(window):
+        """(mmap calls, pages read from the file: holes are not) of one copy of every
+        stored page with that window."""
+        monkeypatch.setattr(engine, "MAP_WINDOW_RANGE", (window, window))
+        with ElfSource(vmcore) as s:
+            eng = engine.CopyEngine(s, codec="lz4", threads=2, use_mmap=True)
+            assert eng.core_source.map_window == window
+            read = [0]
+            for c0, c1 in cycles(s.max_pfn):
+                bm = runs_bitmap(s.stored_runs(), c0, c1)
+                eng.run(eng.windows(bm, c0, c1 - c0), lambda job: read.__setitem__(0, read[0] + job.bytes_read // 4096),
+                        zero_check=True)
+            return sum(j.windows_mapped for j in eng.jobs), read[0]
+    maps = {w: mapped(w) for w in (4096, 1 << 20, 4 << 20)}
+    assert maps[4096][0] >= maps[4096][1] > 10000
+    assert maps[1 << 20][0] >= maps[1 << 20][1] // 256 and 0 < maps[4 << 20][0] < 0.6 * maps[1 << 20][0], maps
+
     for level in (1, 31):
         outs = {}
         for name, rng, mm in (("pread", None, False), ("page", (4096, 4096), True),
@@ -146,9 +169,11 @@ def test_map_windows_stay_in_budget_and_copy_the_same_bytes(vmcore, tmp_path, mo
             if rng:
                 monkeypatch.setattr(engine, "MAP_WINDOW_RANGE", rng)
             out = tmp_path / f"{name}-{level}"
-            fastdump.dump(vmcore, str(out), level=level, compress="lz4", threads=2, use_mmap=mm)
+            fastdump.dump(vmcore, str(out), level=level, compress="zstd", threads=2, use_mmap=mm)
             outs[name] = out.read_bytes()
         assert outs["page"] == outs["pread"] == outs["4MiB"], level
+    _, got = kdumpfile_digests(str(tmp_path / "4MiB-1"), max(source_pages) + 1)
+    assert got == digests(source_pages)
 
 
 @pytest.mark.parametrize("cmd", [["-d", "1", "FIFO", "OUT"], ["info", "FIFO"], ["verify", "FIFO"],
