@@ -43,6 +43,8 @@ def complete(key):
     counts = m.get("workload", {}).get("counts", {})
     if any(c not in counts for c in REQUIRED_CLASSES):
         return None
+    if "pcp_refill_pages" not in m.get("workload", {}):             # lists refilled at the crash
+        return None
     if not os.path.exists(os.path.join(d, "first", "nodename")):   # the planted secret (guest/first.sh)
         return None
     return m

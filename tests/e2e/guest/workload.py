@@ -19,7 +19,8 @@ memory, so the user class asks for MAP_PRIVATE explicitly.
 
 Order matters (Debian kernels zero pages on allocation and reuse freed pages
 first): write everything, load the capture kernel, then free the "free" class,
-then crash without allocating much.
+then crash without allocating much (a few pages per CPU, freed again at once so that every
+CPU's per-CPU free lists hold pages at the crash).
 """
 
 import json
@@ -30,6 +31,7 @@ import sys
 import time
 
 PAGE = 4096
+PCP_REFILL_PAGES = 64       # per CPU, freed just before the crash (refill_per_cpu_lists)
 
 
 def page_of(cls, idx):
@@ -64,6 +66,33 @@ def crash_marker():
     except OSError:
         pass
     time.sleep(0.5)
+
+
+def refill_per_cpu_lists(pages=PCP_REFILL_PAGES):
+    """Leave freed pages on every CPU's per-CPU free lists just before the crash.
+
+    The pages of the deleted "free" files reach those lists, but the kernel may drain them
+    again (compaction drains the lists of the CPU it runs on) in the half second the crash
+    marker waits: one CI guest crashed with every list empty, and the host's check of the
+    per-CPU walk (tests/e2e/test_kernel_types_real.py) then had nothing to check.  On each
+    CPU in turn, touch a few private anonymous pages and unmap them: order-0 pages freed by a
+    task go to the lists of the CPU it runs on."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return 0
+    done = 0
+    for cpu in cpus:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            continue
+        m = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE)
+        for i in range(pages):
+            m[i * PAGE] = 0x5A
+        m.close()
+        done += 1
+    return done
 
 
 def fill_file(path, cls, npages, chunk=256):
@@ -159,7 +188,8 @@ def main():
 
     snapshot(outdir, "filled")
     with open(os.path.join(outdir, "workload.json"), "w") as f:
-        json.dump({"counts": counts, "classes_mib": mib, "seconds": time.monotonic() - t0}, f)
+        json.dump({"counts": counts, "classes_mib": mib, "seconds": time.monotonic() - t0,
+                   "pcp_refill_pages": PCP_REFILL_PAGES}, f)
     os.sync()
 
     # arm kdump (the shell helper also unmounts the record disk)
@@ -178,6 +208,7 @@ def main():
     crash_marker()
     with open("/proc/sys/kernel/sysrq", "w") as f:
         f.write("1")
+    refill_per_cpu_lists()
     with open("/proc/sysrq-trigger", "w") as f:
         f.write("c")
     time.sleep(30)
