@@ -357,7 +357,8 @@ def fault_results(out_dir):
             elif child.tag == "skipped":
                 outcome = "xfail (expected)" if "xfail" in (child.get("type") or "") + (child.get("message") or "") \
                     else "skipped: " + (child.get("message") or "")[:200]
-        rows.append((case.get("classname", ""), case.get("name"), outcome))
+        # under pyproject's `--dist loadgroup` a name ends in "@<xdist group>"
+        rows.append((case.get("classname", ""), case.get("name").rsplit("@", 1)[0], outcome))
     return rows
 
 
@@ -587,11 +588,15 @@ def main(argv=None):
             with open(summary_path, "w") as f:
                 json.dump(summary, f, indent=1)
         print(f"fuzz: summary in {summary_path}", file=sys.stderr)
+    failed = 0
     if args.report:
-        write_report(args.report, summary, fault_results(args.out))
-        print(f"fuzz: report written to {args.report}", file=sys.stderr)
+        faults = fault_results(args.out)
+        write_report(args.report, summary, faults)
+        failed = sum(1 for _, _, outcome in faults if outcome == "FAILED")
+        print(f"fuzz: report written to {args.report}" + (f"; {failed} fault tests FAILED" if failed else ""),
+              file=sys.stderr)
     bad = sum(r["bug"] + r["hang"] + r["crash"] for r in summary["targets"].values())
-    return 1 if bad else 0
+    return 1 if bad or failed else 0
 
 
 if __name__ == "__main__":
