@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import resource
 import selectors
 import subprocess
@@ -358,7 +359,7 @@ def fault_results(out_dir):
                 outcome = "xfail (expected)" if "xfail" in (child.get("type") or "") + (child.get("message") or "") \
                     else "skipped: " + (child.get("message") or "")[:200]
         # under pyproject's `--dist loadgroup` a name ends in "@<xdist group>"
-        rows.append((case.get("classname", ""), case.get("name").rsplit("@", 1)[0], outcome))
+        rows.append((case.get("classname", ""), re.sub(r"@[^\[\]]*$", "", case.get("name")), outcome))
     return rows
 
 
