@@ -75,6 +75,43 @@ def decompress_page(unsigned int flag, const unsigned char[::1] data not None, s
     return bytes(out)
 
 
+def deflate_page(const unsigned char[::1] data not None):
+    """One page (1 byte to 32 KiB) as fastdump's `-c` writes it: a zlib stream (tests read it
+    back with zlib)."""
+    cdef size_t n = data.shape[0], r = 0
+    if n == 0 or n > <size_t>FD_DEFLATE_MAX_PAGE:
+        raise ValueError(f"a page of 1 to {FD_DEFLATE_MAX_PAGE} bytes, not {n}")
+    cdef fd_deflate_ws* ws = fd_deflate_new(n)
+    if ws == NULL:
+        raise MemoryError()
+    out = bytearray(n + n // 4 + 64)            # fixed codes: at most 9 bits a byte, plus framing
+    cdef unsigned char[::1] o = out
+    with nogil:
+        r = fd_deflate_page(ws, &data[0], n, &o[0], o.shape[0])
+    fd_deflate_free(ws)
+    if r == 0:
+        raise RuntimeError("a page did not fit its worst-case bound")
+    return bytes(out[:r])
+
+
+def huffman_code_lengths(freqs, int limit):
+    """The page compressor's Huffman code lengths for symbol counts (at most 288, each below
+    65536), none longer than ``limit`` bits (tests check the limit and the Kraft sum)."""
+    cdef uint32_t f[288]
+    cdef unsigned char out[288]
+    cdef int n = len(freqs), i
+    if n > 288 or not 1 <= limit <= 15:
+        raise ValueError("at most 288 symbols, limit 1-15")
+    for i in range(n):
+        if not 0 <= freqs[i] < 65536:
+            raise ValueError("counts must be below 65536")
+        f[i] = freqs[i]
+    if sum(1 for x in freqs if x) > (1 << limit):
+        raise ValueError("more symbols than codes of that length")
+    fd_code_lengths(f, n, limit, out)
+    return [out[i] for i in range(n)]
+
+
 # Codec identifiers (fastdump's own; formats/codecs.py pairs each with its kdump flag).
 cpdef enum:
     CODEC_NONE = 0
@@ -470,6 +507,7 @@ cdef class Job:
     cdef void* lz4state
     cdef void* lzowrk
     cdef libdeflate_compressor* deflater
+    cdef fd_deflate_ws* page_deflater
     # mmap window cache
     cdef uint8_t* map_base
     cdef uint64_t map_off, map_len
@@ -531,10 +569,13 @@ cdef class Job:
             self.lzowrk = malloc(LZO1X_1_MEM_COMPRESS)
             if self.lzowrk == NULL:
                 raise MemoryError()
+        elif codec == CODEC_ZLIB and ps <= FD_DEFLATE_MAX_PAGE:
+            self.page_deflater = fd_deflate_new(ps)
+            if self.page_deflater == NULL:
+                raise MemoryError()
         elif codec == CODEC_ZLIB:
-            # libdeflate's level 2, not 1: its level 1 stores up to 4 % more than zlib's level 1
-            # (makedumpfile's) on some pages; level 2 stores less on every input measured
-            # (bench/README.md) and is still faster than zlib's level 1
+            # larger pages: libdeflate's level 2, not 1: its level 1 stores up to 4 % more than
+            # zlib's level 1 (makedumpfile's) on some pages; level 2 stores less
             self.deflater = libdeflate_alloc_compressor(2)
             if self.deflater == NULL:
                 raise MemoryError()
@@ -553,6 +594,7 @@ cdef class Job:
         free(self.lzowrk)
         if self.deflater != NULL:
             libdeflate_free_compressor(self.deflater)
+        fd_deflate_free(self.page_deflater)
 
     def setup(self, bitmap, uint64_t base_pfn, uint64_t start, uint64_t end):
         """Window = pfns base_pfn+start .. base_pfn+end whose bit is set in ``bitmap``
@@ -803,8 +845,10 @@ cdef class Job:
             r = cap
             if snappy_compress(<const char*>src, ps, <char*>dst, &r) != SNAPPY_OK:
                 return 0
+        elif self.codec == CODEC_ZLIB and self.page_deflater != NULL:
+            r = fd_deflate_page(self.page_deflater, src, ps, dst, cap)      # 0: did not fit
         elif self.codec == CODEC_ZLIB:
-            r = libdeflate_zlib_compress(self.deflater, src, ps, dst, cap)   # 0: did not fit
+            r = libdeflate_zlib_compress(self.deflater, src, ps, dst, cap)
         else:
             return 0
         return r if r < ps else 0

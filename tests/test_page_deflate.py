@@ -1,0 +1,119 @@
+"""fastdump's own zlib-format page compressor (src/page_deflate.h), which writes `-c` pages of
+up to 32 KiB: every page must inflate with zlib to its bytes, the Huffman code-length limits
+must hold on skewed data, and it must store no more than zlib's level 1 (makedumpfile's)."""
+
+import random
+import zlib
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastdump import _core
+
+
+def roundtrip(data):
+    z = _core.deflate_page(data)
+    assert z[:2] == b"\x78\x01" and zlib.decompress(z) == data
+    return z
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 8, 9, 257, 4095, 4096, 16384, 32768])
+def test_edge_pages_inflate(size):
+    rnd = random.Random(size)
+    for data in (bytes(size), b"\xff" * size, rnd.randbytes(size), (b"ab" * size)[:size],
+                 bytes(rnd.choice(b"xyz") for _ in range(size))):
+        roundtrip(data)
+
+
+def test_fibonacci_frequencies_need_the_length_limit():
+    """Literal counts that grow like Fibonacci numbers give an unlimited Huffman tree deeper than
+    the 15 bits DEFLATE allows; the stream must still inflate (the limit is applied)."""
+    fib = [1, 1]
+    while sum(fib) < 32768:
+        fib.append(fib[-1] + fib[-2])
+    syms = [i for i, f in enumerate(fib) for _ in range(f)][:32768]
+    random.Random(1).shuffle(syms)      # no repeats to match: the literals carry the skew
+    data = bytes(s * 11 % 256 for s in syms)
+    assert len(fib) > 16
+    roundtrip(data)
+
+
+def test_a_repeat_after_random_bytes_is_still_found():
+    """After many bytes without a match the compressor searches fewer positions (random and
+    already compressed data cost less); a repeat that follows must still be found."""
+    half = random.Random(5).randbytes(2048)
+    assert len(roundtrip(half + half)) < 2048 + 200
+    assert len(roundtrip(half[:1000] + bytes(3096))) < 1000 + 200
+
+
+def test_size_limits_are_refused():
+    with pytest.raises(ValueError):
+        _core.deflate_page(b"")
+    with pytest.raises(ValueError):
+        _core.deflate_page(bytes(32769))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(min_size=1, max_size=8192),
+    st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=400).map(lambda parts: b"".join(parts)[:32768] or b"x"),
+    st.tuples(st.binary(min_size=1, max_size=300), st.integers(1, 4096)).map(lambda t: (t[0] * t[1])[:32768]),
+))
+def test_any_page_inflates(data):
+    roundtrip(data)
+
+
+def test_real_pages_no_larger_than_zlib_level_1(source_pages):
+    """On the synthetic kernel's pages, altogether, no more bytes than zlib's level 1 stores
+    (makedumpfile -c), and every page inflates."""
+    ours = zlib1 = 0
+    for pfn, page in sorted(source_pages.items()):
+        if page == bytes(len(page)):
+            continue
+        ours += min(len(roundtrip(page)), len(page))
+        zlib1 += min(len(zlib.compress(page, 1)), len(page))
+    assert zlib1 > 0 and ours <= zlib1, (ours, zlib1)
+
+
+def kraft(lengths):
+    return sum(2.0 ** -n for n in lengths if n)
+
+
+def huffman_depth(freqs):
+    """The deepest code of an unlimited Huffman code for these counts."""
+    import heapq
+    heap = [(f, 0) for f in freqs if f]
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        (a, da), (b, db) = heapq.heappop(heap), heapq.heappop(heap)
+        heapq.heappush(heap, (a + b, max(da, db) + 1))
+    return heap[0][1]
+
+
+@pytest.mark.parametrize("limit", [7, 15])
+def test_code_lengths_keep_the_limit_on_fibonacci_counts(limit):
+    """Counts that grow like Fibonacci numbers make an unlimited Huffman tree as deep as it has
+    symbols; DEFLATE allows 15 bits (7 for the code-length code).  The lengths must keep the
+    limit and still form a complete prefix code."""
+    fib = [1, 1]
+    while len(fib) < 19:
+        fib.append(fib[-1] + fib[-2])
+    assert huffman_depth(fib) == 18 > limit
+    lengths = _core.huffman_code_lengths(fib, limit)
+    assert max(lengths) <= limit and min(lengths) >= 1 and kraft(lengths) == 1.0, lengths
+    short = fib[:15]                                    # within the limit: plain Huffman
+    assert max(_core.huffman_code_lengths(short, 15)) == huffman_depth(short) == 14
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 65535), min_size=2, max_size=288), st.sampled_from([7, 15]))
+def test_code_lengths_form_a_prefix_code(freqs, limit):
+    used = sum(1 for f in freqs if f)
+    if used > 1 << limit:
+        with pytest.raises(ValueError):
+            _core.huffman_code_lengths(freqs, limit)
+        return
+    lengths = _core.huffman_code_lengths(freqs, limit)
+    assert all((n > 0) == (f > 0) for n, f in zip(lengths, freqs)) if used > 1 else True
+    assert max(lengths, default=0) <= limit
+    assert kraft(lengths) == (1.0 if used > 1 else 0.5 * used)
