@@ -234,8 +234,12 @@ static inline int fd_match_len(const uint8_t *a, const uint8_t *b, int max) {
     int l = 0;
     while (l + 8 <= max) {
         uint64_t x = fd_load64(a + l) ^ fd_load64(b + l);
-        if (x)
+        if (x)                          /* the first differing byte in memory order */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            return l + (__builtin_clzll(x) >> 3);
+#else
             return l + (__builtin_ctzll(x) >> 3);
+#endif
         l += 8;
     }
     while (l < max && a[l] == b[l])
