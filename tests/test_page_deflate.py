@@ -117,3 +117,13 @@ def test_code_lengths_form_a_prefix_code(freqs, limit):
     assert all((n > 0) == (f > 0) for n, f in zip(lengths, freqs)) if used > 1 else True
     assert max(lengths, default=0) <= limit
     assert kraft(lengths) == (1.0 if used > 1 else 0.5 * used)
+
+
+def test_the_copy_jobs_write_these_streams(source_pages):
+    """The `-c` copy path uses this compressor, not libdeflate (whose streams differ in size):
+    a zlib Job stores, page by page, what deflate_page gives."""
+    import array
+    pages = [p for _, p in sorted(source_pages.items()) if p != bytes(len(p))][:2000]
+    job = _core.Job(_core.Source(-1, array.array("Q"), 4096), _core.CODEC_ZLIB, 1)
+    want = sum(min(len(roundtrip(p)), 4096) for p in pages)
+    assert job.compress_pages(b"".join(pages)) == want
