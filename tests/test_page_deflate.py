@@ -127,3 +127,42 @@ def test_the_copy_jobs_write_these_streams(source_pages):
     job = _core.Job(_core.Source(-1, array.array("Q"), 4096), _core.CODEC_ZLIB, 1)
     want = sum(min(len(roundtrip(p)), 4096) for p in pages)
     assert job.compress_pages(b"".join(pages)) == want
+
+
+def test_pages_over_32_kib_are_compressed_by_libdeflate(tmp_path, source_pages):
+    """Kernels with 64 KiB pages (arm64, ppc64) are past the page compressor's 32 KiB: a `-c`
+    copy job compresses them with libdeflate.  Every stored page must inflate to its bytes,
+    zero pages are not stored, and a page that does not shrink is stored raw."""
+    import array
+    import os
+    ps = 65536
+    small = [p for _, p in sorted(source_pages.items()) if p != bytes(len(p))][:16 * 6]
+    pages = [b"".join(small[i:i + 16]) for i in range(0, len(small), 16)]
+    pages += [bytes(ps), random.Random(5).randbytes(ps), (b"kernel text " * 6000)[:ps]]
+    path = tmp_path / "memory"
+    path.write_bytes(b"".join(pages))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        job = _core.Job(_core.Source(fd, array.array("Q", [0, len(pages) * ps, 0]), ps),
+                        _core.CODEC_ZLIB, len(pages))
+        job.zero_check = True
+        job.setup(bytearray(b"\xff" * 2), 0, 0, len(pages))
+        assert job.run() == 0 and job.n_pages == len(pages)
+        data, off, kinds = bytes(job.data), 0, []
+        for k in range(job.n_pages):
+            pfn, size, flag = job.page_result(k)
+            stored = data[off:off + size]
+            off += size
+            if flag & _core.PAGE_ZERO:
+                kinds.append("zero")
+                assert size == 0 and pages[pfn] == bytes(ps)
+            elif flag & _core.CODEC_MASK:
+                kinds.append("zlib")
+                assert size < ps and _core.decompress_page(_core.KD_ZLIB, stored, ps) == pages[pfn]
+            else:
+                kinds.append("raw")
+                assert stored == pages[pfn]
+        assert off == len(data)
+        assert kinds.count("zero") == 1 and kinds.count("raw") == 1 and kinds.count("zlib") == len(pages) - 2
+    finally:
+        os.close(fd)
