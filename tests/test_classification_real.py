@@ -255,3 +255,38 @@ def test_free_pages_match_kernel_count(real):
 def test_nothing_dropped_at_level_0(real):
     drop_f, _ = real.fastdump(0)
     assert not drop_f, sorted(drop_f)[:20]
+
+
+def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch, tmp_path):
+    """At -d 16 and above the per-CPU free-list walk (Python: kallsyms, BTF, the lists) runs
+    on the main thread while a scanning thread reads the struct pages, also on a guest under
+    2 GiB, whose range is one part.  Each scan here waits until the walk has begun, so a walk
+    run after the scans leaves them waiting in vain."""
+    import threading
+    from fastdump.kernel import judge as judge_mod
+    walking, vain, scan_threads = threading.Event(), [], []
+    walk, scanner = judge_mod.PageJudge._per_cpu_free, judge_mod.PageJudge._scanner
+
+    class WaitsForTheWalk:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def scan_chunks(self, *args):
+            scan_threads.append(threading.current_thread().name)
+            if not walking.wait(10):
+                vain.append(threading.current_thread().name)
+            return self._inner.scan_chunks(*args)
+
+    def walk_and_say_so(self):
+        walking.set()
+        return walk(self)
+
+    monkeypatch.setattr(judge_mod.PageJudge, "_per_cpu_free", walk_and_say_so)
+    monkeypatch.setattr(judge_mod.PageJudge, "_scanner", lambda self: WaitsForTheWalk(scanner(self)))
+    fastdump.dump(real.path, str(tmp_path / "d31.kdump"), level=31, compress="lz4", threads=2)
+    assert walking.is_set() and scan_threads, "no per-CPU walk or no struct page scan at -d 31"
+    assert not vain, f"the scans on {vain} finished waiting before the per-CPU walk began"
+    assert "MainThread" not in scan_threads, scan_threads

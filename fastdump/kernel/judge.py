@@ -274,16 +274,18 @@ class PageJudge:
         return [(a, b, a - start, self._struct_map(a, b)) for a, b in zip(bounds, bounds[1:]) if a < b]
 
     def _scan_parts(self, parts, keep, counts, carry):
-        """Scan the parts (consecutive), on threads when more than one; exact: a part
-        whose real incoming carry is not None is scanned again with it."""
+        """Scan the parts (consecutive), on threads when more than one, or when the
+        per-CPU walk is still to do (one scanning thread beside it: a range under 2 GiB
+        is one part); exact: a part whose real incoming carry is not None is scanned
+        again with it."""
         while len(self._scanners) < min(len(parts), self.threads):
             self._scanners.append(self._scanner())
-        if len(parts) == 1:
+        if len(parts) == 1 and not (self._pcp_pending and self.threads > 1):
             a, b, kb, (chunks, spans) = parts[0]
             carry, n = self._scanners[0].scan_chunks(chunks, spans, keep, kb, a, carry, counts)
             self.bytes_read += n
             return carry
-        saved = bytes(keep)
+        saved = bytes(keep) if len(parts) > 1 else b""
         free = list(self._scanners)
 
         def run(i, carry_in):
