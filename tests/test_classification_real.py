@@ -257,7 +257,7 @@ def test_nothing_dropped_at_level_0(real):
     assert not drop_f, sorted(drop_f)[:20]
 
 
-def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch, tmp_path):
+def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch):
     """At -d 16 and above the per-CPU free-list walk (Python: kallsyms, BTF, the lists) runs
     on the main thread while a scanning thread reads the struct pages, also on a guest under
     2 GiB, whose range is one part.  Each scan here waits until the walk has begun, so a walk
@@ -286,7 +286,10 @@ def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch,
 
     monkeypatch.setattr(judge_mod.PageJudge, "_per_cpu_free", walk_and_say_so)
     monkeypatch.setattr(judge_mod.PageJudge, "_scanner", lambda self: WaitsForTheWalk(scanner(self)))
-    fastdump.dump(real.path, str(tmp_path / "d31.kdump"), level=31, compress="lz4", threads=2)
+    from fastdump.copy.plan import runs_bitmap
+    runs = list(real.src.present_runs())
+    end = runs[-1][1]
+    make_judge(real.src, 31, threads=2).classify(0, end, runs_bitmap(runs, 0, end))   # two threads, any CPU count
     assert walking.is_set() and scan_threads, "no per-CPU walk or no struct page scan at -d 31"
     assert not vain, f"the scans on {vain} finished waiting before the per-CPU walk began"
     assert "MainThread" not in scan_threads, scan_threads
