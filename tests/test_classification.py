@@ -424,9 +424,9 @@ def test_threaded_parts_equal_one_scan(write_vmcore, monkeypatch, encoding):
             redone = []
             scan_parts = many._scan_parts
 
-            def counting(parts, keep, counts, carry):
+            def counting(parts, keep, counts, carry, **how):
                 redone.append(len(parts))
-                return scan_parts(parts, keep, counts, carry)
+                return scan_parts(parts, keep, counts, carry, **how)
             many._scan_parts = counting
             got, got_counts = dropped_set(src, many)
             assert max(redone) > 100 and many.parts_rescanned > 10   # really cut, across blocks

@@ -289,7 +289,9 @@ def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch)
     from fastdump.copy.plan import runs_bitmap
     runs = list(real.src.present_runs())
     end = runs[-1][1]
-    make_judge(real.src, 31, threads=2).classify(0, end, runs_bitmap(runs, 0, end))   # two threads, any CPU count
+    judge = make_judge(real.src, 31, threads=2)      # two threads, whatever this machine's CPUs
+    assert judge._parts(0, end) is None, "the guest is 2 GiB or more: not the one-part case"
+    judge.classify(0, end, runs_bitmap(runs, 0, end))
     assert walking.is_set() and scan_threads, "no per-CPU walk or no struct page scan at -d 31"
     assert not vain, f"the scans on {vain} finished waiting before the per-CPU walk began"
     assert "MainThread" not in scan_threads, scan_threads

@@ -257,9 +257,10 @@ class PageJudge:
             chunks.extend((a0, b0, va0 is not None, va0 or 0, lo, len(spans) // 3))
         return chunks, spans
 
-    def _scan(self, start, end, keep, counts, carry):
+    def _scan(self, start, end, keep, counts, carry, *, walk_beside=False):
         """Scan [start, end) with ``keep`` (bit 0 = start); returns the final carry."""
-        return self._scan_parts([(start, end, 0, self._struct_map(start, end))], keep, counts, carry)
+        return self._scan_parts([(start, end, 0, self._struct_map(start, end))], keep, counts, carry,
+                                walk_beside=walk_beside)
 
     def _parts(self, start, end):
         """[start, end) cut for the threads, or None.  Cuts lie on multiples of BATCH,
@@ -273,14 +274,15 @@ class PageJudge:
         bounds = [start] + cuts + [end]
         return [(a, b, a - start, self._struct_map(a, b)) for a, b in zip(bounds, bounds[1:]) if a < b]
 
-    def _scan_parts(self, parts, keep, counts, carry):
+    def _scan_parts(self, parts, keep, counts, carry, *, walk_beside=True):
         """Scan the parts (consecutive), on threads when more than one, or when the
-        per-CPU walk is still to do (one scanning thread beside it: a range under 2 GiB
-        is one part); exact: a part whose real incoming carry is not None is scanned
-        again with it."""
+        per-CPU walk is still to do beside this scan (``walk_beside``: a cycle's own scan,
+        not the short look back before it; a range under 2 GiB is one part, scanned on
+        one thread while the main thread walks); exact: a part whose real incoming carry
+        is not None is scanned again with it."""
         while len(self._scanners) < min(len(parts), self.threads):
             self._scanners.append(self._scanner())
-        if len(parts) == 1 and not (self._pcp_pending and self.threads > 1):
+        if len(parts) == 1 and not (walk_beside and self._pcp_pending and self.threads > 1):
             a, b, kb, (chunks, spans) = parts[0]
             carry, n = self._scanners[0].scan_chunks(chunks, spans, keep, kb, a, carry, counts)
             self.bytes_read += n
@@ -299,7 +301,8 @@ class PageJudge:
 
         with Pool(len(self._scanners), "fastdump-scan") as pool:
             futures = [pool.submit(run, i, carry if i == 0 else None) for i in range(len(parts))]
-            self._pcp()          # Python, while the scanners run in C without the GIL
+            if walk_beside:
+                self._pcp()      # Python, while the scanners run in C without the GIL
             results = [f.result() for f in futures]
         for i in range(1, len(parts)):
             if results[i - 1][1] is not None:    # a block reaches into part i: scan it again
@@ -366,7 +369,7 @@ class PageJudge:
                 carry = self._resolve_tail(start_pfn)
         parts = self._parts(start_pfn, end_pfn)
         if parts is None:
-            carry = self._scan(start_pfn, end_pfn, keep, counts, carry)
+            carry = self._scan(start_pfn, end_pfn, keep, counts, carry, walk_beside=True)
         else:
             carry = self._scan_parts(parts, keep, counts, carry)
         self._carry, self._carry_end = carry, end_pfn
