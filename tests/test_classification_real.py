@@ -257,14 +257,18 @@ def test_nothing_dropped_at_level_0(real):
     assert not drop_f, sorted(drop_f)[:20]
 
 
-def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch):
+@pytest.mark.parametrize("start", [0, 4101], ids=["aligned", "after-a-look-back"])
+def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch, start):
     """At -d 16 and above the per-CPU free-list walk (Python: kallsyms, BTF, the lists) runs
-    on the main thread while a scanning thread reads the struct pages, also on a guest under
-    2 GiB, whose range is one part.  Each scan here waits until the walk has begun, so a walk
-    run after the scans leaves them waiting in vain."""
+    on the main thread while a scanning thread reads the cycle's struct pages, also on a guest
+    under 2 GiB, whose range is one part.  The cycle's scan here waits until the walk has
+    begun, so a walk run after it leaves it waiting in vain.  A cycle that starts inside a
+    buddy block (4101) is first looked back at from the block's start, on the main thread:
+    that short scan must not use the walk up, or the cycle's own scan runs alone."""
     import threading
+    from fastdump.copy.plan import runs_bitmap
     from fastdump.kernel import judge as judge_mod
-    walking, vain, scan_threads = threading.Event(), [], []
+    walking, vain, cycle_scans = threading.Event(), [], []
     walk, scanner = judge_mod.PageJudge._per_cpu_free, judge_mod.PageJudge._scanner
 
     class WaitsForTheWalk:
@@ -274,11 +278,12 @@ def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch)
         def __getattr__(self, name):
             return getattr(self._inner, name)
 
-        def scan_chunks(self, *args):
-            scan_threads.append(threading.current_thread().name)
-            if not walking.wait(10):
-                vain.append(threading.current_thread().name)
-            return self._inner.scan_chunks(*args)
+        def scan_chunks(self, chunks, spans, keep, kb, first_pfn, *rest):
+            if first_pfn == start:                  # the cycle's scan, not the look back
+                cycle_scans.append(threading.current_thread().name)
+                if not walking.wait(10):
+                    vain.append(threading.current_thread().name)
+            return self._inner.scan_chunks(chunks, spans, keep, kb, first_pfn, *rest)
 
     def walk_and_say_so(self):
         walking.set()
@@ -286,12 +291,12 @@ def test_the_per_cpu_walk_runs_while_struct_pages_are_scanned(real, monkeypatch)
 
     monkeypatch.setattr(judge_mod.PageJudge, "_per_cpu_free", walk_and_say_so)
     monkeypatch.setattr(judge_mod.PageJudge, "_scanner", lambda self: WaitsForTheWalk(scanner(self)))
-    from fastdump.copy.plan import runs_bitmap
     runs = list(real.src.present_runs())
     end = runs[-1][1]
     judge = make_judge(real.src, 31, threads=2)      # two threads, whatever this machine's CPUs
-    assert judge._parts(0, end) is None, "the guest is 2 GiB or more: not the one-part case"
-    judge.classify(0, end, runs_bitmap(runs, 0, end))
-    assert walking.is_set() and scan_threads, "no per-CPU walk or no struct page scan at -d 31"
+    assert judge._parts(start, end) is None, "the guest is 2 GiB or more: not the one-part case"
+    assert start == 0 or start % judge.max_block, "start is meant to lie inside a block (a look back)"
+    judge.classify(start, end, runs_bitmap(runs, start, end))
+    assert walking.is_set() and cycle_scans, "no per-CPU walk or no struct page scan at -d 31"
     assert not vain, f"the scans on {vain} finished waiting before the per-CPU walk began"
-    assert "MainThread" not in scan_threads, scan_threads
+    assert "MainThread" not in cycle_scans, cycle_scans
