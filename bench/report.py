@@ -103,6 +103,36 @@ def judge_speed(results):
     return lines
 
 
+def cpu_caps(results):
+    """For each speed target's rows: the most that fastdump's own CPU time allows.  On a
+    machine of ``cores`` CPUs a process's CPU time is at most its wall time x cores; outside
+    the dump (interpreter, imports, exit: ``o`` s of wall) fastdump runs one thread, so it
+    spends at most ``o`` CPU-s there.  Its wall is therefore at least o + (CPU-s - o) / cores,
+    and its ratio against a makedumpfile row at most that row's wall over this.  A target
+    above that cap cannot be met by spreading the same work better over the cores, only by
+    spending less CPU: the last column is the CPU-s the target leaves fastdump (with the same
+    time outside the dump)."""
+    cores = results["machine"]["cores"]
+    lines = ["| target | input | fastdump wall s, CPU-s, outside the dump s | fastest makedumpfile wall s, "
+             f"CPU-s | ratio | most this CPU allows on {cores} cores | CPU-s the target leaves fastdump |",
+             "|---|---|---|---|---|---|---|"]
+    for text, kinds, level, fcodec, mcodec, least in SPEED_TARGETS:
+        for entry in results["inputs"]:
+            if entry["kind"] not in kinds:
+                continue
+            fd, mdf = fastdump_row(entry, level, fcodec, cores), best_makedumpfile(entry, level, mcodec)
+            if not fd or not mdf or fd.get("cpu", 0) <= 0 or "cpu" not in mdf[1]:
+                continue
+            mname, m = mdf
+            outside = min((fd.get("phases") or {}).get("outside", 0.0), fd["cpu"])
+            least_wall = outside + (fd["cpu"] - outside) / cores
+            leaves = outside + (m["wall"] / least - outside) * cores
+            lines.append(f"| {text}, {least}x | {entry['name']} | {fd['wall']:.2f}, {fd['cpu']:.2f}, "
+                         f"{outside:.3f} | {mname} {m['wall']:.2f}, {m['cpu']:.2f} | "
+                         f"{m['wall'] / fd['wall']:.2f}x | {m['wall'] / least_wall:.2f}x | {leaves:.2f} |")
+    return lines
+
+
 def judge_cost_per_gib(results):
     """fastdump's wall seconds per GiB of RAM at -d 31 (each codec at the machine's threads),
     within each family of inputs that differ only in size: the smallest against each larger.
@@ -226,6 +256,16 @@ def render(results, command=None, when=None):
               "fastest makedumpfile build of the run at the same codec and level.", "",
               "| target | measured | met? |", "|---|---|---|"]
     lines += judge_speed(results) + judge_cost_per_gib(results) + judge_rss_and_size(results)
+    caps = cpu_caps(results)
+    if len(caps) > 2:
+        lines += ["", "### What fastdump's CPU time allows", "",
+                  f"With {m['cores']} cores, a process's wall time is at least its CPU time over "
+                  f"{m['cores']}, and outside the dump (interpreter, imports, exit) fastdump runs one "
+                  "thread. So its wall time is at least the time outside the dump plus the rest of its "
+                  f"CPU-s (user and system, measured in the same run) over {m['cores']}, and its ratio "
+                  "at most the makedumpfile row's wall time over that. A target above this cap needs "
+                  "fastdump to spend less CPU, not to use the cores better.",
+                  ""] + caps
     lines += ["", "## Where fastdump's time goes", "",
               "From each run's own `--stats-json` (`phase_seconds`), medians over the repetitions; "
               "outside the dump is the wall time the process took beyond the dump itself. The estimated "
