@@ -262,9 +262,10 @@ def render(results, command=None, when=None):
                   f"With {m['cores']} cores, a process's wall time is at least its CPU time over "
                   f"{m['cores']}, and outside the dump (interpreter, imports, exit) fastdump runs one "
                   "thread. So its wall time is at least the time outside the dump plus the rest of its "
-                  f"CPU-s (user and system, measured in the same run) over {m['cores']}, and its ratio "
-                  "at most the makedumpfile row's wall time over that. A target above this cap needs "
-                  "fastdump to spend less CPU, not to use the cores better.",
+                  f"CPU-s (user and system) over {m['cores']}, and its ratio at most the makedumpfile "
+                  "row's wall time over that. This holds for each run; below it is applied to the "
+                  "medians of the same repetitions, whose times GNU time gives to 0.01 s. A target "
+                  "above this cap needs fastdump to spend less CPU, not to use the cores better.",
                   ""] + caps
     lines += ["", "## Where fastdump's time goes", "",
               "From each run's own `--stats-json` (`phase_seconds`), medians over the repetitions; "

@@ -60,20 +60,23 @@ def test_report_never_counts_a_failed_or_missing_row_as_met():
 
 def test_cpu_cap_is_the_makedumpfile_wall_over_fastdump_cpu_per_core():
     """bench/report.py: the most a row's CPU time allows is makedumpfile's wall over the least
-    wall that CPU time can take (one thread outside the dump, every core in it); a row without
-    CPU time, or a failed one, gets no cap."""
+    wall that CPU time can take (one thread outside the dump, every core in it); a failed
+    row, or a makedumpfile row without CPU time, gets no cap."""
     sys.path.insert(0, os.path.dirname(HERE))
     from bench import report
-    fd = dict(_run("fastdump", 31, "lzo", 0.3, threads=2), cpu=0.5, phases={"outside": 0.1})
+    fd = dict(_run("fastdump", 31, "lzo", 0.35, threads=2), cpu=0.5, phases={"outside": 0.1})
     mdf = dict(_run("makedumpfile", 31, "lzo", 0.5), cpu=0.49)
-    inp = {"name": "real16G-x", "kind": "bigreal", "ram": 16 << 30,
+    big = {"name": "real16G-x", "kind": "bigreal", "ram": 16 << 30,
            "runs": {"fastdump lzo -d31 t2": fd, "makedumpfile -l -d31": mdf,
                     "fastdump zlib -d31 t2": dict(_run("fastdump", 31, "zlib", 0.8, ok=False, threads=2), cpu=1),
                     "makedumpfile -c -d31": dict(_run("makedumpfile", 31, "zlib", 2.5), cpu=2.5)}}
-    rows = report.cpu_caps({"machine": {"cores": 2}, "inputs": [inp]})[2:]
+    small = {"name": "real-x", "kind": "real", "ram": 2 << 30,
+             "runs": {"fastdump zstd -d1 t2": dict(_run("fastdump", 1, "zstd", 0.6, threads=2), cpu=1.1),
+                      "makedumpfile -z -d1": _run("makedumpfile", 1, "zstd", 1.2)}}     # no CPU time
+    rows = report.cpu_caps({"machine": {"cores": 2}, "inputs": [big, small]})[2:]
     assert len(rows) == 1, rows
     cells = [c.strip() for c in rows[0].split("|")[1:-1]]
-    assert cells[1] == "real16G-x" and cells[4] == "1.67x"
+    assert cells[1] == "real16G-x" and cells[4] == "1.43x"     # 0.5 s / 0.35 s
     assert cells[5] == "1.67x"                  # 0.5 s / (0.1 s + (0.5 - 0.1) CPU-s / 2 cores)
     assert cells[6] == "0.30"                   # 2.5x: 0.2 s in all, 0.1 s of it outside: 0.1 + 0.1 x 2
 
