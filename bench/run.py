@@ -89,7 +89,7 @@ BIG_REAL_CLASSES = "user=6144,cache=4608,shmem=512,tmpfs=512,free=1024"
 
 def make_big_real(kernel, log):
     """Boot ``kernel`` in a 16 GiB QEMU guest (tests/e2e/run.py), fill its memory, crash it
-    and keep the capture kernel's raw /proc/vmcore (dense, as dd wrote it): about 8 minutes
+    and keep the capture kernel's raw /proc/vmcore (dense, as dd wrote it): 8-18 minutes
     under TCG, 16 GiB of disk for the vmcore (33 GiB while the guest's disk exists)."""
     os.makedirs(BIG_REAL, exist_ok=True)
     for shared in ("kernels", "apt"):           # the Debian kernels tests/e2e already fetched
@@ -329,7 +329,7 @@ def main(argv=None):
     p.add_argument("--inputs", help="comma-separated input names to keep")
     p.add_argument("--no-fetch", action="store_true", help="do not download Debian 13's makedumpfile")
     p.add_argument("--make-big-real", metavar="KERNEL", nargs="?", const="6.12",
-                   help="first make the 16 GiB real vmcore of a filled guest (default kernel 6.12; about 8 min)")
+                   help="first make the 16 GiB real vmcore of a filled guest (default kernel 6.12; 8-18 min under TCG)")
     p.add_argument("--mdf-threads", default="", help="also makedumpfile --num-threads N rows (comma-separated)")
     p.add_argument("--results", metavar="PATH", nargs="?", const=os.path.join(HERE, "RESULTS.md"),
                    help="also write the whole report (targets, time split, bounds) there (default bench/RESULTS.md)")
