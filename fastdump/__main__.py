@@ -1,5 +1,3 @@
-import sys
+from .commands.cli import run
 
-from .commands.cli import main
-
-sys.exit(main())
+run()

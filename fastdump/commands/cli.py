@@ -352,6 +352,31 @@ def main(argv=None):
         return EXIT_ERROR
 
 
+def run(entry=None):
+    """The command's entry point (console script, ``python3 -m fastdump``, the capture
+    initrd's launcher, and the kdump-tools shim with its own ``entry``): ``main()``, then
+    its exit status without the interpreter's teardown.  By then the dump is committed
+    and closed; freeing a hundred modules and their objects would add about 9 ms of one
+    core to every dump (strace, 2 GiB guest, 2026-12-02), which a 0.16 s ``-d 31`` dump
+    feels.  ``main()`` itself returns, so capture scripts and tests that call it keep
+    their interpreter."""
+    try:
+        rc = (entry or main)()
+    except SystemExit as e:               # argparse's --help, --version and usage errors
+        rc = e.code
+        if rc is not None and not isinstance(rc, int):
+            print(rc, file=sys.stderr)
+            rc = EXIT_ERROR
+    rc = rc or 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):     # a closed pipe, a closed or no stream
+            if stream is sys.stdout and rc == 0:
+                rc = EXIT_ERROR
+    os._exit(rc)
+
+
 def _term_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -373,4 +398,4 @@ def _message_level(argv):
     return 7
 
 
-__all__ = ["main", "build_parser", "EXIT_USAGE"]
+__all__ = ["main", "run", "build_parser", "EXIT_USAGE"]

@@ -65,4 +65,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..commands.cli import run
+    run(main)
