@@ -110,7 +110,7 @@ class Symbols:
             if done < count and len(more) < NAMES_CHUNK:
                 raise NotAvailable("kallsyms: kallsyms_names is cut short")
         del raw[pos:]
-        return bytes(raw), starts
+        return raw, starts      # not bytes(raw): a second 2 MiB of fresh pages, about 1.5 ms
 
     def find(self, names):
         """Look ``names`` up in one pass over the table (the first of same-named statics wins,
