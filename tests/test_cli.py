@@ -262,3 +262,58 @@ def test_help_is_wrapped_to_that_width():
     narrow = fastdump_cli("--help", env=dict(os.environ, COLUMNS="60")).stdout.splitlines()
     wide = fastdump_cli("--help", env=dict(os.environ, COLUMNS="200")).stdout.splitlines()
     assert len(narrow) > len(wide)
+
+
+def _launcher_env():
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastdump.__file__)))
+    env.pop("PYTHONUNBUFFERED", None)      # stdout block-buffered, as in a capture kernel's pipe
+    return env
+
+
+def test_the_launcher_exits_with_the_dump_whole(vmcore, source_pages, tmp_path):
+    """The launcher's run() ends the process with os._exit, skipping the interpreter's
+    teardown: the kdump file, and the flattened stream through a pipe, must be whole by
+    then, as libkdumpfile and makedumpfile -R read them, page for page."""
+    from fastdump.deploy.payload import LAUNCH_CODE
+    from support import digests, need_tool
+    launch = [sys.executable, "-S", "-c", LAUNCH_CODE]
+    out = tmp_path / "dump"
+    r = subprocess.run(launch + ["-l", "-d", "0", vmcore, str(out)], env=_launcher_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = digests(source_pages)
+    assert kdumpfile_digests(str(out), max(source_pages) + 1)[1] == want
+    rebuilt = tmp_path / "rebuilt"
+    stream = subprocess.Popen(launch + ["-F", "-l", "-d", "0", vmcore], env=_launcher_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    m = subprocess.run([need_tool("makedumpfile"), "-R", str(rebuilt)], stdin=stream.stdout,
+                       capture_output=True, text=True, timeout=300)
+    stream.stdout.close()
+    assert stream.wait(timeout=300) == 0, stream.stderr.read()[-2000:]
+    assert m.returncode == 0, (m.stdout + m.stderr)[-2000:]
+    assert kdumpfile_digests(str(rebuilt), max(source_pages) + 1)[1] == want
+
+
+@pytest.mark.parametrize("entry, stdout, status, err", [
+    ("lambda: 3", "keep", 3, ""),
+    ("lambda: 0", "closed", 0, ""),                     # no stdout at all is not a failure
+    ("lambda: sys.exit('bad things')", "keep", 1, "bad things"),
+    ("lambda: (print('x'), time.sleep(0.5), 0)[2]", "reader gone", 1,
+     "fastdump: error: cannot write to standard output: Broken pipe"),
+])
+def test_run_exit_status(entry, stdout, status, err):
+    """run()'s own status rules, as the process ends with os._exit: main()'s status, a
+    SystemExit's message, stdout never opened, and the last flush failing (one line)."""
+    code = f"import sys, time; from fastdump.commands.cli import run; run({entry})"
+    argv = [sys.executable, "-S", "-c", code]
+    if stdout == "closed":
+        argv = ["sh", "-c", '"$@" >&-', "sh"] + argv
+    p = subprocess.Popen(argv, env=_launcher_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    if stdout == "reader gone":
+        p.stdout.close()                                # before the child's buffered write
+        got_err = p.stderr.read()
+    else:
+        _, got_err = p.communicate(timeout=60)
+    assert p.wait(timeout=60) == status, got_err
+    assert got_err.strip() == err
