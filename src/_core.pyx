@@ -158,14 +158,33 @@ cdef extern from "fd_sigbus.h":
 
 fd_bus_install()
 
-cdef extern from *:
-    int __builtin_popcount(unsigned int) nogil
-
 # ---------------------------------------------------------------- bitmaps --
 # LSB-first bitmaps, bit i of byte i>>3 is (i & 7): the kdump on-disk order.
 
 cdef inline bint _bit(const uint8_t* bm, uint64_t i) noexcept nogil:
     return (bm[i >> 3] >> (i & 7)) & 1
+
+
+cdef inline uint64_t _pop64(uint64_t x) noexcept nogil:
+    """Set bits of a word, in registers: without -mpopcnt (Debian's x86-64 baseline)
+    __builtin_popcount is a call into libgcc for every byte."""
+    x = x - ((x >> 1) & 0x5555555555555555ULL)
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL
+    return (x * 0x0101010101010101ULL) >> 56
+
+
+cdef inline uint64_t _count_bytes(const uint8_t* p, uint64_t n) noexcept nogil:
+    """Set bits in ``n`` whole bytes, a word at a time."""
+    cdef uint64_t total = 0, w = 0, i = 0
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        total += _pop64(w)
+        i += 8
+    while i < n:
+        total += _pop64(p[i])
+        i += 1
+    return total
 
 
 def bitmap_set_range(unsigned char[::1] bm not None, uint64_t first, uint64_t count):
@@ -189,12 +208,13 @@ def bitmap_count(const unsigned char[::1] bm not None, uint64_t nbits):
     """Number of set bits among the first ``nbits``."""
     cdef uint64_t i, full = nbits >> 3, total = 0
     cdef uint8_t last
+    if nbits > <uint64_t>bm.shape[0] * 8:
+        raise ValueError("nbits past the end of the bitmap")
     with nogil:
-        for i in range(full):
-            total += __builtin_popcount(bm[i])
+        total = _count_bytes(&bm[0], full) if full else 0
         if nbits & 7:
             last = bm[full] & ((1 << (nbits & 7)) - 1)
-            total += __builtin_popcount(last)
+            total += _pop64(last)
     return total
 
 
@@ -207,9 +227,9 @@ def bitmap_count_range(const unsigned char[::1] bm not None, uint64_t first, uin
         while i < end and (i & 7):
             total += _bit(&bm[0], i)
             i += 1
-        while i + 8 <= end:
-            total += __builtin_popcount(bm[i >> 3])
-            i += 8
+        if i + 8 <= end:
+            total += _count_bytes(&bm[i >> 3], (end - i) >> 3)
+            i += ((end - i) >> 3) << 3
         while i < end:
             total += _bit(&bm[0], i)
             i += 1
@@ -250,10 +270,10 @@ def bitmap_clear_runs(unsigned char[::1] bm not None, const uint64_t[::1] runs n
                 cleared += _bit(&bm[0], i)
                 bm[i >> 3] &= ~(1 << (i & 7))
                 i += 1
-            while i + 8 <= b:
-                cleared += __builtin_popcount(bm[i >> 3])
-                bm[i >> 3] = 0
-                i += 8
+            if i + 8 <= b:
+                cleared += _count_bytes(&bm[i >> 3], (b - i) >> 3)
+                memset(&bm[i >> 3], 0, (b - i) >> 3)
+                i += ((b - i) >> 3) << 3
             while i < b:
                 cleared += _bit(&bm[0], i)
                 bm[i >> 3] &= ~(1 << (i & 7))
@@ -291,11 +311,20 @@ def bitmap_runs(const unsigned char[::1] bm not None, uint64_t nbits):
 
 def plan_window(const unsigned char[::1] bm not None, uint64_t start, uint64_t end, uint64_t max_pages):
     """End bit of a window from ``start`` holding at most ``max_pages`` set bits."""
-    cdef uint64_t i = start, n = 0, c
+    cdef uint64_t i = start, n = 0, c, w = 0
+    if end > <uint64_t>bm.shape[0] * 8:
+        raise ValueError("end past the end of the bitmap")
     with nogil:
         while i < end:
+            if (i & 63) == 0 and i + 64 <= end:
+                memcpy(&w, &bm[i >> 3], 8)
+                c = _pop64(w)
+                if n + c <= max_pages:
+                    n += c
+                    i += 64
+                    continue
             if (i & 7) == 0 and i + 8 <= end:
-                c = __builtin_popcount(bm[i >> 3])
+                c = _pop64(bm[i >> 3])
                 if n + c <= max_pages:
                     n += c
                     i += 8
