@@ -9,7 +9,7 @@ job into format bytes (kdump page descriptors) with one more C loop.
 Buffers and codec states belong to the job and are reused for every window.
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, INT64_MAX
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memcpy, memset, memcmp
 from libc.errno cimport errno
@@ -190,7 +190,7 @@ cdef inline uint64_t _count_bytes(const uint8_t* p, uint64_t n) noexcept nogil:
 def bitmap_set_range(unsigned char[::1] bm not None, uint64_t first, uint64_t count):
     """Set ``count`` bits from bit ``first``."""
     cdef uint64_t i = first, end = first + count
-    if end > <uint64_t>bm.shape[0] * 8:
+    if count > <uint64_t>bm.shape[0] * 8 or first > <uint64_t>bm.shape[0] * 8 - count:
         raise ValueError("bit range past the end of the bitmap")
     with nogil:
         while i < end and (i & 7):
@@ -221,8 +221,8 @@ def bitmap_count(const unsigned char[::1] bm not None, uint64_t nbits):
 def bitmap_count_range(const unsigned char[::1] bm not None, uint64_t first, uint64_t end):
     """Number of set bits in [first, end)."""
     cdef uint64_t i = first, total = 0
-    if end > <uint64_t>bm.shape[0] * 8:
-        raise ValueError("bit range past the end of the bitmap")
+    if end > <uint64_t>bm.shape[0] * 8 or first > end:
+        raise ValueError("bit range past the end of the bitmap, or reversed")
     with nogil:
         while i < end and (i & 7):
             total += _bit(&bm[0], i)
@@ -364,11 +364,12 @@ def crc_blocks(const unsigned char[::1] data not None, size_t block, unsigned lo
     cdef size_t n = data.shape[0], at = 0, take, count = 0
     cdef unsigned long c = carry
     cdef size_t have = carry_len
-    out = bytearray(4 * ((carry_len + n) // block if block else 0))
-    cdef unsigned char[::1] o = out
-    cdef const uint8_t* p = &data[0] if n else NULL
     if block == 0 or carry_len >= block:
         raise ValueError("bad block size or carry")
+    # the blocks finished: (carry_len + n) // block, without the sum (it may wrap)
+    out = bytearray(4 * (n // block + (1 if n % block >= block - carry_len else 0)))
+    cdef unsigned char[::1] o = out
+    cdef const uint8_t* p = &data[0] if n else NULL
     with nogil:
         while at < n:
             take = min(block - have, n - at)
@@ -425,6 +426,9 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t
     cdef ssize_t got, buf_len = 0
     cdef const uint8_t* d
     cdef const uint8_t* dp = &descs[0] if n else NULL
+    if page_size == 0 or page_size > (1 << 30):
+        free(buf); free(bad)
+        raise ValueError("implausible page size")
     if buf == NULL or bad == NULL:
         free(buf); free(bad)
         raise MemoryError()
@@ -436,13 +440,13 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t
             tagged += 1
             off = _get_le64(d)
             size = _get_le32(d + 8)
-            if off <= 0 or size > page_size:
-                bad[nbad] = i; nbad += 1
+            if off <= 0 or size > page_size or <uint64_t>off > <uint64_t>INT64_MAX - page_size:
+                bad[nbad] = i; nbad += 1      # (an offset near 2**63 would wrap off + size)
                 continue
             if off == memo_off and size == memo_size:     # the shared zero block, met again
                 c = memo_crc
             else:
-                if not (buf_off >= 0 and off >= buf_off and off + size <= buf_off + buf_len):
+                if not (buf_off >= 0 and off >= buf_off and off - buf_off <= buf_len - <int64_t>size):
                     got = pread(fd, buf, span, off)
                     buf_off, buf_len = off, (got if got > 0 else 0)
                     if <size_t>buf_len < size:
@@ -482,6 +486,8 @@ cdef class Source:
     def __cinit__(self, int fd, extents, int page_size=4096, bint use_mmap=False, uint64_t map_window=1 << 20):
         if map_window < 4096 or map_window & (map_window - 1):
             raise ValueError("map_window must be a power of two of at least 4096 bytes")
+        if page_size < 4096 or page_size > (1 << 20) or page_size & (page_size - 1):
+            raise ValueError("page_size must be a power of two from 4096 to 1 MiB")
         self.fd = fd
         self.page_size = page_size
         self.use_mmap = use_mmap
@@ -502,7 +508,8 @@ cdef class Source:
         if e.shape[0] % 4:
             raise ValueError("the erase table holds quadruples")
         for i in range(n):
-            if e[4 * i + 1] + e[4 * i + 2] > <uint64_t>self.page_size or e[4 * i + 3] > 0xFF \
+            if e[4 * i + 1] > <uint64_t>self.page_size or e[4 * i + 2] > <uint64_t>self.page_size - e[4 * i + 1] \
+                    or e[4 * i + 3] > 0xFF \
                     or (i and e[4 * i] < e[4 * i - 4]):
                 raise ValueError("erase entry out of its page, bad fill, or not sorted by pfn")
         free(self.erase)
@@ -565,19 +572,21 @@ cdef class Job:
     cdef readonly uint64_t err_pfn
 
     def __cinit__(self, Source src, int codec, int capacity):
+        if capacity < 1 or capacity > (1 << 20):
+            raise ValueError("a job holds 1 to 1 Mi pages")
         self.src = src
         self.codec = codec
         self.capacity = capacity
         cdef size_t ps = src.page_size
         self.slot_bound = max(ZSTD_compressBound(ps), <size_t>LZ4_compressBound(ps), compressBound(ps),
                               snappy_max_compressed_length(ps), ps + ps // 16 + 64 + 3)
-        self.inbuf = <uint8_t*>malloc(capacity * ps)
+        self.inbuf = <uint8_t*>malloc(<size_t>capacity * ps)
         self.outbuf_size = capacity * ps + self.slot_bound
         self.outbuf = <uint8_t*>malloc(self.outbuf_size)
         self.pfn_arr = <uint64_t*>malloc(capacity * sizeof(uint64_t))
         self.size_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.flag_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
-        self.descbuf = <uint8_t*>malloc(capacity * 24)
+        self.descbuf = <uint8_t*>malloc(<size_t>capacity * 24)
         self.crc_arr = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self.page_ptr = <const uint8_t**>malloc(capacity * sizeof(uint8_t*))
         self.zeros = <uint8_t*>calloc(1, ps)
@@ -629,6 +638,8 @@ cdef class Job:
         """Window = pfns base_pfn+start .. base_pfn+end whose bit is set in ``bitmap``
         (``dense``: every pfn in the range is output, unset ones as zeros)."""
         cdef const unsigned char[::1] bm = bitmap
+        if start > end or end > <uint64_t>bm.shape[0] * 8:
+            raise ValueError("window past the end of its bitmap, or reversed")
         self.bitmap_obj = bitmap
         self.bitmap = &bm[0]
         self.base_pfn, self.start, self.end = base_pfn, start, end
@@ -974,11 +985,11 @@ cdef class Job:
     @property
     def data(self):
         """The packed page bytes of this window (a view; valid until the next run)."""
-        return _View.make(self.outbuf, self.out_len)
+        return _View.make(self.outbuf, self.out_len, self)
 
     def pages_view(self):
         """The raw pages read (dense windows, uncompressed formats)."""
-        return _View.make(self.inbuf, <size_t>self.n_pages * self.src.page_size)
+        return _View.make(self.inbuf, <size_t>self.n_pages * self.src.page_size, self)
 
     @property
     def bitmap(self):
@@ -1004,6 +1015,8 @@ cdef class Job:
         return [self.pfn_arr[k] for k in range(self.n_pages)]
 
     def page_result(self, int k):
+        if not 0 <= k < self.n_pages:
+            raise IndexError("no such page in this window")
         return self.pfn_arr[k], self.size_arr[k], self.flag_arr[k]
 
     def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag):
@@ -1035,7 +1048,7 @@ cdef class Job:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
                 _put_le64(d + 16, _desc_checksum(self.crc_arr[k], d))
-        return _View.make(self.descbuf, 24 * <size_t>n), off - data_offset
+        return _View.make(self.descbuf, 24 * <size_t>n, self), off - data_offset
 
     def compress_pages(self, const unsigned char[::1] pages not None):
         """Compress every page of ``pages`` on this thread (GIL released) and return the
@@ -1050,7 +1063,10 @@ cdef class Job:
     def zero_bits_into(self, unsigned char[::1] bm not None, uint64_t base_pfn):
         """Set, in ``bm`` (bit i = base_pfn+i), the bits of this window's zero pages."""
         cdef int k
-        cdef uint64_t i
+        cdef uint64_t i, nbits = <uint64_t>bm.shape[0] * 8
+        for k in range(self.n_pages):
+            if self.flag_arr[k] & PAGE_ZERO and self.pfn_arr[k] - base_pfn >= nbits:
+                raise ValueError("a zero page of this window lies outside the bitmap")
         with nogil:
             for k in range(self.n_pages):
                 if self.flag_arr[k] & PAGE_ZERO:
@@ -1059,17 +1075,21 @@ cdef class Job:
 
 
 cdef class _View:
-    """A read-only buffer over memory a Job owns (no copy on the write path)."""
+    """A read-only buffer over memory a Job owns (no copy on the write path).  It holds
+    the Job, so the memory outlives every view of it (what it shows changes when the
+    Job runs its next window)."""
     cdef uint8_t* ptr
     cdef Py_ssize_t length
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
+    cdef object owner
 
     @staticmethod
-    cdef object make(uint8_t* ptr, size_t length):
+    cdef object make(uint8_t* ptr, size_t length, object owner):
         cdef _View v = _View.__new__(_View)
         v.ptr = ptr
         v.length = length
+        v.owner = owner
         return memoryview(v)
 
     def __getbuffer__(self, Py_buffer* buf, int flags):

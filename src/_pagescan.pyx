@@ -42,6 +42,7 @@ from fastdump._pageclass cimport (
 
 cdef enum:
     MAX_COMPOUND_ORDER = 30
+    MAX_REC = 4096              # bytes of one struct page at most (limits.check allows 512)
 
 
 cdef struct Params:
@@ -280,6 +281,11 @@ cdef void scan_c(const uint8_t* recs, Py_ssize_t nrec, uint64_t start, Py_ssize_
             C.verify = 1
 
 
+cdef inline bint _fits(int off, int width, int rec) noexcept:
+    """A field at ``off`` (-1: absent) of ``width`` bytes lies inside a record."""
+    return off == -1 or (off >= 0 and off + width <= rec)
+
+
 cdef class ScanParams:
     cdef Params p
 
@@ -323,12 +329,25 @@ cdef class ScanParams:
         p.va0 = 0
         p.have_va = 0
         p.level = level
-        if p.off_flags < 0 or p.rec <= 0:
+        if p.off_flags < 0 or not 0 < p.rec <= MAX_REC or not _fits(p.off_flags, 8, p.rec) \
+                or not _fits(p.off_mapping, 8, p.rec) or not _fits(p.off_private, 8, p.rec) \
+                or not _fits(p.off_chead, 8, p.rec) or not _fits(p.off_mapcount, 4, p.rec) \
+                or (p.order_mode == ORDER_U8 and not 0 <= p.off_order < p.rec) \
+                or (p.hugetlb_mode == HUGETLB_DTOR and not 0 <= p.off_dtor < p.rec) \
+                or not 0 < p.nr_orders < 64 or not 0 < p.section_shift < 64:
             raise ValueError("struct page layout unusable")
         if p.off_mapping < 0 or p.off_chead < 0:
             # no mapping, or tail pages cannot be told from pages of their own
             # (7.x compound_info unknown): page cache and user pages are kept
             p.level &= ~(2 | 4 | 8)
+
+
+cdef int _take_carry(carry, Carry* C) except -1:
+    """A carry as scan() and scan_chunks() return it; its class indexes the counts."""
+    C.until, C.cls, C.head_va, C.verify = carry
+    if not 0 <= C.cls < NCOUNTS:
+        raise ValueError("carry of no page class")
+    return 0
 
 
 def scan(const uint8_t[::1] records, uint64_t start_pfn, Py_ssize_t npfn, uint8_t[::1] keep,
@@ -352,13 +371,15 @@ def scan(const uint8_t[::1] records, uint64_t start_pfn, Py_ssize_t npfn, uint8_
     else:
         P.have_va = 1
         P.va0 = va0
+    if npfn < 0:
+        raise ValueError("negative pfn count")
     if carry is None:
         C.until = 0
         C.cls = 0
         C.head_va = 0
         C.verify = 0
     else:
-        C.until, C.cls, C.head_va, C.verify = carry
+        _take_carry(carry, &C)
     if npfn == 0:
         return carry
     with nogil:
@@ -439,7 +460,7 @@ cdef class Scanner:
             raise ValueError("a Scanner reads either a file (fd, extents) or read_phys")
         self.use_mmap = use_mmap and fd >= 0
         self.map_limit = mappable_bytes(fd)
-        self.buf = <uint8_t*>malloc((BATCH + 1) * params.p.rec)
+        self.buf = <uint8_t*>malloc(<size_t>(BATCH + 1) * params.p.rec)
         if self.buf == NULL:
             raise MemoryError()
         if fd >= 0:
@@ -691,6 +712,8 @@ cdef class Scanner:
         cdef const Span* sp = <const Span*>&spans[0] if nsp else NULL
         if counts.shape[0] < NCOUNTS:
             raise ValueError("counts too small")
+        if kb0 < 0:
+            raise ValueError("negative keep bit")
         for c in range(nch):
             if ch[CHUNK_FIELDS * c] < start or ch[CHUNK_FIELDS * c + 1] < ch[CHUNK_FIELDS * c] \
                     or kb0 + (ch[CHUNK_FIELDS * c + 1] - start) > <uint64_t>keep.shape[0] * 8 \
@@ -699,7 +722,7 @@ cdef class Scanner:
         if carry is None:
             memset(&C, 0, sizeof(Carry))
         else:
-            C.until, C.cls, C.head_va, C.verify = carry
+            _take_carry(carry, &C)
         self.nbytes = 0
         self.error = None
         if nch:

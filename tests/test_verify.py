@@ -96,6 +96,18 @@ def test_descriptor_offset_out_of_file(dumps, tmp_path, codec):
     assert not r["ok"] and "outside the page data area" in r["verdict"], r["verdict"]
 
 
+@pytest.mark.parametrize("offset", [2**63 - 8, 2**63 - 4096, 2**63 - 1])
+def test_descriptor_offset_near_the_top_of_int64(dumps, tmp_path, offset):
+    """An offset where offset + size wraps: a clear verdict, not a crash (run apart: a
+    segfault would take pytest with it)."""
+    d, pfns, descs = layout(dumps["zstd"])
+    at = d.desc_off + kdump.DESC.size * 7
+    bad = corrupt(dumps["zstd"], tmp_path, lambda b: struct.pack_into("<q", b, at, offset))
+    r = subprocess.run([sys.executable, "-m", "fastdump", "verify", bad], capture_output=True, text=True)
+    assert r.returncode == 1, (r.returncode, r.stderr[-1000:])
+    assert "outside the page data area" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("which", ["clear-2nd", "set-2nd", "2nd-not-in-1st"])
 def test_bitmap_bit_flipped(dumps, tmp_path, which):
     path = dumps["zstd"]
