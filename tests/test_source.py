@@ -306,8 +306,8 @@ def test_convert_is_bounded_by_the_descriptors_the_file_holds(tmp_path):
     src = tmp_path / "hostile"
     src.write_bytes(hdr.ljust(ps, b"\0") + sub.ljust(ps, b"\0") + b"\xff" * (2 * bitmap_len) + bytes(ps))
     r = fastdump_cli("convert", str(src), str(tmp_path / "out"), check=False, timeout=60)
-    assert "Traceback" not in r.stderr and r.returncode in (0, 1)
-    assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 0 else ["hostile"])
+    assert "Traceback" not in r.stderr and r.returncode in (1, 3)    # 3: the pages it could not hold, said
+    assert sorted(os.listdir(tmp_path)) == (["hostile", "out"] if r.returncode == 3 else ["hostile"])
 
 
 def test_default_read_mode(vmcore, generated_kernel):

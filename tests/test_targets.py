@@ -221,6 +221,35 @@ def test_convert_lz4_to_standard_and_refilter(kvmcore, tmp_path):
         assert all(pages[p] == b.read_pfn(p) for p in list(pages)[::41])
 
 
+@pytest.mark.parametrize("to", ["kdump", "elf"])
+def test_convert_leaves_an_unreadable_page_out_and_says_so(vmcore, source_pages, tmp_path, to):
+    """A page of the input that no longer decodes is missing from the output (never zeros,
+    which a -d 1 output would then drop or store as the shared zero page), and convert
+    exits 3 with one line, as a dump with unreadable source pages does."""
+    kd = str(tmp_path / "in")
+    fastdump.dump(vmcore, kd, level=1, compress="zstd")
+    with fastdump.open(kd) as d:
+        victim = next(p for p in d.pfns() if 0 < d.descriptor(p)[1] < 2048)
+        off, size = d.descriptor(victim)[:2]
+    data = bytearray(open(kd, "rb").read())
+    data[off:off + size] = bytes(range(size % 256)) + bytes(size - size % 256)
+    open(kd, "wb").write(data)
+    out = str(tmp_path / "out")
+    r = fastdump_cli("convert", "-d", "1", *(["-E"] if to == "elf" else []), kd, out, check=False)
+    assert r.returncode == 3 and r.stderr.strip().splitlines() == [
+        f"fastdump: error: converted but partial: 1 pages of {kd} could not be read and are missing from {out}"]
+    got = elf_pages(out) if to == "elf" else None
+    with fastdump.open(out) as o:
+        if to == "elf":                                   # not described: memory that reads as missing
+            assert not any(a <= victim < b for a, b in o.present_runs())
+        else:
+            assert not o.bitmap1()[victim >> 3] >> (victim & 7) & 1
+        pfns = set(got) if got is not None else set(o.pfns())
+        assert victim not in pfns and len(pfns) > 1000
+        for p in sorted(pfns)[::7]:
+            assert (got[p] if got is not None else o.read_pfn(p)) == source_pages[p], p
+
+
 def test_makedumpfile_modes_dump_dmesg_and_mem_usage(kvmcore, tmp_path):
     src, layout = kvmcore
     out = tmp_path / "dmesg.txt"

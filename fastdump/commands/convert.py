@@ -10,9 +10,10 @@ work, so pages are decoded in Python.
 """
 
 import os
+import sys
 
 from .. import safefile
-from ..errors import FormatError, UsageError
+from ..errors import EXIT_PARTIAL, FormatError, UsageError
 from ..formats import codecs, elf
 from ..formats.flat import rearrange
 from ..formats.elfdump import notes_recording
@@ -23,10 +24,46 @@ from .cli import _levels
 from .parsing import Parser
 
 DIRECT_MAP = 0xFFFF888000000000
+#: program headers kept free for cutting unreadable pages out of the PT_LOADs (and marking
+#: them): the header is laid out before the pages are read
+SPARE_PHDRS = 4096
+
+
+def _cut(pieces, lost, ps):
+    """The PT_LOAD pieces ``(start, stored, described, file offset)`` without the pfns in
+    ``lost`` (sorted): each is left out of every piece, so the memory reads as missing."""
+    out, j = [], 0
+    for start, stored, described, off in pieces:
+        while j < len(lost) and lost[j] < start:
+            j += 1
+        a = start
+        while j < len(lost) and lost[j] < stored:
+            p = lost[j]
+            if p > a:
+                out.append((a, p, p, off + (a - start) * ps))
+            a = p + 1
+            j += 1
+        if a < described:
+            out.append((a, max(a, stored), described, off + (a - start) * ps))
+    return out
+
+
+def _runs(pfns):
+    runs = []
+    for p in pfns:
+        if runs and runs[-1][1] == p:
+            runs[-1][1] = p + 1
+        else:
+            runs.append([p, p + 1])
+    return runs
 
 
 def kdump_to_elf(reader, path):
-    """Unpack an opened kdump-compressed dump into a sparse ELF vmcore at ``path``."""
+    """Unpack an opened kdump-compressed dump into a sparse ELF vmcore at ``path``; returns
+    how many dumped pages could not be read.  Those are left out of every PT_LOAD and
+    marked PT_FASTDUMP_UNREADABLE, as a dump with unreadable source pages has them: the
+    memory reads as missing, never as zeros.  Pages whose descriptors lie past the end
+    of the file stay described but not stored (as excluded), and are counted too."""
     from .. import _core
     ps = reader.page_size
     present = reader.bitmap1()
@@ -48,32 +85,46 @@ def kdump_to_elf(reader, path):
             pieces.append((a, a, inner[0][0]))
         for i, (x, y) in enumerate(inner):
             pieces.append((x, y, inner[i + 1][0] if i + 1 < len(inner) else b))
+    past_end = sum(b - a for a, b in reader.dumped_runs()) - sum(b - a for a, b in dumped_runs)
     erased = recorded(reader)             # carried on as the ELF note, so the output records it too
     notes = notes_recording(reader, erased)
-    hdr = elf.header_size(elf.ELFCLASS64, 1 + len(pieces))
+    room = 1 + len(pieces) + SPARE_PHDRS
+    hdr = elf.header_size(elf.ELFCLASS64, room)
     offset = -(-(hdr + len(notes)) // ps) * ps
-    phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]
+    placed = []
     for start, stored, described in pieces:
-        phdrs.append(elf.Phdr(elf.PT_LOAD, 7, offset if stored > start else 0, DIRECT_MAP + start * ps,
-                              start * ps, (stored - start) * ps, (described - start) * ps, 0))
+        placed.append((start, stored, described, offset))
         offset += (stored - start) * ps
+    lost = []
     fd = safefile.create(path)
     try:
         os.ftruncate(fd, offset)
-        os.pwrite(fd, elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs), 0)
         os.pwrite(fd, notes, hdr)
         zero = bytes(ps)
-        for ph in phdrs[1:]:
-            first = ph.paddr // ps
-            for i in range(ph.filesz // ps):
+        for start, stored, _, off in placed:
+            for pfn in range(start, stored):
                 try:
-                    page = reader.read_pfn(first + i)
+                    page = reader.read_pfn(pfn)
                 except FormatError:
-                    continue          # lost in an incomplete input: stays a hole (zeros)
+                    lost.append(pfn)      # undecodable, or never written: not zeros
+                    continue
                 if page != zero:
-                    os.pwrite(fd, page, ph.offset + i * ps)
+                    os.pwrite(fd, page, off + (pfn - start) * ps)
+        loads = _cut(placed, lost, ps)
+        marks = _runs(lost)
+        if 1 + len(loads) + len(marks) > room:
+            raise FormatError(f"{len(lost)} pages of the input cannot be read, in too many places "
+                              f"to describe: nothing converted")
+        phdrs = [elf.Phdr(elf.PT_NOTE, 0, hdr, 0, 0, len(notes), len(notes), 0)]
+        phdrs += [elf.Phdr(elf.PT_LOAD, 7, off if stored > start else 0, DIRECT_MAP + start * ps, start * ps,
+                           (stored - start) * ps, (described - start) * ps, 0)
+                  for start, stored, described, off in loads]
+        phdrs += [elf.Phdr(elf.PT_FASTDUMP_UNREADABLE, 0, 0, DIRECT_MAP + a * ps, a * ps, 0, 0, (b - a) * ps)
+                  for a, b in marks]
+        os.pwrite(fd, elf.build_header(elf.ELFCLASS64, elf.EM_X86_64, phdrs), 0)
     finally:
         os.close(fd)
+    return len(lost) + max(0, past_end)
 
 
 def convert(src, target, *, level=0, compress="zstd", format="kdump", force=False, threads=None,
@@ -98,16 +149,21 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
             with open(src, "rb") as stream:
                 rearrange(stream, flat_out)
             src, kind = flat_out, sniff(flat_out)
+        lost, incomplete = 0, False
         if kind == "kdump":
             unpacked = os.path.join(tmp, "unpacked")
             with open_dump(src) as reader:
                 if reader.split:
                     raise UsageError(f"{src} is one part of a split dump: --reassemble it first")
-                if reader.incomplete and warn:
-                    warn(f"{src} is marked incomplete; pages it lost stay missing")
-                kdump_to_elf(reader, unpacked)
+                incomplete = reader.incomplete
+                lost = kdump_to_elf(reader, unpacked)
+            if incomplete and warn:
+                warn(f"{src} is marked incomplete; {lost} pages it lost stay missing")
             src = unpacked
-        return run(src)
+        stats = run(src)
+        if lost and not incomplete:     # a complete dump that lost pages since: say so
+            stats.pages_unreadable += lost
+        return stats
 
 
 def main(argv):
@@ -130,5 +186,9 @@ def main(argv):
                     warn=lambda t: print(f"fastdump: warning: {t}"))
     print(f"fastdump: converted {args.input} -> {args.output}: {stats.pages_kept} pages kept, "
           f"{stats.bytes_written / 1e6:.1f} MB")
+    if stats.pages_unreadable:
+        print(f"fastdump: error: converted but partial: {stats.pages_unreadable} pages of {args.input} "
+              f"could not be read and are missing from {args.output}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
