@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 
@@ -88,6 +89,29 @@ def test_cut_stream_rebuilds_into_an_incomplete_dump(vmcore, tmp_path):
         assert d.incomplete                                    # the final header never arrived
         pfn = next(iter(d.pfns()))
         assert len(d.read_pfn(pfn)) == 4096
+
+
+@pytest.mark.parametrize("cut", ["end record first", "end after the header record"])
+def test_a_stream_that_ends_too_early_is_not_a_dump(vmcore, tmp_path, cut):
+    """An end record before the dump's headers all came: an error and the .incomplete
+    file, never a short file under the dump's name with status 0."""
+    flat = tmp_path / "flat"
+    with open(flat, "wb") as f:
+        subprocess.run(FASTDUMP + ["-F", "-z", "-d", "1", vmcore], stdout=f, check=True)
+    data = flat.read_bytes()
+    end = struct.pack(">qq", -1, -1)
+    if cut == "end record first":
+        bad = data[:4096] + end
+    else:
+        first = 4096 + 16 + struct.unpack_from(">qq", data, 4096)[1]
+        bad = data[:first] + end
+    (tmp_path / "bad").write_bytes(bad)
+    out = str(tmp_path / "rebuilt")
+    with open(tmp_path / "bad", "rb") as f:
+        r = subprocess.run(FASTDUMP + ["-R", out], stdin=f, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "flattened stream" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(out) and os.path.exists(out + ".incomplete")
 
 
 def test_raw_device_target(vmcore, source_pages, tmp_path):

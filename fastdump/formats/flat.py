@@ -92,6 +92,20 @@ def check_header(head):
         raise FormatError(f"flattened stream of type {ftype} version {version} is not supported")
 
 
+def _check_rebuilt(path, records):
+    """What the records rebuilt must open as a dump (its header, sub-header, bitmaps or
+    program headers whole): an end record that came too early, or records that never
+    wrote a header, must not pass for a dump."""
+    from ..sources.opener import open_dump
+    if not records:
+        raise FormatError("the flattened stream ended before any record")
+    try:
+        with open_dump(path):
+            pass
+    except FastdumpError as e:
+        raise FormatError(f"the flattened stream did not rebuild a readable dump ({e})") from None
+
+
 def rearrange(stream, target, *, force=False, max_size=None):
     """Rebuild the dump a flattened ``stream`` describes into the file ``target``.
 
@@ -123,6 +137,7 @@ def rearrange(stream, target, *, force=False, max_size=None):
         if final_head is not None:
             sink.barrier()
             sink.pwrite(final_head, 0)
+        _check_rebuilt(sink.temp_path, records)
     except BaseException as e:
         with contextlib.suppress(FastdumpError):
             salvage.seal(sink)
