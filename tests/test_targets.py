@@ -166,6 +166,40 @@ def test_reassemble_makedumpfile_split(vmcore, source_pages, tmp_path):
     assert all(want[p] == got[p] for p in got) and len(got) >= len(want) - 1
 
 
+@pytest.mark.parametrize("maker", ["fastdump", "makedumpfile"])
+@pytest.mark.parametrize("damage", ["page bytes", "offset into the header", "offset 0"])
+def test_reassemble_leaves_a_damaged_page_out(vmcore, source_pages, tmp_path, maker, damage):
+    """A page a part cannot give back (bytes failing its checksum or not decoding, data
+    outside its page area, a descriptor never written in a part not flagged incomplete)
+    is left out, the joined dump is flagged incomplete and the status is 3: never sealed
+    with fresh checksums over the damage."""
+    parts = [str(tmp_path / f"p{i}") for i in range(2)]
+    (fastdump_cli if maker == "fastdump" else makedumpfile)(
+        "--split", "--splitblock-size", "16384", "-z" if maker == "fastdump" else "-c", "-d", "1", vmcore, *parts)
+    with fastdump.open(parts[1]) as d:
+        pfn = next(p for p in d.pfns() if d.descriptor(p)[1] > 64 and d.descriptor(p)[2])   # compressed
+        i = d._prefix_index(pfn) - d._base_index
+        at = d.desc_off + kdump.DESC.size * i
+        off, size = d.descriptor(pfn)[:2]
+    data = bytearray(open(parts[1], "rb").read())
+    if damage == "page bytes":
+        data[off:off + size] = bytes(size)
+    else:
+        struct.pack_into("<q", data, at, 10 if damage == "offset into the header" else 0)
+    open(parts[1], "wb").write(data)
+    out = str(tmp_path / "joined")
+    r = fastdump_cli("--reassemble", *parts, out, check=False)
+    assert r.returncode == 3 and r.stderr.strip().splitlines() == [
+        f"fastdump: error: reassembled but partial: 1 pages of the parts could not be read; {out} is flagged incomplete"]
+    with fastdump.open(out) as j:
+        assert j.incomplete
+        with pytest.raises(kdump.FormatError):
+            j.read_pfn(pfn)
+        for p in list(j.pfns())[::97]:
+            if p != pfn:
+                assert j.read_pfn(p) == source_pages[p]
+
+
 def test_reassemble_refuses_mixed_parts(vmcore, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     fastdump_cli("--split", "--splitblock-size", "16384", "-c", "-d", "1", vmcore, a, b)

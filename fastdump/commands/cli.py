@@ -270,7 +270,11 @@ def _run_reassemble(argv):
     if args.check_params:
         return 0
     *parts, out = args.files
-    reassemble(parts, out, force=args.force)
+    joined = reassemble(parts, out, force=args.force)
+    if joined.lost:
+        print(f"fastdump: error: reassembled but partial: {joined.lost} pages of the parts could not be read; "
+              f"{out} is flagged incomplete", file=sys.stderr)
+        return EXIT_PARTIAL
     if args.message_level & MSG_COMMON:
         print(f"fastdump: reassembled {len(parts)} parts into {out}", file=sys.stderr)
     return 0

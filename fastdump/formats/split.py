@@ -41,8 +41,33 @@ def _load_parts(paths):
     return parts
 
 
+class Joined(int):
+    """The number of pages joined; ``lost``: how many of them a part held but could not give
+    (data outside its page area, failing its checksum, or not decoding; a descriptor
+    never written in a part not flagged incomplete).  They are left out as never
+    written, and the joined dump is flagged incomplete."""
+    lost = 0
+
+
+def _page_data(part, off, size, flags, page_flags):
+    """A part's stored bytes of one page, or None when they cannot be what it wrote."""
+    if off < part.desc_off or size > part.block_size or off + size > part.file_size:
+        return None
+    data = part.read_at(off, size)
+    if page_flags >> 32 == checksums.DESC_TAG:        # fastdump's: the checksum says
+        mine = checksums.with_checksum(kdump.DESC.pack(off, size, flags, 0), zlib.crc32(data))
+        return data if mine[16:] == kdump.DESC.pack(off, size, flags, page_flags)[16:] else None
+    try:                                               # another tool's: it must decode
+        kdump.decode_page(flags, data, part.page_size)
+    except FormatError:
+        return None
+    return data
+
+
 def reassemble(paths, target, *, force=False):
-    """Join split parts into ``target``; returns the number of pages."""
+    """Join split parts into ``target``; returns the number of pages (a ``Joined``).
+    Each page's bytes are checked against their part (its checksum, or by decoding),
+    so a damaged part cannot be sealed into a joined dump whose checksums match."""
     parts = _load_parts(paths)
     first = parts[0]
     try:
@@ -66,9 +91,7 @@ def reassemble(paths, target, *, force=False):
         for p in parts:
             p.close()
         raise
-    final_head = head[:kdump.HEADER.size]
-    if any(p.incomplete for p in parts):
-        final_head = kdump.flag_incomplete(final_head)
+    lost = 0
     try:
         # as the main writer: header flagged incomplete, notes, bitmaps and the descriptor
         # table on disk first; a cut anywhere later leaves a readable, flagged file
@@ -92,16 +115,19 @@ def reassemble(paths, target, *, force=False):
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
                 out = bytearray()
-                for off, size, flags, _ in p.read_descriptors(i, n):
+                for off, size, flags, page_flags in p.read_descriptors(i, n):
                     if off == 0:                       # lost in an incomplete part: stays lost
+                        lost += not p.incomplete
                         out += kdump.DESC.pack(0, 0, 0, 0)
                         continue
                     if off == zero_old and zero_new is not None:
                         desc, data_crc = kdump.DESC.pack(zero_new, size, flags, 0), zero_crc
                     else:
-                        if size > p.block_size:
-                            raise FormatError(f"{p.path}: page data larger than a page")
-                        data = p.read_at(off, size)
+                        data = _page_data(p, off, size, flags, page_flags)
+                        if data is None:               # damaged: left out as never written
+                            lost += 1
+                            out += kdump.DESC.pack(0, 0, 0, 0)
+                            continue
                         sink.pwrite(data, data_out)
                         desc, data_crc = kdump.DESC.pack(data_out, size, flags, 0), zlib.crc32(data)
                         data_out += size
@@ -109,7 +135,11 @@ def reassemble(paths, target, *, force=False):
                 sink.pwrite(bytes(out), desc_out)
                 desc_out += len(out)
                 pages += n
-        if not any(p.incomplete for p in parts):   # an incomplete result carries no checksums
+        incomplete = lost or any(p.incomplete for p in parts)
+        final_head = head[:kdump.HEADER.size]
+        if incomplete:
+            final_head = kdump.flag_incomplete(final_head)
+        else:                                      # an incomplete result carries no checksums
             if eraseinfo:
                 sink.pwrite(eraseinfo, data_out)
                 sums.region(checksums.ERASEINFO, data_out, eraseinfo)
@@ -125,7 +155,9 @@ def reassemble(paths, target, *, force=False):
         sink.barrier()
         sink.pwrite(final_head, 0)
         sink.commit()
-        return pages
+        joined = Joined(pages)
+        joined.lost = lost
+        return joined
     except BaseException as e:
         with contextlib.suppress(FastdumpError):
             salvage.seal(sink)
