@@ -108,6 +108,19 @@ def test_descriptor_offset_near_the_top_of_int64(dumps, tmp_path, offset):
     assert "outside the page data area" in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("change", [-1, -40, -64, +1, +4096])
+def test_an_elf_dump_cut_or_added_to_keeps_its_checksums(dumps, tmp_path, change):
+    """The trailer ends the file: bytes cut from or added to the end move its footer off
+    the end, which must not read as "this dump carries no checksums" (a damaged page
+    would then pass)."""
+    data = open(dumps["elf"], "rb").read()
+    p = tmp_path / "changed"
+    p.write_bytes(data[:change] if change < 0 else data + bytes(change))
+    r = verify(str(p))
+    assert not r["ok"] and ("not at the end of the file" in r["verdict"] or "without its footer" in r["verdict"]), \
+        r["verdict"]
+
+
 @pytest.mark.parametrize("which", ["clear-2nd", "set-2nd", "2nd-not-in-1st"])
 def test_bitmap_bit_flipped(dumps, tmp_path, which):
     path = dumps["zstd"]

@@ -152,7 +152,54 @@ def load(read, file_size, *, header_block=None):
     found = _load_ending_at(read, file_size)
     if found is None and header_block and 2 * FOOTER.size <= header_block <= file_size:
         found = _load_ending_at(read, header_block)
+    if found is None:
+        _no_footer_near_the_end(read, file_size)
     return found
+
+
+#: how far before the end of a file a footer moved by a cut or by bytes added is looked for
+FOOTER_SEARCH = 1 << 20
+
+
+def _footer_after(raw, body):
+    """The bytes where the footer of the trailer at ``raw[body:]`` goes (fewer when the
+    file ends first), or None when that is no trailer of ours."""
+    if len(raw) - body < HEAD.size:
+        return b"-"                                    # a trailer's head, cut: not withdrawn
+    _, version, algo, _, _, _, _, _, _, nregions = HEAD.unpack_from(raw, body)
+    if version not in (1, VERSION) or algo != ALGO_CRC32 or nregions > MAX_TRAILER // REGION.size:
+        return None
+    length, nblocks = HEAD.size + nregions * REGION.size, 0
+    if version == VERSION:
+        if len(raw) - body < HEAD.size + BITMAPS.size:
+            return b"-"
+        nblocks = BITMAPS.unpack_from(raw, body + HEAD.size)[1]
+        length += BITMAPS.size + 8 * nblocks
+    if length > MAX_TRAILER:
+        return None
+    return raw[body + length:body + length + 2 * FOOTER.size] or b"-"
+
+
+def _no_footer_near_the_end(read, file_size):
+    """A file cut short or extended moves the footer off the end, where ``load`` looks:
+    if a copy of it lies in the last MiB, the file's end was changed (and its checksums
+    must not pass for absent).  Raises ValueError then."""
+    start = max(0, file_size - FOOTER_SEARCH)
+    raw = read(start, file_size - start)
+    body = raw.rfind(MAGIC)
+    if body >= 0 and raw.find(FOOTER_MAGIC, body) < 0:
+        footer = _footer_after(raw, body)
+        if footer is not None and footer != bytes(len(footer)):   # zeros: withdrawn (a failed dump)
+            raise ValueError(f"a checksum trailer lies at {start + body:#x} without its footer: "
+                             f"the file was cut short")
+    at = raw.rfind(FOOTER_MAGIC)
+    while at >= 0:
+        whole = raw[at:at + FOOTER.size]
+        if len(whole) < FOOTER.size or _footer(whole) is not None:
+            where = start + at
+            raise ValueError(f"a checksum footer lies at {where:#x}, not at the end of the file "
+                             f"({file_size:#x}): the file was cut short or added to")
+        at = raw.rfind(FOOTER_MAGIC, 0, at)
 
 
 def _load_ending_at(read, end):
