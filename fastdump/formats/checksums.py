@@ -194,9 +194,11 @@ def _no_footer_near_the_end(read, file_size):
                              f"the file was cut short")
     at = raw.rfind(FOOTER_MAGIC)
     while at >= 0:
-        whole = raw[at:at + FOOTER.size]
-        if len(whole) < FOOTER.size or _footer(whole) is not None:
-            where = start + at
+        whole, where = raw[at:at + FOOTER.size], start + at
+        found = _footer(whole) if len(whole) == FOOTER.size else None
+        # a copy of this file's footer names the trailer just before it (either copy);
+        # one that names anything else belongs to other bytes (a file in a page of memory)
+        if len(whole) < FOOTER.size or (found and found[0] + found[1] in (where, where - FOOTER.size)):
             raise ValueError(f"a checksum footer lies at {where:#x}, not at the end of the file "
                              f"({file_size:#x}): the file was cut short or added to")
         at = raw.rfind(FOOTER_MAGIC, 0, at)
