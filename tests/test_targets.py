@@ -198,6 +198,9 @@ def test_reassemble_leaves_a_damaged_page_out(vmcore, source_pages, tmp_path, ma
         for p in list(j.pfns())[::97]:
             if p != pfn:
                 assert j.read_pfn(p) == source_pages[p]
+    _, theirs = kdumpfile_digests(out, max(source_pages) + 1, cut=True)   # as libkdumpfile reads it
+    assert pfn not in theirs and len(theirs) > 1000
+    assert all(theirs[p] == digests({p: source_pages[p]})[p] for p in theirs)
 
 
 def test_reassemble_refuses_mixed_parts(vmcore, tmp_path):
@@ -306,6 +309,10 @@ def test_convert_leaves_an_unreadable_page_out_and_says_so(vmcore, source_pages,
         assert victim not in pfns and len(pfns) > 1000
         for p in sorted(pfns)[::7]:
             assert (got[p] if got is not None else o.read_pfn(p)) == source_pages[p], p
+    if to == "kdump":                                     # and as libkdumpfile reads it
+        _, theirs = kdumpfile_digests(out, max(source_pages) + 1)
+        assert victim not in theirs and len(theirs) > 1000
+        assert all(theirs[p] == digests({p: source_pages[p]})[p] for p in theirs)
 
 
 def test_makedumpfile_modes_dump_dmesg_and_mem_usage(kvmcore, tmp_path):
