@@ -2,6 +2,7 @@
 directory targets, fallback lists, config files, conversion (issue 6)."""
 
 import filecmp
+import io
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 import fastdump
 from fastdump.formats import kdump
 from fastdump.testing.generator import MiB
-from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile)
+from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile, need_tool)
 
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 
@@ -112,6 +113,91 @@ def test_a_stream_that_ends_too_early_is_not_a_dump(vmcore, tmp_path, cut):
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "flattened stream" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(out) and os.path.exists(out + ".incomplete")
+
+
+def _records(stream):
+    """(position, offset, size) of each record of a flattened ``stream`` (bytes)."""
+    at, out = 4096, []
+    while True:
+        offset, size = struct.unpack_from(">qq", stream, at)
+        if offset == -1:
+            return out
+        out.append((at, offset, size))
+        at += 16 + size
+
+
+@pytest.fixture(scope="module")
+def streams(vmcore, tmp_path_factory):
+    """Flattened streams of the same vmcore: fastdump's kdump and ELF, makedumpfile's kdump."""
+    where = tmp_path_factory.mktemp("streams")
+    out = {}
+    for name, cmd in [("fastdump kdump", FASTDUMP + ["-F", "-z", "-d", "1"]),
+                      ("fastdump ELF", FASTDUMP + ["-F", "-E", "-d", "1"]),
+                      ("makedumpfile kdump", [need_tool("makedumpfile"), "-F", "-l", "-d", "1"])]:
+        with open(where / "s", "wb") as f:
+            subprocess.run(cmd + [vmcore], stdout=f, stderr=subprocess.DEVNULL, check=True)
+        out[name] = (where / "s").read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("shift", [1 << 40, 4096])
+@pytest.mark.parametrize("kind", ["fastdump kdump", "fastdump ELF", "makedumpfile kdump"])
+def test_a_record_moved_elsewhere_is_not_rebuilt_into_a_dump(streams, tmp_path, kind, shift):
+    """A record whose offset changed on the way leaves a hole (zeros) where it belonged
+    and bytes where nothing was to be: -R must say so, not rebuild a dump that reads
+    zeros for a sub-header, a bitmap, a checksum array or a page."""
+    from fastdump.errors import FormatError
+    from fastdump.formats.flat import rearrange
+    data = streams[kind]
+    records = _records(data)
+    good = tmp_path / "good"
+    rearrange(io.BytesIO(data), str(good))
+    picked = records[:6] + records[6:-6:max(1, len(records) // 20)] + records[-6:]   # each kind of record
+    passed = []
+    for at, offset, size in picked:
+        moved = bytearray(data)
+        struct.pack_into(">q", moved, at, offset + shift)
+        out = tmp_path / f"r{at}"
+        try:
+            rearrange(io.BytesIO(moved), str(out))
+        except FormatError as e:
+            assert str(e).count("\n") == 0 and os.path.exists(f"{out}.incomplete") and not out.exists()
+            os.unlink(f"{out}.incomplete")
+            continue
+        same = out.stat().st_size == good.stat().st_size and filecmp.cmp(out, good, shallow=False)
+        passed.append((offset, size, same))
+        out.unlink()
+    assert all(same for _, _, same in passed), f"rebuilt into another dump: {passed}"
+
+
+def test_a_stream_without_its_final_header_rebuilds_into_an_incomplete_dump_and_says_so(streams, tmp_path):
+    """fastdump sends its header flagged incomplete first and complete last: a stream
+    whose last header record was lost ends well but holds an unfinished dump, status 3."""
+    data = streams["fastdump kdump"]
+    at, offset, size = _records(data)[-1]
+    assert offset == 0
+    cut = data[:at] + struct.pack(">qq", -1, -1)
+    out = str(tmp_path / "rebuilt")
+    r = subprocess.run(FASTDUMP + ["-R", out], input=cut, capture_output=True)
+    assert r.returncode == 3 and r.stderr.decode().count("\n") == 1, r.stderr
+    assert b"flagged incomplete" in r.stderr
+    with fastdump.open(out) as d:
+        assert d.incomplete
+
+
+def test_a_kdump_file_whose_sub_header_disagrees_with_its_header_is_refused(vmcore, tmp_path):
+    """Both headers carry max_mapnr (the sub-header the 64-bit count); a sub-header that
+    was zeroed or damaged must not open as a dump of no pages."""
+    out = tmp_path / "d"
+    fastdump.dump(vmcore, str(out), level=1, compress="zlib")
+    raw = bytearray(out.read_bytes())
+    with fastdump.open(str(out)) as d:
+        at = d.block_size + kdump.SUB_HEADER.size - 8       # max_mapnr_64, the sub-header's last field
+        assert d.max_mapnr == struct.unpack_from("<Q", raw, at)[0]
+    struct.pack_into("<Q", raw, at, 0)
+    out.write_bytes(raw)
+    with pytest.raises(fastdump.FastdumpError, match="sub-header"):
+        fastdump.open(str(out))
 
 
 def test_raw_device_target(vmcore, source_pages, tmp_path):

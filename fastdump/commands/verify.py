@@ -32,7 +32,6 @@ import json
 import os
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
@@ -370,16 +369,14 @@ def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
         return None
     if sums.problem:
         problems.add(sums.problem)
-    for off, size, want, kind in sums.regions:
-        data = os.pread(fd, size, off) if 0 <= off and off + size <= file_size else b""
-        if len(data) != size or zlib.crc32(data) != want:
-            where = checksums.KIND_NAMES.get(kind, f"region kind {kind}")
-            if bitmaps and kind in bitmaps:
-                first = (off - bitmaps[kind]) * 8
-                where += f" block at {off:#x} (pfns {first:#x}..{first + size * 8 - 1:#x})"
-            else:
-                where += f" at {off:#x}+{size:#x}"
-            problems.add(f"{where} does not match its checksum")
+    for off, size, kind in checksums.bad_regions(sums, lambda o, n: os.pread(fd, n, o), file_size):
+        where = checksums.KIND_NAMES.get(kind, f"region kind {kind}")
+        if bitmaps and kind in bitmaps:
+            first = (off - bitmaps[kind]) * 8
+            where += f" block at {off:#x} (pfns {first:#x}..{first + size * 8 - 1:#x})"
+        else:
+            where += f" at {off:#x}+{size:#x}"
+        problems.add(f"{where} does not match its checksum")
     return sums
 
 

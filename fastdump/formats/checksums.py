@@ -137,6 +137,15 @@ class Sums:
         self.problem = problem        # a damaged copy of the footer, or None
 
 
+def bad_regions(sums, read, file_size):
+    """The regions of the trailer ``sums`` (offset, length, kind) whose bytes, through
+    ``read(offset, size)``, do not match their crc32 (or lie past ``file_size``)."""
+    for off, size, want, kind in sums.regions:
+        data = read(off, size) if 0 <= off and off + size <= file_size else b""
+        if len(data) != size or zlib.crc32(data) != want:
+            yield off, size, kind
+
+
 def _footer(raw):
     magic, off, length, body_crc, self_crc = FOOTER.unpack(raw)
     if magic != FOOTER_MAGIC or zlib.crc32(raw[:-4]) != self_crc:

@@ -422,6 +422,10 @@ class KdumpReader(ReadOnlyFile):
         self.offset_eraseinfo, self.size_eraseinfo = s.offset_eraseinfo, s.size_eraseinfo
         self.start_pfn, self.end_pfn = s.start_pfn_64, s.end_pfn_64
         self.max_mapnr = s.max_mapnr_64 if version >= 6 else h.max_mapnr
+        if version >= 6 and min(s.max_mapnr_64, 0xFFFFFFFF) != h.max_mapnr:
+            # every writer (makedumpfile, QEMU, fastdump) puts the 64-bit count, capped, in both
+            raise FormatError(f"{self.path}: the sub-header's max_mapnr {s.max_mapnr_64:#x} disagrees with "
+                              f"the header's {h.max_mapnr:#x} (a damaged sub-header)")
         if not self.split:
             self.start_pfn, self.end_pfn = 0, self.max_mapnr
         elif not 0 <= self.start_pfn <= self.end_pfn <= self.max_mapnr:
