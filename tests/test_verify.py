@@ -217,3 +217,20 @@ def test_shared_zero_page_not_zero(dumps, tmp_path):
     bad = corrupt(dumps["zstd"], tmp_path, lambda b: b.__setitem__(zero_off + 100, 1))
     r = verify(bad)
     assert not r["ok"] and "zero page" in r["verdict"], r["verdict"]
+
+
+@pytest.mark.parametrize("maker", ["fastdump", "makedumpfile"])
+def test_a_split_part_does_not_count_the_other_parts_pages_as_unreadable(vmcore, tmp_path, maker):
+    """A split part's descriptor table has room for every part's pages; the slots the
+    other parts fill are no source pages this part lost."""
+    parts = [str(tmp_path / f"part{i}") for i in range(2)]
+    if maker == "fastdump":
+        fastdump.dump(vmcore, level=1, compress="zlib", split=parts, split_block_pfns=4096)
+    else:
+        makedumpfile("--split", "--splitblock-size", "16384", "-c", "-d", "1", vmcore, *parts)
+    for part in parts:
+        with fastdump.open(part) as d:
+            assert d.split and 0 < d.n_descriptors() < d.n_descriptors(all_parts=True)
+        r = verify(part)
+        assert r["ok"] and r["pages_unreadable"] == 0, r["verdict"]
+        assert "unreadable" not in r["verdict"]

@@ -551,7 +551,8 @@ class KdumpReader(ReadOnlyFile):
         could not read (EIO) gets neither a descriptor nor its 2nd-bitmap bit, so a
         complete but partial dump's table ends in that many never-written (zero)
         slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
-        layout too), referenced or not."""
+        layout too), referenced or not.  A split part's table is sized for every
+        part: the other parts' pages are not counted as unreadable."""
         table_end = self.desc_off + DESC.size * self.n_descriptors()
         gap = first_data - table_end
         if gap < 0 or first_data > self.file_size:
@@ -565,7 +566,10 @@ class KdumpReader(ReadOnlyFile):
         for at in range(table_end, table_end + slots * DESC.size, 1 << 20):
             if any(self.read_at(at, min(1 << 20, table_end + slots * DESC.size - at))):
                 return None           # a real descriptor the 2nd bitmap does not count
-        return slots, zero_off
+        others = self.n_descriptors(all_parts=True) - self.n_descriptors() if self.split else 0
+        if slots < others:
+            return None               # a split part's table has room for every part's pages
+        return slots - others, zero_off
 
     def checksums(self):
         """The checksums fastdump stored in the dump (a ``checksums.Sums``), or None
