@@ -180,3 +180,26 @@ def test_verify_and_info_count_a_partial_dump(vmcore, source_pages, shim, tmp_pa
     if fmt == "kdump":
         zero = sum(1 for p, data in source_pages.items() if p not in BAD_PFNS and not any(data))
         assert pages["zero"] == zero > 0 and pages["dumped"] == len(source_pages) - len(BAD_PFNS), pages
+
+
+def test_verify_counts_a_split_parts_own_unreadable_pages_not_the_other_parts(vmcore, shim, tmp_path):
+    """A split part's descriptor table has room for every part's pages: its unreadable
+    count is the slots left over beyond the other parts' pages, in the part that lost them."""
+    with ElfSource(vmcore) as s:
+        bad_off = _file_offset(s, min(BAD_PFNS))
+    parts = [str(tmp_path / "p1"), str(tmp_path / "p2")]
+    env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), EIO_START=str(bad_off),
+               EIO_LEN=str(len(BAD_PFNS) * 4096))
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-z", "-d", "1", "--non-mmap", "--split",
+                        "--splitblock-size", "16384", vmcore, *parts], capture_output=True, text=True, env=env)
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    lost = {}
+    for part in parts:
+        res = verify(part)
+        assert res["ok"], res["verdict"]
+        with fastdump.open(part) as d:
+            assert d.split
+            holds_bad = d.start_pfn <= min(BAD_PFNS) < d.end_pfn
+        lost[part] = res["pages_unreadable"]
+        assert lost[part] == (len(BAD_PFNS) if holds_bad else 0), (part, res["verdict"])
+    assert sum(lost.values()) == len(BAD_PFNS)
