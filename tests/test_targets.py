@@ -170,19 +170,24 @@ def test_a_record_moved_elsewhere_is_not_rebuilt_into_a_dump(streams, tmp_path, 
     assert all(same for _, _, same in passed), f"rebuilt into another dump: {passed}"
 
 
-def test_a_stream_without_its_final_header_rebuilds_into_an_incomplete_dump_and_says_so(streams, tmp_path):
+def test_a_stream_without_its_final_header_is_no_finished_dump(streams, source_pages, tmp_path):
     """fastdump sends its header flagged incomplete first and complete last: a stream
-    whose last header record was lost ends well but holds an unfinished dump, status 3."""
+    whose last header record was lost ends well but holds an unfinished dump, kept as
+    .incomplete (readable), never under the dump's name, status 1 and one line."""
     data = streams["fastdump kdump"]
     at, offset, size = _records(data)[-1]
     assert offset == 0
     cut = data[:at] + struct.pack(">qq", -1, -1)
     out = str(tmp_path / "rebuilt")
     r = subprocess.run(FASTDUMP + ["-R", out], input=cut, capture_output=True)
-    assert r.returncode == 3 and r.stderr.decode().count("\n") == 1, r.stderr
-    assert b"flagged incomplete" in r.stderr
-    with fastdump.open(out) as d:
-        assert d.incomplete
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1, r.stderr
+    assert b"flagged incomplete" in r.stderr and b"Traceback" not in r.stderr
+    assert not os.path.exists(out)
+    with fastdump.open(out + ".incomplete") as d:
+        assert d.incomplete and len(d.read_pfn(next(iter(d.pfns())))) == 4096
+    _, theirs = kdumpfile_digests(out + ".incomplete", max(source_pages) + 1, cut=True)   # libkdumpfile too
+    want = digests(source_pages)
+    assert len(theirs) > 1000 and all(theirs[p] == want[p] for p in theirs)
 
 
 def test_a_kdump_file_whose_sub_header_disagrees_with_its_header_is_refused(vmcore, tmp_path):

@@ -147,7 +147,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
         if kind == "flattened":
             flat_out = os.path.join(tmp, "rearranged")
             with open(src, "rb") as stream:
-                rearrange(stream, flat_out)
+                rearrange(stream, flat_out, allow_incomplete=True)   # warned about below, as any input
             src, kind = flat_out, sniff(flat_out)
         lost, incomplete = 0, False
         if kind == "kdump":

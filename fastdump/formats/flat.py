@@ -220,22 +220,15 @@ def _check_rebuilt(path, records, written, rewrites):
         raise FormatError(f"the flattened stream did not rebuild a readable dump ({e})") from None
 
 
-class Rebuilt(int):
-    """The number of records; ``incomplete``: the dump came whole but its writer
-    flagged it unfinished."""
-
-    incomplete = False
-
-
-def rearrange(stream, target, *, force=False, max_size=None):
+def rearrange(stream, target, *, force=False, max_size=None, allow_incomplete=False):
     """Rebuild the dump a flattened ``stream`` describes into the file ``target``.
 
-    Returns ``Rebuilt``: the number of records, and whether the dump is flagged
-    incomplete (no writer sends the end record after that, so something is amiss).
-    A stream without its end record, or a full disk, leaves ``target.incomplete``
-    behind, flagged incomplete and claiming only the pages it holds (a kdump header
-    is written flagged until the end record came), and raises; so does a stream
-    that rebuilds into no dump, or into one with bytes no record wrote."""
+    Returns the number of records.  A stream without its end record, or a full
+    disk, leaves ``target.incomplete`` behind, flagged incomplete and claiming only
+    the pages it holds (a kdump header is written flagged until the end record
+    came), and raises; so does a stream that rebuilds into no dump, or into one with
+    bytes no record wrote, or (unless ``allow_incomplete``) one its writer flagged
+    incomplete: fastdump sends its complete header last, so that stream lost it."""
     check_header(_read_exact(stream, 4096, "the header"))
     sink = FileSink(target, force=force)
     records, written, rewrites = 0, Written(), []
@@ -263,7 +256,9 @@ def rearrange(stream, target, *, force=False, max_size=None):
         if final_head is not None:
             sink.barrier()
             sink.pwrite(final_head, 0)
-        incomplete = _check_rebuilt(sink.temp_path, records, written, rewrites)
+        if _check_rebuilt(sink.temp_path, records, written, rewrites) and not allow_incomplete:
+            raise FormatError("the stream ended well, but the dump in it is flagged incomplete "
+                              "(its writer did not finish it)")
     except BaseException as e:
         with contextlib.suppress(FastdumpError):
             salvage.seal(sink)
@@ -274,6 +269,4 @@ def rearrange(stream, target, *, force=False, max_size=None):
             raise type(e)(f"{e} (what arrived is in {path}, flagged incomplete)") from None
         raise
     sink.commit()
-    rebuilt = Rebuilt(records)
-    rebuilt.incomplete = incomplete
-    return rebuilt
+    return records
