@@ -164,6 +164,30 @@ def test_dump_without_checksums_says_so(vmcore, tmp_path):
     assert "no checksums to check" in r["verdict"]
 
 
+@pytest.mark.parametrize("change", ["cut at the data's end", "extended by 2 MiB"])
+def test_an_elf_dump_whose_trailer_is_gone_fails_verify(dumps, tmp_path, change):
+    """The header says (e_ident padding) that a checksum trailer ends a fastdump ELF dump:
+    without it, at the end or a footer within the last MiB, verify must fail instead of
+    saying the dump carries no checksums; makedumpfile's ELF dumps carry no such mark."""
+    path = str(tmp_path / "d.elf")
+    shutil.copy(dumps["elf"], path)
+    with fastdump.open(path) as d:
+        assert d.header.checksums_marked and d.header.flags == 0
+        sums = checksums.load(lambda o, n: os.pread(d.fd, n, o), os.path.getsize(path))
+    if change.startswith("cut"):
+        os.truncate(path, sums.trailer_off)
+    else:
+        with open(path, "ab") as f:
+            f.write(bytes(2 * checksums.FOOTER_SEARCH))
+    r = verify(path)
+    assert not r["ok"] and r["checksums"] == "missing" and "checksum trailer" in r["verdict"], r["verdict"]
+    theirs = str(tmp_path / "theirs.elf")
+    makedumpfile("-E", "-d", "1", dumps["elf"], theirs)
+    with fastdump.open(theirs) as d:
+        assert not d.header.checksums_marked
+    assert verify(theirs)["checksums"] is False
+
+
 def test_real_readers_ignore_the_checksums(dumps, small, vmcore, tmp_path):
     """libkdumpfile reads every page, makedumpfile re-filters the dump and prints its
     log as from the source, crash opens it."""
@@ -333,6 +357,9 @@ def test_failure_after_the_trailer_leaves_no_checksums(small, tmp_path, monkeypa
         fastdump.dump(small, out, level=1, compress="none" if fmt == "elf" else "zstd", format=fmt)
     r = verify(out + ".incomplete")
     assert r["incomplete"] and r["checksums"] is False and r["problem_count"] == 0, r["verdict"]
+    if fmt == "elf":
+        with fastdump.open(out + ".incomplete") as d:
+            assert not d.header.checksums_marked
 
 
 def test_cut_short_dump_still_checks_its_pages(small, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import fastdump
-from fastdump.formats import kdump
+from fastdump.formats import elf, kdump
 from fastdump.testing.generator import MiB
 from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile, need_tool)
 
@@ -188,6 +188,47 @@ def test_a_stream_without_its_final_header_is_no_finished_dump(streams, source_p
     _, theirs = kdumpfile_digests(out + ".incomplete", max(source_pages) + 1, cut=True)   # libkdumpfile too
     want = digests(source_pages)
     assert len(theirs) > 1000 and all(theirs[p] == want[p] for p in theirs)
+
+
+def test_a_page_record_sent_twice_is_refused_after_any_number_of_header_rewrites(streams, tmp_path):
+    """Headers may be sent again (fastdump sends its header last, makedumpfile its program
+    headers); a record writing page data again may not, however many header records
+    came before it."""
+    from fastdump.errors import FormatError
+    from fastdump.formats.flat import rearrange
+    data = streams["fastdump kdump"]
+    records = _records(data)
+    at0, _, size0 = records[0]
+    at, offset, size = records[len(records) // 2]
+    assert offset > 1 << 16
+    headers = data[at0:at0 + 16 + size0] * 1500
+    stream = data[:4096] + headers + data[4096:-16] + data[at:at + 16 + size] + data[-16:]
+    out = tmp_path / "rebuilt"
+    with pytest.raises(FormatError, match=f"wrote bytes {offset}..{offset + size} again"):
+        rearrange(io.BytesIO(stream), str(out))
+    assert not out.exists()
+    rearrange(io.BytesIO(data[:4096] + headers + data[4096:]), str(tmp_path / "ok"))   # headers alone: a dump
+
+
+def test_an_elf_stream_that_lost_its_checksum_trailer_is_no_finished_dump(streams, tmp_path):
+    """fastdump's ELF header says a checksum trailer ends the dump: a stream whose trailer
+    records were lost on the way must not rebuild into a dump that seems to carry none."""
+    from fastdump.errors import FormatError
+    from fastdump.formats import checksums
+    from fastdump.formats.flat import rearrange
+    data = streams["fastdump ELF"]
+    good = tmp_path / "good"
+    rearrange(io.BytesIO(data), str(good))
+    with open(good, "rb") as f:
+        read = lambda o, n: os.pread(f.fileno(), n, o)      # noqa: E731
+        trailer_off = checksums.load(read, good.stat().st_size).trailer_off
+        assert elf.parse_header(read).checksums_marked
+    kept = b"".join(data[at:at + 16 + size] for at, offset, size in _records(data) if offset < trailer_off)
+    assert len(kept) < len(data) - 4096 - 16
+    out = tmp_path / "rebuilt"
+    with pytest.raises(FormatError, match="checksum trailer"):
+        rearrange(io.BytesIO(data[:4096] + kept + struct.pack(">qq", -1, -1)), str(out))
+    assert not out.exists() and os.path.exists(f"{out}.incomplete")
 
 
 def test_a_kdump_file_whose_sub_header_disagrees_with_its_header_is_refused(vmcore, tmp_path):

@@ -467,6 +467,10 @@ def _check_elf(d, source, threads, result, problems):
                        result, problems)
     if sums is not None:
         _check_elf_blocks(d, sums, threads, result, problems)
+    elif result["checksums"] is False and d.header.checksums_marked and not d.incomplete:
+        result["checksums"] = "missing"
+        problems.add("the ELF header says a checksum trailer ends this dump, but none is there "
+                     "(its end was cut or moved)")
 
 
 def _check_elf_blocks(d, sums, threads, result, problems):
@@ -517,7 +521,8 @@ def verify(path, source=None, threads=None):
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
     ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
     ``checksums`` (True when the dump carries fastdump's checksums and they were checked,
-    "damaged" when they cannot be read), ``pages_checksummed``,
+    "damaged" when they cannot be read, "missing" when an ELF dump's header says it has
+    them but its trailer is gone), ``pages_checksummed``,
     ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
     ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
     ``path`` or ``source`` cannot be opened at all."""

@@ -6,6 +6,7 @@ PN_XNUM via section header 0, and 4-byte aligned notes.  Little-endian only
 """
 
 import struct
+import zlib
 
 from ..errors import SourceError
 
@@ -17,6 +18,11 @@ PN_XNUM = 0xFFFF
 MAX_PHNUM = 1 << 20   # through PN_XNUM; far more segments than any machine's memory map has
 NT_PRSTATUS = 1
 ELF_INCOMPLETE_FLAG = 1  # e_flags bit makedumpfile sets on a truncated -E dump
+#: e_ident's padding (bytes 9-15: zero, and ignored by readers) in a fastdump ELF dump that
+#: ends in a checksum trailer (checksums.py), so that a dump whose trailer is gone says it had
+#: one: these 3 bytes, then crc32 of the program header table.  makedumpfile copies e_ident
+#: into the dumps it makes of ours; their program headers differ, and so the mark fails.
+CHECKSUMS_MARK = b"fds"
 #: fastdump's program header for memory the source could not read (EIO), left out of
 #: every PT_LOAD: p_paddr/p_vaddr its first byte, p_align its length in bytes, p_filesz
 #: and p_memsz 0 (crash takes every phdr after the note for a PT_LOAD: so it maps nothing).
@@ -67,10 +73,11 @@ class Note(_Fields):
 
 
 class ElfHeader(_Fields):
-    __slots__ = ("elfclass", "machine", "flags", "phoff", "phdrs")
+    __slots__ = ("elfclass", "machine", "flags", "phoff", "phdrs", "checksums_marked")
 
-    def __init__(self, elfclass, machine, flags, phoff, phdrs):
+    def __init__(self, elfclass, machine, flags, phoff, phdrs, checksums_marked=False):
         self.elfclass, self.machine, self.flags, self.phoff, self.phdrs = elfclass, machine, flags, phoff, phdrs
+        self.checksums_marked = checksums_marked
 
     @property
     def is64(self):
@@ -124,7 +131,12 @@ def parse_header(read_at, file_size=None):
         else:
             p_type, off, vaddr, paddr, filesz, memsz, pflags, align = fields
             phdrs.append(Phdr(p_type, pflags, off, vaddr, paddr, filesz, memsz, align))
-    return ElfHeader(elfclass, machine, flags, phoff, phdrs)
+    marked = ident[9:12] == CHECKSUMS_MARK and ident[12:16] == _crc_le(raw)
+    return ElfHeader(elfclass, machine, flags, phoff, phdrs, marked)
+
+
+def _crc_le(data):
+    return struct.pack("<I", zlib.crc32(data))
 
 
 def parse_notes(data):
@@ -151,10 +163,11 @@ def build_note(name, ntype, desc):
             + desc.ljust(_align4(len(desc)), b"\0"))
 
 
-def build_header(elfclass, machine, phdrs, *, flags=0, phoff=None):
+def build_header(elfclass, machine, phdrs, *, flags=0, phoff=None, checksums_marked=False):
     """Ehdr + phdr table (+ section 0 for PN_XNUM), placed at offset 0.
 
-    ``phoff`` other than right after the Ehdr pads with zeros (QEMU puts it at 192)."""
+    ``phoff`` other than right after the Ehdr pads with zeros (QEMU puts it at 192);
+    ``checksums_marked``: the dump ends in a checksum trailer (CHECKSUMS_MARK)."""
     ehdr_s = _EHDR[elfclass]
     phdr_s = _PHDR64 if elfclass == ELFCLASS64 else _PHDR32
     ident = b"\x7fELF" + bytes([elfclass, 1, 1, 0]) + bytes(8)
@@ -171,6 +184,8 @@ def build_header(elfclass, machine, phdrs, *, flags=0, phoff=None):
             out += _PHDR64.pack(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
         else:
             out += _PHDR32.pack(p.type, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.flags, p.align)
+    if checksums_marked:
+        out[9:16] = CHECKSUMS_MARK + _crc_le(out[phoff:])
     if xnum:
         out += shdr_s.pack(0, 0, 0, 0, 0, 0, 0, len(phdrs), 0, 0)
     return bytes(out)

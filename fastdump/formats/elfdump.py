@@ -158,9 +158,12 @@ class ElfDumpWriter:
                 ph.vaddr = ph.paddr  # no 32-bit virtual address for it: identity, as for highmem
 
     def header_bytes(self, *, incomplete):
+        """The header; a complete dump whose data was all checksummed (the trailer follows
+        it, ``_write_sums``) says so in its e_ident padding."""
         note = elf.Phdr(elf.PT_NOTE, 0, self.note_offset, 0, 0, len(self.notes), len(self.notes), 0)
         return elf.build_header(self.elfclass, self.source.machine, [note] + self.loads + self.marks,
-                                flags=elf.ELF_INCOMPLETE_FLAG if incomplete else 0)
+                                flags=elf.ELF_INCOMPLETE_FLAG if incomplete else 0,
+                                checksums_marked=not incomplete and self.summed_to == self.total_size)
 
     def write_prologue(self):
         self.sink.pwrite(self.header_bytes(incomplete=True), 0)

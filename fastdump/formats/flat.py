@@ -173,7 +173,7 @@ def _check_trailing(dump, written, dump_end):
     """Bytes past the end of the dump may only be fastdump's checksum trailer, which
     its footer, at the end of the file, names; the regions a trailer covers (headers,
     notes, bitmaps: small) must match it, and its checksum array must have come in
-    records too."""
+    records too.  An ELF dump whose header says it ends in a trailer must have one."""
     file_end = written.ends[-1]
     read = lambda offset, size: os.pread(dump.fd, size, offset)     # noqa: E731
     try:
@@ -184,6 +184,9 @@ def _check_trailing(dump, written, dump_end):
     for offset, size, kind in checksums.bad_regions(sums, read, file_end) if sums else ():
         raise FormatError(f"the {checksums.KIND_NAMES.get(kind, 'region')} at {offset:#x}+{size:#x} "
                           f"does not match its checksum")
+    marked = getattr(getattr(dump, "header", None), "checksums_marked", False)
+    if sums is None and marked and not dump.incomplete:
+        raise FormatError("no record wrote the checksum trailer that the ELF header says ends the dump")
     if file_end > dump_end and (sums is None or sums.trailer_off < dump_end):
         raise FormatError(f"records wrote bytes {dump_end:#x}..{file_end:#x}, past the end of the dump")
     if sums is not None and sums.scheme != checksums.IN_DESCRIPTORS \
@@ -191,7 +194,7 @@ def _check_trailing(dump, written, dump_end):
         raise FormatError(f"no record wrote the page checksums (bytes {sums.array_off}..{sums.array_end})")
 
 
-def _check_rebuilt(path, records, written, rewrites):
+def _check_rebuilt(path, records, written, rewrite):
     """What the records rebuilt must open as a dump (its header, sub-header, bitmaps or
     program headers whole), and every byte it reads its pages from must have come in a
     record, once (but the headers), and nothing past its end: an end record that came
@@ -204,9 +207,9 @@ def _check_rebuilt(path, records, written, rewrites):
     try:
         with open_dump(path) as dump:
             headers_end = _headers_end(dump)
-            for k, start, end in rewrites:
-                if end > headers_end:
-                    raise FormatError(f"record {k} wrote bytes {start}..{end} again, past the dump's headers")
+            if rewrite is not None and rewrite[2] > headers_end:
+                k, start, end = rewrite
+                raise FormatError(f"record {k} wrote bytes {start}..{end} again, past the dump's headers")
             dump_end = 0
             for what, offset, size in _referenced(dump):
                 if not written.covers(offset, offset + size):
@@ -231,7 +234,8 @@ def rearrange(stream, target, *, force=False, max_size=None, allow_incomplete=Fa
     incomplete: fastdump sends its complete header last, so that stream lost it."""
     check_header(_read_exact(stream, 4096, "the header"))
     sink = FileSink(target, force=force)
-    records, written, rewrites = 0, Written(), []
+    records, written = 0, Written()
+    rewrite = None        # (record, start, end) of the rewriting record that reaches furthest
     final_head = None     # a kdump header as the stream sent it: on disk only at the end
     try:
         while True:
@@ -240,8 +244,8 @@ def rearrange(stream, target, *, force=False, max_size=None, allow_incomplete=Fa
                 break
             if offset < 0 or size <= 0 or (max_size is not None and offset + size > max_size):
                 raise FormatError(f"corrupt flattened record {records}: offset {offset}, size {size}")
-            if written.overlaps(offset, offset + size) and len(rewrites) < 1000:
-                rewrites.append((records, offset, offset + size))
+            if written.overlaps(offset, offset + size) and (rewrite is None or offset + size > rewrite[2]):
+                rewrite = (records, offset, offset + size)
             written.add(offset, offset + size)
             while size:
                 n = min(size, COPY_CHUNK)
@@ -256,7 +260,7 @@ def rearrange(stream, target, *, force=False, max_size=None, allow_incomplete=Fa
         if final_head is not None:
             sink.barrier()
             sink.pwrite(final_head, 0)
-        if _check_rebuilt(sink.temp_path, records, written, rewrites) and not allow_incomplete:
+        if _check_rebuilt(sink.temp_path, records, written, rewrite) and not allow_incomplete:
             raise FormatError("the stream ended well, but the dump in it is flagged incomplete "
                               "(its writer did not finish it)")
     except BaseException as e:
