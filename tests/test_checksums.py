@@ -405,6 +405,8 @@ def test_makedumpfile_reassembly_keeps_the_page_checksums(vmcore, tmp_path):
         zero = d.zero_page_offset()
         zeros = sum(d.descriptor(p)[0] == zero for p in d.pfns())
     assert r["pages_checksummed"] == r["pages_checked"] - zeros > 0 and r["pages_checked"] == r["pages_compared"], r
+    assert f"{r['pages_checksummed']} pages match the checksums in their descriptors" in r["verdict"], r["verdict"]
+    assert "carries none" not in r["verdict"]
 
 
 @pytest.mark.parametrize("bitmap_blocks, in_header", [(16, True), (400, True), (500, False)])
