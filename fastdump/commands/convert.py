@@ -143,6 +143,7 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
 
     if kind == "elf":
         return run(src)
+    given = src     # what messages name: not the temporary files made from it
     with safefile.private_tempdir(os.path.dirname(os.path.abspath(target)) or ".") as tmp:
         if kind == "flattened":
             flat_out = os.path.join(tmp, "rearranged")
@@ -154,11 +155,11 @@ def convert(src, target, *, level=0, compress="zstd", format="kdump", force=Fals
             unpacked = os.path.join(tmp, "unpacked")
             with open_dump(src) as reader:
                 if reader.split:
-                    raise UsageError(f"{src} is one part of a split dump: --reassemble it first")
+                    raise UsageError(f"{given} is one part of a split dump: --reassemble it first")
                 incomplete = reader.incomplete
                 lost = kdump_to_elf(reader, unpacked)
             if incomplete and warn:
-                warn(f"{src} is marked incomplete; {lost} pages it lost stay missing")
+                warn(f"{given} is marked incomplete; {lost} pages it lost stay missing")
             src = unpacked
         stats = run(src)
         if lost and not incomplete:     # a complete dump that lost pages since: say so
