@@ -157,12 +157,15 @@ def _page_data_end(dump, written, step=1 << 16):
     gap; returns where the last page's data ends (0 without pages)."""
     n, last = dump.n_descriptors(), 0
     for first in range(0, n, step):
-        d = dump.read_descriptors(first, min(step, n - first))
-        ends = list(map(operator.add, d.offsets, d.sizes))
-        last = max(last, max(ends))
-        if written.covers(min(d.offsets), max(ends)):
+        count = min(step, n - first)
+        raw = memoryview(dump.read_at(dump.desc_off + kdump.DESC.size * first, kdump.DESC.size * count))
+        offsets, sizes = raw.cast("Q")[0::3], raw.cast("I")[2::6]     # no Python step per descriptor
+        chunk_end = max(map(operator.add, offsets, sizes))
+        last = max(last, chunk_end)
+        if written.covers(min(offsets), chunk_end):
             continue
-        for i, (offset, end) in enumerate(zip(d.offsets, ends)):
+        d = dump.read_descriptors(first, count)
+        for i, (offset, end) in enumerate(zip(d.offsets, map(operator.add, d.offsets, d.sizes))):
             if not written.covers(offset, end):
                 raise FormatError(f"no record wrote the data of page descriptor {first + i} "
                                   f"(bytes {offset}..{end})")
