@@ -24,7 +24,7 @@ from fastdump.formats import kdump
 from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB
 from fastdump.commands.verify import verify
-from support import digests, kdumpfile_digests
+from support import digests, elf_pages, kdumpfile_digests
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and loop devices: needs root")
 
@@ -440,6 +440,49 @@ def test_killed_convert_temporaries_removed_by_the_next_run(kdump_input, tmp_pat
     r = run("convert", "-z", kdump_input, str(tmp_path / "again"))
     assert r.returncode == 0, r.stderr
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".fastdump-tmp-")]
+
+
+def test_reassemble_takes_a_part_cut_short_by_a_full_disk(random_vmcore, tmp_path):
+    """--split with the last part's disk filling up: the other parts are whole, that one is
+    flagged incomplete (its header differs from theirs only there).  --reassemble joins them
+    (makedumpfile 1.7 refuses such a part) into a dump flagged incomplete, exit status 3 and
+    one line naming the part, in which every page that reached a part reads as the source."""
+    parts = [str(tmp_path / "part0"), str(tmp_path / "part1")]
+    for attempt in range(3):    # the part may (rarely) finish before its disk is filled: again
+        with tmpfs(tmp_path / f"mnt{attempt}", "160m") as mnt:
+            last = os.path.join(mnt, "part2")
+            proc = subprocess.Popen([sys.executable, "-m", "fastdump", "--threads", "1", "--split",
+                                     "--splitblock-size", "4096", "-z", "-d", "1", random_vmcore, *parts, last],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            filled = fill_when_started(proc, last + ".incomplete", os.path.join(mnt, "filler"))
+            _, err = proc.communicate(timeout=300)
+            if not filled:
+                continue
+            assert proc.returncode == 1 and "no space" in err, err
+            cut = str(tmp_path / "part2.incomplete")
+            shutil.copyfile(last + ".incomplete", cut)
+            break
+    else:
+        pytest.fail("the last part finished before its disk was full, three times")
+    assert all(not header_flag_incomplete(p, "kdump") for p in parts) and header_flag_incomplete(cut, "kdump")
+    with fastdump.open(cut) as d:
+        written = [p for p in d.pfns() if d.descriptor(p)[0]]
+        assert written and d.start_pfn < written[-1] + 1 < d.end_pfn     # cut in its middle
+    out = str(tmp_path / "joined")
+    r = run("--reassemble", *parts, cut, out)
+    assert r.returncode == 3, r.stderr
+    assert one_line_error(r) == (f"fastdump: error: reassembled but partial: {cut} was flagged incomplete, "
+                                 f"and the pages never written there are missing; {out} is flagged incomplete")
+    assert header_flag_incomplete(out, "kdump")
+    got = verify(out, random_vmcore)
+    assert got["incomplete"] and got["problem_count"] == 0 and got["pages_unwritten"] == 0
+    source = elf_pages(random_vmcore)
+    _, theirs = kdumpfile_digests(out, max(source) + 1, cut=True)
+    want = digests(source)
+    with fastdump.open(parts[0]) as a, fastdump.open(parts[1]) as b:
+        whole = list(a.pfns()) + list(b.pfns())
+    assert set(whole) | set(written) == set(theirs)        # every page that reached a part, no more
+    assert all(theirs[p] == want[p] for p in theirs)
 
 
 def test_unwritable_stats_json_is_a_warning(random_vmcore, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 
 import fastdump
 from fastdump.formats import elf, kdump
+from fastdump.commands.verify import verify
 from fastdump.testing.generator import MiB
 from support import (digests, elf_pages, fastdump_cli, kdumpfile_digests, makedumpfile, need_tool)
 
@@ -350,6 +351,40 @@ def test_reassemble_leaves_a_damaged_page_out(vmcore, source_pages, tmp_path, ma
                 assert j.read_pfn(p) == source_pages[p]
     _, theirs = kdumpfile_digests(out, max(source_pages) + 1, cut=True)   # as libkdumpfile reads it
     assert pfn not in theirs and len(theirs) > 1000
+    assert all(theirs[p] == digests({p: source_pages[p]})[p] for p in theirs)
+
+
+@pytest.mark.parametrize("maker", ["fastdump", "makedumpfile"])
+def test_reassemble_takes_a_part_that_ends_inside_its_descriptor_table(vmcore, source_pages, tmp_path, maker):
+    """A part flagged incomplete whose file ends half way through its descriptors (a writer
+    killed early): its pages are missing from the joined dump, flagged incomplete, status 3,
+    and no page is counted as damaged; every page of the whole part reads as the source."""
+    parts = [str(tmp_path / f"p{i}") for i in range(2)]
+    (fastdump_cli if maker == "fastdump" else makedumpfile)(
+        "--split", "--splitblock-size", "16384", "-c", "-d", "1", vmcore, *parts)
+    with fastdump.open(parts[1]) as d:
+        cut = d.desc_off + kdump.DESC.size * (d.n_descriptors() // 2) + 5
+    with open(parts[1], "rb") as f:
+        data = bytearray(f.read(cut))
+    data[:kdump.HEADER.size] = kdump.flag_incomplete(bytes(data[:kdump.HEADER.size]))
+    with open(parts[1], "wb") as f:
+        f.write(data)
+    out = str(tmp_path / "joined")
+    r = fastdump_cli("--reassemble", *parts, out, check=False)
+    assert r.returncode == 3 and r.stderr.strip().splitlines() == [
+        f"fastdump: error: reassembled but partial: {parts[1]} was flagged incomplete, and the pages never "
+        f"written there are missing; {out} is flagged incomplete"]
+    got = verify(out, vmcore)
+    assert got["incomplete"] and got["problem_count"] == 0 and got["pages_unwritten"] > 0
+    with fastdump.open(parts[0]) as a, fastdump.open(parts[1]) as b:
+        whole = set(a.pfns())
+        # of the cut part, only pages stored as the shared zero block (which the joined
+        # file has) can be read: its page data was cut off
+        zero = b.zero_page_offset()
+        shared = {p for p in b.pfns() if b.desc_off + kdump.DESC.size * (b._prefix_index(p) - b._base_index + 1) <= cut
+                  and b.descriptor(p)[0] == zero}
+    _, theirs = kdumpfile_digests(out, max(source_pages) + 1, cut=True)
+    assert set(theirs) == whole | shared
     assert all(theirs[p] == digests({p: source_pages[p]})[p] for p in theirs)
 
 

@@ -275,6 +275,11 @@ def _run_reassemble(argv):
         print(f"fastdump: error: reassembled but partial: {joined.lost} pages of the parts could not be read; "
               f"{out} is flagged incomplete", file=sys.stderr)
         return EXIT_PARTIAL
+    if joined.incomplete_parts:
+        print(f"fastdump: error: reassembled but partial: {', '.join(joined.incomplete_parts)} "
+              f"{'was' if len(joined.incomplete_parts) == 1 else 'were'} flagged incomplete, and the pages "
+              f"never written there are missing; {out} is flagged incomplete", file=sys.stderr)
+        return EXIT_PARTIAL
     if args.message_level & MSG_COMMON:
         print(f"fastdump: reassembled {len(parts)} parts into {out}", file=sys.stderr)
     return 0

@@ -7,7 +7,9 @@ fields cleared, the same notes and bitmaps, then all descriptors and data with
 offsets rewritten.  A part's zero pages (descriptors pointing at its own zero
 block) point at the new file's shared zero block.  A part's eraseinfo (``--config``) is written after the data and named
 by the sub header, as makedumpfile does.  The result carries checksums
-of its own (``checksums.py``), unless a part was incomplete.
+of its own (``checksums.py``), unless a part was incomplete.  A part cut short (flagged
+incomplete: a full disk under one target of ``--split``) is joined as it stands, and so is
+the result flagged; makedumpfile 1.7 refuses such a part.
 """
 
 import contextlib
@@ -28,7 +30,9 @@ def _load_parts(paths):
     parts = [kdump.KdumpReader(p) for p in paths]
     heads = set()
     for p in parts:
-        heads.add(p.header)
+        # a part cut short (a full disk, a kill) is flagged incomplete in its own header,
+        # the rest of which it shares with the others
+        heads.add(p.header._replace(status=p.header.status & ~kdump.STATUS_INCOMPLETE))
         if not p.split:
             raise FormatError(f"{p.path} is not a part of a split dump")
     if len(heads) != 1:
@@ -45,8 +49,39 @@ class Joined(int):
     """The number of pages joined; ``lost``: how many of them a part held but could not give
     (data outside its page area, failing its checksum, or not decoding; a descriptor
     never written in a part not flagged incomplete).  They are left out as never
-    written, and the joined dump is flagged incomplete."""
+    written, and the joined dump is flagged incomplete.  ``incomplete_parts``: the paths of
+    the parts that were flagged incomplete themselves (their unwritten pages stay so)."""
     lost = 0
+    incomplete_parts = ()
+
+
+def _joined_bitmap2(parts):
+    """The 2nd bitmap of the whole dump: each part's own bits over its own pfn range.
+    They differ from the other parts' copies where a part was cut short: fastdump takes
+    the pages it never wrote out of its own copy, and its descriptors are counted by it."""
+    whole = bytearray(parts[0].bitmap_regions()[1])
+    for p in parts:
+        if not p.incomplete:
+            continue
+        own = p.bitmap_regions()[1]
+        lo, hi = p.start_pfn, p.end_pfn
+        a, b = (lo + 7) >> 3, hi >> 3                  # the bytes wholly inside the range
+        if a < b:
+            whole[a:b] = own[a:b]
+        for pfn in list(range(lo, min(hi, a << 3))) + list(range(max(lo, b << 3), hi)):
+            bit = 1 << (pfn & 7)
+            whole[pfn >> 3] = (whole[pfn >> 3] & ~bit) | (own[pfn >> 3] & bit)
+    return bytes(whole)
+
+
+def _descriptors(part, first, n):
+    """Descriptors ``first``..``first+n-1`` of a part; one flagged incomplete may end before
+    its table does (makedumpfile's), and what it lacks reads as never written."""
+    if not part.incomplete:
+        return part.read_descriptors(first, n)
+    got = part.read_descriptors(first, n, partial=True)
+    return got if len(got.raw) == kdump.DESC.size * n else kdump.Descriptors(
+        got.raw + bytes(kdump.DESC.size * n - len(got.raw)))
 
 
 def _page_data(part, off, size, flags, page_flags):
@@ -78,6 +113,9 @@ def reassemble(paths, target, *, force=False):
                                           offset_eraseinfo=0, size_eraseinfo=0)
         eraseinfo = next((info for info in map(recorded, parts) if info), b"")
         kdump.SUB_HEADER.pack_into(head, first.block_size, *whole)
+        bitmap1, bitmap2 = first.bitmap_regions()[0], _joined_bitmap2(parts)
+        # the table as the parts lay it out (their zero block follows it); a part cut short
+        # fills fewer of its slots
         total = first.n_descriptors(all_parts=True)
         desc_table = first.desc_off
         data_start = desc_table + kdump.DESC.size * total
@@ -97,7 +135,6 @@ def reassemble(paths, target, *, force=False):
         # table on disk first; a cut anywhere later leaves a readable, flagged file
         sink.pwrite(kdump.flag_incomplete(head[:kdump.HEADER.size]) + bytes(head[kdump.HEADER.size:]), 0)
         sink.reserve(data_start, allocate=True)
-        bitmap1, bitmap2 = first.bitmap_regions()
         sink.pwrite(bitmap1 + bitmap2, first.bitmap1_off)
         bs = first.block_size
         sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
@@ -115,7 +152,7 @@ def reassemble(paths, target, *, force=False):
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
                 out = bytearray()
-                for off, size, flags, page_flags in p.read_descriptors(i, n):
+                for off, size, flags, page_flags in _descriptors(p, i, n):
                     if off == 0:                       # lost in an incomplete part: stays lost
                         lost += not p.incomplete
                         out += kdump.DESC.pack(0, 0, 0, 0)
@@ -125,7 +162,8 @@ def reassemble(paths, target, *, force=False):
                     else:
                         data = _page_data(p, off, size, flags, page_flags)
                         if data is None:               # damaged: left out as never written
-                            lost += 1
+                            # (a part cut short before the page's data reached it: not damage)
+                            lost += not (p.incomplete and off + size > p.file_size)
                             out += kdump.DESC.pack(0, 0, 0, 0)
                             continue
                         sink.pwrite(data, data_out)
@@ -157,6 +195,7 @@ def reassemble(paths, target, *, force=False):
         sink.commit()
         joined = Joined(pages)
         joined.lost = lost
+        joined.incomplete_parts = tuple(p.path for p in parts if p.incomplete)
         return joined
     except BaseException as e:
         with contextlib.suppress(FastdumpError):
