@@ -146,7 +146,7 @@ class DumpOptions:
               direct_io=False, split=None, split_block_pfns, mem_map=None, iomem=None,
               vmcoreinfo_file=None, stats_json=None, size_limit=None, dry_run=False, erase_config=None,
               vmlinux=None):
-        from .targets.kinds import FileTarget, Target, parse_target
+        from .targets.kinds import FileTarget, RawTarget, Target, parse_target
 
         if targets is not None and not isinstance(targets, (list, tuple)):
             raise UsageError("targets must be a list of targets")
@@ -171,21 +171,26 @@ class DumpOptions:
             raise UsageError("--split writes kdump-compressed files; it cannot be combined with -E or -F")
         if flat and any(isinstance(t, FileTarget) for t in targets):
             raise UsageError("-F writes a stream: give '-' (stdout), raw:DEV or ssh://... as the target")
+        source = path_arg(source, "source")
+        split = None if split is None else tuple(path_arg(p, "split part") for p in split)
+        stats_json, iomem = _optional_path(stats_json, "stats file"), _optional_path(iomem, "iomem file")
+        vmcoreinfo_file, vmlinux = _optional_path(vmcoreinfo_file, "VMCOREINFO file"), _optional_path(vmlinux, "vmlinux")
+        erase_config = _erase_config(erase_config)
+        from .safefile import refuse_clashes
+        refuse_clashes([t.path for t in targets if isinstance(t, (FileTarget, RawTarget))] + list(split or ())
+                       + [stats_json], [source, iomem, vmcoreinfo_file, erase_config, vmlinux])
         return cls(
-            source=path_arg(source, "source"),
+            source=source,
             targets=targets,
             levels=levels_arg(level), compress=codec, format=fmt, threads=threads_arg(threads),
             window_bytes=int_arg(window_bytes, "window size", 1, MAX_WINDOW_BYTES, optional=True),
             use_mmap=bool_arg(use_mmap, "use_mmap", optional=True), elf_class=elf_class,
             force=bool_arg(force, "force"), flat=bool_arg(flat, "flat"), dmesg=bool_arg(dmesg, "dmesg"),
             direct_io=bool_arg(direct_io, "direct_io"),
-            split=None if split is None else tuple(path_arg(p, "split part") for p in split),
-            split_block_pfns=block, mem_map=mem_map, iomem=_optional_path(iomem, "iomem file"),
-            vmcoreinfo_file=_optional_path(vmcoreinfo_file, "VMCOREINFO file"),
-            stats_json=_optional_path(stats_json, "stats file"),
+            split=split, split_block_pfns=block, mem_map=mem_map, iomem=iomem,
+            vmcoreinfo_file=vmcoreinfo_file, stats_json=stats_json,
             size_limit=int_arg(size_limit, "size limit", 1, (1 << 63) - 1, optional=True),
-            dry_run=bool_arg(dry_run, "dry_run"), erase_config=_erase_config(erase_config),
-            vmlinux=_optional_path(vmlinux, "vmlinux"))
+            dry_run=bool_arg(dry_run, "dry_run"), erase_config=erase_config, vmlinux=vmlinux)
 
 
 def _erase_config(value):

@@ -92,6 +92,51 @@ def _in_use(path):
         os.close(fd)
 
 
+def _identity(path, *, follow):
+    """(st_dev, st_ino) of what is at ``path`` or open as the fd ``path`` (a block device
+    also by its device number), or None when nothing is there."""
+    try:
+        st = os.fstat(path) if isinstance(path, int) else os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    ids = {(st.st_dev, st.st_ino)}
+    if stat.S_ISBLK(st.st_mode):
+        ids.add(("blk", st.st_rdev))
+    return ids
+
+
+def _name(path):
+    """A written name as the file system resolves its directory (``./a`` and ``a`` are one)."""
+    head, tail = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(head), tail)
+
+
+def refuse_clashes(outputs, inputs=()):
+    """Refuse, ``-f`` or not, an output name that is one of the inputs (or whose
+    ``.incomplete`` name is), and two outputs that are one name: a run must never
+    replace what it reads, nor write one part over another.  ``outputs`` are names
+    written (a file target, a part, the statistics file, a raw device), ``inputs``
+    the files read (paths, or fds such as standard input's); a name that does not exist
+    yet clashes only by name."""
+    seen = {}
+    for out in outputs:
+        if out is None:
+            continue
+        name = _name(out)
+        if name in seen:
+            raise UsageError(f"{out} is named twice as an output ({seen[name]})")
+        seen[name] = out
+    wanted = [("standard input" if isinstance(src, int) else f"the input {src}", _identity(src, follow=True),
+               None if isinstance(src, int) else _name(src)) for src in inputs if src is not None]
+    for out in seen.values():
+        for candidate in (out, out + INCOMPLETE_SUFFIX):
+            ids = _identity(candidate, follow=False) or set()
+            for src, src_ids, src_name in wanted:
+                if _name(candidate) == src_name or (src_ids and ids & src_ids):
+                    raise UsageError(f"{candidate} is {src}: a dump cannot be written over "
+                                     f"what it is read from, even with -f")
+
+
 def check_free(path, *, force=False):
     """Refuse early (before any work) a final name that exists, unless forced."""
     try:

@@ -8,6 +8,7 @@ is checked by adding a row, not a new test."""
 
 import contextlib
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -82,6 +83,103 @@ def _refused(r, expect):
     else:
         assert r.returncode != 0, r.stderr
         assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1, r.stderr
+
+
+# writer name -> the key of ``inputs`` it reads
+READS = {"kdump dump": "src", "ELF dump": "src", "--split part": "src", "-R": "flat", "--reassemble": "parts",
+         "convert": "kdump", "dmesg": "src", "--dump-dmesg": "src", "--stats-json": "src"}
+
+
+def _sha(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("at", ["", ".incomplete"])
+def test_an_output_that_is_an_input_is_refused_even_with_force(inputs, tmp_path, writer, at):
+    """The output named as what the run reads (or the output's .incomplete name as it): with
+    -f it used to be replaced by the dump (or by the statistics, or removed), the only copy
+    of the crash gone.  Refused before anything is written, one line, exit status 2."""
+    argv, _ = WRITERS[writer]
+    name = str(tmp_path / "out")
+    given = dict(inputs)
+    if READS[writer] == "parts":
+        given["parts"] = [str(tmp_path / "p1"), name + at]
+        for src, dst in zip(inputs["parts"], given["parts"]):
+            shutil.copyfile(src, dst)
+    else:
+        given[READS[writer]] = name + at
+        shutil.copyfile(inputs[READS[writer]], name + at)
+    before = _sha(name + at)
+    left = set(os.listdir(tmp_path))
+    r = _run(argv(given, name), force=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"fastdump: error: {name + at} is the input {name + at}: a dump "
+                                             f"cannot be written over what it is read from, even with -f"]
+    assert _sha(name + at) == before and set(os.listdir(tmp_path)) == left
+
+
+def test_rebuilding_a_stream_into_the_file_it_comes_from_is_refused(inputs, tmp_path):
+    stream = str(tmp_path / "stream")
+    shutil.copyfile(inputs["flat"], stream)
+    before = _sha(stream)
+    with open(stream, "rb") as f:
+        r = subprocess.run([sys.executable, "-m", "fastdump", "-R", "-f", stream], stdin=f,
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is standard input" in r.stderr, r.stderr
+    assert _sha(stream) == before
+
+
+@pytest.mark.parametrize("how", ["two parts", "a part twice by another path", "statistics over the dump"])
+def test_one_name_given_twice_as_an_output_is_refused(inputs, tmp_path, how):
+    """--split p p with -f wrote part 2 over part 1 (half the dump gone, exit 0); the
+    statistics named as the dump replaced it with JSON."""
+    p = str(tmp_path / "p")
+    argv = {"two parts": ["--split", "-d", "31", inputs["src"], p, p],
+            "a part twice by another path": ["--split", "-d", "31", inputs["src"], p,
+                                             os.path.join(str(tmp_path), ".", "p")],
+            "statistics over the dump": ["-d", "31", "--stats-json", p, inputs["src"], p]}[how]
+    r = _run(argv, force=True)
+    assert r.returncode == 2 and "is named twice as an output" in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_split_refuses_an_existing_part_before_writing_any(inputs, tmp_path):
+    first, second = str(tmp_path / "first"), tmp_path / "second"
+    second.write_bytes(VICTIM)
+    r = _run(["--split", "-d", "31", inputs["src"], first, str(second)], force=False)
+    assert r.returncode != 0 and f"{second} exists" in r.stderr, r.stderr
+    assert not os.path.exists(first) and not os.path.exists(first + ".incomplete")
+    assert second.read_bytes() == VICTIM
+
+
+def test_raw_target_keeps_what_a_file_standing_in_holds(inputs, tmp_path):
+    """raw: on a regular file with data, or on a device (here a file) holding an earlier
+    dump, overwrote it without -f; the source itself as raw: target, even with -f."""
+    data = tmp_path / "rows"
+    data.write_bytes(VICTIM * 4096)
+    r = _run(["-F", "-d", "31", inputs["src"], f"raw:{data}"], force=False)
+    assert r.returncode == 1 and "whose first bytes are not all zero" in r.stderr, r.stderr
+    assert data.read_bytes() == VICTIM * 4096
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(64 * MiB))
+    assert _run(["-F", "-z", "-d", "31", inputs["src"], f"raw:{disk}"], force=False).returncode == 0
+    before = _sha(disk)
+    r = _run(["-F", "-d", "1", inputs["src"], f"raw:{disk}"], force=False)
+    assert r.returncode == 1 and "holds a flattened dump" in r.stderr, r.stderr
+    assert _sha(disk) == before
+    back = str(tmp_path / "back")
+    fastdump_cli("-R", "--from-device", str(disk), back)       # the first dump, as it was
+    r = _run(["-F", "-d", "1", inputs["src"], f"raw:{disk}"], force=True)
+    assert r.returncode == 0, r.stderr
+    src = str(tmp_path / "src")
+    shutil.copyfile(inputs["src"], src)
+    before = _sha(src)
+    r = _run(["-F", "-d", "31", src, f"raw:{src}"], force=True)
+    assert r.returncode == 2 and "is the input" in r.stderr, r.stderr
+    assert _sha(src) == before
 
 
 @pytest.mark.parametrize("writer", WRITERS)

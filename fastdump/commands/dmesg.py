@@ -21,6 +21,8 @@ def main(argv):
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUTFILE")
     args = p.parse_args(argv)
     problems = []
+    if args.outfile not in (None, "-"):
+        safefile.refuse_clashes([args.outfile], [args.vmcore])
     text = extract_dmesg(args.vmcore, caller=args.caller, partial=args.partial, problems=problems)
     if args.outfile in (None, "-"):
         sys.stdout.flush()

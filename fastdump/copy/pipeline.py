@@ -376,10 +376,13 @@ class Dump:
         stats = self._new_stats(r, None, level)
         stats.target = " ".join(o.split)
         plan.apply_to(stats)
-        for path, (lo, hi) in zip(o.split, split_ranges(r.src, plan, len(o.split), o.split_block_pfns)):
-            target = self._bounded(parse_target(path))
+        targets = [self._bounded(parse_target(path)) for path in o.split]
+        for path, target in zip(o.split, targets):   # every name checked before any part is written
             if not isinstance(target, FileTarget):
                 raise UsageError(f"--split parts must be files: {path}")
+            target._check_free(o.force)
+        for path, target, (lo, hi) in zip(o.split, targets,
+                                          split_ranges(r.src, plan, len(o.split), o.split_block_pfns)):
             check_header_room(r.src, target)
             sink = target.open(host=r.host, when=r.when, flat=False, force=o.force, direct=o.direct_io)
             stats.bytes_written += _write_file(sink, stats, functools.partial(self._copy, r, plan, sink,

@@ -15,6 +15,7 @@ import operator
 import os
 import struct
 
+from .. import safefile
 from ..errors import FastdumpError, FormatError, TargetError
 from ..targets.sinks import FileSink, InOrderSink
 from . import checksums, elf, kdump, salvage
@@ -235,6 +236,13 @@ def rearrange(stream, target, *, force=False, max_size=None, allow_incomplete=Fa
     came), and raises; so does a stream that rebuilds into no dump, or into one with
     bytes no record wrote, or (unless ``allow_incomplete``) one its writer flagged
     incomplete: fastdump sends its complete header last, so that stream lost it."""
+    source = getattr(stream, "name", None)        # a path (--from-device), or standard input's fd
+    if not isinstance(source, str) or source.startswith("<"):      # "<stdin>"
+        try:
+            source = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            source = None           # a stream without a descriptor: no file to clash with
+    safefile.refuse_clashes([target], [source])
     check_header(_read_exact(stream, 4096, "the header"))
     sink = FileSink(target, force=force)
     records, written = 0, Written()

@@ -16,6 +16,7 @@ import contextlib
 import os
 import zlib
 
+from .. import safefile
 from ..errors import FastdumpError, FormatError
 from ..targets.sinks import FileSink
 from ..kernel.erase import recorded
@@ -103,6 +104,7 @@ def reassemble(paths, target, *, force=False):
     """Join split parts into ``target``; returns the number of pages (a ``Joined``).
     Each page's bytes are checked against their part (its checksum, or by decoding),
     so a damaged part cannot be sealed into a joined dump whose checksums match."""
+    safefile.refuse_clashes([target], paths)
     parts = _load_parts(paths)
     first = parts[0]
     try:

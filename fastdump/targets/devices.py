@@ -3,7 +3,9 @@
 A flattened dump on a device (``raw:DEV``) overwrites it from byte 0.  Before
 that, the device must not be in use (the kernel refuses ``O_EXCL`` on a mounted
 or otherwise claimed block device) and must not hold a file system, swap, RAID,
-LVM, LUKS or a partition table that these signatures recognise; ``-f`` overrides.
+LVM, LUKS or a partition table that these signatures recognise, nor a dump (an
+earlier crash's, perhaps not saved yet); a regular file standing in for a device
+must start with zeros.  ``-f`` overrides.
 """
 
 import errno
@@ -31,14 +33,24 @@ SIGNATURES = [
     (0x200, b"EFI PART", "a GPT partition table"),
     (0x1FE, b"\x55\xaa", "an MBR partition table or boot sector"),
 ]
-PROBE = max(off + len(magic) for off, magic, _ in SIGNATURES)
+# A dump already there may not have been saved yet: it is not overwritten without -f either.
+DUMPS = [
+    (0, b"makedumpfile\0", "a flattened dump (fastdump -R --from-device saves it)"),
+    (0, b"KDUMP   ", "a kdump-compressed dump"),
+    (0, b"DISKDUMP", "a diskdump dump"),
+    (0, b"\x7fELF", "an ELF file (a dump?)"),
+]
+PROBE = max(off + len(magic) for off, magic, _ in SIGNATURES + DUMPS)
 
 
-def recognise(head):
-    """What the first bytes of a device say it holds, or None."""
-    for off, magic, what in SIGNATURES:
+def recognise(head, *, standing_in=False):
+    """What the first bytes of a device say it holds, or None.  A regular file standing in
+    for a device is someone's data unless its first bytes are all zero."""
+    for off, magic, what in DUMPS + SIGNATURES:
         if head[off:off + len(magic)] == magic:
             return what
+    if standing_in and head.strip(b"\0"):
+        return "data (a regular file whose first bytes are not all zero)"
     return None
 
 
@@ -59,7 +71,7 @@ def open_raw(path, *, force=False):
             raise TargetError(f"{path} is in use (mounted?); use -f/--force to overwrite it anyway") from None
         raise TargetError(f"cannot open {path}: {e.strerror}") from None
     try:
-        held = recognise(os.pread(fd, PROBE, 0))
+        held = recognise(os.pread(fd, PROBE, 0), standing_in=not block)
     except OSError as e:
         os.close(fd)
         raise TargetError(f"cannot read {path}: {e.strerror}") from None
