@@ -274,6 +274,22 @@ def test_dry_run_creates_nothing_for_any_target(world, tmp_path):
         assert sorted(os.listdir(tmp_path)) == ["dir"] and not os.listdir(tmp_path / "dir"), args
 
 
+def test_dry_run_refuses_what_the_real_run_refuses(world, tmp_path):
+    """A dry run that says yes where the run says no tells nothing: a target in a missing
+    directory, and raw: on a file holding data or an earlier dump, fail both ways."""
+    rows = tmp_path / "rows"
+    rows.write_bytes(b"a row of somebody's table\n" * 1000)
+    old = tmp_path / "old"
+    old.write_bytes(bytes(16 << 20))
+    assert _run_fastdump("-F", "-c", "-d", "31", world["V"], f"raw:{old}", cwd=tmp_path).returncode == 0
+    for args in (["-c", "-d", "31", world["V"], str(tmp_path / "no" / "such" / "dir" / "f")],
+                 ["-F", "-c", "-d", "31", world["V"], f"raw:{rows}"],
+                 ["-F", "-c", "-d", "31", world["V"], f"raw:{old}"]):
+        real, dry = (_run_fastdump(*pre, *args, cwd=tmp_path) for pre in ([], ["--dry-run"]))
+        assert real.returncode == dry.returncode == 1, (args, real.stderr, dry.stderr)
+        assert dry.stderr.strip().splitlines()[-1] == real.stderr.strip().splitlines()[-1]
+
+
 def test_size_limit_falls_back_to_the_next_level(world, tmp_path):
     """-L is a full target: with a -d list the next level is tried (as makedumpfile retries)."""
     full = tmp_path / "full"

@@ -117,6 +117,10 @@ class FileTarget(Target):
 
     def _check_free(self, force):
         safefile.check_free(self.path, force=force)
+        parent = self.local_dir() or "."
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            why = "Permission denied" if os.path.isdir(parent) else "No such file or directory"
+            raise TargetError(f"cannot create {self.path}{safefile.INCOMPLETE_SUFFIX}: {why}")
 
     def _free_space(self):
         return _free_bytes_at(self.local_dir() or ".")
@@ -192,6 +196,9 @@ class RawTarget(Target):
                 os.close(fd)
         except OSError:
             return None
+
+    def _check_free(self, force):
+        os.close(devices.open_raw(self.path, force=force))     # the checks, nothing written
 
     def _open(self, *, host, when, flat, force, direct=False):
         fd = devices.open_raw(self.path, force=force)
