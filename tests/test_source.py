@@ -333,3 +333,28 @@ def test_default_read_mode(vmcore, generated_kernel):
         assert judge._scanner().use_mmap is True
         judge = make_judge(s, 31, warn=lambda m: None, use_mmap=False)
         assert judge._scanner().use_mmap is False
+
+
+def test_two_pt_loads_that_disagree_about_memory_are_warned_about(tmp_path, vmcore):
+    """Two PT_LOADs storing one physical range with different bytes: a corrupt vmcore whose
+    pages cannot all be right.  The dump is made (the longer segment's bytes, as before)
+    with a warning naming them; the kernel-text copy that repeats RAM says nothing."""
+    import subprocess
+    import sys
+    with ElfSource(vmcore) as src:
+        assert src.warnings == []
+    data = bytearray(open(vmcore, "rb").read())
+    phoff = struct.unpack_from("<Q", data, 32)[0]
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    loads = [phoff + i * phentsize for i in range(phnum) if struct.unpack_from("<I", data, phoff + i * phentsize)[0]
+             == elf.PT_LOAD]
+    low_ram, ram = loads[1], loads[2]                     # [0] is the kernel-text copy
+    struct.pack_into("<Q", data, low_ram + 24, struct.unpack_from("<Q", data, ram + 24)[0])
+    bad = tmp_path / "overlapping"
+    bad.write_bytes(data)
+    with ElfSource(str(bad)) as src:
+        assert src.warnings == ["PT_LOAD 1 and PT_LOAD 2 hold different bytes for physical 0x100000: "
+                                "the dump takes the longer segment's"]
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-l", "-d", "1", str(bad), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"fastdump: warning: {src.warnings[0]}" in r.stderr.splitlines(), r.stderr

@@ -140,6 +140,8 @@ class Dump:
             with self._open_source() as src:
                 if src.vmcoreinfo is None:
                     self.warn("no VMCOREINFO note: only zero pages can be filtered")
+                for text in getattr(src, "warnings", ()):
+                    self.warn(text)
                 o = self.o
                 engine = CopyEngine(src, codec=o.compress, threads=o.threads,
                                     window_bytes=o.window_bytes, use_mmap=o.use_mmap)

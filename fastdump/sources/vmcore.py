@@ -141,6 +141,7 @@ class ElfSource(ReadOnlyFile):
             stored.append((p.paddr, p.paddr + filesz, p.offset))
             described.append((p.paddr, p.paddr + p.memsz, 0))
         self.segment_extents = stored   # per PT_LOAD, the kernel-text copy included (verify reads all)
+        self.warnings = self._disagreeing_copies(stored)
         # memory fastdump could not read from its source (EIO) and left out of every PT_LOAD
         self.unreadable_runs = pfn_runs(sorted((p.paddr, p.paddr + p.align) for p in self.header.phdrs
                                                if p.type == elf.PT_FASTDUMP_UNREADABLE), self.page_size)
@@ -149,6 +150,29 @@ class ElfSource(ReadOnlyFile):
         if not self.ram_ranges:
             raise SourceError(f"{self.path}: every PT_LOAD is empty (p_memsz 0), nothing to dump")
         self.max_pfn = -(-max(e for _, e in self.ram_ranges) // self.page_size)
+
+    def _disagreeing_copies(self, stored):
+        """A warning for each two PT_LOADs that store one physical range with different first
+        pages.  The kernel-text PT_LOAD of /proc/vmcore repeats part of RAM byte for byte;
+        two copies that differ are a corrupt file, and which one holds the truth cannot be
+        known: the dump takes the longer segment's (``fold_extents``), makedumpfile the
+        first's.  One page of each overlap is compared (``verify`` compares them all)."""
+        out = []
+        order = sorted(range(len(stored)), key=lambda i: stored[i][:2])
+        for k, i in enumerate(order):
+            a0, a1, aoff = stored[i]
+            for j in order[k + 1:]:
+                b0, b1, boff = stored[j]
+                if b0 >= a1:
+                    break
+                lo = max(a0, b0)
+                n = min(self.page_size, min(a1, b1) - lo)
+                if n > 0 and self._read_at(aoff + lo - a0, n) != self._read_at(boff + lo - b0, n):
+                    out.append(f"PT_LOAD {i} and PT_LOAD {j} hold different bytes for physical {lo:#x}: "
+                               f"the dump takes the longer segment's")
+                    if len(out) == 8:
+                        return out
+        return out
 
     def _check_in_file(self, p, size, what):
         if self.file_size is not None and size and p.offset + size > self.file_size:
