@@ -57,6 +57,11 @@ def test_direct_map_and_image(made):
     assert vt.levels == (5 if name == "5level" else 4)
     with pytest.raises(TranslationError):
         vt.walk(0xFFFFC90000000000)          # vmalloc: not mapped in the synthetic kernel
+    # above the direct map (MAX_PHYSMEM_BITS of it) nothing is a fixed offset: --vtop of these
+    # printed 0x777fffffffff and the like for page_offset 0xffff888000000000
+    for va in (0xFFFFFFFFFFFFFFFF, 0xFFFFFE0000000000, PAGE_OFFSET + (1 << vt.max_physmem_bits)):
+        with pytest.raises(TranslationError):
+            vt.translate(va)
 
 
 @pytest.mark.parametrize("made", VMEMMAP_VARIANTS, indirect=True)

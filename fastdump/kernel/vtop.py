@@ -16,6 +16,7 @@ so translating a long vmemmap range costs one table read per 2 MiB.
 import struct
 
 from ..errors import FastdumpError
+from .limits import default_max_physmem_bits
 
 KERNEL_MAP_START = 0xFFFFFFFF80000000
 DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30
@@ -42,6 +43,8 @@ class X86_64Vtop:
         self.phys_base = (vi.phys_base if vi is not None and vi.phys_base is not None else None)
         self.sme_mask = (vi.numbers.get("sme_mask", 0) & U64) if vi is not None else 0
         self.levels = 5 if (vi is not None and vi.numbers.get("pgtable_l5_enabled", 0)) else 4
+        self.max_physmem_bits = (vi.numbers.get("MAX_PHYSMEM_BITS", default_max_physmem_bits(vi))
+                                 if vi is not None else 52)
         self.image_size = (vi.numbers.get("KERNEL_IMAGE_SIZE", DEFAULT_KERNEL_IMAGE_SIZE)
                            if vi is not None else DEFAULT_KERNEL_IMAGE_SIZE)
         self.addr_mask = ENTRY_ADDR_MASK & ~self.sme_mask
@@ -74,7 +77,13 @@ class X86_64Vtop:
     def _fixed(self, va):
         if self.in_kernel_image(va) and self.phys_base is not None:
             return self.kernel_image_pa(va)
-        if self.page_offset is not None and self.page_offset <= va < self.page_offset + (1 << 52):
+        # the direct map covers physical memory only: MAX_PHYSMEM_BITS (46, or 52 with
+        # five-level tables), and no further than the memory this dump describes
+        top = 1 << self.max_physmem_bits
+        max_pfn = getattr(self.source, "max_pfn", None)
+        if max_pfn:
+            top = min(top, max_pfn * getattr(self.source, "page_size", 4096))
+        if self.page_offset is not None and self.page_offset <= va < self.page_offset + top:
             return va - self.page_offset
         return None
 
