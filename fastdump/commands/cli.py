@@ -12,7 +12,8 @@ import signal
 import sys
 
 from .. import __version__
-from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, UsageError
+from .std_streams import BestEffort, guard, is_closed, restore
+from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, TargetError, UsageError
 from ..options import DumpOptions, int_arg, int_type
 from ..formats import codecs
 from ..kernel.levels import MAX_LEVEL
@@ -171,6 +172,7 @@ def _run_dump(argv):
         raise UsageError("no source given (e.g. /proc/vmcore)")
     flat = args.flat or cfg.get("flat", False)
     targets = list(args.target) + list(args.extra_targets)
+    no_stdout = is_closed(sys.stdout)
     if not targets:   # no target and stdout a pipe: the stream to it, as makedumpfile (kdump-utils' ssh form)
         targets = list(cfg.get("targets", [])) or (["-"] if flat or not sys.stdout.isatty() else [])
     if not targets:
@@ -195,17 +197,21 @@ def _run_dump(argv):
                "size_limit": args.size_limit, "dry_run": args.dry_run, "erase_config": args.erase_config,
                "vmlinux": args.vmlinux if args.erase_config else None}
     options = DumpOptions.check(source=source, **options)
+    if no_stdout and parsed and all(isinstance(t, StdoutTarget) for t in parsed):
+        raise TargetError(f"standard output is closed: nowhere to write the dump"
+                          f"{'' if args.target or args.extra_targets else ' (no target given)'}")
     if args.check_params:   # makedumpfile --check-params: checked as for a run, nothing opened
         return 0
     tuning_note = mdf.note(args)
     if tuning_note:
         say(tuning_note)
     to_stdout = any(isinstance(t, StdoutTarget) for t in parsed)
+    report_to = sys.stderr if to_stdout else BestEffort(sys.stdout)   # reports do not fail a dump
     if args.vtop:
-        mdf.print_vtop(source, args.vtop, sys.stderr if to_stdout else sys.stdout)
+        mdf.print_vtop(source, args.vtop, report_to)
     stats = run(options, progress=progress, warn=lambda t: say(f"warning: {t}"))
     if args.show_stats:
-        mdf.print_report(stats, sys.stderr if to_stdout else sys.stdout)
+        mdf.print_report(stats, report_to)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
     dropped = sum(stats.excluded.values())
     where = stats.dump_path or stats.target
@@ -250,6 +256,9 @@ def _run_rearrange(argv):
             stream = open(args.from_device, "rb", buffering=1 << 20)
         except OSError as e:
             raise UsageError(f"cannot open {args.from_device}: {e.strerror}") from None
+    elif is_closed(sys.stdin):
+        raise FastdumpError("standard input is closed: no stream to rebuild (give it on stdin or "
+                            "with --from-device DEV)")
     else:
         stream = sys.stdin.buffer
     with stream:
@@ -305,6 +314,8 @@ def _run_dump_dmesg(argv):
     args = _dump_options_mode(argv, "--dump-dmesg")
     if len(args.target) > 1:
         raise UsageError("--dump-dmesg writes one file (or stdout)")
+    if args.target in ([], ["-"]) and is_closed(sys.stdout):
+        raise TargetError("standard output is closed: nowhere to write the kernel log (give a file)")
     if args.check_params:
         return 0
     from .dmesg import main as dmesg_main
@@ -333,6 +344,14 @@ def main(argv=None):
     for sig in (signal.SIGTERM, signal.SIGHUP):   # SIGHUP: a dropped ssh session, as an interruption
         signal.signal(sig, _term_as_interrupt)
     quiet_errors = _message_level(argv) & MSG_ERROR == 0
+    guarded = guard()
+    try:
+        return _main(argv, quiet_errors)
+    finally:
+        restore(guarded)
+
+
+def _main(argv, quiet_errors):
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
@@ -368,7 +387,9 @@ def run(entry=None):
     and closed; freeing a hundred modules and their objects would add about 9 ms of one
     core to every dump (strace, 2 GiB guest, 2026-12-02), which a 0.16 s ``-d 31`` dump
     feels.  ``main()`` itself returns, so capture scripts and tests that call it keep
-    their interpreter."""
+    their interpreter.  Standard streams closed or failing are guarded first (the shim's
+    ``entry`` wraps stdout before ``main()``); stderr's failures never change the status."""
+    guard()
     try:
         rc = (entry or main)()
     except SystemExit as e:               # argparse's --help, --version and usage errors
@@ -378,11 +399,14 @@ def run(entry=None):
             rc = EXIT_ERROR
     rc = rc or 0
     try:
-        if sys.stdout is not None:              # None: started with fd 1 closed
+        if sys.stdout is not None:              # a Closed stand-in when started with fd 1 closed
             sys.stdout.flush()
     except (OSError, ValueError) as e:          # the reader of a pipe gone, a closed stream
-        print(f"fastdump: error: cannot write to standard output: {getattr(e, 'strerror', None) or e}",
-              file=sys.stderr)
+        try:
+            print(f"fastdump: error: cannot write to standard output: {getattr(e, 'strerror', None) or e}",
+                  file=sys.stderr)
+        except (OSError, ValueError):
+            pass
         rc = rc or EXIT_ERROR
     try:
         if sys.stderr is not None:

@@ -4,6 +4,11 @@ A capture kernel's console is a serial line that scrolls and is logged, so when
 stderr is not a TTY we print one short line every few seconds instead of a bar.
 tqdm is optional (a capture initramfs does not hold it): without it a terminal gets the
 plain lines too, never an ImportError in the middle of a dump.
+
+Progress is best effort: a stream that fails (a full or closed stderr, a console gone)
+silences it for the rest of the run and never reaches the dump.  Without a stream at all
+(the process started with stderr closed) there is no progress: ``print(file=None)`` would
+write it to stdout, where a ``-F`` stream goes.
 """
 
 import sys
@@ -25,9 +30,11 @@ def _have_tqdm():
 
 class Progress:
     def __init__(self, mode="auto", stream=None, interval=5.0):
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
+        if self.stream is None:
+            mode = "quiet"
         if mode == "auto":
-            mode = "bar" if hasattr(self.stream, "isatty") and self.stream.isatty() else "lines"
+            mode = "bar" if _isatty(self.stream) else "lines"
         if mode == "bar" and not _have_tqdm():
             mode = "lines"
         self.mode = mode
@@ -41,13 +48,19 @@ class Progress:
         self.started = self._last = time.monotonic()
         if self.mode == "bar":
             from tqdm import tqdm
-            self._bar = tqdm(total=self.total * unit_bytes, desc=name, unit="B", unit_scale=True,
-                             unit_divisor=1024, file=self.stream, leave=False)
+            try:
+                self._bar = tqdm(total=self.total * unit_bytes, desc=name, unit="B", unit_scale=True,
+                                 unit_divisor=1024, file=self.stream, leave=False)
+            except (OSError, ValueError):
+                self._silence()
 
     def update(self, units):
         self.done += units
         if self._bar is not None:
-            self._bar.update(units * self.unit_bytes)
+            try:
+                self._bar.update(units * self.unit_bytes)
+            except (OSError, ValueError):
+                self._silence()
         elif self.mode == "lines":
             now = time.monotonic()
             if now - self._last >= self.interval:
@@ -59,17 +72,37 @@ class Progress:
         rate = self.done * self.unit_bytes / elapsed
         left = (self.total - self.done) * self.unit_bytes / rate if rate else 0
         pct = 100.0 * self.done / self.total
-        print(f"fastdump: {self.name} {pct:5.1f}% {rate / 1e6:8.1f} MB/s ETA {_fmt_eta(left)}",
-              file=self.stream, flush=True)
+        self._print(f"fastdump: {self.name} {pct:5.1f}% {rate / 1e6:8.1f} MB/s ETA {_fmt_eta(left)}")
 
     def close(self):
         if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+            bar, self._bar = self._bar, None
+            try:
+                bar.close()
+            except (OSError, ValueError):
+                self._silence()
         elif self.mode == "lines" and self.name and self.done:
             self._line(time.monotonic())
         self.name = ""
 
     def message(self, text):
         if self.mode != "quiet":
-            print(f"fastdump: {text}", file=self.stream, flush=True)
+            self._print(f"fastdump: {text}")
+
+    def _print(self, text):
+        try:
+            print(text, file=self.stream, flush=True)
+        except (OSError, ValueError):   # a full, closed or gone stream: the dump goes on
+            self._silence()
+
+    def _silence(self):
+        """The stream failed: no more progress on it (the dump does not depend on it)."""
+        self.mode = "quiet"
+        self._bar = None
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
