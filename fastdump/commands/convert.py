@@ -6,20 +6,27 @@ output: one PT_LOAD per run of dumped pages, ``p_memsz`` reaching over the pages
 the input had excluded, so memory that existed stays described.  Then the usual
 pipeline judges and writes it, so a higher dump level, another compressor (for
 instance fastdump's lz4 to zstd) or ELF output all work the same way.  Offline
-work, so pages are decoded in Python.
+work, so pages are decoded in Python.  An input flagged incomplete (its writer did not
+finish it) gives an output flagged incomplete, after a warning with the number of pages
+it never got where its headers tell it, and status 3.
 """
 
+import functools
 import os
+import re
 import sys
 
 from .. import safefile
-from ..errors import EXIT_PARTIAL, FormatError, UsageError
+from ..copy.pipeline import SPLITBLOCK_PFNS, Dump
+from ..copy.progress import Progress
+from ..errors import EXIT_PARTIAL, FastdumpError, FormatError, UsageError
 from ..formats import codecs, elf
 from ..formats.flat import rearrange
 from ..formats.elfdump import notes_recording
 from ..kernel.erase import recorded
-from ..options import path_arg
+from ..options import PROGRESS, DumpOptions, choice_arg, path_arg
 from ..sources.opener import open_dump, sniff
+from ..sources.vmcore import fold_extents, pfn_runs
 from .cli import _levels
 from .parsing import Parser
 
@@ -127,44 +134,145 @@ def kdump_to_elf(reader, path):
     return len(lost) + max(0, past_end)
 
 
+def _kdump_never_got(reader):
+    """How many pages a kdump dump flagged incomplete planned to hold and no longer
+    claims, or None when that cannot be told (no page data arrived).  Its writer, or
+    the rebuild of a stream cut short (``salvage``), took the pages never written out
+    of the 2nd bitmap; the descriptor table keeps their slots, between the descriptors
+    the bitmap counts and the first page data (``data_gap``; pages the source could not
+    read lie there too, and are as missing)."""
+    first, total = None, reader.n_descriptors()
+    for i in range(0, total, 1 << 14):
+        n = min(1 << 14, total - i)
+        descs = reader.read_descriptors(i, n, partial=True)
+        written = [off for off in descs.offsets if off > 0]
+        if written:
+            first = min(written) if first is None else min(first, min(written))
+        if len(descs) < n:
+            break                 # the file ends inside the table
+    gap = reader.data_gap(first) if first is not None else None
+    return gap[0] if gap else None
+
+
+def _elf_never_got(reader):
+    """How many pages an ELF dump flagged incomplete names as stored but does not hold
+    (its PT_LOADs' data past the end of the file: a stream cut short keeps the first
+    header, which names all of it), or None when its headers do not say: a dump its
+    writer finished as incomplete had its PT_LOADs cut back to what it wrote, and the
+    pages it never got then look like pages filtered out."""
+    if not reader.truncated:
+        return None
+    named = pfn_runs(fold_extents([(p.paddr, p.paddr + p.filesz, p.offset) for p in reader.loads]),
+                     reader.page_size)
+    return sum(b - a for a, b in named) - sum(b - a for a, b in reader.stored_runs())
+
+
+def _unfinished(given, missing, *, exact):
+    """The warning about an input flagged incomplete: how many pages it never got."""
+    if missing is None or (not exact and not missing):
+        return f"{given} is marked incomplete; the pages it never got stay missing (its headers do not say how many)"
+    if not exact:
+        return (f"{given} is marked incomplete; at least {missing} pages it never got stay missing "
+                f"(its headers do not say how many more)")
+    return f"{given} is marked incomplete; {missing} pages it never got stay missing"
+
+
+class _Dump(Dump):
+    """The pipeline's Dump; with ``unfinished`` its output is flagged incomplete as the
+    writers flag a dump they could not finish (``finish(incomplete=True)``): every page
+    the input holds is written, but the pages the input never got are missing from the
+    output too, and must not read as pages filtered out of a complete dump."""
+
+    def __init__(self, options, *, unfinished, **kw):
+        super().__init__(options, **kw)
+        self.unfinished = unfinished
+
+    def _copy(self, r, plan, sink, split=None):
+        copy = super()._copy(r, plan, sink, split)
+        if self.unfinished:       # the finish() that ends every dump then writes the flagged header
+            copy.writer.finish = functools.partial(copy.writer.finish, incomplete=True)
+        return copy
+
+
 def convert(src, target, *, level=0, compress="zstd", format="kdump", force=False, threads=None,
             progress="quiet", warn=None, stats_json=None):
-    """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats."""
-    from ..copy.pipeline import dump
-
+    """Rewrite ``src`` (ELF, kdump-compressed or flattened) into ``target``; returns Stats.
+    An input flagged incomplete gives an output flagged incomplete (``Stats.incomplete``),
+    after a warning saying how many pages it never got."""
     src, target = path_arg(src, "input dump"), path_arg(target, "target")
     kind = sniff(src)
     if kind not in ("elf", "kdump", "flattened"):
         raise UsageError(f"{src}: not a dump fastdump can convert")
+    if not isinstance(progress, Progress):
+        progress = choice_arg(progress or "quiet", "progress mode", PROGRESS)
+    if warn is not None and not callable(warn):
+        raise UsageError("warn must be a callable taking one line of text")
+    wanted = dict(target=target, level=level, compress=compress, format=format, force=force, threads=threads,
+                  stats_json=stats_json, split_block_pfns=SPLITBLOCK_PFNS)
+    # checked against the input itself, not the temporary files made from it: an output
+    # must never replace what it is converted from, even with -f
+    DumpOptions.check(source=src, **wanted)
 
-    def run(vmcore):
-        return dump(vmcore, target, level=level, compress=compress, format=format, force=force,
-                    threads=threads, progress=progress, warn=warn, stats_json=stats_json)
+    def run(vmcore, unfinished=None, lost=0):
+        """The pipeline on ``vmcore``; ``unfinished``: the warning that the input is flagged
+        incomplete (the output then is too); ``lost``: pages of a complete input that could
+        not be read."""
+        options = DumpOptions.check(source=vmcore, **wanted)
+        d = _Dump(options, unfinished=unfinished is not None, progress=progress, warn=warn)
+        if unfinished:
+            d.warn(unfinished)      # in Stats.warnings too
+        stats = d.run()
+        stats.pages_unreadable += lost     # a complete dump that lost pages since: say so
+        stats.incomplete = stats.incomplete or unfinished is not None
+        if options.stats_json:      # written here, not by the pipeline: with the counts above
+            import json
+            try:
+                safefile.write_file(options.stats_json, json.dumps(stats.to_dict(), indent=1).encode(),
+                                    force=options.force)
+            except FastdumpError as e:   # the output is written: statistics must not fail it
+                d.warn(f"statistics not written: {e}")
+                stats.warnings.append(f"statistics not written: {e}")
+        return stats
+
+    given = src     # what messages name: not the temporary files made from it
+
+    def elf_input(path):
+        with open_dump(path) as reader:
+            return _unfinished(given, _elf_never_got(reader), exact=True) if reader.incomplete else None
 
     if kind == "elf":
-        return run(src)
-    given = src     # what messages name: not the temporary files made from it
+        return run(src, elf_input(src))
     with safefile.private_tempdir(os.path.dirname(os.path.abspath(target)) or ".") as tmp:
         if kind == "flattened":
             flat_out = os.path.join(tmp, "rearranged")
-            with open(src, "rb") as stream:
-                rearrange(stream, flat_out, allow_incomplete=True)   # warned about below, as any input
+            try:
+                with open(src, "rb") as stream:
+                    rearrange(stream, flat_out, allow_incomplete=True)   # warned about below, as any input
+            except FastdumpError as e:
+                raise type(e)(f"{given}: {_without(str(e), tmp)}; nothing converted") from None
             src, kind = flat_out, sniff(flat_out)
-        lost, incomplete = 0, False
-        if kind == "kdump":
-            unpacked = os.path.join(tmp, "unpacked")
-            with open_dump(src) as reader:
-                if reader.split:
-                    raise UsageError(f"{given} is one part of a split dump: --reassemble it first")
-                incomplete = reader.incomplete
-                lost = kdump_to_elf(reader, unpacked)
-            if incomplete and warn:
-                warn(f"{given} is marked incomplete; {lost} pages it lost stay missing")
-            src = unpacked
-        stats = run(src)
-        if lost and not incomplete:     # a complete dump that lost pages since: say so
-            stats.pages_unreadable += lost
-        return stats
+        if kind == "elf":
+            return run(src, elf_input(src))
+        unpacked = os.path.join(tmp, "unpacked")
+        with open_dump(src) as reader:
+            if reader.split:
+                raise UsageError(f"{given} is one part of a split dump: --reassemble it first")
+            incomplete = reader.incomplete
+            never_got = _kdump_never_got(reader) if incomplete else None
+            lost = kdump_to_elf(reader, unpacked)
+        if not incomplete:
+            return run(unpacked, lost=lost)
+        # pages it claims but cannot give (never written, or past the end of the file) and
+        # pages it no longer claims: both missing
+        return run(unpacked, _unfinished(given, lost + (never_got or 0), exact=never_got is not None))
+
+
+def _without(text, tmp):
+    """A failure to rebuild the flattened input in the temporary directory ``tmp``, told
+    without naming it: the directory is gone by the time the message is read."""
+    for clause in ("; what arrived is in ", " (what arrived is in "):
+        text = text.split(clause + tmp, 1)[0]
+    return re.sub(re.escape(os.path.join(tmp, "")) + r"[^\s:,)]*", "its temporary rebuild", text)
 
 
 def main(argv):
@@ -187,6 +295,10 @@ def main(argv):
                     warn=lambda t: print(f"fastdump: warning: {t}"))
     print(f"fastdump: converted {args.input} -> {args.output}: {stats.pages_kept} pages kept, "
           f"{stats.bytes_written / 1e6:.1f} MB")
+    if stats.incomplete:        # as --reassemble of a part flagged incomplete
+        print(f"fastdump: error: converted but partial: {args.input} is flagged incomplete, and the pages "
+              f"it never got are missing; {args.output} is flagged incomplete", file=sys.stderr)
+        return EXIT_PARTIAL
     if stats.pages_unreadable:
         print(f"fastdump: error: converted but partial: {stats.pages_unreadable} pages of {args.input} "
               f"could not be read and are missing from {args.output}", file=sys.stderr)
