@@ -382,7 +382,7 @@ class Dump:
         for path, target in zip(o.split, targets):   # every name checked before any part is written
             if not isinstance(target, FileTarget):
                 raise UsageError(f"--split parts must be files: {path}")
-            target._check_free(o.force)
+            target.check_free(o.force)
         for path, target, (lo, hi) in zip(o.split, targets,
                                           split_ranges(r.src, plan, len(o.split), o.split_block_pfns)):
             check_header_room(r.src, target)

@@ -90,6 +90,11 @@ class Target:
             sink = self._open(host=host, when=when, flat=flat, force=force, direct=direct)
         return LimitedSink(sink, self.size_limit) if self.size_limit is not None else sink
 
+    def check_free(self, force):
+        """Refuse now what opening the target would refuse before writing (an existing
+        name without ``force``, a missing directory, a device that holds data)."""
+        self._check_free(force)
+
     def _check_free(self, force):
         """What a real run refuses before it writes anything (for a dry run)."""
 
