@@ -40,7 +40,7 @@ def decompress_page(unsigned int flag, const unsigned char[::1] data not None, s
     out = bytearray(page_size)
     cdef unsigned char[::1] o = out
     cdef size_t n = data.shape[0], got = 0, r
-    cdef unsigned long zl = page_size
+    cdef unsigned long zl = page_size, zin
     cdef lzo_uint ll = page_size
     cdef int rc = -1
     cdef const unsigned char* src = &data[0] if n else NULL
@@ -48,9 +48,13 @@ def decompress_page(unsigned int flag, const unsigned char[::1] data not None, s
         raise ValueError("empty compressed page")
     with nogil:
         if flag == KD_ZLIB:
-            rc = uncompress(&o[0], &zl, src, n)
+            # uncompress2 says how much of the input the stream took: bytes after its end
+            # (a descriptor's size grown over the next page's data) are corruption, as the
+            # other codecs already find
+            zin = n
+            rc = uncompress2(&o[0], &zl, src, &zin)
             got = zl
-            rc = 0 if rc == Z_OK else -1
+            rc = 0 if rc == Z_OK and zin == n else -1
         elif flag == KD_ZSTD:
             r = ZSTD_decompress(&o[0], page_size, src, n)
             rc = -1 if ZSTD_isError(r) else 0

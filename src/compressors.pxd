@@ -24,6 +24,7 @@ cdef extern from "lz4.h" nogil:
 cdef extern from "zlib.h" nogil:
     unsigned long compressBound(unsigned long)
     int uncompress(unsigned char*, unsigned long*, const unsigned char*, unsigned long)
+    int uncompress2(unsigned char*, unsigned long*, const unsigned char*, unsigned long*)
     const char* zlibVersion()
     int Z_OK
 

@@ -588,3 +588,21 @@ def test_elf_to_kdump_to_elf_records_the_erasure_once(world, tmp_path):
     with fastdump.open(first) as a, fastdump.open(out) as b:
         want = [n.desc for n in a.notes if n.name == b"ERASEINFO"]
         assert [n.desc for n in b.notes if n.name == b"ERASEINFO"] == want and len(want) == 1
+
+
+def test_verify_holds_both_copies_of_a_page_to_the_eraseinfo():
+    """An ELF dump stores the kernel text twice: a page whose two copies were erased
+    differently (4000 'X' in one, 10 in the other) was counted by whichever copy came
+    last, and 10 bytes passed a budget of 10.  Now the larger count is held to the budget
+    and the disagreement is a problem of its own."""
+    from fastdump.commands.verify import _Erased
+    want = bytes(4096)
+    once, more = b"X" * 10 + bytes(4086), b"X" * 4000 + bytes(96)
+    for order in ((more, once), (once, more)):
+        erased = _Erased({ord("X"): 10, 0: 0}, source="vmcore")
+        assert all(erased.accounts_for(0x1003, got, want) for got in order)
+        result, problems = {}, set()
+        erased.report(result, problems)
+        assert result["bytes_erased"] == 4000
+        assert any("erased differently in their two copies (pfn 0x1003)" in p for p in problems), problems
+        assert any("4000 bytes differ from the source as X erase fill" in p for p in problems), problems

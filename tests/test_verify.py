@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import fastdump
+from fastdump import _core
 from fastdump.formats import kdump
 from fastdump.testing.generator import MiB, make_vmcore
 from fastdump.commands.verify import verify
@@ -71,6 +72,22 @@ def test_makedumpfile_dump_passes(small_vmcore, tmp_path, flag):
     r = verify(out, small_vmcore)
     assert r["ok"], r["verdict"]
     assert r["pages_compared"] == r["pages_checked"] > 1000, r
+
+
+def test_a_zlib_page_whose_size_runs_into_the_next_page_fails(small_vmcore, tmp_path):
+    """zlib's uncompress() stops at the end of the stream and ignores what follows: a
+    makedumpfile -c page whose descriptor size was grown over the next page's data passed
+    verify, with and without the source (lzo, snappy, zstd and lz4 refuse such bytes)."""
+    out = str(tmp_path / "mkd")
+    makedumpfile("-c", "-d", "1", small_vmcore, out)
+    with fastdump.open(out) as d:
+        pfn = next(p for p in d.pfns() if d.descriptor(p)[2] == _core.KD_ZLIB and d.descriptor(p)[1] < 2000)
+        at = d.desc_off + kdump.DESC.size * (d._prefix_index(pfn) - d._base_index)
+    bad = corrupt(out, tmp_path, lambda b: struct.pack_into("<I", b, at + 8, struct.unpack_from("<I", b, at + 8)[0]
+                                                                        + 40))
+    for src in (None, small_vmcore):
+        r = verify(bad, src)
+        assert not r["ok"] and f"pfn {pfn:#x}" in r["verdict"], r["verdict"]
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -73,6 +73,7 @@ class _Erased:
 
     def __init__(self, budget, source):
         self.budget, self.by_pfn = (budget if source is not None else None), {}
+        self.unalike = []     # pfns whose two copies were erased differently
         self.lock = threading.Lock()
 
     def accounts_for(self, pfn, got, want):
@@ -87,12 +88,19 @@ class _Erased:
                     return False
                 n[a] += 1
         with self.lock:
+            seen = self.by_pfn.get(pfn)
+            if seen is not None and seen != n:     # the other copy was erased otherwise
+                self.unalike.append(pfn)
+                n = {fill: max(n[fill], seen[fill]) for fill in n}
             self.by_pfn[pfn] = n
         return True
 
     def report(self, result, problems):
         got = {fill: sum(n[fill] for n in self.by_pfn.values()) for fill in self.budget or ()}
         result["pages_erased"], result["bytes_erased"] = len(self.by_pfn), sum(got.values())
+        if self.unalike:
+            problems.add(f"{len(self.unalike)} pages stored twice were erased differently in their two copies "
+                         f"(pfn {', '.join(f'{p:#x}' for p in sorted(self.unalike)[:4])})")
         for fill, n in got.items():
             if n > self.budget[fill]:
                 problems.add(f"{n} bytes differ from the source as {'X' if fill else '0 (nullify)'} erase fill, "
