@@ -251,3 +251,19 @@ def test_a_split_part_does_not_count_the_other_parts_pages_as_unreadable(vmcore,
         r = verify(part)
         assert r["ok"] and r["pages_unreadable"] == 0, r["verdict"]
         assert "unreadable" not in r["verdict"]
+
+
+def test_the_verdict_says_what_was_not_held_to_anything(small_vmcore, tmp_path):
+    """Without the source or checksums, a raw page is not read at all and an ELF page is
+    held to nothing but the kernel-text copy: the OK line said "N pages checked" as if
+    every one had been decoded.  It also counted the kernel text twice as pages."""
+    raw, elfd = str(tmp_path / "raw"), str(tmp_path / "elf")
+    makedumpfile("-d", "1", small_vmcore, raw)
+    makedumpfile("-E", "-d", "1", small_vmcore, elfd)
+    r = verify(raw)
+    assert r["ok"] and f"of which {r['codecs']['none']} stored raw only had their place in the file checked" \
+        in r["verdict"], r["verdict"]
+    assert "only had their place" not in verify(raw, small_vmcore)["verdict"]
+    r = verify(elfd)
+    assert r["ok"] and f"stored pages checked ({r['pages']} pfns" in r["verdict"], r["verdict"]
+    assert "held to nothing but the kernel-text copy" in r["verdict"]

@@ -589,7 +589,18 @@ def _verdict(r):
         used = f" ({used})" if used else ""
         lost = r.get("pages_unreadable")
         lost = f", {lost} unreadable source pages left out" if lost else ""
-        return (f"OK: {r['path']}: {what}, {r['pages_checked']} pages checked{used}{cmp}{lost}, "
+        checked = f"{r['pages_checked']} pages checked"
+        if r["format"] == "elf" and r.get("pages") and r["pages_checked"] > r["pages"]:
+            checked = (f"{r['pages_checked']} stored pages checked ({r['pages']} pfns: part of memory, "
+                       f"the kernel text, is stored twice)")
+        unread = ""
+        if not r["source"] and not r.get("pages_checksummed"):
+            raw = r["codecs"].get("none", 0) if r["format"] == "kdump" else r["pages_checked"]
+            if raw:     # stored as they are: without the source or a checksum, nothing to hold them to
+                unread = (f", of which {raw} stored raw only had their place in the file checked"
+                          if r["format"] == "kdump" else
+                          ", their bytes held to nothing but the kernel-text copy against RAM")
+        return (f"OK: {r['path']}: {what}, {checked}{used}{unread}{cmp}{lost}, "
                 f"{_sums_note(r)}, {r['seconds']:.2f} s")
     if r["problems"]:
         more = r["problem_count"] - 1
