@@ -206,3 +206,51 @@ def test_far_side_never_writes_through_a_planted_directory(vmcore, tmp_path, ssh
     r = fastdump_cli("-z", "-d", "31", *sshd_plain.options(), vmcore, sshd_plain.target(str(remote)), check=False)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["size limit", "SIGTERM"])
+def test_without_fastdump_a_stream_cut_short_is_never_named_vmcore_flat(vmcore, tmp_path, sshd_plain, how):
+    """cat on the far side ends at EOF whether the stream was whole or not: a run cut short
+    left vmcore.flat and its README, exactly what a complete one leaves.  Now the stream
+    lands as vmcore.flat.incomplete and only a finished run names it."""
+    import pathlib
+    remote = pathlib.Path(sshd_plain.home) / "crash"
+    remote.mkdir()
+    shutil.chown(remote, sshd_plain.user)
+    argv = FASTDUMP + ["--compress", "none", "-d", "0", "--threads", "1", *sshd_plain.options(), vmcore,
+                       sshd_plain.target(str(remote))]
+    if how == "size limit":
+        r = subprocess.run(argv[:3] + ["-L", "5M"] + argv[3:], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and "size limit" in r.stderr, r.stderr
+    else:
+        p = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(f.stat().st_size > 4 << 20 for d in remote.iterdir()
+                                                 for f in d.iterdir()):
+            time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=120)[1]
+        assert p.returncode != 0 and "incomplete" in err, err
+    assert os.listdir(_only_dir(remote)) == ["vmcore.flat.incomplete"]
+
+
+@pytest.mark.slow
+def test_a_host_that_never_answers_is_given_up_for_the_next_target(vmcore, tmp_path):
+    """A host that takes the connection and then says nothing held the run for ever (no
+    ConnectTimeout), and the next --target was never tried."""
+    import threading
+    deaf = socket.socket()
+    deaf.bind(("127.0.0.1", 0))
+    deaf.listen(4)
+    held = []
+    threading.Thread(target=lambda: held.append(deaf.accept()), daemon=True).start()
+    local = str(tmp_path / "local")
+    t0 = time.monotonic()
+    r = subprocess.run(FASTDUMP + ["-z", "-d", "1", vmcore, "--target",
+                                   f"ssh://root@127.0.0.1:{deaf.getsockname()[1]}/tmp/x", "--target", local],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and "trying" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 120
+    with fastdump.open(local) as d:
+        assert not d.incomplete
+    deaf.close()

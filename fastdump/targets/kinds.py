@@ -223,10 +223,16 @@ class SshTarget(Target):
         s = self.ssh
         remote_dir = f"{s['path'].rstrip('/') or '/'}/{_stamped(host, when)}"
         d = shlex.quote(remote_dir)
-        # the far side keeps the same rule: a fresh private directory, nothing replaced (set -C)
+        # the far side keeps the same rule: a fresh private directory, nothing replaced (set -C).
+        # Without fastdump there, cat cannot tell a whole stream from one cut short (it ends at
+        # EOF either way): the stream lands as vmcore.flat.incomplete, named vmcore.flat by a
+        # second ssh call once this side has sent all of it (as kdump-utils renames its
+        # vmcore-incomplete); fastdump -R names its own output when the end record came.
         script = (f"umask 077 && set -C && mkdir -p {shlex.quote(s['path'])} && mkdir {d} && "
                   f"if command -v fastdump >/dev/null 2>&1; then fastdump -R {d}/vmcore; "
-                  f"else cat > {d}/vmcore.flat && printf '%s\\n' "
+                  f"else cat > {d}/vmcore.flat.incomplete; fi")
+        finish = (f"umask 077 && set -C && if [ -e {d}/vmcore.flat.incomplete ]; then "
+                  f"[ ! -e {d}/vmcore.flat ] && mv {d}/vmcore.flat.incomplete {d}/vmcore.flat && printf '%s\\n' "
                   f"{shlex.quote('flattened dump: rebuild with  fastdump -R vmcore < vmcore.flat  (or makedumpfile -R)')}"
                   f" > {d}/README; fi")
         argv = ssh_argv(s, script)
@@ -237,7 +243,7 @@ class SshTarget(Target):
         except OSError as e:
             raise TargetError(f"cannot run ssh: {e.strerror}") from None
         self.dump_path = f"{s['dest']}:{remote_dir}"
-        return SshSink(proc, name=self.spec)
+        return SshSink(proc, name=self.spec, finish=ssh_argv(s, finish))
 
 
 class S3Target(Target):
@@ -292,8 +298,8 @@ def _stamped(host, when):
 class SshSink(FlatSink):
     """A flattened stream into an ssh process; complete only if ssh exits 0."""
 
-    def __init__(self, proc, *, name):
-        self.proc = proc
+    def __init__(self, proc, *, name, finish=None):
+        self.proc, self.finish = proc, finish      # finish: the ssh call that names a whole stream
         super().__init__(proc.stdin, name=name)
 
     def _write(self, data):
@@ -320,6 +326,18 @@ class SshSink(FlatSink):
         rc = self.proc.wait()
         if rc != 0:
             raise TargetError(f"{self.name}: ssh failed: {self._ssh_error()}")
+        if self.finish:
+            import subprocess
+            try:
+                done = subprocess.run(self.finish, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, timeout=SSH_FINISH_SECONDS)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise TargetError(f"{self.name}: the stream arrived, but ssh could not name it "
+                                  f"vmcore.flat: {e}") from None
+            if done.returncode != 0:
+                err = done.stderr.decode(errors="replace").strip().splitlines()
+                raise TargetError(f"{self.name}: the stream arrived, but ssh could not name it vmcore.flat: "
+                                  f"{err[-1] if err else f'exit status {done.returncode}'}")
         return self.name
 
     def abandon(self):
@@ -335,9 +353,16 @@ class SshSink(FlatSink):
         return self.name
 
 
+#: a host that accepts the connection and then says nothing (or never answers at all) must
+#: not hold the run: the next --target is tried after this long (ssh's ConnectTimeout also
+#: bounds the wait for the server's banner)
+SSH_CONNECT_SECONDS = 30
+SSH_FINISH_SECONDS = 120
+
+
 def ssh_argv(s, remote_command):
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4"]
+            "-o", "ServerAliveCountMax=4", "-o", f"ConnectTimeout={SSH_CONNECT_SECONDS}"]
     if s.get("port"):
         argv += ["-p", str(s["port"])]
     if s.get("key"):
