@@ -267,3 +267,25 @@ def test_the_verdict_says_what_was_not_held_to_anything(small_vmcore, tmp_path):
     r = verify(elfd)
     assert r["ok"] and f"stored pages checked ({r['pages']} pfns" in r["verdict"], r["verdict"]
     assert "held to nothing but the kernel-text copy" in r["verdict"]
+
+
+def test_the_shared_zero_page_is_checked_whatever_the_dump_level_says(small_vmcore, tmp_path):
+    """The zero page that many descriptors share was checked only when the sub header's
+    dump_level excluded zero pages: with the level edited to 0, a byte written into it
+    (every zero page then reads non-zero) passed verify."""
+    out = str(tmp_path / "mkd")
+    makedumpfile("-c", "-d", "1", small_vmcore, out)
+    with fastdump.open(out) as d:
+        descs = [d.descriptor(p) for p in d.pfns()]
+        bs = d.block_size
+    first = min(o for o, *_ in descs if o)
+    assert sum(1 for o, *_ in descs if o == first) > 100
+
+    def edit(b):
+        struct.pack_into("<I", b, bs + 8, 0)          # the sub header's dump_level (after phys_base)
+        b[first + 100] = 1
+    bad = corrupt(out, tmp_path, edit)
+    with fastdump.open(bad) as d:
+        assert d.dump_level == 0
+    r = verify(bad)
+    assert not r["ok"] and "zero page" in r["verdict"], r["verdict"]

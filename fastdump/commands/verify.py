@@ -329,7 +329,11 @@ def _check_kdump(r, source, threads, result, problems):
         written = [o for o in offs if o]
         with counts_lock:
             if written:
-                counts["min_offset"] = min(counts.get("min_offset", r.file_size), min(written))
+                low = min(written)
+                if low < counts.get("min_offset", r.file_size):
+                    counts["min_offset"], counts["at_min"] = low, 0
+                if low == counts["min_offset"]:
+                    counts["at_min"] += written.count(low)
             counts["unwritten"] += unwritten
             counts["compared"] += compared
             counts["checked"] += len(offs) - unwritten
@@ -340,7 +344,9 @@ def _check_kdump(r, source, threads, result, problems):
     erased.report(result, problems)
     first = counts.get("min_offset")
     if first is not None and data_start <= r.file_size and not r.incomplete:
-        gap = r.data_gap(first)
+        # page data that several descriptors share is the shared zero page, whatever the
+        # header's dump_level says (an edited level would otherwise skip this check)
+        gap = r.data_gap(first, shared=counts.get("at_min", 0) > 1)
         if gap is None:
             problems.add(f"page data starts at {first:#x}, not right after the {ndesc} descriptors that the "
                          f"2nd bitmap calls for ({data_start:#x}): bitmap and descriptors disagree")

@@ -542,7 +542,7 @@ class KdumpReader(ReadOnlyFile):
             return None
         return self.desc_off + DESC.size * self.n_descriptors(all_parts=True)
 
-    def data_gap(self, first_data):
+    def data_gap(self, first_data, *, shared=False):
         """What lies between the descriptor table and ``first_data`` (the lowest page
         data offset): ``(unreadable, zero_page_offset)``, or None when it is anything
         else, i.e. the 2nd bitmap and the table disagree.
@@ -552,13 +552,15 @@ class KdumpReader(ReadOnlyFile):
         complete but partial dump's table ends in that many never-written (zero)
         slots.  Next comes the shared zero page of dump level 1 (makedumpfile's
         layout too), referenced or not.  A split part's table is sized for every
-        part: the other parts' pages are not counted as unreadable."""
+        part: the other parts' pages are not counted as unreadable.  ``shared``: the
+        lowest page data is referenced by several descriptors, so it is the zero page
+        even where the header's dump_level does not exclude zero pages."""
         table_end = self.desc_off + DESC.size * self.n_descriptors()
         gap = first_data - table_end
         if gap < 0 or first_data > self.file_size:
             return None
         if gap % DESC.size == 0:      # page sizes are powers of two: never a multiple of 24
-            slots, zero_off = gap // DESC.size, first_data if self.dump_level & DumpLevel.ZERO else None
+            slots, zero_off = gap // DESC.size, first_data if shared or self.dump_level & DumpLevel.ZERO else None
         elif gap >= self.page_size and (gap - self.page_size) % DESC.size == 0:
             slots, zero_off = (gap - self.page_size) // DESC.size, first_data - self.page_size
         else:
