@@ -394,32 +394,56 @@ cdef inline void _put_le64(uint8_t* p, uint64_t v) noexcept nogil:
         p[i] = (v >> (8 * i)) & 0xFF
 
 
-#: the top half of a kdump descriptor's page_flags when its low half is fastdump's checksum
-DESC_CHECKSUM_TAG = 0x66640001
-cdef uint64_t _DESC_TAG = DESC_CHECKSUM_TAG
+#: the top half of a kdump descriptor's page_flags when its low half is fastdump's checksum.
+#: 1 (dumps of 2026-12-02 and 03): crc32 of the stored bytes continued over size and flags.
+#: 2 and 3: continued over the pfn too, so that two descriptors swapped no longer pass;
+#: 2 also says that the file was written whole and ends with a checksum trailer once it is
+#: complete, 3 that it was written into a ``--split`` part (a file another tool joins from
+#: parts carries the part's descriptors and no trailer).
+cdef enum:
+    _TAG_V1 = 0x66640001
+    _TAG_WHOLE = 0x66640002
+    _TAG_PART = 0x66640003
+DESC_CHECKSUM_TAG, DESC_TAG_WHOLE, DESC_TAG_PART = _TAG_V1, _TAG_WHOLE, _TAG_PART
 
 
-cdef inline uint64_t _desc_checksum(uint32_t data_crc, const uint8_t* d) noexcept nogil:
-    """page_flags of descriptor ``d``: the tag, then crc32 of the page's stored bytes
-    (``data_crc``) continued over the descriptor's size and flags.  The offset is left
-    out: a reassembled file moves the data, and a wrong offset reads other bytes anyway."""
-    return (_DESC_TAG << 32) | <uint32_t>libdeflate_crc32(data_crc, d + 8, 8)
+cdef inline bint _is_desc_tag(uint64_t tag) noexcept nogil:
+    return tag == _TAG_V1 or tag == _TAG_WHOLE or tag == _TAG_PART
 
 
-def desc_checksum(unsigned long data_crc, const unsigned char[::1] desc not None):
+cdef inline uint64_t _desc_checksum(uint32_t data_crc, const uint8_t* d, uint64_t pfn,
+                                    uint64_t tag) noexcept nogil:
+    """page_flags of descriptor ``d`` of page ``pfn``: the tag, then crc32 of the page's
+    stored bytes (``data_crc``) continued over the descriptor's size and flags and (tags 2
+    and 3) the pfn.  The offset is left out: a reassembled file moves the data, and a
+    wrong offset reads other bytes anyway."""
+    cdef uint8_t p[8]
+    cdef uint32_t c = <uint32_t>libdeflate_crc32(data_crc, d + 8, 8)
+    if tag != _TAG_V1:
+        _put_le64(p, pfn)
+        c = <uint32_t>libdeflate_crc32(c, p, 8)
+    return (tag << 32) | c
+
+
+def desc_checksum(unsigned long data_crc, const unsigned char[::1] desc not None, uint64_t pfn=0,
+                  uint64_t tag=_TAG_WHOLE):
     """``_desc_checksum`` for a descriptor packed in Python (split parts, reassembly)."""
     if desc.shape[0] < 16:
         raise ValueError("a descriptor is 24 bytes")
-    return _desc_checksum(<uint32_t>data_crc, &desc[0])
+    if not _is_desc_tag(tag):
+        raise ValueError("not a descriptor checksum tag")
+    return _desc_checksum(<uint32_t>data_crc, &desc[0], pfn, tag)
 
 
-def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t page_size):
-    """(indices of the kdump descriptors in ``descs`` (24 bytes each) whose page_flags
-    checksum does not match their stored bytes read back from ``fd``, how many carry
-    one).  Never-written descriptors (all zero) and untagged ones (another tool's)
-    are skipped.  Page data is read in large spans, the GIL released: the check costs
-    no Python call per page."""
-    cdef size_t n = descs.shape[0] // 24, i, tagged = 0
+def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t page_size,
+                         const uint64_t[::1] pfns not None):
+    """(indices of the kdump descriptors in ``descs`` (24 bytes each; ``pfns`` their pages)
+    whose page_flags checksum does not match their stored bytes read back from ``fd``, how
+    many carry one, how many of those are tagged ``DESC_TAG_WHOLE``, how many ``DESC_TAG_PART``).
+    Never-written descriptors (all zero) and untagged ones (another tool's) are skipped.
+    Page data is read in large spans, the GIL released: the check costs no Python call per page."""
+    cdef size_t n = descs.shape[0] // 24, i, tagged = 0, whole = 0, part = 0
+    cdef uint64_t tag
     cdef size_t span = 1 << 20
     cdef uint8_t* buf = <uint8_t*>malloc(span)
     cdef uint32_t* bad = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
@@ -430,18 +454,21 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t
     cdef ssize_t got, buf_len = 0
     cdef const uint8_t* d
     cdef const uint8_t* dp = &descs[0] if n else NULL
-    if page_size == 0 or page_size > (1 << 30):
+    if page_size == 0 or page_size > (1 << 30) or <size_t>pfns.shape[0] < n:
         free(buf); free(bad)
-        raise ValueError("implausible page size")
+        raise ValueError("implausible page size, or fewer pfns than descriptors")
     if buf == NULL or bad == NULL:
         free(buf); free(bad)
         raise MemoryError()
     with nogil:
         for i in range(n):
             d = dp + 24 * i
-            if <uint64_t>_get_le64(d + 16) >> 32 != _DESC_TAG:
+            tag = <uint64_t>_get_le64(d + 16) >> 32
+            if not _is_desc_tag(tag):
                 continue                                   # never written, or not ours
             tagged += 1
+            whole += tag == _TAG_WHOLE
+            part += tag == _TAG_PART
             off = _get_le64(d)
             size = _get_le32(d + 8)
             if off <= 0 or size > page_size or <uint64_t>off > <uint64_t>INT64_MAX - page_size:
@@ -461,11 +488,11 @@ def kdump_crc_mismatches(int fd, const unsigned char[::1] descs not None, size_t
                 if off < hi_water:                         # a jump back: remember it (zero block)
                     memo_off, memo_size, memo_crc = off, size, c
                 hi_water = max(hi_water, off + size)
-            if _desc_checksum(<uint32_t>c, d) != <uint64_t>_get_le64(d + 16):
+            if _desc_checksum(<uint32_t>c, d, pfns[i], tag) != <uint64_t>_get_le64(d + 16):
                 bad[nbad] = i; nbad += 1
     out = [bad[k] for k in range(nbad)]
     free(buf); free(bad)
-    return out, tagged
+    return out, tagged, whole, part
 
 
 
@@ -1023,13 +1050,16 @@ cdef class Job:
             raise IndexError("no such page in this window")
         return self.pfn_arr[k], self.size_arr[k], self.flag_arr[k]
 
-    def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag):
+    def kdump_descriptors(self, int64_t data_offset, int64_t zero_offset, codec_flag,
+                          uint64_t tag=_TAG_WHOLE):
         """24-byte page descriptors for this window, data starting at ``data_offset``.
 
         Zero pages point at the shared zero block; unreadable pages get none.  Each
-        descriptor's page_flags carries its checksum (``_desc_checksum``: readers
-        leave the field alone).  Returns (view, data bytes)."""
+        descriptor's page_flags carries its checksum under ``tag`` (``_desc_checksum``:
+        readers leave the field alone).  Returns (view, data bytes)."""
         cdef uint32_t cflag = codec_flag
+        if not _is_desc_tag(tag) or tag == _TAG_V1:
+            raise ValueError("descriptors are written with DESC_TAG_WHOLE or DESC_TAG_PART")
         cdef int k
         cdef int64_t off = data_offset
         cdef uint8_t* d
@@ -1051,7 +1081,7 @@ cdef class Job:
                     if self.flag_arr[k] & CODEC_MASK:
                         (<uint32_t*>(d + 12))[0] = cflag
                     off += self.size_arr[k]
-                _put_le64(d + 16, _desc_checksum(self.crc_arr[k], d))
+                _put_le64(d + 16, _desc_checksum(self.crc_arr[k], d, self.pfn_arr[k], tag))
         return _View.make(self.descbuf, 24 * <size_t>n, self), off - data_offset
 
     def compress_pages(self, const unsigned char[::1] pages not None):

@@ -309,7 +309,7 @@ def test_trailer_ends_the_header_block_and_the_page_sums_are_in_the_descriptors(
             starts = [off for off, *_ in descs if off != zero]
             table_end = kdump.DESC.size * d.n_descriptors() + d.desc_off
             assert min(starts) == table_end + (d.page_size if zero is not None else 0), codec
-            assert {pf >> 32 for *_, pf in descs} == {checksums.DESC_TAG}, codec
+            assert {pf >> 32 for *_, pf in descs} == {checksums.DESC_TAG_WHOLE}, codec
             assert d.offset_eraseinfo == 0 and d.size_eraseinfo == 0
             # the trailer ends the header block, behind the header and its task pointers;
             # the file ends with the last page's data, as makedumpfile's does
@@ -490,3 +490,94 @@ def test_forged_footer_in_the_header_block_is_a_failure_not_a_crash(dumps, tmp_p
         f.write(footer + footer)
     r = verify(path)
     assert not r["ok"] and r["checksums"] == "damaged" and "checksum trailer" in r["verdict"], r["verdict"]
+
+
+def _descriptor_table(path):
+    """(offset of the table, the dumped pfns in table order, their descriptors)."""
+    with fastdump.open(path) as d:
+        pfns = list(d.pfns())
+        return d.desc_off, pfns, [d.descriptor(p) for p in pfns], d.zero_page_offset()
+
+
+def test_two_descriptors_swapped_are_found_without_the_source(dumps, tmp_path):
+    """A page checksum covers the pfn: two whole descriptors exchanged, each still
+    matching the bytes it points at, are two pages in the wrong place (crash would show
+    one page's memory at the other's address).  Both are named."""
+    path = str(tmp_path / "swapped")
+    shutil.copy(dumps["zstd"], path)
+    desc_off, pfns, descs, zero = _descriptor_table(path)
+    i, j = [k for k, (off, *_) in enumerate(descs) if off != zero][1:3]
+    with open(path, "r+b") as f:
+        a, b = os.pread(f.fileno(), 24, desc_off + 24 * i), os.pread(f.fileno(), 24, desc_off + 24 * j)
+        os.pwrite(f.fileno(), b, desc_off + 24 * i)
+        os.pwrite(f.fileno(), a, desc_off + 24 * j)
+    r = verify(path)
+    assert not r["ok"] and "2 pages do not match their checksums" in r["verdict"], r["verdict"]
+    assert f"{pfns[i]:#x}" in r["verdict"] and f"{pfns[j]:#x}" in r["verdict"], r["verdict"]
+
+
+def _as_version_1(path):
+    """Rewrite every descriptor's checksum as fastdump wrote it before the pfn was covered."""
+    desc_off, pfns, descs, _ = _descriptor_table(path)
+    with open(path, "r+b") as f:
+        for k, (off, size, flags, _) in enumerate(descs):
+            data = os.pread(f.fileno(), size, off)
+            desc = checksums.with_checksum(kdump.DESC.pack(off, size, flags, 0), zlib.crc32(data), 0,
+                                           checksums.DESC_TAG)
+            os.pwrite(f.fileno(), desc, desc_off + 24 * k)
+
+
+def test_version_1_page_checksums_still_check(dumps, tmp_path):
+    """A dump of fastdump before the pfn was covered (tag 1) verifies as before: a flipped
+    byte is found, a swap is not (it never was), and a missing trailer cannot be told from
+    makedumpfile's --reassemble of parts, so it is not claimed."""
+    path = str(tmp_path / "v1")
+    shutil.copy(dumps["zlib"], path)
+    _as_version_1(path)
+    r = verify(path)
+    assert r["ok"] and r["checksums"] is True and r["pages_checksummed"] > 0, r["verdict"]
+    desc_off, pfns, descs, zero = _descriptor_table(path)
+    k = next(k for k, (off, *_) in enumerate(descs) if off != zero)
+    flipped = str(tmp_path / "v1-flipped")
+    shutil.copy(path, flipped)
+    with open(flipped, "r+b") as f:
+        off = descs[k][0]
+        os.pwrite(f.fileno(), bytes([os.pread(f.fileno(), 1, off + 3)[0] ^ 0x10]), off + 3)
+    r = verify(flipped)
+    assert not r["ok"] and f"pfn {pfns[k]:#x}" in r["verdict"], r["verdict"]
+    with open(path, "r+b") as f:            # both footer copies gone
+        os.pwrite(f.fileno(), bytes(2 * checksums.FOOTER.size), 4096 - 2 * checksums.FOOTER.size)
+    r = verify(path)
+    assert r["ok"] and r["checksums"] is False, r["verdict"]
+
+
+def test_a_kdump_dump_whose_footer_is_wiped_fails_verify(dumps, tmp_path):
+    """Both copies of the footer zeroed (64 bytes at the end of the header block): the
+    descriptors say that a trailer ends this dump, so verify must fail instead of saying
+    that the dump carries none.  The pages still check against their descriptors."""
+    path = str(tmp_path / "wiped")
+    shutil.copy(dumps["zstd"], path)
+    with fastdump.open(path) as d:
+        sums = d.checksums()
+        assert sums.trailer_off < d.block_size
+    with open(path, "r+b") as f:
+        os.pwrite(f.fileno(), bytes(2 * checksums.FOOTER.size), 4096 - 2 * checksums.FOOTER.size)
+    r = verify(path)
+    assert not r["ok"] and r["checksums"] == "missing", r["verdict"]
+    assert "say a checksum trailer ends this dump, but none is there" in r["verdict"], r["verdict"]
+
+
+def test_a_split_part_whose_footer_is_wiped_fails_verify(vmcore, tmp_path):
+    """A part as fastdump wrote it ends with its own trailer: wiped, it fails; the file
+    makedumpfile --reassemble makes of the parts carries their descriptors and no trailer,
+    and passes (test_makedumpfile_reassembly_keeps_the_page_checksums)."""
+    parts = [str(tmp_path / f"part{i}") for i in range(2)]
+    fastdump.dump(vmcore, level=1, compress="zlib", split=parts, split_block_pfns=1024)
+    with fastdump.open(parts[1]) as d:
+        assert {d.descriptor(p)[3] >> 32 for p in d.pfns()} == {checksums.DESC_TAG_PART}
+        bs = d.block_size
+    assert verify(parts[1])["ok"]
+    with open(parts[1], "r+b") as f:
+        os.pwrite(f.fileno(), bytes(2 * checksums.FOOTER.size), bs - 2 * checksums.FOOTER.size)
+    r = verify(parts[1])
+    assert not r["ok"] and r["checksums"] == "missing" and "ends this part" in r["verdict"], r["verdict"]

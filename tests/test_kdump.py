@@ -80,7 +80,7 @@ def test_every_stored_page_is_smaller_than_a_page_or_raw(dumps):
         n = d.n_descriptors()
         raw = os.pread(d.fd, 24 * n, d.desc_off)
     for off, size, flags, pflags in struct.iter_unpack("<qIIQ", raw):
-        assert pflags >> 32 == checksums.DESC_TAG and off > 0      # page_flags: the checksum
+        assert pflags >> 32 == checksums.DESC_TAG_WHOLE and off > 0      # page_flags: the checksum
         assert (flags == codecs.ZSTD.flag and size < 4096) or (flags == 0 and size == 4096)
 
 

@@ -32,6 +32,7 @@ import json
 import os
 import threading
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import _core
@@ -234,7 +235,7 @@ def _check_kdump(r, source, threads, result, problems):
     page_sums = sums is None or sums.scheme == checksums.IN_DESCRIPTORS
     codec_counts = {}
     erased = _Erased(erase_budget(recorded(r)), source)
-    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0, "tagged": 0}
+    counts = {"unwritten": 0, "compared": 0, "checked": 0, "checksummed": 0, "tagged": 0, "tagged_whole": 0}
     counts_lock = threading.Lock()
     def task(arg):
         first_index, runs = arg
@@ -325,7 +326,7 @@ def _check_kdump(r, source, threads, result, problems):
                 pfn = pfns[stored.index(k)]
                 problems.add(f"pfn {pfn:#x}: page {page}", n_bad)
         if page_sums:     # after the structural checks: their message says more
-            _check_page_sums(r, descs.raw, runs, problems, counts, counts_lock)
+            _check_page_sums(r, descs.raw, pfns, problems, counts, counts_lock)
         written = [o for o in offs if o]
         with counts_lock:
             if written:
@@ -367,6 +368,10 @@ def _check_kdump(r, source, threads, result, problems):
     elif sums is not None and page_sums and counts["tagged"] != counts["checked"]:
         missing = counts["checked"] - counts["tagged"]
         problems.add(f"{missing} page descriptors carry no checksum", missing)
+    elif sums is None and result["checksums"] is False and counts["tagged_whole"] and not r.incomplete:
+        result["checksums"] = "missing"
+        problems.add(f"{counts['tagged_whole']} page descriptors say a checksum trailer ends this "
+                     f"{'part' if r.split else 'dump'}, but none is there (its end was cut or overwritten)")
 
 
 def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
@@ -394,17 +399,19 @@ def _check_sums(load, fd, file_size, result, problems, bitmaps=None):
     return sums
 
 
-def _check_page_sums(r, raw, runs, problems, counts, lock):
+def _check_page_sums(r, raw, pfns, problems, counts, lock):
     """Each descriptor of this task that carries a checksum (page_flags) against the
-    page's stored bytes (crc32 in the compiled core, page data read in large spans)."""
-    bad, tagged = _core.kdump_crc_mismatches(r.fd, raw, r.page_size)
+    page's stored bytes and its pfn (crc32 in the compiled core, page data read in
+    large spans)."""
+    bad, tagged, whole, part = _core.kdump_crc_mismatches(r.fd, raw, r.page_size, array("Q", pfns))
     if bad:
-        pfns = [p for a, b in runs for p in range(a, b)]
         shown = ", ".join(f"{pfns[i]:#x}" for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
         problems.add(f"{len(bad)} pages do not match their checksums (pfn {shown})", len(bad))
     with lock:
         counts["checksummed"] += tagged - len(bad)
         counts["tagged"] += tagged
+        # a whole dump's descriptors, or a part's in the part itself, say that a trailer ends the file
+        counts["tagged_whole"] += whole + (part if r.split else 0)
 
 
 # -------------------------------------------------------------------- ELF ---
@@ -535,8 +542,8 @@ def verify(path, source=None, threads=None):
     Returns a dict: ``ok``, ``format``, ``incomplete``, ``pages``, ``pages_checked``,
     ``pages_compared``, ``pages_unreadable`` (left out: the source could not read them),
     ``checksums`` (True when the dump carries fastdump's checksums and they were checked,
-    "damaged" when they cannot be read, "missing" when an ELF dump's header says it has
-    them but its trailer is gone), ``pages_checksummed``,
+    "damaged" when they cannot be read, "missing" when an ELF dump's header or a kdump
+    dump's descriptors say it has them but its trailer is gone), ``pages_checksummed``,
     ``codecs``, ``problems`` (up to 20 messages), ``problem_count``, ``seconds``,
     ``pages_per_second``, ``verdict`` (the one line).  Raises FastdumpError only when
     ``path`` or ``source`` cannot be opened at all."""
@@ -624,6 +631,7 @@ def _sums_note(r):
     if r.get("checksums") is True:
         return f"checksums match (the data of {r['pages_checksummed']} pages, headers, notes)"
     if r.get("pages_checksummed"):      # makedumpfile's --reassemble of our parts keeps them
+        # (tagged as written into parts; older fastdump dumps' tag said nothing of a trailer)
         return (f"{r['pages_checksummed']} pages match the checksums in their descriptors (no checksum "
                 f"trailer: the headers and bitmaps carry none)")
     return "no checksums to check (this dump carries none)"

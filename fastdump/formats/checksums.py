@@ -6,9 +6,13 @@ they live, so that crash, makedumpfile and libkdumpfile read the dump unchanged
 (they only follow header offsets and page descriptors):
 
 - a *page checksum* in each page descriptor's ``page_flags``, a field that
-  makedumpfile writes as 0 and no reader uses: the tag ``DESC_TAG`` in the top
-  half, in the low half crc32 of the page's stored bytes continued over the
-  descriptor's size and flags (``_core.desc_checksum``).  It costs the file no
+  makedumpfile writes as 0 and no reader uses: a tag in the top half, in the low
+  half crc32 of the page's stored bytes continued over the descriptor's size and
+  flags and the pfn (``_core.desc_checksum``).  The tag ``DESC_TAG_WHOLE`` also
+  says that the file, once complete, ends with a trailer (so a trailer wiped out
+  is found), ``DESC_TAG_PART`` that it is a ``--split`` part (parts joined by
+  another tool carry no trailer); ``DESC_TAG`` is the first version, whose
+  checksum does not cover the pfn.  It costs the file no
   byte (a dump is no larger than makedumpfile's for the same pages), a
   descriptor is checked with the page it describes, and a dump cut short keeps
   the checksums of the pages it has.  The crc of the stored bytes is computed by
@@ -45,7 +49,9 @@ BITMAPS = struct.Struct("<QQ")
 #: before 2026-12-02; not checked now), an array of one per ``block`` bytes of the
 #: data region (ELF), or in each kdump descriptor's page_flags
 PER_DESCRIPTOR, PER_BLOCK, IN_DESCRIPTORS = 1, 2, 3
-DESC_TAG = _core.DESC_CHECKSUM_TAG
+DESC_TAG = _core.DESC_CHECKSUM_TAG       # version 1: without the pfn (read still)
+DESC_TAG_WHOLE, DESC_TAG_PART = _core.DESC_TAG_WHOLE, _core.DESC_TAG_PART
+DESC_TAGS = (DESC_TAG, DESC_TAG_WHOLE, DESC_TAG_PART)
 REGION = struct.Struct("<QQII")        # offset, length, crc32, kind
 FOOTER_MAGIC = b"FDSUMEND"
 FOOTER = struct.Struct("<8sQQII")      # magic, trailer offset, trailer length, crc32(trailer), crc32(above)
@@ -60,10 +66,17 @@ KIND_NAMES = {HEADER: "header block", SUB_HEADER: "sub header and notes", BITMAP
               ELF_HEADERS: "ELF header, program headers and notes", ERASEINFO: "eraseinfo"}
 
 
-def with_checksum(desc, data_crc):
-    """A packed kdump descriptor with its page_flags set to its checksum, ``data_crc``
-    being crc32 of the page's stored bytes (the compiled core does the same)."""
-    return desc[:16] + _core.desc_checksum(data_crc, desc).to_bytes(8, "little")
+def with_checksum(desc, data_crc, pfn, tag=DESC_TAG_WHOLE):
+    """A packed kdump descriptor of page ``pfn`` with its page_flags set to its checksum,
+    ``data_crc`` being crc32 of the page's stored bytes (the compiled core does the same)."""
+    return desc[:16] + _core.desc_checksum(data_crc, desc, pfn, tag).to_bytes(8, "little")
+
+
+def desc_checksum_holds(desc, data_crc, pfn):
+    """Whether a packed descriptor that carries one of fastdump's tags holds the checksum of
+    page ``pfn`` whose stored bytes have crc32 ``data_crc``."""
+    tag = int.from_bytes(desc[16:24], "little") >> 32
+    return tag in DESC_TAGS and with_checksum(desc, data_crc, pfn, tag)[16:] == desc[16:24]
 
 
 def entries(raw):

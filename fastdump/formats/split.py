@@ -85,14 +85,14 @@ def _descriptors(part, first, n):
         got.raw + bytes(kdump.DESC.size * n - len(got.raw)))
 
 
-def _page_data(part, off, size, flags, page_flags):
-    """A part's stored bytes of one page, or None when they cannot be what it wrote."""
+def _page_data(part, pfn, off, size, flags, page_flags):
+    """A part's stored bytes of page ``pfn``, or None when they cannot be what it wrote."""
     if off < part.desc_off or size > part.block_size or off + size > part.file_size:
         return None
     data = part.read_at(off, size)
-    if page_flags >> 32 == checksums.DESC_TAG:        # fastdump's: the checksum says
-        mine = checksums.with_checksum(kdump.DESC.pack(off, size, flags, 0), zlib.crc32(data))
-        return data if mine[16:] == kdump.DESC.pack(off, size, flags, page_flags)[16:] else None
+    if page_flags >> 32 in checksums.DESC_TAGS:        # fastdump's: the checksum says
+        desc = kdump.DESC.pack(off, size, flags, page_flags)
+        return data if checksums.desc_checksum_holds(desc, zlib.crc32(data), pfn) else None
     try:                                               # another tool's: it must decode
         kdump.decode_page(flags, data, part.page_size)
     except FormatError:
@@ -151,10 +151,11 @@ def reassemble(paths, target, *, force=False):
         for p in parts:
             count = p.n_descriptors()
             zero_old = p.zero_page_offset()
+            pfns = p.pfns()                            # descriptor i is the part's i-th dumped pfn
             for i in range(0, count, CHUNK):
                 n = min(CHUNK, count - i)
                 out = bytearray()
-                for off, size, flags, page_flags in _descriptors(p, i, n):
+                for (off, size, flags, page_flags), pfn in zip(_descriptors(p, i, n), pfns):
                     if off == 0:                       # lost in an incomplete part: stays lost
                         lost += not p.incomplete
                         out += kdump.DESC.pack(0, 0, 0, 0)
@@ -162,7 +163,7 @@ def reassemble(paths, target, *, force=False):
                     if off == zero_old and zero_new is not None:
                         desc, data_crc = kdump.DESC.pack(zero_new, size, flags, 0), zero_crc
                     else:
-                        data = _page_data(p, off, size, flags, page_flags)
+                        data = _page_data(p, pfn, off, size, flags, page_flags)
                         if data is None:               # damaged: left out as never written
                             # (a part cut short before the page's data reached it: not damage)
                             lost += not (p.incomplete and off + size > p.file_size)
@@ -171,7 +172,7 @@ def reassemble(paths, target, *, force=False):
                         sink.pwrite(data, data_out)
                         desc, data_crc = kdump.DESC.pack(data_out, size, flags, 0), zlib.crc32(data)
                         data_out += size
-                    out += checksums.with_checksum(desc, data_crc)
+                    out += checksums.with_checksum(desc, data_crc, pfn)
                 sink.pwrite(bytes(out), desc_out)
                 desc_out += len(out)
                 pages += n
