@@ -17,7 +17,7 @@ import struct
 from collections import namedtuple
 
 from .. import _core
-from ..errors import FormatError
+from ..errors import FastdumpError, FormatError
 from ..kernel.levels import DumpLevel
 from ..kernel.vmcoreinfo import VmcoreInfo
 from ..sources.files import ReadOnlyFile
@@ -223,7 +223,8 @@ class KdumpWriter:
         """Write a finished window: its descriptors, then its data."""
         if job.n_pages == 0:
             return
-        descs, nbytes = job.kdump_descriptors(self.data_off, self.zero_off, self.codec_flag)
+        descs, nbytes = job.kdump_descriptors(self.data_off, self.zero_off, self.codec_flag,
+                                              checksums.DESC_TAG_PART if self.split else checksums.DESC_TAG_WHOLE)
         self.sink.pwrite(job.data, self.data_off)
         self.sink.pwrite(descs, self.desc_off)
         self.descs_written += len(descs) // DESC.size
@@ -274,8 +275,25 @@ class KdumpWriter:
         elif incomplete:
             self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
             self.sealed = None
+            self._keep_eraseinfo()
             header = header.ljust(self.page_size, b"\0")
         self.sink.pwrite(header, 0)
+
+    def _keep_eraseinfo(self):
+        """An unfinished dump still says what was erased (``--config``), or a reader takes
+        the erased bytes for memory: the record goes after the last page data written, as
+        in a complete dump.  Best effort: a full or failed target may take no more bytes,
+        and the flagged header must still go out."""
+        if not self.eraseinfo or self.desc_off is None or self.eraseinfo_at:
+            return
+        try:
+            self.sink.pwrite(self.eraseinfo, self.data_off)
+            self.eraseinfo_at = self.data_off
+            self._write_sub_header()
+        except (FastdumpError, OSError):
+            self.eraseinfo_at = 0
+            return
+        self.data_off += len(self.eraseinfo)
 
     def remake(self, offset, n, cycle_bitmaps):
         """Bytes ``[offset, offset+n)`` before the descriptor table as they stand now, rebuilt
