@@ -8,7 +8,8 @@ pipeline judges and writes it, so a higher dump level, another compressor (for
 instance fastdump's lz4 to zstd) or ELF output all work the same way.  Offline
 work, so pages are decoded in Python.  An input flagged incomplete (its writer did not
 finish it) gives an output flagged incomplete, after a warning with the number of pages
-it never got where its headers tell it, and status 3.
+it never got where its headers tell it, and status 3; the input's record of erased data
+(eraseinfo, ``--config``) stays in it (the writers keep it in unfinished dumps too).
 """
 
 import functools

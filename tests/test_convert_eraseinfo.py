@@ -1,0 +1,107 @@
+"""``convert`` of an erased (``--config``) dump flagged incomplete, to kdump-compressed: the
+output keeps the eraseinfo record (the kdump writer named it only in complete dumps, so the
+output said nothing was erased and its 'X' and zero bytes read as memory).  The record is
+read from the raw sub header and through makedumpfile's re-filtering, the pages by
+libkdumpfile: no fastdump reader judges."""
+
+import struct
+import subprocess
+import sys
+
+import pytest
+from support import kdumpfile_digests, makedumpfile
+from test_erase import CONFIG, MiB, EraseVmcore, Secrets
+
+FASTDUMP = [sys.executable, "-m", "fastdump"]
+MAX_PFN = 64 * MiB // 4096
+
+
+def raw_eraseinfo(path):
+    """The eraseinfo a kdump file's sub header names (makedumpfile's struct layout: block_size
+    at byte 432 of the header, offset/size_eraseinfo at 72/80 of the sub header), or b""."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"KDUMP   "
+    block = struct.unpack_from("<i", data, 428)[0]
+    off, size = struct.unpack_from("<QQ", data, block + 64)
+    return data[off:off + size] if off and size else b""
+
+
+@pytest.fixture(scope="module")
+def erased(tmp_path_factory):
+    """An erased vmcore's streams: ELF cut to a third and rebuilt (``.incomplete``; the
+    ERASEINFO note is in its first records), kdump without the final header record (the
+    eraseinfo and sub header arrived, the header saying complete did not)."""
+    d = tmp_path_factory.mktemp("erased")
+    vmcore, conf = str(d / "vmcore"), d / "erase.conf"
+    EraseVmcore(Secrets(), ram_size=64 * MiB).write(vmcore)
+    conf.write_text(CONFIG)
+    out = {}
+    for fmt in ("elf", "kdump"):
+        codec = ["-c"] if fmt == "kdump" else []       # zlib: this makedumpfile reads no zstd
+        r = subprocess.run(FASTDUMP + ["-F", "--format", fmt, *codec, "-d", "1", "--config", str(conf), vmcore],
+                           capture_output=True, check=True)
+        out[fmt] = r.stdout
+    cut = d / "elf.cut"
+    r = subprocess.run(FASTDUMP + ["-R", str(cut)], input=out["elf"][:len(out["elf"]) // 3], capture_output=True)
+    assert r.returncode == 1 and (d / "elf.cut.incomplete").exists(), r.stderr
+    data, at, records = out["kdump"], 4096, []
+    while True:               # the flattened stream's records; the last one is the final header
+        offset, size = struct.unpack_from(">qq", data, at)
+        if offset == -1:
+            break
+        records.append(at)
+        at += 16 + size
+    stream = d / "kdump.flat"
+    stream.write_bytes(data[:records[-1]] + struct.pack(">qq", -1, -1))
+    whole = str(d / "whole")
+    subprocess.run(FASTDUMP + ["-R", whole], input=data, check=True, capture_output=True)
+    return {"elf": str(d / "elf.cut.incomplete"), "kdump": str(stream), "whole": whole,
+            "record": raw_eraseinfo(whole)}
+
+
+@pytest.mark.parametrize("kind", ["elf", "kdump"])
+def test_convert_of_an_unfinished_erased_dump_keeps_the_eraseinfo(erased, tmp_path, kind):
+    record = erased["record"]
+    assert record.startswith(b"erase secret_buf size 100\n") and record.endswith(b"erase lonely nullify\n")
+    given, out = erased[kind], str(tmp_path / "out")
+    r = subprocess.run(FASTDUMP + ["convert", "-c", "-d", "1", given, out], capture_output=True, text=True)
+    assert r.returncode == 3 and "marked incomplete" in r.stdout, r.stdout + r.stderr
+    assert raw_eraseinfo(out) == record
+    again = str(tmp_path / "again")          # makedumpfile finds it and carries it on
+    makedumpfile("-c", "-d", "1", out, again)
+    assert raw_eraseinfo(again) == record
+    _, got = kdumpfile_digests(out, MAX_PFN, cut=True)     # the erased pages as the input has them
+    _, want = kdumpfile_digests(erased["whole"], MAX_PFN)
+    assert len(got) > 1000 and all(want[p] == h for p, h in got.items())
+    assert kind == "elf" or got == want
+
+
+def test_an_interrupted_erased_dump_keeps_the_eraseinfo(tmp_path, monkeypatch):
+    """A ``--config`` dump stopped part way (SIGTERM, Ctrl-C: the dump is finished as
+    incomplete) still names its eraseinfo, after the last page data it holds; before, only
+    a complete dump did, and the erased bytes of an unfinished one read as memory."""
+    import fastdump
+    from fastdump.errors import Interrupted
+    from fastdump.formats import kdump
+    vmcore, conf = str(tmp_path / "vmcore"), tmp_path / "erase.conf"
+    EraseVmcore(Secrets(), ram_size=64 * MiB).write(vmcore)
+    conf.write_text(CONFIG)
+    whole = str(tmp_path / "whole")
+    fastdump.dump(vmcore, whole, level=1, compress="zlib", erase_config=str(conf), threads=1)
+    commit, calls = kdump.KdumpWriter.commit, []
+
+    def stop_after_three(writer, job):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(job)
+        commit(writer, job)
+    monkeypatch.setattr(kdump.KdumpWriter, "commit", stop_after_three)
+    out = str(tmp_path / "cut")
+    with pytest.raises(Interrupted):
+        fastdump.dump(vmcore, out, level=1, compress="zlib", erase_config=str(conf), threads=1)
+    cut = out + ".incomplete"
+    assert raw_eraseinfo(cut) == raw_eraseinfo(whole) != b""     # (makedumpfile refuses a flagged input)
+    _, got = kdumpfile_digests(cut, MAX_PFN, cut=True)
+    _, want = kdumpfile_digests(whole, MAX_PFN)
+    assert len(got) > 100 and all(want[p] == h for p, h in got.items())
