@@ -30,10 +30,15 @@ def main(argv=None):
         return 0
     out = sys.stdout
     print(f"present pages: {est['present']}  ({est['present'] * page / 2**20:.1f} MiB)", file=out)
+    unknown = est["unrecognised"]     # said beside the numbers, not only in stderr's warnings
     for cls, n in est["pages"].items():
-        print(f"  {cls:<14} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
+        mark = "  NOT RECOGNISED (counted as kept)" if cls in unknown else ""
+        print(f"  {cls:<14} {n:>12}  ({n * page / 2**20:.1f} MiB){mark}", file=out)
     print("dump level -> kept pages (zero pages not subtracted):", file=out)
     for level in SHOWN_LEVELS:
         n = est["kept"][level]
         print(f"  -d {level:<2} {n:>12}  ({n * page / 2**20:.1f} MiB)", file=out)
+    if unknown:
+        print(f"not recognised in this kernel's struct pages: {', '.join(unknown)}; those pages count as "
+              f"kept at every level, so the levels that drop them keep fewer than shown", file=out)
     return 0

@@ -7,6 +7,9 @@ from .pagetypes import CLASSES
 
 DROPPED_BY = {"free": DumpLevel.FREE, "cache": DumpLevel.CACHE | DumpLevel.CACHE_PRIVATE,
               "cache_private": DumpLevel.CACHE_PRIVATE, "user": DumpLevel.USER}
+#: the dump-level bit that recognises each class one by one (``PageEncoding.can`` takes one bit)
+RECOGNISED_BY = {"free": DumpLevel.FREE, "cache": DumpLevel.CACHE, "cache_private": DumpLevel.CACHE_PRIVATE,
+                 "user": DumpLevel.USER}
 CYCLE = 1 << 20   # pfns per classify call (128 KiB bitmap)
 
 
@@ -31,11 +34,21 @@ def estimate(source, *, warn=print_to_stderr):
     """Pages per class and expected kept pages per dump level 0..31.
 
     Returns ``{"present": n, "pages": {class: n}, "kept": {level: n},
-    "scan_always": bool, "zero_pages": None, "notes": [...]}``.  ``kept`` does
-    not subtract zero pages (bit 1), which only reading the pages can find.
+    "scan_always": bool, "zero_pages": None, "unrecognised": [class...],
+    "warnings": [...], "notes": [...]}``.  ``kept`` does not subtract zero pages
+    (bit 1), which only reading the pages can find.  ``unrecognised`` names the
+    classes this kernel's VMCOREINFO does not let us tell apart: their count misses
+    pages (0, or the few found another way) that then count as kept, so a script
+    reading the numbers must see it there, not only on stderr; ``warnings``, every
+    warning given (``warn``).
     Raises FastdumpError if the dump cannot be classified."""
     from ..copy.engine import default_threads
-    judge = make_judge(source, MAX_LEVEL, warn=warn, threads=default_threads())
+    warnings = []
+
+    def said(text):
+        warnings.append(text)
+        warn(text)
+    judge = make_judge(source, MAX_LEVEL, warn=said, threads=default_threads())
     pages, present = _classify_everything(judge, source)
     vi = source.vmcoreinfo
     scan_always = judge.needs_struct_pages and "PG_hwpoison" in vi.numbers
@@ -48,6 +61,8 @@ def estimate(source, *, warn=print_to_stderr):
     stats = judge.stats()
     return {"present": present, "pages": pages, "kept": kept, "scan_always": scan_always,
             "zero_pages": None, "free_seen": stats["free_seen"], "protected": stats["protected"],
+            "unrecognised": [c for c, bit in RECOGNISED_BY.items() if not judge.encoding.can(bit)],
+            "warnings": warnings,
             "notes": ["zero pages (dump level bit 1) are not counted: finding them reads every page",
                       "a page in two classes (e.g. hwpoisoned page cache) is counted once, in the "
                       "first class of makedumpfile's order"]}
