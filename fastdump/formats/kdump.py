@@ -17,7 +17,7 @@ import struct
 from collections import namedtuple
 
 from .. import _core
-from ..errors import FastdumpError, FormatError
+from ..errors import FormatError
 from ..kernel.levels import DumpLevel
 from ..kernel.vmcoreinfo import VmcoreInfo
 from ..sources.files import ReadOnlyFile
@@ -122,8 +122,10 @@ class KdumpWriter:
 
     def __init__(self, sink, *, page_size, max_mapnr, dump_level, codec, notes, vmcoreinfo_desc_offset,
                  vmcoreinfo_size, nr_cpus, utsname, crashtime, phys_base, split=None, eraseinfo=b""):
-        """``eraseinfo``: makedumpfile's record of erased data (``--config``), written after
-        the last page's data and named in the sub header, as makedumpfile does."""
+        """``eraseinfo``: makedumpfile's record of erased data (``--config``), named in the
+        sub header.  makedumpfile writes it after the last page's data; fastdump before the
+        first, so that a dump cut anywhere (a full disk, a kill, a stream cut) still says
+        what was erased and its erased bytes do not read as memory."""
         self.sink = sink
         self.eraseinfo = eraseinfo
         self.eraseinfo_at = 0
@@ -207,7 +209,8 @@ class KdumpWriter:
     def start_pages(self, num_dumpable, *, desc_base=0, own=None):
         """The table holds ``num_dumpable`` descriptors (all parts' for a split part),
         ``own`` (default: all) of them this file's.  The page data follows the shared
-        zero block, as in makedumpfile's files: the checksums ride in the descriptors."""
+        zero block, as in makedumpfile's files (the checksums ride in the descriptors),
+        and the eraseinfo if there is one."""
         self.desc_off = self.layout.desc_table + DESC.size * desc_base
         self.data_off = self.layout.desc_table + DESC.size * num_dumpable
         if self.dump_level & DumpLevel.ZERO:
@@ -217,6 +220,12 @@ class KdumpWriter:
             self.data_off += self.page_size
         else:
             self.zero_off = 0
+        if self.eraseinfo:
+            self.sink.pwrite(self.eraseinfo, self.data_off)
+            self.sums.region(checksums.ERASEINFO, self.data_off, self.eraseinfo)
+            self.eraseinfo_at = self.data_off
+            self.data_off += len(self.eraseinfo)
+            self._write_sub_header()
         self.pages_off = self.data_off     # where the first page's data goes
 
     def commit(self, job):
@@ -261,12 +270,6 @@ class KdumpWriter:
         self.incomplete = incomplete
         header = self.header_bytes(incomplete=incomplete)
         if not incomplete and self.desc_off is not None:
-            if self.eraseinfo:         # only a complete dump names it: a cut one may lack it
-                self.sink.pwrite(self.eraseinfo, self.data_off)
-                self.sums.region(checksums.ERASEINFO, self.data_off, self.eraseinfo)
-                self.eraseinfo_at = self.data_off
-                self.data_off += len(self.eraseinfo)
-                self._write_sub_header()
             header, tail = seal(self.sums, header, page_size=self.page_size, nr_cpus=self.nr_cpus,
                                 end=self.data_off, count=self.descs_written)
             if tail:
@@ -275,25 +278,8 @@ class KdumpWriter:
         elif incomplete:
             self.sums.withdraw(self.sink)   # failed after the trailer went out: a cut dump has none
             self.sealed = None
-            self._keep_eraseinfo()
             header = header.ljust(self.page_size, b"\0")
         self.sink.pwrite(header, 0)
-
-    def _keep_eraseinfo(self):
-        """An unfinished dump still says what was erased (``--config``), or a reader takes
-        the erased bytes for memory: the record goes after the last page data written, as
-        in a complete dump.  Best effort: a full or failed target may take no more bytes,
-        and the flagged header must still go out."""
-        if not self.eraseinfo or self.desc_off is None or self.eraseinfo_at:
-            return
-        try:
-            self.sink.pwrite(self.eraseinfo, self.data_off)
-            self.eraseinfo_at = self.data_off
-            self._write_sub_header()
-        except (FastdumpError, OSError):
-            self.eraseinfo_at = 0
-            return
-        self.data_off += len(self.eraseinfo)
 
     def remake(self, offset, n, cycle_bitmaps):
         """Bytes ``[offset, offset+n)`` before the descriptor table as they stand now, rebuilt
@@ -574,6 +560,9 @@ class KdumpReader(ReadOnlyFile):
         lowest page data is referenced by several descriptors, so it is the zero page
         even where the header's dump_level does not exclude zero pages."""
         table_end = self.desc_off + DESC.size * self.n_descriptors()
+        if self.size_eraseinfo and table_end <= self.offset_eraseinfo \
+                and self.offset_eraseinfo + self.size_eraseinfo == first_data:
+            first_data = self.offset_eraseinfo      # fastdump's eraseinfo, before the page data
         gap = first_data - table_end
         if gap < 0 or first_data > self.file_size:
             return None

@@ -1,9 +1,11 @@
-"""``convert`` of an erased (``--config``) dump flagged incomplete, to kdump-compressed: the
-output keeps the eraseinfo record (the kdump writer named it only in complete dumps, so the
-output said nothing was erased and its 'X' and zero bytes read as memory).  The record is
-read from the raw sub header and through makedumpfile's re-filtering, the pages by
-libkdumpfile: no fastdump reader judges."""
+"""An erased (``--config``) kdump dump that is not finished keeps its eraseinfo record: a
+run interrupted, a flattened stream cut short, and ``convert`` of such an input.  The kdump
+writer named the record only in complete dumps (after the last page, as makedumpfile
+does), so an unfinished one said nothing was erased and its 'X' and zero bytes read as
+memory; it now goes before the page data.  The record is read from the raw sub header and
+through makedumpfile's re-filtering, the pages by libkdumpfile: no fastdump reader judges."""
 
+import os
 import struct
 import subprocess
 import sys
@@ -105,3 +107,30 @@ def test_an_interrupted_erased_dump_keeps_the_eraseinfo(tmp_path, monkeypatch):
     _, got = kdumpfile_digests(cut, MAX_PFN, cut=True)
     _, want = kdumpfile_digests(whole, MAX_PFN)
     assert len(got) > 100 and all(want[p] == h for p, h in got.items())
+
+
+def test_a_cut_erased_stream_keeps_the_eraseinfo(tmp_path):
+    """A flattened kdump stream of a --config dump cut right after its first page record
+    (a dead ssh link, a full raw device): rebuilt, it is flagged incomplete and names the
+    eraseinfo, which the stream carries before any page."""
+    vmcore, conf = str(tmp_path / "vmcore"), tmp_path / "erase.conf"
+    EraseVmcore(Secrets(), ram_size=64 * MiB).write(vmcore)
+    conf.write_text(CONFIG)
+    data = subprocess.run(FASTDUMP + ["-F", "-c", "-d", "1", "--config", str(conf), vmcore],
+                          capture_output=True, check=True).stdout
+    whole = str(tmp_path / "whole")
+    subprocess.run(FASTDUMP + ["-R", whole], input=data, check=True, capture_output=True)
+    record = raw_eraseinfo(whole)
+    at, pages_from = 4096, None
+    with open(whole, "rb") as f:
+        head = f.read(8192)
+    block = struct.unpack_from("<i", head, 428)[0]
+    while pages_from is None:            # the first record past the eraseinfo: page data
+        offset, size = struct.unpack_from(">qq", data, at)
+        if offset > struct.unpack_from("<Q", head, block + 64)[0]:
+            pages_from = at
+        at += 16 + size
+    cut = str(tmp_path / "cut")
+    r = subprocess.run(FASTDUMP + ["-R", cut], input=data[:at], capture_output=True)
+    assert r.returncode == 1 and os.path.exists(cut + ".incomplete"), r.stderr
+    assert raw_eraseinfo(cut + ".incomplete") == record != b""
