@@ -14,6 +14,8 @@ import pytest
 from support import kdumpfile_digests, makedumpfile
 from test_erase import CONFIG, MiB, EraseVmcore, Secrets
 
+from fastdump.formats import kdump
+
 FASTDUMP = [sys.executable, "-m", "fastdump"]
 MAX_PFN = 64 * MiB // 4096
 
@@ -134,3 +136,28 @@ def test_a_cut_erased_stream_keeps_the_eraseinfo(tmp_path):
     r = subprocess.run(FASTDUMP + ["-R", cut], input=data[:at], capture_output=True)
     assert r.returncode == 1 and os.path.exists(cut + ".incomplete"), r.stderr
     assert raw_eraseinfo(cut + ".incomplete") == record != b""
+
+
+def test_a_join_of_erased_parts_one_cut_short_keeps_the_eraseinfo(tmp_path):
+    """--reassemble of a --config --split dump whose last part was cut (flagged incomplete):
+    the joined file is flagged incomplete, exit 3, and still names the eraseinfo (it went
+    after the page data of complete joins only)."""
+    vmcore, conf = str(tmp_path / "vmcore"), tmp_path / "erase.conf"
+    EraseVmcore(Secrets(), ram_size=64 * MiB).write(vmcore)
+    conf.write_text(CONFIG)
+    parts = [str(tmp_path / f"p{i}") for i in range(2)]
+    subprocess.run(FASTDUMP + ["--split", "--splitblock-size", "4096", "-c", "-d", "1", "--config", str(conf),
+                               vmcore, *parts], check=True, capture_output=True)
+    record = raw_eraseinfo(parts[0])
+    with open(parts[1], "rb") as f:
+        data = bytearray(f.read())
+    del data[len(data) * 2 // 3:]
+    data[:kdump.HEADER.size] = kdump.flag_incomplete(bytes(data[:kdump.HEADER.size]))
+    with open(parts[1], "wb") as f:
+        f.write(data)
+    out = str(tmp_path / "joined")
+    r = subprocess.run(FASTDUMP + ["--reassemble", *parts, out], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert raw_eraseinfo(out) == record != b""
+    _, got = kdumpfile_digests(out, MAX_PFN, cut=True)
+    assert len(got) > 1000

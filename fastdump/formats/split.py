@@ -110,11 +110,6 @@ def reassemble(paths, target, *, force=False):
     try:
         head = bytearray(first.prologue())
         head[kdump.HEADER.size:first.block_size] = bytes(first.block_size - kdump.HEADER.size)   # a part's trailer
-        # the eraseinfo goes after the data, as makedumpfile places it: named once it is written
-        whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0,
-                                          offset_eraseinfo=0, size_eraseinfo=0)
-        eraseinfo = next((info for info in map(recorded, parts) if info), b"")
-        kdump.SUB_HEADER.pack_into(head, first.block_size, *whole)
         bitmap1, bitmap2 = first.bitmap_regions()[0], _joined_bitmap2(parts)
         # the table as the parts lay it out (their zero block follows it); a part cut short
         # fills fewer of its slots
@@ -124,6 +119,15 @@ def reassemble(paths, target, *, force=False):
         zero_new = first.zero_page_offset()      # the same place in the whole file as in each part
         if zero_new is not None:
             data_start += first.block_size
+        # the eraseinfo before the page data, as fastdump's writer places it: a join cut
+        # short still says what was erased
+        eraseinfo = next((info for info in map(recorded, parts) if info), b"")
+        whole = first.sub_header._replace(split=0, start_pfn=0, end_pfn=0, start_pfn_64=0, end_pfn_64=0,
+                                          offset_eraseinfo=data_start if eraseinfo else 0,
+                                          size_eraseinfo=len(eraseinfo))
+        kdump.SUB_HEADER.pack_into(head, first.block_size, *whole)
+        eraseinfo_at = data_start
+        data_start += len(eraseinfo)
         sums = checksums.Builder(block_size=first.block_size, bitmap1=first.bitmap1_off,
                                  bitmap_len=first.bitmap_len)
         sink = FileSink(target, force=force)
@@ -146,6 +150,9 @@ def reassemble(paths, target, *, force=False):
         if zero_new is not None:
             sink.pwrite(bytes(bs), zero_new)
             sums.region(checksums.ZERO_PAGE, zero_new, bytes(bs))
+        if eraseinfo:
+            sink.pwrite(eraseinfo, eraseinfo_at)
+            sums.region(checksums.ERASEINFO, eraseinfo_at, eraseinfo)
         sink.barrier()
         desc_out, data_out, pages = desc_table, data_start, 0
         for p in parts:
@@ -181,14 +188,6 @@ def reassemble(paths, target, *, force=False):
         if incomplete:
             final_head = kdump.flag_incomplete(final_head)
         else:                                      # an incomplete result carries no checksums
-            if eraseinfo:
-                sink.pwrite(eraseinfo, data_out)
-                sums.region(checksums.ERASEINFO, data_out, eraseinfo)
-                whole = whole._replace(offset_eraseinfo=data_out, size_eraseinfo=len(eraseinfo))
-                kdump.SUB_HEADER.pack_into(head, bs, *whole)
-                sums.region(checksums.SUB_HEADER, bs, head[bs:].ljust(first.bitmap1_off - bs, b"\0"))
-                sink.pwrite(bytes(head[bs:]), bs)
-                data_out += len(eraseinfo)
             final_head, tail = kdump.seal(sums, final_head, page_size=bs, nr_cpus=first.nr_cpus,
                                           end=data_out, count=pages)
             if tail:
