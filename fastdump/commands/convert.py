@@ -142,15 +142,11 @@ def _kdump_never_got(reader):
     of the 2nd bitmap; the descriptor table keeps their slots, between the descriptors
     the bitmap counts and the first page data (``data_gap``; pages the source could not
     read lie there too, and are as missing)."""
-    first, total = None, reader.n_descriptors()
-    for i in range(0, total, 1 << 14):
-        n = min(1 << 14, total - i)
-        descs = reader.read_descriptors(i, n, partial=True)
+    first = None
+    for descs in reader.descriptor_chunks():      # (as far as the file holds the table)
         written = [off for off in descs.offsets if off > 0]
         if written:
             first = min(written) if first is None else min(first, min(written))
-        if len(descs) < n:
-            break                 # the file ends inside the table
     gap = reader.data_gap(first) if first is not None else None
     return gap[0] if gap else None
 

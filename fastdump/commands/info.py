@@ -23,11 +23,9 @@ def _kdump_census(d):
     Descriptors the file does not hold (it ends inside the table) are counted as
     ``past_end``; the table's end is then all that is known."""
     counts, at_first, first, end = Counter(), Counter(), None, 0
-    total = d.n_descriptors()
-    chunk = 1 << 14
-    for i in range(0, total, chunk):
-        n = min(chunk, total - i)
-        descs = d.read_descriptors(i, n, partial=True)
+    total, held = d.n_descriptors(), 0
+    for descs in d.descriptor_chunks():
+        held += len(descs)
         for off, size, flags in zip(descs.offsets, descs.sizes, descs.flags):
             if off == 0:
                 counts["lost"] += 1
@@ -39,10 +37,9 @@ def _kdump_census(d):
                 first, at_first = off, Counter()
             if off == first:
                 at_first[name] += 1
-        if len(descs) < n:
-            counts["past_end"] = total - i - len(descs)
-            end = 0
-            break
+    if held < total:
+        counts["past_end"] = total - held
+        end = 0
     gap = d.data_gap(first) if first is not None else None
     if gap and gap[1] == first:          # the lowest page data is the shared zero page
         counts -= at_first

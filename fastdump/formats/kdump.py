@@ -538,6 +538,17 @@ class KdumpReader(ReadOnlyFile):
         at, size = self.desc_off + DESC.size * first, DESC.size * n
         return Descriptors(self.read_upto(at, size) if partial else self.read_at(at, size))
 
+    def descriptor_chunks(self, chunk=1 << 14):
+        """This file's descriptor table in chunks (``Descriptors``) as far as the file holds
+        it: the last one is short when the file ends inside the table (a dump cut short)."""
+        total = self.n_descriptors()
+        for i in range(0, total, chunk):
+            n = min(chunk, total - i)
+            descs = self.read_descriptors(i, n, partial=True)
+            yield descs
+            if len(descs) < n:
+                return
+
     def zero_page_offset(self):
         """Where a writer (fastdump or makedumpfile) puts the shared zero page of dump
         level 1: right after the descriptor table, which in a split part is sized for
