@@ -172,7 +172,7 @@ def test_verify_and_info_count_a_partial_dump(vmcore, source_pages, shim, tmp_pa
         r = verify(out, src)
         assert r["ok"] and r["pages_unreadable"] == len(BAD_PFNS), r["verdict"]
         assert r["checksums"] is True     # kdump: the 2nd bitmap's checksum follows its change
-        assert f"{len(BAD_PFNS)} unreadable" in r["verdict"]
+        assert f"{len(BAD_PFNS)} pages left out as unreadable by the writer" in r["verdict"]
         if src:
             assert r["pages_compared"] == r["pages_checked"]
     pages = summary(out)["pages"]

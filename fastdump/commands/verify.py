@@ -601,7 +601,7 @@ def _verdict(r):
                     "the eraseinfo records; their positions are not checked")
         used = f" ({used})" if used else ""
         lost = r.get("pages_unreadable")
-        lost = f", {lost} unreadable source pages left out" if lost else ""
+        lost = f", {lost} pages left out as unreadable by the writer (its word: not rechecked)" if lost else ""
         checked = f"{r['pages_checked']} pages checked"
         if r["format"] == "elf" and r.get("pages") and r["pages_checked"] > r["pages"]:
             checked = (f"{r['pages_checked']} stored pages checked ({r['pages']} pfns: part of memory, "
