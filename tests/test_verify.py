@@ -289,3 +289,18 @@ def test_the_shared_zero_page_is_checked_whatever_the_dump_level_says(small_vmco
         assert d.dump_level == 0
     r = verify(bad)
     assert not r["ok"] and "zero page" in r["verdict"], r["verdict"]
+
+
+def test_a_dump_cut_by_its_size_limit_counts_the_pages_it_never_wrote(small_vmcore, dumps, tmp_path):
+    """The writer of an unfinished dump takes the pages it never wrote out of the 2nd
+    bitmap (so readers do not read empty descriptors): verify must still count them from
+    the table's empty slots, not say "0 were never written"."""
+    out, limit = str(tmp_path / "cut"), os.path.getsize(dumps["zstd"]) // 2
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-q", "-z", "-d", "1", "-L", str(limit), small_vmcore, out],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and os.path.exists(out + ".incomplete"), r.stderr
+    got = verify(out + ".incomplete")
+    whole = verify(dumps["zstd"])
+    assert got["incomplete"] and 0 < got["pages_checked"] < whole["pages_checked"], got["verdict"]
+    assert got["pages_unwritten"] == whole["pages_checked"] - got["pages_checked"], got["verdict"]
+    assert f"{got['pages_unwritten']} were never written" in got["verdict"]

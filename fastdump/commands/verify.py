@@ -355,6 +355,12 @@ def _check_kdump(r, source, threads, result, problems):
             result["pages_unreadable"] = gap[0]
             if gap[1] is not None and any(r.read_at(gap[1], ps)):
                 problems.add(f"the shared zero page at {gap[1]:#x} is not all zeros")
+    elif first is not None and r.incomplete:
+        # the writer of an unfinished dump takes the pages it never wrote out of the 2nd
+        # bitmap; their slots stay in the table before the first page data (as convert counts)
+        gap = r.data_gap(first, shared=counts.get("at_min", 0) > 1)
+        if gap is not None:
+            counts["unwritten"] += gap[0]
     result["codecs"] = codec_counts
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
