@@ -154,6 +154,29 @@ class Plan:
 def make_plan(src, level, engine, *, elfclass=None, spill_dir=None, progress, warn):
     """Classify every cycle at ``level``; ``elfclass`` (an ELF dump) also finds zero pages."""
     judge = _make_judge(src, level, warn, engine)
+    plan = _classify(src, level, judge, spill_dir, progress)
+    doubt = getattr(judge, "layout_doubt", None)
+    if doubt:
+        warn(f"the kernel's own types contradict VMCOREINFO's struct page layout ({doubt}): no page "
+             f"is dropped by its struct page (free, cache, user, hwpoisoned, offline); zero pages still are")
+        plan.keep.close()
+        judge = None
+        plan = _classify(src, level, None, spill_dir, progress)
+    plan.unclassified = plan.excluded.pop("unclassified", 0)
+    plan.excluded = {k: v for k, v in plan.excluded.items() if v}
+    if judge is not None and hasattr(judge, "self_check"):
+        try:
+            plan.self_check = judge.self_check()
+        except FastdumpError as e:
+            warn(f"self-check not possible: {e}")
+    if elfclass is not None:
+        _plan_elf(src, plan, engine, elfclass, spill_dir, progress)
+    return plan
+
+
+def _classify(src, level, judge, spill_dir, progress):
+    """Pass 1 proper: the stored pages of every cycle, less what ``judge`` (None: nothing)
+    drops."""
     plan = Plan(level=level, keep=BitmapStore(spill_dir))
     present_runs, stored_runs = src.present_runs(), src.stored_runs()
     progress.phase("scanning", src.max_pfn)
@@ -170,15 +193,6 @@ def make_plan(src, level, engine, *, elfclass=None, spill_dir=None, progress, wa
         plan.num_dumpable += _core.bitmap_count(keep, c1 - c0)
         plan.keep.put(c0, keep)
         progress.update(c1 - c0)
-    plan.unclassified = plan.excluded.pop("unclassified", 0)
-    plan.excluded = {k: v for k, v in plan.excluded.items() if v}
-    if judge is not None and hasattr(judge, "self_check"):
-        try:
-            plan.self_check = judge.self_check()
-        except FastdumpError as e:
-            warn(f"self-check not possible: {e}")
-    if elfclass is not None:
-        _plan_elf(src, plan, engine, elfclass, spill_dir, progress)
     return plan
 
 

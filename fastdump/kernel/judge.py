@@ -85,6 +85,9 @@ class PageJudge:
         self._carry, self._carry_end = None, None
         self.bytes_read = 0
         self.pcp, self.pcp_note, self.pcp_dropped = None, None, 0
+        # set when the kernel's own types (BTF) contradict VMCOREINFO's struct page layout:
+        # one of them is damaged, and what the scan dropped by that layout cannot be trusted
+        self.layout_doubt = None
         self._pcp_pending = False
 
     # -- set-up ------------------------------------------------------------
@@ -140,7 +143,7 @@ class PageJudge:
         """The pages on the per-CPU free lists, proven free with the kernel's own types
         (``kernel/pcp.py``); None, with a one-line note, when this kernel cannot say."""
         from .pcp import PcpPages, find_pcp_free
-        from .types import NotAvailable
+        from .types import Disagreement, NotAvailable
         from .types.kernel import Kernel
         kernel = getattr(self.source, "kernel", None) or Kernel(self.source)
         try:
@@ -148,6 +151,8 @@ class PageJudge:
         except NotAvailable as e:
             self.pcp_note = f"pages on per-CPU free lists are kept: {e}"
             self.warn(self.pcp_note)
+            if isinstance(e, Disagreement) and (e.name == "page" or e.name.startswith("page.")):
+                self.layout_doubt = str(e)     # the scan read struct pages by the same VMCOREINFO
             return None
         finally:
             kernel.forget()

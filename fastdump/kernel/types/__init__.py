@@ -11,3 +11,12 @@ from ...errors import FastdumpError
 
 class NotAvailable(FastdumpError):
     """This dump cannot answer the question (no kallsyms, no BTF, or they do not check out)."""
+
+
+class Disagreement(NotAvailable):
+    """BTF and VMCOREINFO lay out ``name`` (``page.flags``, ``page``) differently: one of
+    them is damaged, and the dump cannot say which."""
+
+    def __init__(self, message, name):
+        super().__init__(message)
+        self.name = name

@@ -15,7 +15,7 @@ VMCOREINFO's ``SYMBOL()``s where VMCOREINFO says.  Anything else raises
 import struct
 
 from ..memory import KernelMemory
-from . import NotAvailable
+from . import Disagreement, NotAvailable
 from .btf import Btf, MAX_BTF_BYTES
 from .kallsyms import Symbols
 
@@ -79,11 +79,11 @@ class Kernel:
     # -- tables, each built once (a failure is remembered, not retried) ----------------
     def _once(self, what, build):
         if what in self._failed:
-            raise NotAvailable(self._failed[what])
+            raise self._failed[what]
         try:
             return build()
         except NotAvailable as e:
-            self._failed[what] = str(e)
+            self._failed[what] = e
             raise
 
     @property
@@ -179,7 +179,7 @@ def _agree_with_vmcoreinfo(btf, vi):
         except Exception:        # not in BTF (or a garbled VMCOREINFO line): no witness
             continue
         if got != want:
-            raise NotAvailable(f"BTF says OFFSET({name})={got}, VMCOREINFO says {want}")
+            raise Disagreement(f"BTF says OFFSET({name})={got}, VMCOREINFO says {want}", name)
         agreed += 1
     for name in list(vi.sizes):
         try:
@@ -188,7 +188,7 @@ def _agree_with_vmcoreinfo(btf, vi):
         except Exception:
             continue
         if got != want:
-            raise NotAvailable(f"BTF says SIZE({name})={got}, VMCOREINFO says {want}")
+            raise Disagreement(f"BTF says SIZE({name})={got}, VMCOREINFO says {want}", name)
         agreed += 1
     if agreed == 0:
         raise NotAvailable("BTF: nothing in VMCOREINFO to check it against")
