@@ -374,6 +374,10 @@ def test_the_kernel_log_beside_the_dump_is_erased_too(tmp_path):
     log = (sub / "vmcore-dmesg.txt").read_text()
     assert "the password is XXXXXXX" in log and "hunter2" not in log, log
     assert run("dmesg", str(sub / "vmcore")).stdout == log
+    # the log alone, with the same config (makedumpfile --dump-dmesg ignores --config): erased too
+    for how in (["--dump-dmesg", "--config", str(conf), path], ["dmesg", "--config", str(conf), path]):
+        r = run(*how)
+        assert r.returncode == 0 and r.stdout == log, how + [r.stderr]
 
 
 def test_a_directory_target_names_no_erased_nodename(world, tmp_path):

@@ -320,7 +320,9 @@ def _run_dump_dmesg(argv):
         return 0
     from .dmesg import main as dmesg_main
     return dmesg_main([args.source, *args.target] + (["-f"] if args.force else [])
-                      + (["--partial"] if args.partial_dmesg else []))
+                      + (["--partial"] if args.partial_dmesg else [])
+                      + (["--config", args.erase_config] if args.erase_config else [])
+                      + (["-x", args.vmlinux] if args.erase_config and args.vmlinux else []))
 
 
 def _run_mem_usage(argv):
