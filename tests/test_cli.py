@@ -55,6 +55,16 @@ def test_dump_makedumpfile_spelling(vmcore, tmp_path):
 def test_quiet_prints_nothing(vmcore, tmp_path):
     r = fastdump_cli("-q", "-z", "-d", "1", vmcore, str(tmp_path / "o"))
     assert r.stderr == "" and r.stdout == ""
+    # the makedumpfile modes take -q too (a capture script passes the same flags)
+    parts = [str(tmp_path / f"p{i}") for i in range(2)]
+    fastdump_cli("-q", "--split", "-z", "-d", "1", vmcore, *parts)
+    r = fastdump_cli("--reassemble", "-q", *parts, str(tmp_path / "joined"))
+    assert r.stderr == "" and r.stdout == ""
+    stream = subprocess.run([sys.executable, "-m", "fastdump", "-q", "-F", "-z", "-d", "1", vmcore],
+                            capture_output=True, check=True).stdout
+    r = subprocess.run([sys.executable, "-m", "fastdump", "-R", "-q", str(tmp_path / "rebuilt")], input=stream,
+                       capture_output=True)
+    assert r.returncode == 0 and r.stderr == b"" and r.stdout == b""
 
 
 def test_existing_target_needs_force(vmcore, tmp_path):

@@ -237,6 +237,7 @@ def _mode_parser(flag, description):
     p.add_argument(flag, action="store_true", required=True)
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--message-level", type=_message_level_arg, default=7)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line (errors are still printed)")
     p.add_argument("--check-params", action="store_true", help="only check the arguments; open nothing")
     return p
 
@@ -263,7 +264,7 @@ def _run_rearrange(argv):
         stream = sys.stdin.buffer
     with stream:
         n = rearrange(stream, args.target, force=args.force)
-    if args.message_level & MSG_COMMON:
+    if args.message_level & MSG_COMMON and not args.quiet:
         print(f"fastdump: rebuilt {args.target} from {n} records", file=sys.stderr)
     return 0
 
@@ -289,7 +290,7 @@ def _run_reassemble(argv):
               f"{'was' if len(joined.incomplete_parts) == 1 else 'were'} flagged incomplete, and the pages "
               f"never written there are missing; {out} is flagged incomplete", file=sys.stderr)
         return EXIT_PARTIAL
-    if args.message_level & MSG_COMMON:
+    if args.message_level & MSG_COMMON and not args.quiet:
         print(f"fastdump: reassembled {len(parts)} parts into {out}", file=sys.stderr)
     return 0
 
