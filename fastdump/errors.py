@@ -41,3 +41,16 @@ class Interrupted(FastdumpError):
     """SIGINT/SIGTERM while writing: the dump stays, marked incomplete."""
 
     exit_status = 130
+
+
+def printable(value):
+    """``value`` as text a terminal shows as it is: what a dump says (its eraseinfo, its
+    kernel release, any string from its notes or headers) may hold escape sequences.  A
+    character that is not printable (control characters, DEL, C1, format characters such
+    as a bidi override, lone surrogates) is shown as Python escapes it (``\\x1b``, ``\\n``,
+    ``\\u202e``); printable text, plain ASCII included, is left as it is.  ``--json`` needs
+    none of this: JSON escapes control characters itself."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from .std_streams import BestEffort, guard, is_closed, restore
-from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, TargetError, UsageError
+from ..errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, FastdumpError, TargetError, UsageError, printable
 from ..options import DumpOptions, int_arg, int_type
 from ..formats import codecs
 from ..kernel.levels import MAX_LEVEL
@@ -209,7 +209,7 @@ def _run_dump(argv):
     report_to = sys.stderr if to_stdout else BestEffort(sys.stdout)   # reports do not fail a dump
     if args.vtop:
         mdf.print_vtop(source, args.vtop, report_to)
-    stats = run(options, progress=progress, warn=lambda t: say(f"warning: {t}"))
+    stats = run(options, progress=progress, warn=lambda t: say(f"warning: {printable(t)}"))
     if args.show_stats:
         mdf.print_report(stats, report_to)
     rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds else 0.0
@@ -364,8 +364,8 @@ def _main(argv, quiet_errors):
                 return run(argv)
         return _run_dump(argv)
     except FastdumpError as e:
-        if not quiet_errors:
-            print(f"fastdump: error: {e}", file=sys.stderr)
+        if not quiet_errors:         # (its text may quote the dump: a hostile one sends no escapes)
+            print(f"fastdump: error: {printable(e)}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         print("fastdump: interrupted", file=sys.stderr)

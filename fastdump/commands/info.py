@@ -3,7 +3,7 @@
 import json
 from collections import Counter
 
-from ..errors import FormatError
+from ..errors import FormatError, printable
 from ..formats import codecs, kdump
 from ..kernel.erase import recorded
 from ..sources.opener import open_dump
@@ -93,14 +93,15 @@ def main(argv):
         return 0
     what = "PT_LOAD data ends" if info["format"] == "elf" else \
         "page descriptors end" if info["pages"].get("past_end") else "page data ends"
-    print(f"{args.file}: {info['format']}" + (" (INCOMPLETE)" if info.get("incomplete") else "")
+    # every string below may come from the dump (or a file name): printed through printable()
+    print(f"{printable(args.file)}: {printable(info['format'])}" + (" (INCOMPLETE)" if info.get("incomplete") else "")
           + (f" (TRUNCATED: the file ends at {info['file_size']} bytes, its {what} at {info['expected_size']})"
              if info["truncated"] else ""))
-    print(f"  kernel:      {info['kernel'] or 'unknown (no VMCOREINFO)'}")
+    print(f"  kernel:      {printable(info['kernel'] or 'unknown (no VMCOREINFO)')}")
     for key in ("compression", "dump_level", "header_version", "nr_cpus", "max_mapnr", "max_pfn", "segments"):
         if key in info:
-            print(f"  {key + ':':<12} {info[key]}")
-    print("  pages:       " + ", ".join(f"{k} {v}" for k, v in info["pages"].items()))
+            print(f"  {key + ':':<12} {printable(info[key])}")
+    print("  pages:       " + ", ".join(f"{printable(k)} {printable(v)}" for k, v in info["pages"].items()))
     for line in info["eraseinfo"]:
-        print(f"  erased:      {line}")
+        print(f"  erased:      {printable(line)}")
     return 0

@@ -31,6 +31,28 @@ class NotPresentError(SourceError):
     """A physical address that the dump does not contain."""
 
 
+def check_read_args(reader, closed, *, pfn=0, addr=0, size=0, zero_fill=False):
+    """The checks of a reader's ``read_pfn`` / ``read_phys`` (ELF and kdump alike), made
+    when their quick test fails: a bad argument is a UsageError naming it, a read of a
+    closed reader a FastdumpError saying so (not the EBADF of its closed file)."""
+    from ..errors import FastdumpError, UsageError
+    for what, value in (("pfn", pfn), ("physical address", addr), ("read size", size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{what} must be an integer, not {type(value).__name__} {value!r:.40}")
+        if value < 0:
+            raise UsageError(f"{what} {value} is negative")
+    if not isinstance(zero_fill, bool):
+        raise UsageError(f"zero_fill must be true or false, not {zero_fill!r:.40}")
+    if pfn >= (1 << 64) // reader.page_size:
+        raise UsageError(f"pfn {pfn:#x} is beyond any 64-bit physical address")
+    if addr >= 1 << 64:
+        raise UsageError(f"physical address {addr:#x} is beyond 64 bits")
+    if addr + size > 1 << 64:
+        raise UsageError(f"read size {size:#x} at physical address {addr:#x} goes beyond 64 bits")
+    if closed:
+        raise FastdumpError(f"{reader.path}: the dump was closed (a read after close())")
+
+
 def fold_extents(pieces):
     """Sort ``(start, end, file_offset)`` pieces and drop bytes already covered.
 
@@ -219,6 +241,9 @@ class ElfSource(ReadOnlyFile):
     def read_phys(self, addr, size, *, zero_fill=False):
         """Bytes at physical ``addr``; raises NotPresentError for bytes not stored
         (unless ``zero_fill``, which fills them with zeros as crash does)."""
+        if type(addr) is not int or type(size) is not int or addr < 0 or size < 0 or addr + size > 1 << 64 \
+                or type(zero_fill) is not bool or self.fd < 0:
+            check_read_args(self, self.fd < 0, addr=addr, size=size, zero_fill=zero_fill)
         end = addr + size
         pieces = list(self._extents_in(addr, end))
         if len(pieces) == 1 and pieces[0][0] <= addr and end <= pieces[0][1]:
@@ -281,6 +306,8 @@ class ElfSource(ReadOnlyFile):
             self._window_lock = threading.Lock()
 
     def read_pfn(self, pfn):
+        if type(pfn) is not int or not 0 <= pfn < (1 << 64) // self.page_size or self.fd < 0:
+            check_read_args(self, self.fd < 0, pfn=pfn)
         return self.read_phys(pfn * self.page_size, self.page_size, zero_fill=True) \
             if self.is_dumped(pfn) else self.read_phys(pfn * self.page_size, self.page_size)
 
