@@ -155,6 +155,8 @@ def make_plan(src, level, engine, *, elfclass=None, spill_dir=None, progress, wa
     """Classify every cycle at ``level``; ``elfclass`` (an ELF dump) also finds zero pages."""
     judge = _make_judge(src, level, warn, engine)
     plan = _classify(src, level, judge, spill_dir, progress)
+    if plan.excluded.get("hwpoison") and not getattr(judge, "layout_checked", True):
+        judge.check_layout()         # many hwpoisoned pages: a wrong OFFSET(page.flags) looks so
     doubt = getattr(judge, "layout_doubt", None)
     if doubt:
         warn(f"the kernel's own types contradict VMCOREINFO's struct page layout ({doubt}): no page "

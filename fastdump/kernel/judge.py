@@ -87,7 +87,7 @@ class PageJudge:
         self.pcp, self.pcp_note, self.pcp_dropped = None, None, 0
         # set when the kernel's own types (BTF) contradict VMCOREINFO's struct page layout:
         # one of them is damaged, and what the scan dropped by that layout cannot be trusted
-        self.layout_doubt = None
+        self.layout_doubt, self.layout_checked = None, False
         self._pcp_pending = False
 
     # -- set-up ------------------------------------------------------------
@@ -153,7 +153,27 @@ class PageJudge:
             self.warn(self.pcp_note)
             if isinstance(e, Disagreement) and (e.name == "page" or e.name.startswith("page.")):
                 self.layout_doubt = str(e)     # the scan read struct pages by the same VMCOREINFO
+            self.layout_checked = True
             return None
+        finally:
+            kernel.forget()
+
+    def check_layout(self):
+        """Ask the kernel's own types (BTF, when the dump has them) whether VMCOREINFO's struct
+        page layout is right; a contradiction sets ``layout_doubt``.  The per-CPU walk asks
+        as it starts (-d 16 and above); below, only when the scan found what a wrong layout
+        makes (hwpoisoned pages, which a healthy machine has few or none of): it costs
+        30-50 ms of reading and indexing BTF."""
+        from .types import Disagreement, NotAvailable
+        from .types.kernel import Kernel
+        kernel = getattr(self.source, "kernel", None) or Kernel(self.source)
+        try:
+            kernel.sizeof("page")        # loads BTF, which is checked against VMCOREINFO
+        except Disagreement as e:
+            if e.name == "page" or e.name.startswith("page."):
+                self.layout_doubt = str(e)
+        except NotAvailable:
+            pass
         finally:
             kernel.forget()
 
