@@ -21,15 +21,21 @@ does.  ``partial=True`` starts where the log was last cleared
 A corrupt buffer gives what can be trusted: bad records are skipped (5.10+) or
 the walk stops at the first bad one (3.5-5.9); every size read from the dump is
 checked before anything is allocated, and every walk is bounded, so a garbage
-buffer can never hang or exhaust memory.  When nothing usable is left a
-:class:`~fastdump.errors.FastdumpError` says why, in one line.
+buffer can never hang or exhaust memory.  The rings are never read whole: an
+array is first checked to be in the dump (counted page by page, without reading
+it), then read a window of at most ``WINDOW`` bytes at a time, so a damaged
+header (``count_bits``, ``size_bits``, ``log_buf_len``) costs time, not memory;
+the text kept is capped at ``MAX_LOG_TEXT`` (the newest records are kept).
+When nothing usable is left a :class:`~fastdump.errors.FastdumpError` says why,
+in one line (running out of memory too: the dump beside the log is still written).
 """
 
+import collections
 import os
 import struct
 
 from ..errors import FastdumpError
-from .memory import MAX_STRUCT, U64, KernelMemory
+from .memory import MAX_STRUCT, PAGE, U64, KernelMemory
 from .memory import first_line as _first_line
 from .vtop import TranslationError
 
@@ -43,6 +49,12 @@ CALLER_CPU = 0x80000000
 #: lower: log_buf_len= is capped at 2 GiB, CONFIG_LOG_BUF_SHIFT at 25).
 MAX_DATA_BITS = 30          # 1 GiB of text
 MAX_DESC_BITS = 25          # 32 Mi descriptors
+#: The most bytes of an array held at once: the rings are read in windows this big.
+WINDOW = 1 << 20
+#: The most text kept (rendered characters; the plain ring: bytes).  Beyond it the
+#: oldest records are dropped: a kernel's own CONFIG_LOG_BUF_SHIFT (25 at most)
+#: never gets there, a damaged log_buf_len or crafted records do.
+MAX_LOG_TEXT = 64 << 20
 
 
 class DmesgError(FastdumpError):
@@ -93,6 +105,97 @@ def _u32(buf, off):
 
 def _u64(buf, off):
     return struct.unpack_from("<Q", buf, off)[0]
+
+
+# -- bounded reads ---------------------------------------------------------------------
+def _absent(mem, va, size):
+    """How many bytes of kernel virtual ``[va, va+size)`` the dump does not hold: counted
+    from the translation and the source's page map (``is_dumped``), nothing is read;
+    a source without a page map is probed a window at a time.  Memory use is bounded
+    whatever ``size`` is: this is what is checked before a ring is read."""
+    src = mem.source
+    is_dumped = getattr(src, "is_dumped", None)
+    psize = getattr(src, "page_size", None) or PAGE
+    present = 0
+    for _, pa, n in mem.runs(va, size, skip_unmapped=True):
+        if is_dumped is not None:
+            end = pa + n
+            for pfn in range(pa // psize, (end - 1) // psize + 1):
+                if is_dumped(pfn):
+                    present += min(end, (pfn + 1) * psize) - max(pa, pfn * psize)
+            continue
+        p, end = pa, pa + n
+        while p < end:
+            m = min(end - p, WINDOW)
+            try:
+                mem.read_phys(p, m)
+                present += m
+            except FastdumpError:
+                q = p
+                while q < p + m:                  # page by page: which of them are there
+                    k = min(p + m, (q | (PAGE - 1)) + 1) - q
+                    try:
+                        mem.read_phys(q, k)
+                        present += k
+                    except FastdumpError:
+                        pass
+                    q += k
+            p += m
+    return size - present
+
+
+class _Region:
+    """``size`` bytes of kernel memory at ``va``, read one window (``WINDOW`` bytes, or
+    the piece asked for if larger) at a time; missing bytes read as zeros, and are not
+    counted again in ``mem.missing`` (``_absent`` counted them)."""
+
+    def __init__(self, mem, va, size):
+        self.mem, self.va, self.size = mem, va, size
+        self.lo = self.hi = 0
+        self.buf = b""
+
+    def view(self, off, n):
+        """``(buf, pos)``: ``buf[pos:pos + n]`` are the region's bytes ``off..off+n``
+        (fewer past its end, as a slice would give)."""
+        if self.lo <= off and off + n <= self.hi:
+            return self.buf, off - self.lo
+        n = max(0, min(n, self.size - off))
+        start = off & ~(PAGE - 1)
+        end = min(self.size, max(start + WINDOW, off + n))
+        self.buf = b""                            # one window alive at a time
+        missing = self.mem.missing
+        self.buf = self.mem.read(self.va + start, end - start, strict=False)
+        self.mem.missing = missing
+        self.lo, self.hi = start, start + len(self.buf)
+        return self.buf, off - start
+
+    def get(self, off, n):
+        buf, pos = self.view(off, n)
+        return buf[pos:pos + n]
+
+
+class _Kept:
+    """The rendered records, the newest ``MAX_LOG_TEXT`` characters of them at most."""
+
+    def __init__(self):
+        self.lines = collections.deque()
+        self.chars = self.dropped = 0
+
+    def append(self, line):
+        self.lines.append(line)
+        self.chars += len(line)
+        while self.chars > MAX_LOG_TEXT and len(self.lines) > 1:
+            self.chars -= len(self.lines.popleft())
+            self.dropped += 1
+
+    def __bool__(self):
+        return bool(self.lines)
+
+    def text(self, problems):
+        if self.dropped:
+            problems.append(f"kernel log is longer than {MAX_LOG_TEXT >> 20} MiB: "
+                            f"the oldest {self.dropped} record(s) left out")
+        return "".join(self.lines)
 
 
 # -- 5.10+: lockless ring buffer ------------------------------------------------------
@@ -158,44 +261,57 @@ def _lockless(mem, vi, *, caller, partial, problems):
     head_id = _u64(rb, o_dr + o_head + o_ctr) & DESC_ID_MASK
     tail_id = _u64(rb, o_dr + o_tail + o_ctr) & DESC_ID_MASK
 
-    arrays = {}
+    n = ((head_id - tail_id) & DESC_ID_MASK) + 1
+    behind = None
+    if n > count:
+        behind = (f"printk ring buffer: tail id {tail_id:#x} is {n - 1} records behind head "
+                  f"{head_id:#x} (ring holds {count}); reading the last {count}")
+        tail_id, n = (head_id - count + 1) & DESC_ID_MASK, count
+
+    # Checked before anything is read, and only ever read a window at a time: a damaged
+    # count_bits/size_bits makes these arrays up to a few GiB.  Of the descriptor and info
+    # arrays, only the slots of records tail..head are looked at (all of them when the
+    # ring is full), and only those are checked (which keeps a damaged count_bits quick).
+    slots = _slots(tail_id, n, count)
     lost = 0
-    for name, va, size in (("descriptor array", descs_va, count * sz_desc),
-                           ("info array", infos_va, count * sz_info), ("text data ring", data_va, data_size)):
-        before = mem.missing
-        arrays[name] = mem.read(va, size, strict=False)
-        if mem.missing - before >= size:
+    arrays = []
+    for name, va, size, unit in (("descriptor array", descs_va, count * sz_desc, sz_desc),
+                                 ("info array", infos_va, count * sz_info, sz_info),
+                                 ("text data ring", data_va, data_size, None)):
+        if unit is None:
+            absent, used = _absent(mem, va, size), size
+        else:
+            absent = sum(_absent(mem, va + first * unit, k * unit) for first, k in slots)
+            used = n * unit
+        if absent >= used:
             raise DmesgError(f"printk ring buffer: the {name} at {va:#x} is not in this dump")
-        lost += mem.missing - before
-    descs, infos, data = arrays["descriptor array"], arrays["info array"], arrays["text data ring"]
+        lost += absent
+        arrays.append(_Region(mem, va, size))
+    descs, infos, data = arrays
     if lost:
         problems.append(f"{lost} bytes of the printk ring buffer are not in the dump")
 
     clear_seq = None
     if partial:
         clear_seq = _clear_seq(mem, vi, problems)
+    if behind:
+        problems.append(behind)
 
-    n = ((head_id - tail_id) & DESC_ID_MASK) + 1
-    if n > count:
-        problems.append(f"printk ring buffer: tail id {tail_id:#x} is {n - 1} records behind head "
-                        f"{head_id:#x} (ring holds {count}); reading the last {count}")
-        tail_id, n = (head_id - count + 1) & DESC_ID_MASK, count
-
-    out = []
+    out = _Kept()
     bad = cleared = 0
     id_mask, mask = count - 1, data_size - 1
     for i in range(n):
         rid = (tail_id + i) & DESC_ID_MASK
-        d = (rid & id_mask) * sz_desc
-        sv = _u64(descs, d + o_sv + o_ctr)
+        dbuf, d = descs.view((rid & id_mask) * sz_desc, sz_desc)
+        sv = _u64(dbuf, d + o_sv + o_ctr)
         if sv & DESC_ID_MASK != rid:
             continue                     # not (or no longer) this record's descriptor
         if sv >> DESC_FLAGS_SHIFT not in (DESC_COMMITTED, DESC_FINALIZED):
             continue                     # reserved (being written) or reusable
-        begin = _u64(descs, d + o_lpos + o_begin)
-        nxt = _u64(descs, d + o_lpos + o_next)
-        inf = (rid & id_mask) * sz_info
-        if clear_seq is not None and o_seq is not None and _u64(infos, inf + o_seq) < clear_seq:
+        begin = _u64(dbuf, d + o_lpos + o_begin)
+        nxt = _u64(dbuf, d + o_lpos + o_next)
+        ibuf, inf = infos.view((rid & id_mask) * sz_info, sz_info)
+        if clear_seq is not None and o_seq is not None and _u64(ibuf, inf + o_seq) < clear_seq:
             cleared += 1
             continue
         if begin & 1 or nxt & 1:
@@ -214,13 +330,17 @@ def _lockless(mem, vi, *, caller, partial, problems):
             if blen >= length:
                 bad += 1
                 continue
-        if blen < 8 or _u64(data, blk) & DESC_ID_MASK != rid:
+        if blen < 8:
             bad += 1
             continue
-        text_len = min(_u16(infos, inf + o_tlen), blen - 8)
-        text = data[blk + 8:blk + 8 + text_len]
-        ts = _u64(infos, inf + o_ts)
-        out.append(format_record(ts, text, _u32(infos, inf + o_cid) if o_cid is not None else None))
+        text_len = min(_u16(ibuf, inf + o_tlen), blen - 8)
+        ts = _u64(ibuf, inf + o_ts)
+        cid = _u32(ibuf, inf + o_cid) if o_cid is not None else None
+        tbuf, t = data.view(blk, 8 + text_len)
+        if _u64(tbuf, t) & DESC_ID_MASK != rid:
+            bad += 1
+            continue
+        out.append(format_record(ts, tbuf[t + 8:t + 8 + text_len], cid))
     if bad:
         problems.append(f"printk ring buffer: skipped {bad} corrupt record(s)")
     if not out:
@@ -228,7 +348,18 @@ def _lockless(mem, vi, *, caller, partial, problems):
             return ""                    # everything was cleared
         raise DmesgError("printk ring buffer holds no readable record"
                          + (f" ({problems[-1]})" if problems else ""))
-    return "".join(out)
+    return out.text(problems)
+
+
+def _slots(first_id, n, count):
+    """``[(first, k)]``: the slots of ``n`` consecutive ids from ``first_id`` in a ring
+    of ``count`` (a power of two) slots, in at most two runs."""
+    if n >= count:
+        return [(0, count)]
+    first = first_id & (count - 1)
+    if first + n <= count:
+        return [(first, n)]
+    return [(first, count - first), (0, first + n - count)]
 
 
 def _clear_seq(mem, vi, problems):
@@ -270,30 +401,33 @@ def _structured(mem, vi, *, caller, partial, problems):
     if first >= buf_len or nxt >= buf_len:
         raise DmesgError(f"printk log_buf: indexes {first_sym}={first}, log_next_idx={nxt} are "
                          f"outside log_buf_len {buf_len}")
-    missing0 = mem.missing
-    buf = mem.read(log_buf, buf_len, strict=False)
-    if mem.missing - missing0 >= buf_len:
+    # checked before anything is read, then read a window at a time (log_buf_len may be damaged)
+    absent = _absent(mem, log_buf, buf_len)
+    if absent >= buf_len:
         raise DmesgError(f"printk log_buf at {log_buf:#x} is not in this dump")
-    if mem.missing > missing0:
-        problems.append(f"{mem.missing - missing0} bytes of log_buf are not in the dump")
+    if absent:
+        problems.append(f"{absent} bytes of log_buf are not in the dump")
+    buf = _Region(mem, log_buf, buf_len)
 
-    out = []
-    pos, seen, wrapped = first, set(), False
-    # each record is at least one header long: the walk has a hard bound
+    out = _Kept()
+    pos, wrapped = first, False
+    # each record is at least one header long: the walk has a hard bound.  It only
+    # moves forward, from first to the end of the buffer, then (once) from 0: it can
+    # come back to a record only after the wrap, at or past where it started.
     for _ in range(buf_len // hdr + 2):
         if pos == nxt:
             break
-        if pos in seen:
+        if wrapped and pos >= first:
             problems.append(f"printk log_buf: cycle at index {pos}; the buffer is corrupt")
             break
-        seen.add(pos)
         if pos + hdr > buf_len:
             if pos == buf_len and not wrapped:
                 pos, wrapped = 0, True
                 continue
             problems.append(f"printk log_buf: record at index {pos} runs past the end; the buffer is corrupt")
             break
-        rlen = _u16(buf, pos + o_len)
+        rec, r = buf.view(pos, hdr)
+        rlen = _u16(rec, r + o_len)
         if rlen == 0:                        # end-of-buffer marker: wrap to 0
             if pos == 0 or wrapped:
                 problems.append(f"printk log_buf: empty record at index {pos}; the buffer is corrupt")
@@ -304,10 +438,9 @@ def _structured(mem, vi, *, caller, partial, problems):
             problems.append(f"printk log_buf: record at index {pos} has bad length {rlen}; "
                             "the buffer is corrupt")
             break
-        text_len = min(_u16(buf, pos + o_tlen), rlen - hdr)
-        text = buf[pos + hdr:pos + hdr + text_len]
-        out.append(format_record(_u64(buf, pos + o_ts), text,
-                                 _u32(buf, pos + o_cid) if o_cid is not None else None))
+        text_len = min(_u16(rec, r + o_tlen), rlen - hdr)
+        ts, cid = _u64(rec, r + o_ts), _u32(rec, r + o_cid) if o_cid is not None else None
+        out.append(format_record(ts, buf.get(pos + hdr, text_len), cid))
         pos += rlen
     else:
         problems.append("printk log_buf: walk did not reach log_next_idx; the buffer is corrupt")
@@ -316,7 +449,7 @@ def _structured(mem, vi, *, caller, partial, problems):
             return ""
         raise DmesgError("printk log_buf holds no readable record"
                          + (f" ({problems[-1]})" if problems else ""))
-    return "".join(out)
+    return out.text(problems)
 
 
 # -- 3.4 and older: plain character ring ------------------------------------------------
@@ -333,13 +466,32 @@ def _plain(mem, vi, *, problems):
         old = False
     log_end = mem.u64(k.sym("log_end")) if old else mem.u32(k.sym("log_end"))
     if log_end < buf_len:
-        text = mem.read(log_buf, log_end, strict=False)
+        pieces = [(log_buf, log_end)]
     else:
         idx = log_end & (buf_len - 1) if buf_len & (buf_len - 1) == 0 else log_end % buf_len
-        text = (mem.read(log_buf + idx, buf_len - idx, strict=False)
-                + mem.read(log_buf, idx, strict=False))
-    if mem.missing:
-        problems.append(f"{mem.missing} bytes of log_buf are not in the dump")
+        pieces = [(log_buf + idx, buf_len - idx), (log_buf, idx)]
+    total = sum(n for _, n in pieces)
+    if total > MAX_LOG_TEXT:             # the newest MAX_LOG_TEXT bytes: those before log_end
+        cut = total - MAX_LOG_TEXT
+        problems.append(f"printk log_buf: {total} bytes is more than {MAX_LOG_TEXT >> 20} MiB: "
+                        f"the oldest {cut} left out")
+        kept = []
+        for va, n in pieces:
+            drop = min(cut, n)
+            cut -= drop
+            if n > drop:
+                kept.append((va + drop, n - drop))
+        pieces, total = kept, MAX_LOG_TEXT
+    # checked before anything is read, then read a window at a time
+    absent = sum(_absent(mem, va, n) for va, n in pieces)
+    if total and absent >= total:
+        raise DmesgError(f"printk log_buf at {log_buf:#x} is not in this dump")
+    text = bytearray()
+    for va, n in pieces:
+        for off in range(0, n, WINDOW):
+            text += mem.read(va + off, min(WINDOW, n - off), strict=False)
+    if absent:
+        problems.append(f"{absent} bytes of log_buf are not in the dump")
     # makedumpfile writes this ring as it is: the text already holds "<level>[time] "
     # prefixes.  Bytes map 1:1 to characters (latin-1), so writing it back is exact.
     return text.decode("latin-1")
@@ -392,4 +544,9 @@ def extract_dmesg(dump, *, caller=False, partial=False, problems=None, erased=No
         raise DmesgError(f"kernel log: {_first_line(e)}") from None
     except struct.error as e:   # a buffer shorter than a field: corrupt beyond use
         raise DmesgError(f"kernel log: truncated structure ({e})") from None
+    except MemoryError:
+        pass                    # raised below, once the traceback (and what it holds) is gone
+    # the reads are bounded, but the machine may be smaller still (a capture kernel): a log
+    # that does not fit is one line, and the dump beside it is still written
+    raise DmesgError("kernel log: out of memory while reading it")
 
