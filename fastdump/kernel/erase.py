@@ -11,13 +11,14 @@
 
 ``parse`` turns the file into commands (any bad line: one UsageError naming file:line);
 ``resolve`` finds every named byte in the crashed kernel with its own kallsyms and
-BTF (``kernel/types``), without a debug vmlinux, and returns an :class:`EraseList`:
+BTF (``kernel/types``), without a debug vmlinux (given one, ``-x``, gdb names the type of
+a global BTF has no VAR for: a struct, or a pointer, array or scalar), and returns an :class:`EraseList`:
 the bytes as (pfn, offset, length, fill) pieces, each inside one page, which the copy
 core overwrites in every page it copies, and the eraseinfo text makedumpfile records
 in the dump.  As makedumpfile: ``erase`` fills with 'X', ``nullify`` sets a pointer to
-0, a pointer member is followed to the data it points to, a ``char *`` erases its
-string (at most 1024 bytes), a NULL pointer on the way skips the command (nothing
-lies behind it).  Anything else that cannot be resolved is an error, never a dump
+0, a pointer (member or global) is followed to the data it points to, a ``char *`` erases
+its string (at most 1024 bytes; an ``unsigned char *`` one byte), a NULL pointer on the way
+skips the command (nothing lies behind it).  Anything else that cannot be resolved is an error, never a dump
 that silently keeps the secret.
 """
 
@@ -209,9 +210,11 @@ class EraseList:
 
 def resolve(commands, kernel, *, vmlinux=None):
     """The commands' bytes in ``kernel`` (a ``kernel.types.Kernel``).  Variable types come
-    from the dump's BTF; with ``vmlinux``, a type BTF does not list is named by the
-    vmlinux's debug info (its layout still from BTF)."""
-    r = _Resolver(kernel, vmlinux)
+    from the dump's BTF; with ``vmlinux``, the type of a global BTF has no VAR for is the
+    one the vmlinux's debug info gives it (a struct, union or typedef by name, its layout
+    still from BTF; a pointer, array or C scalar built from gdb's answer, so that a
+    ``char *`` global erases its string as makedumpfile does)."""
+    r = _Resolver(kernel, vmlinux, _globals(commands))
     try:
         for cmd in commands:
             if isinstance(cmd, Loop):
@@ -224,6 +227,126 @@ def resolve(commands, kernel, *, vmlinux=None):
     return EraseList(pieces, "".join(r.info))
 
 
+def _globals(commands):
+    """The global names the commands use (loop variables aside): asked of gdb in one run."""
+    out = []
+
+    def add(expr, scope):
+        if isinstance(expr, str):
+            first = expr.split(".", 1)[0]
+            if first not in scope and first not in out:
+                out.append(first)
+    for cmd in commands:
+        if isinstance(cmd, Loop):
+            add(cmd.target, ())
+            body, scope = cmd.body, (cmd.ident,)
+        else:
+            body, scope = [cmd], ()
+        for e in body:
+            add(e.expr, scope)
+            add(e.size, scope)
+    return out
+
+
+# The C scalar types gdb names (gcc's DWARF base types, as gdb prints them): their sizes on x86_64.
+_SCALAR_WORDS = {"signed", "unsigned", "int", "short", "long", "char", "_Bool", "bool", "__int128"}
+_QUALIFIERS = re.compile(r"\b(?:const|volatile|restrict|__restrict)\b")
+
+
+def _scalar_size(base):
+    words = base.split()
+    if not words or not set(words) <= _SCALAR_WORDS:
+        return None
+    if words in (["_Bool"], ["bool"]):
+        return 1
+    rest = [w for w in words if w not in ("signed", "unsigned")]
+    if rest == ["char"]:
+        return 1
+    rest = [w for w in rest if w != "int"]
+    return {(): 4, ("short",): 2, ("long",): 8, ("long", "long"): 8, ("__int128",): 16}.get(tuple(rest))
+
+
+class _Types:
+    """Type ids: BTF's (> 0; 0 is void) and, below 0, the pointers, arrays and C scalars that a
+    vmlinux's debug info names (``-x``) and BTF need not hold as such (``char *``: BTF has
+    no way to find "the pointer to char" by name).  ``resolve``/``sizeof``/``member`` as
+    BTF's, on both."""
+
+    def __init__(self, kernel):
+        self.k = kernel
+        self._made = {}
+
+    def make(self, kind, *, size=0, ref=0, nelems=0, name=""):
+        t = B.Type(kind, name, size, ref)
+        t.nelems = nelems
+        tid = -1 - len(self._made)
+        self._made[tid] = t
+        return tid
+
+    def resolve(self, tid):
+        if tid < 0:
+            return tid, self._made[tid]
+        return self.k.btf.resolve(tid)
+
+    def sizeof(self, tid, depth=0):
+        if tid >= 0:
+            return self.k.btf.sizeof(tid)
+        t = self._made[tid]
+        if t.kind == B.INT:
+            return t.size
+        if t.kind == B.PTR:
+            return 8
+        if depth > B.MAX_DEPTH:
+            raise NotAvailable("arrays nested too deep")
+        return t.nelems * self.sizeof(t.ref, depth + 1)
+
+    def member(self, tid, path):
+        if tid < 0:
+            raise NotAvailable(f"a {self.describe(tid)} has no member {path!r}")
+        return self.k.btf.member(tid, path)
+
+    def describe(self, tid):
+        _, t = self.resolve(tid)
+        return {B.INT: "scalar", B.PTR: "pointer", B.ARRAY: "array"}.get(t.kind, t.name or "type")
+
+    def from_c(self, text):
+        """The type id of gdb's ``whatis`` answer ``text`` ("char *", "struct foo *[4]",
+        "unsigned int", "atomic_long_t", "void (*)(int)"); None when fastdump cannot lay it
+        out (no debug info, an anonymous struct, a pointer to an array).  A struct, union,
+        enum or typedef name not in BTF: NotAvailable."""
+        text = " ".join(_QUALIFIERS.sub(" ", text).split())
+        if "(" in text:                                      # a function pointer: to code, like a void *
+            return self.make(B.PTR) if re.fullmatch(r"[\w\s*]+\(\*\)\s*\(.*\)", text) else None
+        m = re.fullmatch(r"(.*?)\s*((?:\*\s*)*)((?:\[\d*\]\s*)*)", text)
+        if m is None or not m.group(1):
+            return None
+        base, stars, dims = m.group(1), m.group(2).count("*"), re.findall(r"\[(\d*)\]", m.group(3))
+        words = base.split()
+        size = _scalar_size(base)
+        if size is not None:
+            tid = self.make(B.INT, size=size, name=base)
+        elif base == "void":
+            if not stars:
+                return None
+            tid = 0
+        elif len(words) == 2 and words[0] in ("struct", "union", "enum") and re.fullmatch(_IDENT, words[1]):
+            tid, t = self.k.btf.resolve(self.k.btf.struct_id(words[1]))
+            kinds = (B.ENUM, B.ENUM64) if words[0] == "enum" else (B.STRUCT, B.UNION)
+            if t.kind not in kinds:
+                raise NotAvailable(f"BTF: no {base}")
+        elif len(words) == 1 and re.fullmatch(_IDENT, base):
+            tid = self.k.btf.struct_id(base)                 # a typedef (or a struct of that name)
+        else:
+            return None                                      # struct {...}, <data variable, no debug info>
+        for _ in range(stars):
+            tid = self.make(B.PTR, ref=tid)
+        for n in reversed(dims):
+            if tid == 0:
+                return None
+            tid = self.make(B.ARRAY, ref=tid, nelems=int(n or 0))
+        return tid
+
+
 class _Value:
     __slots__ = ("va", "tid")
 
@@ -232,8 +355,11 @@ class _Value:
 
 
 class _Resolver:
-    def __init__(self, kernel, vmlinux):
+    def __init__(self, kernel, vmlinux, names=()):
         self.k, self.vmlinux = kernel, vmlinux
+        self.types = _Types(kernel)
+        self.names = list(names)  # the globals the commands use: one gdb run asks for all
+        self.gdb_said = {}        # name: gdb's whatis answer, None when it knows no such symbol
         self.ranges = []          # (va, size, fill)
         self.info = []
 
@@ -242,24 +368,23 @@ class _Resolver:
 
     # -- expressions --------------------------------------------------------------
     def _var_type(self, where, name, members, *, address_only=False):
-        """The BTF type id of global variable ``name``: its BTF VAR, else the vmlinux's debug
+        """The type id of global variable ``name``: its BTF VAR, else the vmlinux's debug
         info (-x), else the one type its ``members`` path proves; None when not known and
         no member is taken (``address_only``: the caller uses only its address)."""
+        typed = members or not address_only
         try:
             tid = self.k.btf.variable(name)
         except NotAvailable:
-            if members:
+            if members and not self.vmlinux:
                 raise
-            if not address_only:
-                self._not_a_pointer(where, name)
-            return None                  # erase SYMBOL size N needs no type
-        if tid is None and self.vmlinux:
+            tid = None                   # no BTF: the vmlinux may still name a pointer or scalar
+        if tid is None and self.vmlinux and typed:
             tid = self._vmlinux_type(where, name, required=bool(members))
-        if tid is None and (members or not address_only):
+        if tid is None and typed:
             self._not_a_pointer(where, name)
         if tid is None and members:
             tid = self._type_from_path(where, name, members)
-        return tid
+        return tid                       # None: erase SYMBOL size N needs no type
 
     def _not_a_pointer(self, where, name):
         """A global of unknown type may be a pointer, which makedumpfile follows: taking its own
@@ -272,6 +397,11 @@ class _Resolver:
             self.k.translate(value)
         except FastdumpError:
             return
+        if self.vmlinux:
+            said = self.gdb_said.get(name)
+            self._fail(where, f"{name} may be a pointer (it holds kernel address {value:#x}) and neither the "
+                              f"kernel's BTF nor {self.vmlinux} gives its type ("
+                              + (f"gdb: {said}" if said else f"gdb knows no symbol {name}") + ")")
         self._fail(where, f"{name} may be a pointer (it holds kernel address {value:#x}) and the kernel's BTF "
                           "does not give its type (no VAR for it): give -x VMLINUX")
 
@@ -319,27 +449,46 @@ class _Resolver:
         return kind_size(tid), kind_size(t.ref) if t.kind == B.PTR else None
 
     def _vmlinux_type(self, where, name, *, required):
-        """The struct/union that the vmlinux's debug info gives ``name`` (via gdb), as a BTF id."""
+        """The type the vmlinux's debug info gives ``name`` (gdb's ``whatis``): a struct or union
+        or typedef as its BTF id, a pointer, array or scalar built over one (``_Types``); None
+        when it gives none fastdump can lay out (``required``: an error then)."""
+        if name not in self.gdb_said:
+            self._ask_gdb(where, [name] + [n for n in self.names if n not in self.gdb_said and n != name])
+        said = self.gdb_said.get(name)
+        tid = self.types.from_c(said) if said else None
+        if tid is None and required:
+            self._fail(where, f"{self.vmlinux} does not give {name} a type fastdump can lay out ("
+                              + (f"gdb: {said}" if said else f"gdb knows no symbol {name}") + ")")
+        return tid
+
+    def _ask_gdb(self, where, names):
+        """gdb's ``whatis`` of each of ``names`` in one run (reading a distribution vmlinux's
+        debug info takes gdb tens of seconds)."""
         import shutil               # here: only -x needs them, and every dump imports this module
         import subprocess
         gdb = shutil.which("gdb")
         if gdb is None:
-            self._fail(where, f"-x VMLINUX needs gdb to read the type of {name}")
+            self._fail(where, f"-x VMLINUX needs gdb to read the type of {names[0]}")
+        argv = [gdb, "-batch", "-nx"]
+        for n in names:
+            argv += ["-ex", f"echo @@fastdump {n}\\n", "-ex", f"whatis {n}"]
         try:
-            out = subprocess.run([gdb, "-batch", "-nx", "-ex", f"whatis {name}", self.vmlinux],
-                                 capture_output=True, text=True, timeout=300).stdout
+            out = subprocess.run(argv + ["--", self.vmlinux], capture_output=True, text=True,
+                                 timeout=300).stdout
         except (OSError, subprocess.SubprocessError) as e:
             self._fail(where, f"gdb could not read {self.vmlinux}: {e}")
-        m = re.search(r"^type = (?:struct|union) (\w+)$", out, re.M)
-        if m:
-            return self.k.btf.struct_id(m.group(1))
-        if required:
-            self._fail(where, f"{self.vmlinux} does not give {name} a struct or union type")
-        return None
+        current = None
+        for n in names:
+            self.gdb_said[n] = None
+        for line in out.splitlines():
+            if line.startswith("@@fastdump "):
+                current = line.split(" ", 1)[1].strip()
+            elif current in self.gdb_said and self.gdb_said[current] is None and line.startswith("type = "):
+                self.gdb_said[current] = line[len("type = "):].strip()
 
     def _deref(self, where, v):
         """A pointer's target (typed by what it points to)."""
-        _, t = self.k.btf.resolve(v.tid)
+        _, t = self.types.resolve(v.tid)
         va = self._u64(where, v.va)
         if va == 0:
             raise _Null
@@ -376,7 +525,7 @@ class _Resolver:
     def _path(self, where, expr, tid, members):
         """How ``members`` lie from type ``tid``: [(follow the pointer first?, byte offset)]
         per member, and the last member's type id."""
-        btf, steps = self.k.btf, []
+        btf, steps = self.types, []
         for name in members:
             _, t = btf.resolve(tid)
             deref = t.kind == B.PTR
@@ -393,7 +542,7 @@ class _Resolver:
 
     def _int(self, where, expr, scope):
         v = self.value(where, expr, scope)
-        _, t = self.k.btf.resolve(v.tid) if v.tid else (None, None)
+        _, t = self.types.resolve(v.tid) if v.tid else (None, None)
         if t is None or t.kind not in (B.INT, B.ENUM) or t.size not in (1, 2, 4, 8):
             self._fail(where, f"size {expr} is not an integer")
         return int.from_bytes(self.k.read(v.va, t.size), "little")
@@ -403,7 +552,7 @@ class _Resolver:
         where = cmd.where
         try:
             v = self.value(where, cmd.expr, scope)
-            t = self.k.btf.resolve(v.tid)[1] if v.tid else None
+            t = self.types.resolve(v.tid)[1] if v.tid else None
             if cmd.nullify:
                 if t is None or t.kind != B.PTR:
                     self._fail(where, f"nullify: {cmd.expr} is not a pointer")
@@ -411,12 +560,12 @@ class _Resolver:
                 return
             size = None
             if t is not None and t.kind == B.PTR:        # erase what the pointer points to
-                target = self.k.btf.resolve(t.ref)[1] if t.ref else None
+                target = self.types.resolve(t.ref)[1] if t.ref else None
                 if target is None and cmd.size is None:
                     self._fail(where, f"{cmd.expr} is a void *: give size N or nullify")
                 v = self._deref(where, v)
-                if cmd.size is None and target.kind == B.INT and target.size == 1:
-                    size = self._strlen(v.va)            # a char *: its string
+                if cmd.size is None and target.kind == B.INT and target.name == "char":
+                    size = self._strlen(v.va)            # a char *: its string (an unsigned char *: 1 byte)
                     if size == 0:
                         return                           # an empty string: nothing to erase
             if cmd.size is not None:
@@ -424,7 +573,7 @@ class _Resolver:
             elif size is None:
                 if v.tid is None:
                     self._fail(where, f"the size of {cmd.expr} is not known: give size N")
-                size = self.k.btf.sizeof(v.tid)
+                size = self.types.sizeof(v.tid)
             if not 0 < size <= MAX_ERASED:
                 self._fail(where, f"{cmd.expr}: size {size} is out of range")
             self._add(v.va, size, ERASE_FILL, f"erase {cmd.expr} size {size}\n")
@@ -464,11 +613,11 @@ class _Resolver:
             self._fail(where, f"for {lp.ident} in {lp.target}: {e}")
 
     def _elements(self, lp):
-        btf, where = self.k.btf, lp.where
+        btf, where = self.types, lp.where
         if lp.within:                          # a list_head: its entries' containing structs
             st, member = lp.within
             head = self.value(where, lp.target, {}, address_only=True).va
-            sid = btf.struct_id(st)
+            sid = self.k.btf.struct_id(st)
             off = self.k.offsetof(st, member)
             yield from (_Value(node - off, sid) for node in self._walk(where, head, 0, head))
             return
