@@ -224,3 +224,21 @@ def test_an_error_line_shows_no_escape_sequence(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0 and "\x1b" not in r.stderr and "\\x1b]0;PWNED\\x07" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_dump_given_as_the_source_of_a_dump_is_named(tmp_path):
+    """`fastdump -d 31 DUMP OUT` with a dump file (not a vmcore): one line naming the file and
+    what it is, and `convert`, which reads it (it said only "not an ELF file (bad magic)")."""
+    from fastdump.testing.generator import make_vmcore
+    vm, kd = str(tmp_path / "vm"), str(tmp_path / "d.kdump")
+    make_vmcore(vm, ram_size=16 << 20, seed=3)
+    fastdump.dump(vm, kd, level=1, compress="zlib")
+    for given, says in ((kd, "is a kdump-compressed dump, not a vmcore"),
+                        (str(tmp_path / "junk"), "not an ELF file")):
+        if given.endswith("junk"):
+            open(given, "wb").write(b"hello world, not a vmcore" * 10)
+        r = subprocess.run([sys.executable, "-m", "fastdump", "-z", "-d", "31", given, str(tmp_path / "out")],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and given in r.stderr and says in r.stderr, r.stderr
+    assert "fastdump convert" in subprocess.run([sys.executable, "-m", "fastdump", "-d", "31", kd,
+                                                 str(tmp_path / "out")], capture_output=True, text=True).stderr

@@ -6,7 +6,7 @@ import sys
 from ..errors import SourceError, printable
 from ..kernel.estimate import estimate
 from ..kernel.levels import DumpLevel
-from ..sources.opener import sniff
+from ..sources.opener import NOT_A_VMCORE, sniff
 from ..sources.vmcore import ElfSource
 
 from .parsing import Parser
@@ -17,17 +17,12 @@ SHOWN_LEVELS = (0, *(int(b) for b in (DumpLevel.ZERO, DumpLevel.CACHE, DumpLevel
                 int(DumpLevel.ZERO | DumpLevel.FREE), int(DumpLevel.ALL & ~DumpLevel.USER), int(DumpLevel.ALL))
 
 
-#: what ``sniff`` finds, as said when it is not the ELF vmcore estimate reads
-NOT_ELF = {"kdump": "a kdump-compressed dump", "flattened": "a flattened dump stream (makedumpfile -F)",
-           "diskdump": "an old DISKDUMP file"}
-
-
 def open_source(path):
     """``path`` as an ElfSource; a dump file or anything else is one line naming it: estimate
     reads the struct pages of an ELF vmcore, which a filtered dump may no longer hold."""
     kind = sniff(path)
     if kind != "elf":
-        raise SourceError(f"{path} is {NOT_ELF.get(kind, 'not an ELF file')}: estimate needs an ELF vmcore "
+        raise SourceError(f"{path} is {NOT_A_VMCORE.get(kind, 'not an ELF file')}: estimate needs an ELF vmcore "
                           f"(e.g. /proc/vmcore)")
     return ElfSource(path)
 

@@ -106,6 +106,22 @@ def _abandon(sink, copy, stats, e):
     raise e
 
 
+def _not_a_vmcore(path, e):
+    """Raise ``e``, or, when ``path`` is a dump file rather than a vmcore, one line saying so
+    and what reads it (``e`` only said "not an ELF file", without the file's name)."""
+    from ..sources.opener import NOT_A_VMCORE, sniff
+    try:
+        kind = sniff(path)
+    except FastdumpError:
+        kind = None
+    if kind in NOT_A_VMCORE:
+        raise type(e)(f"{path} is {NOT_A_VMCORE[kind]}, not a vmcore: `fastdump convert` rewrites a dump"
+                      + (" (after `fastdump -R` rebuilds the stream)" if kind == "flattened" else "")) from None
+    if str(path) not in str(e):
+        raise type(e)(f"{path}: {e}") from None
+    raise e
+
+
 class Dump:
     """One dump of one source to the first target (and dump level) that takes it:
     drives the targets, the level fallbacks and the last-resort saves; the plan,
@@ -185,7 +201,10 @@ class Dump:
         if o.mem_map or o.iomem or os.path.realpath(o.source) == "/dev/oldmem":
             from ..sources.rawmem import open_raw
             return open_raw(o.source, mem_map=o.mem_map, iomem=o.iomem, vmcoreinfo_file=o.vmcoreinfo_file)
-        src = ElfSource(o.source)
+        try:
+            src = ElfSource(o.source)
+        except FastdumpError as e:
+            _not_a_vmcore(o.source, e)
         if o.vmcoreinfo_file:   # makedumpfile -i: VMCOREINFO from a file for a vmcore without one
             from ..sources.rawmem import load_vmcoreinfo_file
             from ..kernel.vmcoreinfo import VmcoreInfo

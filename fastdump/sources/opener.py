@@ -52,6 +52,11 @@ if TYPE_CHECKING:       # an interface for mypy; typing is not imported at run t
 FLAT_SIGNATURE = b"makedumpfile\0"
 
 
+#: what ``sniff`` finds, said when a command wanted the ELF vmcore it is not
+NOT_A_VMCORE = {"kdump": "a kdump-compressed dump", "flattened": "a flattened dump stream (makedumpfile -F)",
+                "diskdump": "an old DISKDUMP file"}
+
+
 def sniff(path: str) -> Optional[str]:
     fd = open_input(path, FormatError)
     try:
