@@ -143,12 +143,13 @@ def _referenced(dump):
 
 
 def _headers_end(dump):
-    """Where the part of the file that writers write twice ends: a kdump file's header
-    and sub-header blocks (fastdump sends the header again, complete, at the end, and
-    the sub-header once eraseinfo is placed), or what lies before an ELF dump's memory
-    (makedumpfile sends its program headers again, fastdump its headers and notes)."""
+    """Where the part of the file that writers write twice ends: a kdump file's headers
+    and bitmaps (fastdump sends the header again, complete, at the end, the sub-header
+    once eraseinfo is placed, and 2nd-bitmap bytes again for pages it could not read or
+    never wrote), or what lies before an ELF dump's memory (makedumpfile sends its
+    program headers again, fastdump its headers and notes)."""
     if isinstance(dump, kdump.KdumpReader):
-        return dump.bitmap1_off
+        return dump.desc_off
     return min((p.offset for p in dump.header.phdrs if p.type == elf.PT_LOAD and p.filesz), default=0)
 
 

@@ -58,12 +58,12 @@ class Joined(int):
 
 def _joined_bitmap2(parts):
     """The 2nd bitmap of the whole dump: each part's own bits over its own pfn range.
-    They differ from the other parts' copies where a part was cut short: fastdump takes
-    the pages it never wrote out of its own copy, and its descriptors are counted by it."""
+    They differ from the other parts' copies where a part could not read a page (EIO) or
+    was cut short: fastdump takes those pages out of that part's own copy only, and the
+    part's descriptors are counted by it (with the first part's bits, every descriptor
+    after such a page landed on the wrong pfn)."""
     whole = bytearray(parts[0].bitmap_regions()[1])
-    for p in parts:
-        if not p.incomplete:
-            continue
+    for p in parts[1:]:
         own = p.bitmap_regions()[1]
         lo, hi = p.start_pfn, p.end_pfn
         a, b = (lo + 7) >> 3, hi >> 3                  # the bytes wholly inside the range
