@@ -161,3 +161,29 @@ def test_a_join_of_erased_parts_one_cut_short_keeps_the_eraseinfo(tmp_path):
     assert raw_eraseinfo(out) == record != b""
     _, got = kdumpfile_digests(out, MAX_PFN, cut=True)
     assert len(got) > 1000
+
+
+def test_a_direct_io_dump_killed_after_the_eraseinfo_is_named_holds_it(tmp_path):
+    """--direct-io buffers small writes until a block fills: the eraseinfo must be on disk
+    before the sub header (a small write that goes at once) names it, or a kill right after
+    leaves a header pointing past the end of the file (verify and convert: "truncated")."""
+    vmcore, conf = str(tmp_path / "vmcore"), tmp_path / "erase.conf"
+    EraseVmcore(Secrets(), ram_size=64 * MiB).write(vmcore)
+    conf.write_text(CONFIG)
+    out = str(tmp_path / "dd")
+    kill_after = ("import os, signal, sys\n"
+                  "from fastdump.formats import kdump\n"
+                  "start = kdump.KdumpWriter.start_pages\n"
+                  "def killed(self, *a, **k):\n"
+                  "    start(self, *a, **k)\n"
+                  "    os.kill(os.getpid(), signal.SIGKILL)\n"
+                  "kdump.KdumpWriter.start_pages = killed\n"
+                  "sys.argv[0] = 'fastdump'\n"
+                  "from fastdump.commands.cli import run\n"
+                  "run()\n")
+    r = subprocess.run([sys.executable, "-c", kill_after, "-q", "--direct-io", "-c", "-d", "1", "--config", str(conf),
+                        vmcore, out], capture_output=True)
+    assert r.returncode == -9 and os.path.exists(out + ".incomplete"), r.stderr
+    whole = str(tmp_path / "whole")
+    subprocess.run(FASTDUMP + ["-q", "-c", "-d", "1", "--config", str(conf), vmcore, whole], check=True)
+    assert raw_eraseinfo(out + ".incomplete") == raw_eraseinfo(whole) != b""

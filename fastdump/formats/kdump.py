@@ -225,6 +225,7 @@ class KdumpWriter:
             self.sums.region(checksums.ERASEINFO, self.data_off, self.eraseinfo)
             self.eraseinfo_at = self.data_off
             self.data_off += len(self.eraseinfo)
+            self.sink.barrier()          # on disk before the sub header names it (O_DIRECT buffers it)
             self._write_sub_header()
         self.pages_off = self.data_off     # where the first page's data goes
 
