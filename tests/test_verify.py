@@ -304,3 +304,10 @@ def test_a_dump_cut_by_its_size_limit_counts_the_pages_it_never_wrote(small_vmco
     assert got["incomplete"] and 0 < got["pages_checked"] < whole["pages_checked"], got["verdict"]
     assert got["pages_unwritten"] == whole["pages_checked"] - got["pages_checked"], got["verdict"]
     assert f"{got['pages_unwritten']} were never written" in got["verdict"]
+    # cut before any page data: the count is not known (it said 0)
+    out2 = str(tmp_path / "cut-early")
+    subprocess.run([sys.executable, "-m", "fastdump", "-q", "-z", "-d", "1", "-L", "420000", small_vmcore, out2],
+                   capture_output=True)
+    early = verify(out2 + ".incomplete")
+    assert early["pages_checked"] == 0 and early["pages_unwritten"] is None, early["verdict"]
+    assert "how many were never written is not known" in early["verdict"]

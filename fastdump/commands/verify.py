@@ -361,6 +361,10 @@ def _check_kdump(r, source, threads, result, problems):
         gap = r.data_gap(first, shared=counts.get("at_min", 0) > 1)
         if gap is not None:
             counts["unwritten"] += gap[0]
+        else:
+            counts["unwritten"] = None      # slots not all empty (a full disk under O_DIRECT): unknown
+    elif r.incomplete and not counts["checked"]:
+        counts["unwritten"] = None          # no page data reached the file: how many were planned is unknown
     result["codecs"] = codec_counts
     result["pages_checked"] = counts["checked"]
     result["pages_compared"] = counts["compared"]
@@ -626,8 +630,10 @@ def _verdict(r):
         extra = f" (and {more} more problem{'s' if more != 1 else ''})" if more > 0 else ""
         inc = " [flagged incomplete]" if r["incomplete"] else ""
         return f"FAILED: {r['path']}: {r['problems'][0]}{extra}{inc}"
+    unwritten = r.get("pages_unwritten", 0)
     return (f"FAILED: {r['path']}: dump is flagged incomplete; {r['pages_checked']} pages written check out, "
-            f"{r.get('pages_unwritten', 0)} were never written")
+            + (f"{unwritten} were never written" if unwritten is not None else
+               "how many were never written is not known"))
 
 
 def _sums_note(r):
