@@ -167,3 +167,25 @@ def stop_process(proc, timeout=20):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def one_line_error(r):
+    """The one ``fastdump: error:`` line a failed run ends with (no traceback, no second error)."""
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode not in (0, None), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert lines and lines[-1].startswith("fastdump: error: "), r.stderr
+    assert sum(1 for x in lines if x.startswith("fastdump: error")) == 1, r.stderr
+    return lines[-1]
+
+
+def newest_makedumpfile():
+    """argv of Debian 13's makedumpfile (1.7.6, which reads 6.12), as the bench builds it."""
+    top = os.path.dirname(HERE)
+    if top not in sys.path:
+        sys.path.insert(0, top)
+    from bench.run import makedumpfile_builds
+    builds = makedumpfile_builds(lambda text: None, with_sid=False)
+    found = [b for b in builds if b["name"] == "makedumpfile-deb13"]
+    assert found, f"need Debian 13's makedumpfile (1.7.6: it reads 6.12), found {builds}"
+    return found[0]["argv"]

@@ -14,15 +14,7 @@ import pytest
 import fastdump
 from fastdump.formats import kdump
 from fastdump.testing.generator import MiB
-from support import fastdump_cli, kdumpfile_digests
-
-
-def one_line_error(r):
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0
-    assert lines and lines[-1].startswith("fastdump: error:"), r.stderr
-    assert "Traceback" not in r.stderr
-    return lines[-1]
+from support import fastdump_cli, kdumpfile_digests, one_line_error
 
 
 def test_console_script_and_module_entry():

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 import pytest
-from support import PAGE, kdumpfile_digests, need_tool
+from support import PAGE, kdumpfile_digests, need_tool, newest_makedumpfile
 from test_erase import DATA, MiB, EraseVmcore, Secrets, pa
 
 import fastdump
@@ -195,15 +195,6 @@ def real_dir(request):
         return request.param, e2e_fixtures.fixture_dir(request.param)
     except RuntimeError as e:
         pytest.fail(str(e))
-
-
-def newest_makedumpfile():
-    sys.path.insert(0, TOP)
-    from bench.run import makedumpfile_builds
-    builds = makedumpfile_builds(lambda text: None, with_sid=False)
-    found = [b for b in builds if b["name"] == "makedumpfile-deb13"]
-    assert found, f"need Debian 13's makedumpfile (1.7.6: it reads 6.12), found {builds}"
-    return found[0]["argv"]
 
 
 REAL_CONFIG = "[vmlinux]\nerase saved_command_line\nerase kernel_kobj\nerase saved_command_line nullify\n"

@@ -24,7 +24,7 @@ from fastdump.formats import kdump
 from fastdump.sources.vmcore import ElfSource
 from fastdump.testing.generator import MiB
 from fastdump.commands.verify import verify
-from support import digests, elf_pages, kdumpfile_digests
+from support import digests, elf_pages, kdumpfile_digests, one_line_error
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and loop devices: needs root")
 
@@ -39,15 +39,6 @@ def run(*args, umask=None, cwd=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
                           env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def one_line_error(r):
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert r.returncode not in (0, None), r.stderr
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    assert lines and lines[-1].startswith("fastdump: error: "), r.stderr
-    assert sum(1 for x in lines if x.startswith("fastdump: error")) == 1, r.stderr
-    return lines[-1]
 
 
 @contextlib.contextmanager

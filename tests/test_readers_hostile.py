@@ -11,7 +11,7 @@ import pytest
 import fastdump
 from fastdump.errors import EXIT_ERROR, FastdumpError, UsageError
 from fastdump.formats.kdump import SUB_HEADER
-from support import fastdump_cli
+from support import fastdump_cli, one_line_error
 
 #: what a terminal would obey: ESC (OSC and CSI sequences), BEL, CR, DEL (the dump's text is ASCII)
 HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\r\x7f"
@@ -19,14 +19,6 @@ HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\r\x7f"
 HOSTILE_UNICODE = HOSTILE + "\x9b31m\u202e"
 #: an OSRELEASE (VMCOREINFO values lose their surrounding whitespace)
 KERNEL = "6.1\x1b]0;PWNED\x07\x1b[2J\x7f-x"
-
-
-def one_line_error(r):
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0
-    assert lines and lines[-1].startswith("fastdump: error:"), r.stderr
-    assert "Traceback" not in r.stderr
-    return lines[-1]
 
 
 def assert_printable(text):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from support import kdumpfile_digests
+from support import kdumpfile_digests, newest_makedumpfile
 
 import fastdump
 
@@ -30,15 +30,6 @@ CONFIG = "[vmlinux]\nerase init_uts_ns.name.nodename\nerase init_uts_ns.name.dom
 @pytest.fixture(scope="module", params=fixtures.KEYS)
 def real(request):
     return request.param, fixtures.fixture_dir(request.param)
-
-
-def newest_makedumpfile():
-    sys.path.insert(0, TOP)
-    from bench.run import makedumpfile_builds
-    builds = makedumpfile_builds(lambda text: None, with_sid=False)
-    found = [b for b in builds if b["name"] == "makedumpfile-deb13"]
-    assert found, f"need Debian 13's makedumpfile (1.7.6: it reads 6.12), found {builds}"
-    return found[0]["argv"]
 
 
 def fastdump_run(*args):
