@@ -8,7 +8,6 @@ from ..kernel.estimate import estimate
 from ..kernel.levels import DumpLevel
 from ..sources.opener import NOT_A_VMCORE, sniff
 from ..sources.vmcore import ElfSource
-
 from .parsing import Parser
 
 #: the levels whose kept pages are printed: none, each bit alone, and the usual combinations

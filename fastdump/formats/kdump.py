@@ -613,9 +613,9 @@ class KdumpReader(ReadOnlyFile):
 
     # -- pages ----------------------------------------------------------------
     def read_pfn(self, pfn):
-        if type(pfn) is not int or not 0 <= pfn < (1 << 64) // self.page_size or self.fd < 0:
-            from ..sources.vmcore import check_read_args   # a closed reader of a file has fd -1 (S3's always)
-            check_read_args(self, self.fd < 0 and type(self).read_upto is KdumpReader.read_upto, pfn=pfn)
+        if type(pfn) is not int or not 0 <= pfn < (1 << 64) // self.page_size or self.closed:
+            from ..sources.vmcore import check_read_args
+            check_read_args(self, self.closed, pfn=pfn)
         off, size, flags, _ = self.descriptor(pfn)
         if off == 0:
             raise FormatError(f"pfn {pfn:#x} was not written (incomplete dump)")
@@ -630,10 +630,9 @@ class KdumpReader(ReadOnlyFile):
 
     def read_phys(self, addr, size, *, zero_fill=False):
         if type(addr) is not int or type(size) is not int or addr < 0 or size < 0 or addr + size > 1 << 64 \
-                or type(zero_fill) is not bool or self.fd < 0:
+                or type(zero_fill) is not bool or self.closed:
             from ..sources.vmcore import check_read_args
-            check_read_args(self, self.fd < 0 and type(self).read_upto is KdumpReader.read_upto,
-                            addr=addr, size=size, zero_fill=zero_fill)
+            check_read_args(self, self.closed, addr=addr, size=size, zero_fill=zero_fill)
         out = bytearray()
         while size > 0:
             pfn, off = divmod(addr, self.page_size)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 class ReadOnlyFile:
     error = FastdumpError   # the one-line error class for "cannot open"
+    closed = False          # set by close(): a read after it is refused (an S3 reader has no fd)
 
     def _open(self, path, load, *args):
         self.path = path
@@ -52,6 +53,7 @@ class ReadOnlyFile:
             raise
 
     def close(self):
+        self.closed = True
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

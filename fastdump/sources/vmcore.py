@@ -242,8 +242,8 @@ class ElfSource(ReadOnlyFile):
         """Bytes at physical ``addr``; raises NotPresentError for bytes not stored
         (unless ``zero_fill``, which fills them with zeros as crash does)."""
         if type(addr) is not int or type(size) is not int or addr < 0 or size < 0 or addr + size > 1 << 64 \
-                or type(zero_fill) is not bool or self.fd < 0:
-            check_read_args(self, self.fd < 0, addr=addr, size=size, zero_fill=zero_fill)
+                or type(zero_fill) is not bool or self.closed:
+            check_read_args(self, self.closed, addr=addr, size=size, zero_fill=zero_fill)
         end = addr + size
         pieces = list(self._extents_in(addr, end))
         if len(pieces) == 1 and pieces[0][0] <= addr and end <= pieces[0][1]:
@@ -306,8 +306,8 @@ class ElfSource(ReadOnlyFile):
             self._window_lock = threading.Lock()
 
     def read_pfn(self, pfn):
-        if type(pfn) is not int or not 0 <= pfn < (1 << 64) // self.page_size or self.fd < 0:
-            check_read_args(self, self.fd < 0, pfn=pfn)
+        if type(pfn) is not int or not 0 <= pfn < (1 << 64) // self.page_size or self.closed:
+            check_read_args(self, self.closed, pfn=pfn)
         return self.read_phys(pfn * self.page_size, self.page_size, zero_fill=True) \
             if self.is_dumped(pfn) else self.read_phys(pfn * self.page_size, self.page_size)
 
