@@ -31,15 +31,9 @@ BAD_PFNS = {0x4000 + i for i in range(3)}             # three pages inside the b
 
 def _partial_dump(vmcore, shim, tmp_path, fmt, level=1):
     """A dump of ``vmcore`` whose source pages BAD_PFNS give EIO: (path, stats)."""
-    with ElfSource(vmcore) as s:
-        start, end, off = s.extents[1]
-    bad_off = off + (min(BAD_PFNS) * 4096 - start)
     out = str(tmp_path / "vmcore")
-    env = dict(os.environ, LD_PRELOAD=shim, EIO_FILE=os.path.realpath(vmcore), EIO_START=str(bad_off),
-               EIO_LEN=str(len(BAD_PFNS) * 4096))
-    args = ["-d", str(level), "--non-mmap", "--stats-json", str(tmp_path / "s.json"), vmcore, out]
-    args.insert(0, "-E" if fmt == "elf" else "-z")
-    r = subprocess.run([sys.executable, "-m", "fastdump", *args], capture_output=True, text=True, env=env)
+    r = _eio_run(vmcore, shim, ["-E" if fmt == "elf" else "-z", "-d", str(level), "--stats-json",
+                                str(tmp_path / "s.json"), vmcore, out], text=True)
     assert r.returncode == EXIT_PARTIAL, r.stderr
     assert "partial" in r.stderr and "Traceback" not in r.stderr
     return out, json.load(open(tmp_path / "s.json"))
